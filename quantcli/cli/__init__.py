@@ -1,0 +1,120 @@
+"""The ``qcli`` command line: one Typer sub-app per group, a thin shell over the library.
+
+Command bodies parse options, call the library, and render the result. One error handler turns
+:class:`quantcli.errors.QuantCliError` into ``Error: ...`` on stderr and the contract's exit code
+(1 gate/check failed, 2 bad input or usage); ``--debug`` shows the traceback instead.
+
+Only light modules are imported here: heavy packages load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+try:  # typer >= 0.20 vendors click as typer._click; older versions use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+from quantcli import __version__
+from quantcli.cli import (
+    audit,
+    backtest,
+    data,
+    features,
+    features_online,  # noqa: F401  (registers `features materialize`)
+    model,
+    model_export,  # noqa: F401  (registers `model export` and `model scan`)
+    model_shadow,  # noqa: F401  (registers `model shadow`)
+    monitor,
+    pipeline,
+    serving,
+)
+from quantcli.cli._common import stderr, to_json
+from quantcli.errors import GateFailedError, QuantCliError
+
+app = typer.Typer(
+    name="qcli",
+    help=(
+        "quantcli: from raw OHLCV bars to a served, monitored, auditable trading model.\n\n"
+        "State lives under $QCLI_HOME (default ./.qcli). Every command takes --json.\n"
+        "Exit codes: 0 ok, 1 a gate or check failed, 2 bad input or usage."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
+app.add_typer(backtest.app, name="backtest")
+app.add_typer(model.app, name="model")
+app.add_typer(monitor.app, name="monitor")
+app.add_typer(audit.app, name="audit")
+app.add_typer(pipeline.app, name="pipeline")
+serving.register(app)  # top-level `qcli serve` and `qcli predict`
+
+_DEBUG_ENV = "QCLI_DEBUG"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback on errors.", envvar=_DEBUG_ENV)
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[_DEBUG_ENV] = "1"
+
+
+def _json_requested(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point with the one error handler."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(_DEBUG_ENV) == "1"
+    try:
+        app(args=args, prog_name="qcli", standalone_mode=False)
+    except QuantCliError as exc:
+        if debug:
+            raise
+        if isinstance(exc, GateFailedError) and exc.result is not None and _json_requested(args):
+            sys.stdout.write(to_json(exc.result) + "\n")
+        stderr.print(f"[bold red]Error:[/] {exc.message}", highlight=False, markup=True)
+        for reason in getattr(exc, "reasons", []) or []:
+            stderr.print(f"  - {reason}", highlight=False, markup=False)
+        if exc.hint:
+            stderr.print(f"Hint: {exc.hint}", highlight=False, markup=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        stderr.print("Aborted.")
+        sys.exit(1)
+    except ClickException as exc:  # usage errors: exit 2 with click's own message
+        exc.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        stderr.print("Interrupted.")
+        sys.exit(130)
+    sys.exit(0)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,122 @@
+"""Where state lives, and the embedded defaults.
+
+All state lives under one directory, ``$QCLI_HOME`` (default ``./.qcli``), per the shared contract:
+
+* ``offline.duckdb``   -- the offline store (bars, feature tables, builds, registry events, ...)
+* ``mlflow.db``        -- the embedded MLflow tracking/registry store (SQLite)
+* ``mlartifacts/``     -- MLflow artifacts
+* ``feast/``           -- the generated Feast repo and its SQLite online store
+* ``keys/``            -- the Ed25519 key pair that signs model artifacts
+* ``audit/``           -- the prediction audit ledger
+* ``reports/``         -- HTML/JSON/PNG reports written by commands
+
+Functions (not module constants) so that a changed environment variable is honoured at once.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ENV_HOME = "QCLI_HOME"
+DEFAULT_HOME = ".qcli"
+
+
+def qcli_home(create: bool = False) -> Path:
+    """The state directory: ``$QCLI_HOME`` or ``./.qcli`` (absolute path)."""
+    home = Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser().resolve()
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def offline_store_path() -> Path:
+    return qcli_home() / "offline.duckdb"
+
+
+def mlflow_tracking_uri(explicit: str | None = None) -> str:
+    """``--tracking-uri`` if given, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
+    if explicit:
+        return explicit
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{qcli_home() / 'mlflow.db'}"
+
+
+def mlflow_artifacts_dir() -> Path:
+    return qcli_home() / "mlartifacts"
+
+
+def feast_repo_dir() -> Path:
+    return qcli_home() / "feast"
+
+
+def keys_dir() -> Path:
+    return qcli_home() / "keys"
+
+
+def audit_dir() -> Path:
+    return qcli_home() / "audit"
+
+
+def reports_dir() -> Path:
+    return qcli_home() / "reports"
+
+
+# The embedded defaults. ``--config FILE`` (TOML) overrides any key, section by section.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "features": {"feature_set": "technical_v1"},
+    "label": {"name": "fwd_return_5d"},
+    "cpcv": {"n_groups": 10, "n_test_groups": 2, "embargo_pct": 0.01, "purge_pct": 0.0},
+    "gates": {"min_sharpe": 1.2, "min_psr": 0.95, "max_drawdown": -0.20},
+    "lightgbm": {
+        "n_estimators": 200,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 50,
+        "subsample": 0.8,
+        "subsample_freq": 1,
+        "colsample_bytree": 0.8,
+        "seed": 42,
+    },
+    "parity": {"fp32_max_loss_pct": 0.1, "int8_max_loss_pct": 1.0},
+    "drift": {"psi_threshold": 0.1, "ks_threshold": 0.05, "jsd_threshold": 0.05},
+    "monitor": {"window_size": 1000, "min_sharpe": 1.0, "max_drawdown": -0.25},
+    "retrain": {"schedule_days": 90, "min_samples": 10000, "drift_threshold": 3},
+    "shadow": {"max_pnl_divergence": 0.05},
+}
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The embedded defaults, overridden section by section by the TOML file ``path``."""
+    from quantcli.errors import InputError
+
+    cfg = {section: dict(values) for section, values in DEFAULTS.items()}
+    if path is None:
+        return cfg
+    p = Path(path)
+    try:
+        user = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{p}: config file not found", hint="--config takes a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{p}: not valid TOML: {exc}") from None
+    for section, values in user.items():
+        if section not in cfg:
+            raise InputError(
+                f"{p}: unknown config section [{section}]",
+                hint=f"known sections: {', '.join(sorted(cfg))}",
+            )
+        if not isinstance(values, dict):
+            raise InputError(f"{p}: [{section}] must be a table")
+        for key, value in values.items():
+            if section != "lightgbm" and key not in cfg[section]:
+                raise InputError(
+                    f"{p}: unknown key '{key}' in [{section}]",
+                    hint=f"known keys: {', '.join(sorted(cfg[section]))}",
+                )
+            cfg[section][key] = value
+    return cfg

@@ -1,0 +1,143 @@
+"""The DuckDB offline store at ``$QCLI_HOME/offline.duckdb``.
+
+Guarantees every writer relies on:
+
+* **One transaction per write.** :meth:`OfflineStore.transaction` wraps ``BEGIN``/``COMMIT`` and
+  rolls back on any exception; DuckDB's write-ahead log makes a killed process (``kill -9``) lose
+  only the uncommitted transaction, so the file is exactly as before.
+* **One writer at a time.** DuckDB locks the file per process. A second process that opens the
+  store while another holds it waits up to ``busy_timeout`` seconds (``QCLI_BUSY_TIMEOUT``,
+  default 2), then gets :class:`~quantcli.errors.StoreBusyError` (exit code 2), never a hang or a
+  corrupted file.
+
+Schema and queries live in ``sql/*.sql`` and are loaded through :mod:`quantcli.resources`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from quantcli import config, resources
+from quantcli.errors import NotFoundError, StoreBusyError
+
+_LOCK_MARKERS = ("could not set lock", "conflicting lock", "lock on file")
+
+
+def _busy_timeout() -> float:
+    try:
+        return float(os.environ.get("QCLI_BUSY_TIMEOUT", "2"))
+    except ValueError:
+        return 2.0
+
+
+class OfflineStore:
+    """A connection to the offline store; use as a context manager.
+
+    Parameters
+    ----------
+    path
+        The DuckDB file; defaults to ``$QCLI_HOME/offline.duckdb``.
+    read_only
+        Open for reading only. A read-only open of a missing store raises
+        :class:`~quantcli.errors.NotFoundError` telling the user to ingest first.
+    busy_timeout
+        Seconds to wait for another process's lock before raising ``StoreBusyError``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        busy_timeout: float | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else config.offline_store_path()
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise NotFoundError(
+                f"no offline store at {self.path}",
+                hint="run `qcli data ingest PATH` (or `qcli data ingest --sample`) first",
+            )
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = self._connect(busy_timeout if busy_timeout is not None else _busy_timeout())
+        self._in_tx = False
+        if not read_only:
+            self.ensure_schema("schema_core")
+
+    def _connect(self, timeout: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as exc:
+                if not any(m in str(exc).lower() for m in _LOCK_MARKERS):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"store is busy: another process holds {self.path}",
+                        hint="wait for the other qcli command to finish, or raise "
+                        "QCLI_BUSY_TIMEOUT (seconds)",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> OfflineStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """``BEGIN`` ... ``COMMIT``; ``ROLLBACK`` on any exception. Not re-entrant."""
+        if self._in_tx:
+            raise RuntimeError("OfflineStore.transaction() is not re-entrant")
+        self._in_tx = True
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    # -- schema and queries ----------------------------------------------------------------
+    def ensure_schema(self, name: str) -> None:
+        """Run the idempotent DDL file ``sql/<name>.sql`` (``CREATE ... IF NOT EXISTS``)."""
+        self.con.execute(resources.sql(name))
+
+    def query(self, name: str, params: list[Any] | dict[str, Any] | None = None):
+        """Execute the query ``sql/<name>.sql`` with ``params``; returns the DuckDB relation."""
+        return self.con.execute(resources.sql(name), params or [])
+
+    def table_exists(self, table: str) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def require_table(self, table: str, hint: str) -> None:
+        if not self.table_exists(table):
+            raise NotFoundError(f"table '{table}' not found in {self.path}", hint=hint)
+
+
+def open_store(read_only: bool = False, path: str | os.PathLike[str] | None = None) -> OfflineStore:
+    """Open the offline store of ``$QCLI_HOME`` (or ``path``)."""
+    return OfflineStore(path, read_only=read_only)

@@ -1,0 +1,70 @@
+"""The CLI shell: help, version, the error handler and lazy heavy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("mlflow", "feast", "onnxruntime", "lightgbm", "ray")
+
+
+def run_qcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "quantcli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_help_imports_no_heavy_package():
+    code = (
+        "import sys\n"
+        "from quantcli.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert loaded.startswith("LOADED="), out.stdout
+    assert loaded == "LOADED=", f"qcli --help imported heavy packages: {loaded}"
+
+
+@pytest.mark.parametrize(
+    "group", ["data", "features", "backtest", "model", "monitor", "audit", "pipeline"]
+)
+def test_every_group_has_help(group):
+    out = run_qcli(group, "--help")
+    assert out.returncode == 0, out.stderr
+    assert group in out.stdout
+
+
+def test_version():
+    from quantcli import __version__
+
+    out = run_qcli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"qcli {__version__}"
+
+
+def test_unknown_command_is_usage_error_exit_2():
+    out = run_qcli("no-such-command")
+    assert out.returncode == 2
+    assert "no-such-command" in out.stderr
+
+
+def test_json_writer_turns_nan_into_null():
+    from quantcli.cli._common import to_json
+
+    assert json.loads(to_json({"a": float("nan"), "b": [1.0, float("inf")]})) == {
+        "a": None,
+        "b": [1.0, None],
+    }
