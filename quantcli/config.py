@@ -87,6 +87,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "monitor": {"window_size": 1000, "min_sharpe": 1.0, "max_drawdown": -0.25},
     "retrain": {"schedule_days": 90, "min_samples": 10000, "drift_threshold": 3},
     "shadow": {"max_pnl_divergence": 0.05},
+    # gate verdicts `qcli model promote` requires (quantcli.models.tags)
+    "registry": {"required_verdicts": ["backtest", "parity", "scan"]},
 }
 
 

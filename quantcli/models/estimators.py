@@ -1,0 +1,184 @@
+"""The model families quantcli trains: LightGBM, an MLP, and their average.
+
+``make_model(kind, params, seed)`` returns an unfitted sklearn-style regressor:
+
+* ``lgbm``     -- ``lightgbm.LGBMRegressor`` with ``DEFAULTS["lightgbm"]`` overridden by
+  ``params``; ``deterministic=True`` and ``force_row_wise=True`` so the same data and seed give
+  the same trees (and the same model bytes).
+* ``mlp``      -- ``StandardScaler`` then ``sklearn.neural_network.MLPRegressor`` (ReLU, Adam,
+  early stopping on a 10 % validation split); inputs are standardised with the population std.
+* ``ensemble`` -- :class:`EnsembleRegressor`: the unweighted mean of one ``lgbm`` and one ``mlp``.
+
+All predict the label in its own units (a forward return as a fraction). lightgbm and sklearn are
+imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from quantcli.config import DEFAULTS
+from quantcli.errors import InputError
+
+MODEL_KINDS = ("lgbm", "mlp", "ensemble")
+
+MLP_DEFAULTS: dict[str, Any] = {
+    "hidden_layer_sizes": [32, 16],
+    "activation": "relu",
+    "alpha": 1e-4,
+    "learning_rate_init": 1e-3,
+    "max_iter": 300,
+    "early_stopping": True,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 10,
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_KINDS:
+        raise InputError(
+            f"unknown model kind `--model {kind}`",
+            hint=f"use one of: {', '.join(MODEL_KINDS)}",
+        )
+
+
+def lgbm_params(params: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
+    """LightGBM parameters: ``DEFAULTS["lightgbm"]`` < ``params`` < ``seed`` (if given)."""
+    merged = dict(DEFAULTS["lightgbm"])
+    merged.update(params or {})
+    if seed is not None:
+        merged["seed"] = int(seed)
+    merged.setdefault("deterministic", True)
+    merged.setdefault("force_row_wise", True)
+    merged.setdefault("verbose", -1)
+    merged.setdefault("n_jobs", 1)
+    return merged
+
+
+def mlp_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """MLP parameters: :data:`MLP_DEFAULTS` overridden by ``params``."""
+    merged = dict(MLP_DEFAULTS)
+    merged.update(params or {})
+    unknown = set(merged) - set(MLP_DEFAULTS)
+    if unknown:
+        raise InputError(
+            f"unknown MLP parameter(s) {sorted(unknown)}",
+            hint=f"known: {', '.join(sorted(MLP_DEFAULTS))}",
+        )
+    return merged
+
+
+def _make_lgbm(params: dict[str, Any] | None, seed: int | None):
+    import lightgbm
+
+    return lightgbm.LGBMRegressor(**lgbm_params(params, seed))
+
+
+def _make_mlp(params: dict[str, Any] | None, seed: int | None):
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    p = mlp_params(params)
+    p["hidden_layer_sizes"] = tuple(int(n) for n in p["hidden_layer_sizes"])
+    return Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            ("mlp", MLPRegressor(random_state=0 if seed is None else int(seed), **p)),
+        ]
+    )
+
+
+class EnsembleRegressor:
+    """The unweighted mean of fitted members' predictions.
+
+    Parameters
+    ----------
+    members
+        ``(name, regressor)`` pairs; every member sees the same ``X`` and ``y``.
+    """
+
+    def __init__(self, members: list[tuple[str, Any]]) -> None:
+        if not members:
+            raise InputError("`members` must hold at least one regressor, got `members=[]`.")
+        self.members = members
+
+    def fit(self, X, y, **_: Any) -> EnsembleRegressor:
+        for _, member in self.members:
+            member.fit(X, y)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        preds = [np.asarray(m.predict(X), dtype=np.float64) for _, m in self.members]
+        return np.mean(np.vstack(preds), axis=0)
+
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        return {"members": self.members}
+
+
+def make_model(kind: str = "lgbm", params: dict[str, Any] | None = None, seed: int | None = 42):
+    """An unfitted regressor of family ``kind`` (``lgbm``, ``mlp`` or ``ensemble``).
+
+    Parameters
+    ----------
+    kind
+        The model family.
+    params
+        Overrides: LightGBM parameters for ``lgbm``; MLP parameters for ``mlp``; for
+        ``ensemble`` a dict with optional ``lgbm`` and ``mlp`` sub-dicts.
+    seed
+        The seed of every random choice (LightGBM bagging, MLP initialisation).
+
+    Examples
+    --------
+    >>> make_model("lgbm", {"n_estimators": 10}, seed=1).get_params()["n_estimators"]
+    10
+    """
+    _check_kind(kind)
+    if kind == "lgbm":
+        return _make_lgbm(params, seed)
+    if kind == "mlp":
+        return _make_mlp(params, seed)
+    p = params or {}
+    return EnsembleRegressor(
+        [("lgbm", _make_lgbm(p.get("lgbm"), seed)), ("mlp", _make_mlp(p.get("mlp"), seed))]
+    )
+
+
+class ModelFactory:
+    """A picklable ``model_factory(params) -> regressor`` for the CPCV engine (and Ray).
+
+    ``params`` passed at call time override the ones given here.
+    """
+
+    def __init__(self, kind: str = "lgbm", params: dict[str, Any] | None = None, seed=42):
+        _check_kind(kind)
+        self.kind = kind
+        self.params = dict(params or {})
+        self.seed = seed
+
+    def __call__(self, params: dict[str, Any] | None = None):
+        merged = dict(self.params)
+        merged.update(params or {})
+        return make_model(self.kind, merged, self.seed)
+
+    def __repr__(self) -> str:
+        return f"ModelFactory(kind={self.kind!r}, params={self.params!r}, seed={self.seed!r})"
+
+
+def model_kind(model: Any) -> str:
+    """The family name of a (fitted or unfitted) regressor made by :func:`make_model`."""
+    if isinstance(model, EnsembleRegressor):
+        return "ensemble"
+    cls = type(model).__name__
+    if cls == "LGBMRegressor" or cls == "Booster":
+        return "lgbm"
+    if cls == "Pipeline":
+        return "mlp"
+    raise InputError(
+        f"unsupported model type {type(model).__name__}",
+        hint="quantcli trains lightgbm.LGBMRegressor, an sklearn MLP pipeline, or an ensemble "
+        "(quantcli.models.make_model)",
+    )

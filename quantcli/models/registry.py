@@ -1,0 +1,668 @@
+"""The model registry facade: versions, aliases, verdicts, signed artifacts, promotion, rollback.
+
+quantcli uses MLflow's model registry with **aliases, not the deprecated stages**: a new version
+gets alias ``staging`` (``qcli model train``); ``promote`` moves alias ``production``;
+``rollback`` moves it back to the previous production version. The lifecycle record lives in tags
+(names in :mod:`quantcli.models.tags`) and every promotion, override and rollback is also a row of
+the offline-store table ``registry_events`` (:mod:`quantcli.models.events`).
+
+Rules:
+
+* **Gated promotion.** ``promote`` requires every verdict of the config list
+  ``[registry] required_verdicts`` (default ``backtest``, ``parity``, ``scan``) to be recorded as
+  ``pass`` on the version, and the version's artifacts to verify (sha256 + Ed25519 signature).
+  Otherwise :class:`~quantcli.errors.GateFailedError` (exit 1) lists the reasons and nothing
+  changes. ``force=True`` with a ``reason`` overrides failed/missing verdicts (never integrity)
+  and is recorded as an ``override`` event.
+* **History.** The registered-model tag ``quantcli.production_history`` is the JSON list of
+  previous production versions, oldest first. ``promote`` pushes the outgoing version (tagged
+  ``archived``); ``rollback`` pops the last one, so repeated rollbacks walk the history.
+* **One writer at a time.** ``promote`` and ``rollback`` hold an exclusive file lock
+  (``$QCLI_HOME/locks/registry-<name>.lock``) around read-modify-write of aliases, tags and
+  history, so two concurrent processes leave exactly one consistent ``production`` alias. (The
+  lock is per ``$QCLI_HOME``: processes on several hosts sharing one MLflow server must share it.)
+* **Integrity.** Every artifact a version serves is signed when it is added
+  (:meth:`ModelRegistry.add_artifact`); its sha256 and signature are version tags.
+  :meth:`ModelRegistry.load_native_model` and :meth:`ModelRegistry.download_artifacts`
+  (``verify=True``) refuse a modified, unsigned or unexpected file with
+  :class:`~quantcli.errors.IntegrityError` (exit 1). Nothing is unpickled.
+
+MLflow is imported lazily (inside :class:`ModelRegistry`), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from quantcli import config, integrity
+from quantcli.errors import GateFailedError, InputError, IntegrityError, NotFoundError
+from quantcli.models import tags as T
+from quantcli.models.events import RegistryEvent, insert_event
+
+MODEL_ARTIFACT_PATH = "model"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is a valid registered-model name, else :class:`InputError` (exit 2)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InputError(
+            f"invalid model name `--name {name!r}`",
+            hint="use letters, digits, '_', '.', '-' (at most 100 characters), e.g. momentum_lgbm",
+        )
+    return name
+
+
+def required_verdicts(cfg: dict[str, Any] | None = None) -> list[str]:
+    """The gates ``promote`` requires: ``cfg["registry"]["required_verdicts"]`` or the default."""
+    section = (cfg or config.DEFAULTS).get("registry") or {}
+    gates = list(section.get("required_verdicts", T.DEFAULT_REQUIRED_VERDICTS))
+    bad = [g for g in gates if not isinstance(g, str) or not re.match(r"^[a-z_]+$", g)]
+    if bad:
+        raise InputError(
+            f"[registry] required_verdicts has invalid gate names {bad}",
+            hint=f"known gates: {', '.join(T.GATES)}",
+        )
+    return gates
+
+
+def _quiet_mlflow() -> None:
+    """No artifact progress bars or INFO chatter from MLflow on the user's terminal."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # an unreachable --tracking-uri should fail in seconds, not after minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """True for the embedded store (``sqlite:`` or another database URI), False for a server."""
+    return not tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+@dataclass
+class ModelVersionInfo:
+    """One registered model version, as quantcli sees it.
+
+    Attributes
+    ----------
+    artifacts
+        ``{artifact_path: {"sha256": ..., "signature": ...}}`` for every signed artifact, paths
+        relative to the run's artifact root (e.g. ``model/lgbm.txt``, ``onnx/model.onnx``).
+    verdicts
+        ``{gate: "pass" | "fail"}`` for every recorded gate verdict.
+    """
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    created_at: str
+    tags: dict[str, str]
+    aliases: list[str]
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str | None:
+        return self.tags.get(T.STATUS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "source": self.source,
+            "created_at": self.created_at,
+            "aliases": self.aliases,
+            "status": self.status,
+            "verdicts": self.verdicts,
+            "dataset_sha256": self.tags.get(T.DATASET_SHA256),
+            "feature_set": self.tags.get(T.FEATURE_SET),
+            "feature_set_version": self.tags.get(T.FEATURE_SET_VERSION),
+            "model_kind": self.tags.get(T.MODEL_KIND),
+            "artifacts": self.artifacts,
+            "tags": self.tags,
+        }
+
+
+def _info_from(mv: Any, aliases: list[str]) -> ModelVersionInfo:
+    tags = dict(mv.tags or {})
+    artifacts: dict[str, dict[str, str]] = {}
+    for key, value in tags.items():
+        if key.startswith(T.SHA256_PREFIX):
+            path = key[len(T.SHA256_PREFIX) :]
+            artifacts.setdefault(path, {})["sha256"] = value
+        elif key.startswith(T.SIGNATURE_PREFIX):
+            path = key[len(T.SIGNATURE_PREFIX) :]
+            artifacts.setdefault(path, {})["signature"] = value
+    verdicts = {
+        key[len("quantcli.verdict.") :]: value
+        for key, value in tags.items()
+        if key.startswith("quantcli.verdict.")
+    }
+    created = datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, UTC).isoformat()
+    return ModelVersionInfo(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id or "",
+        source=mv.source or "",
+        created_at=created,
+        tags=tags,
+        aliases=sorted(aliases),
+        artifacts=dict(sorted(artifacts.items())),
+        verdicts=dict(sorted(verdicts.items())),
+    )
+
+
+@contextmanager
+def registry_lock(name: str) -> Iterator[None]:
+    """An exclusive inter-process lock for read-modify-write of model ``name``'s aliases."""
+    lock_dir = config.qcli_home(create=True) / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"registry-{name}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class ModelRegistry:
+    """quantcli's view of the MLflow model registry at ``tracking_uri``.
+
+    Parameters
+    ----------
+    tracking_uri
+        ``--tracking-uri``; default ``MLFLOW_TRACKING_URI`` or the embedded
+        ``sqlite:///$QCLI_HOME/mlflow.db`` (artifacts under ``$QCLI_HOME/mlartifacts``).
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        _quiet_mlflow()
+        from mlflow import MlflowClient
+
+        self.tracking_uri = config.mlflow_tracking_uri(tracking_uri)
+        if is_local_store(self.tracking_uri):
+            config.qcli_home(create=True)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    # -- reading ------------------------------------------------------------------------------
+    def _not_found(self, exc: Exception) -> bool:
+        code = getattr(exc, "error_code", "")
+        return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+    def alias_map(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of registered model ``name`` (NotFoundError if unknown)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if self._not_found(exc):
+                raise NotFoundError(
+                    f"no registered model '{name}' in {self.tracking_uri}",
+                    hint="train one: qcli model train --name NAME",
+                ) from None
+            raise
+        return {alias: str(v) for alias, v in (rm.aliases or {}).items()}
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version that ``alias`` points at, or ``None``."""
+        return self.alias_map(name).get(alias)
+
+    def _versions(self, name: str) -> list[Any]:
+        check_model_name(name)
+        mvs = self.client.search_model_versions(f"name = '{name}'")
+        return sorted(mvs, key=lambda mv: int(mv.version))
+
+    def resolve(
+        self, name: str, version: str | int | None = None, alias: str | None = None
+    ) -> ModelVersionInfo:
+        """The version ``version``, or the one ``alias`` points at, or the latest version."""
+        from mlflow.exceptions import MlflowException
+
+        check_model_name(name)
+        aliases = self.alias_map(name)
+        if version is not None and alias is not None:
+            raise InputError("give either --version or --alias, not both")
+        if alias is not None:
+            if alias not in aliases:
+                raise NotFoundError(
+                    f"model '{name}' has no alias '{alias}'",
+                    hint=f"aliases: {', '.join(sorted(aliases)) or 'none'}",
+                )
+            version = aliases[alias]
+        if version is None:
+            mvs = self._versions(name)
+            if not mvs:
+                raise NotFoundError(f"model '{name}' has no versions")
+            version = mvs[-1].version
+        if not str(version).isdigit():
+            raise InputError(f"`--version {version}` must be a positive integer")
+        try:
+            mv = self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            if self._not_found(exc):
+                raise NotFoundError(
+                    f"model '{name}' has no version {version}",
+                    hint=f"see: qcli model list {name}",
+                ) from None
+            raise
+        mine = [a for a, v in aliases.items() if v == str(mv.version)]
+        return _info_from(mv, mine)
+
+    def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        """Every version of ``name``, oldest first, with aliases and verdicts."""
+        aliases = self.alias_map(name)
+        out = []
+        for mv in self._versions(name):
+            # search results may omit tags/aliases: re-read each version
+            full = self.client.get_model_version(name, mv.version)
+            out.append(_info_from(full, [a for a, v in aliases.items() if v == str(mv.version)]))
+        return out
+
+    def production_history(self, name: str) -> list[str]:
+        """Previous production versions, oldest first (the rollback stack)."""
+        rm = self.client.get_registered_model(name)
+        raw = (rm.tags or {}).get(T.PRODUCTION_HISTORY)
+        return [str(v) for v in json.loads(raw)] if raw else []
+
+    # -- writing tags and artifacts -----------------------------------------------------------
+    def set_version_tags(self, name: str, version: str | int, values: dict[str, Any]) -> None:
+        """Set tags on a version (values are stringified; dicts/lists as JSON)."""
+        for key, value in values.items():
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            self.client.set_model_version_tag(name, str(version), key, text)
+
+    def record_verdict(
+        self, name: str, version: str | int, gate: str, passed: bool, reasons: list[str]
+    ) -> None:
+        """Record gate ``gate``'s verdict (``pass``/``fail``) and failed criteria on a version.
+
+        The ONNX engineer's ``export`` records ``parity`` and ``scan`` records ``scan`` this way.
+        """
+        if not re.match(r"^[a-z_]+$", gate):
+            raise InputError(f"`gate` must be a lower-case name, got `gate={gate!r}`")
+        self.set_version_tags(
+            name,
+            version,
+            {
+                T.verdict_tag(gate): T.PASS if passed else T.FAIL,
+                T.reasons_tag(gate): list(reasons),
+                T.verdict_at_tag(gate): _now(),
+            },
+        )
+
+    def add_artifact(
+        self, name: str, version: str | int, local_path: str | os.PathLike[str], artifact_path: str
+    ) -> dict[str, str]:
+        """Sign ``local_path``, log it to the version's run at ``artifact_path``, record the tags.
+
+        ``artifact_path`` is the file's path relative to the run's artifact root, e.g.
+        ``onnx/model.onnx``. Returns ``{"sha256": ..., "signature": ...}``.
+        """
+        info = self.resolve(name, version)
+        local = Path(local_path)
+        if not local.is_file():
+            raise InputError(f"{local}: no such file to add as an artifact")
+        if Path(artifact_path).name != local.name:
+            raise InputError(
+                f"artifact_path {artifact_path!r} must end with the file name {local.name!r}"
+            )
+        digest, signature = integrity.sign_file(local)
+        parent = str(Path(artifact_path).parent)
+        self.client.log_artifact(info.run_id, str(local), None if parent == "." else parent)
+        self.set_version_tags(
+            name,
+            info.version,
+            {T.sha256_tag(artifact_path): digest, T.signature_tag(artifact_path): signature},
+        )
+        return {"sha256": digest, "signature": signature}
+
+    def download_artifacts(
+        self,
+        name: str,
+        version: str | int | None = None,
+        artifact_path: str = MODEL_ARTIFACT_PATH,
+        dst: str | os.PathLike[str] | None = None,
+        *,
+        alias: str | None = None,
+        verify: bool = True,
+    ) -> tuple[Path, ModelVersionInfo]:
+        """Download ``artifact_path`` (a file or folder) of a version into ``dst``.
+
+        With ``verify`` every downloaded file must have a recorded sha256 and signature that
+        verify; an unexpected (unsigned) file is refused too. Returns ``(local_path, info)``.
+        """
+        info = self.resolve(name, version, alias)
+        dst_dir = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="qcli-model-"))
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        local = Path(self.client.download_artifacts(info.run_id, artifact_path, str(dst_dir)))
+        if verify:
+            self.verify_downloaded(info, local, artifact_path)
+        return local, info
+
+    def verify_downloaded(self, info: ModelVersionInfo, local: Path, artifact_path: str) -> None:
+        """Check every file under ``local`` (downloaded from ``artifact_path``) against the tags."""
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        if not files:
+            raise IntegrityError(f"{info.name} v{info.version}: no files under {artifact_path!r}")
+        for f in files:
+            rel = artifact_path if local.is_file() else f"{artifact_path}/{f.relative_to(local)}"
+            rec = info.artifacts.get(rel)
+            if rec is None:
+                raise IntegrityError(
+                    f"{info.name} v{info.version}: artifact {rel!r} has no recorded sha256/"
+                    "signature; refusing to load it"
+                )
+            try:
+                integrity.verify_file(f, rec.get("sha256"), rec.get("signature"))
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    f"{info.name} v{info.version}: {rel}: {exc.message.split(': ', 1)[-1]}"
+                ) from None
+        expected = {p for p in info.artifacts if p.startswith(artifact_path.rstrip("/") + "/")}
+        got = {
+            f"{artifact_path}/{f.relative_to(local)}" for f in files if local.is_dir()
+        } or expected
+        missing = sorted(expected - got)
+        if missing:
+            raise IntegrityError(f"{info.name} v{info.version}: artifacts missing: {missing}")
+
+    def load_native_model(
+        self, name: str, version: str | int | None = None, *, alias: str | None = None
+    ):
+        """Download, verify (sha256 + signature) and load a version's native model (no pickle).
+
+        Returns ``(model, info)``; ``model`` is a :class:`quantcli.models.serialize.NativeModel`.
+        """
+        from quantcli.models.serialize import load_model
+
+        tmp = tempfile.mkdtemp(prefix="qcli-model-")
+        try:
+            local, info = self.download_artifacts(
+                name, version, MODEL_ARTIFACT_PATH, tmp, alias=alias
+            )
+            return load_model(local), info
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- gates ----------------------------------------------------------------------------------
+    def gate_reasons(self, info: ModelVersionInfo, required: list[str]) -> list[str]:
+        """Why ``info`` may not be promoted under ``required`` (empty when every gate passes)."""
+        reasons: list[str] = []
+        hints = {
+            "backtest": f"run: qcli model validate {info.name} --version {info.version}",
+            "parity": f"run: qcli model export {info.name} --version {info.version}",
+            "scan": f"run: qcli model scan {info.name} --version {info.version}",
+        }
+        for gate in required:
+            verdict = info.verdicts.get(gate)
+            if verdict is None:
+                reasons.append(
+                    f"verdict '{gate}' not recorded ({hints.get(gate, 'record it first')})"
+                )
+            elif verdict != T.PASS:
+                failed = info.tags.get(T.reasons_tag(gate))
+                detail = "; ".join(json.loads(failed)) if failed else "no reasons recorded"
+                reasons.append(f"verdict '{gate}' is {verdict}: {detail}")
+        return reasons
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _default_version(self, name: str, version: str | int | None) -> str:
+        if version is not None:
+            return str(self.resolve(name, version).version)
+        staged = self.alias_version(name, T.ALIAS_STAGING)
+        if staged is None:
+            raise NotFoundError(
+                f"model '{name}' has no 'staging' version to promote",
+                hint="give --version V, or train one: qcli model train --name NAME",
+            )
+        return staged
+
+    def promote(
+        self,
+        name: str,
+        version: str | int | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        required: list[str] | None = None,
+        store_path: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """Move alias ``production`` to ``version`` (default: the ``staging`` version).
+
+        Raises
+        ------
+        GateFailedError
+            A required verdict is missing or not ``pass`` (and not ``force``); nothing changed.
+        IntegrityError
+            An artifact of the version does not verify (``force`` does not override this).
+        InputError
+            ``force`` without a ``reason``.
+        """
+        check_model_name(name)
+        if force and not (reason and reason.strip()):
+            raise InputError(
+                "--force needs --reason: a governance override must say why",
+                hint='e.g. --force --reason "risk committee approved, ticket RISK-123"',
+            )
+        required = list(required) if required is not None else required_verdicts()
+        target = self._default_version(name, version)
+        info = self.resolve(name, target)
+        # integrity is not a gate a human may override: a tampered model is never promoted
+        self.load_native_model(name, target)
+        reasons = self.gate_reasons(info, required)
+        result: dict[str, Any] = {
+            "name": name,
+            "version": target,
+            "required_verdicts": required,
+            "verdicts": info.verdicts,
+            "reasons": reasons,
+            "forced": bool(force and reasons),
+        }
+        if reasons and not force:
+            result["promoted"] = False
+            raise GateFailedError(
+                f"promotion of {name} v{target} refused: {len(reasons)} gate(s) not passed",
+                reasons=reasons,
+                result=result,
+                hint="fix the gates, or override with --force --reason '...' (recorded)",
+            )
+        with registry_lock(name):
+            previous = self.alias_version(name, T.ALIAS_PRODUCTION)
+            if previous == target:
+                result.update(promoted=False, previous_version=previous, event=None)
+                result["message"] = f"{name} v{target} is already production"
+                return result
+            history = self.production_history(name)
+            if previous is not None:
+                history.append(previous)
+            action = "override" if result["forced"] else "promote"
+            event = RegistryEvent(
+                action=action,
+                model_name=name,
+                from_version=previous,
+                to_version=target,
+                reason=reason or ("; ".join(reasons) if reasons else "all required gates passed"),
+                tracking_uri=self.tracking_uri,
+                forced=result["forced"],
+                details={
+                    "required_verdicts": required,
+                    "verdicts": info.verdicts,
+                    "gate_reasons": reasons,
+                    "history": history,
+                },
+            )
+            self._apply(event, history, changes=self._promote_changes(event), store_path=store_path)
+        result.update(promoted=True, previous_version=previous, history=history)
+        result["event"] = event.to_dict()
+        return result
+
+    def _promote_changes(self, event: RegistryEvent):
+        def apply() -> None:
+            name, target, previous = event.model_name, event.to_version, event.from_version
+            self.client.set_registered_model_alias(name, T.ALIAS_PRODUCTION, target)
+            self.set_version_tags(
+                name,
+                target,
+                {
+                    T.STATUS: T.STATUS_PRODUCTION,
+                    T.PROMOTED_BY: event.actor,
+                    T.PROMOTED_AT: event.ts.isoformat(),
+                    T.PROMOTION_REASON: event.reason or "",
+                    T.OVERRIDE: "true" if event.forced else "false",
+                    T.LAST_EVENT: event.to_tag(),
+                },
+            )
+            if previous is not None:
+                self.set_version_tags(
+                    name, previous, {T.STATUS: T.STATUS_ARCHIVED, T.LAST_EVENT: event.to_tag()}
+                )
+
+        return apply
+
+    def rollback(
+        self,
+        name: str,
+        *,
+        reason: str | None = None,
+        store_path: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """Move ``production`` back to the previous production version, in one step.
+
+        Raises :class:`NotFoundError` (exit 2) when there is no previous production version.
+        """
+        check_model_name(name)
+        with registry_lock(name):
+            current = self.alias_version(name, T.ALIAS_PRODUCTION)
+            history = self.production_history(name)
+            if not history:
+                raise NotFoundError(
+                    f"model '{name}' has no previous production version to roll back to",
+                    hint=f"see the history: qcli model list {name}",
+                )
+            target = history.pop()
+            event = RegistryEvent(
+                action="rollback",
+                model_name=name,
+                from_version=current,
+                to_version=target,
+                reason=reason or "manual rollback",
+                tracking_uri=self.tracking_uri,
+                details={"history": history},
+            )
+
+            def apply() -> None:
+                self.client.set_registered_model_alias(name, T.ALIAS_PRODUCTION, target)
+                self.set_version_tags(
+                    name, target, {T.STATUS: T.STATUS_PRODUCTION, T.LAST_EVENT: event.to_tag()}
+                )
+                if current is not None:
+                    self.set_version_tags(
+                        name,
+                        current,
+                        {T.STATUS: T.STATUS_ROLLED_BACK, T.LAST_EVENT: event.to_tag()},
+                    )
+
+            self._apply(event, history, changes=apply, store_path=store_path)
+        return {
+            "name": name,
+            "rolled_back": True,
+            "from_version": current,
+            "to_version": target,
+            "history": history,
+            "event": event.to_dict(),
+        }
+
+    def _apply(self, event: RegistryEvent, history: list[str], changes, store_path=None) -> None:
+        """Record ``event`` in the offline store and apply the MLflow ``changes``, all or nothing.
+
+        The DuckDB insert and the MLflow writes share one transaction: if an MLflow call fails
+        the event row is rolled back (the MLflow writes before the failure are undone too).
+        """
+        from quantcli.store.offline import OfflineStore
+
+        name = event.model_name
+        before_alias = self.alias_version(name, T.ALIAS_PRODUCTION)
+        before_history = self.production_history(name)
+        with OfflineStore(store_path) as store:
+            store.ensure_schema("schema_registry")
+            try:
+                with store.transaction():
+                    insert_event(store, event)
+                    changes()
+                    self.client.set_registered_model_tag(
+                        name, T.PRODUCTION_HISTORY, json.dumps(history)
+                    )
+            except Exception:
+                self._restore(name, before_alias, before_history)
+                raise
+
+    def _restore(self, name: str, alias_version: str | None, history: list[str]) -> None:
+        if alias_version is None:
+            # the alias may never have been set: restoring "no alias" is best effort
+            with contextlib.suppress(Exception):
+                self.client.delete_registered_model_alias(name, T.ALIAS_PRODUCTION)
+        else:
+            self.client.set_registered_model_alias(name, T.ALIAS_PRODUCTION, alias_version)
+        self.client.set_registered_model_tag(name, T.PRODUCTION_HISTORY, json.dumps(history))
+
+    # -- registration (used by the trainer) ---------------------------------------------------
+    def register_version(
+        self,
+        name: str,
+        run_id: str,
+        model_dir: str | os.PathLike[str],
+        version_tags: dict[str, Any],
+        *,
+        alias: str | None = T.ALIAS_STAGING,
+    ) -> ModelVersionInfo:
+        """Register the files of ``model_dir`` (already logged to the run under ``model/``).
+
+        Signs every file, creates the version (source ``runs:/<run_id>/model``), records the
+        sha256/signature tags and ``version_tags``, and points ``alias`` at it.
+        """
+        from mlflow.exceptions import MlflowException
+
+        check_model_name(name)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        run = self.client.get_run(run_id)
+        source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+        mv = self.client.create_model_version(name, source=source, run_id=run_id)
+        signed: dict[str, Any] = {}
+        for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+            rel = f"{MODEL_ARTIFACT_PATH}/{f.relative_to(model_dir)}"
+            digest, signature = integrity.sign_file(f)
+            signed[T.sha256_tag(rel)] = digest
+            signed[T.signature_tag(rel)] = signature
+        tags = dict(version_tags)
+        tags.update(signed)
+        tags[T.STATUS] = T.STATUS_STAGING
+        self.set_version_tags(name, mv.version, tags)
+        if alias:
+            self.client.set_registered_model_alias(name, alias, mv.version)
+        return self.resolve(name, mv.version)
