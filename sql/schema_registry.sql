@@ -3,10 +3,10 @@
 CREATE TABLE IF NOT EXISTS registry_events (
     event_id      VARCHAR PRIMARY KEY,               -- uuid4 hex
     ts            TIMESTAMP WITH TIME ZONE NOT NULL,  -- when (UTC)
-    action        VARCHAR NOT NULL,                   -- promote | override | rollback | validate
+    action        VARCHAR NOT NULL,                   -- promote | override | rollback
     model_name    VARCHAR NOT NULL,
     from_version  VARCHAR,                            -- production before (NULL if none)
-    to_version    VARCHAR,                            -- production after (validate: the version)
+    to_version    VARCHAR,                            -- production after
     actor         VARCHAR NOT NULL,                   -- who: getpass.getuser()
     reason        VARCHAR,                            -- why: --reason, or the gate summary
     forced        BOOLEAN NOT NULL DEFAULT FALSE,     -- promoted with --force despite gates

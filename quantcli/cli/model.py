@@ -1,10 +1,299 @@
-"""`qcli model ...`: train, validate, export, scan, promote and roll back models."""
+"""`qcli model ...`: train, validate, export, scan, promote and roll back models.
+
+Command bodies call :mod:`quantcli.models` (trainer and registry); mlflow, lightgbm and sklearn
+are imported inside the commands so ``qcli --help`` stays instant.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
+
+from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(
     help="Train, validate, export, scan, promote and roll back models (MLflow registry).",
     no_args_is_help=True,
 )
+
+NameArg = Annotated[str, typer.Argument(help="Registered model name, e.g. momentum_lgbm.")]
+VersionOpt = Annotated[
+    str | None, typer.Option("--version", "-v", help="Model version (default: see command).")
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///$QCLI_HOME/mlflow.db).",
+    ),
+]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", help="TOML file overriding the embedded defaults.")
+]
+
+
+def _registry(tracking_uri: str | None):
+    from quantcli.models.registry import ModelRegistry
+
+    return ModelRegistry(tracking_uri)
+
+
+def _required(config_path: str | None) -> list[str]:
+    from quantcli.config import load_config
+    from quantcli.models.registry import required_verdicts
+
+    return required_verdicts(load_config(config_path))
+
+
+def _kv_table(title: str, rows: list[tuple[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key, value in rows:
+        table.add_row(key, "" if value is None else str(value))
+    return table
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def train(
+    name: Annotated[str, typer.Option("--name", help="Register the model under this name.")],
+    model: Annotated[
+        str, typer.Option("--model", help="Model family: lgbm, mlp or ensemble.")
+    ] = "lgbm",
+    feature_set: Annotated[str, typer.Option("--feature-set")] = "technical_v1",
+    label: Annotated[str, typer.Option("--label", help="Label to predict.")] = "fwd_return_5d",
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed (default: [lightgbm] seed of the config).")
+    ] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment.")] = (
+        "quantcli"
+    ),
+    executor: Annotated[
+        str, typer.Option("--executor", help="Run the CPCV splits locally or on Ray.")
+    ] = "local",
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Train on the stored features with CPCV, log the run to MLflow, register a version.
+
+    The new version gets alias [bold]staging[/]. The CPCV backtest verdict is logged on the run;
+    `qcli model validate` copies it onto the version before `promote`.
+
+    Examples:
+
+        qcli model train --name momentum --model lgbm
+
+        qcli model train --name momentum --model ensemble --config prod.toml --json
+    """
+    from quantcli.config import load_config
+    from quantcli.models.registry import quiet_mlflow
+    from quantcli.models.trainer import train_from_store
+
+    quiet_mlflow()
+    cfg = load_config(config)
+    with progress(json_mode) as bar:
+        task = bar.add_task("CPCV splits", total=None)
+        result = train_from_store(
+            name,
+            model=model,
+            feature_set=feature_set,
+            label=label,
+            tracking_uri=tracking_uri,
+            cfg=cfg,
+            seed=seed,
+            experiment_name=experiment,
+            executor=executor,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    out = result.to_dict()
+
+    def render(console) -> None:
+        rows = [
+            ("model", f"{name} v{result.version} ({result.model_kind})"),
+            ("aliases", ", ".join(result.aliases)),
+            ("run", result.run_id),
+            ("dataset sha256", result.dataset["sha256"]),
+            ("rows / symbols", f"{result.dataset['rows']} / {len(result.dataset['symbols'])}"),
+            ("time range", f"{result.dataset['start']} .. {result.dataset['end']}"),
+        ]
+        rows += [(k, _fmt(v)) for k, v in sorted(result.backtest_metrics.items())]
+        rows.append(("backtest verdict", out["backtest_verdict"]))
+        console.print(_kv_table("qcli model train", rows))
+        for reason in result.reasons:
+            console.print(f"  - {reason}")
+        console.print(f"next: qcli model validate {name} --version {result.version}")
+
+    emit(out, json_mode, render)
+
+
+@app.command()
+def validate(
+    name: NameArg,
+    version: VersionOpt = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Run the gates of a version and record the verdicts as version tags (exit 1 on failure).
+
+    The backtest verdict comes from the training run; parity and scan verdicts are the ones
+    `qcli model export` and `qcli model scan` recorded. Default version: the staging one.
+
+    Examples:
+
+        qcli model validate momentum
+
+        qcli model validate momentum --version 3 --json
+    """
+    from quantcli.errors import GateFailedError
+
+    reg = _registry(tracking_uri)
+    try:
+        result = reg.validate(name, version, required=_required(config))
+    except GateFailedError as exc:
+        if not json_mode and exc.result is not None:
+            _render_verdicts(exc.result)
+        raise
+    emit(result, json_mode, lambda c: _render_verdicts(result))
+
+
+def _render_verdicts(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from quantcli.cli._common import stdout
+
+    table = Table(title=f"{result['name']} v{result['version']}: gate verdicts")
+    table.add_column("gate")
+    table.add_column("required")
+    table.add_column("verdict")
+    gates = sorted(set(result["verdicts"]) | set(result["required_verdicts"]))
+    for gate in gates:
+        verdict = result["verdicts"].get(gate, "not recorded")
+        style = "green" if verdict == "pass" else "red"
+        required = "yes" if gate in result["required_verdicts"] else "no"
+        table.add_row(gate, required, f"[{style}]{verdict}[/]")
+    stdout.print(table)
+
+
+@app.command()
+def promote(
+    name: NameArg,
+    version: VersionOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Governance override of failed gates (needs --reason).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Move alias [bold]production[/] to a version whose recorded verdicts all pass.
+
+    Default version: the staging one. Required verdicts: `[registry] required_verdicts` of the
+    config (default backtest, parity, scan). A refusal exits 1 with the reasons and changes
+    nothing. The previous production version is tagged archived and kept for rollback. Every
+    promotion is recorded (who, when, why) in version tags and in `registry_events`.
+
+    Examples:
+
+        qcli model promote momentum
+
+        qcli model promote momentum --version 3 --force --reason "risk committee RISK-123"
+    """
+    reg = _registry(tracking_uri)
+    result = reg.promote(name, version, force=force, reason=reason, required=_required(config))
+
+    def render(console) -> None:
+        if not result["promoted"]:
+            console.print(result.get("message", "nothing changed"))
+            return
+        kind = "[yellow]OVERRIDE[/]" if result["forced"] else "[green]promoted[/]"
+        console.print(
+            f"{kind} {name} v{result['version']} -> production "
+            f"(previous: {result['previous_version'] or 'none'}; by {result['event']['actor']})"
+        )
+
+    emit(result, json_mode, render)
+
+
+@app.command()
+def rollback(
+    name: NameArg,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    tracking_uri: TrackingOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Move alias [bold]production[/] back to the previous production version, in one step.
+
+    Repeated rollbacks walk the production history. Recorded (who, when, why) in version tags
+    and in `registry_events`.
+
+    Examples:
+
+        qcli model rollback momentum --reason "live Sharpe below floor"
+    """
+    result = _registry(tracking_uri).rollback(name, reason=reason)
+    emit(
+        result,
+        json_mode,
+        lambda c: c.print(
+            f"rolled back {name}: production v{result['from_version']} -> "
+            f"v{result['to_version']} (history left: {result['history'] or 'none'})"
+        ),
+    )
+
+
+@app.command("list")
+def list_versions(
+    name: NameArg,
+    tracking_uri: TrackingOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show a model's versions: aliases, status, verdicts, dataset hash, feature set version.
+
+    Examples:
+
+        qcli model list momentum --json
+    """
+    reg = _registry(tracking_uri)
+    versions = reg.list_versions(name)
+    result = {
+        "name": name,
+        "aliases": reg.alias_map(name),
+        "production_history": reg.production_history(name),
+        "versions": [v.to_dict() for v in versions],
+    }
+    for v in result["versions"]:
+        v.pop("tags")
+
+    def render(console) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"{name}: versions")
+        for col in ("version", "aliases", "status", "kind", "verdicts", "dataset", "features"):
+            table.add_column(col)
+        for v in versions:
+            d = v.to_dict()
+            verdicts = " ".join(f"{g}={x}" for g, x in d["verdicts"].items()) or "-"
+            table.add_row(
+                d["version"],
+                ",".join(d["aliases"]) or "-",
+                d["status"] or "-",
+                d["model_kind"] or "-",
+                verdicts,
+                (d["dataset_sha256"] or "-")[:12],
+                f"{d['feature_set'] or '-'} v{d['feature_set_version'] or '-'}",
+            )
+        console.print(table)
+        note(f"production history (oldest first): {result['production_history'] or 'none'}")
+
+    emit(result, json_mode, render)

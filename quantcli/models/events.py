@@ -17,7 +17,7 @@ from typing import Any
 
 from quantcli.store.offline import OfflineStore
 
-ACTIONS = ("promote", "override", "rollback", "validate")
+ACTIONS = ("promote", "override", "rollback")
 
 
 def current_actor() -> str:

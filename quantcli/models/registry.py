@@ -79,7 +79,7 @@ def required_verdicts(cfg: dict[str, Any] | None = None) -> list[str]:
     return gates
 
 
-def _quiet_mlflow() -> None:
+def quiet_mlflow() -> None:
     """No artifact progress bars or INFO chatter from MLflow on the user's terminal."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # an unreachable --tracking-uri should fail in seconds, not after minutes of retries
@@ -197,7 +197,7 @@ class ModelRegistry:
     """
 
     def __init__(self, tracking_uri: str | None = None) -> None:
-        _quiet_mlflow()
+        quiet_mlflow()
         from mlflow import MlflowClient
 
         self.tracking_uri = config.mlflow_tracking_uri(tracking_uri)
@@ -426,6 +426,55 @@ class ModelRegistry:
                 detail = "; ".join(json.loads(failed)) if failed else "no reasons recorded"
                 reasons.append(f"verdict '{gate}' is {verdict}: {detail}")
         return reasons
+
+    def validate(
+        self, name: str, version: str | int | None = None, *, required: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Run the gates of a version and record the verdicts as version tags.
+
+        The ``backtest`` verdict is the CPCV verdict its training run recorded (tags
+        ``quantcli.backtest.verdict`` / ``quantcli.backtest.reasons``); ``parity`` and ``scan``
+        are read from the version as ``qcli model export`` / ``qcli model scan`` recorded them.
+        ``version`` defaults to the ``staging`` version, else the latest.
+
+        Raises :class:`GateFailedError` (exit 1, ``result`` attached) unless every required
+        verdict is ``pass``; the verdicts are recorded either way.
+        """
+        required = list(required) if required is not None else required_verdicts()
+        if version is None:
+            version = self.alias_version(name, T.ALIAS_STAGING)
+        info = self.resolve(name, version)
+        if not info.run_id:
+            raise NotFoundError(f"{name} v{info.version} has no training run to validate")
+        run = self.client.get_run(info.run_id)
+        verdict = run.data.tags.get("quantcli.backtest.verdict")
+        if verdict not in T.VERDICT_VALUES:
+            run_reasons = [f"training run {info.run_id} recorded no CPCV backtest verdict"]
+            verdict = T.FAIL
+        else:
+            run_reasons = json.loads(run.data.tags.get("quantcli.backtest.reasons") or "[]")
+        self.record_verdict(name, info.version, "backtest", verdict == T.PASS, run_reasons)
+        info = self.resolve(name, info.version)
+        reasons = self.gate_reasons(info, required)
+        metrics = {
+            k[len("backtest_") :]: v
+            for k, v in sorted(run.data.metrics.items())
+            if k.startswith("backtest_")
+        }
+        result = {
+            "name": name,
+            "version": info.version,
+            "passed": not reasons,
+            "required_verdicts": required,
+            "verdicts": info.verdicts,
+            "reasons": reasons,
+            "backtest_metrics": metrics,
+        }
+        if reasons:
+            raise GateFailedError(
+                f"{name} v{info.version} did not pass validation", reasons=reasons, result=result
+            )
+        return result
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _default_version(self, name: str, version: str | int | None) -> str:

@@ -1,0 +1,520 @@
+"""Training with lineage: CPCV backtest, refit on all data, one MLflow run, a registered version.
+
+:class:`MLflowTrainer` logs, in ONE MLflow run:
+
+* parameters (model kind and hyper-parameters, CPCV ``N``/``k``/embargo/purge, gates, seed);
+* per-fold CV metrics (``cv_<metric>`` at ``step = split index``) and their mean
+  (``cv_<metric>_mean``);
+* the CPCV backtest's aggregate metrics (``backtest_<metric>``: Sharpe, PSR, DSR, drawdown, ...)
+  and its verdict (tag ``quantcli.backtest.verdict`` = ``pass``/``fail``, reasons as JSON in
+  ``quantcli.backtest.reasons``; the full result as ``backtest/result.json``);
+* the dataset manifest -- sha256 of the exact training frame (see :func:`dataset_manifest`), row
+  count, symbols, time range -- as an MLflow dataset input and as tags;
+* feature set name and version, feature names, label, training date, quantcli version;
+* the model signature (``model/signature.json``: float64 columns in input order -> one float64
+  prediction) and the model refit on all rows, saved WITHOUT pickle
+  (:mod:`quantcli.models.serialize`: LightGBM text, ``.npz`` + JSON) under ``model/``.
+
+With ``register_as=NAME`` the ``model/`` files are signed and registered as a new version of
+``NAME`` with alias ``staging`` (:meth:`quantcli.models.registry.ModelRegistry.register_version`).
+
+Same data, config and seed -> the same dataset hash, the same CV metrics and the same model bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantcli import __version__, config
+from quantcli.errors import InputError
+from quantcli.models import tags as T
+from quantcli.models.estimators import ModelFactory, lgbm_params, mlp_params
+from quantcli.models.registry import MODEL_ARTIFACT_PATH, ModelRegistry, is_local_store
+from quantcli.models.serialize import save_model
+
+INDEX_COLUMNS = ("symbol", "ts", "label_end")
+DEFAULT_EXPERIMENT = "quantcli"
+
+
+# -- the dataset manifest ----------------------------------------------------------------------
+def frame_sha256(frame: pl.DataFrame) -> str:
+    """sha256 of a frame's exact content: column names, dtypes and values, in row order.
+
+    Datetimes hash as their integer microseconds, strings as UTF-8 joined by NUL, numbers as
+    little-endian float64/int64 (nulls as NaN / a marker), so the digest does not depend on the
+    Polars version's IPC layout.
+    """
+    h = hashlib.sha256()
+    for name, dtype in frame.schema.items():
+        col = frame.get_column(name)
+        h.update(f"{name}:{dtype}\n".encode())
+        if dtype == pl.String or dtype == pl.Categorical:
+            h.update("\x00".join("\x01" if v is None else v for v in col.to_list()).encode())
+        elif dtype.is_temporal():
+            ints = col.dt.cast_time_unit("us").cast(pl.Int64) if dtype == pl.Datetime else col
+            h.update(ints.cast(pl.Int64).fill_null(np.iinfo(np.int64).min).to_numpy().tobytes())
+        elif dtype.is_integer():
+            h.update(col.cast(pl.Int64).fill_null(np.iinfo(np.int64).min).to_numpy().tobytes())
+        else:
+            h.update(col.cast(pl.Float64).to_numpy().astype("<f8").tobytes())
+    return h.hexdigest()
+
+
+def dataset_manifest(frame: pl.DataFrame) -> dict[str, Any]:
+    """``sha256``, ``rows``, ``symbols`` (sorted), ``start``/``end`` (ISO UTC) of a frame."""
+    ts = frame.get_column("ts")
+    return {
+        "sha256": frame_sha256(frame),
+        "rows": frame.height,
+        "symbols": sorted(frame.get_column("symbol").unique().to_list()),
+        "start": ts.min().isoformat() if frame.height else None,
+        "end": ts.max().isoformat() if frame.height else None,
+        "columns": frame.columns,
+    }
+
+
+# -- the result ---------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    model_kind: str
+    feature_names: list[str]
+    dataset: dict[str, Any]
+    cv_metrics: dict[str, float]
+    backtest_metrics: dict[str, Any]
+    passed: bool
+    reasons: list[str]
+    model_files: list[str]
+    registered_name: str | None = None
+    version: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "tracking_uri": self.tracking_uri,
+            "model_kind": self.model_kind,
+            "name": self.registered_name,
+            "version": self.version,
+            "aliases": self.aliases,
+            "dataset": {k: v for k, v in self.dataset.items() if k != "columns"},
+            "n_features": len(self.feature_names),
+            "cv_metrics": self.cv_metrics,
+            "backtest_metrics": self.backtest_metrics,
+            "backtest_verdict": T.PASS if self.passed else T.FAIL,
+            "reasons": self.reasons,
+            "model_files": self.model_files,
+        }
+
+
+# -- the backtest adapter -----------------------------------------------------------------------
+def _run_backtest(
+    frame: pl.DataFrame,
+    feature_names: list[str],
+    factory: ModelFactory,
+    cv_cfg: dict[str, Any],
+    gates: dict[str, Any],
+    seed: int,
+    executor: str,
+    progress: Any,
+) -> dict[str, Any]:
+    """Run the CPCV engine (:mod:`quantcli.backtest.engine`) and normalise what it returns."""
+    from quantcli.backtest import CombinatorialPurgedCV
+    from quantcli.backtest.engine import run_cpcv_backtest
+
+    cv = CombinatorialPurgedCV(
+        n_groups=int(cv_cfg["n_groups"]),
+        n_test_groups=int(cv_cfg["n_test_groups"]),
+        embargo_pct=float(cv_cfg["embargo_pct"]),
+        purge_pct=float(cv_cfg["purge_pct"]),
+    )
+    result = run_cpcv_backtest(
+        frame,
+        feature_names,
+        model_factory=factory,
+        cv=cv,
+        executor=executor,
+        seed=seed,
+        progress=progress,
+        gates=gates,
+    )
+    return _normalise_backtest(result)
+
+
+def _normalise_backtest(result: Any) -> dict[str, Any]:
+    d = result.to_dict()
+    metrics = d.get("metrics") or {}
+    folds = d.get("fold_metrics") or d.get("folds") or []
+    verdict = d.get("verdict") or {}
+    passed = bool(verdict.get("passed")) if isinstance(verdict, dict) else bool(d.get("passed"))
+    reasons = list(verdict.get("reasons", [])) if isinstance(verdict, dict) else []
+    reasons = reasons or list(d.get("reasons") or [])
+    return {"metrics": metrics, "folds": folds, "passed": passed, "reasons": reasons, "raw": d}
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            continue
+        if np.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def _fold_metrics(folds: list[Any]) -> tuple[dict[str, list[float]], dict[str, float]]:
+    per: dict[str, list[float]] = {}
+    for fold in folds:
+        for key, value in _scalar_metrics(fold if isinstance(fold, dict) else {}).items():
+            if key in ("split", "fold", "path", "n_train", "n_test"):
+                continue
+            per.setdefault(key, []).append(value)
+    means = {f"cv_{k}_mean": float(np.mean(v)) for k, v in sorted(per.items())}
+    return per, means
+
+
+# -- the trainer --------------------------------------------------------------------------------
+class MLflowTrainer:
+    """Train a model with CPCV and log everything about it to MLflow, in one run.
+
+    Parameters
+    ----------
+    experiment_name
+        The MLflow experiment (created on first use; with the embedded store its artifacts go
+        under ``$QCLI_HOME/mlartifacts``).
+    tracking_uri
+        ``--tracking-uri``; default ``MLFLOW_TRACKING_URI`` or ``sqlite:///$QCLI_HOME/mlflow.db``.
+    cfg
+        The configuration (``quantcli.config.load_config``): sections ``cpcv``, ``gates``,
+        ``lightgbm``; defaults to ``DEFAULTS``.
+    """
+
+    def __init__(
+        self,
+        experiment_name: str = DEFAULT_EXPERIMENT,
+        tracking_uri: str | None = None,
+        cfg: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.registry = ModelRegistry(tracking_uri)
+        self.client = self.registry.client
+        self.tracking_uri = self.registry.tracking_uri
+        self.experiment_name = experiment_name
+        self.cfg = cfg or config.load_config()
+
+    def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if is_local_store(self.tracking_uri):
+            artifacts = config.mlflow_artifacts_dir()
+            artifacts.mkdir(parents=True, exist_ok=True)
+            location = artifacts.as_uri()
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        except MlflowException:  # created concurrently by another process
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def train_with_cpcv(
+        self,
+        model: str | ModelFactory,
+        X: pl.DataFrame,
+        y: Any,
+        *,
+        feature_set: str = "technical_v1",
+        feature_set_version: int | None = None,
+        label: str = "fwd_return_5d",
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        register_as: str | None = None,
+        executor: str = "local",
+        progress: Any = None,
+        run_name: str | None = None,
+    ) -> TrainResult:
+        """CPCV-backtest ``model`` on ``(X, y)``, refit it on all rows, log and register it.
+
+        Parameters
+        ----------
+        model
+            ``"lgbm"``, ``"mlp"``, ``"ensemble"`` or a :class:`ModelFactory`.
+        X
+            The training frame without its label: ``symbol``, ``ts`` (UTC), ``label_end`` and the
+            feature columns (model input order = column order), sorted by ``(ts, symbol)``, as
+            :func:`quantcli.features.dataset.load_training_frame` returns it.
+        y
+            The label per row (a forward return, as a fraction); no nulls.
+        params
+            Hyper-parameter overrides (default ``[lightgbm]`` of the config for ``lgbm``).
+        seed
+            Default ``[lightgbm] seed`` of the config.
+        register_as
+            Register the refit model as a new version of this name, alias ``staging``.
+        """
+        seed = int(self.cfg["lightgbm"].get("seed", 42) if seed is None else seed)
+        factory = self._factory(model, params, seed)
+        frame, feature_names = _training_frame(X, y)
+        if feature_set_version is None:
+            feature_set_version = _feature_set_version(feature_set)
+        manifest = dataset_manifest(frame)
+        exp_id = self._experiment_id()
+        trained_at = datetime.now(UTC).isoformat()
+        lineage = {
+            T.MODEL_KIND: factory.kind,
+            T.FEATURE_SET: feature_set,
+            T.FEATURE_SET_VERSION: str(feature_set_version),
+            T.LABEL: label,
+            T.DATASET_SHA256: manifest["sha256"],
+            T.DATASET_ROWS: str(manifest["rows"]),
+            T.TRAINED_AT: trained_at,
+            T.QUANTCLI_VERSION: __version__,
+            T.SEED: str(seed),
+            T.MODEL_ARTIFACT_PATH: MODEL_ARTIFACT_PATH,
+        }
+        run = self.client.create_run(
+            exp_id,
+            run_name=run_name or f"{register_as or factory.kind}-{manifest['sha256'][:8]}",
+            tags=dict(lineage),
+        )
+        run_id = run.info.run_id
+        model_dir: Path | None = None
+        try:
+            result, model_dir = self._run(
+                run_id, factory, frame, feature_names, manifest, lineage, seed, executor, progress
+            )
+            result.experiment_id = exp_id
+            if register_as:
+                info = self.registry.register_version(
+                    register_as,
+                    run_id,
+                    model_dir,
+                    {**lineage, T.FEATURE_NAMES: json.dumps(feature_names)},
+                )
+                result.registered_name = register_as
+                result.version = info.version
+                result.aliases = info.aliases
+            self.client.set_terminated(run_id, "FINISHED")
+            return result
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        finally:
+            if model_dir is not None:
+                shutil.rmtree(model_dir.parent, ignore_errors=True)
+
+    def _factory(self, model: str | ModelFactory, params, seed: int) -> ModelFactory:
+        if isinstance(model, ModelFactory):
+            return model
+        if params is None and model == "lgbm":
+            params = {k: v for k, v in self.cfg["lightgbm"].items() if k != "seed"}
+        return ModelFactory(model, params, seed)
+
+    def _run(self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar):
+        from mlflow.entities import Metric, Param, RunTag
+
+        cv_cfg = dict(self.cfg["cpcv"])
+        gates = dict(self.cfg["gates"])
+        bt = _run_backtest(frame, feature_names, factory, cv_cfg, gates, seed, executor, bar)
+        per_fold, cv_means = _fold_metrics(bt["folds"])
+        bt_metrics = _scalar_metrics(bt["metrics"])
+
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        params = {**_model_params(factory), "seed": seed, "n_features": len(feature_names)}
+        params.update({f"cpcv_{k}": v for k, v in cv_cfg.items()})
+        params.update({f"gate_{k}": v for k, v in gates.items()})
+        metrics = [Metric(k, v, now, 0) for k, v in cv_means.items()]
+        metrics += [Metric(f"backtest_{k}", v, now, 0) for k, v in sorted(bt_metrics.items())]
+        for key, values in per_fold.items():
+            metrics += [Metric(f"cv_{key}", v, now, i) for i, v in enumerate(values)]
+        run_tags = {
+            T.FEATURE_NAMES: json.dumps(feature_names),
+            "quantcli.backtest.verdict": T.PASS if bt["passed"] else T.FAIL,
+            "quantcli.backtest.reasons": json.dumps(bt["reasons"]),
+            "quantcli.dataset.manifest": json.dumps(
+                {k: v for k, v in manifest.items() if k != "columns"}, sort_keys=True
+            ),
+        }
+        # MLflow caps a batch at 100 params / 1000 metrics
+        param_list = [Param(k, str(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(param_list), 100):
+            self.client.log_batch(run_id, params=param_list[i : i + 100])
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in run_tags.items()])
+        self._log_dataset(run_id, manifest, lineage)
+
+        work = Path(tempfile.mkdtemp(prefix="qcli-train-"))
+        (work / "backtest").mkdir()
+        (work / "backtest" / "result.json").write_text(
+            json.dumps(bt["raw"], indent=2, sort_keys=True, default=str)
+        )
+        self.client.log_artifact(run_id, str(work / "backtest" / "result.json"), "backtest")
+
+        X_all = frame.select(feature_names).to_numpy().astype(np.float64)
+        y_all = frame.get_column("label").to_numpy().astype(np.float64)
+        fitted = factory().fit(X_all, y_all)
+        model_dir = work / MODEL_ARTIFACT_PATH
+        files = save_model(fitted, model_dir, feature_names)
+        (model_dir / "signature.json").write_text(_signature_json(feature_names))
+        files = sorted([*files, "signature.json"])
+        self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+        return TrainResult(
+            run_id=run_id,
+            experiment_id="",
+            tracking_uri=self.tracking_uri,
+            model_kind=factory.kind,
+            feature_names=feature_names,
+            dataset=manifest,
+            cv_metrics=cv_means,
+            backtest_metrics=bt_metrics,
+            passed=bt["passed"],
+            reasons=bt["reasons"],
+            model_files=files,
+        ), model_dir
+
+    def _log_dataset(self, run_id: str, manifest: dict[str, Any], lineage: dict[str, str]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        schema = {"mlflow_colspec": [{"name": c, "type": "double"} for c in manifest["columns"]]}
+        profile = {k: manifest[k] for k in ("rows", "symbols", "start", "end")}
+        dataset = Dataset(
+            name=f"{lineage[T.FEATURE_SET]}:{lineage[T.LABEL]}",
+            digest=manifest["sha256"][:16],
+            source_type="quantcli-offline-store",
+            source=json.dumps(
+                {"feature_set": lineage[T.FEATURE_SET], "sha256": manifest["sha256"]}
+            ),
+            schema=json.dumps(schema),
+            profile=json.dumps(profile),
+        )
+        self.client.log_inputs(
+            run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        )
+
+
+def _model_params(factory: ModelFactory) -> dict[str, Any]:
+    if factory.kind == "lgbm":
+        p = lgbm_params(factory.params, factory.seed)
+        return {"model_kind": "lgbm", **{f"lgbm_{k}": v for k, v in sorted(p.items())}}
+    if factory.kind == "mlp":
+        p = mlp_params(factory.params)
+        return {"model_kind": "mlp", **{f"mlp_{k}": v for k, v in sorted(p.items())}}
+    lg = lgbm_params(factory.params.get("lgbm"), factory.seed)
+    mp = mlp_params(factory.params.get("mlp"))
+    return {
+        "model_kind": "ensemble",
+        **{f"lgbm_{k}": v for k, v in sorted(lg.items())},
+        **{f"mlp_{k}": v for k, v in sorted(mp.items())},
+    }
+
+
+def _signature_json(feature_names: list[str]) -> str:
+    """The MLflow model signature: float64 feature columns in order -> one float64 prediction."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    sig = ModelSignature(
+        inputs=Schema([ColSpec("double", n) for n in feature_names]),
+        outputs=Schema([ColSpec("double", "prediction")]),
+    )
+    return json.dumps(sig.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _training_frame(X: pl.DataFrame, y: Any) -> tuple[pl.DataFrame, list[str]]:
+    if not isinstance(X, pl.DataFrame):
+        raise InputError(f"`X` must be a polars DataFrame, got {type(X).__name__}")
+    missing = [c for c in INDEX_COLUMNS if c not in X.columns]
+    if missing:
+        raise InputError(
+            f"`X` lacks the index column(s) {missing}",
+            hint="X needs symbol, ts, label_end and the features "
+            "(quantcli.features.dataset.load_training_frame)",
+        )
+    feature_names = [c for c in X.columns if c not in (*INDEX_COLUMNS, "label")]
+    if not feature_names:
+        raise InputError("`X` has no feature columns")
+    y_arr = np.asarray(y.to_numpy() if isinstance(y, pl.Series) else y, dtype=np.float64)
+    if y_arr.shape != (X.height,):
+        raise InputError(f"`y` must have {X.height} values (one per row of X), got {y_arr.shape}")
+    if not np.isfinite(y_arr).all():
+        bad = int((~np.isfinite(y_arr)).sum())
+        raise InputError(f"`y` has {bad} null/NaN/inf label(s); drop those rows first")
+    if X.height < 100:
+        raise InputError(f"`X` has {X.height} rows; CPCV training needs at least 100")
+    frame = X.select("symbol", "ts", *feature_names, "label_end").with_columns(
+        pl.Series("label", y_arr)
+    )
+    frame = frame.select("symbol", "ts", *feature_names, "label", "label_end")
+    return frame.sort("ts", "symbol", maintain_order=True), feature_names
+
+
+def _feature_set_version(feature_set: str) -> int | str:
+    try:
+        from quantcli.features.definitions import load_feature_set
+
+        return load_feature_set(feature_set).version
+    except ImportError:  # features package not installed in this checkout: read the TOML
+        import tomllib
+
+        from quantcli.resources import feature_def_path
+
+        return tomllib.loads(feature_def_path(feature_set).read_text())["feature_set"]["version"]
+
+
+def train_from_store(
+    name: str,
+    *,
+    model: str = "lgbm",
+    feature_set: str = "technical_v1",
+    label: str = "fwd_return_5d",
+    tracking_uri: str | None = None,
+    cfg: dict[str, dict[str, Any]] | None = None,
+    seed: int | None = None,
+    experiment_name: str = DEFAULT_EXPERIMENT,
+    executor: str = "local",
+    progress: Any = None,
+    store_path: str | None = None,
+) -> TrainResult:
+    """``qcli model train``: load the stored features and labels, train, register as ``name``.
+
+    Reads ``load_training_frame(store, feature_set, label)`` from the offline store, then runs
+    :meth:`MLflowTrainer.train_with_cpcv` with ``register_as=name`` (alias ``staging``).
+    """
+    from quantcli.features.dataset import load_training_frame
+    from quantcli.models.registry import check_model_name
+    from quantcli.store.offline import OfflineStore
+
+    check_model_name(name)
+    with OfflineStore(store_path, read_only=True) as store:
+        frame = load_training_frame(store, feature_set=feature_set, label=label)
+    trainer = MLflowTrainer(experiment_name, tracking_uri, cfg)
+    return trainer.train_with_cpcv(
+        model,
+        frame.drop("label"),
+        frame.get_column("label"),
+        feature_set=feature_set,
+        label=label,
+        seed=seed,
+        register_as=name,
+        executor=executor,
+        progress=progress,
+    )
