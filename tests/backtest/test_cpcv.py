@@ -62,7 +62,8 @@ def test_single_asset_purge_and_embargo_at_both_ends():
     # 10 bars, groups of 2 bars, labels end one bar later, embargo 1 bar
     ts = np.arange(10)
     cv = CombinatorialPurgedCV(n_groups=5, n_test_groups=2, embargo_pct=0.1)
-    got = dict(zip(cv.test_groups, splits_as_lists(cv, 10, timestamps=ts, label_end=ts + 1)))
+    splits = splits_as_lists(cv, 10, timestamps=ts, label_end=ts + 1)
+    got = dict(zip(cv.test_groups, splits, strict=True))
     # test at the start: bar 4 starts inside the label of bar 3 (and is embargoed)
     assert got[(0, 1)] == ([5, 6, 7, 8, 9], [0, 1, 2, 3])
     # test at both ends: bar 2 purged+embargoed after G0, bar 7's label reaches bar 8
@@ -77,11 +78,11 @@ def test_single_asset_purge_and_embargo_at_both_ends():
 def test_purge_gap_and_embargo_without_label_end():
     # 15 bars, groups of 3 bars, a 1-bar gap before and a 1-bar embargo after each test block
     cv = CombinatorialPurgedCV(n_groups=5, n_test_groups=2, embargo_pct=1 / 15, purge_pct=1 / 15)
-    got = dict(zip(cv.test_groups, splits_as_lists(cv, 15)))
+    got = dict(zip(cv.test_groups, splits_as_lists(cv, 15), strict=True))
     assert got[(1, 3)] == ([0, 1, 7, 13, 14], [3, 4, 5, 9, 10, 11])
     assert got[(0, 4)] == ([4, 5, 6, 7, 8, 9, 10], [0, 1, 2, 12, 13, 14])
     plain = CombinatorialPurgedCV(n_groups=5, n_test_groups=2, embargo_pct=0.0)
-    got = dict(zip(plain.test_groups, splits_as_lists(plain, 10)))
+    got = dict(zip(plain.test_groups, splits_as_lists(plain, 10), strict=True))
     assert got[(1, 3)] == ([0, 1, 4, 5, 8, 9], [2, 3, 6, 7])
 
 
@@ -166,7 +167,7 @@ def test_input_guards():
     cv = CombinatorialPurgedCV(n_groups=5, n_test_groups=2, embargo_pct=0.1)
     X = np.zeros((10, 1))
     ts = np.arange(10)
-    with pytest.raises(InputError, match="must be sorted.*row 5 is earlier than row 4"):
+    with pytest.raises(InputError, match=r"must be sorted.*row 5 is earlier than row 4"):
         next(cv.split(X, timestamps=np.array([0, 1, 2, 3, 4, 3, 6, 7, 8, 9])))
     with pytest.raises(InputError, match="`label_end` is earlier than its timestamp at row 2"):
         next(cv.split(X, timestamps=ts, label_end=np.array([0, 1, 1, 3, 4, 5, 6, 7, 8, 9])))
