@@ -17,8 +17,9 @@ CREATE TABLE IF NOT EXISTS ingests (
     sources          VARCHAR NOT NULL,   -- JSON list of files (or "sample")
     input_sha256     VARCHAR NOT NULL,   -- sha256 of the normalised input frame
     rows_in          BIGINT  NOT NULL,
-    rows_inserted    BIGINT  NOT NULL,
-    rows_updated     BIGINT  NOT NULL,
+    rows_inserted    BIGINT  NOT NULL,   -- new keys
+    rows_updated     BIGINT  NOT NULL,   -- existing keys whose values changed
+    rows_unchanged   BIGINT  NOT NULL,   -- existing keys re-ingested with identical values
     symbols          VARCHAR NOT NULL,   -- JSON list
     quality          VARCHAR NOT NULL,   -- JSON: the quality summary (warnings with counts)
     quantcli_version VARCHAR NOT NULL

@@ -77,7 +77,10 @@ class OfflineStore:
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
+                con = duckdb.connect(str(self.path), read_only=self.read_only)
+                # no DuckDB progress bar: it would write to stdout, which --json reserves
+                con.execute("SET enable_progress_bar = false")
+                return con
             except duckdb.IOException as exc:
                 if not any(m in str(exc).lower() for m in _LOCK_MARKERS):
                     raise

@@ -1,0 +1,30 @@
+"""Bars in: the bundled sample, the synthetic universe, reading, validation and ingest.
+
+Public API (re-exported here):
+
+* :func:`load_sample` -- the real SPX/IXIC daily bars bundled with the package.
+* :func:`synthetic_universe` -- a seeded GARCH universe for tests and benchmarks.
+* :func:`read_bars` -- one CSV/Parquet file into normal form, rows located.
+* :func:`validate_bars` -- data-quality checks; errors raise, warnings are returned.
+* :func:`ingest_frame`, :func:`ingest_files`, :func:`ingest_sample` -- validated, idempotent,
+  all-or-nothing upserts into the offline store's ``bars`` table.
+"""
+
+from quantcli.data.ingest import IngestResult, ingest_files, ingest_frame, ingest_sample
+from quantcli.data.reader import read_bars
+from quantcli.data.sample import load_sample
+from quantcli.data.synthetic import synthetic_universe
+from quantcli.data.validation import QualityIssue, QualityReport, validate_bars
+
+__all__ = [
+    "IngestResult",
+    "QualityIssue",
+    "QualityReport",
+    "ingest_files",
+    "ingest_frame",
+    "ingest_sample",
+    "load_sample",
+    "read_bars",
+    "synthetic_universe",
+    "validate_bars",
+]

@@ -1,0 +1,332 @@
+"""Validated, idempotent, all-or-nothing ingest of OHLCV bars into the offline store.
+
+Flow: read (CSV/Parquet, :mod:`quantcli.data.reader`) -> validate
+(:mod:`quantcli.data.validation`; any error refuses the whole input before the store is even
+opened) -> one transaction that upserts ``bars`` on ``(symbol, ts)`` and records the ingest
+(sources, counts, input hash, quality warnings) in ``ingests``.
+
+Counts: ``rows_inserted`` new keys, ``rows_updated`` existing keys whose values changed,
+``rows_unchanged`` existing keys with identical values (not rewritten). Ingesting the same bars
+twice therefore inserts nothing the second time and leaves ``bars`` byte-for-byte equal.
+
+``input_sha256`` is the SHA-256 of the normalised bars sorted by ``(symbol, ts)``: the symbol
+runs (``"<symbol>:<count>\n"`` per symbol, UTF-8), then ``ts`` as int64 microseconds since the
+Unix epoch (UTC), then ``open, high, low, close, volume`` as little-endian float64 --
+independent of the input format.
+
+Test hook (used by the ``kill -9`` test, harmless otherwise): if the environment variable
+``QCLI_TEST_INGEST_SLEEP`` holds a number of seconds, the ingest writes the line
+``QCLI_TEST_HOOK inside-ingest-transaction`` to stderr after its inserts and sleeps that long
+before ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantcli import __version__, resources
+from quantcli.data.reader import read_bars
+from quantcli.data.sample import sample_paths
+from quantcli.data.validation import (
+    DEFAULT_OUTLIER_Z,
+    REQUIRED_COLUMNS,
+    QualityReport,
+    check_bars,
+    with_locations,
+)
+from quantcli.errors import InputError
+from quantcli.store.offline import OfflineStore
+
+TEST_HOOK_ENV = "QCLI_TEST_INGEST_SLEEP"
+TEST_HOOK_MARKER = "QCLI_TEST_HOOK inside-ingest-transaction"
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did.
+
+    Attributes
+    ----------
+    ingest_id
+        Key of the row in ``ingests``.
+    sources
+        The files (or ``"<frame>"``) that were ingested.
+    rows_in
+        Bars in the validated input.
+    rows_inserted, rows_updated, rows_unchanged
+        New keys; existing keys with changed values; existing keys with identical values.
+    symbols
+        Distinct symbols of the input, sorted.
+    ts_min, ts_max
+        First and last bar of the input (UTC).
+    input_sha256
+        Hash of the normalised input (see the module docstring).
+    quality
+        The :class:`~quantcli.data.validation.QualityReport` (warnings).
+    store
+        Path of the DuckDB file written.
+    """
+
+    ingest_id: str
+    ingested_at: datetime
+    sources: list[str]
+    rows_in: int
+    rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
+    symbols: list[str]
+    ts_min: datetime
+    ts_max: datetime
+    input_sha256: str
+    quality: QualityReport
+    store: str
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ingest_id": self.ingest_id,
+            "ingested_at": self.ingested_at.isoformat(),
+            "sources": list(self.sources),
+            "rows_in": self.rows_in,
+            "rows_inserted": self.rows_inserted,
+            "rows_updated": self.rows_updated,
+            "rows_unchanged": self.rows_unchanged,
+            "symbols": list(self.symbols),
+            "ts_min": self.ts_min.isoformat(),
+            "ts_max": self.ts_max.isoformat(),
+            "input_sha256": self.input_sha256,
+            "quality": self.quality.to_dict(),
+            "store": self.store,
+        }
+
+
+def bars_sha256(bars: pl.DataFrame) -> str:
+    """SHA-256 of normal-form bars, sorted by ``(symbol, ts)`` first (see the module docstring)."""
+    b = bars.select(REQUIRED_COLUMNS).sort("symbol", "ts")
+    h = hashlib.sha256()
+    runs = b["symbol"].rle()  # sorted, so one run per symbol: hashing runs is hashing the column
+    for value, length in zip(runs.struct.field("value"), runs.struct.field("len"), strict=True):
+        h.update(f"{value}:{length}\n".encode())
+    h.update(b["ts"].dt.epoch("us").to_numpy().astype("<i8").tobytes())
+    for col in ("open", "high", "low", "close", "volume"):
+        h.update(np.ascontiguousarray(b[col].to_numpy(), dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def _test_hook() -> None:
+    raw = os.environ.get(TEST_HOOK_ENV)
+    if not raw:
+        return
+    sys.stderr.write(TEST_HOOK_MARKER + "\n")
+    sys.stderr.flush()
+    time.sleep(float(raw))
+
+
+def write_bars(
+    bars: pl.DataFrame,
+    report: QualityReport,
+    sources: Sequence[str],
+    *,
+    store: OfflineStore | None = None,
+) -> IngestResult:
+    """Upsert validated normal-form ``bars`` and record the ingest, in ONE transaction.
+
+    Most callers want :func:`ingest_frame` or :func:`ingest_files`, which validate first.
+    ``store`` defaults to the offline store of ``$QCLI_HOME`` (opened and closed here).
+    """
+    if store is None:
+        with OfflineStore() as own:
+            return write_bars(bars, report, sources, store=own)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sha = bars_sha256(bars)
+    timings["hash"] = time.perf_counter() - t0
+    now = datetime.now(UTC)
+    ingest_id = hashlib.sha256(f"{sha}|{now.isoformat()}".encode()).hexdigest()[:16]
+    symbols = bars["symbol"].unique().sort().to_list()
+    staged = bars.select(REQUIRED_COLUMNS).to_arrow()
+    store.con.register("staged_bars", staged)
+    try:
+        t0 = time.perf_counter()
+        with store.transaction() as con:
+            existing, unchanged = con.execute(resources.sql("ingest_count_existing")).fetchone()
+            # a fresh key set takes the plain INSERT: ON CONFLICT costs about 2x on DuckDB's ART
+            # primary-key index (measured: 2.5 M bars, 6 s vs 11 s)
+            con.execute(resources.sql("ingest_upsert" if existing else "ingest_insert"))
+            con.execute(
+                resources.sql("ingest_record"),
+                [
+                    ingest_id,
+                    now,
+                    json.dumps(list(sources)),
+                    sha,
+                    bars.height,
+                    bars.height - existing,
+                    existing - unchanged,
+                    unchanged,
+                    json.dumps(symbols),
+                    json.dumps(report.to_dict(), sort_keys=True, default=str),
+                    __version__,
+                ],
+            )
+            _test_hook()
+        timings["write"] = time.perf_counter() - t0
+    finally:
+        store.con.unregister("staged_bars")
+    return IngestResult(
+        ingest_id=ingest_id,
+        ingested_at=now,
+        sources=list(sources),
+        rows_in=bars.height,
+        rows_inserted=bars.height - existing,
+        rows_updated=existing - unchanged,
+        rows_unchanged=unchanged,
+        symbols=symbols,
+        ts_min=bars["ts"].min(),
+        ts_max=bars["ts"].max(),
+        input_sha256=sha,
+        quality=report,
+        store=str(store.path),
+        timings_s=timings,
+    )
+
+
+def ingest_frame(
+    df: pl.DataFrame,
+    *,
+    store: OfflineStore | None = None,
+    source: str = "<frame>",
+    outlier_z: float = DEFAULT_OUTLIER_Z,
+    line_numbers: Sequence[int] | None = None,
+) -> IngestResult:
+    """Validate a frame of bars and upsert it into the offline store.
+
+    Parameters
+    ----------
+    df
+        Columns ``symbol, ts, open, high, low, close, volume`` (see
+        :func:`~quantcli.data.validation.validate_bars` for accepted ``ts`` types).
+    store
+        An open :class:`~quantcli.store.offline.OfflineStore`; default: ``$QCLI_HOME``'s, opened
+        only after validation passed (a refused input never creates or touches the file).
+    source
+        How messages and the ``ingests`` record name the input.
+    outlier_z
+        Robust z-score threshold of the ``outlier`` warning.
+    line_numbers
+        Per-row locations for messages (default: the 0-based row index).
+
+    Raises
+    ------
+    DataValidationError
+        Any error-severity finding (exit code 2); the store is unchanged.
+    StoreBusyError
+        Another process holds the store (exit code 2).
+    """
+    if df.height == 0:
+        raise InputError(f"{source}: no rows to ingest")
+    kind = "line" if line_numbers is not None else "row"
+    frame = with_locations(df, source, line_numbers, kind)
+    bars, report = check_bars(frame, source=source, kinds={source: kind}, outlier_z=outlier_z)
+    return write_bars(bars, report, [source], store=store)
+
+
+def read_files(
+    paths: Sequence[str | os.PathLike[str]],
+    symbol: str | None = None,
+    *,
+    outlier_z: float = DEFAULT_OUTLIER_Z,
+    labels: Sequence[str] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[pl.DataFrame, QualityReport, list[str]]:
+    """Read and validate files together (duplicates across files are errors too).
+
+    Returns the normal-form bars sorted by ``(symbol, ts)``, the quality report and the source
+    names. Nothing is written.
+    """
+    if not paths:
+        raise InputError("no input files", hint="pass one or more CSV/Parquet paths, or --sample")
+    labels = list(labels) if labels is not None else [str(p) for p in paths]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"the same file is given twice: {', '.join(labels)}")
+    raws = []
+    for path, label in zip(paths, labels, strict=True):
+        if on_step:
+            on_step(f"reading {label}")
+        raws.append(read_bars(path, symbol=symbol, label=label))
+    if on_step:
+        on_step("validating")
+    frame = pl.concat([r.frame for r in raws], how="vertical")
+    kinds = {r.source: r.location_kind for r in raws}
+    source = ", ".join(labels)
+    bars, report = check_bars(frame, source=source, kinds=kinds, outlier_z=outlier_z)
+    return bars, report, labels
+
+
+def ingest_files(
+    paths: Sequence[str | os.PathLike[str]],
+    symbol: str | None = None,
+    *,
+    store: OfflineStore | None = None,
+    outlier_z: float = DEFAULT_OUTLIER_Z,
+    labels: Sequence[str] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> IngestResult:
+    """Read, validate and upsert CSV/Parquet files as ONE ingest (one transaction).
+
+    Parameters
+    ----------
+    paths
+        Files to ingest together (see :func:`~quantcli.data.reader.read_bars`).
+    symbol
+        The symbol of files without a symbol column (``--symbol``).
+    store, outlier_z
+        As in :func:`ingest_frame`.
+    labels
+        How messages name each file (default: the paths as given).
+    on_step
+        Called with a short description before each step (for progress display).
+
+    Examples
+    --------
+    Shell: ``qcli data ingest prices.csv --symbol AAPL``.
+    """
+    bars, report, sources = read_files(
+        paths, symbol, outlier_z=outlier_z, labels=labels, on_step=on_step
+    )
+    if on_step:
+        on_step("writing the offline store")
+    return write_bars(bars, report, sources, store=store)
+
+
+def ingest_sample(
+    *, store: OfflineStore | None = None, outlier_z: float = DEFAULT_OUTLIER_Z
+) -> IngestResult:
+    """Ingest the bundled real sample (SPX and IXIC daily bars, see :mod:`quantcli.data.sample`)."""
+    paths: list[Path] = sample_paths()
+    return ingest_files(
+        paths, store=store, outlier_z=outlier_z, labels=[f"sample:{p.name}" for p in paths]
+    )
+
+
+__all__ = [
+    "IngestResult",
+    "bars_sha256",
+    "ingest_files",
+    "ingest_frame",
+    "ingest_sample",
+    "read_files",
+    "write_bars",
+]

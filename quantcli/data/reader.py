@@ -1,0 +1,241 @@
+"""Read OHLCV bars from CSV or Parquet into quantcli's normal form, keeping each row's location.
+
+Normal form: columns ``symbol`` (String), ``ts`` (``Datetime("us", "UTC")``), ``open``,
+``high``, ``low``, ``close``, ``volume`` (Float64).
+
+* Column names are case-insensitive and stripped; the time column may be called ``ts``,
+  ``date``, ``timestamp`` or ``datetime``; the symbol column ``symbol`` or ``ticker``. Extra
+  columns (e.g. ``Adj Close``) are ignored.
+* A file without a symbol column needs ``symbol=`` (``--symbol``).
+* Timestamps: ``YYYY-MM-DD`` dates and naive ``YYYY-MM-DD[ T]HH:MM:SS[.f]`` datetimes are read
+  as UTC (and reported as ``naive_timestamp`` warnings); values with an offset
+  (``+02:00``, ``Z``) are converted to UTC. Parquet ``Date``/``Datetime`` columns likewise.
+* CSV values are read as text, then parsed; a value that does not parse is an ``unparseable``
+  error naming the file, the line (header = line 1) and the column. Parquet rows are named by
+  their 0-based row index.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from quantcli.data.validation import (
+    LINE_COL,
+    NAIVE_COL,
+    NUMERIC_COLUMNS,
+    SOURCE_COL,
+    QualityIssue,
+    coerce_columns,
+    issue_from_rows,
+    raise_for,
+)
+from quantcli.errors import DataValidationError, InputError
+
+TS_ALIASES: tuple[str, ...] = ("ts", "date", "timestamp", "datetime")
+SYMBOL_ALIASES: tuple[str, ...] = ("symbol", "ticker")
+
+_CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+# Accepted textual timestamp layouts. "%.f" also matches no fraction at all.
+_NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")
+_AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z")
+
+
+@dataclass
+class RawBars:
+    """Bars read from one source, still carrying their locations.
+
+    Attributes
+    ----------
+    frame
+        Normal-form columns plus the internal ``__source``, ``__line`` and ``__naive_ts``.
+    source
+        The file name as given (or a label).
+    location_kind
+        ``"line"`` (CSV: file line numbers, header = 1) or ``"row"`` (Parquet: 0-based index).
+    ignored_columns
+        Input columns that were not used.
+    """
+
+    frame: pl.DataFrame
+    source: str
+    location_kind: str
+    ignored_columns: list[str]
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    raise InputError(
+        f"{path}: unsupported file type",
+        hint=f"use one of {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)}",
+    )
+
+
+def _rename(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str]]:
+    """Map case-insensitive aliases onto the normal column names."""
+    lowered: dict[str, str] = {}
+    for col in df.columns:
+        key = col.strip().lower()
+        if key in lowered:
+            raise InputError(
+                f"{source}: columns '{lowered[key]}' and '{col}' differ only by case",
+                hint="keep one of them",
+            )
+        lowered[key] = col
+    mapping: dict[str, str] = {}
+    for target, aliases in (("ts", TS_ALIASES), ("symbol", SYMBOL_ALIASES)):
+        found = [a for a in aliases if a in lowered]
+        if len(found) > 1:
+            names = ", ".join(lowered[a] for a in found)
+            raise InputError(
+                f"{source}: ambiguous {target} column: {names}",
+                hint=f"keep exactly one of {', '.join(aliases)}",
+            )
+        if found:
+            mapping[lowered[found[0]]] = target
+    for name in NUMERIC_COLUMNS:
+        if name in lowered:
+            mapping[lowered[name]] = name
+    ignored = [c for c in df.columns if c not in mapping]
+    return df.select([pl.col(src).alias(dst) for src, dst in mapping.items()]), ignored
+
+
+def _parse_text_ts(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """(UTC datetime, is-naive) parsed from stripped text; null where nothing matches."""
+    text = col.str.strip_chars()
+    zulu = text.str.replace(r"[zZ]$", "+00:00")
+    aware = pl.coalesce(
+        [
+            zulu.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
+            for f in _AWARE_FORMATS
+        ]
+    )
+    naive = pl.coalesce(
+        [text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))]
+        + [text.str.to_datetime(f, strict=False, time_unit="us") for f in _NAIVE_FORMATS]
+    ).dt.replace_time_zone("UTC")
+    return pl.coalesce([aware, naive]), aware.is_null() & naive.is_not_null()
+
+
+def _parse_text_columns(df: pl.DataFrame, source: str, kinds: dict[str, str]) -> pl.DataFrame:
+    """Parse the text columns of a CSV (or of a Parquet file that stores text)."""
+    exprs: list[pl.Expr] = []
+    checks: list[tuple[str, pl.Expr]] = []
+    if df.schema["ts"] == pl.String:
+        ts, naive = _parse_text_ts(pl.col("ts"))
+        exprs += [ts.alias("ts"), naive.alias(NAIVE_COL)]
+        checks.append(("ts", ts))
+    for name in NUMERIC_COLUMNS:
+        if df.schema[name] == pl.String:
+            value = pl.col(name).str.strip_chars().cast(pl.Float64, strict=False)
+            exprs.append(value.alias(name))
+            checks.append((name, value))
+    if "symbol" in df.columns and df.schema["symbol"] == pl.String:
+        exprs.append(pl.col("symbol").str.strip_chars())
+    issues: list[QualityIssue] = []
+    for name, parsed in checks:
+        text = pl.col(name).str.strip_chars()
+        bad = df.filter(text.is_not_null() & (text != "") & parsed.is_null())
+        what = "date/time" if name == "ts" else "number"
+        issue = issue_from_rows(
+            "unparseable",
+            "error",
+            bad,
+            column=name,
+            detail=pl.format("cannot parse {} as a {}", pl.col(name), pl.lit(what)),
+            kinds=kinds,
+        )
+        if issue is not None:
+            issues.append(issue)
+    raise_for(issues, source)
+    return df.with_columns(exprs)
+
+
+def read_bars(
+    path: str | os.PathLike[str], *, symbol: str | None = None, label: str | None = None
+) -> RawBars:
+    """Read one CSV (optionally gzipped) or Parquet file of bars.
+
+    Parameters
+    ----------
+    path
+        ``.csv``, ``.csv.gz``, ``.txt`` or ``.parquet``/``.pq``.
+    symbol
+        The symbol of every row, for files without a symbol column. If the file has one, every
+        value must equal ``symbol``.
+    label
+        How messages name the file (default: ``path`` as given).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, unsupported type, ambiguous columns, missing symbol.
+    DataValidationError
+        A value that does not parse (file, line and column named).
+    """
+    p = Path(path)
+    source = label or str(path)
+    if not p.is_file():
+        raise InputError(f"{source}: no such file")
+    kind = _file_kind(p)
+    try:
+        if kind == "csv":
+            raw = pl.read_csv(p, infer_schema=False, truncate_ragged_lines=False)
+        else:
+            raw = pl.read_parquet(p)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{source}: cannot read as {kind.upper()}: {first}") from None
+    if raw.height == 0:
+        raise InputError(f"{source}: no rows")
+    df, ignored = _rename(raw, source)
+    loc_kind = "line" if kind == "csv" else "row"
+    offset = 2 if kind == "csv" else 0  # CSV: the header is line 1
+    df = df.with_columns(
+        pl.lit(source).alias(SOURCE_COL),
+        (pl.int_range(0, pl.len(), dtype=pl.Int64) + offset).alias(LINE_COL),
+    )
+    if symbol is not None:
+        symbol = symbol.strip()
+        if not symbol:
+            raise InputError("--symbol must not be empty")
+        if "symbol" in df.columns:
+            other = df.filter(pl.col("symbol").cast(pl.String).str.strip_chars() != symbol)
+            if other.height:
+                line = other[LINE_COL][0]
+                raise InputError(
+                    f"{source} {'line' if loc_kind == 'line' else 'row'} {line}: symbol "
+                    f"'{other['symbol'][0]}' contradicts --symbol {symbol}",
+                    hint="drop --symbol: the file has its own symbol column",
+                )
+        df = df.with_columns(pl.lit(symbol).alias("symbol"))
+    elif "symbol" not in df.columns:
+        raise InputError(
+            f"{source}: no symbol column (symbol or ticker)",
+            hint="pass --symbol SYMBOL (symbol=...) for single-symbol files",
+        )
+    kinds = {source: loc_kind}
+    missing = [c for c in ("ts", *NUMERIC_COLUMNS) if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{source}: missing required column(s) {', '.join(missing)} "
+            f"(have: {', '.join(raw.columns)})",
+            hint="columns are case-insensitive; the time column may be named "
+            + ", ".join(TS_ALIASES),
+        )
+    df = _parse_text_columns(df, source, kinds)
+    df = coerce_columns(df, source)
+    df = df.select("symbol", "ts", *NUMERIC_COLUMNS, SOURCE_COL, LINE_COL, NAIVE_COL)
+    return RawBars(frame=df, source=source, location_kind=loc_kind, ignored_columns=ignored)
+
+
+__all__ = ["SYMBOL_ALIASES", "TS_ALIASES", "RawBars", "read_bars"]
