@@ -1,0 +1,119 @@
+"""Export ledger records to Parquet (``qcli audit export``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quantcli.audit._verify import verify_ledger
+from quantcli.errors import InputError, IntegrityError
+
+# The exported columns, in order. ``onnx_model`` is flattened into name and sha256.
+EXPORT_SCHEMA: dict[str, pl.DataType] = {
+    "seq": pl.Int64(),
+    "recorded_at": pl.Datetime("us", "UTC"),
+    "request_id": pl.String(),
+    "source": pl.String(),
+    "alias": pl.String(),
+    "symbol": pl.String(),
+    "prediction": pl.Float64(),
+    "fallback": pl.Boolean(),
+    "feature_ts": pl.Datetime("us", "UTC"),
+    "features_sha256": pl.String(),
+    "model_name": pl.String(),
+    "model_version": pl.String(),
+    "model_run_id": pl.String(),
+    "feature_version": pl.String(),
+    "dataset_manifest_id": pl.String(),
+    "onnx_model_name": pl.String(),
+    "onnx_model_sha256": pl.String(),
+    "inference_latency_ms": pl.Float64(),
+    "deployed_at": pl.String(),
+    "prev_hash": pl.String(),
+    "hash": pl.String(),
+}
+
+
+def parse_since(since: str | date | datetime | None) -> datetime | None:
+    """``--since`` as an aware UTC datetime: a date (``2026-01-31``, midnight UTC) or ISO-8601."""
+    if since is None or isinstance(since, datetime):
+        if isinstance(since, datetime) and since.tzinfo is None:
+            return since.replace(tzinfo=UTC)
+        return since
+    if isinstance(since, date):
+        return datetime(since.year, since.month, since.day, tzinfo=UTC)
+    try:
+        value = datetime.fromisoformat(since.strip())
+    except ValueError:
+        raise InputError(
+            f"--since: '{since}' is not a date or ISO-8601 timestamp",
+            hint="e.g. --since 2026-01-31 or --since 2026-01-31T12:00:00+00:00",
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _row(rec: dict[str, Any]) -> dict[str, Any]:
+    onnx = rec.get("onnx_model") or {}
+    row = {k: rec.get(k) for k in EXPORT_SCHEMA}
+    row["onnx_model_name"] = onnx.get("name")
+    row["onnx_model_sha256"] = onnx.get("sha256")
+    for key in ("recorded_at", "feature_ts"):
+        if row[key] is not None:
+            row[key] = datetime.fromisoformat(row[key])
+    for key in ("model_version", "feature_version"):
+        if row[key] is not None:
+            row[key] = str(row[key])
+    return row
+
+
+def export_ledger(
+    output: str | os.PathLike[str],
+    *,
+    since: str | date | datetime | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Write the ledger's records recorded at or after ``since`` to the Parquet file ``output``.
+
+    The chain is verified first: a broken ledger is not exported (:class:`IntegrityError`, exit
+    code 1). Rows keep ledger order (``seq``); timestamps are UTC. The file is written to a
+    temporary name and renamed, so a failed export leaves no partial file.
+    """
+    since_dt = parse_since(since)
+    out = Path(output)
+    if out.suffix != ".parquet":
+        raise InputError(f"--output: '{out}' must end in .parquet")
+    if not out.parent.is_dir():
+        raise InputError(f"--output: the directory {out.parent} does not exist")
+    check = verify_ledger(path)
+    if not check["ok"]:
+        b = check["first_broken"]
+        raise IntegrityError(
+            f"{check['path']}: record seq {b['seq']} (line {b['line']}) is broken: {b['reason']}; "
+            "refusing to export",
+            hint="run `qcli audit verify` for details",
+        )
+    rows = []
+    with open(check["path"], "rb") as fh:
+        for raw in fh:
+            row = _row(json.loads(raw))
+            if since_dt is None or row["recorded_at"] >= since_dt:
+                rows.append(row)
+    frame = pl.DataFrame(rows, schema=EXPORT_SCHEMA, orient="row")
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {
+        "output": str(out),
+        "rows": frame.height,
+        "since": since_dt.isoformat() if since_dt else None,
+        "ledger_records": check["records"],
+        "head_hash": check["head_hash"],
+    }
