@@ -1,9 +1,209 @@
-"""`qcli data ...`: Ingest and validate OHLCV bars into the offline store."""
+"""`qcli data ...`: ingest, validate and summarise OHLCV bars in the offline store.
+
+Command bodies call :mod:`quantcli.data`; the renderers below only format its results.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.data.validation import DEFAULT_OUTLIER_Z
+
 app = typer.Typer(
-    help="Ingest and validate OHLCV bars into the offline store.", no_args_is_help=True
+    help="Ingest, validate and summarise OHLCV bars in the offline store.", no_args_is_help=True
 )
+
+PathsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="CSV (.csv, .csv.gz) or Parquet files of bars.", show_default=False),
+]
+SymbolOpt = Annotated[
+    str | None,
+    typer.Option("--symbol", "-s", help="Symbol of every row, for files without a symbol column."),
+]
+OutlierOpt = Annotated[
+    float,
+    typer.Option(
+        "--outlier-z",
+        help="Robust z-score of a one-bar log return beyond which a bar is reported as an "
+        "outlier (a warning).",
+    ),
+]
+
+
+def _quality_table(quality: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"Data quality: {quality['rows']} bars, {quality['symbols']} symbols")
+    table.add_column("check")
+    table.add_column("severity")
+    table.add_column("count", justify="right")
+    table.add_column("first example")
+    if not quality["warnings"]:
+        table.add_row("all checks", "ok", "0", "")
+    for w in quality["warnings"]:
+        ex = w["examples"][0] if w["examples"] else {}
+        where = f"{ex.get('source', '')} {ex.get('location', '')}: {ex.get('detail', '')}"
+        table.add_row(w["check"], f"[yellow]{w['severity']}[/]", str(w["count"]), where.strip())
+    return table
+
+
+def _ingest_table(result: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title="Ingest", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key in ("ingest_id", "rows_in", "rows_inserted", "rows_updated", "rows_unchanged"):
+        table.add_row(key, str(result[key]))
+    table.add_row(
+        "symbols", ", ".join(result["symbols"][:10]) + (" ..." * (len(result["symbols"]) > 10))
+    )
+    table.add_row("range (UTC)", f"{result['ts_min']} .. {result['ts_max']}")
+    table.add_row("store", result["store"])
+    return table
+
+
+def _run_with_progress(json_mode: bool, fn):
+    with progress(json_mode) as bar:
+        task = bar.add_task("starting", total=None)
+        return fn(lambda step: bar.update(task, description=step))
+
+
+@app.command()
+def ingest(
+    paths: PathsArg = None,
+    symbol: SymbolOpt = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Ingest the bundled real sample (SPX and IXIC).")
+    ] = False,
+    outlier_z: OutlierOpt = DEFAULT_OUTLIER_Z,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Validate bars and upsert them into the offline store, all or nothing.
+
+    Column names are case-insensitive; the time column may be date, timestamp, datetime or ts;
+    dates without a time zone are read as UTC. Any error (null, price <= 0, OHLC inconsistent,
+    negative volume, duplicate (symbol, ts), unparseable value) refuses the whole input with
+    exit code 2 and a message naming the file, line and column; warnings (zero volume,
+    unsorted, naive timestamps, outliers) are printed and recorded with the ingest.
+    Re-ingesting the same bars changes nothing (upsert on (symbol, ts)).
+
+    Examples:
+
+        qcli data ingest --sample
+
+        qcli data ingest prices/*.csv
+
+        qcli data ingest aapl.parquet --symbol AAPL --outlier-z 8 --json
+    """
+    from quantcli.data.ingest import ingest_files, ingest_sample
+    from quantcli.errors import InputError
+
+    if sample and paths:
+        raise InputError("give either PATH... or --sample, not both")
+    if not sample and not paths:
+        raise InputError("nothing to ingest", hint="pass CSV/Parquet paths, or --sample")
+    if sample:
+        result = _run_with_progress(json_mode, lambda _: ingest_sample(outlier_z=outlier_z))
+    else:
+        result = _run_with_progress(
+            json_mode,
+            lambda step: ingest_files(paths, symbol, outlier_z=outlier_z, on_step=step),
+        )
+    out = result.to_dict()
+    emit(
+        out,
+        json_mode,
+        lambda c: (c.print(_quality_table(out["quality"])), c.print(_ingest_table(out))),
+    )
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="CSV or Parquet files of bars.")],
+    symbol: SymbolOpt = None,
+    outlier_z: OutlierOpt = DEFAULT_OUTLIER_Z,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Run the data-quality checks on files without writing anything.
+
+    Exit code 0 if the files would be accepted (warnings are listed), 2 with the first error's
+    file, line and column if they would be refused.
+
+    Examples:
+
+        qcli data validate prices.csv
+
+        qcli data validate aapl.parquet --symbol AAPL --json
+    """
+    from quantcli.data.ingest import read_files
+
+    _bars, report, _ = _run_with_progress(
+        json_mode, lambda step: read_files(paths, symbol, outlier_z=outlier_z, on_step=step)
+    )
+    out = {"accepted": True, "quality": report.to_dict()}
+    emit(out, json_mode, lambda c: c.print(_quality_table(out["quality"])))
+
+
+@app.command()
+def summary(
+    recent: Annotated[
+        int, typer.Option("--recent", min=0, help="How many recent ingests to list.")
+    ] = 5,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show what the offline store holds: bars per symbol, date ranges, recent ingests.
+
+    Examples:
+
+        qcli data summary
+
+        qcli data summary --json
+    """
+    from quantcli.data.summary import bars_summary
+
+    out = bars_summary(recent_ingests=recent)
+    if not json_mode and out["symbols"] == 0:
+        note("the bars table is empty: run `qcli data ingest PATH` (or --sample)")
+    emit(out, json_mode, lambda c: _render_summary(c, out))
+
+
+def _render_summary(console, out: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"bars: {out['rows']} rows, {out['symbols']} symbols ({out['store']})")
+    for col, justify in (
+        ("symbol", "left"),
+        ("rows", "right"),
+        ("first", "left"),
+        ("last", "left"),
+    ):
+        table.add_column(col, justify=justify)
+    for r in out["by_symbol"]:
+        table.add_row(
+            r["symbol"],
+            str(r["rows"]),
+            f"{r['first_ts']:%Y-%m-%d %H:%M}",
+            f"{r['last_ts']:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+    if out["ingests"]:
+        ing = Table(title="recent ingests (newest first)")
+        for col in ("ingest_id", "at (UTC)", "in", "new", "changed", "same", "warnings"):
+            ing.add_column(col)
+        for i in out["ingests"]:
+            ing.add_row(
+                i["ingest_id"],
+                f"{i['ingested_at']:%Y-%m-%d %H:%M:%S}",
+                str(i["rows_in"]),
+                str(i["rows_inserted"]),
+                str(i["rows_updated"]),
+                str(i["rows_unchanged"]),
+                ", ".join(f"{k} x{v}" for k, v in i["warnings"].items()) or "-",
+            )
+        console.print(ing)

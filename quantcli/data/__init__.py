@@ -8,11 +8,13 @@ Public API (re-exported here):
 * :func:`validate_bars` -- data-quality checks; errors raise, warnings are returned.
 * :func:`ingest_frame`, :func:`ingest_files`, :func:`ingest_sample` -- validated, idempotent,
   all-or-nothing upserts into the offline store's ``bars`` table.
+* :func:`bars_summary` -- symbols, row counts and date ranges of the stored bars.
 """
 
 from quantcli.data.ingest import IngestResult, ingest_files, ingest_frame, ingest_sample
 from quantcli.data.reader import read_bars
 from quantcli.data.sample import load_sample
+from quantcli.data.summary import bars_summary
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.data.validation import QualityIssue, QualityReport, validate_bars
 
@@ -20,6 +22,7 @@ __all__ = [
     "IngestResult",
     "QualityIssue",
     "QualityReport",
+    "bars_summary",
     "ingest_files",
     "ingest_frame",
     "ingest_sample",

@@ -43,7 +43,7 @@ from typing import Any
 
 import polars as pl
 
-from quantcli.errors import DataValidationError
+from quantcli.errors import DataValidationError, InputError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -407,7 +407,11 @@ def _warning_checks(
                 "warning",
                 rows,
                 column="ts",
-                detail=pl.format("{} read as UTC", "ts"),
+                detail=pl.format(
+                    "{} {}: no time zone, read as UTC",
+                    "symbol",
+                    pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S"),
+                ),
                 kinds=kinds,
             )
         )
@@ -495,7 +499,10 @@ def check_bars(
     dropped) and the report. Raises :class:`DataValidationError` on any error-severity finding.
     """
     if not outlier_z > 0:
-        raise ValueError(f"`outlier_z` must be > 0, got `outlier_z={outlier_z}`.")
+        raise InputError(
+            f"`outlier_z` (--outlier-z) must be > 0, got `outlier_z={outlier_z}`.",
+            hint="typical values: 8 to 20 (robust z-score of a one-bar log return)",
+        )
     df = coerce_columns(frame, source).with_row_index(ROW_COL)
     # one stable sort by the key serves the duplicate, order and outlier checks and the output
     srt = df.sort("symbol", "ts", ROW_COL)

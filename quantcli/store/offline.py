@@ -80,6 +80,8 @@ class OfflineStore:
                 con = duckdb.connect(str(self.path), read_only=self.read_only)
                 # no DuckDB progress bar: it would write to stdout, which --json reserves
                 con.execute("SET enable_progress_bar = false")
+                # TIMESTAMPTZ values come back as UTC datetimes, whatever the machine's zone
+                con.execute("SET TimeZone = 'UTC'")
                 return con
             except duckdb.IOException as exc:
                 if not any(m in str(exc).lower() for m in _LOCK_MARKERS):
