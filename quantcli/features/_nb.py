@@ -1,0 +1,503 @@
+"""Numba kernels of the technical indicators, operation for operation as TA-Lib computes them.
+
+Each indicator takes plain float64 arrays of ONE symbol (a contiguous block, oldest bar first)
+and returns a full-length array with NaN in the warm-up bars, like TA-Lib's Python wrapper.
+The arithmetic follows TA-Lib's C source step by step (running sums that add the new value and
+subtract the trailing one, ``E[x^2] - E[x]^2`` variances, Wilder updates written
+``(prev * (n - 1) + x) / n``), so the results agree with TA-Lib to the last bit or nearly so,
+not merely to a tolerance: a ratio such as ``close / SMA - 1`` near zero would otherwise turn a
+1e-16 difference into a large relative one.
+
+TA-Lib's zero conventions are kept: a variance below 1e-8 gives a standard deviation of 0
+(``TA_IS_ZERO_OR_NEG``); RSI, +DI, -DI and DX are 0 when their denominator is within 1e-8 of 0
+(``TA_IS_ZERO``); stochastic %K is 0 when HH == LL; ROC/ROCP are 0 after a zero price.
+
+:func:`compute_blocks` runs every declared feature over every symbol block, in parallel over
+symbols (``prange``); the Python side (:mod:`quantcli.features.compute`) sorts, validates and
+wraps it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Kind codes shared with quantcli.features.compute.KIND_CODES.
+NMA, BB_PCT, BB_WIDTH, VOLUME_Z, RSI, ROC, MACD, MACD_SIGNAL, MACD_HIST = range(9)
+ADX, PLUS_DI, MINUS_DI, ATR, VOLATILITY, STOCH_K, STOCH_D, OBV, OBV_EMA, RETURN = range(9, 19)
+
+_ZERO = 1e-8  # TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold
+
+
+@njit(cache=True)
+def _is_zero(v):
+    """TA-Lib's TA_IS_ZERO: within 1e-8 of zero."""
+    return -_ZERO < v < _ZERO
+
+
+@njit(cache=True)
+def sma(x, first, n):
+    """TA_INT_SMA over ``x[first:]``: a running sum divided by ``n``; defined from ``first+n-1``."""
+    size = x.shape[0]
+    out = np.full(size, np.nan)
+    start = first + n - 1
+    if start >= size:
+        return out
+    total = 0.0
+    i = first
+    while i < start:
+        total += x[i]
+        i += 1
+    trailing = first
+    while i < size:
+        total += x[i]
+        tmp = total
+        total -= x[trailing]
+        trailing += 1
+        out[i] = tmp / n
+        i += 1
+    return out
+
+
+@njit(cache=True)
+def _two_pass(x, a, b, inv_n):
+    """(shift, s1, s2): the window mean of ``x[a:b+1]`` and the deviation sums around it."""
+    total = 0.0
+    for j in range(a, b + 1):
+        total += x[j]
+    shift = total * inv_n
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(a, b + 1):
+        d = x[j] - shift
+        s1 += d
+        s2 += d * d
+    return shift, s1, s2
+
+
+@njit(cache=True)
+def variance(x, first, n):
+    """TA_VAR(n) over ``x[first:]``: population variance, cancellation-free (TA-Lib >= 0.7).
+
+    Running sums of deviations from a shift ``K`` (the window's first value), so
+    ``var = sum((x-K)^2)/n - (sum(x-K)/n)^2`` never subtracts two ~mean^2 quantities. The shift
+    is re-anchored on the window mean by a fresh two-pass sum when the variance falls below 1e-6
+    of the mean squared deviation, when the value leaving the window dwarfs the sum (an outlier
+    passing through), or every ``32 n`` bars; after a re-anchor a variance below 1e-12 of that
+    scale is 0. Non-negative by construction.
+    """
+    size = x.shape[0]
+    out = np.full(size, np.nan)
+    start = first + n - 1
+    if start >= size:
+        return out
+    inv_n = 1.0 / n
+    trailing = first
+    shift = x[trailing]
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(trailing, start):
+        d = x[j] - shift
+        s1 += d
+        s2 += d * d
+    countdown = 32 * n
+    for i in range(start, size):
+        d = x[i] - shift
+        s1 += d
+        s2 += d * d
+        m1 = s1 * inv_n
+        var = s2 * inv_n - m1 * m1
+        d = x[trailing] - shift
+        s1 -= d
+        d *= d
+        s2 -= d
+        trailing += 1
+        countdown -= 1
+        if var < 0.000001 * (s2 * inv_n) or d > 1000000.0 * s2 or countdown <= 0:
+            countdown = 32 * n
+            window_start = i - n + 1
+            shift, s1, s2 = _two_pass(x, window_start, i, inv_n)
+            m1 = s1 * inv_n
+            var = s2 * inv_n - m1 * m1
+            if var < 0.000000000001 * (s2 * inv_n):
+                var = 0.0
+            d = x[window_start] - shift
+            s1 -= d
+            s2 -= d * d
+        out[i] = var
+    return out
+
+
+@njit(cache=True)
+def stddev(x, first, n):
+    """TA_STDDEV(n, nbdev=1) over ``x[first:]``: the square root of :func:`variance`."""
+    out = variance(x, first, n)
+    for i in range(first + n - 1, x.shape[0]):
+        v = out[i]
+        out[i] = np.sqrt(v) if v != 0.0 else 0.0
+    return out
+
+
+@njit(cache=True)
+def ema(x, first, n, seed_end):
+    """TA_INT_EMA with k = 2 / (n + 1), seeded with the mean of the ``n`` values ending at
+    ``seed_end`` (``first + n - 1`` for a plain EMA; MACD ends its fast seed on the slow one's).
+    """
+    size = x.shape[0]
+    out = np.full(size, np.nan)
+    if seed_end >= size:
+        return out
+    k = 2.0 / (n + 1)
+    total = 0.0
+    for i in range(seed_end - n + 1, seed_end + 1):
+        total += x[i]
+    prev = total / n
+    out[seed_end] = prev
+    for i in range(seed_end + 1, size):
+        prev = ((x[i] - prev) * k) + prev
+        out[i] = prev
+    return out
+
+
+@njit(cache=True)
+def macd(close, fast, slow, signal):
+    """TA_MACD: (line, signal, hist); the fast EMA's seed window ends on the slow one's bar."""
+    if slow < fast:
+        fast, slow = slow, fast
+    size = close.shape[0]
+    line = np.full(size, np.nan)
+    sig = np.full(size, np.nan)
+    hist = np.full(size, np.nan)
+    seed_end = slow - 1
+    if seed_end + signal - 1 >= size:
+        return line, sig, hist
+    slow_ema = ema(close, 0, slow, seed_end)
+    fast_ema = ema(close, 0, fast, seed_end)
+    raw = np.full(size, np.nan)
+    for i in range(seed_end, size):
+        raw[i] = fast_ema[i] - slow_ema[i]
+    sig = ema(raw, seed_end, signal, seed_end + signal - 1)
+    start = seed_end + signal - 1
+    for i in range(start, size):
+        line[i] = raw[i]
+        hist[i] = raw[i] - sig[i]
+    return line, sig, hist
+
+
+@njit(cache=True)
+def rsi(close, n):
+    """TA_RSI: Wilder averages of gains and losses seeded with their mean over bars 1..n."""
+    size = close.shape[0]
+    out = np.full(size, np.nan)
+    if n >= size:
+        return out
+    gain = 0.0
+    loss = 0.0
+    prev = close[0]
+    for i in range(1, n + 1):
+        d = close[i] - prev
+        prev = close[i]
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+    loss /= n
+    gain /= n
+    s = gain + loss
+    out[n] = 0.0 if _is_zero(s) else 100.0 * (gain / s)
+    for i in range(n + 1, size):
+        d = close[i] - prev
+        prev = close[i]
+        loss *= n - 1
+        gain *= n - 1
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+        loss /= n
+        gain /= n
+        s = gain + loss
+        out[i] = 0.0 if _is_zero(s) else 100.0 * (gain / s)
+    return out
+
+
+@njit(cache=True)
+def _true_range(high, low, prev_close):
+    out = high - low
+    t = abs(high - prev_close)
+    if t > out:
+        out = t
+    t = abs(low - prev_close)
+    if t > out:
+        out = t
+    return out
+
+
+@njit(cache=True)
+def atr(high, low, close, n):
+    """TA_ATR: true range from bar 1, seeded with its mean over bars 1..n, then Wilder."""
+    size = close.shape[0]
+    out = np.full(size, np.nan)
+    if n >= size:
+        return out
+    tr = np.empty(size)
+    tr[0] = np.nan
+    for i in range(1, size):
+        tr[i] = _true_range(high[i], low[i], close[i - 1])
+    prev = sma(tr, 1, n)[n]
+    out[n] = prev
+    for i in range(n + 1, size):
+        prev *= n - 1
+        prev += tr[i]
+        prev /= n
+        out[i] = prev
+    return out
+
+
+@njit(cache=True)
+def _dm(high, low, i):
+    """(+DM, -DM) of bar ``i`` as TA-Lib assigns them (at most one is non-zero)."""
+    diff_p = high[i] - high[i - 1]
+    diff_m = low[i - 1] - low[i]
+    if diff_m > 0 and diff_p < diff_m:
+        return 0.0, diff_m
+    if diff_p > 0 and diff_p > diff_m:
+        return diff_p, 0.0
+    return 0.0, 0.0
+
+
+@njit(cache=True)
+def directional(high, low, close, n):
+    """TA_PLUS_DI, TA_MINUS_DI and TA_ADX (period ``n``) in one pass: (+DI, -DI, ADX).
+
+    +DM, -DM and TR are seeded with their sums over bars 1..n-1, then smoothed
+    ``prev - prev / n + x``; the DIs start at bar n, ADX (mean of the first n DX) at bar 2n-1.
+    """
+    size = close.shape[0]
+    pdi = np.full(size, np.nan)
+    mdi = np.full(size, np.nan)
+    adx = np.full(size, np.nan)
+    if n >= size:
+        return pdi, mdi, adx
+    pdm = 0.0
+    mdm = 0.0
+    tr = 0.0
+    for i in range(1, n):
+        p, m = _dm(high, low, i)
+        pdm += p
+        mdm += m
+        tr += _true_range(high[i], low[i], close[i - 1])
+    sum_dx = 0.0
+    prev_adx = 0.0
+    for i in range(n, size):
+        p, m = _dm(high, low, i)
+        pdm = pdm - (pdm / n) + p
+        mdm = mdm - (mdm / n) + m
+        tr = tr - (tr / n) + _true_range(high[i], low[i], close[i - 1])
+        dx_defined = False
+        dx = 0.0
+        if _is_zero(tr):
+            pdi[i] = 0.0
+            mdi[i] = 0.0
+        else:
+            minus = 100.0 * (mdm / tr)
+            plus = 100.0 * (pdm / tr)
+            pdi[i] = plus
+            mdi[i] = minus
+            s = minus + plus
+            if not _is_zero(s):
+                dx = 100.0 * (abs(minus - plus) / s)
+                dx_defined = True
+        if i < 2 * n - 1:
+            if dx_defined:
+                sum_dx += dx
+        elif i == 2 * n - 1:
+            if dx_defined:
+                sum_dx += dx
+            prev_adx = sum_dx / n
+            adx[i] = prev_adx
+        else:
+            if dx_defined:
+                prev_adx = ((prev_adx * (n - 1)) + dx) / n
+            adx[i] = prev_adx
+    return pdi, mdi, adx
+
+
+@njit(cache=True)
+def stoch(high, low, close, fastk, slowk, slowd):
+    """TA_STOCH with SMA smoothing: (slow %K, slow %D).
+
+    fast %K = (C - LL) / ((HH - LL) / 100), 0 when HH == LL, over ``fastk`` bars.
+    """
+    size = close.shape[0]
+    k_out = np.full(size, np.nan)
+    d_out = np.full(size, np.nan)
+    first_fast = fastk - 1
+    if first_fast + slowk - 1 + slowd - 1 >= size:
+        return k_out, d_out
+    fast = np.full(size, np.nan)
+    for i in range(first_fast, size):
+        hh = high[i - fastk + 1]
+        ll = low[i - fastk + 1]
+        for j in range(i - fastk + 2, i + 1):
+            if high[j] > hh:
+                hh = high[j]
+            if low[j] < ll:
+                ll = low[j]
+        diff = (hh - ll) / 100.0
+        fast[i] = (close[i] - ll) / diff if diff != 0.0 else 0.0
+    k = sma(fast, first_fast, slowk)
+    d = sma(k, first_fast + slowk - 1, slowd)
+    start = first_fast + slowk - 1 + slowd - 1
+    for i in range(start, size):
+        k_out[i] = k[i]
+        d_out[i] = d[i]
+    return k_out, d_out
+
+
+@njit(cache=True)
+def obv(close, volume):
+    """TA_OBV: OBV[0] = volume[0]; add/subtract the bar's volume on an up/down close."""
+    size = close.shape[0]
+    out = np.empty(size)
+    if size == 0:
+        return out
+    acc = volume[0]
+    prev = close[0]
+    for i in range(size):
+        c = close[i]
+        if c > prev:
+            acc += volume[i]
+        elif c < prev:
+            acc -= volume[i]
+        out[i] = acc
+        prev = c
+    return out
+
+
+@njit(cache=True)
+def rocp(close, n):
+    """TA_ROCP: (close - close[t-n]) / close[t-n], a fraction; 0 after a zero price."""
+    size = close.shape[0]
+    out = np.full(size, np.nan)
+    for i in range(n, size):
+        prev = close[i - n]
+        out[i] = (close[i] - prev) / prev if prev != 0.0 else 0.0
+    return out
+
+
+@njit(cache=True)
+def roc(close, n):
+    """TA_ROC: (close / close[t-n] - 1) * 100, in percent; 0 after a zero price."""
+    size = close.shape[0]
+    out = np.full(size, np.nan)
+    for i in range(n, size):
+        prev = close[i - n]
+        out[i] = ((close[i] / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
+    return out
+
+
+@njit(cache=True)
+def feature(code, p0, p1, p2, high, low, close, volume):
+    """One feature of one symbol, by kind code and up to three parameters."""
+    size = close.shape[0]
+    if code == NMA:
+        m = sma(close, 0, int(p0))
+        out = np.full(size, np.nan)
+        for i in range(int(p0) - 1, size):
+            out[i] = close[i] / m[i] - 1.0 if m[i] != 0.0 else 0.0
+        return out
+    if code in (BB_PCT, BB_WIDTH):
+        n = int(p0)
+        middle = sma(close, 0, n)
+        std = stddev(close, 0, n)
+        out = np.full(size, np.nan)
+        for i in range(n - 1, size):
+            dev = std[i] * p1
+            upper = middle[i] + dev
+            lower = middle[i] - dev
+            width = upper - lower
+            if code == BB_PCT:
+                out[i] = (close[i] - lower) / width if width != 0.0 else 0.0
+            else:
+                out[i] = width / middle[i] if middle[i] != 0.0 else 0.0
+        return out
+    if code == VOLUME_Z:
+        n = int(p0)
+        m = sma(volume, 0, n)
+        s = stddev(volume, 0, n)
+        out = np.full(size, np.nan)
+        for i in range(n - 1, size):
+            out[i] = (volume[i] - m[i]) / s[i] if s[i] != 0.0 else 0.0
+        return out
+    if code == RSI:
+        return rsi(close, int(p0))
+    if code == ROC:
+        return roc(close, int(p0))
+    if code in (MACD, MACD_SIGNAL, MACD_HIST):
+        line, sig, hist = macd(close, int(p0), int(p1), int(p2))
+        if code == MACD:
+            return line
+        if code == MACD_SIGNAL:
+            return sig
+        return hist
+    if code in (ADX, PLUS_DI, MINUS_DI):
+        pdi, mdi, adx = directional(high, low, close, int(p0))
+        if code == PLUS_DI:
+            return pdi
+        if code == MINUS_DI:
+            return mdi
+        return adx
+    if code == ATR:
+        return atr(high, low, close, int(p0))
+    if code == VOLATILITY:
+        return stddev(rocp(close, 1), 1, int(p0))
+    if code in (STOCH_K, STOCH_D):
+        k, d = stoch(high, low, close, int(p0), int(p1), int(p2))
+        return k if code == STOCH_K else d
+    if code == OBV:
+        return obv(close, volume)
+    if code == OBV_EMA:
+        n = int(p0)
+        return ema(obv(close, volume), 0, n, n - 1)
+    if code == RETURN:
+        return rocp(close, int(p0))
+    return np.full(size, np.nan)
+
+
+@njit(cache=True, parallel=True)
+def compute_blocks(codes, params, starts, out_starts, warmup, high, low, close, volume, out):
+    """Every feature of every symbol block, rows from ``warmup`` on, into ``out``.
+
+    Parameters
+    ----------
+    codes : int64[F]
+        Kind code of each feature (column order).
+    params : float64[F, 3]
+        Up to three parameters per feature.
+    starts : int64[S + 1]
+        Row offsets of the symbol blocks in the input arrays (sorted by symbol, ts).
+    out_starts : int64[S + 1]
+        Row offsets of each block's kept rows in ``out``.
+    warmup : int
+        Bars dropped at the start of each block.
+    high, low, close, volume : float64[N]
+        The inputs, contiguous per symbol.
+    out : float64[F, M]
+        Written in place: ``out[f, out_starts[s] + i - warmup]`` for bar ``i >= warmup``.
+    """
+    n_sym = starts.shape[0] - 1
+    for s in prange(n_sym):
+        a = starts[s]
+        b = starts[s + 1]
+        if b - a <= warmup:
+            continue
+        h = high[a:b]
+        lo = low[a:b]
+        c = close[a:b]
+        v = volume[a:b]
+        o0 = out_starts[s]
+        for f in range(codes.shape[0]):
+            values = feature(codes[f], params[f, 0], params[f, 1], params[f, 2], h, lo, c, v)
+            for i in range(warmup, b - a):
+                out[f, o0 + i - warmup] = values[i]

@@ -1,0 +1,538 @@
+"""Build a feature table in the offline store from ``bars``: sharded, incremental, one transaction.
+
+Flow of :func:`build_features`:
+
+1. Plan shards: the symbols in scope, in name order, cut into shards of about
+   ``shard_rows`` bars (whole symbols only).
+2. For each shard the one writer reads the bars from DuckDB and hands them to
+   :func:`compute_shard`, a pure top-level function mapped through
+   :func:`quantcli.scale.get_executor` (``local`` or ``ray``), a few shards at a time so
+   memory stays bounded (a 25 M bar build never holds all bars).
+3. The writer deletes stale rows, inserts the new ones, updates ``feature_build_state`` and
+   records the build in ``feature_builds`` -- all inside ONE transaction: a failed build leaves
+   the store exactly as it was.
+
+Modes, per symbol (indicators are recursive, so a symbol is always recomputed from its first
+bar; only what is written differs):
+
+* ``incremental`` (default): if the symbol's bars up to the last bar the previous build saw are
+  unchanged (same count, same history hash), only rows with ``ts`` after that bar are written;
+  otherwise (bars revised or back-filled, or a first build) the symbol is rewritten. The table is
+  then identical to a full rebuild.
+* ``full``: every symbol in scope is deleted and rewritten.
+* ``since``: rows with ``ts >= since`` are deleted and rewritten; older rows are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantcli import __version__, resources
+from quantcli.errors import InputError, NotFoundError
+from quantcli.features import hashing
+from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
+from quantcli.features.definitions import load_feature_set
+from quantcli.store.offline import OfflineStore
+
+#: Bars per shard (whole symbols): 250 k bars x 31 columns of float64 is ~60 MB of features.
+DEFAULT_SHARD_ROWS = 250_000
+#: Shards computed between two writes: bounds memory while keeping every worker busy.
+SHARDS_PER_WAVE = 4
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """The payload of :func:`compute_shard` (picklable, so Ray can ship it)."""
+
+    feature_set: str
+    bars: pl.DataFrame
+    mode: str  # full | incremental | since
+    since_us: int | None
+    # symbol -> (last_bar_ts in epoch microseconds, n_bars, history_sha256) of the previous build
+    state: dict[str, tuple[int, int, str]]
+
+
+@dataclass
+class ShardResult:
+    """What :func:`compute_shard` returns to the writer."""
+
+    rows: pl.DataFrame  # rows to insert, table column order
+    rewrite: list[str]  # symbols whose rows are all deleted first
+    since_delete: list[str]  # symbols whose rows with ts >= since are deleted first
+    new_state: list[tuple[str, int, int, str]]  # (symbol, last_bar_ts_us, n_bars, sha)
+    drop_state: list[str]  # symbols whose state is removed (older rows may be stale)
+    hashes: list[tuple[str, int, str]]
+    bars_read: int
+    rows_computed: int
+    warmup_dropped: int
+    stats: dict[str, list[float]]
+
+
+def _stats(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, list[float]]:
+    """Mergeable per-feature stats: [count, sum, sum of squares, min, max, zeros, non-finite]."""
+    out: dict[str, list[float]] = {}
+    for name in names:
+        v = frame[name].to_numpy()
+        finite = np.isfinite(v)
+        f = v[finite]
+        out[name] = [
+            float(f.size),
+            float(f.sum()),
+            float((f * f).sum()),
+            float(f.min()) if f.size else float("inf"),
+            float(f.max()) if f.size else float("-inf"),
+            float((f == 0.0).sum()),
+            float(v.size - f.size),
+        ]
+    return out
+
+
+def compute_shard(task: ShardTask) -> ShardResult:
+    """Compute one shard's features and decide, per symbol, what to write. Pure: no I/O."""
+    plan = compile_plan(load_feature_set(task.feature_set))
+    srt = sort_bars(task.bars)
+    starts, _symbols = block_starts(srt)
+    hashes = hashing.symbol_hashes(srt, starts)
+    frame, warmup_dropped = compute_sorted(srt, plan)
+    ts_us = srt["ts"].dt.epoch("us").to_numpy()
+
+    rewrite: list[str] = []
+    since_delete: list[str] = []
+    drop_state: list[str] = []
+    cutoffs: dict[str, int | None] = {}  # symbol -> write rows with ts_us > cutoff (None: all)
+    for k, (symbol, n, _sha) in enumerate(hashes):
+        a = int(starts[k])
+        prior = task.state.get(symbol)
+        unchanged = False
+        if prior is not None:
+            last_us, prior_n, prior_sha = prior
+            if prior_n <= n and int(ts_us[a + prior_n - 1]) == last_us:
+                prefix_sha = hashing.history_sha256(
+                    ts_us[a : a + prior_n],
+                    (srt[c].to_numpy()[a : a + prior_n] for c in hashing.HASHED_COLUMNS),
+                )
+                unchanged = prefix_sha == prior_sha
+        if task.mode == "full":
+            rewrite.append(symbol)
+            cutoffs[symbol] = None
+        elif task.mode == "since":
+            since_delete.append(symbol)
+            cutoffs[symbol] = int(task.since_us) - 1  # type: ignore[arg-type]
+            if not unchanged:
+                drop_state.append(symbol)
+        elif unchanged:
+            cutoffs[symbol] = prior[0]  # type: ignore[index]
+        else:
+            rewrite.append(symbol)
+            cutoffs[symbol] = None
+
+    cut = pl.DataFrame(
+        {
+            "symbol": list(cutoffs),
+            "__cut": [c if c is not None else np.iinfo(np.int64).min for c in cutoffs.values()],
+        },
+        schema={"symbol": pl.String, "__cut": pl.Int64},
+    )
+    rows = (
+        frame.join(cut, on="symbol", how="left", maintain_order="left")
+        .filter(pl.col("ts").dt.epoch("us") > pl.col("__cut"))
+        .drop("__cut")
+    )
+    new_state = [
+        (symbol, int(ts_us[int(starts[k + 1]) - 1]), n, sha)
+        for k, (symbol, n, sha) in enumerate(hashes)
+        if symbol not in drop_state
+    ]
+    return ShardResult(
+        rows=rows,
+        rewrite=rewrite,
+        since_delete=since_delete,
+        new_state=new_state,
+        drop_state=drop_state,
+        hashes=hashes,
+        bars_read=srt.height,
+        rows_computed=frame.height,
+        warmup_dropped=warmup_dropped,
+        stats=_stats(frame, plan.names),
+    )
+
+
+@dataclass
+class BuildResult:
+    """What one feature build did (also the ``--json`` output of ``qcli features build``)."""
+
+    build_id: str
+    built_at: datetime
+    feature_set: str
+    feature_version: int
+    table: str
+    mode: str
+    input_sha256: str
+    symbols: list[str]
+    bars_read: int
+    rows_computed: int
+    rows_written: int
+    rows_deleted: int
+    warmup_rows_dropped: int
+    symbols_rewritten: list[str]
+    quality: dict[str, Any]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    executor: str = "local"
+    store: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "build_id": self.build_id,
+            "built_at": self.built_at.isoformat(),
+            "feature_set": self.feature_set,
+            "feature_version": self.feature_version,
+            "table": self.table,
+            "mode": self.mode,
+            "input_sha256": self.input_sha256,
+            "symbols": self.symbols,
+            "bars_read": self.bars_read,
+            "rows_computed": self.rows_computed,
+            "rows_written": self.rows_written,
+            "rows_deleted": self.rows_deleted,
+            "warmup_rows_dropped": self.warmup_rows_dropped,
+            "symbols_rewritten": self.symbols_rewritten,
+            "quality": self.quality,
+            "timings_s": self.timings_s,
+            "executor": self.executor,
+            "store": self.store,
+        }
+
+
+def _merge_stats(
+    total: dict[str, list[float]], part: dict[str, list[float]]
+) -> dict[str, list[float]]:
+    for name, s in part.items():
+        t = total.setdefault(name, [0.0, 0.0, 0.0, float("inf"), float("-inf"), 0.0, 0.0])
+        t[0] += s[0]
+        t[1] += s[1]
+        t[2] += s[2]
+        t[3] = min(t[3], s[3])
+        t[4] = max(t[4], s[4])
+        t[5] += s[5]
+        t[6] += s[6]
+    return total
+
+
+def _quality(stats: dict[str, list[float]], names: Sequence[str]) -> dict[str, Any]:
+    """Per-feature count, mean, population std, min, max, exact zeros; total non-finite values."""
+    features = {}
+    for name in names:
+        n, s, s2, lo, hi, zeros, _ = stats.get(name, [0, 0, 0, 0, 0, 0, 0])
+        mean = s / n if n else None
+        var = max(s2 / n - (s / n) ** 2, 0.0) if n else None
+        features[name] = {
+            "count": int(n),
+            "mean": mean,
+            "std": var**0.5 if var is not None else None,
+            "min": lo if n else None,
+            "max": hi if n else None,
+            "zeros": int(zeros),
+        }
+    non_finite = int(sum(stats.get(n, [0] * 7)[6] for n in names))
+    return {"non_finite": non_finite, "features": features}
+
+
+def _plan_shards(counts: list[tuple[str, int]], shard_rows: int) -> list[list[tuple[str, int]]]:
+    shards: list[list[tuple[str, int]]] = []
+    current: list[tuple[str, int]] = []
+    rows = 0
+    for symbol, n in counts:
+        if current and rows + n > shard_rows:
+            shards.append(current)
+            current, rows = [], 0
+        current.append((symbol, n))
+        rows += n
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _to_utc(since: str | date | datetime | None) -> datetime | None:
+    if since is None:
+        return None
+    if isinstance(since, datetime):
+        return since if since.tzinfo else since.replace(tzinfo=UTC)
+    if isinstance(since, date):
+        return datetime(since.year, since.month, since.day, tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(since))
+    except ValueError:
+        raise InputError(
+            f"--since: cannot parse '{since}' as a date", hint="use YYYY-MM-DD"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise InputError(f"'{name}' is not a valid table name")
+    return name
+
+
+def build_features(
+    store: OfflineStore | None = None,
+    feature_set: str = "technical_v1",
+    symbols: Sequence[str] | None = None,
+    since: str | date | datetime | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    full: bool = False,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+) -> BuildResult:
+    """Compute ``feature_set`` from ``bars`` and write its table, in one transaction.
+
+    Parameters
+    ----------
+    store
+        An open writable :class:`OfflineStore`; default: ``$QCLI_HOME``'s (opened and closed here).
+    feature_set
+        The declaration in ``feature_defs/`` (default ``technical_v1``).
+    symbols
+        Restrict the build to these symbols (default: every symbol in ``bars``).
+    since
+        Rewrite only rows with ``ts >= since`` (a date, UTC); features are still computed over
+        each symbol's full history.
+    executor, ray_address
+        Where shards are computed: ``local`` (this process) or ``ray``.
+    progress
+        Called as ``progress(shards_done, shards_total)`` after each shard.
+    full
+        Delete and rewrite every symbol in scope instead of appending new rows.
+    shard_rows
+        Target bars per shard (whole symbols).
+
+    Returns
+    -------
+    BuildResult
+        Counts (bars read, rows computed/written/deleted, warm-up rows dropped), the input hash,
+        per-feature quality statistics and timings; the same record is in ``feature_builds``.
+
+    Raises
+    ------
+    NotFoundError
+        No ``bars`` table, or an unknown symbol (exit code 2).
+    InputError
+        Bad options (``--since`` with ``--full``, an unparseable date, ``shard_rows < 1``).
+    """
+    if store is None:
+        with OfflineStore() as own:
+            return build_features(
+                own, feature_set, symbols, since, executor, ray_address, progress,
+                full=full, shard_rows=shard_rows,
+            )  # fmt: skip
+    if shard_rows < 1:
+        raise InputError(f"`shard_rows` must be at least 1, got `shard_rows={shard_rows}`.")
+    since_dt = _to_utc(since)
+    if full and since_dt is not None:
+        raise InputError("--full and --since exclude each other", hint="use one of them")
+    mode = "full" if full else ("since" if since_dt is not None else "incremental")
+    fs = load_feature_set(feature_set)
+    table = _ident(fs.table)
+    from quantcli.scale import get_executor
+
+    pool = get_executor(executor, ray_address)
+    store.require_table("bars", hint="run `qcli data ingest PATH` (or `--sample`) first")
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    counts = [(str(s), int(n)) for s, n in store.query("features_bar_counts").fetchall()]
+    if symbols:
+        known = dict(counts)
+        wanted = sorted(set(symbols))
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise NotFoundError(
+                f"--symbols: no bars for {', '.join(unknown)}",
+                hint=f"symbols in the store: {', '.join(list(known)[:10])}"
+                + (" ..." if len(known) > 10 else ""),
+            )
+        counts = [(s, known[s]) for s in wanted]
+    if not counts:
+        raise NotFoundError("the bars table is empty", hint="run `qcli data ingest PATH` first")
+    shards = _plan_shards(counts, shard_rows)
+    since_us = int(since_dt.timestamp() * 1_000_000) if since_dt is not None else None
+
+    built_at = datetime.now(UTC)
+    rows_written = rows_deleted = bars_read = rows_computed = warmup = 0
+    rewritten: list[str] = []
+    hashes: list[tuple[str, int, str]] = []
+    stats: dict[str, list[float]] = {}
+    t_compute = t_write = 0.0
+    with store.transaction() as con:
+        con.execute(resources.sql("schema_features"))
+        con.execute(resources.sql(f"features_{feature_set}"))
+        state = {
+            s: (int(ts.timestamp() * 1_000_000), int(n), sha)
+            for s, ts, n, sha in con.execute(resources.sql("features_state"), [feature_set])
+            .fetchall()
+        }  # fmt: skip
+        if mode == "full" and not symbols:
+            rows_deleted += _scalar(con, f"SELECT count(*) FROM {table}")
+            con.execute(f"DELETE FROM {table}")
+        done = 0
+        for w in range(0, len(shards), SHARDS_PER_WAVE):
+            wave = shards[w : w + SHARDS_PER_WAVE]
+            t0 = time.perf_counter()
+            tasks = []
+            for shard in wave:
+                bars = con.sql(
+                    resources.sql("features_read_bars"), params=[shard[0][0], shard[-1][0]]
+                ).pl()
+                if symbols:
+                    bars = bars.filter(pl.col("symbol").is_in([s for s, _ in shard]))
+                tasks.append(
+                    ShardTask(
+                        feature_set=feature_set,
+                        bars=bars,
+                        mode=mode,
+                        since_us=since_us,
+                        state={s: state[s] for s, _ in shard if s in state},
+                    )
+                )
+
+            def _done(_i: int, _n: int = len(shards)) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(done, _n)
+
+            results = pool.map(compute_shard, tasks, on_done=_done)
+            del tasks
+            t1 = time.perf_counter()
+            t_compute += t1 - t0
+            for res in results:
+                rows_deleted += _apply(con, table, feature_set, res, since_dt, mode, bool(symbols))
+                if res.rows.height:
+                    con.register("staged_features", res.rows.to_arrow())
+                    try:
+                        con.execute(f"INSERT INTO {table} SELECT * FROM staged_features")
+                    finally:
+                        con.unregister("staged_features")
+                rows_written += res.rows.height
+                bars_read += res.bars_read
+                rows_computed += res.rows_computed
+                warmup += res.warmup_dropped
+                rewritten += res.rewrite
+                hashes += res.hashes
+                _merge_stats(stats, res.stats)
+            t_write += time.perf_counter() - t1
+            del results
+        quality = _quality(stats, fs.feature_names)
+        if quality["non_finite"]:
+            raise InputError(
+                f"{quality['non_finite']} non-finite feature value(s) computed; nothing written",
+                hint="check the bars for extreme values (prices must be finite and > 0)",
+            )
+        input_sha = hashing.combine(hashes)
+        build_id = hashlib.sha256(f"{input_sha}|{built_at.isoformat()}".encode()).hexdigest()[:16]
+        timings["compute"] = round(t_compute, 4)
+        timings["write"] = round(t_write, 4)
+        timings["total"] = round(time.perf_counter() - t_start, 4)
+        con.execute(
+            resources.sql("features_record_build"),
+            [
+                build_id,
+                built_at,
+                feature_set,
+                fs.version,
+                table,
+                mode,
+                input_sha,
+                json.dumps([s for s, _ in counts]),
+                bars_read,
+                rows_computed,
+                rows_written,
+                rows_deleted,
+                warmup,
+                json.dumps(quality, sort_keys=True),
+                json.dumps(timings, sort_keys=True),
+                pool.name,
+                __version__,
+            ],
+        )
+        con.execute(
+            "UPDATE feature_build_state SET build_id = ? WHERE feature_set = ? AND build_id = ''",
+            [build_id, feature_set],
+        )
+    return BuildResult(
+        build_id=build_id,
+        built_at=built_at,
+        feature_set=feature_set,
+        feature_version=fs.version,
+        table=table,
+        mode=mode,
+        input_sha256=input_sha,
+        symbols=[s for s, _ in counts],
+        bars_read=bars_read,
+        rows_computed=rows_computed,
+        rows_written=rows_written,
+        rows_deleted=rows_deleted,
+        warmup_rows_dropped=warmup,
+        symbols_rewritten=sorted(rewritten),
+        quality=quality,
+        timings_s=timings,
+        executor=pool.name,
+        store=str(store.path),
+    )
+
+
+def _scalar(con, query: str, params: list | None = None) -> int:
+    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and then refuses .sql()
+    return int(con.execute(query, params or []).fetchall()[0][0])
+
+
+def _apply(con, table: str, feature_set: str, res: ShardResult, since_dt, mode: str, scoped: bool):
+    """Delete what ``res`` replaces and store its per-symbol state; returns rows deleted."""
+    deleted = 0
+    if res.rewrite and not (mode == "full" and not scoped):
+        placeholders = ", ".join("?" for _ in res.rewrite)
+        deleted += _scalar(
+            con, f"SELECT count(*) FROM {table} WHERE symbol IN ({placeholders})", res.rewrite
+        )
+        con.execute(f"DELETE FROM {table} WHERE symbol IN ({placeholders})", res.rewrite)
+    if res.since_delete:
+        placeholders = ", ".join("?" for _ in res.since_delete)
+        params = [*res.since_delete, since_dt]
+        where = f"WHERE symbol IN ({placeholders}) AND ts >= ?"
+        deleted += _scalar(con, f"SELECT count(*) FROM {table} {where}", params)
+        con.execute(f"DELETE FROM {table} {where}", params)
+    if res.drop_state:
+        placeholders = ", ".join("?" for _ in res.drop_state)
+        con.execute(
+            f"DELETE FROM feature_build_state WHERE feature_set = ? AND symbol IN ({placeholders})",
+            [feature_set, *res.drop_state],
+        )
+    if res.new_state:
+        staged = pl.DataFrame(
+            res.new_state,
+            schema={"symbol": pl.String, "last_bar_us": pl.Int64, "n_bars": pl.Int64,
+                    "history_sha256": pl.String},
+            orient="row",
+        ).with_columns(
+            pl.from_epoch("last_bar_us", time_unit="us").dt.replace_time_zone("UTC")
+            .alias("last_bar_ts")
+        ).select("symbol", "last_bar_ts", "n_bars", "history_sha256")  # fmt: skip
+        con.register("staged_state", staged.to_arrow())
+        try:
+            con.execute(resources.sql("features_state_upsert"), [feature_set, ""])
+        finally:
+            con.unregister("staged_state")
+    return deleted

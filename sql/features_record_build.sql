@@ -1,0 +1,2 @@
+-- One row per feature build (see schema_features.sql for the columns).
+INSERT INTO feature_builds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -1,0 +1,34 @@
+-- Feature-engine schema: the record of every feature build, and the per-symbol state that makes
+-- incremental builds safe. Feature tables themselves are created by features_<set>.sql.
+CREATE TABLE IF NOT EXISTS feature_builds (
+    build_id            VARCHAR PRIMARY KEY,
+    built_at            TIMESTAMP WITH TIME ZONE NOT NULL,
+    feature_set         VARCHAR NOT NULL,   -- e.g. technical_v1
+    feature_version     INTEGER NOT NULL,   -- [feature_set] version of the declaration
+    table_name          VARCHAR NOT NULL,   -- e.g. technical_features_v1
+    mode                VARCHAR NOT NULL,   -- full | incremental | since
+    input_sha256        VARCHAR NOT NULL,   -- sha256 of the bars read (quantcli.data.ingest.bars_sha256)
+    symbols             VARCHAR NOT NULL,   -- JSON list of the symbols in scope
+    bars_read           BIGINT  NOT NULL,
+    rows_computed       BIGINT  NOT NULL,   -- feature rows after dropping warm-up
+    rows_written        BIGINT  NOT NULL,   -- rows inserted by this build
+    rows_deleted        BIGINT  NOT NULL,   -- stale rows removed before rewriting
+    warmup_rows_dropped BIGINT  NOT NULL,
+    quality             VARCHAR NOT NULL,   -- JSON: per-feature min/max/mean/zeros, non-finite count
+    timings             VARCHAR NOT NULL,   -- JSON: seconds per phase
+    executor            VARCHAR NOT NULL,   -- local | ray
+    quantcli_version    VARCHAR NOT NULL
+);
+
+-- What the last build saw of each symbol: the last bar and a hash of the bars up to it. An
+-- incremental build appends only when the symbol's history up to last_bar_ts is unchanged;
+-- otherwise (bars revised or back-filled) it rewrites the symbol.
+CREATE TABLE IF NOT EXISTS feature_build_state (
+    feature_set    VARCHAR NOT NULL,
+    symbol         VARCHAR NOT NULL,
+    last_bar_ts    TIMESTAMP WITH TIME ZONE NOT NULL,
+    n_bars         BIGINT  NOT NULL,
+    history_sha256 VARCHAR NOT NULL,
+    build_id       VARCHAR NOT NULL,
+    PRIMARY KEY (feature_set, symbol)
+);
