@@ -1,0 +1,49 @@
+"""Serving: ONNX export, honest INT8, the parity gate, the model scan and the inference runtime.
+
+* :mod:`~quantcli.serving.onnx_export` -- :func:`convert_and_validate_pipeline` (lgbm, mlp and the
+  ensemble as ONE graph)
+* :mod:`~quantcli.serving.quantize`    -- :func:`quantize_int8` (dynamic, static, weight-only;
+  "not quantizable" for a pure tree ensemble)
+* :mod:`~quantcli.serving.parity`      -- :class:`ONNXParityTester`
+* :mod:`~quantcli.serving.scan`        -- :func:`scan_artifact` (the model security scan)
+* :mod:`~quantcli.serving.runtime`     -- :class:`InferenceRuntime` (the one inference class)
+* :mod:`~quantcli.serving.latency`     -- native vs FP32 vs INT8 latency report
+
+Importing this package is cheap: onnx, onnxruntime, lightgbm and sklearn load on use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ExportResult",
+    "InferenceRuntime",
+    "ONNXParityTester",
+    "Prediction",
+    "ScanReport",
+    "benchmark_latency",
+    "convert_and_validate_pipeline",
+    "quantize_int8",
+    "scan_artifact",
+]
+
+_WHERE = {
+    "ExportResult": "quantcli.serving.onnx_export",
+    "convert_and_validate_pipeline": "quantcli.serving.onnx_export",
+    "quantize_int8": "quantcli.serving.quantize",
+    "ONNXParityTester": "quantcli.serving.parity",
+    "ScanReport": "quantcli.serving.scan",
+    "scan_artifact": "quantcli.serving.scan",
+    "InferenceRuntime": "quantcli.serving.runtime",
+    "Prediction": "quantcli.serving.runtime",
+    "benchmark_latency": "quantcli.serving.latency",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'quantcli.serving' has no attribute {name!r}")

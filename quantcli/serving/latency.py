@@ -1,0 +1,158 @@
+"""Native vs ONNX FP32 vs ONNX INT8: latency and size, with a recommendation.
+
+Each engine is timed on the same rows: a single row (the serving case) and a batch of 1,000 rows
+(padded by cycling the sample when it is smaller). Times are wall-clock ``perf_counter_ns`` per
+call, after warm-up, reported as p50 and p99 in **microseconds**. ONNX sessions run with one
+intra-op thread (the serving setting); the native model is called as the registry loads it
+(``Booster.predict`` for LightGBM).
+
+The recommendation is the fastest single-row graph whose parity gate passed; INT8 only when it
+exists, passed its gate and is faster than FP32 for one row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+BATCH_ROWS = 1000
+
+
+@dataclass
+class EngineTiming:
+    """Latency of one engine: p50/p99 per call in microseconds, and its size on disk."""
+
+    engine: str
+    single_p50_us: float
+    single_p99_us: float
+    batch_p50_us: float
+    batch_p99_us: float
+    size_bytes: int | None
+
+
+@dataclass
+class LatencyReport:
+    """Timings of every engine, the ratios that matter, and the recommendation."""
+
+    repeats: int
+    batch_rows: int
+    engines: list[EngineTiming] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    recommendation: str = "fp32"
+    rationale: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _time_calls(fn, arg, repeats: int, warmup: int = 10) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn(arg)
+    t = np.empty(repeats)
+    clock = time.perf_counter_ns
+    for i in range(repeats):
+        t0 = clock()
+        fn(arg)
+        t[i] = clock() - t0
+    return float(np.percentile(t, 50) / 1e3), float(np.percentile(t, 99) / 1e3)
+
+
+def _native_fn(model: Any):
+    from quantcli.serving.onnx_export import native_predict
+
+    booster = getattr(model, "booster_", None)
+    if booster is not None:  # the registry serves the Booster, not the sklearn wrapper
+        return booster.predict
+    if hasattr(model, "predict"):
+        return model.predict
+    return lambda X: native_predict(model, X)
+
+
+def benchmark_latency(
+    model: Any,
+    fp32_path: str | os.PathLike[str],
+    int8_path: str | os.PathLike[str] | None,
+    X: np.ndarray,
+    *,
+    repeats: int = 200,
+    int8_parity_passed: bool | None = None,
+) -> LatencyReport:
+    """Time native, ONNX FP32 and (if given) ONNX INT8 on rows of ``X`` (float features)."""
+    from quantcli.serving.runtime import make_session
+
+    X = np.asarray(X, dtype=np.float64)
+    reps = max(int(repeats), 20)
+    batch_idx = np.arange(BATCH_ROWS) % X.shape[0]
+    one64, batch64 = X[:1], X[batch_idx]
+    one32, batch32 = one64.astype(np.float32), batch64.astype(np.float32)
+    report = LatencyReport(repeats=reps, batch_rows=BATCH_ROWS)
+
+    native = _native_fn(model)
+    s1 = _time_calls(native, one64, reps)
+    sb = _time_calls(native, batch64, max(reps // 10, 20))
+    report.engines.append(EngineTiming("native", *s1, *sb, size_bytes=None))
+
+    for engine, path in (("onnx_fp32", fp32_path), ("onnx_int8", int8_path)):
+        if path is None:
+            continue
+        sess = make_session(path)
+        name, outs = sess.get_inputs()[0].name, [sess.get_outputs()[0].name]
+
+        def run(A, sess=sess, name=name, outs=outs):
+            return sess.run(outs, {name: A})
+
+        s1 = _time_calls(run, one32, reps)
+        sb = _time_calls(run, batch32, max(reps // 10, 20))
+        report.engines.append(EngineTiming(engine, *s1, *sb, size_bytes=os.path.getsize(path)))
+
+    by = {e.engine: e for e in report.engines}
+    nat, fp = by["native"], by["onnx_fp32"]
+    report.ratios["native_over_fp32_single"] = nat.single_p50_us / fp.single_p50_us
+    report.ratios["native_over_fp32_batch"] = nat.batch_p50_us / fp.batch_p50_us
+    int8 = by.get("onnx_int8")
+    if int8 is not None:
+        report.ratios["fp32_over_int8_single"] = fp.single_p50_us / int8.single_p50_us
+        report.ratios["fp32_over_int8_batch"] = fp.batch_p50_us / int8.batch_p50_us
+        report.ratios["int8_size_over_fp32"] = int8.size_bytes / fp.size_bytes
+    if int8 is None:
+        report.recommendation = "fp32"
+        report.rationale = "no INT8 graph; serve ONNX FP32"
+    elif int8_parity_passed is False:
+        report.recommendation = "fp32"
+        report.rationale = "INT8 failed its parity gate; serve ONNX FP32"
+    elif int8.single_p50_us < fp.single_p50_us:
+        report.recommendation = "int8"
+        report.rationale = (
+            f"INT8 passed parity and is {fp.single_p50_us / int8.single_p50_us:.2f}x faster "
+            "than FP32 for one row"
+        )
+    else:
+        report.recommendation = "fp32"
+        report.rationale = (
+            f"INT8 passed parity but is not faster for one row "
+            f"({int8.single_p50_us:.1f} us vs {fp.single_p50_us:.1f} us); serve ONNX FP32"
+        )
+    return report
+
+
+def render_latency(report: dict[str, Any]) -> str:
+    """A plain-text table of a :meth:`LatencyReport.to_dict`."""
+    lines = [
+        f"latency (us per call; batch = {report['batch_rows']} rows; {report['repeats']} repeats)",
+        f"{'engine':<10} {'1-row p50':>10} {'1-row p99':>10} {'batch p50':>11} "
+        f"{'batch p99':>11} {'size (bytes)':>13}",
+    ]
+    for e in report["engines"]:
+        size = "-" if e["size_bytes"] is None else f"{e['size_bytes']:,}"
+        lines.append(
+            f"{e['engine']:<10} {e['single_p50_us']:>10.1f} {e['single_p99_us']:>10.1f} "
+            f"{e['batch_p50_us']:>11.1f} {e['batch_p99_us']:>11.1f} {size:>13}"
+        )
+    for k, v in report["ratios"].items():
+        lines.append(f"{k}: {v:.2f}")
+    lines.append(f"recommendation: {report['recommendation']} ({report['rationale']})")
+    return "\n".join(lines)

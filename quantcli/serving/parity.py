@@ -1,0 +1,134 @@
+"""The parity gate: does the ONNX graph predict what the native model predicts?
+
+Definitions (``ref`` = native predictions in float64, ``got`` = ONNX predictions, ``d = got - ref``,
+over the ``n`` rows of the sample):
+
+* ``mae = mean |d|``, ``rmse = sqrt(mean d^2)``, ``max_abs_diff = max |d|`` (units of the
+  prediction: a forward return, as a fraction).
+* ``relative_error_pct = 100 * sum |d| / sum |ref|`` -- the aggregate relative L1 error. It is
+  used instead of a mean of per-row ratios because forward-return predictions sit near zero,
+  where per-row ratios explode.
+* ``flipped_pct`` -- the share (%) of rows whose *decision* changes. quantcli's models are
+  regressors used as a long/short signal, so the decision is ``sign(prediction)``; a row counts
+  as flipped when ``sign(got) != sign(ref)`` and ``|ref| > atol`` (a native prediction within
+  ``atol`` of zero is a coin toss at any precision and is not counted).
+* ``within_tolerance_pct`` -- share of rows with ``|d| <= atol + rtol * |ref|``.
+* **Parity loss** ``loss_pct = max(relative_error_pct, flipped_pct)``. The gate passes when
+  ``loss_pct < max_loss_pct`` (FP32 0.1 %, INT8 1 % by default) and every prediction is finite.
+  ``within_tolerance_pct`` is reported, not gated: ``atol``/``rtol`` describe closeness per row,
+  the loss describes the model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from quantcli.errors import InputError
+
+
+def parity_metrics(
+    ref: np.ndarray, got: np.ndarray, *, atol: float = 1e-3, rtol: float = 1e-2
+) -> dict[str, Any]:
+    """The metrics defined in the module docstring, for two prediction vectors."""
+    ref = np.asarray(ref, dtype=np.float64).reshape(-1)
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    if ref.shape != got.shape:
+        raise InputError(f"prediction lengths differ: native {ref.shape[0]}, onnx {got.shape[0]}")
+    n = int(ref.shape[0])
+    finite = bool(np.all(np.isfinite(got)))
+    d = got - ref
+    absd = np.abs(d)
+    denom = float(np.sum(np.abs(ref)))
+    rel = 100.0 * float(np.sum(absd)) / denom if denom > 0 else (0.0 if absd.max() == 0 else np.inf)
+    decided = np.abs(ref) > atol
+    flips = int(np.sum(decided & (np.sign(got) != np.sign(ref))))
+    return {
+        "n": n,
+        "mae": float(absd.mean()),
+        "rmse": float(np.sqrt(np.mean(d * d))),
+        "max_abs_diff": float(absd.max()),
+        "relative_error_pct": float(rel),
+        "flipped_decisions": flips,
+        "decided_rows": int(decided.sum()),
+        "flipped_pct": 100.0 * flips / n,
+        "within_tolerance_pct": 100.0 * float(np.mean(absd <= atol + rtol * np.abs(ref))),
+        "all_finite": finite,
+        "atol": atol,
+        "rtol": rtol,
+    }
+
+
+class ONNXParityTester:
+    """Compare a native model with its ONNX graph on a sample of feature rows.
+
+    Parameters
+    ----------
+    atol, rtol
+        Per-row closeness ``|d| <= atol + rtol * |ref|`` (reported), and ``atol`` is the dead band
+        around zero inside which a sign change is not a flipped decision.
+    max_loss_pct
+        The gate on the parity loss, in percent (FP32 0.1, INT8 1.0 in the defaults).
+    threads
+        onnxruntime intra-op threads for the check.
+
+    Examples
+    --------
+    >>> tester = ONNXParityTester()
+    >>> passed, metrics = tester.test_parity(booster, "m.fp32.onnx", X)  # doctest: +SKIP
+    >>> passed, metrics["relative_error_pct"] < 0.1  # doctest: +SKIP
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        atol: float = 1e-3,
+        rtol: float = 1e-2,
+        max_loss_pct: float = 0.1,
+        threads: int = 1,
+    ) -> None:
+        if not atol >= 0:
+            raise InputError(f"`atol` must be >= 0, got atol={atol}")
+        if not rtol >= 0:
+            raise InputError(f"`rtol` must be >= 0, got rtol={rtol}")
+        if not max_loss_pct > 0:
+            raise InputError(
+                f"`max_loss_pct` must be > 0 (percent), got max_loss_pct={max_loss_pct}"
+            )
+        self.atol, self.rtol, self.max_loss_pct, self.threads = atol, rtol, max_loss_pct, threads
+
+    def test_parity(
+        self, original_model: Any, onnx_path: str | os.PathLike[str], X_sample: Any
+    ) -> tuple[bool, dict[str, Any]]:
+        """``(passed, metrics)``: run both models on ``X_sample`` and apply the gate."""
+        from quantcli.serving.onnx_export import _as_matrix, native_predict
+        from quantcli.serving.runtime import make_session
+
+        X, _ = _as_matrix(X_sample)
+        ref = native_predict(original_model, X)
+        sess = make_session(onnx_path, intra_op_threads=self.threads)
+        got = sess.run(None, {sess.get_inputs()[0].name: X.astype(np.float32)})[0].reshape(-1)
+        return self.evaluate(ref, got)
+
+    def evaluate(self, ref: np.ndarray, got: np.ndarray) -> tuple[bool, dict[str, Any]]:
+        """Apply the gate to given prediction vectors (native ``ref``, ONNX ``got``)."""
+        m = parity_metrics(ref, got, atol=self.atol, rtol=self.rtol)
+        m["loss_pct"] = max(m["relative_error_pct"], m["flipped_pct"])
+        m["max_loss_pct"] = self.max_loss_pct
+        reasons = []
+        if not m["all_finite"]:
+            reasons.append("the ONNX graph returned non-finite predictions")
+        if not m["relative_error_pct"] < self.max_loss_pct:
+            reasons.append(
+                f"relative error {m['relative_error_pct']:.4f} % >= {self.max_loss_pct} %"
+            )
+        if not m["flipped_pct"] < self.max_loss_pct:
+            reasons.append(
+                f"{m['flipped_decisions']} flipped long/short decisions "
+                f"({m['flipped_pct']:.3f} % >= {self.max_loss_pct} %)"
+            )
+        m["passed"] = not reasons
+        m["reasons"] = reasons
+        return m["passed"], m

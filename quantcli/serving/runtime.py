@@ -1,0 +1,271 @@
+"""The ONE inference class: ``qcli predict``, the HTTP service and shadow evaluation all use it.
+
+:class:`InferenceRuntime` verifies the ONNX file (sha256 and Ed25519 signature) before it creates
+a single onnxruntime session with explicit thread settings, validates every input against the
+model's signature, and returns predictions with the model's audit tags.
+
+Input contract
+--------------
+* Features are the signature's ``feature_names``, **in that order**. A table (Polars, pandas, or a
+  mapping of column -> values) must carry exactly those columns in that order: a missing, extra or
+  misplaced column is refused with a message naming it (no silent reordering: a model fed the
+  wrong column order still returns numbers, just wrong ones). A bare 2-D array must have
+  ``len(feature_names)`` columns and is taken to be in signature order.
+* dtype: any real numeric dtype; values are cast to float32 (the graph's input type). Booleans,
+  strings and objects are refused.
+* NaN policy: **reject**. A NaN or +-inf feature is refused naming the feature and the first row.
+  Training drops rows whose features are not yet defined (indicator warm-up), so a NaN at
+  inference time means a broken feature pipeline, and an MLP member would turn it into a NaN
+  prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantcli.errors import InputError
+
+
+def make_session(
+    onnx_path: str | os.PathLike[str],
+    *,
+    intra_op_threads: int = 1,
+    inter_op_threads: int = 1,
+):
+    """One onnxruntime ``InferenceSession`` on CPU with explicit thread settings.
+
+    One intra-op thread is the right default for single-row, latency-bound serving (thread
+    hand-off costs more than a tree walk); raise it for large batches.
+    """
+    import onnxruntime as ort
+
+    if intra_op_threads < 1:
+        raise InputError(
+            f"`intra_op_threads` must be >= 1, got intra_op_threads={intra_op_threads}"
+        )
+    if inter_op_threads < 1:
+        raise InputError(
+            f"`inter_op_threads` must be >= 1, got inter_op_threads={inter_op_threads}"
+        )
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only: ORT's info lines are not for users
+    return ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class Prediction:
+    """Predictions (float64 vector, one per input row) and the audit tags of the model."""
+
+    predictions: np.ndarray
+    audit: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"predictions": self.predictions.tolist(), "audit": dict(self.audit)}
+
+
+class InferenceRuntime:
+    """A verified ONNX model behind one onnxruntime session.
+
+    Parameters
+    ----------
+    onnx_path
+        The ONNX graph (one float32 input ``[N, n_features]``, one output ``[N, 1]``).
+    sha256, signature
+        The recorded hex sha256 and base64 Ed25519 signature; the file is refused
+        (:class:`~quantcli.errors.IntegrityError`, exit 1) when either does not verify.
+    feature_names
+        The model's signature: feature names in input order.
+    audit_tags
+        Returned with every prediction: model name, version, run id, feature set and version,
+        dataset manifest id, onnx file name and sha256 (the sha256 and file name are added here).
+    intra_op_threads, inter_op_threads
+        onnxruntime thread settings (default one each: latency-bound serving).
+    keys_dir
+        Where the public key lives (default ``$QCLI_HOME/keys`` or ``$QCLI_PUBLIC_KEY``).
+
+    Examples
+    --------
+    >>> rt = InferenceRuntime.from_registry("momentum", alias="production")  # doctest: +SKIP
+    >>> out = rt.predict(features_frame)  # doctest: +SKIP
+    >>> out.predictions[:2], out.audit["model_version"]  # doctest: +SKIP
+    (array([ 0.0012, -0.0004]), '3')
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike[str],
+        sha256: str | None,
+        signature: str | None,
+        feature_names: Sequence[str],
+        audit_tags: Mapping[str, Any] | None = None,
+        *,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        keys_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from quantcli.integrity import verify_file
+
+        self.onnx_path = Path(onnx_path)
+        digest = verify_file(self.onnx_path, sha256, signature, keys_dir)
+        self.feature_names: tuple[str, ...] = tuple(str(f) for f in feature_names)
+        if not self.feature_names:
+            raise InputError("`feature_names` is empty: the model signature names no feature")
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise InputError("`feature_names` has duplicates: the model signature is corrupt")
+        self.session = make_session(
+            self.onnx_path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
+        )
+        inp = self.session.get_inputs()
+        if len(inp) != 1:
+            raise InputError(f"{self.onnx_path}: the graph has {len(inp)} inputs, expected 1")
+        width = inp[0].shape[1] if len(inp[0].shape) == 2 else None
+        if isinstance(width, int) and width != len(self.feature_names):
+            raise InputError(
+                f"{self.onnx_path}: the graph takes {width} features but the signature names "
+                f"{len(self.feature_names)}"
+            )
+        self._input_name = inp[0].name
+        self._output_names = [self.session.get_outputs()[0].name]
+        self.audit_tags: dict[str, Any] = dict(audit_tags or {})
+        self.audit_tags.setdefault("onnx_name", self.onnx_path.name)
+        self.audit_tags["onnx_sha256"] = digest
+
+    # -- construction from the registry -------------------------------------------------------
+    @classmethod
+    def from_registry(
+        cls,
+        name: str,
+        alias: str = "production",
+        *,
+        precision: str = "auto",
+        tracking_uri: str | None = None,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+    ) -> InferenceRuntime:
+        """Load the exported ONNX graph of a registered version.
+
+        ``alias`` is an alias (``production``, ``staging``) or a version number. ``precision``
+        is ``"fp32"``, ``"int8"`` or ``"auto"`` (the graph the export report recommended). The
+        version must have been exported (``qcli model export``) and its sha256 and signature
+        recorded as version tags.
+        """
+        from quantcli.serving.registry_link import resolve_onnx
+
+        art = resolve_onnx(name, alias, precision=precision, tracking_uri=tracking_uri)
+        return cls(
+            art.path,
+            art.sha256,
+            art.signature,
+            art.feature_names,
+            art.audit_tags,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+        )
+
+    # -- the hot path ---------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def validate(self, data: Any) -> np.ndarray:
+        """``data`` as a C-contiguous float32 matrix in signature order, or :class:`InputError`."""
+        names: list[str] | None = None
+        if isinstance(data, np.ndarray):
+            X = data
+        elif hasattr(data, "columns") and hasattr(data, "to_numpy"):  # polars / pandas
+            names = [str(c) for c in data.columns]
+            self._check_names(names)
+            X = data.to_numpy()
+        elif isinstance(data, Mapping):
+            names = [str(c) for c in data]
+            self._check_names(names)
+            try:
+                X = np.column_stack([np.atleast_1d(np.asarray(data[c])) for c in data])
+            except ValueError as exc:
+                raise InputError(f"feature columns have different lengths: {exc}") from None
+        else:
+            X = np.asarray(data)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2:
+            raise InputError(f"features must be a 2-D table (rows x features), got {X.ndim}-D")
+        if X.shape[1] != self.n_features:
+            raise InputError(
+                f"expected {self.n_features} features ({', '.join(self.feature_names[:3])}, ...), "
+                f"got {X.shape[1]} columns"
+            )
+        if X.dtype.kind not in "fiu":
+            raise InputError(
+                f"features must be numeric (float or int), got dtype {X.dtype}",
+                hint="cast the feature columns to Float64",
+            )
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        bad = ~np.isfinite(X)
+        if bad.any():
+            row, col = (int(v) for v in np.argwhere(bad)[0])
+            raise InputError(
+                f"feature '{self.feature_names[col]}' is NaN or infinite at row {row} "
+                f"({int(bad.sum())} non-finite values in total); the NaN policy is reject",
+                hint="drop rows whose features are still in their warm-up window",
+            )
+        return X
+
+    def _check_names(self, names: list[str]) -> None:
+        if names == list(self.feature_names):
+            return
+        expected = set(self.feature_names)
+        missing = [f for f in self.feature_names if f not in names]
+        if missing:
+            raise InputError(
+                f"missing feature '{missing[0]}'"
+                + (
+                    f" (and {len(missing) - 1} more: {', '.join(missing[1:4])})"
+                    if len(missing) > 1
+                    else ""
+                )
+                + " required by the model signature"
+            )
+        extra = [c for c in names if c not in expected]
+        if extra:
+            raise InputError(
+                f"unexpected column '{extra[0]}': not in the model signature",
+                hint="select exactly the signature's feature columns, in order",
+            )
+        for pos, (got, want) in enumerate(zip(names, self.feature_names, strict=True)):
+            if got != want:
+                raise InputError(
+                    f"wrong feature order: column {pos} is '{got}' but the model signature "
+                    f"expects '{want}' there",
+                    hint="select the columns in signature order: "
+                    + ", ".join(self.feature_names[: pos + 2])
+                    + ", ...",
+                )
+
+    def predict_array(self, X: np.ndarray) -> np.ndarray:
+        """Raw predictions for an already validated float32 matrix (no checks: the hot path)."""
+        return self.session.run(self._output_names, {self._input_name: X})[0].reshape(-1)
+
+    def predict(self, data: Any) -> Prediction:
+        """Validate ``data`` and predict: one float64 prediction per row, plus the audit tags."""
+        X = self.validate(data)
+        out = self.predict_array(X).astype(np.float64)
+        return Prediction(out, self.audit_tags)
+
+    def describe(self) -> dict[str, Any]:
+        """The signature and audit tags, JSON-able (for ``/health`` and ``qcli predict``)."""
+        return {
+            "onnx_path": str(self.onnx_path),
+            "feature_names": list(self.feature_names),
+            "audit": json.loads(json.dumps(self.audit_tags, default=str)),
+        }
