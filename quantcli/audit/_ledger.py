@@ -26,7 +26,6 @@ import json
 import math
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,7 @@ class AuditLedger:
         self.fsyncs = 0
         self._closed = False
         self._dirty = threading.Event()
+        self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
         if durability == "batch":
             self._flusher = threading.Thread(
@@ -188,7 +188,8 @@ class AuditLedger:
             self._dirty.wait()
             if self._closed:
                 return
-            time.sleep(self._interval)  # group commit: one fsync for everything in the window
+            # group commit: one fsync for everything in the window (close() cuts it short)
+            self._closing.wait(self._interval)
             self._dirty.clear()
             os.fsync(self._fd)  # close() joins this thread before closing the descriptor
             self.fsyncs += 1
@@ -206,6 +207,7 @@ class AuditLedger:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         self._dirty.set()
         if self._flusher is not None:
             self._flusher.join(timeout=5)

@@ -1,0 +1,289 @@
+"""The audit ledger: hash chain, tamper detection, concurrency, durability, export."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quantcli.audit import (
+    GENESIS_HASH,
+    AuditLedger,
+    export_ledger,
+    features_sha256,
+    ledger_path,
+    verify_ledger,
+)
+from quantcli.errors import InputError, IntegrityError, NotFoundError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def entry(i: int, day: int = 1) -> dict:
+    return {
+        "recorded_at": datetime(2026, 1, day, 12, 0, i % 60, tzinfo=UTC).isoformat(),
+        "request_id": f"req{i}",
+        "source": "cli",
+        "alias": "production",
+        "symbol": f"SYM{i % 3}",
+        "prediction": 0.001 * i,
+        "fallback": None,
+        "feature_ts": "2025-12-31T00:00:00+00:00",
+        "features_sha256": "ab" * 32,
+        "model_name": "momentum",
+        "model_version": "3",
+        "model_run_id": "run",
+        "feature_version": "technical_v1@1",
+        "dataset_manifest_id": "m",
+        "onnx_model": {"name": "model.onnx", "sha256": "cd" * 32},
+        "inference_latency_ms": 0.01,
+        "deployed_at": "2026-01-01T00:00:00+00:00",
+    }
+
+
+def write_records(n: int, day: int = 1, per_call: int = 2) -> list[dict]:
+    out = []
+    with AuditLedger() as led:
+        for i in range(0, n, per_call):
+            out += led.append([entry(j, day) for j in range(i, min(n, i + per_call))])
+    return out
+
+
+def qcli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "quantcli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_chain_links_every_record_to_the_previous_hash(qcli_home):
+    recs = write_records(7)
+    assert [r["seq"] for r in recs] == list(range(7))
+    assert recs[0]["prev_hash"] == GENESIS_HASH == "0" * 64
+    for prev, rec in itertools.pairwise(recs):
+        assert rec["prev_hash"] == prev["hash"]
+    # the hash is sha256 of the canonical JSON without "hash" (computed independently here)
+    lines = ledger_path().read_text().splitlines()
+    for line, rec in zip(lines, recs, strict=True):
+        stored = json.loads(line)
+        body = {k: v for k, v in stored.items() if k != "hash"}
+        canon = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        assert hashlib.sha256(canon).hexdigest() == stored["hash"] == rec["hash"]
+    assert verify_ledger() == {
+        "path": str(ledger_path()),
+        "ok": True,
+        "records": 7,
+        "head_hash": recs[-1]["hash"],
+        "first_broken": None,
+    }
+
+
+def test_reopened_ledger_continues_the_chain(qcli_home):
+    first = write_records(3)
+    second = write_records(2)
+    assert second[0]["seq"] == 3
+    assert second[0]["prev_hash"] == first[-1]["hash"]
+    assert verify_ledger()["records"] == 5
+
+
+def test_nan_prediction_is_stored_as_null_and_still_verifies(qcli_home):
+    with AuditLedger() as led:
+        (rec,) = led.append([{**entry(0), "prediction": float("nan")}])
+    assert rec["prediction"] is None
+    assert verify_ledger()["ok"]
+
+
+def test_features_hash_is_sha256_of_little_endian_float64():
+    values = [1.5, -2.25, None]
+    expected = hashlib.sha256(struct.pack("<3d", 1.5, -2.25, float("nan"))).hexdigest()
+    assert features_sha256(values) == expected
+    assert features_sha256([1.5, -2.25, 0.0]) != expected
+
+
+def _rewrite_line(k: int, fn) -> None:
+    p = ledger_path()
+    lines = p.read_text().splitlines(keepends=True)
+    lines[k] = fn(lines[k])
+    p.write_text("".join(lines))
+
+
+def test_edited_record_is_named_by_verify_and_cli_exits_1(qcli_home):
+    write_records(10)
+    # change one prediction by one digit, leaving the stored hash as it was
+    _rewrite_line(6, lambda s: s.replace('"prediction":0.006', '"prediction":0.007'))
+    res = verify_ledger()
+    assert res["ok"] is False
+    assert res["first_broken"] == {
+        "line": 7,
+        "seq": 6,
+        "reason": "content does not match its hash (the record was altered)",
+    }
+    assert res["records"] == 6
+    out = qcli("audit", "verify")
+    assert out.returncode == 1
+    assert "first broken record is seq 6 (line 7)" in out.stderr
+    out = qcli("audit", "verify", "--json")
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["first_broken"]["seq"] == 6
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(qcli_home):
+    from quantcli.audit import record_hash
+
+    write_records(5)
+
+    def forge(line: str) -> str:
+        rec = json.loads(line)
+        rec["prediction"] = 42.0
+        rec["hash"] = record_hash(rec)
+        return json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
+
+    _rewrite_line(2, forge)
+    broken = verify_ledger()["first_broken"]
+    assert (broken["seq"], broken["line"]) == (3, 4)
+    assert "prev_hash" in broken["reason"]
+
+
+def test_deleted_record_is_detected(qcli_home):
+    write_records(5)
+    _rewrite_line(1, lambda s: "")
+    broken = verify_ledger()["first_broken"]
+    assert (broken["seq"], broken["line"]) == (1, 2)
+    assert "seq is 2, expected 1" in broken["reason"]
+
+
+def test_truncated_last_record_is_detected_and_writer_refuses_to_extend(qcli_home):
+    write_records(3)
+    p = ledger_path()
+    p.write_bytes(p.read_bytes()[:-20])
+    broken = verify_ledger()["first_broken"]
+    assert (broken["seq"], broken["line"]) == (2, 3)
+    assert "incomplete" in broken["reason"]
+    led = AuditLedger()
+    with pytest.raises(IntegrityError, match="incomplete"):
+        led.append([entry(9)])
+    led.close()
+
+
+def test_missing_ledger_is_not_found_exit_2(qcli_home):
+    with pytest.raises(NotFoundError):
+        verify_ledger()
+    assert qcli("audit", "verify").returncode == 2
+
+
+_WRITER = """
+import sys
+from quantcli.audit import AuditLedger
+n = int(sys.argv[1])
+led = AuditLedger()
+for i in range(n):
+    led.append([{"symbol": "P%s" % sys.argv[2], "i": i}, {"symbol": "Q", "i": i}])
+print("appended", flush=True)
+if sys.argv[3] == "hang":
+    import time
+    time.sleep(60)
+led.close()
+"""
+
+
+def test_two_processes_appending_concurrently_keep_one_linear_chain(qcli_home):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, "150", str(k), "close"], cwd=REPO)
+        for k in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    res = verify_ledger()
+    assert res["ok"], res["first_broken"]
+    assert res["records"] == 2 * 150 * 2
+    # each call's two records are adjacent (one write per call)
+    recs = [json.loads(line) for line in ledger_path().read_text().splitlines()]
+    for a, b in zip(recs[0::2], recs[1::2], strict=True):
+        assert b["symbol"] == "Q" and a["i"] == b["i"] and a["symbol"].startswith("P")
+
+
+def test_records_survive_kill_9_right_after_append(qcli_home):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, "40", "0", "hang"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "appended"
+    proc.send_signal(signal.SIGKILL)  # no close(), no atexit: only what write(2) handed over
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    res = verify_ledger()
+    assert res["ok"] and res["records"] == 80
+
+
+def test_fsync_policy_batch_flushes_in_background_and_always_inline(tmp_path):
+    led = AuditLedger(tmp_path / "a.jsonl", durability="always")
+    led.append([entry(0)])
+    led.append([entry(1)])
+    assert led.fsyncs == 2
+    led.close()
+    led = AuditLedger(tmp_path / "b.jsonl", fsync_interval_s=0.01)
+    led.append([entry(0)])
+    led._dirty.wait(1)
+    for _ in range(200):  # the flusher fsyncs within the window
+        if led.fsyncs:
+            break
+        import time
+
+        time.sleep(0.01)
+    assert led.fsyncs >= 1
+    led.close()
+    with pytest.raises(InputError, match="durability"):
+        AuditLedger(tmp_path / "c.jsonl", durability="never")
+
+
+def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path):
+    with AuditLedger() as led:
+        led.append([entry(i, day=1) for i in range(4)])
+        led.append([entry(i, day=3) for i in range(4, 7)])
+    out = tmp_path / "a.parquet"
+    res = export_ledger(out, since="2026-01-02")
+    assert res["rows"] == 3 and res["ledger_records"] == 7
+    frame = pl.read_parquet(out)
+    assert frame["seq"].to_list() == [4, 5, 6]
+    assert frame["symbol"].to_list() == ["SYM1", "SYM2", "SYM0"]
+    assert frame["prediction"].to_list() == pytest.approx([0.004, 0.005, 0.006])
+    assert frame["onnx_model_sha256"].to_list() == ["cd" * 32] * 3
+    assert frame.schema["recorded_at"] == pl.Datetime("us", "UTC")
+    # CLI, everything
+    cli = qcli("audit", "export", "--output", str(tmp_path / "all.parquet"), "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["rows"] == 7
+    assert pl.read_parquet(tmp_path / "all.parquet").height == 7
+
+
+def test_export_refuses_bad_input_and_broken_ledger(qcli_home, tmp_path):
+    write_records(3)
+    bad = qcli("audit", "export", "--since", "yesterday", "--output", str(tmp_path / "x.parquet"))
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    assert not (tmp_path / "x.parquet").exists()
+    _rewrite_line(0, lambda s: s.replace('"symbol":"SYM0"', '"symbol":"SYMX"'))
+    out = qcli("audit", "export", "--output", str(tmp_path / "y.parquet"))
+    assert out.returncode == 1 and "seq 0" in out.stderr
+    assert not (tmp_path / "y.parquet").exists()
+
+
+def test_no_fsync_on_the_append_path_and_close_fsyncs(tmp_path):
+    """Not a timing budget (that lives in benchmarks/): the append path never waits on fsync."""
+    led = AuditLedger(tmp_path / "l.jsonl", fsync_interval_s=10.0)
+    for i in range(50):
+        led.append([entry(i)])
+    assert led.fsyncs == 0  # the background flusher is still inside its window
+    led.close()
+    assert led.fsyncs >= 1
+    assert os.path.getsize(tmp_path / "l.jsonl") > 0
