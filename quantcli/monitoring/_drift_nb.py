@@ -26,10 +26,7 @@ def ks_extremes_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     d_max = 0.0
     d_min = 0.0
     while i < n1 or j < n2:
-        if j >= n2 or (i < n1 and a[i] <= b[j]):
-            v = a[i]
-        else:
-            v = b[j]
+        v = a[i] if j >= n2 or (i < n1 and a[i] <= b[j]) else b[j]
         while i < n1 and a[i] <= v:
             i += 1
         while j < n2 and b[j] <= v:

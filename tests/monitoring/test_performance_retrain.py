@@ -80,7 +80,7 @@ def test_degradation_flag_and_reasons(qcli_home):
 def test_bad_parameters_and_rows_name_the_problem(qcli_home):
     with pytest.raises(InputError, match="window_size=1"):
         PerformanceMonitor(window_size=1)
-    with pytest.raises(InputError, match="max_drawdown=0.25"):
+    with pytest.raises(InputError, match=r"max_drawdown=0\.25"):
         PerformanceMonitor(max_drawdown=0.25)
     with pytest.raises(InputError, match="non-finite"):
         PerformanceMonitor().log_prediction(T0, float("nan"), 0.1)
@@ -126,7 +126,7 @@ def test_reason_drift_alone(qcli_home):
 def test_reason_performance_alone(qcli_home):
     metrics = {"degraded": True, "reasons": ["rolling Sharpe 0.2 below the minimum 1"]}
     due, reasons = _trigger().should_retrain(None, metrics, now=NOW)
-    assert reasons == ["performance: rolling Sharpe 0.2 below the minimum 1"]
+    assert due and reasons == ["performance: rolling Sharpe 0.2 below the minimum 1"]
 
 
 def test_reason_samples_alone_counts_only_after_training(qcli_home):
