@@ -42,19 +42,15 @@ class PBOResult:
         }
 
 
-def _sharpe_columns(m: np.ndarray) -> np.ndarray:
-    sd = m.std(axis=0, ddof=1)
+def _sharpe_from_sums(total: np.ndarray, total_sq: np.ndarray, n: int) -> np.ndarray:
+    """Per-period Sharpe ratios (ddof = 1) from sums and sums of squares over ``n`` rows."""
+    mean = total / n
+    var = np.maximum(total_sq - total * mean, 0.0) / (n - 1)
+    sd = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
-        sr = m.mean(axis=0) / sd
+        sr = mean / sd
     # a flat configuration has no edge: rank it as zero rather than nan
-    return np.where(sd > 0, sr, 0.0)
-
-
-def _average_rank(values: np.ndarray, i: int) -> float:
-    """1-based rank of ``values[i]`` (1 = smallest), ties sharing their average rank."""
-    below = int(np.sum(values < values[i]))
-    equal = int(np.sum(values == values[i]))
-    return below + (equal + 1) / 2.0
+    return np.where(sd > 1e-12 * np.abs(mean), sr, 0.0)
 
 
 def probability_of_backtest_overfitting(
@@ -94,14 +90,20 @@ def probability_of_backtest_overfitting(
     t, n = m.shape
     size = t // n_blocks
     blocks = m[t - size * n_blocks :].reshape(n_blocks, size, n)
-    logits = []
-    for is_blocks in itertools.combinations(range(n_blocks), n_blocks // 2):
-        mask = np.zeros(n_blocks, dtype=bool)
-        mask[list(is_blocks)] = True
-        is_sr = _sharpe_columns(blocks[mask].reshape(-1, n))
-        oos_sr = _sharpe_columns(blocks[~mask].reshape(-1, n))
-        best = int(np.argmax(is_sr))  # first on ties: deterministic
-        w = _average_rank(oos_sr, best) / (n + 1)
-        logits.append(math.log(w / (1.0 - w)))
+    # every CSCV split at once: IS sums are (splits x blocks) @ (blocks x configs)
+    is_mask = np.zeros((math.comb(n_blocks, n_blocks // 2), n_blocks))
+    for row, chosen in enumerate(itertools.combinations(range(n_blocks), n_blocks // 2)):
+        is_mask[row, list(chosen)] = 1.0
+    block_sum, block_sq = blocks.sum(axis=1), (blocks**2).sum(axis=1)
+    is_sum, is_sq = is_mask @ block_sum, is_mask @ block_sq
+    half = size * n_blocks // 2
+    is_sr = _sharpe_from_sums(is_sum, is_sq, half)
+    oos_sr = _sharpe_from_sums(block_sum.sum(0) - is_sum, block_sq.sum(0) - is_sq, half)
+    best = np.argmax(is_sr, axis=1)  # the first on ties: deterministic
+    best_oos = oos_sr[np.arange(best.size), best][:, None]
+    # 1-based rank (1 = worst), ties sharing their average rank
+    rank = (oos_sr < best_oos).sum(axis=1) + ((oos_sr == best_oos).sum(axis=1) + 1) / 2.0
+    w = rank / (n + 1)
+    logits = np.log(w / (1.0 - w)).tolist()
     pbo = float(np.mean(np.asarray(logits) <= 0.0))
     return PBOResult(pbo=pbo, logits=logits, n_blocks=n_blocks, n_configs=n)

@@ -126,3 +126,23 @@ def test_validator_passes_and_fails_with_reasons():
     assert lenient.validate_model(losing)[0]
     with pytest.raises(InputError, match="`max_drawdown` must be a negative fraction"):
         BacktestValidator(max_drawdown=0.2)
+
+
+def test_pbo_vectorized_equals_naive_loop():
+    import itertools
+
+    rng = np.random.default_rng(2)
+    m = rng.normal(0, 0.01, (96, 5)) + rng.normal(0, 0.001, 5)
+    s, n = 8, 5
+    blocks = m.reshape(s, 12, n)
+    naive = []
+    for chosen in itertools.combinations(range(s), s // 2):
+        mask = np.isin(np.arange(s), chosen)
+        ins, oos = blocks[mask].reshape(-1, n), blocks[~mask].reshape(-1, n)
+        is_sr = ins.mean(0) / ins.std(0, ddof=1)
+        oos_sr = oos.mean(0) / oos.std(0, ddof=1)
+        rank = sps.rankdata(oos_sr)[int(np.argmax(is_sr))]
+        naive.append(math.log(rank / (n + 1) / (1 - rank / (n + 1))))
+    res = probability_of_backtest_overfitting(m, n_blocks=s)
+    assert res.logits == pytest.approx(naive, rel=1e-9)
+    assert res.pbo == np.mean(np.array(naive) <= 0)

@@ -1,0 +1,464 @@
+"""The CPCV backtest of a model on a training frame.
+
+For every configuration of a (small) parameter grid and every CPCV split, a fresh model is fit on
+the split's purged training rows and predicts its test rows. Each (split, configuration) fit is
+the pure top-level function :func:`fit_predict_split`, mapped through an executor
+(:func:`quantcli.scale.get_executor`), so local and Ray runs give the same numbers.
+
+Test predictions recombine into ``n_paths`` full backtest paths
+(:meth:`CombinatorialPurgedCV.path_splits`); each path becomes a series of strategy returns by
+the rule of :mod:`quantcli.backtest.strategy`. Then:
+
+* the **selected configuration** is the one with the highest median path Sharpe ratio (this
+  in-sample choice is what DSR and PBO correct for);
+* the **gated path** is its median path: the path whose Sharpe ratio is the lower median of the
+  ``n_paths`` paths. :class:`BacktestValidator` gates it on Sharpe, PSR and max drawdown;
+* **DSR** deflates the gated path's per-period Sharpe ratio with ``SR0`` from the trials' Sharpe
+  ratios (each configuration's median path), so with one configuration DSR equals PSR;
+* **PBO** (CSCV) runs on the configurations' mean-path returns, when there are at least two.
+
+Period returns: with a ``fwd_return_1d`` column (``return_col``) each period is one bar. Without
+it the strategy earns the label itself on non-overlapping periods: it trades every ``h``-th
+timestamp, ``h`` the label horizon in bars (the median of ``label_end`` - ``ts`` in bars), and
+annualizes with ``252 / h`` periods per year.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantcli.backtest import stats
+from quantcli.backtest.cpcv import CombinatorialPurgedCV
+from quantcli.backtest.gates import BacktestValidator
+from quantcli.backtest.pbo import probability_of_backtest_overfitting
+from quantcli.backtest.strategy import RULE, period_starts, strategy_returns
+from quantcli.errors import InputError
+
+# The grid of `--grid small`: the trials DSR and PBO account for.
+SMALL_GRID: list[dict[str, Any]] = [
+    {"num_leaves": leaves, "learning_rate": lr} for leaves in (7, 31) for lr in (0.03, 0.1)
+]
+
+
+class LightGBMFactory:
+    """A picklable ``model_factory(params) -> LGBMRegressor``: deterministic, explicit threads.
+
+    ``params`` at call time override ``base``; ``seed``, ``n_jobs``, ``deterministic=True`` and
+    ``force_row_wise=True`` make a fit reproducible bit for bit.
+    """
+
+    def __init__(self, base: dict[str, Any] | None = None, seed: int = 42, n_jobs: int = 1):
+        self.base = {k: v for k, v in (base or {}).items() if k != "seed"}
+        self.seed = int(seed)
+        self.n_jobs = int(n_jobs)
+
+    def __call__(self, params: dict[str, Any] | None = None):
+        from lightgbm import LGBMRegressor
+
+        merged = {**self.base, **(params or {})}
+        return LGBMRegressor(
+            **merged,
+            random_state=self.seed,
+            n_jobs=self.n_jobs,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        )
+
+    def __repr__(self) -> str:
+        return f"LightGBMFactory(base={self.base!r}, seed={self.seed}, n_jobs={self.n_jobs})"
+
+
+@dataclass(frozen=True)
+class SplitTask:
+    """One fit: configuration ``config`` (``params``) on CPCV split ``split``."""
+
+    split: int
+    config: int
+    params: dict[str, Any]
+    train: np.ndarray
+    test: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    model_factory: Callable[[dict[str, Any]], Any]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties); nan when either side is constant."""
+    if a.size < 2 or np.ptp(a) == 0.0 or np.ptp(b) == 0.0:
+        return math.nan
+    from scipy.stats import rankdata
+
+    return float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
+
+
+def fit_predict_split(task: SplitTask) -> dict[str, Any]:
+    """Fit a fresh model on the task's training rows, predict its test rows, score the fold.
+
+    Returns ``split``, ``config``, ``n_train``, ``n_test``, ``ic`` (Spearman rank correlation of
+    prediction and label on the test rows), ``rmse`` (of the label, its unit), ``hit_rate``
+    (share of test rows where the prediction has the label's sign) and ``predictions``.
+    """
+    model = task.model_factory(task.params)
+    model.fit(task.X[task.train], task.y[task.train])
+    pred = np.asarray(model.predict(task.X[task.test]), dtype=np.float64)
+    y_test = task.y[task.test]
+    return {
+        "split": task.split,
+        "config": task.config,
+        "n_train": int(task.train.size),
+        "n_test": int(task.test.size),
+        "ic": _spearman(pred, y_test),
+        "rmse": float(np.sqrt(np.mean((pred - y_test) ** 2))),
+        "hit_rate": float(np.mean(np.sign(pred) == np.sign(y_test))),
+        "predictions": pred,
+    }
+
+
+@dataclass
+class BacktestResult:
+    """Everything a CPCV backtest produced (arrays for the selected configuration).
+
+    ``path_returns`` is ``(n_paths, n_periods)`` per-period strategy returns at
+    ``period_ts``; ``path_predictions`` is ``(n_paths, n_rows)`` in the frame's (ts, symbol)
+    order; ``fold_metrics`` has one dict per split of the selected configuration, ``grid`` one
+    summary per configuration; ``metrics`` are the aggregate metrics of the selected one.
+    """
+
+    cv: dict[str, Any]
+    configs: list[dict[str, Any]]
+    selected_config: int
+    fold_metrics: list[dict[str, Any]]
+    grid: list[dict[str, Any]]
+    period_ts: np.ndarray
+    path_returns: np.ndarray
+    path_predictions: np.ndarray
+    path_metrics: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    passed: bool
+    reasons: list[str]
+    thresholds: dict[str, float]
+    strategy: dict[str, Any]
+    seed: int | None = None
+    all_fold_metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self, include_series: bool = False) -> dict[str, Any]:
+        """A JSON-able summary; ``include_series`` adds the per-path return series."""
+        out: dict[str, Any] = {
+            "cv": self.cv,
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "configs": self.configs,
+            "selected_config": self.selected_config,
+            "selected_params": self.configs[self.selected_config],
+            "metrics": self.metrics,
+            "paths": self.path_metrics,
+            "fold_metrics": self.fold_metrics,
+            "grid": self.grid,
+            "verdict": {
+                "passed": self.passed,
+                "reasons": self.reasons,
+                "thresholds": self.thresholds,
+            },
+        }
+        if include_series:
+            out["period_ts"] = [str(t) for t in self.period_ts]
+            out["path_returns"] = self.path_returns.tolist()
+        return out
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean of the finite values; nan (without numpy's warning) when there are none."""
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if arr.size else math.nan
+
+
+def _check_frame(frame: pl.DataFrame, feature_names: Sequence[str], return_col: str) -> None:
+    if not isinstance(frame, pl.DataFrame):
+        raise InputError(f"`frame` must be a polars DataFrame, got {type(frame).__name__}")
+    needed = ["symbol", "ts", "label", "label_end", *feature_names]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"the training frame lacks column(s) {missing}",
+            hint="use quantcli.features.dataset.load_training_frame(...)",
+        )
+    if not feature_names:
+        raise InputError("`feature_names` is empty: the model needs at least one feature")
+    for col in ("label", *([return_col] if return_col in frame.columns else [])):
+        s = frame[col]
+        bad = s.is_null() | (s.is_nan() if s.dtype.is_float() else pl.repeat(False, len(s)))
+        if bad.any():
+            raise InputError(
+                f"column `{col}` has {int(bad.sum())} null/NaN value(s) (first at row "
+                f"{int(bad.arg_true()[0])})",
+                hint="drop unlabeled rows (each symbol's last horizon bars) first",
+            )
+
+
+def _label_horizon(ts: np.ndarray, label_end: np.ndarray) -> int:
+    """The label horizon in bars: median of (bar of label_end - bar of ts) over known bars."""
+    uniq = np.unique(ts)
+    pos_end = np.searchsorted(uniq, label_end)
+    known = (pos_end < uniq.size) & (uniq[np.minimum(pos_end, uniq.size - 1)] == label_end)
+    if not known.any():
+        return 1
+    steps = pos_end[known] - np.searchsorted(uniq, ts[known])
+    return max(int(np.median(steps)), 1)
+
+
+def run_cpcv_backtest(
+    frame: pl.DataFrame,
+    feature_names: Sequence[str],
+    *,
+    model_factory: Callable[[dict[str, Any]], Any] | None = None,
+    cv: CombinatorialPurgedCV | None = None,
+    param_grid: Sequence[dict[str, Any]] | None = None,
+    gates: dict[str, Any] | BacktestValidator | None = None,
+    return_col: str = "fwd_return_1d",
+    executor: Any = "local",
+    ray_address: str | None = None,
+    seed: int | None = 42,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """CPCV-backtest a model on ``frame`` and gate the result.
+
+    Parameters
+    ----------
+    frame
+        ``symbol, ts, <features>, label, label_end`` (as
+        :func:`quantcli.features.dataset.load_training_frame` returns it), optionally with the
+        period return column ``return_col``; sorted here by ``(ts, symbol)``.
+    feature_names
+        The model inputs, in order.
+    model_factory
+        ``model_factory(params) -> regressor`` with ``fit(X, y)`` / ``predict(X)``; picklable
+        for Ray. Default: :class:`LightGBMFactory` with ``seed``.
+    cv
+        The splitter; default ``CombinatorialPurgedCV()`` (N=10, k=2, 1 % embargo).
+    param_grid
+        The configurations tried (each passed to ``model_factory``); default ``[{}]``.
+    gates
+        A ``[gates]`` dict or a :class:`BacktestValidator`; default thresholds otherwise.
+    return_col
+        The per-row return a position earns over one period (a fraction); see the module doc
+        for what happens without it.
+    executor, ray_address
+        ``"local"``, ``"ray"`` or an executor object (:mod:`quantcli.scale`).
+    seed
+        Seed of the default LightGBM factory (recorded in the result either way).
+    progress
+        ``progress(done, total)`` after each finished fit.
+    """
+    from quantcli.scale import get_executor
+
+    feature_names = list(feature_names)
+    _check_frame(frame, feature_names, return_col)
+    cv = cv or CombinatorialPurgedCV()
+    configs = [dict(p) for p in (param_grid or [{}])]
+    if model_factory is None:
+        model_factory = LightGBMFactory(seed=42 if seed is None else seed)
+    if isinstance(gates, BacktestValidator):
+        validator = gates
+    else:
+        validator = BacktestValidator.from_config(dict(gates or {}))
+
+    frame = frame.sort("ts", "symbol", maintain_order=True)
+    X = frame.select(feature_names).to_numpy().astype(np.float64, copy=False)
+    y = frame["label"].to_numpy().astype(np.float64)
+    ts = frame["ts"].to_numpy()
+    label_end = frame["label_end"].to_numpy()
+    splits = list(cv.split(frame, timestamps=frame["ts"], label_end=frame["label_end"]))
+    groups = cv.sample_groups(frame, timestamps=frame["ts"])
+
+    tasks = [
+        SplitTask(s, c, configs[c], train, test, X, y, model_factory)
+        for s, (train, test) in enumerate(splits)
+        for c in range(len(configs))
+    ]
+    done = [0]
+
+    def _on_done(_: int) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], len(tasks))
+
+    runner = executor if hasattr(executor, "map") else get_executor(executor, ray_address)
+    outcomes = runner.map(fit_predict_split, tasks, on_done=_on_done)
+
+    # period returns: one bar with return_col, else the label on non-overlapping periods
+    if return_col in frame.columns:
+        period_ret = frame[return_col].to_numpy().astype(np.float64)
+        rows = np.arange(frame.height)
+        horizon, source = 1, return_col
+    else:
+        horizon = _label_horizon(ts.astype("datetime64[ns]").view(np.int64), _ns(label_end))
+        starts = period_starts(ts)
+        bar = np.repeat(np.arange(starts.size - 1), np.diff(starts))
+        rows = np.flatnonzero(bar % horizon == 0)
+        period_ret, source = y, "label"
+    periods_per_year = stats.PERIODS_PER_YEAR / horizon
+    period_ts = ts[rows][period_starts(ts[rows])[:-1]]
+
+    path_splits = cv.path_splits()
+    n_paths = path_splits.shape[0]
+    by_config: list[dict[str, Any]] = []
+    for c in range(len(configs)):
+        preds = np.full((n_paths, frame.height), np.nan)
+        for o in (o for o in outcomes if o["config"] == c):
+            s = o["split"]
+            full = np.full(frame.height, np.nan)
+            full[splits[s][1]] = o["predictions"]
+            for g in cv.test_groups[s]:
+                p = int(np.flatnonzero(path_splits[:, g] == s)[0])
+                mask = groups == g
+                preds[p, mask] = full[mask]
+        returns = np.vstack(
+            [strategy_returns(ts[rows], preds[p, rows], period_ret[rows]) for p in range(n_paths)]
+        )
+        sr = np.array([stats.sharpe_ratio(r, periods_per_year=None) for r in returns])
+        by_config.append({"preds": preds, "returns": returns, "sr": sr})
+
+    def _median(sr: np.ndarray) -> float:
+        finite = sr[np.isfinite(sr)]
+        return float(np.median(finite)) if finite.size else -math.inf
+
+    selected = int(np.argmax([_median(b["sr"]) for b in by_config]))
+    best = by_config[selected]
+    order = np.argsort(np.where(np.isfinite(best["sr"]), best["sr"], -np.inf), kind="stable")
+    gated = int(order[(n_paths - 1) // 2])  # the lower median path
+    passed, gate_metrics = BacktestValidator(
+        validator.min_sharpe, validator.min_psr, validator.max_drawdown, periods_per_year
+    ).validate_model(best["returns"][gated])
+    reasons = gate_metrics.pop("reasons")
+    thresholds = gate_metrics.pop("thresholds")
+    gate_metrics.pop("passed")
+
+    trial_srs = [_median(b["sr"]) for b in by_config]
+    gate_sr = gate_metrics["sharpe_per_period"]
+    dsr = stats.deflated_sharpe_ratio(
+        gate_sr,
+        [s for s in trial_srs if math.isfinite(s)],
+        best["returns"].shape[1],
+        gate_metrics["skew"],
+        gate_metrics["kurtosis"],
+    )
+    pbo: dict[str, Any] | None = None
+    if len(configs) >= 2:
+        mean_paths = np.column_stack([b["returns"].mean(axis=0) for b in by_config])
+        n_periods = mean_paths.shape[0]
+        n_blocks = min(16, (n_periods // 4) // 2 * 2)
+        if n_blocks >= 2:
+            pbo = probability_of_backtest_overfitting(mean_paths, n_blocks=n_blocks).to_dict()
+
+    path_metrics = []
+    for p in range(n_paths):
+        s = stats.summary(best["returns"][p], periods_per_year)
+        path_metrics.append(
+            {
+                "path": p,
+                "sharpe": s["sharpe"],
+                "psr": s["psr"],
+                "max_drawdown": s["max_drawdown"],
+                "annual_return": s["annual_return"],
+                "win_rate": s["win_rate"],
+            }
+        )
+    path_sharpes = np.array([m["sharpe"] for m in path_metrics])
+    path_mdds = np.array([m["max_drawdown"] for m in path_metrics])
+    folds = [
+        {k: v for k, v in o.items() if k not in ("predictions", "config")}
+        | {"test_groups": list(cv.test_groups[o["split"]])}
+        for o in outcomes
+        if o["config"] == selected
+    ]
+    metrics = {
+        **gate_metrics,
+        "dsr": dsr,
+        "expected_max_sharpe_per_period": stats.expected_max_sharpe(
+            [s for s in trial_srs if math.isfinite(s)]
+        ),
+        "pbo": None if pbo is None else pbo["pbo"],
+        "gated_path": gated,
+        **_distribution("sharpe", path_sharpes),
+        "share_paths_sharpe_positive": float(np.mean(path_sharpes > 0)),
+        "max_drawdown_median": float(np.median(path_mdds)),
+        "max_drawdown_worst": float(np.min(path_mdds)),
+        "ic_mean": _nanmean([f["ic"] for f in folds]),
+        "rmse_mean": float(np.mean([f["rmse"] for f in folds])),
+        "hit_rate_mean": float(np.mean([f["hit_rate"] for f in folds])),
+        "n_paths": n_paths,
+        "n_splits": len(splits),
+        "n_configs": len(configs),
+        "n_rows": frame.height,
+        "n_trials": len(configs),
+    }
+    grid = []
+    for c, b in enumerate(by_config):
+        finite = b["sr"][np.isfinite(b["sr"])]
+        grid.append(
+            {
+                "config": c,
+                "params": configs[c],
+                "sharpe_median": _median(b["sr"]) * math.sqrt(periods_per_year)
+                if finite.size
+                else math.nan,
+                "ic_mean": _nanmean([o["ic"] for o in outcomes if o["config"] == c]),
+            }
+        )
+    return BacktestResult(
+        cv={
+            "n_groups": cv.n_groups,
+            "n_test_groups": cv.n_test_groups,
+            "embargo_pct": cv.embargo_pct,
+            "purge_pct": cv.purge_pct,
+            "n_splits": len(splits),
+            "n_paths": n_paths,
+        },
+        configs=configs,
+        selected_config=selected,
+        fold_metrics=folds,
+        grid=grid,
+        period_ts=period_ts,
+        path_returns=best["returns"],
+        path_predictions=best["preds"],
+        path_metrics=path_metrics,
+        metrics=metrics,
+        passed=passed,
+        reasons=reasons,
+        thresholds=thresholds,
+        strategy={
+            "rule": RULE,
+            "return_source": source,
+            "holding_bars": horizon,
+            "periods_per_year": periods_per_year,
+            "pbo": pbo,
+        },
+        seed=seed,
+        all_fold_metrics=[{k: v for k, v in o.items() if k != "predictions"} for o in outcomes],
+    )
+
+
+def _distribution(name: str, values: np.ndarray) -> dict[str, float]:
+    """Median, mean, std (ddof = 1), min and max of the finite ``values`` (nan if none)."""
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return {f"{name}_{k}": math.nan for k in ("median", "mean", "std", "min", "max")}
+    return {
+        f"{name}_median": float(np.median(v)),
+        f"{name}_mean": float(v.mean()),
+        f"{name}_std": float(v.std(ddof=1)) if v.size > 1 else math.nan,
+        f"{name}_min": float(v.min()),
+        f"{name}_max": float(v.max()),
+    }
+
+
+def _ns(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values).astype("datetime64[ns]").view(np.int64)

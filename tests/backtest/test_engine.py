@@ -1,0 +1,150 @@
+"""The CPCV backtest engine on synthetic frames: verdicts, path recombination, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from quantcli.backtest import CombinatorialPurgedCV
+from quantcli.backtest.engine import LightGBMFactory, run_cpcv_backtest
+from quantcli.backtest.strategy import strategy_returns
+from quantcli.errors import InputError
+
+from .conftest import FEATURES
+
+SMALL_LGBM = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 20}
+
+
+def small_cv() -> CombinatorialPurgedCV:
+    return CombinatorialPurgedCV(n_groups=6, n_test_groups=2, embargo_pct=0.01)
+
+
+class NegatedModel:
+    """LightGBM with its predictions negated: a strategy that trades against the signal."""
+
+    def __init__(self):
+        self.inner = LightGBMFactory(SMALL_LGBM, seed=1)({})
+
+    def fit(self, X, y):
+        self.inner.fit(X, y)
+        return self
+
+    def predict(self, X):
+        return -self.inner.predict(X)
+
+
+def negated_factory(params):
+    return NegatedModel()
+
+
+class TrainSizeModel:
+    """Predicts its training-set size, plus 0.5 if a test row was among its training rows."""
+
+    def fit(self, X, y):
+        self.seen = set(X[:, 0].tolist())
+        return self
+
+    def predict(self, X):
+        leaked = np.array([row in self.seen for row in X[:, 0].tolist()], dtype=float)
+        return len(self.seen) + 0.5 * leaked
+
+
+def train_size_factory(params):
+    return TrainSizeModel()
+
+
+def test_strategy_rule_by_hand():
+    ts = np.array([0, 0, 0, 1, 1])
+    pred = np.array([0.3, -0.1, 0.0, 2.0, 1.0])
+    ret = np.array([0.01, 0.02, 0.05, -0.03, 0.01])
+    # t=0: (+0.01 - 0.02 + 0) / 3 ; t=1: (-0.03 + 0.01) / 2
+    assert strategy_returns(ts, pred, ret) == pytest.approx([-0.01 / 3, -0.01])
+
+
+def test_planted_signal_passes_and_negated_signal_fails(signal_frame):
+    good = run_cpcv_backtest(
+        signal_frame,
+        FEATURES,
+        model_factory=LightGBMFactory(SMALL_LGBM, seed=1),
+        cv=small_cv(),
+    )
+    assert good.passed, good.reasons
+    assert good.metrics["sharpe"] > 1.2 and good.metrics["psr"] > 0.95
+    assert good.metrics["ic_mean"] > 0.02
+    assert good.path_returns.shape == (5, signal_frame["ts"].n_unique())
+    assert good.metrics["dsr"] == pytest.approx(good.metrics["psr"])  # one trial: SR0 = 0
+    bad = run_cpcv_backtest(signal_frame, FEATURES, model_factory=negated_factory, cv=small_cv())
+    assert not bad.passed
+    assert bad.metrics["sharpe"] < 0
+    assert any(r.startswith("Sharpe ratio") for r in bad.reasons)
+    assert any(r.startswith("PSR") for r in bad.reasons)
+
+
+def test_paths_take_each_group_from_the_right_split_without_leaks(signal_frame):
+    frame = signal_frame.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("row"))
+    cv = small_cv()
+    res = run_cpcv_backtest(frame, ["row"], model_factory=train_size_factory, cv=cv)
+    n_train = {f["split"]: f["n_train"] for f in res.fold_metrics}
+    groups = cv.sample_groups(frame, timestamps=frame["ts"])
+    expected = np.array([[n_train[s] for s in path] for path in cv.path_splits()])
+    # integer predictions: no test row was ever in its training set
+    assert np.array_equal(res.path_predictions, expected[:, groups].astype(float))
+
+
+def test_deterministic_and_same_with_an_executor_object(signal_frame):
+    from quantcli.scale import LocalExecutor
+
+    kw = {"model_factory": LightGBMFactory(SMALL_LGBM, seed=7), "cv": small_cv()}
+    calls = []
+    a = run_cpcv_backtest(signal_frame, FEATURES, progress=lambda d, t: calls.append((d, t)), **kw)
+    b = run_cpcv_backtest(
+        signal_frame.sample(fraction=1.0, shuffle=True, seed=1),  # row order must not matter
+        FEATURES,
+        executor=LocalExecutor(),
+        **kw,
+    )
+    assert a.path_returns.tobytes() == b.path_returns.tobytes()
+    assert a.to_dict() == b.to_dict()
+    assert calls == [(i, 15) for i in range(1, 16)]
+
+
+def test_grid_gives_dsr_and_pbo(signal_frame):
+    grid = [{"num_leaves": 3}, {"num_leaves": 7}, {"learning_rate": 0.01}]
+    res = run_cpcv_backtest(
+        signal_frame,
+        FEATURES,
+        model_factory=LightGBMFactory({"n_estimators": 20, "min_child_samples": 20}, seed=1),
+        cv=small_cv(),
+        param_grid=grid,
+    )
+    d = res.to_dict()
+    assert len(d["grid"]) == 3 and d["selected_params"] == grid[res.selected_config]
+    best = max(g["sharpe_median"] for g in d["grid"])
+    assert d["grid"][res.selected_config]["sharpe_median"] == best
+    assert 0.0 <= d["metrics"]["pbo"] <= 1.0
+    assert d["metrics"]["dsr"] <= d["metrics"]["psr"]
+    assert d["strategy"]["pbo"]["n_blocks"] == 16
+
+
+def test_label_returns_on_non_overlapping_periods(signal_frame):
+    res = run_cpcv_backtest(
+        signal_frame.drop("fwd_return_1d"),
+        FEATURES,
+        model_factory=LightGBMFactory(SMALL_LGBM, seed=1),
+        cv=small_cv(),
+    )
+    assert res.strategy["return_source"] == "label"
+    assert res.strategy["holding_bars"] == 5
+    assert res.strategy["periods_per_year"] == pytest.approx(252 / 5)
+    assert res.path_returns.shape[1] == -(-signal_frame["ts"].n_unique() // 5)
+
+
+def test_frame_errors(signal_frame):
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['label_end'\]"):
+        run_cpcv_backtest(signal_frame.drop("label_end"), FEATURES)
+    bad = signal_frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("label")).alias("label")
+    )
+    with pytest.raises(InputError, match="column `label` has 1 null/NaN value"):
+        run_cpcv_backtest(bad, FEATURES)
