@@ -5,6 +5,22 @@ order**, so every caller's output is identical whichever executor ran it. Ray is
 (``pip install -e ".[ray]"``) and imported only when ``--executor ray`` is asked for.
 """
 
-from quantcli.scale.executor import Executor, LocalExecutor, RayExecutor, get_executor
+from quantcli.scale.executor import (
+    ENV_RAY_ADDRESS,
+    ClusterError,
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    get_executor,
+    resolve_ray_address,
+)
 
-__all__ = ["Executor", "LocalExecutor", "RayExecutor", "get_executor"]
+__all__ = [
+    "ENV_RAY_ADDRESS",
+    "ClusterError",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "get_executor",
+    "resolve_ray_address",
+]

@@ -1,15 +1,58 @@
-"""Local and Ray executors behind one ``map`` interface (see :mod:`quantcli.scale`)."""
+"""Local and Ray executors behind one ``map`` interface (see :mod:`quantcli.scale`).
+
+Contract shared by both executors (tests in ``tests/scale`` hold them to it):
+
+* ``map(fn, tasks)`` returns ``[fn(t) for t in tasks]`` **in task order**, whatever order the
+  tasks finished in, so a caller's output has the same bytes on either executor.
+* A failing task fails the whole map with the task's own exception (same type, same message, so
+  a :class:`~quantcli.errors.QuantCliError` keeps its exit code). When several tasks fail, the
+  one reported is the **lowest task index**, exactly what the local loop would have raised. The
+  exception carries ``task_index`` and a note ``task i of n on the <name> executor``.
+* ``on_done(i)`` is called once per finished task (for progress bars).
+
+The Ray executor adds what a cluster needs and a loop does not: large objects shared by every
+task (the same ``X`` matrix in each CPCV split) are put in the object store **once** instead of
+being pickled into every task; small tasks are chunked (about four chunks per cluster CPU) so the
+per-task scheduling cost (about a millisecond) does not dominate; a lost worker, node or cluster
+becomes a one-line :class:`ClusterError`; and joining an existing cluster checks that its workers
+run the same quantcli, Python, Polars and NumPy versions as the driver (different versions could
+give different numbers).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from quantcli._optional import import_optional
-from quantcli.errors import InputError
+from quantcli.errors import InputError, QuantCliError
 
 ENV_RAY_ADDRESS = "QCLI_RAY_ADDRESS"
+
+# Chunks per cluster CPU when chunking automatically: enough to balance uneven tasks, few enough
+# that Ray's per-task overhead stays negligible (the multiprocessing.Pool heuristic).
+CHUNKS_PER_CPU = 4
+
+# A top-level task member shared (by identity) by several tasks is put in the object store once
+# when its pickled size is at least this many bytes; smaller ones are cheaper to send inline.
+SHARE_MIN_BYTES = 64 * 1024
+
+_HOST_PORT = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+
+
+class ClusterError(QuantCliError, RuntimeError):
+    """The Ray cluster cannot be reached, lost a worker or node, or runs other versions (exit 2).
+
+    It is a resource problem, not a bug in the task: the message names the address or the task
+    and the hint says what to check.
+    """
+
+    exit_code = 2
 
 
 class Executor(Protocol):
@@ -24,37 +67,243 @@ class Executor(Protocol):
     ) -> list[Any]:
         """``[fn(t) for t in tasks]``, in task order; ``on_done(i)`` after each finished task.
 
-        The first task that raises fails the whole map with that exception.
+        The first task (lowest index) that raises fails the whole map with that exception.
         """
         ...
 
 
+def _tag_failure(exc: BaseException, index: int, n: int, executor: str) -> BaseException:
+    """Record which task failed on the exception itself (attribute + traceback note)."""
+    with contextlib.suppress(AttributeError):  # exceptions with __slots__ take no attribute
+        exc.task_index = index  # type: ignore[attr-defined]
+    note = f"task {index} of {n} on the {executor} executor"
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+    return exc
+
+
 class LocalExecutor:
-    """Runs tasks one after another in this process."""
+    """Runs tasks one after another in this process (the reference every executor must match)."""
 
     name = "local"
+    workers = 1
 
-    def map(self, fn, tasks, *, on_done=None):
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        *,
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        """``[fn(t) for t in tasks]``; see :class:`Executor`."""
+        tasks = list(tasks)
         out = []
         for i, task in enumerate(tasks):
-            out.append(fn(task))
+            try:
+                out.append(fn(task))
+            except Exception as exc:
+                raise _tag_failure(exc, i, len(tasks), self.name) from None
             if on_done is not None:
                 on_done(i)
         return out
 
+    def close(self) -> None:
+        """Nothing to release (symmetry with :meth:`RayExecutor.close`)."""
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def resolve_ray_address(address: str | None) -> str | None:
+    """The Ray address to use: ``address``, else ``$QCLI_RAY_ADDRESS``, else ``None``.
+
+    ``None`` means "start a local cluster on this machine". Accepted forms: ``auto`` (join the
+    cluster started on this machine by ``ray start``), ``local``, ``HOST:PORT`` (the GCS address
+    of a cluster this machine is a node of) and ``ray://HOST:PORT`` (Ray Client, e.g. the
+    ``<cluster>-head-svc:10001`` service of a KubeRay cluster).
+
+    Raises
+    ------
+    InputError
+        The address has none of these forms; the message names the option or variable.
+    """
+    source = "--ray-address"
+    if not address:
+        address = os.environ.get(ENV_RAY_ADDRESS) or None
+        source = f"${ENV_RAY_ADDRESS}"
+    if address is None:
+        return None
+    address = address.strip()
+    if address in ("auto", "local") or _HOST_PORT.match(address):
+        return address
+    raise InputError(
+        f"{source} '{address}' is not a Ray address",
+        hint="use auto, ray://HOST:PORT (Ray Client, e.g. a KubeRay head service on port 10001) "
+        "or HOST:PORT",
+    )
+
+
+def _run_chunk(fn: Callable[[Any], Any], chunk: list[tuple[int, Any]], *shared: Any) -> list:
+    """Ray task body: run ``fn`` on each ``(index, task)`` of a chunk, in order.
+
+    ``shared`` are the object-store values Ray resolved for this call; ``_Shared`` placeholders in
+    the tasks are swapped back for them so ``fn`` sees exactly the payload the caller built.
+    """
+    out = []
+    for index, task in chunk:
+        if shared:
+            task = _restore(task, shared)
+        try:
+            out.append(fn(task))
+        except Exception as exc:
+            exc.task_index = index  # type: ignore[attr-defined]  # read back on the driver
+            raise
+    return out
+
+
+class _Shared:
+    """Placeholder for the ``slot``-th shared object of a map (see :func:`_share`)."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+
+    def __reduce__(self):
+        return (_Shared, (self.slot,))
+
+
+def _members(task: Any) -> list[Any]:
+    if isinstance(task, tuple | list):
+        return list(task)
+    if isinstance(task, dict):
+        return list(task.values())
+    return []
+
+
+def _replace(task: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(task, tuple) and hasattr(task, "_fields"):  # namedtuple
+        return type(task)(*(fn(v) for v in task))
+    if isinstance(task, tuple | list):
+        return type(task)(fn(v) for v in task)
+    if isinstance(task, dict):
+        return {k: fn(v) for k, v in task.items()}
+    return task
+
+
+def _restore(task: Any, shared: tuple[Any, ...]) -> Any:
+    return _replace(task, lambda v: shared[v.slot] if isinstance(v, _Shared) else v)
+
+
+def _share(tasks: list[Any], min_bytes: int) -> tuple[list[Any], list[Any]]:
+    """Split out top-level task members that several tasks share by identity.
+
+    Returns the tasks with such members replaced by ``_Shared(slot)`` and the list of shared
+    objects (slot order). Only tuples, lists, namedtuples and dicts are inspected, one level
+    deep; a member counts as shared when the *same object* (``is``) appears in at least two tasks
+    and it is large (pickles to at least ``min_bytes``), so small scalars stay inline.
+    """
+    if len(tasks) < 2:
+        return tasks, []
+    seen: dict[int, int] = {}
+    objs: dict[int, Any] = {}
+    for task in tasks:
+        for m in _members(task):
+            if m is None or isinstance(m, bool | int | float | str | bytes):
+                continue
+            seen[id(m)] = seen.get(id(m), 0) + 1
+            objs[id(m)] = m
+    candidates = [k for k, c in seen.items() if c >= 2]
+    if not candidates:
+        return tasks, []
+    import pickle
+
+    slots: dict[int, int] = {}
+    shared: list[Any] = []
+    for key in candidates:
+        obj = objs[key]
+        try:
+            size = len(pickle.dumps(obj, protocol=5))
+        except Exception:  # unpicklable here: leave it to Ray's own serializer
+            continue
+        if size >= min_bytes:
+            slots[key] = len(shared)
+            shared.append(obj)
+    if not shared:
+        return tasks, []
+    rewritten = [
+        _replace(t, lambda v: _Shared(slots[id(v)]) if id(v) in slots else v) for t in tasks
+    ]
+    return rewritten, shared
+
+
+def _versions() -> dict[str, str]:
+    """Versions that change numbers if the driver and the workers disagree on them."""
+    import numpy
+    import polars
+
+    import quantcli
+
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "quantcli": quantcli.__version__,
+        "polars": polars.__version__,
+        "numpy": numpy.__version__,
+    }
+
 
 class RayExecutor:
-    """Runs each task as a Ray task; results come back in task order.
+    """Runs tasks as Ray tasks; results come back in task order.
 
-    ``address``: ``None`` starts (or joins) a local cluster; ``"auto"`` joins a running cluster;
-    ``"ray://HOST:PORT"`` connects through Ray Client. ``num_cpus`` applies to a local cluster only.
+    Parameters
+    ----------
+    address : str or None
+        ``None`` (and no ``$QCLI_RAY_ADDRESS``) starts a local cluster for this process;
+        ``"auto"`` joins a running cluster on this machine; ``"ray://HOST:PORT"`` connects
+        through Ray Client (KubeRay exposes it on the head service, port 10001). If Ray is
+        already initialized in this process (a test session, a notebook), that connection is
+        reused and ``address`` is ignored.
+    num_cpus : int or None
+        CPUs of a local cluster started here (default: all of this machine's). Ignored when
+        joining a cluster.
+    chunksize : int or None
+        Tasks per Ray task. ``None`` chooses ``ceil(n / (4 * cluster CPUs))``; ``1`` sends each
+        task on its own.
+    check_versions : bool or None
+        Check that workers run the driver's quantcli/Python/Polars/NumPy versions. ``None``
+        checks when joining an existing cluster (a local cluster started here shares this
+        interpreter, so there is nothing to check).
+
+    Raises
+    ------
+    MissingDependencyError
+        Ray is not installed; the message names the ``[ray]`` extra.
+    ClusterError
+        The cluster at ``address`` cannot be reached, or its workers run other versions.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        *,
+        chunksize: int | None = None,
+        check_versions: bool | None = None,
+    ) -> None:
+        if chunksize is not None and chunksize < 1:
+            raise InputError(f"chunksize must be at least 1, got chunksize={chunksize}")
+        if num_cpus is not None and num_cpus < 1:
+            raise InputError(f"num_cpus must be at least 1, got num_cpus={num_cpus}")
         self.ray = import_optional("ray", purpose="--executor ray")
-        self.address = address or os.environ.get(ENV_RAY_ADDRESS) or None
+        self.address = resolve_ray_address(address)
+        self.chunksize = chunksize
+        self._started = False
+        joined = False
         if not self.ray.is_initialized():
             kwargs: dict[str, Any] = {
                 "include_dashboard": False,
@@ -62,42 +311,198 @@ class RayExecutor:
                 "configure_logging": False,
             }
             if self.address:
+                _probe(self.address)
                 kwargs["address"] = self.address
+                joined = self.address != "local"
             else:
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-            self.ray.init(**kwargs)
+            try:
+                self.ray.init(**kwargs)
+            except (ConnectionError, TimeoutError, ValueError) as exc:
+                where = self.address or "a new local cluster"
+                raise ClusterError(
+                    f"cannot connect to the Ray cluster at {where}: {_first_line(exc)}",
+                    hint="check --ray-address / $QCLI_RAY_ADDRESS and that the cluster is up "
+                    "(`ray status` on the head node)",
+                ) from exc
+            self._started = True
+        if check_versions or (check_versions is None and joined):
+            self.check_versions()
 
-    def map(self, fn, tasks, *, on_done=None):
+    @property
+    def workers(self) -> int:
+        """CPUs in the cluster right now (the number of tasks that can run at once)."""
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def check_versions(self) -> dict[str, str]:
+        """Run one task on the cluster and compare its versions with the driver's.
+
+        Returns the worker's versions; raises :class:`ClusterError` naming every mismatch.
+        """
         ray = self.ray
-        remote = ray.remote(max_retries=0)(fn)
-        refs = [remote.remote(task) for task in tasks]
-        index = {ref: i for i, ref in enumerate(refs)}
-        results: list[Any] = [None] * len(refs)
+        worker = ray.get(ray.remote(max_retries=0)(_versions).remote())
+        driver = _versions()
+        diff = [f"{k} {worker.get(k)} on workers vs {v} here" for k, v in driver.items()
+                if worker.get(k) != v]  # fmt: skip
+        if diff:
+            raise ClusterError(
+                "the Ray cluster runs other versions than this driver: " + "; ".join(diff),
+                hint="install the same quantcli and dependencies in the cluster image "
+                "(pip install 'quantcli[ray]==<version>') so results are identical",
+            )
+        return worker
+
+    def _chunksize(self, n: int) -> int:
+        if self.chunksize is not None:
+            return self.chunksize
+        return max(1, math.ceil(n / (CHUNKS_PER_CPU * self.workers)))
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        tasks: Sequence[Any],
+        *,
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        """``[fn(t) for t in tasks]`` run on the cluster; see :class:`Executor`.
+
+        ``fn`` must be importable on the workers (a top-level function of an installed module),
+        and every task and result picklable.
+        """
+        ray = self.ray
+        tasks = list(tasks)
+        n = len(tasks)
+        if n == 0:
+            return []
+        payloads, shared = _share(tasks, SHARE_MIN_BYTES)
+        # Top-level ObjectRef arguments are resolved by Ray before the task runs (zero-copy for
+        # NumPy/Arrow buffers), so each shared object crosses to a node once, not once per task.
+        shared_refs = [ray.put(obj) for obj in shared]
+        size = self._chunksize(n)
+        chunks = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
+        remote = ray.remote(max_retries=0)(_run_chunk)
+        refs = [remote.remote(fn, [(i, payloads[i]) for i in c], *shared_refs) for c in chunks]
+        chunk_of = {ref: k for k, ref in enumerate(refs)}
+        results: list[Any] = [None] * n
         pending = list(refs)
-        try:
-            while pending:
+        failed: tuple[int, BaseException] | None = None  # (task index, exception)
+        while pending:
+            try:
                 done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    i = index[ref]
-                    results[i] = ray.get(ref)  # re-raises the task's exception
-                    if on_done is not None:
+            except Exception as exc:  # the cluster itself went away
+                raise _cluster_error(exc, None, n) from exc
+            for ref in done:
+                k = chunk_of[ref]
+                try:
+                    values = ray.get(ref)
+                except Exception as exc:
+                    index, err = self._unwrap(exc, chunks[k][0], n)
+                    if failed is None or index < failed[0]:
+                        failed = (index, err)
+                    # Tasks after the failure are not needed; tasks before it still run, so the
+                    # error reported is the lowest-index one, as on the local executor.
+                    for other in pending:
+                        if chunks[chunk_of[other]][0] > index:
+                            ray.cancel(other)
+                    pending = [p for p in pending if chunks[chunk_of[p]][0] < index]
+                    continue
+                for i, value in zip(chunks[k], values, strict=True):
+                    results[i] = value
+                    if on_done is not None and failed is None:
                         on_done(i)
-        except Exception as exc:
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, BaseException):
-                raise cause from None
-            raise
+        if failed is not None:
+            raise failed[1]
         return results
 
+    def _unwrap(self, exc: Exception, first: int, n: int) -> tuple[int, BaseException]:
+        """The task's own exception (tagged with its index) out of Ray's wrapper."""
+        ray_exc = self.ray.exceptions
+        if isinstance(exc, ray_exc.RayTaskError):
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ray_exc.RayError):
+                # Ray itself failed inside the worker, typically unpickling the task because the
+                # function's module is not installed there: an environment problem, not a bug.
+                return first, _cluster_error(cause, first, n)
+            err: BaseException = cause if isinstance(cause, BaseException) else exc
+            index = getattr(err, "task_index", first)
+            return index, _tag_failure(err, index, n, self.name)
+        return first, _cluster_error(exc, first, n)
 
-def get_executor(name: str = "local", address: str | None = None) -> Executor:
-    """The executor called ``name`` (``local`` or ``ray``)."""
+    def close(self) -> None:
+        """Disconnect from (or stop) the cluster if this executor started the connection."""
+        if self._started and self.ray.is_initialized():
+            self.ray.shutdown()
+        self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# Seconds to wait for a TCP connection to a HOST:PORT address before giving up. Without this probe
+# ray.init retries an unreachable GCS address for minutes, and a Ray Client address for 30 s.
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(address: str) -> None:
+    """Fail fast with :class:`ClusterError` if a ``[ray://]HOST:PORT`` address does not answer."""
+    if address in ("auto", "local"):
+        return  # ray.init finds (or fails to find) the local cluster itself, quickly
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}",
+            hint="check --ray-address / $QCLI_RAY_ADDRESS (Ray Client listens on port 10001, "
+            "the GCS on 6379) and that the cluster is up (`ray status` on the head node)",
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _cluster_error(exc: BaseException, index: int | None, n: int) -> ClusterError:
+    where = f"task {index} of {n}" if index is not None else f"a map of {n} tasks"
+    return ClusterError(
+        f"the Ray cluster failed while running {where}: {type(exc).__name__}: {_first_line(exc)}",
+        hint="a worker or node died (out of memory?) or the cluster went away; "
+        "check `ray status` and rerun (the store was not changed)",
+    )
+
+
+def get_executor(
+    name: str | Executor = "local", address: str | None = None, **kwargs: Any
+) -> Executor:
+    """The executor called ``name`` (``local`` or ``ray``); an executor instance passes through.
+
+    ``address`` (``--ray-address``) only applies to ``ray``; ``kwargs`` go to
+    :class:`RayExecutor` (``num_cpus``, ``chunksize``, ``check_versions``).
+
+    Examples
+    --------
+    >>> get_executor("local").map(abs, [-2, 1, -3])
+    [2, 1, 3]
+    """
+    if not isinstance(name, str):
+        if hasattr(name, "map"):
+            return name
+        raise InputError(f"executor must be 'local', 'ray' or an executor, got {name!r}")
     if name == "local":
         if address:
-            raise InputError("--ray-address only applies with --executor ray")
+            raise InputError(
+                "--ray-address only applies with --executor ray",
+                hint="add --executor ray, or drop --ray-address",
+            )
         return LocalExecutor()
     if name == "ray":
-        return RayExecutor(address=address)
+        return RayExecutor(address=address, **kwargs)
     raise InputError(f"unknown --executor '{name}'", hint="use --executor local or --executor ray")
