@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from quantcli.cli._common import JsonOpt, emit, note, progress
-from quantcli.data.validation import DEFAULT_OUTLIER_Z
+from quantcli.data.defaults import DEFAULT_OUTLIER_Z
 
 app = typer.Typer(
     help="Ingest, validate and summarise OHLCV bars in the offline store.", no_args_is_help=True

@@ -1,6 +1,7 @@
 """Bars in: the bundled sample, the synthetic universe, reading, validation and ingest.
 
-Public API (re-exported here):
+Public API (re-exported here, loaded on first use so that ``import quantcli.data.defaults``
+-- what the CLI needs at startup -- stays free of polars and duckdb):
 
 * :func:`load_sample` -- the real SPX/IXIC daily bars bundled with the package.
 * :func:`synthetic_universe` -- a seeded GARCH universe for tests and benchmarks.
@@ -11,12 +12,46 @@ Public API (re-exported here):
 * :func:`bars_summary` -- symbols, row counts and date ranges of the stored bars.
 """
 
-from quantcli.data.ingest import IngestResult, ingest_files, ingest_frame, ingest_sample
-from quantcli.data.reader import read_bars
-from quantcli.data.sample import load_sample
-from quantcli.data.summary import bars_summary
-from quantcli.data.synthetic import synthetic_universe
-from quantcli.data.validation import QualityIssue, QualityReport, validate_bars
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "IngestResult": "quantcli.data.ingest",
+    "ingest_files": "quantcli.data.ingest",
+    "ingest_frame": "quantcli.data.ingest",
+    "ingest_sample": "quantcli.data.ingest",
+    "read_bars": "quantcli.data.reader",
+    "load_sample": "quantcli.data.sample",
+    "bars_summary": "quantcli.data.summary",
+    "synthetic_universe": "quantcli.data.synthetic",
+    "QualityIssue": "quantcli.data.validation",
+    "QualityReport": "quantcli.data.validation",
+    "validate_bars": "quantcli.data.validation",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from quantcli.data.ingest import IngestResult, ingest_files, ingest_frame, ingest_sample
+    from quantcli.data.reader import read_bars
+    from quantcli.data.sample import load_sample
+    from quantcli.data.summary import bars_summary
+    from quantcli.data.synthetic import synthetic_universe
+    from quantcli.data.validation import QualityIssue, QualityReport, validate_bars
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quantcli.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __all__ = [
     "IngestResult",

@@ -24,12 +24,13 @@ check                  severity  condition
                                  ``outlier_z`` (see below)
 =====================  ========  ==============================================================
 
-The outlier score of a bar is ``z = (r - median(r)) / (1.4826 * MAD(r))`` where
+The outlier score of a bar is ``z = (r - median(r)) / (k * MAD(r))`` where
 ``r = ln(close_t / close_{t-1})`` is the one-bar log return within the symbol (bars ordered by
-``ts``) and ``MAD`` the median absolute deviation of that symbol's returns; ``1.4826 * MAD`` is
-a consistent estimate of the standard deviation for normal returns, robust to the outliers
-themselves. Symbols with fewer than :data:`MIN_RETURNS_FOR_OUTLIERS` returns, or a MAD of 0,
-are not scored.
+``ts``) and ``MAD`` the median absolute deviation of that symbol's returns;
+``k = 1 / Phi^-1(3/4) = 1.482602...`` makes ``k * MAD`` a consistent estimate of the standard
+deviation for normal returns (``scipy.stats.median_abs_deviation(scale="normal")``), robust to
+the outliers themselves. Symbols with fewer than :data:`MIN_RETURNS_FOR_OUTLIERS` returns, or a
+MAD of 0, are not scored.
 
 Locations: a CSV row is named by its **file line number** (the header is line 1, so the first
 bar is line 2); a Parquet row or a frame row by its **0-based row index** ("row 0").
@@ -39,23 +40,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import polars as pl
 
+from quantcli.data.defaults import DEFAULT_OUTLIER_Z
 from quantcli.errors import DataValidationError, InputError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 NUMERIC_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 
-#: Default robust z-score beyond which a one-bar log return is reported as an outlier. Daily
-#: index returns are fat-tailed: on the bundled sample the largest real moves (October 2008,
-#: January 2001) reach |z| = 13.8, so the default sits above them and flags what is rare even
-#: for fat tails (a mis-keyed price, a missing split adjustment).
-DEFAULT_OUTLIER_Z: float = 15.0
 #: A symbol needs this many one-bar returns before its median and MAD mean anything.
 MIN_RETURNS_FOR_OUTLIERS: int = 20
+#: Scale that turns a MAD into a standard deviation under normality: 1 / Phi^-1(0.75).
+MAD_TO_SIGMA: float = 1.0 / NormalDist().inv_cdf(0.75)
 #: How many example locations each issue keeps (the count is always exact).
 MAX_EXAMPLES: int = 5
 
@@ -429,7 +429,7 @@ def _score_sorted(srt: pl.DataFrame) -> pl.DataFrame:
         pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("log_return")
     ).with_columns(
         pl.when((n >= MIN_RETURNS_FOR_OUTLIERS) & (mad > 0))
-        .then((r - med) / (1.4826 * mad))
+        .then((r - med) / (MAD_TO_SIGMA * mad))
         .otherwise(None)
         .alias("robust_z")
     )
@@ -480,7 +480,7 @@ def raise_for(issues: list[QualityIssue], source: str) -> None:
     first = issues[0]
     others = ", ".join(f"{i.check} x{i.count}" for i in issues)
     raise DataValidationError(
-        f"{first.first_location()} [{first.check}]; {total} error(s) in {source}: {others}",
+        f"{first.first_location()} ({first.check}); {total} error(s) in {source}: {others}",
         issues=[i.to_dict() for i in issues],
         hint="fix the rows named above; nothing was written",
     )

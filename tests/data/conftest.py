@@ -1,0 +1,62 @@
+"""Helpers for the data-layer tests: run the real CLI, snapshot the real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+
+def run_qcli(
+    *args: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``python -m quantcli ARGS`` in a subprocess (inherits $QCLI_HOME from the fixture)."""
+    return subprocess.run(
+        [sys.executable, "-m", "quantcli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def snapshot(home: Path) -> dict[str, list[tuple]] | None:
+    """Every row of ``bars`` and ``ingests`` (sorted), or None if there is no store file."""
+    path = home / "offline.duckdb"
+    if not path.exists():
+        return None
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return {
+            "bars": con.execute("SELECT * FROM bars ORDER BY symbol, ts").fetchall(),
+            "ingests": con.execute("SELECT * FROM ingests ORDER BY ingest_id").fetchall(),
+        }
+    finally:
+        con.close()
+
+
+def stored_bars(home: Path) -> pl.DataFrame:
+    con = duckdb.connect(str(home / "offline.duckdb"), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return pl.from_arrow(con.sql("SELECT * FROM bars ORDER BY symbol, ts").to_arrow_table())
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def write_csv(tmp_path: Path):
+    """Write CSV text to a file under tmp_path and return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        p = tmp_path / name
+        p.write_text(text)
+        return p
+
+    return _write

@@ -1,0 +1,204 @@
+"""Ingest into a real DuckDB store: round trip, idempotence, all-or-nothing, kill -9, busy store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import duckdb
+import polars as pl
+import pytest
+
+from quantcli.data import ingest_frame, ingest_sample, load_sample, synthetic_universe
+from quantcli.data.ingest import TEST_HOOK_ENV, TEST_HOOK_MARKER, bars_sha256
+from quantcli.errors import DataValidationError
+from quantcli.store.offline import OfflineStore
+from tests.data.conftest import run_qcli, snapshot, stored_bars
+
+BAD_CSV = """date,symbol,open,high,low,close,volume
+2020-01-02,AAA,10,11,9,10.5,1000
+2020-01-03,AAA,10.5,10.2,10,11,1200
+2020-01-06,AAA,11,11.5,10.5,11.2,900
+"""
+
+
+def test_sample_round_trips_and_records_the_ingest(qcli_home):
+    result = ingest_sample()
+    assert (result.rows_in, result.rows_inserted, result.rows_updated) == (10062, 10062, 0)
+    assert stored_bars(qcli_home).equals(load_sample())
+    assert result.input_sha256 == bars_sha256(load_sample())
+    con = duckdb.connect(str(qcli_home / "offline.duckdb"), read_only=True)
+    sources, quality, ins = con.execute(
+        "SELECT sources, quality, rows_inserted FROM ingests"
+    ).fetchone()
+    con.close()
+    assert json.loads(sources) == ["sample:ndx_daily.csv.gz", "sample:spx_daily.csv.gz"]
+    warnings = {w["check"]: w["count"] for w in json.loads(quality)["warnings"]}
+    assert warnings == {"zero_volume": 2, "naive_timestamp": 10062}
+    assert ins == 10062
+
+
+def test_reingest_is_idempotent_and_changes_are_upserted(qcli_home):
+    bars = synthetic_universe(4, 50, seed=11)
+    ingest_frame(bars)
+    before = snapshot(qcli_home)["bars"]
+    again = ingest_frame(bars)
+    assert (again.rows_inserted, again.rows_updated, again.rows_unchanged) == (0, 0, 200)
+    assert snapshot(qcli_home)["bars"] == before
+    # change 3 bars (still valid) and add 1 new symbol of 50 bars
+    changed = bars.with_columns(
+        pl.when(pl.int_range(0, pl.len()).is_in([0, 60, 199]))
+        .then(pl.col("volume") + 1)
+        .otherwise(pl.col("volume"))
+        .alias("volume")
+    )
+    extra = synthetic_universe(5, 50, seed=11).filter(pl.col("symbol") == "SYM0004")
+    res = ingest_frame(pl.concat([changed, extra]))
+    assert (res.rows_inserted, res.rows_updated, res.rows_unchanged) == (50, 3, 197)
+    stored = stored_bars(qcli_home)
+    assert stored.height == 250
+    assert stored.equals(pl.concat([changed, extra]).sort("symbol", "ts"))
+
+
+def test_refused_frame_leaves_store_as_it_was(qcli_home):
+    ingest_frame(synthetic_universe(2, 30, seed=1))
+    before = snapshot(qcli_home)
+    bad = synthetic_universe(2, 30, seed=2).with_columns(
+        pl.when(pl.int_range(0, pl.len()) == 45)
+        .then(-1.0)
+        .otherwise(pl.col("close"))
+        .alias("close")
+    )
+    with pytest.raises(DataValidationError, match="row 45, column 'close'"):
+        ingest_frame(bad)
+    assert snapshot(qcli_home) == before
+
+
+def test_exception_inside_the_transaction_rolls_back(qcli_home, monkeypatch):
+    ingest_frame(synthetic_universe(2, 30, seed=1))
+    before = snapshot(qcli_home)
+
+    def boom() -> None:
+        raise RuntimeError("injected failure after the insert")
+
+    monkeypatch.setattr("quantcli.data.ingest._test_hook", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        ingest_frame(synthetic_universe(3, 40, seed=5))
+    assert snapshot(qcli_home) == before
+
+
+def test_cli_bad_row_exit_2_names_line_and_column_store_unchanged(qcli_home, write_csv):
+    assert run_qcli("data", "ingest", "--sample").returncode == 0
+    before = snapshot(qcli_home)
+    path = write_csv("bad.csv", BAD_CSV)
+    out = run_qcli("data", "ingest", str(path))
+    assert out.returncode == 2, out.stderr
+    first = out.stderr.strip().splitlines()[0]
+    assert first.startswith(f"Error: {path} line 3, column 'high': high=10.2 is below")
+    assert "(ohlc_inconsistent); 1 error(s)" in first
+    assert snapshot(qcli_home) == before
+
+
+def test_cli_refused_input_creates_no_store(qcli_home, write_csv):
+    out = run_qcli("data", "ingest", str(write_csv("bad.csv", BAD_CSV)))
+    assert out.returncode == 2
+    assert snapshot(qcli_home) is None
+
+
+def test_cli_twice_same_file_json(qcli_home, write_csv):
+    good = BAD_CSV.replace("10.5,10.2,10,11", "10.5,12,10,11")
+    path = write_csv("good.csv", good)
+    first = json.loads(run_qcli("data", "ingest", str(path), "--json").stdout)
+    second = json.loads(run_qcli("data", "ingest", str(path), "--json").stdout)
+    assert (first["rows_inserted"], second["rows_inserted"], second["rows_unchanged"]) == (3, 0, 3)
+    assert first["input_sha256"] == second["input_sha256"]
+    assert len(snapshot(qcli_home)["bars"]) == 3
+    summary = json.loads(run_qcli("data", "summary", "--json").stdout)
+    assert summary["by_symbol"] == [
+        {
+            "symbol": "AAA",
+            "rows": 3,
+            "first_ts": "2020-01-02T00:00:00+00:00",
+            "last_ts": "2020-01-06T00:00:00+00:00",
+        }
+    ]
+    assert [i["rows_inserted"] for i in summary["ingests"]] == [0, 3]
+
+
+def test_cli_usage_errors_exit_2(qcli_home, write_csv):
+    assert run_qcli("data", "ingest").returncode == 2
+    both = run_qcli("data", "ingest", "--sample", str(write_csv("x.csv", BAD_CSV)))
+    assert both.returncode == 2 and "not both" in both.stderr
+    summary = run_qcli("data", "summary")
+    assert summary.returncode == 2 and "qcli data ingest" in summary.stderr
+
+
+def test_cli_validate_writes_nothing(qcli_home, write_csv):
+    ok = run_qcli(
+        "data", "validate", str(write_csv("s.csv", BAD_CSV.replace("10.2", "12"))), "--json"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["quality"]["warnings"][0]["check"] == "naive_timestamp"
+    bad = run_qcli("data", "validate", str(write_csv("b.csv", BAD_CSV)))
+    assert bad.returncode == 2
+    assert snapshot(qcli_home) is None
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_inside_the_transaction_leaves_store_intact(qcli_home, tmp_path):
+    ingest_sample()
+    before = snapshot(qcli_home)
+    big = tmp_path / "big.parquet"
+    synthetic_universe(200, 1000, seed=9).write_parquet(big)  # 200 k bars
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantcli", "data", "ingest", str(big)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, TEST_HOOK_ENV: "60"},
+    )
+    try:
+        for line in proc.stderr:  # the hook prints its marker after the inserts, before COMMIT
+            if TEST_HOOK_MARKER in line:
+                break
+        else:
+            pytest.fail(f"ingest ended without reaching the hook (rc={proc.wait()})")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert snapshot(qcli_home) == before
+    # and the store is usable afterwards
+    assert ingest_frame(synthetic_universe(1, 10, seed=1)).rows_inserted == 10
+
+
+@pytest.mark.timeout(120)
+def test_second_process_gets_store_busy_exit_2(qcli_home):
+    OfflineStore().close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom quantcli.store.offline import OfflineStore\n"
+            "s = OfflineStore()\nprint('ready', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        for args in (("data", "ingest", "--sample"), ("data", "summary")):
+            out = run_qcli(*args, env={"QCLI_BUSY_TIMEOUT": "0.5"})
+            assert out.returncode == 2, out.stderr
+            assert out.stderr.startswith("Error: store is busy"), out.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert run_qcli("data", "ingest", "--sample").returncode == 0
+    assert snapshot(qcli_home) is not None and len(snapshot(qcli_home)["bars"]) == 10062

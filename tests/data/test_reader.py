@@ -1,0 +1,139 @@
+"""read_bars: column aliases, symbols, timestamp parsing, locations of unparseable values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from quantcli.data import read_bars
+from quantcli.data.ingest import read_files
+from quantcli.errors import DataValidationError, InputError
+
+GOOD = """Date,Open,HIGH,low,Close,Volume,Adj Close
+2020-01-02,10,11,9,10.5,1000,10.4
+2020-01-03,10.5,12,10,11,1200,10.9
+2020-01-06,11,11.5,10.5,11.2,900,11.1
+"""
+
+
+def test_case_insensitive_aliases_and_ignored_columns(write_csv):
+    raw = read_bars(write_csv("a.csv", GOOD), symbol="AAA")
+    df = raw.frame
+    assert raw.location_kind == "line"
+    assert raw.ignored_columns == ["Adj Close"]
+    assert df["symbol"].to_list() == ["AAA"] * 3
+    assert df["ts"].to_list()[0] == datetime(2020, 1, 2, tzinfo=UTC)
+    assert df.schema["ts"] == pl.Datetime("us", "UTC")
+    assert df["close"].to_list() == [10.5, 11.0, 11.2]
+    assert df["__line"].to_list() == [2, 3, 4]  # header is line 1
+    assert df["__naive_ts"].all()
+
+
+def test_symbol_column_ticker_alias(write_csv):
+    text = "timestamp,ticker,open,high,low,close,volume\n2020-01-02,XYZ,1,2,1,2,5\n"
+    assert read_bars(write_csv("t.csv", text)).frame["symbol"].to_list() == ["XYZ"]
+
+
+def test_missing_symbol_needs_the_option(write_csv):
+    with pytest.raises(InputError, match=r"a\.csv: no symbol column.*") as info:
+        read_bars(write_csv("a.csv", GOOD))
+    assert "--symbol" in info.value.hint
+
+
+def test_symbol_option_must_agree_with_the_column(write_csv):
+    text = (
+        "ts,symbol,open,high,low,close,volume\n2020-01-02,AAA,1,2,1,2,5\n2020-01-03,BBB,1,2,1,2,5\n"
+    )
+    with pytest.raises(InputError, match=r"b\.csv line 3: symbol 'BBB' contradicts --symbol AAA"):
+        read_bars(write_csv("b.csv", text), symbol="AAA")
+
+
+def test_offsets_are_converted_to_utc_and_not_flagged_naive(write_csv):
+    text = (
+        "ts,symbol,open,high,low,close,volume\n"
+        "2020-01-02T10:00:00+02:00,A,1,2,1,2,5\n"
+        "2020-01-02T10:00:00Z,B,1,2,1,2,5\n"
+        "2020-01-02 10:00:00.250,C,1,2,1,2,5\n"
+    )
+    df = read_bars(write_csv("z.csv", text)).frame
+    assert df["ts"].to_list() == [
+        datetime(2020, 1, 2, 8, tzinfo=UTC),
+        datetime(2020, 1, 2, 10, tzinfo=UTC),
+        datetime(2020, 1, 2, 10, 0, 0, 250000, tzinfo=UTC),
+    ]
+    assert df["__naive_ts"].to_list() == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("cell", "column", "line"),
+    [("2020-13-45", "ts", 3), ("12,5", "close", 4), ("n/a", "volume", 2)],
+)
+def test_unparseable_value_names_file_line_and_column(write_csv, cell, column, line):
+    rows = GOOD.splitlines()
+    cols = rows[0].lower().split(",")
+    cols[0] = "ts"
+    idx = cols.index(column)
+    fields = rows[line - 1].split(",")
+    fields[idx] = f'"{cell}"'
+    rows[line - 1] = ",".join(fields)
+    path = write_csv("bad.csv", "\n".join(rows) + "\n")
+    with pytest.raises(DataValidationError) as info:
+        read_bars(path, symbol="X")
+    assert str(info.value).startswith(f"{path} line {line}, column '{column}': cannot parse")
+    assert info.value.issues[0]["check"] == "unparseable"
+    assert info.value.exit_code == 2
+
+
+def test_missing_columns_are_listed(write_csv):
+    with pytest.raises(DataValidationError, match=r"missing required column\(s\) low, volume"):
+        read_bars(write_csv("m.csv", "ts,open,high,close\n2020-01-02,1,2,1\n"), symbol="X")
+
+
+def test_ambiguous_time_columns_are_refused(write_csv):
+    text = "date,timestamp,open,high,low,close,volume\n2020-01-02,2020-01-02,1,2,1,2,5\n"
+    with pytest.raises(InputError, match="ambiguous ts column"):
+        read_bars(write_csv("amb.csv", text), symbol="X")
+
+
+def test_unsupported_and_missing_files(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(InputError, match="unsupported file type"):
+        read_bars(tmp_path / "a.json")
+    with pytest.raises(InputError, match="no such file"):
+        read_bars(tmp_path / "nope.csv")
+
+
+def test_parquet_rows_are_row_indices_and_zones_convert(tmp_path):
+    df = pl.DataFrame(
+        {
+            "Symbol": ["A", "A"],
+            "Timestamp": [datetime(2020, 1, 2, 9, 30), datetime(2020, 1, 3, 9, 30)],
+            "open": [1, 2],  # integers are read as Float64
+            "high": [2.0, 3.0],
+            "low": [1.0, 1.5],
+            "close": [2.0, 2.5],
+            "volume": [10, 20],
+        }
+    ).with_columns(pl.col("Timestamp").dt.replace_time_zone("America/New_York"))
+    path = tmp_path / "a.parquet"
+    df.write_parquet(path)
+    raw = read_bars(path)
+    assert raw.location_kind == "row"
+    assert raw.frame["__line"].to_list() == [0, 1]
+    assert raw.frame["ts"][0] == datetime(2020, 1, 2, 14, 30, tzinfo=UTC)
+    assert not raw.frame["__naive_ts"].any()
+    assert raw.frame.schema["open"] == pl.Float64
+
+
+def test_duplicates_across_files_name_both_files(write_csv):
+    a = write_csv("a.csv", GOOD)
+    b = write_csv("b.csv", GOOD.splitlines()[0] + "\n" + GOOD.splitlines()[2] + "\n")
+    with pytest.raises(DataValidationError) as info:
+        read_files([a, b], "X")
+    examples = info.value.issues[0]["examples"]
+    assert [(e["source"], e["location"]) for e in examples] == [
+        (str(a), "line 3"),
+        (str(b), "line 2"),
+    ]
