@@ -22,12 +22,16 @@ give different numbers).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
 
 from quantcli._optional import import_optional
 from quantcli.errors import InputError, QuantCliError
@@ -176,7 +180,18 @@ class _Shared:
         return (_Shared, (self.slot,))
 
 
+def _is_dataclass_payload(task: Any) -> bool:
+    # Only dataclasses whose every field goes through __init__ can be rebuilt with replace().
+    return (
+        dataclasses.is_dataclass(task)
+        and not isinstance(task, type)
+        and all(f.init for f in dataclasses.fields(task))
+    )
+
+
 def _members(task: Any) -> list[Any]:
+    if _is_dataclass_payload(task):
+        return [getattr(task, f.name) for f in dataclasses.fields(task)]
     if isinstance(task, tuple | list):
         return list(task)
     if isinstance(task, dict):
@@ -185,6 +200,10 @@ def _members(task: Any) -> list[Any]:
 
 
 def _replace(task: Any, fn: Callable[[Any], Any]) -> Any:
+    if _is_dataclass_payload(task):
+        return dataclasses.replace(
+            task, **{f.name: fn(getattr(task, f.name)) for f in dataclasses.fields(task)}
+        )
     if isinstance(task, tuple) and hasattr(task, "_fields"):  # namedtuple
         return type(task)(*(fn(v) for v in task))
     if isinstance(task, tuple | list):
@@ -202,9 +221,10 @@ def _share(tasks: list[Any], min_bytes: int) -> tuple[list[Any], list[Any]]:
     """Split out top-level task members that several tasks share by identity.
 
     Returns the tasks with such members replaced by ``_Shared(slot)`` and the list of shared
-    objects (slot order). Only tuples, lists, namedtuples and dicts are inspected, one level
-    deep; a member counts as shared when the *same object* (``is``) appears in at least two tasks
-    and it is large (pickles to at least ``min_bytes``), so small scalars stay inline.
+    objects (slot order). Only tuples, lists, namedtuples, dicts and dataclasses (such as the
+    CPCV ``SplitTask`` carrying the same ``X`` and ``y``) are inspected, one level deep; a
+    member counts as shared when the *same object* (``is``) appears in at least two tasks and it
+    is large (pickles to at least ``min_bytes``), so small scalars stay inline.
     """
     if len(tasks) < 2:
         return tasks, []
@@ -225,19 +245,33 @@ def _share(tasks: list[Any], min_bytes: int) -> tuple[list[Any], list[Any]]:
     shared: list[Any] = []
     for key in candidates:
         obj = objs[key]
-        try:
-            size = len(pickle.dumps(obj, protocol=5))
-        except Exception:  # unpicklable here: leave it to Ray's own serializer
+        size = _size_bytes(obj, pickle)
+        if size is None:  # unpicklable here: leave it to Ray's own serializer
             continue
         if size >= min_bytes:
             slots[key] = len(shared)
             shared.append(obj)
     if not shared:
         return tasks, []
-    rewritten = [
-        _replace(t, lambda v: _Shared(slots[id(v)]) if id(v) in slots else v) for t in tasks
-    ]
+    try:
+        rewritten = [
+            _replace(t, lambda v: _Shared(slots[id(v)]) if id(v) in slots else v) for t in tasks
+        ]
+    except Exception:  # a payload that validates its fields (__post_init__): send it whole
+        return tasks, []
     return rewritten, shared
+
+
+def _size_bytes(obj: Any, pickle: Any) -> int | None:
+    """Serialized size of ``obj`` in bytes (buffer size for arrays/frames, no copy made)."""
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, pl.DataFrame):
+        return int(obj.estimated_size())
+    try:
+        return len(pickle.dumps(obj, protocol=5))
+    except Exception:
+        return None
 
 
 def _versions() -> dict[str, str]:

@@ -22,9 +22,9 @@ def ray_cluster():
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
-            # Test modules are imported by pytest from their own directory; the workers need the
-            # same path to unpickle the task functions defined in them (quantcli is installed).
-            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+            # pytest imports this package as `scale.*` from tests/; the workers need the same
+            # path to unpickle the task functions defined here (quantcli itself is installed).
+            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent.parent)}},
         )
     yield ray
     ray.shutdown()

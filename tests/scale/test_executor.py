@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,37 @@ def test_invalid_ray_executor_parameters_are_named():
         RayExecutor(chunksize=0)
     with pytest.raises(InputError, match=r"num_cpus must be at least 1, got num_cpus=0"):
         RayExecutor(num_cpus=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    split: int
+    X: np.ndarray
+    y: np.ndarray
+
+
+@dataclasses.dataclass
+class _Validated:
+    X: np.ndarray
+    i: int
+
+    def __post_init__(self):
+        if not isinstance(self.X, np.ndarray):
+            raise TypeError("X must be an array")
+
+
+def test_share_rebuilds_dataclass_payloads():
+    X = np.ones((SHARE_MIN_BYTES // 8 + 1,))
+    y = np.zeros(3)
+    tasks = [_Split(i, X, y) for i in range(3)]
+    payloads, shared = _share(tasks, SHARE_MIN_BYTES)
+    assert len(shared) == 1 and shared[0] is X
+    assert all(isinstance(p.X, _Shared) and p.y is y for p in payloads)
+    restored = [_restore(p, tuple(shared)) for p in payloads]
+    assert [(r.split, r.X is X, r.y is y) for r in restored] == [(i, True, True) for i in range(3)]
+
+
+def test_share_sends_self_validating_payloads_whole():
+    X = np.ones((SHARE_MIN_BYTES // 8 + 1,))
+    tasks = [_Validated(X, i) for i in range(3)]
+    assert _share(tasks, SHARE_MIN_BYTES) == (tasks, [])
