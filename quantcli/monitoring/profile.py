@@ -9,7 +9,6 @@ window. Profiles are ``.npz`` files (numpy, no pickle) with a JSON header.
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,32 +63,21 @@ def summarize_column(name: str, values: np.ndarray, n_null: int) -> ColumnSummar
     so ``NaN count = isnan(values).sum() - n_null``. A pure function: the drift engine maps it
     over features (threads; numpy's sort releases the GIL).
     """
-    finite_mask = np.isfinite(values)
-    n_nonfinite = int(values.size - np.count_nonzero(finite_mask))
-    if n_nonfinite:
-        n_nan_all = int(np.count_nonzero(np.isnan(values)))
-        finite = values[finite_mask]
-    else:
-        n_nan_all = 0
-        finite = values
-    sorted_values = np.sort(finite)
-    n = sorted_values.size
-    mean = float(sorted_values.mean()) if n else float("nan")
-    if n >= 2:
-        # two-pass sample variance; a BLAS dot is ~10x faster than ndarray.std here
-        dev = sorted_values - mean
-        std = math.sqrt(float(np.dot(dev, dev)) / (n - 1))
-    else:
-        std = float("nan")
+    from quantcli.monitoring._drift_nb import finite_copy, mean_std
+
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    sorted_values, n_nan_all, n_inf = finite_copy(values)
+    sorted_values.sort()  # in place: numpy's sort releases the GIL
+    mean, std = mean_std(sorted_values)
     return ColumnSummary(
         name=name,
         sorted_values=sorted_values,
         n_rows=int(values.size),
         n_null=int(n_null),
-        n_nan=n_nan_all - int(n_null),
-        n_inf=n_nonfinite - n_nan_all,
-        mean=mean,
-        std=std,
+        n_nan=int(n_nan_all) - int(n_null),
+        n_inf=int(n_inf),
+        mean=float(mean),
+        std=float(std),
     )
 
 

@@ -17,6 +17,7 @@ from quantcli.monitoring.drift_stats import (
     decile_edges,
     js_divergence,
     ks_2samp_sorted,
+    kstwo_sf,
     psi,
     psi_band,
     shares,
@@ -150,3 +151,25 @@ def test_ks_merge_walk_equals_scipy_statistic_with_ties(a, b):
     b = np.sort(np.array(b, dtype=np.float64))
     d_plus, d_minus = ks_extremes_sorted(a, b)
     assert max(d_plus, d_minus) == stats.ks_2samp(a, b, method="asymp").statistic
+
+
+# scipy's slow branch: n > 140, 2.2 <= n d^2 < 370 and d < 0.5 (so n d^2 < n / 4)
+_BRANCH = [
+    (n, nxsq)
+    for n in (141, 1_000, 25_000)
+    for nxsq in (2.2, 2.5, 4.0, 8.0, 20.0, 100.0, 369.0)
+    if nxsq < n / 4
+]
+
+
+@pytest.mark.parametrize(("n", "nxsq"), _BRANCH)
+def test_kstwo_sf_compiled_branch_equals_scipy(n, nxsq):
+    d = math.sqrt(nxsq / n)
+    assert abs(kstwo_sf(d, n) - stats.kstwo.sf(d, n)) <= 1e-9
+    # relative agreement too, where the p-value is not vanishing
+    assert kstwo_sf(d, n) == pytest.approx(stats.kstwo.sf(d, n), rel=1e-8, abs=1e-300)
+
+
+@pytest.mark.parametrize(("n", "d"), [(10, 0.3), (140, 0.2), (5_000, 0.001), (2_000_000, 0.0012)])
+def test_kstwo_sf_other_branches_delegate_to_scipy(n, d):
+    assert kstwo_sf(d, n) == stats.kstwo.sf(d, n)
