@@ -41,6 +41,16 @@ def snapshot(home: Path) -> dict[str, list[tuple]] | None:
         con.close()
 
 
+def file_digest(home: Path) -> dict[str, str]:
+    """sha256 of every file of the store (the DuckDB file and its WAL, if any): byte equality."""
+    import hashlib
+
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(home.glob("offline.duckdb*"))
+    }
+
+
 def stored_bars(home: Path) -> pl.DataFrame:
     con = duckdb.connect(str(home / "offline.duckdb"), read_only=True)
     try:
