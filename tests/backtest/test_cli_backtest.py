@@ -1,0 +1,169 @@
+"""`qcli backtest cpcv` end to end: real DuckDB store, real features, LightGBM, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL_TOML = "[lightgbm]\nn_estimators = 30\nnum_leaves = 7\nmin_child_samples = 20\n"
+
+
+def _store(home: Path, n_symbols: int, seed: int, ar1: float) -> Path:
+    """Ingest a synthetic universe and build technical_v1 into ``home`` (a fresh $QCLI_HOME)."""
+    code = (
+        "from quantcli.data.synthetic import synthetic_universe\n"
+        "from quantcli.data.ingest import ingest_frame\n"
+        "from quantcli.features.build import build_features\n"
+        f"ingest_frame(synthetic_universe({n_symbols}, 600, seed={seed}, ar1={ar1}))\n"
+        "build_features()\n"
+    )
+    env = {**os.environ, "QCLI_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (home / "small.toml").write_text(SMALL_TOML)
+    return home
+
+
+@pytest.fixture(scope="module")
+def signal_home(tmp_path_factory) -> Path:
+    return _store(tmp_path_factory.mktemp("signal"), 8, seed=3, ar1=0.4)
+
+
+@pytest.fixture(scope="module")
+def noise_home(tmp_path_factory) -> Path:
+    return _store(tmp_path_factory.mktemp("noise"), 6, seed=5, ar1=0.0)
+
+
+def qcli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "QCLI_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "quantcli", "backtest", "cpcv", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_planted_signal_passes_with_report_and_same_bytes_twice(signal_home):
+    args = ("--config", str(signal_home / "small.toml"), "--n-groups", "6", "--json")
+    first = qcli(signal_home, *args)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["passed"] is True and out["verdict"]["reasons"] == []
+    assert out["metrics"]["sharpe"] > 1.2 and out["metrics"]["psr"] > 0.95
+    assert out["cv"] == {
+        "n_groups": 6,
+        "n_test_groups": 2,
+        "embargo_pct": 0.01,
+        "purge_pct": 0.0,
+        "n_splits": 15,
+        "n_paths": 5,
+    }
+    assert len(out["paths"]) == 5 and len(out["fold_metrics"]) == 15
+    assert out["strategy"]["return_source"] == "fwd_return_1d"
+    report = Path(out["report"]["dir"])
+    assert report.parent == signal_home / "reports" and report.name.startswith("backtest-")
+    for name in ("equity.png", "drawdowns.png", "sharpe_distribution.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((report / "metrics.json").read_text())
+    assert saved["metrics"]["sharpe"] == out["metrics"]["sharpe"]
+    png = (report / "equity.png").read_bytes()
+    metrics_bytes = (report / "metrics.json").read_bytes()
+
+    second = qcli(signal_home, *args)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout  # same seed, same data: the same bytes
+    assert (report / "equity.png").read_bytes() == png
+    assert (report / "metrics.json").read_bytes() == metrics_bytes
+
+
+def qcli_in_process(home: Path, *args: str, capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run ``qcli backtest cpcv ARGS`` through the real entry point, in this process."""
+    from quantcli.cli import main
+
+    monkeypatch.setenv("QCLI_HOME", str(home))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backtest", "cpcv", *args])
+    captured = capsys.readouterr()
+    return int(exit_info.value.code), captured.out, captured.err
+
+
+def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkeypatch):
+    code, stdout, stderr = qcli_in_process(
+        noise_home,
+        "--config",
+        str(noise_home / "small.toml"),
+        "--n-groups",
+        "6",
+        "--report-dir",
+        str(tmp_path / "bt"),
+        "--json",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
+    assert code == 1, stderr
+    out = json.loads(stdout)  # the result still comes out with --json
+    assert out["passed"] is False
+    assert out["metrics"]["sharpe"] < 1.2
+    assert "Error: backtest gates failed" in stderr
+    assert "Sharpe ratio" in stderr
+    assert (tmp_path / "bt" / "metrics.json").is_file()
+    # the same run passes when the thresholds are lowered on the command line
+    code, stdout, stderr = qcli_in_process(
+        noise_home,
+        "--config",
+        str(noise_home / "small.toml"),
+        "--n-groups",
+        "6",
+        "--min-sharpe",
+        "-5",
+        "--min-psr",
+        "0",
+        "--max-drawdown",
+        "-1",
+        "--report-dir",
+        str(tmp_path / "bt2"),
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
+    assert code == 0, stderr
+    assert "PASS" in stdout and "Backtest paths" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--n-groups", "1"), "`n_groups` must be an integer of at least 2, got `n_groups=1`"),
+        (("--grid", "huge"), "unknown --grid 'huge'"),
+        (("--embargo-pct", "2"), "`embargo_pct` must be a fraction in [0, 1)"),
+        (("--label", "fwd_return_9d"), "unknown label 'fwd_return_9d'"),
+        (("--max-drawdown", "0.2"), "`max_drawdown` must be a negative fraction"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(noise_home, args, message, tmp_path, capsys, monkeypatch):
+    code, stdout, stderr = qcli_in_process(
+        noise_home,
+        *args,
+        "--report-dir",
+        str(tmp_path / "bt"),
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
+    assert code == 2, stderr
+    assert message in stderr
+    assert stdout == ""
+    assert not (tmp_path / "bt").exists()  # nothing half-written
+
+
+def test_empty_home_says_what_to_run(tmp_path, capsys, monkeypatch):
+    code, _, stderr = qcli_in_process(tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2
+    assert "Error:" in stderr and "Hint:" in stderr
