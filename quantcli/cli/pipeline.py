@@ -1,7 +1,129 @@
-"""`qcli pipeline ...`: Run the whole flow in one command."""
+"""`qcli pipeline run`: the whole flow in one command."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from quantcli.cli._common import JsonOpt, emit, stderr
+
 app = typer.Typer(help="Run the whole flow in one command.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Run on the bundled real sample (SPX and IXIC).")
+    ] = False,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option("--input", help="CSV or Parquet bars (repeatable) instead of the sample."),
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option("--symbol", help="Symbol for --input files without one.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML overriding the embedded defaults.")
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="Registered model name.")] = "qcli_sample",
+    model: Annotated[str, typer.Option("--model", help="lgbm, mlp or ensemble.")] = "lgbm",
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local).")
+    ] = None,
+    online_store: Annotated[
+        str, typer.Option("--online-store", help="Online store: sqlite or redis.")
+    ] = "sqlite",
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", envvar="QCLI_REDIS_URL", help="For redis.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when any gate fails (default: report only).")
+    ] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Ingest -> features -> CPCV backtest -> train/register -> ONNX + parity -> scan ->
+    promote (gated) -> materialize -> predict (audited) -> drift report.
+
+    Gate verdicts are reported honestly. On the real sample the model may fail the Sharpe
+    gate: the pipeline then says so, keeps the version in staging, serves the demo predictions
+    from staging labelled as such, and still exits 0 because the pipeline itself ran; --strict
+    makes a failed gate exit 1. Re-running is idempotent: no duplicate rows, and a new model
+    version only when the data or the config changed.
+
+    Examples:
+
+        qcli pipeline run --sample
+
+        qcli pipeline run --input bars.csv --config desk.toml --strict --json
+    """
+    from rich.status import Status
+
+    from quantcli.pipeline.run import run_pipeline
+
+    status = Status("starting", console=stderr) if not json_mode and stderr.is_terminal else None
+    if status:
+        status.start()
+
+    def on_stage(title: str) -> None:
+        if status:
+            status.update(f"[bold]{title}[/] ...")
+        elif not json_mode:
+            stderr.print(f"-> {title} ...")
+
+    try:
+        result = run_pipeline(
+            sample=sample,
+            inputs=[str(p) for p in inputs or []],
+            symbol=symbol,
+            config_path=config,
+            model_name=name,
+            model_kind=model,
+            tracking_uri=tracking_uri,
+            online_store=online_store,
+            redis_url=redis_url,
+            on_stage=on_stage,
+            debug=os.environ.get("QCLI_DEBUG") == "1",
+        )
+    finally:
+        if status:
+            status.stop()
+    out = result.to_dict()
+    emit(out, json_mode, lambda console: _render(console, out))
+    if not result.ok:
+        raise typer.Exit(code=3 if _crashed(out) else 1)
+    if strict and not result.gates_passed:
+        raise typer.Exit(code=1)
+
+
+def _crashed(out: dict[str, Any]) -> bool:
+    return any(s["status"] == "failed" and "traceback" in s["details"] for s in out["stages"])
+
+
+def _render(console: Any, out: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"quantcli pipeline {out['run_id']}")
+    for col in ("stage", "status", "gate", "time", "summary"):
+        table.add_column(col, overflow="fold")
+    colour = {"ok": "green", "failed": "red", "skipped": "dim", "pass": "green", "fail": "red"}
+    for s in out["stages"]:
+        gate = s["gate"] or ""
+        table.add_row(
+            s["title"],
+            f"[{colour.get(s['status'], '')}]{s['status']}[/]",
+            f"[{colour.get(gate, '')}]{gate}[/]" if gate else "",
+            f"{s['seconds']:.1f}s",
+            s["summary"],
+        )
+    console.print(table)
+    if out["gates_passed"]:
+        console.print("[green]All gates passed[/]: the model is in production.")
+    else:
+        console.print(
+            f"[yellow]Gates did not all pass[/]: predictions came from alias "
+            f"'{out['served_alias']}' (demo only). Exit 0 unless --strict."
+        )
+    console.print(f"Report: {out['report_html']}")
