@@ -1,0 +1,106 @@
+"""`qcli pipeline run` end to end, as a user runs it: a real subprocess, real stores.
+
+One planted-signal universe runs twice (the second run must be idempotent: no new bars, no new
+model version); a noise universe with --strict must exit 1 and serve from staging.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from quantcli.data.synthetic import synthetic_universe
+
+pytestmark = pytest.mark.slow
+
+FAST_CONFIG = """
+[cpcv]
+n_groups = 6
+n_test_groups = 2
+embargo_pct = 0.01
+
+[lightgbm]
+n_estimators = 40
+num_leaves = 15
+min_child_samples = 20
+"""
+
+
+def _run(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "QCLI_HOME": str(home)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "quantcli", "pipeline", "run", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+def _bars_csv(tmp_path: Path, ar1: float, seed: int) -> Path:
+    path = tmp_path / f"bars_{seed}.csv"
+    synthetic_universe(n_symbols=4, n_days=700, seed=seed, ar1=ar1).write_csv(path)
+    return path
+
+
+def _count(home: Path, sql: str) -> int:
+    con = duckdb.connect(str(home / "offline.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path):
+    home = tmp_path / "home"
+    cfg = tmp_path / "fast.toml"
+    cfg.write_text(FAST_CONFIG)
+    bars = _bars_csv(tmp_path, ar1=0.3, seed=11)
+
+    first = _run(home, "--input", str(bars), "--config", str(cfg), "--name", "planted")
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = json.loads(first.stdout)
+    stages = {s["name"]: s for s in out["stages"]}
+    assert [s["status"] for s in out["stages"]] == ["ok"] * 10, out["stages"]
+    assert stages["train"]["gate"] == "pass", stages["train"]["summary"]
+    assert stages["export"]["gate"] == "pass"
+    assert stages["scan"]["gate"] == "pass", stages["scan"]["summary"]
+    assert stages["promote"]["details"]["promoted"] is True
+    assert out["served_alias"] == "production"
+    assert len(stages["predict"]["details"]["predictions"]) == 4
+    assert Path(out["report_html"]).is_file()
+    n_bars = _count(home, "SELECT count(*) FROM bars")
+    n_feat = _count(home, "SELECT count(*) FROM technical_features_v1")
+    assert n_bars == 4 * 700
+
+    second = _run(home, "--input", str(bars), "--config", str(cfg), "--name", "planted")
+    assert second.returncode == 0, second.stderr[-3000:]
+    out2 = json.loads(second.stdout)
+    st2 = {s["name"]: s for s in out2["stages"]}
+    assert st2["train"]["details"]["reused"] is True
+    assert st2["train"]["details"]["version"] == stages["train"]["details"]["version"]
+    assert _count(home, "SELECT count(*) FROM bars") == n_bars
+    assert _count(home, "SELECT count(*) FROM technical_features_v1") == n_feat
+
+
+def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(tmp_path):
+    home = tmp_path / "home"
+    cfg = tmp_path / "fast.toml"
+    cfg.write_text(FAST_CONFIG)
+    bars = _bars_csv(tmp_path, ar1=0.0, seed=12)
+
+    res = _run(home, "--input", str(bars), "--config", str(cfg), "--name", "noise", "--strict")
+    assert res.returncode == 1, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert [s["status"] for s in out["stages"]] == ["ok"] * 10
+    stages = {s["name"]: s for s in out["stages"]}
+    assert stages["train"]["gate"] == "fail"
+    assert stages["promote"]["details"]["promoted"] is False
+    assert out["served_alias"] == "staging"
+    assert "STAGING" in stages["predict"]["summary"]
