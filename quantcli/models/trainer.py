@@ -43,6 +43,8 @@ from quantcli.models.registry import MODEL_ARTIFACT_PATH, ModelRegistry, is_loca
 from quantcli.models.serialize import save_model
 
 INDEX_COLUMNS = ("symbol", "ts", "label_end")
+# the period return the CPCV strategy earns (quantcli.backtest.engine); never a model input
+RETURN_COLUMN = "fwd_return_1d"
 DEFAULT_EXPERIMENT = "quantcli"
 
 
@@ -259,8 +261,10 @@ class MLflowTrainer:
             ``"lgbm"``, ``"mlp"``, ``"ensemble"`` or a :class:`ModelFactory`.
         X
             The training frame without its label: ``symbol``, ``ts`` (UTC), ``label_end`` and the
-            feature columns (model input order = column order), sorted by ``(ts, symbol)``, as
-            :func:`quantcli.features.dataset.load_training_frame` returns it.
+            feature columns (model input order = column order), as
+            :func:`quantcli.features.dataset.load_training_frame` returns it. An optional
+            ``fwd_return_1d`` column is the period return of the CPCV strategy (see
+            :mod:`quantcli.backtest.engine`), not a feature.
         y
             The label per row (a forward return, as a fraction); no nulls.
         params
@@ -449,7 +453,8 @@ def _training_frame(X: pl.DataFrame, y: Any) -> tuple[pl.DataFrame, list[str]]:
             hint="X needs symbol, ts, label_end and the features "
             "(quantcli.features.dataset.load_training_frame)",
         )
-    feature_names = [c for c in X.columns if c not in (*INDEX_COLUMNS, "label")]
+    extra = [RETURN_COLUMN] if RETURN_COLUMN in X.columns else []
+    feature_names = [c for c in X.columns if c not in (*INDEX_COLUMNS, "label", *extra)]
     if not feature_names:
         raise InputError("`X` has no feature columns")
     y_arr = np.asarray(y.to_numpy() if isinstance(y, pl.Series) else y, dtype=np.float64)
@@ -460,10 +465,8 @@ def _training_frame(X: pl.DataFrame, y: Any) -> tuple[pl.DataFrame, list[str]]:
         raise InputError(f"`y` has {bad} null/NaN/inf label(s); drop those rows first")
     if X.height < 100:
         raise InputError(f"`X` has {X.height} rows; CPCV training needs at least 100")
-    frame = X.select("symbol", "ts", *feature_names, "label_end").with_columns(
-        pl.Series("label", y_arr)
-    )
-    frame = frame.select("symbol", "ts", *feature_names, "label", "label_end")
+    frame = X.with_columns(pl.Series("label", y_arr))
+    frame = frame.select("symbol", "ts", *feature_names, "label", "label_end", *extra)
     return frame.sort("ts", "symbol", maintain_order=True), feature_names
 
 
@@ -496,16 +499,18 @@ def train_from_store(
 ) -> TrainResult:
     """``qcli model train``: load the stored features and labels, train, register as ``name``.
 
-    Reads ``load_training_frame(store, feature_set, label)`` from the offline store, then runs
+    Reads the stored features and labels (``load_training_frame`` plus the strategy's
+    ``fwd_return_1d``, as ``qcli backtest cpcv`` does), then runs
     :meth:`MLflowTrainer.train_with_cpcv` with ``register_as=name`` (alias ``staging``).
     """
-    from quantcli.features.dataset import load_training_frame
+    from quantcli.backtest.stored import load_backtest_frame
     from quantcli.models.registry import check_model_name
     from quantcli.store.offline import OfflineStore
 
     check_model_name(name)
     with OfflineStore(store_path, read_only=True) as store:
-        frame = load_training_frame(store, feature_set=feature_set, label=label)
+        # the same frame `qcli backtest cpcv` uses: features, label, label_end, fwd_return_1d
+        frame, _ = load_backtest_frame(feature_set, label, store)
     trainer = MLflowTrainer(experiment_name, tracking_uri, cfg)
     return trainer.train_with_cpcv(
         model,

@@ -1,0 +1,228 @@
+"""Fixtures for the model tests: a migrated MLflow SQLite template, a real `mlflow server`.
+
+A fresh SQLite store runs MLflow's migrations for several seconds (tens of seconds on a busy
+2-core machine), so ONE template store is migrated per session and copied into each test's
+$QCLI_HOME. The real server is started once per session on a free loopback port; tests that use
+it register models under unique names, because the server outlives the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from quantcli import config
+from quantcli.models.estimators import make_model
+from quantcli.models.registry import ModelRegistry, is_local_store
+from quantcli.models.serialize import save_model
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _migrate(db: Path) -> None:
+    from mlflow import MlflowClient
+
+    with warnings.catch_warnings():
+        # MLflow's SQLAlchemy store uses the deprecated `noload` strategy (SADeprecationWarning)
+        warnings.simplefilter("ignore")
+        client = MlflowClient(f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+        client.search_experiments()
+        client.search_registered_models()
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite store (created once per session)."""
+    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    _migrate(db)
+    return db
+
+
+@pytest.fixture
+def embedded_uri(qcli_home: Path, mlflow_template_db: Path) -> str:
+    """The embedded store of this test's $QCLI_HOME, copied from the template."""
+    shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
+    return f"sqlite:///{qcli_home / 'mlflow.db'}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
+    """A real `mlflow server` process on a free loopback port; yields ``(uri, artifacts_dir)``."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    db = root / "mlflow.db"
+    shutil.copy(mlflow_template_db, db)
+    artifacts = root / "artifacts"
+    artifacts.mkdir()
+    port = _free_port()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {proc.returncode}:\n"
+                    + (root / "server.log").read_text()[-3000:]
+                )
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not become healthy in 120 s")
+            time.sleep(0.5)
+        yield uri, artifacts
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def tracking(request, qcli_home: Path, mlflow_template_db: Path):
+    """``(tracking_uri, artifacts_dir)`` for both backends: the embedded store and a server."""
+    if request.param == "embedded":
+        shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
+        return f"sqlite:///{qcli_home / 'mlflow.db'}", qcli_home / "mlartifacts"
+    uri, artifacts = request.getfixturevalue("mlflow_server")
+    return uri, artifacts
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model name unique in the session (the server is shared between tests)."""
+    return f"m_{uuid.uuid4().hex[:10]}"
+
+
+# -- training data ------------------------------------------------------------------------------
+def training_frame(n_symbols: int, n_days: int, seed: int, ar1: float) -> pl.DataFrame:
+    """``symbol, ts, <29 features>, label, label_end, fwd_return_1d``, by ``(ts, symbol)``.
+
+    Built with the feature engine and the label module directly (what ``load_training_frame``
+    reads back from the store).
+    """
+    from quantcli.data.synthetic import synthetic_universe
+    from quantcli.features import compute_features
+    from quantcli.features.labels import compute_labels
+
+    bars = synthetic_universe(n_symbols, n_days, seed, ar1=ar1)
+    feats = compute_features(bars)
+    labels = compute_labels(bars, 5).collect()
+    next_bar = compute_labels(bars, 1).collect().select("symbol", "ts", fwd_return_1d="label")
+    return (
+        feats.join(labels, on=["symbol", "ts"], how="inner")
+        .join(next_bar, on=["symbol", "ts"], how="inner")
+        .drop_nulls(["label", "fwd_return_1d"])
+        .sort("ts", "symbol")
+    )
+
+
+@pytest.fixture(scope="session")
+def xy_small() -> tuple[np.ndarray, np.ndarray]:
+    """A small regression problem for serialization tests (500 x 5, one informative column)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 5))
+    y = 0.1 * X[:, 0] + 0.02 * rng.normal(size=500)
+    return X, y
+
+
+# -- registering models without a CPCV run (registry-only tests) --------------------------------
+FEATURES = ["f0", "f1", "f2"]
+
+
+def experiment_id(reg: ModelRegistry, name: str = "registry-tests") -> str:
+    exp = reg.client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = config.mlflow_artifacts_dir().as_uri() if is_local_store(reg.tracking_uri) else None
+    return reg.client.create_experiment(name, artifact_location=location)
+
+
+def register_model(
+    reg: ModelRegistry, name: str, *, seed: int = 0, backtest: str | None = "pass"
+) -> str:
+    """Fit a tiny LightGBM model, log it to a run (with a backtest verdict tag), register it."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(300, len(FEATURES)))
+    y = 0.1 * X[:, 0] + 0.01 * rng.normal(size=300)
+    run = reg.client.create_run(experiment_id(reg))
+    run_id = run.info.run_id
+    if backtest is not None:
+        reg.client.set_tag(run_id, "quantcli.backtest.verdict", backtest)
+        reasons = [] if backtest == "pass" else ["sharpe 0.10 < min_sharpe 1.20"]
+        reg.client.set_tag(run_id, "quantcli.backtest.reasons", json.dumps(reasons))
+    model = make_model("lgbm", {"n_estimators": 5}, seed=seed).fit(X, y)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        save_model(model, model_dir, FEATURES)
+        reg.client.log_artifacts(run_id, str(model_dir), "model")
+        reg.client.set_terminated(run_id)
+        info = reg.register_version(name, run_id, model_dir, {"quantcli.model_kind": "lgbm"})
+    return info.version
+
+
+def artifact_file(root: Path, run_id: str, rel: str) -> Path:
+    """The stored file of artifact ``rel`` of run ``run_id`` under an artifact root on disk."""
+    hits = [
+        p
+        for p in root.rglob(rel.split("/")[-1])
+        if run_id in p.parts and p.as_posix().endswith(rel)
+    ]
+    assert len(hits) == 1, (root, run_id, rel, hits)
+    return hits[0]
+
+
+@pytest.fixture
+def helpers() -> SimpleNamespace:
+    """``register_model``, ``artifact_file`` and ``FEATURES`` for the registry tests."""
+    return SimpleNamespace(
+        register_model=register_model, artifact_file=artifact_file, FEATURES=FEATURES
+    )
