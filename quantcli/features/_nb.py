@@ -20,13 +20,47 @@ wraps it.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import types
+from numba.extending import intrinsic
 
 # Kind codes shared with quantcli.features.compute.KIND_CODES.
 NMA, BB_PCT, BB_WIDTH, VOLUME_Z, RSI, ROC, MACD, MACD_SIGNAL, MACD_HIST = range(9)
 ADX, PLUS_DI, MINUS_DI, ATR, VOLATILITY, STOCH_K, STOCH_D, OBV, OBV_EMA, RETURN = range(9, 19)
 
 _ZERO = 1e-8  # TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's ``llvm.fma.f64``).
+
+    TA-Lib's wheels are compiled with floating-point contraction, so its EMA and Wilder steps
+    are fused multiply-adds; matching them bit for bit needs the same single rounding.
+    """
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        dbl = ir.DoubleType()
+        fnty = ir.FunctionType(dbl, [dbl, dbl, dbl])
+        fn = builder.module.declare_intrinsic("llvm.fma", [dbl], fnty)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _nans(size, valid_from):
+    """An uninitialised float64[size] whose undefined prefix ``[0, valid_from)`` is NaN.
+
+    Filling only the prefix (not the whole array, as ``np.full`` would) halves the memory
+    traffic of the kernels; every value from ``valid_from`` on is written by the caller.
+    """
+    out = np.empty(size)
+    for i in range(min(max(valid_from, 0), size)):
+        out[i] = np.nan
+    return out
 
 
 @njit(cache=True)
@@ -39,7 +73,7 @@ def _is_zero(v):
 def sma(x, first, n):
     """TA_INT_SMA over ``x[first:]``: a running sum divided by ``n``; defined from ``first+n-1``."""
     size = x.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, first + n - 1)
     start = first + n - 1
     if start >= size:
         return out
@@ -87,7 +121,7 @@ def variance(x, first, n):
     scale is 0. Non-negative by construction.
     """
     size = x.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, first + n - 1)
     start = first + n - 1
     if start >= size:
         return out
@@ -140,11 +174,12 @@ def stddev(x, first, n):
 
 @njit(cache=True)
 def ema(x, first, n, seed_end):
-    """TA_INT_EMA with k = 2 / (n + 1), seeded with the mean of the ``n`` values ending at
-    ``seed_end`` (``first + n - 1`` for a plain EMA; MACD ends its fast seed on the slow one's).
+    """TA_EMA with k = 2 / (n + 1), seeded with the mean of the ``n`` values ending at
+    ``seed_end`` (``first + n - 1`` for a plain EMA; MACD ends its fast seed on the slow one's);
+    the step ``ema = (x - ema) * k + ema`` is one fused multiply-add, as in TA-Lib's build.
     """
     size = x.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, seed_end)
     if seed_end >= size:
         return out
     k = 2.0 / (n + 1)
@@ -154,7 +189,7 @@ def ema(x, first, n, seed_end):
     prev = total / n
     out[seed_end] = prev
     for i in range(seed_end + 1, size):
-        prev = ((x[i] - prev) * k) + prev
+        prev = fma(x[i] - prev, k, prev)
         out[i] = prev
     return out
 
@@ -165,19 +200,18 @@ def macd(close, fast, slow, signal):
     if slow < fast:
         fast, slow = slow, fast
     size = close.shape[0]
-    line = np.full(size, np.nan)
-    sig = np.full(size, np.nan)
-    hist = np.full(size, np.nan)
     seed_end = slow - 1
-    if seed_end + signal - 1 >= size:
-        return line, sig, hist
+    start = seed_end + signal - 1
+    line = _nans(size, start)
+    hist = _nans(size, start)
+    if start >= size:
+        return line, _nans(size, size), hist
     slow_ema = ema(close, 0, slow, seed_end)
     fast_ema = ema(close, 0, fast, seed_end)
-    raw = np.full(size, np.nan)
+    raw = _nans(size, seed_end)
     for i in range(seed_end, size):
         raw[i] = fast_ema[i] - slow_ema[i]
-    sig = ema(raw, seed_end, signal, seed_end + signal - 1)
-    start = seed_end + signal - 1
+    sig = ema(raw, seed_end, signal, start)
     for i in range(start, size):
         line[i] = raw[i]
         hist[i] = raw[i] - sig[i]
@@ -186,38 +220,42 @@ def macd(close, fast, slow, signal):
 
 @njit(cache=True)
 def rsi(close, n):
-    """TA_RSI: Wilder averages of gains and losses seeded with their mean over bars 1..n."""
+    """TA_RSI: Wilder averages of gains and losses seeded with their mean over bars 1..n.
+
+    The Wilder step is ``(avg * (n - 1) + x) * (1 / n)`` with the reciprocal hoisted, and the
+    gain/loss split is branch-free (TA-Lib >= 0.7 arithmetic). 0 when no change was ever seen.
+    """
     size = close.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, n)
     if n >= size:
         return out
+    inv_n = 1.0 / n
+    keep = float(n - 1)
     gain = 0.0
     loss = 0.0
     prev = close[0]
     for i in range(1, n + 1):
         d = close[i] - prev
         prev = close[i]
-        if d < 0:
-            loss -= d
-        else:
-            gain += d
-    loss /= n
-    gain /= n
+        up = d if d > 0.0 else 0.0
+        gain += up
+        loss += up - d
+    loss *= inv_n
+    gain *= inv_n
     s = gain + loss
-    out[n] = 0.0 if _is_zero(s) else 100.0 * (gain / s)
+    out[n] = 100.0 * (gain / s) if s > 0.0 else 0.0
     for i in range(n + 1, size):
         d = close[i] - prev
         prev = close[i]
-        loss *= n - 1
-        gain *= n - 1
-        if d < 0:
-            loss -= d
-        else:
-            gain += d
-        loss /= n
-        gain /= n
+        loss *= keep
+        gain *= keep
+        up = d if d > 0.0 else 0.0
+        gain += up
+        loss += up - d
+        loss *= inv_n
+        gain *= inv_n
         s = gain + loss
-        out[i] = 0.0 if _is_zero(s) else 100.0 * (gain / s)
+        out[i] = 100.0 * (gain / s) if s > 0.0 else 0.0
     return out
 
 
@@ -235,21 +273,22 @@ def _true_range(high, low, prev_close):
 
 @njit(cache=True)
 def atr(high, low, close, n):
-    """TA_ATR: true range from bar 1, seeded with its mean over bars 1..n, then Wilder."""
+    """TA_ATR: true range from bar 1, seeded with its mean over bars 1..n, then Wilder's
+    ``atr = b * atr + (a * tr)`` (one fused multiply-add) with ``b = (n - 1) / n``, ``a = 1 - b``,
+    as TA-Lib >= 0.7 computes it."""
     size = close.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, n)
     if n >= size:
         return out
-    tr = np.empty(size)
-    tr[0] = np.nan
-    for i in range(1, size):
-        tr[i] = _true_range(high[i], low[i], close[i - 1])
-    prev = sma(tr, 1, n)[n]
+    beta = (n - 1) / n
+    alpha = 1.0 - beta
+    total = 0.0
+    for i in range(1, n + 1):
+        total += _true_range(high[i], low[i], close[i - 1])
+    prev = total / n
     out[n] = prev
     for i in range(n + 1, size):
-        prev *= n - 1
-        prev += tr[i]
-        prev /= n
+        prev = fma(beta, prev, alpha * _true_range(high[i], low[i], close[i - 1]))
         out[i] = prev
     return out
 
@@ -274,9 +313,9 @@ def directional(high, low, close, n):
     ``prev - prev / n + x``; the DIs start at bar n, ADX (mean of the first n DX) at bar 2n-1.
     """
     size = close.shape[0]
-    pdi = np.full(size, np.nan)
-    mdi = np.full(size, np.nan)
-    adx = np.full(size, np.nan)
+    pdi = _nans(size, n)
+    mdi = _nans(size, n)
+    adx = _nans(size, 2 * n - 1)
     if n >= size:
         return pdi, mdi, adx
     pdm = 0.0
@@ -327,15 +366,16 @@ def directional(high, low, close, n):
 def stoch(high, low, close, fastk, slowk, slowd):
     """TA_STOCH with SMA smoothing: (slow %K, slow %D).
 
-    fast %K = (C - LL) / ((HH - LL) / 100), 0 when HH == LL, over ``fastk`` bars.
+    fast %K = ((C - LL) / (HH - LL)) * 100, 0 when HH == LL, over ``fastk`` bars.
     """
     size = close.shape[0]
-    k_out = np.full(size, np.nan)
-    d_out = np.full(size, np.nan)
     first_fast = fastk - 1
-    if first_fast + slowk - 1 + slowd - 1 >= size:
+    start = first_fast + slowk - 1 + slowd - 1
+    k_out = _nans(size, start)
+    d_out = _nans(size, start)
+    if start >= size:
         return k_out, d_out
-    fast = np.full(size, np.nan)
+    fast = _nans(size, first_fast)
     for i in range(first_fast, size):
         hh = high[i - fastk + 1]
         ll = low[i - fastk + 1]
@@ -344,11 +384,10 @@ def stoch(high, low, close, fastk, slowk, slowd):
                 hh = high[j]
             if low[j] < ll:
                 ll = low[j]
-        diff = (hh - ll) / 100.0
-        fast[i] = (close[i] - ll) / diff if diff != 0.0 else 0.0
+        rng = hh - ll
+        fast[i] = ((close[i] - ll) / rng) * 100.0 if rng != 0.0 else 0.0
     k = sma(fast, first_fast, slowk)
     d = sma(k, first_fast + slowk - 1, slowd)
-    start = first_fast + slowk - 1 + slowd - 1
     for i in range(start, size):
         k_out[i] = k[i]
         d_out[i] = d[i]
@@ -379,7 +418,7 @@ def obv(close, volume):
 def rocp(close, n):
     """TA_ROCP: (close - close[t-n]) / close[t-n], a fraction; 0 after a zero price."""
     size = close.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, n)
     for i in range(n, size):
         prev = close[i - n]
         out[i] = (close[i] - prev) / prev if prev != 0.0 else 0.0
@@ -390,7 +429,7 @@ def rocp(close, n):
 def roc(close, n):
     """TA_ROC: (close / close[t-n] - 1) * 100, in percent; 0 after a zero price."""
     size = close.shape[0]
-    out = np.full(size, np.nan)
+    out = _nans(size, n)
     for i in range(n, size):
         prev = close[i - n]
         out[i] = ((close[i] / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
@@ -398,71 +437,99 @@ def roc(close, n):
 
 
 @njit(cache=True)
-def feature(code, p0, p1, p2, high, low, close, volume):
-    """One feature of one symbol, by kind code and up to three parameters."""
+def group_of(code):
+    """Features computed together share a group (the first member's code): BBANDS, MACD,
+    the directional system and STOCH are each computed once per symbol."""
+    if code == BB_WIDTH:
+        return BB_PCT
+    if code in (MACD_SIGNAL, MACD_HIST):
+        return MACD
+    if code in (PLUS_DI, MINUS_DI):
+        return ADX
+    if code == STOCH_D:
+        return STOCH_K
+    return code
+
+
+@njit(cache=True)
+def member_row(code):
+    """Row of ``code`` in its group's output (see :func:`group_values`)."""
+    if code in (BB_WIDTH, MACD_SIGNAL, STOCH_D, PLUS_DI):
+        return 1
+    if code in (MACD_HIST, MINUS_DI):
+        return 2
+    return 0
+
+
+@njit(cache=True)
+def group_values(group, p0, p1, p2, high, low, close, volume):
+    """Every output of one group for one symbol, as three full-length arrays.
+
+    BB_PCT: (bb_pct, bb_width, -); MACD: (line, signal, hist); ADX: (adx, +DI, -DI);
+    STOCH_K: (slow %K, slow %D, -); any other kind: (its output, -, -). ``-`` is an empty array.
+    """
     size = close.shape[0]
-    if code == NMA:
-        m = sma(close, 0, int(p0))
-        out = np.full(size, np.nan)
-        for i in range(int(p0) - 1, size):
+    none = np.empty(0)
+    if group == NMA:
+        n = int(p0)
+        m = sma(close, 0, n)
+        out = _nans(size, n - 1)
+        for i in range(n - 1, size):
             out[i] = close[i] / m[i] - 1.0 if m[i] != 0.0 else 0.0
-        return out
-    if code in (BB_PCT, BB_WIDTH):
+        return out, none, none
+    if group == BB_PCT:
         n = int(p0)
         middle = sma(close, 0, n)
         std = stddev(close, 0, n)
-        out = np.full(size, np.nan)
+        pct = _nans(size, n - 1)
+        width_rel = _nans(size, n - 1)
         for i in range(n - 1, size):
             dev = std[i] * p1
             upper = middle[i] + dev
             lower = middle[i] - dev
             width = upper - lower
-            if code == BB_PCT:
-                out[i] = (close[i] - lower) / width if width != 0.0 else 0.0
-            else:
-                out[i] = width / middle[i] if middle[i] != 0.0 else 0.0
-        return out
-    if code == VOLUME_Z:
+            pct[i] = (close[i] - lower) / width if width != 0.0 else 0.0
+            width_rel[i] = width / middle[i] if middle[i] != 0.0 else 0.0
+        return pct, width_rel, none
+    if group == VOLUME_Z:
         n = int(p0)
         m = sma(volume, 0, n)
-        s = stddev(volume, 0, n)
-        out = np.full(size, np.nan)
+        sd = stddev(volume, 0, n)
+        out = _nans(size, n - 1)
         for i in range(n - 1, size):
-            out[i] = (volume[i] - m[i]) / s[i] if s[i] != 0.0 else 0.0
-        return out
-    if code == RSI:
-        return rsi(close, int(p0))
-    if code == ROC:
-        return roc(close, int(p0))
-    if code in (MACD, MACD_SIGNAL, MACD_HIST):
-        line, sig, hist = macd(close, int(p0), int(p1), int(p2))
-        if code == MACD:
-            return line
-        if code == MACD_SIGNAL:
-            return sig
-        return hist
-    if code in (ADX, PLUS_DI, MINUS_DI):
+            out[i] = (volume[i] - m[i]) / sd[i] if sd[i] != 0.0 else 0.0
+        return out, none, none
+    if group == RSI:
+        return rsi(close, int(p0)), none, none
+    if group == ROC:
+        return roc(close, int(p0)), none, none
+    if group == MACD:
+        return macd(close, int(p0), int(p1), int(p2))
+    if group == ADX:
         pdi, mdi, adx = directional(high, low, close, int(p0))
-        if code == PLUS_DI:
-            return pdi
-        if code == MINUS_DI:
-            return mdi
-        return adx
-    if code == ATR:
-        return atr(high, low, close, int(p0))
-    if code == VOLATILITY:
-        return stddev(rocp(close, 1), 1, int(p0))
-    if code in (STOCH_K, STOCH_D):
+        return adx, pdi, mdi
+    if group == ATR:
+        return atr(high, low, close, int(p0)), none, none
+    if group == VOLATILITY:
+        return stddev(rocp(close, 1), 1, int(p0)), none, none
+    if group == STOCH_K:
         k, d = stoch(high, low, close, int(p0), int(p1), int(p2))
-        return k if code == STOCH_K else d
-    if code == OBV:
-        return obv(close, volume)
-    if code == OBV_EMA:
+        return k, d, none
+    if group == OBV:
+        return obv(close, volume), none, none
+    if group == OBV_EMA:
         n = int(p0)
-        return ema(obv(close, volume), 0, n, n - 1)
-    if code == RETURN:
-        return rocp(close, int(p0))
-    return np.full(size, np.nan)
+        return ema(obv(close, volume), 0, n, n - 1), none, none
+    if group == RETURN:
+        return rocp(close, int(p0)), none, none
+    return _nans(size, size), none, none
+
+
+@njit(cache=True)
+def feature(code, p0, p1, p2, high, low, close, volume):
+    """One feature of one symbol, by kind code and up to three parameters (full length)."""
+    values = group_values(group_of(code), p0, p1, p2, high, low, close, volume)
+    return values[member_row(code)]
 
 
 @njit(cache=True, parallel=True)
@@ -497,7 +564,23 @@ def compute_blocks(codes, params, starts, out_starts, warmup, high, low, close, 
         c = close[a:b]
         v = volume[a:b]
         o0 = out_starts[s]
+        last_group = -1
+        empty = np.empty(0)
+        values = (empty, empty, empty)
         for f in range(codes.shape[0]):
-            values = feature(codes[f], params[f, 0], params[f, 1], params[f, 2], h, lo, c, v)
+            g = group_of(codes[f])
+            if (
+                g != last_group
+                or f == 0
+                or not (
+                    params[f, 0] == params[f - 1, 0]
+                    and params[f, 1] == params[f - 1, 1]
+                    and params[f, 2] == params[f - 1, 2]
+                )
+            ):
+                values = group_values(g, params[f, 0], params[f, 1], params[f, 2], h, lo, c, v)
+                last_group = g
+            src = values[member_row(codes[f])]
+            dst = out[f]
             for i in range(warmup, b - a):
-                out[f, o0 + i - warmup] = values[i]
+                dst[o0 + i - warmup] = src[i]

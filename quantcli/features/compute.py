@@ -86,6 +86,22 @@ def compile_plan(fs: FeatureSet) -> Plan:
     return Plan(codes=codes, params=params, names=tuple(fs.feature_names), warmup=fs.warmup)
 
 
+def _is_sorted(df: pl.DataFrame) -> bool:
+    """Sorted by ``(symbol, ts)`` with strictly increasing ``ts`` per symbol (checking is ~10x
+    cheaper than sorting 2.5 M rows, and bars from the store or a generator arrive sorted)."""
+    if df.height < 2 or not df["symbol"].is_sorted():
+        return df.height < 2
+    ok = df.select(
+        (
+            (pl.col("ts").diff() > pl.duration(microseconds=0))
+            | (pl.col("symbol") != pl.col("symbol").shift())
+        )
+        .fill_null(True)
+        .all()
+    ).item()
+    return bool(ok)
+
+
 def sort_bars(bars: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """The columns the engine needs, typed (``Float64`` prices) and sorted by ``(symbol, ts)``.
 
@@ -100,15 +116,13 @@ def sort_bars(bars: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             f"bars: missing column(s) {', '.join(missing)}",
             hint="bars need symbol, ts, open, high, low, close, volume",
         )
-    df = (
-        lf.select(
-            pl.col("symbol").cast(pl.String),
-            pl.col("ts"),
-            *(pl.col(c).cast(pl.Float64) for c in _PRICE_INPUTS),
-        )
-        .sort("symbol", "ts")
-        .collect()
-    )
+    df = lf.select(
+        pl.col("symbol").cast(pl.String),
+        pl.col("ts"),
+        *(pl.col(c).cast(pl.Float64) for c in _PRICE_INPUTS),
+    ).collect()
+    if not _is_sorted(df):
+        df = df.sort("symbol", "ts")
     for col in ("symbol", "ts", *_PRICE_INPUTS):
         nulls = df[col].null_count()
         if nulls:
@@ -129,7 +143,7 @@ def block_starts(sorted_bars: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
 
     Raises :class:`InputError` on a duplicate ``(symbol, ts)``.
     """
-    runs = sorted_bars.group_by("symbol", maintain_order=True).len()
+    runs = sorted_bars["symbol"].rle().struct.unnest()
     counts = runs["len"].to_numpy().astype(np.int64)
     starts = np.zeros(counts.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
@@ -144,7 +158,7 @@ def block_starts(sorted_bars: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
                 f"ts {sorted_bars['ts'][row]})",
                 hint="each (symbol, ts) must occur once; validate the bars first",
             )
-    return starts, runs["symbol"].to_list()
+    return starts, runs["value"].to_list()
 
 
 def compute_sorted(sorted_bars: pl.DataFrame, plan: Plan) -> tuple[pl.DataFrame, int]:
