@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -127,8 +127,10 @@ class BacktestResult:
 
     ``path_returns`` is ``(n_paths, n_periods)`` per-period strategy returns at
     ``period_ts``; ``path_predictions`` is ``(n_paths, n_rows)`` in the frame's (ts, symbol)
-    order; ``fold_metrics`` has one dict per split of the selected configuration, ``grid`` one
-    summary per configuration; ``metrics`` are the aggregate metrics of the selected one.
+    order; ``fold_metrics`` has one dict per fit (split x configuration, keys ``split``,
+    ``config``, ``n_train``, ``n_test``, ``ic``, ``rmse``, ``hit_rate``, ``test_groups``),
+    ``grid`` one summary per configuration; ``metrics`` are the aggregate metrics of the
+    selected configuration.
     """
 
     cv: dict[str, Any]
@@ -146,7 +148,6 @@ class BacktestResult:
     thresholds: dict[str, float]
     strategy: dict[str, Any]
     seed: int | None = None
-    all_fold_metrics: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, include_series: bool = False) -> dict[str, Any]:
         """A JSON-able summary; ``include_series`` adds the per-path return series."""
@@ -374,11 +375,11 @@ def run_cpcv_backtest(
     path_sharpes = np.array([m["sharpe"] for m in path_metrics])
     path_mdds = np.array([m["max_drawdown"] for m in path_metrics])
     folds = [
-        {k: v for k, v in o.items() if k not in ("predictions", "config")}
+        {k: v for k, v in o.items() if k != "predictions"}
         | {"test_groups": list(cv.test_groups[o["split"]])}
         for o in outcomes
-        if o["config"] == selected
     ]
+    selected_folds = [f for f in folds if f["config"] == selected]
     metrics = {
         **gate_metrics,
         "dsr": dsr,
@@ -391,9 +392,9 @@ def run_cpcv_backtest(
         "share_paths_sharpe_positive": float(np.mean(path_sharpes > 0)),
         "max_drawdown_median": float(np.median(path_mdds)),
         "max_drawdown_worst": float(np.min(path_mdds)),
-        "ic_mean": _nanmean([f["ic"] for f in folds]),
-        "rmse_mean": float(np.mean([f["rmse"] for f in folds])),
-        "hit_rate_mean": float(np.mean([f["hit_rate"] for f in folds])),
+        "ic_mean": _nanmean([f["ic"] for f in selected_folds]),
+        "rmse_mean": float(np.mean([f["rmse"] for f in selected_folds])),
+        "hit_rate_mean": float(np.mean([f["hit_rate"] for f in selected_folds])),
         "n_paths": n_paths,
         "n_splits": len(splits),
         "n_configs": len(configs),
@@ -442,7 +443,6 @@ def run_cpcv_backtest(
             "pbo": pbo,
         },
         seed=seed,
-        all_fold_metrics=[{k: v for k, v in o.items() if k != "predictions"} for o in outcomes],
     )
 
 

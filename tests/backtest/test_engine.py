@@ -120,6 +120,9 @@ def test_grid_gives_dsr_and_pbo(signal_frame):
     )
     d = res.to_dict()
     assert len(d["grid"]) == 3 and d["selected_params"] == grid[res.selected_config]
+    assert [(f["split"], f["config"]) for f in d["fold_metrics"]] == [
+        (s, c) for s in range(15) for c in range(3)
+    ]
     best = max(g["sharpe_median"] for g in d["grid"])
     assert d["grid"][res.selected_config]["sharpe_median"] == best
     assert 0.0 <= d["metrics"]["pbo"] <= 1.0
