@@ -1,7 +1,152 @@
-"""Commands added to `qcli model` by another module (one owner per file)."""
+"""`qcli model export` and `qcli model scan`: the ONNX graph, its parity gate and the model scan.
+
+Both record a verdict on the model version (``parity``, ``scan``) that ``qcli model promote``
+requires. onnx, onnxruntime, lightgbm and mlflow load inside the commands.
+"""
 
 from __future__ import annotations
 
-from quantcli.cli.model import app
+from typing import Annotated, Any
+
+import typer
+
+from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.cli.model import ConfigOpt, NameArg, TrackingOpt, VersionOpt, app
+from quantcli.errors import GateFailedError
+
+SampleOpt = Annotated[
+    int,
+    typer.Option(
+        "--sample-rows", help="Training-feature rows for the parity check (and the scan probe)."
+    ),
+]
+
+
+@app.command()
+def export(
+    name: NameArg,
+    version: VersionOpt = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize",
+            help="Also write an INT8 graph: 'int8'. A pure tree model has no MatMul/Gemm "
+            "operator: it is reported not quantizable and only FP32 is written.",
+        ),
+    ] = None,
+    int8_method: Annotated[
+        str,
+        typer.Option(
+            "--int8-method",
+            help="dynamic (activations quantized per call), static (calibrated on training "
+            "features) or weight-only (INT8 weights, FP32 activations).",
+        ),
+    ] = "dynamic",
+    sample_rows: SampleOpt = 2000,
+    no_benchmark: Annotated[
+        bool, typer.Option("--no-benchmark", help="Skip the latency report.")
+    ] = False,
+    config: ConfigOpt = None,
+    tracking_uri: TrackingOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Export a registered version to ONNX, check parity, benchmark, and record the verdict.
+
+    FP32 parity must stay under [parity] fp32_max_loss_pct (0.1 %), INT8 under
+    int8_max_loss_pct (1 %); loss = max(relative error %, flipped long/short decisions %).
+    Exit 1 when a gate fails (verdict 'parity' = fail). Default version: the latest.
+
+    Examples:
+
+        qcli model export momentum --version 3
+
+        qcli model export momentum_ens --quantize int8 --int8-method weight-only --json
+    """
+    from quantcli.serving.onnx_export import export_registered
+
+    if quantize not in (None, "int8"):
+        from quantcli.errors import InputError
+
+        raise InputError(f"`--quantize {quantize}`: the only quantization is 'int8'")
+    with progress(json_mode) as bar:
+        bar.add_task("exporting, checking parity, benchmarking", total=None)
+        result = export_registered(
+            name,
+            version,
+            quantize=quantize,
+            int8_method=int8_method,
+            sample_rows=sample_rows,
+            tracking_uri=tracking_uri,
+            config_path=config,
+            benchmark=not no_benchmark,
+        )
+    report = result.pop("report")
+    if not result["passed"]:
+        raise GateFailedError(
+            f"ONNX parity failed for {name} v{result['version']} (verdict 'parity' = fail)",
+            reasons=result["failures"],
+            result=result,
+            hint="see the report: onnx/model.export.txt in the version's run artifacts",
+        )
+    emit(result, json_mode, lambda console: _render_export(console, result, report))
+
+
+def _render_export(console: Any, result: dict[str, Any], report: str) -> None:
+    console.print(report, highlight=False, markup=False)
+    console.print(
+        f"{result['name']} v{result['version']}: verdict parity = {result['verdict']}; "
+        f"serving graph: {result['recommended']}",
+        highlight=False,
+    )
+
+
+@app.command()
+def scan(
+    name: NameArg,
+    version: VersionOpt = None,
+    sample_rows: SampleOpt = 2000,
+    tracking_uri: TrackingOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Security-scan every artifact of a registered version and record the 'scan' verdict.
+
+    Checks: ONNX or LightGBM text only (a pickle is refused by its magic bytes), sha256 and
+    signature verify, operators and domains on an allow-list, no external data outside the
+    artifact directory, bounded input/output shapes and sizes, finite predictions on extreme
+    valid inputs. Exit 1 with the findings when any check fails. Default version: the latest.
+
+    Examples:
+
+        qcli model scan momentum --version 3
+
+        qcli model scan momentum --json
+    """
+    from quantcli.serving.scan import scan_registered
+
+    with progress(json_mode) as bar:
+        bar.add_task("scanning artifacts", total=None)
+        result = scan_registered(name, version, tracking_uri=tracking_uri, sample_rows=sample_rows)
+    if not result["passed"]:
+        raise GateFailedError(
+            f"model scan failed for {name} v{result['version']} (verdict 'scan' = fail)",
+            reasons=result["findings"],
+            result=result,
+        )
+    emit(result, json_mode, lambda console: _render_scan(console, result))
+    note(f"probe bounds: {result['probe_bounds']}", json_mode)
+
+
+def _render_scan(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"scan of {result['name']} v{result['version']}")
+    for col in ("file", "format", "checks", "verdict"):
+        table.add_column(col)
+    for f in result["files"]:
+        checks = ", ".join(c["name"] for c in f["checks"])
+        table.add_row(f["path"], f["format"], checks, "PASS" if f["passed"] else "FAIL")
+    console.print(table)
+    console.print(f"verdict scan = {result['verdict']}", highlight=False)
+
 
 __all__ = ["app"]

@@ -510,3 +510,147 @@ def render_report(result: ExportResult) -> str:
     lines += ["", f"overall: {'PASS' if result.passed else 'FAIL'}"]
     lines += [f"  - {r}" for r in result.failures]
     return "\n".join(lines) + "\n"
+
+
+# -- registered versions (used by `qcli model export` and `qcli model scan`) ------------------
+ONNX_ARTIFACT_DIR = "onnx"
+EXPORT_STEM = "model"
+TAG_RECOMMENDED = "quantcli.onnx.recommended"  # fp32 | int8: the graph the runtime loads
+TAG_INT8 = "quantcli.onnx.int8"  # what happened to INT8 (quantized / not quantizable / ...)
+
+
+def training_sample(
+    info: Any,
+    feature_names: list[str],
+    n_rows: int,
+    *,
+    seed: int = 0,
+    tracking_client: Any = None,
+) -> np.ndarray:
+    """``n_rows`` feature rows drawn (seeded, in time order) from the version's training data.
+
+    The rows come from the offline store's feature table of the version's feature set, within
+    the time range of its dataset manifest; rows with a non-finite feature (warm-up) are skipped.
+    """
+    import json as _json
+
+    from quantcli.features.dataset import load_training_frame
+    from quantcli.models import tags as T
+
+    tags = dict(info.tags)
+    start = end = None
+    if tracking_client is not None:
+        run_tags = tracking_client.get_run(info.run_id).data.tags
+        manifest = _json.loads(run_tags.get("quantcli.dataset.manifest", "{}"))
+        start, end = manifest.get("start"), manifest.get("end")
+    frame = load_training_frame(
+        feature_set=tags.get(T.FEATURE_SET, "technical_v1"),
+        label=tags.get(T.LABEL, "fwd_return_5d"),
+        since=start,
+        until=end,
+    )
+    missing = [f for f in feature_names if f not in frame.columns]
+    if missing:
+        raise InputError(
+            f"the offline store's feature table lacks feature '{missing[0]}' of the model signature"
+        )
+    X = frame.select(feature_names).to_numpy().astype(np.float64)
+    X = X[np.isfinite(X).all(axis=1)]
+    if X.shape[0] == 0:
+        raise InputError("no training rows with finite features in the offline store")
+    if X.shape[0] > n_rows:
+        idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], n_rows, replace=False))
+        X = X[idx]
+    return X
+
+
+def export_registered(
+    name: str,
+    version: str | None = None,
+    *,
+    quantize: str | None = None,
+    int8_method: str = "dynamic",
+    sample_rows: int = 2000,
+    tracking_uri: str | None = None,
+    config_path: str | None = None,
+    benchmark: bool = True,
+) -> dict[str, Any]:
+    """Export a registered version: verify and load it, convert, gate, log, record the verdict.
+
+    The native model is loaded through the registry (sha256 + signature verified). Parity runs on
+    ``sample_rows`` rows of the version's training features (offline store); static INT8 is
+    calibrated on another seeded draw of them. Graphs that pass their parity gate are logged to
+    the version's run under ``onnx/`` (signed, sha256 and signature as version tags) with the
+    report ``onnx/model.export.json``/``.txt``; the verdict ``parity`` is ``pass`` only when every
+    exported graph passed. Returns the result dict (``passed`` tells whether to exit 1).
+    """
+    import shutil
+    import tempfile
+
+    from quantcli.config import load_config
+    from quantcli.models import tags as T
+    from quantcli.models.registry import ModelRegistry
+
+    if sample_rows < 10:
+        raise InputError(f"`--sample-rows` must be at least 10, got {sample_rows}")
+    cfg = load_config(config_path)
+    reg = ModelRegistry(tracking_uri)
+    model, info = reg.load_native_model(name, version)
+    feature_names = list(model.feature_names)
+    X = training_sample(info, feature_names, sample_rows, seed=0, tracking_client=reg.client)
+    calib = None
+    if quantize == "int8" and int8_method == "static":
+        calib = training_sample(
+            info, feature_names, sample_rows, seed=1, tracking_client=reg.client
+        )
+    work = Path(tempfile.mkdtemp(prefix="qcli-export-"))
+    try:
+        res = convert_and_validate_pipeline(
+            model,
+            EXPORT_STEM,
+            X,
+            work,
+            quantize=quantize,
+            int8_method=int8_method,
+            calibration=calib,
+            parity=cfg["parity"],
+            benchmark=benchmark,
+        )
+        logged: dict[str, dict[str, str]] = {}
+        to_log = []
+        if res.fp32_parity["passed"]:
+            to_log.append(Path(res.fp32.path))
+        if res.int8 is not None and res.int8_parity and res.int8_parity["passed"]:
+            to_log.append(Path(res.int8.path))
+        to_log += [Path(res.report_json), Path(res.report_txt)]
+        for f in to_log:
+            art = f"{ONNX_ARTIFACT_DIR}/{f.name}"
+            logged[art] = reg.add_artifact(name, info.version, f, art)
+        recommended = (res.latency or {}).get("recommendation", "fp32")
+        if recommended == "int8" and f"{ONNX_ARTIFACT_DIR}/{EXPORT_STEM}.int8.onnx" not in logged:
+            recommended = "fp32"
+        reg.set_version_tags(
+            name,
+            info.version,
+            {TAG_RECOMMENDED: recommended, TAG_INT8: res.quantization.get("reason", "")},
+        )
+        reg.record_verdict(name, info.version, "parity", res.passed, res.failures)
+        out = _jsonable(res.to_dict())
+        out.update(
+            name=name,
+            version=info.version,
+            run_id=info.run_id,
+            feature_names=feature_names,
+            artifacts=logged,
+            recommended=recommended,
+            verdict=T.PASS if res.passed else T.FAIL,
+            report=render_report(res),
+        )
+        for key in ("report_json", "report_txt"):
+            out.pop(key, None)
+        for f in ("fp32", "int8"):
+            if out.get(f):
+                out[f]["path"] = f"{ONNX_ARTIFACT_DIR}/{Path(out[f]['path']).name}"
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -64,6 +64,76 @@ def make_session(
 
 
 @dataclass
+class OnnxArtifact:
+    """A downloaded, registered ONNX graph and what the runtime needs to trust and describe it."""
+
+    path: Path
+    sha256: str | None
+    signature: str | None
+    feature_names: list[str]
+    audit_tags: dict[str, Any]
+
+
+def resolve_onnx(
+    name: str,
+    alias: str = "production",
+    *,
+    precision: str = "auto",
+    tracking_uri: str | None = None,
+) -> OnnxArtifact:
+    """Find and download the exported graph of ``name@alias`` (or version ``alias``).
+
+    The file is downloaded into ``$QCLI_HOME/cache/onnx/<name>/v<version>/`` and verified by the
+    registry (sha256 + signature tags); :class:`InferenceRuntime` verifies it again on load.
+    """
+    from quantcli import config
+    from quantcli.errors import NotFoundError
+    from quantcli.models import tags as T
+    from quantcli.models.registry import ModelRegistry
+    from quantcli.serving.onnx_export import EXPORT_STEM, ONNX_ARTIFACT_DIR, TAG_RECOMMENDED
+
+    if precision not in ("auto", "fp32", "int8"):
+        raise InputError(f"`precision` must be auto, fp32 or int8, got precision={precision!r}")
+    reg = ModelRegistry(tracking_uri)
+    if str(alias).isdigit():
+        info = reg.resolve(name, version=str(alias))
+    else:
+        info = reg.resolve(name, alias=alias)
+    chosen = info.tags.get(TAG_RECOMMENDED, "fp32") if precision == "auto" else precision
+    art_path = f"{ONNX_ARTIFACT_DIR}/{EXPORT_STEM}.{chosen}.onnx"
+    rec = info.artifacts.get(art_path)
+    if rec is None:
+        raise NotFoundError(
+            f"model '{name}' v{info.version} has no exported {chosen.upper()} ONNX graph",
+            hint=f"run: qcli model export {name} --version {info.version}"
+            + (" --quantize int8" if chosen == "int8" else ""),
+        )
+    dst = config.qcli_home(create=True) / "cache" / "onnx" / name / f"v{info.version}"
+    local, _ = reg.download_artifacts(name, info.version, art_path, dst)
+    try:
+        feature_names = json.loads(info.tags.get(T.FEATURE_NAMES, "[]"))
+    except json.JSONDecodeError:
+        feature_names = []
+    if not feature_names:
+        raise NotFoundError(
+            f"model '{name}' v{info.version} records no feature names (tag {T.FEATURE_NAMES})"
+        )
+    audit = {
+        "model_name": name,
+        "model_version": info.version,
+        "model_run_id": info.run_id,
+        "alias": None if str(alias).isdigit() else alias,
+        "feature_set": info.tags.get(T.FEATURE_SET),
+        "feature_set_version": info.tags.get(T.FEATURE_SET_VERSION),
+        "dataset_manifest_id": info.tags.get(T.DATASET_SHA256),
+        "onnx_name": Path(art_path).name,
+        "onnx_precision": chosen,
+        "promoted_at": info.tags.get(T.PROMOTED_AT),
+    }
+    return OnnxArtifact(Path(local), rec.get("sha256"), rec.get("signature"), feature_names, audit)
+
+
+@dataclass
 class Prediction:
     """Predictions (float64 vector, one per input row) and the audit tags of the model."""
 
@@ -160,8 +230,6 @@ class InferenceRuntime:
         version must have been exported (``qcli model export``) and its sha256 and signature
         recorded as version tags.
         """
-        from quantcli.serving.registry_link import resolve_onnx
-
         art = resolve_onnx(name, alias, precision=precision, tracking_uri=tracking_uri)
         return cls(
             art.path,

@@ -388,3 +388,126 @@ def _probe(predict, width: int, reference_X: np.ndarray | None) -> Check:
         findings,
         {"rows": len(y), "min": float(np.nanmin(y)), "max": float(np.nanmax(y))},
     )
+
+
+# -- registered versions (`qcli model scan`) ---------------------------------------------------
+def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanReport:
+    """A non-model file of a version (manifest JSON, ``.npz`` weights): no pickle, signed."""
+    with open(p, "rb") as fh:
+        head = fh.read(64)
+    report = ScanReport(str(p), sniff_format(head))
+    findings: list[str] = []
+    if p.suffix == ".json":
+        import json
+
+        try:
+            json.loads(p.read_text())
+        except (UnicodeDecodeError, ValueError) as exc:
+            findings.append(f"{p.name}: not valid JSON ({exc})")
+    elif p.suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as npz:  # object arrays would need pickle
+                dtypes = {k: npz[k].dtype.kind for k in npz.files}
+            findings += [
+                f"{p.name}[{k}] has dtype kind {v!r}" for k, v in dtypes.items() if v == "O"
+            ]
+        except ValueError as exc:
+            findings.append(f"{p.name}: refused ({exc})")
+    elif report.format == "pickle":
+        findings.append(f"{p.name} is a Python pickle: refused unopened")
+    elif report.format not in ("onnx", "lightgbm_text"):
+        findings.append(f"{p.name}: unexpected file type in a model artifact")
+    report.format = {".json": "json", ".npz": "npz"}.get(p.suffix, report.format)
+    report.checks.append(Check("format", not findings, findings, {"magic": head[:8].hex()}))
+    report.checks.append(_check_integrity(p, sha256, signature, True, None))
+    return report
+
+
+def scan_registered(
+    name: str,
+    version: str | None = None,
+    *,
+    tracking_uri: str | None = None,
+    sample_rows: int = 2000,
+) -> dict[str, Any]:
+    """Scan every file of a registered version (``model/`` and ``onnx/``); record ``scan``.
+
+    Files are downloaded WITHOUT the registry's verification, so a tampered or unsigned file
+    becomes a finding instead of an exception. ``.onnx`` and LightGBM ``.txt`` files get the full
+    scan (robustness probe bounded by the version's training features when the offline store has
+    them); JSON and ``.npz`` sidecars get the format and integrity checks. Returns the report dict;
+    ``passed`` is False when any finding exists (the CLI exits 1).
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from quantcli.errors import QuantCliError
+    from quantcli.models import tags as T
+    from quantcli.models.registry import ModelRegistry
+
+    reg = ModelRegistry(tracking_uri)
+    info = reg.resolve(name, version)
+    feature_names = json.loads(info.tags.get(T.FEATURE_NAMES, "[]")) or None
+    reference = None
+    if feature_names:
+        from quantcli.serving.onnx_export import training_sample
+
+        try:
+            reference = training_sample(
+                info, feature_names, sample_rows, tracking_client=reg.client
+            )
+        except QuantCliError:
+            reference = None  # no offline store here: probe the default box instead
+    work = Path(tempfile.mkdtemp(prefix="qcli-scan-"))
+    reports: list[ScanReport] = []
+    try:
+        roots = sorted({a.split("/", 1)[0] for a in info.artifacts} | {"model"})
+        for root in roots:
+            try:
+                local = Path(reg.client.download_artifacts(info.run_id, root, str(work)))
+            except Exception:  # an artifact folder recorded in tags but absent
+                reports.append(_missing(f"{root}/", "artifact folder missing from the run"))
+                continue
+            files = sorted(q for q in local.rglob("*") if q.is_file())
+            for f in files:
+                rel = f"{root}/{f.relative_to(local)}"
+                rec = info.artifacts.get(rel, {})
+                sha, sig = rec.get("sha256"), rec.get("signature")
+                if f.suffix in (".onnx", ".txt") and f.name not in ("model.export.txt",):
+                    r = scan_artifact(
+                        f,
+                        sha256=sha,
+                        signature=sig,
+                        n_features=len(feature_names) if feature_names else None,
+                        reference_X=reference,
+                        artifact_dir=local,
+                    )
+                else:
+                    r = _scan_sidecar(f, sha, sig)
+                r.path = rel
+                reports.append(r)
+            present = {f"{root}/{f.relative_to(local)}" for f in files}
+            for rel in sorted(a for a in info.artifacts if a.startswith(root + "/")):
+                if rel not in present:
+                    reports.append(_missing(rel, "recorded in the registry but missing"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    passed = all(r.passed for r in reports) and bool(reports)
+    findings = [f"{r.path}: {f}" for r in reports for f in r.findings]
+    reg.record_verdict(name, info.version, "scan", passed, findings)
+    return {
+        "name": name,
+        "version": info.version,
+        "passed": passed,
+        "verdict": T.PASS if passed else T.FAIL,
+        "findings": findings,
+        "probe_bounds": "training features" if reference is not None else "default box +-1e3",
+        "files": [r.to_dict() for r in reports],
+    }
+
+
+def _missing(path: str, why: str) -> ScanReport:
+    r = ScanReport(path, "unknown")
+    r.checks.append(Check("integrity", False, [why]))
+    return r

@@ -1,0 +1,107 @@
+"""Fixtures for the serving tests: real and synthetic feature matrices, fitted models.
+
+Models are small (few trees, a small MLP) so the whole serving suite stays fast, but they are the
+real estimators of :func:`quantcli.models.estimators.make_model`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+SMALL = {
+    "lgbm": {"n_estimators": 40, "num_leaves": 15},
+    "mlp": {"hidden_layer_sizes": [32, 16], "max_iter": 40},
+}
+
+
+def _xy(bars: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from quantcli.features import compute_features, feature_names
+    from quantcli.features.labels import compute_labels
+
+    names = feature_names("technical_v1")
+    frame = (
+        compute_features(bars)
+        .join(compute_labels(bars, 5).collect(), on=["symbol", "ts"], how="inner")
+        .drop_nulls()
+        .sort("ts", "symbol")
+    )
+    X = frame.select(names).to_numpy().astype(np.float64)
+    y = frame.get_column("label").to_numpy().astype(np.float64)
+    ok = np.isfinite(X).all(axis=1)
+    return X[ok], y[ok], names
+
+
+def _fit(kind: str, X: np.ndarray, y: np.ndarray):
+    from quantcli.models.estimators import make_model
+
+    with warnings.catch_warnings():
+        # a capped max_iter keeps the suite fast; an unconverged MLP is still a valid model to
+        # export, so sklearn's ConvergenceWarning is expected here and nowhere else
+        from sklearn.exceptions import ConvergenceWarning
+
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        return make_model(kind, SMALL[kind], seed=7).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> SimpleNamespace:
+    """The bundled real bars (SPX, IXIC daily): 29 technical features, 5-day forward return.
+
+    Fitted on every other row of the first 70 % (time order); ``X_test`` is 1,000 later rows.
+    """
+    from quantcli.data.sample import load_sample
+
+    X, y, names = _xy(load_sample())
+    cut = int(0.7 * len(X))
+    return SimpleNamespace(X=X[:cut:2], y=y[:cut:2], X_test=X[cut : cut + 1000], names=names)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data() -> SimpleNamespace:
+    """A seeded synthetic universe with a planted momentum signal (ar1 = 0.2)."""
+    from quantcli.data.synthetic import synthetic_universe
+
+    X, y, names = _xy(synthetic_universe(n_symbols=6, n_days=700, seed=11, ar1=0.2))
+    cut = int(0.7 * len(X))
+    return SimpleNamespace(X=X[:cut], y=y[:cut], X_test=X[cut : cut + 1000], names=names)
+
+
+@pytest.fixture(scope="session")
+def unit_scale_data(synthetic_data) -> SimpleNamespace:
+    """Synthetic features with a smooth, unit-scale target ``tanh(z . beta)`` plus 5 % noise.
+
+    An MLP fitted on a unit-scale target works in its natural numeric range, which is where
+    INT8 weights keep parity (a target of ~1e-2, like raw returns, makes every prediction a small
+    difference of large terms; see docs/serving.md).
+    """
+    rng = np.random.default_rng(3)
+    X = synthetic_data.X
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    beta = rng.normal(size=X.shape[1]) / np.sqrt(X.shape[1])
+    y = np.tanh(Z @ beta) + 0.05 * rng.normal(size=len(X))
+    return SimpleNamespace(X=X, y=y, X_test=synthetic_data.X_test, names=synthetic_data.names)
+
+
+@pytest.fixture(scope="session")
+def models(real_data, synthetic_data, unit_scale_data) -> dict:
+    """``{(dataset, kind): fitted model}`` for real/synthetic x lgbm/mlp/ensemble (+ unit)."""
+    from quantcli.models.estimators import EnsembleRegressor
+
+    out = {}
+    for ds_name, ds in (
+        ("real", real_data),
+        ("synthetic", synthetic_data),
+        ("unit", unit_scale_data),
+    ):
+        for kind in ("lgbm", "mlp"):
+            out[(ds_name, kind)] = _fit(kind, ds.X, ds.y)
+        # the ensemble is the plain mean of its fitted members: reuse them instead of refitting
+        out[(ds_name, "ensemble")] = EnsembleRegressor(
+            [("lgbm", out[(ds_name, "lgbm")]), ("mlp", out[(ds_name, "mlp")])]
+        )
+    return out
