@@ -352,7 +352,7 @@ class RayExecutor:
                 kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
             try:
                 self.ray.init(**kwargs)
-            except (ConnectionError, TimeoutError, ValueError) as exc:
+            except Exception as exc:  # ConnectionError, a startup timeout (plain Exception), ...
                 where = self.address or "a new local cluster"
                 raise ClusterError(
                     f"cannot connect to the Ray cluster at {where}: {_first_line(exc)}",

@@ -17,15 +17,24 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            # pytest imports this package as `scale.*` from tests/; the workers need the same
-            # path to unpickle the task functions defined here (quantcli itself is installed).
-            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent.parent)}},
-        )
+        # Ray waits a fixed 30 s for its raylet; on a loaded 2-core CI box that can time out, so
+        # one retry (the failure is about startup, never about the code under test).
+        for attempt in (1, 2):
+            try:
+                ray.init(
+                    num_cpus=2,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    # pytest imports this package as `scale.*` from tests/; the workers need the
+                    # same path to unpickle the task functions defined here.
+                    runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent.parent)}},
+                )
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     yield ray
     ray.shutdown()
 

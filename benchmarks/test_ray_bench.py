@@ -1,0 +1,163 @@
+"""Ray executor vs the local executor for a feature build, and a measured scale-out model.
+
+Peer: the local executor in the same run (ratio ``ray / local`` of the build's wall time).
+Both builds write the same bytes (``tests/scale``); this file measures what Ray costs and what it
+could gain. On this 2-core machine the honest expectation is *no* gain: the cluster and the
+driver share the same two cores, and the single writer is serial.
+
+Measured per run and printed (``-s``), also stored in the benchmark's ``extra_info``:
+
+* ``local_s`` / ``ray_s``: wall time of ``build_features(..., full=True)`` on each executor, Ray
+  workers already warm (imports and Numba kernels loaded; the cold start is reported apart);
+* ``compute_per_shard_s``: ``compute_shard`` of one shard, in this process;
+* ``serialize_s`` and ``shard_mb``: pickling a shard task and its result there and back, and
+  their size; ``ray_overhead_per_task_s``: one shard through Ray minus its local compute;
+* ``serial_s``: the part no worker can take (bar reads, the writer, bookkeeping): local total
+  minus shards x compute per shard;
+* the extrapolation ``T(N) = serial + ceil(waves) * ceil(wave / min(N, wave)) * (compute +
+  overhead)`` for N workers, with ``wave = SHARDS_PER_WAVE`` the number of shards the build
+  hands to the executor at once (see ``docs/scaling.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+# Budget: on 2 cores Ray may not be slower than the local loop by more than this factor (task
+# transfer through the object store and scheduling, on top of the same compute).
+RAY_OVER_LOCAL_BUDGET = 1.6
+WORKERS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def _store_with_bars(path: Path, bars: pl.DataFrame):
+    from quantcli.store.offline import OfflineStore
+
+    store = OfflineStore(path)
+    store.ensure_schema("schema_core")
+    with store.transaction() as con:
+        con.register("new_bars", bars.select("symbol", "ts", "open", "high", "low", "close",
+                                             "volume").to_arrow())  # fmt: skip
+        con.execute("INSERT INTO bars SELECT * FROM new_bars")
+        con.unregister("new_bars")
+    return store
+
+
+def _one_shard_task(bars: pl.DataFrame, shard_rows: int):
+    from quantcli.features.build import ShardTask
+
+    per_symbol = bars.group_by("symbol").len()["len"].max()
+    n_symbols = max(1, shard_rows // int(per_symbol))
+    symbols = sorted(bars["symbol"].unique().to_list())[:n_symbols]
+    shard = bars.filter(pl.col("symbol").is_in(symbols))
+    return ShardTask("technical_v1", shard, "full", None, {})
+
+
+def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]:
+    from quantcli.features.build import SHARDS_PER_WAVE, build_features, compute_shard
+    from quantcli.scale import RayExecutor
+
+    ray_exec = RayExecutor()
+    task = _one_shard_task(bars, shard_rows)
+
+    # Cold start on the workers: imports and Numba kernels (cached on disk after the first run).
+    t = time.perf_counter()
+    ray_exec.chunksize = 1
+    ray_exec.map(compute_shard, [task, task])
+    warmup_s = time.perf_counter() - t
+
+    compute_shard(task)  # warm this process too
+    t = time.perf_counter()
+    result = compute_shard(task)
+    compute_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    blob_task = pickle.dumps(task, protocol=5)
+    blob_result = pickle.dumps(result, protocol=5)
+    pickle.loads(blob_task)
+    pickle.loads(blob_result)
+    serialize_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ray_exec.map(compute_shard, [task])
+    overhead_s = max(0.0, time.perf_counter() - t - compute_s)
+
+    with _store_with_bars(tmp / "local.duckdb", bars) as store:
+        local = build_features(store, executor="local", full=True, shard_rows=shard_rows)
+    with _store_with_bars(tmp / "ray.duckdb", bars) as store:
+        on_ray = build_features(store, executor=ray_exec, full=True, shard_rows=shard_rows)
+    assert on_ray.rows_written == local.rows_written
+
+    n_shards = math.ceil(bars.height / task.bars.height)
+    local_s = local.timings_s["total"]
+    serial_s = max(0.0, local_s - n_shards * compute_s)
+    waves = math.ceil(n_shards / SHARDS_PER_WAVE)
+    model = {
+        n: serial_s
+        + waves * math.ceil(SHARDS_PER_WAVE / min(n, SHARDS_PER_WAVE)) * (compute_s + overhead_s)
+        for n in WORKERS
+    }
+    uncapped = {
+        n: serial_s + math.ceil(n_shards / n) * (compute_s + overhead_s) for n in WORKERS
+    }  # fmt: skip
+    return {
+        "bars": bars.height,
+        "shards": n_shards,
+        "shards_per_wave": SHARDS_PER_WAVE,
+        "local_s": round(local_s, 3),
+        "ray_s": round(on_ray.timings_s["total"], 3),
+        "ratio_ray_over_local": round(on_ray.timings_s["total"] / local_s, 3),
+        "ray_worker_warmup_s": round(warmup_s, 3),
+        "compute_per_shard_s": round(compute_s, 4),
+        "shard_task_mb": round(len(blob_task) / 1e6, 2),
+        "shard_result_mb": round(len(blob_result) / 1e6, 2),
+        "serialize_roundtrip_s": round(serialize_s, 4),
+        "ray_overhead_per_task_s": round(overhead_s, 4),
+        "serial_s": round(serial_s, 3),
+        "model_s": {n: round(v, 2) for n, v in model.items()},
+        "model_uncapped_s": {n: round(v, 2) for n, v in uncapped.items()},
+    }
+
+
+def _report(benchmark, figures: dict) -> None:
+    benchmark.extra_info.update({k: v for k, v in figures.items()})
+    print("\nray scale-out figures:")
+    for k, v in figures.items():
+        print(f"  {k}: {v}")
+
+
+@pytest.mark.slow
+def test_ray_feature_build_500x5000(benchmark, ray_session, universe_500x5000, tmp_path):
+    from quantcli.features.build import DEFAULT_SHARD_ROWS
+
+    figures = benchmark.pedantic(
+        _measure, args=(universe_500x5000, tmp_path, DEFAULT_SHARD_ROWS), rounds=1, iterations=1
+    )
+    _report(benchmark, figures)
+    assert figures["ratio_ray_over_local"] <= RAY_OVER_LOCAL_BUDGET, figures
+    assert figures["ray_overhead_per_task_s"] < figures["compute_per_shard_s"], figures
+
+
+def test_ray_feature_build_smoke(benchmark, ray_session, universe_50x1000, tmp_path):
+    """50 x 1000 in shards of 5 symbols: the same measurement, small enough for the CI smoke run."""
+    figures = benchmark.pedantic(
+        _measure, args=(universe_50x1000, tmp_path, 5_000), rounds=1, iterations=1
+    )
+    _report(benchmark, figures)
+    assert figures["shards"] == 10
+    assert set(figures["model_s"]) == set(WORKERS)
