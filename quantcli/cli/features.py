@@ -1,7 +1,180 @@
-"""`qcli features ...`: Build, inspect and materialize feature sets."""
+"""`qcli features ...`: Build, inspect and materialize feature sets.
+
+`build`, `list` and `show` live here; `materialize` is added by ``features_online.py``.
+Library imports happen inside the commands so `qcli --help` stays instant.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
+from quantcli.cli._common import JsonOpt, emit, note, progress
+
 app = typer.Typer(help="Build, inspect and materialize feature sets.", no_args_is_help=True)
+
+FeatureSetOpt = Annotated[
+    str, typer.Option("--feature-set", help="Declaration under feature_defs/ (e.g. technical_v1).")
+]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+@app.command("build")
+def build_cmd(
+    feature_set: FeatureSetOpt = "technical_v1",
+    symbols: Annotated[
+        str | None,
+        typer.Option("--symbols", help="Comma-separated symbols (default: every symbol in bars)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Rewrite only rows on or after this date (YYYY-MM-DD, UTC)."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Delete and rewrite every symbol in scope.")
+    ] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where shards are computed: local or ray.")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Ray cluster address (with --executor ray)."),
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Compute a feature set from `bars` and write its table, in one transaction.
+
+    Every symbol is computed over its full history (the indicators are recursive); its first
+    bars (199 for technical_v1) are warm-up and dropped. By default the build is incremental:
+    only rows after the last bar seen by the previous build are written, unless a symbol's
+    earlier bars changed (then it is rewritten). The result equals a full rebuild.
+
+    Examples:
+
+        qcli features build
+
+        qcli features build --symbols SPX,IXIC --json
+
+        qcli features build --since 2018-01-01
+
+        qcli features build --full --executor ray
+    """
+    from quantcli.features.build import build_features
+
+    wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    with progress(json_mode) as bar:
+        task = bar.add_task(f"building {feature_set}", total=None)
+        result = build_features(
+            feature_set=feature_set,
+            symbols=wanted,
+            since=since,
+            executor=executor,
+            ray_address=ray_address,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            full=full,
+        ).to_dict()
+
+    def render(con) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"Feature build {result['build_id']}", show_header=False)
+        table.add_column("", style="bold")
+        table.add_column("")
+        for key in (
+            "feature_set", "table", "mode", "bars_read", "rows_computed", "rows_written",
+            "rows_deleted", "warmup_rows_dropped", "input_sha256", "executor",
+        ):  # fmt: skip
+            table.add_row(key, str(result[key]))
+        table.add_row("symbols", f"{len(result['symbols'])}")
+        table.add_row("non-finite values", str(result["quality"]["non_finite"]))
+        table.add_row("seconds", str(result["timings_s"].get("total")))
+        con.print(table)
+
+    emit(result, json_mode, render)
+
+
+@app.command("list")
+def list_cmd(feature_set: FeatureSetOpt = "technical_v1", json_mode: JsonOpt = False) -> None:
+    """List the features of a feature set and the state of its table.
+
+    Examples:
+
+        qcli features list
+
+        qcli features list --json
+    """
+    from quantcli.features.inspect import describe_feature_set
+
+    result = describe_feature_set(feature_set)
+
+    def render(con) -> None:
+        from rich.table import Table
+
+        table = Table(
+            title=f"{result['feature_set']} (version {result['version']}, "
+            f"table {result['table']}, warm-up {result['warmup']} bars)"
+        )
+        for col in ("feature", "kind", "params", "lookback", "description"):
+            table.add_column(col)
+        for f in result["features"]:
+            params = ", ".join(f"{k}={v}" for k, v in f["params"].items())
+            table.add_row(f["name"], f["kind"], params, str(f["lookback"]), f["description"])
+        con.print(table)
+        labels = ", ".join(f"{lab['name']} (h={lab['horizon']})" for lab in result["labels"])
+        con.print(f"labels: {labels}")
+        st = result["table_status"]
+        if st is None:
+            con.print("table: not built yet (run `qcli features build`)")
+        else:
+            con.print(
+                f"table: {st['rows']} rows, {st['symbols']} symbols, "
+                f"{st['ts_min']} .. {st['ts_max']}"
+            )
+            if st["last_build"]:
+                lb = st["last_build"]
+                con.print(
+                    f"last build: {lb['build_id']} at {lb['built_at']} ({lb['mode']}, "
+                    f"{lb['rows_written']} rows written)"
+                )
+
+    emit(result, json_mode, render)
+
+
+@app.command("show")
+def show_cmd(
+    symbol: Annotated[str, typer.Argument(help="The symbol, e.g. SPX.")],
+    last: Annotated[int, typer.Option("--last", help="How many of the latest rows.")] = 5,
+    feature_set: FeatureSetOpt = "technical_v1",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Show the latest feature rows of one symbol (one column per date).
+
+    Examples:
+
+        qcli features show SPX
+
+        qcli features show IXIC --last 10 --json
+    """
+    from quantcli.features.inspect import show_features
+
+    result = show_features(symbol, last=last, feature_set=feature_set)
+
+    def render(con) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"{symbol}: {result['table']} (last {len(result['rows'])} rows)")
+        table.add_column("feature", style="bold")
+        for row in result["rows"]:
+            table.add_column(str(row["ts"].date()), justify="right")
+        for col in result["columns"][1:]:
+            table.add_row(col, *(_fmt(row[col]) for row in result["rows"]))
+        con.print(table)
+
+    note(f"{len(result['rows'])} rows of {symbol}", json_mode)
+    emit(result, json_mode, render)

@@ -16,8 +16,11 @@ from quantcli.features.definitions import (
     feature_names,
     load_feature_set,
 )
+from quantcli.features.generator import FeatureGenerator, FeatureResult
 
 __all__ = [
+    "FeatureGenerator",
+    "FeatureResult",
     "FeatureSet",
     "FeatureSpec",
     "LabelSpec",

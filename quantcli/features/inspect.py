@@ -1,0 +1,132 @@
+"""Read-only views of feature sets and feature tables (``qcli features list`` / ``show``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantcli import config
+from quantcli.errors import InputError, NotFoundError
+from quantcli.features.build import _ident
+from quantcli.features.definitions import load_feature_set
+from quantcli.store.offline import OfflineStore
+
+
+def _rows(cur, query: str, params: list | None = None) -> list[tuple]:
+    return cur.execute(query, params or []).fetchall()
+
+
+def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
+    """The declaration of ``feature_set`` and the state of its table in the offline store.
+
+    Returns a dict with ``feature_set``, ``version``, ``table``, ``warmup``, ``features`` (name,
+    kind, params, lookback, description), ``labels`` and ``table_status`` (``None`` when there
+    is no store or no table yet; else rows, symbols, ``ts_min``, ``ts_max`` and the last build).
+    """
+    fs = load_feature_set(feature_set)
+    status: dict[str, Any] | None = None
+    if config.offline_store_path().exists():
+        with OfflineStore(read_only=True) as store:
+            cur = store.con.cursor()
+            if store.table_exists(fs.table):
+                table = _ident(fs.table)
+                n, syms, lo, hi = _rows(
+                    cur, f"SELECT count(*), count(DISTINCT symbol), min(ts), max(ts) FROM {table}"
+                )[0]
+                status = {
+                    "rows": n,
+                    "symbols": syms,
+                    "ts_min": lo,
+                    "ts_max": hi,
+                    "last_build": None,
+                }
+                if store.table_exists("feature_builds"):
+                    last = _rows(
+                        cur,
+                        "SELECT build_id, built_at, mode, rows_written, input_sha256 "
+                        "FROM feature_builds WHERE feature_set = ? ORDER BY built_at DESC LIMIT 1",
+                        [feature_set],
+                    )
+                    if last:
+                        keys = ("build_id", "built_at", "mode", "rows_written", "input_sha256")
+                        status["last_build"] = dict(zip(keys, last[0], strict=True))
+    return {
+        "feature_set": fs.name,
+        "version": fs.version,
+        "table": fs.table,
+        "description": fs.description,
+        "warmup": fs.warmup,
+        "features": [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "params": f.params,
+                "lookback": f.lookback,
+                "talib": f.talib,
+                "description": f.description,
+            }
+            for f in fs.features
+        ],
+        "labels": [
+            {"name": lab.name, "horizon": lab.horizon, "description": lab.description}
+            for lab in fs.labels
+        ],
+        "table_status": status,
+    }
+
+
+def show_features(symbol: str, last: int = 5, feature_set: str = "technical_v1") -> dict[str, Any]:
+    """The last ``last`` feature rows of ``symbol``, oldest first.
+
+    Raises
+    ------
+    InputError
+        ``last < 1``.
+    NotFoundError
+        No store, no feature table, or no rows for ``symbol`` (the hint lists some symbols).
+    """
+    if last < 1:
+        raise InputError(f"--last must be at least 1, got --last {last}")
+    fs = load_feature_set(feature_set)
+    table = _ident(fs.table)
+    with OfflineStore(read_only=True) as store:
+        store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}`")
+        cur = store.con.cursor()
+        cols = ["ts", *fs.feature_names]
+        rows = _rows(
+            cur,
+            f"SELECT {', '.join(cols)} FROM {table} WHERE symbol = ? ORDER BY ts DESC LIMIT ?",
+            [symbol, last],
+        )
+        if not rows:
+            known = [r[0] for r in _rows(cur, f"SELECT DISTINCT symbol FROM {table} ORDER BY 1")]
+            shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
+            raise NotFoundError(
+                f"no feature rows for symbol '{symbol}' in {table}",
+                hint=f"symbols with features: {shown or 'none'}",
+            )
+    rows.reverse()
+    return {
+        "symbol": symbol,
+        "feature_set": feature_set,
+        "table": fs.table,
+        "columns": cols,
+        "rows": [dict(zip(cols, r, strict=True)) for r in rows],
+    }
+
+
+def recent_builds(limit: int = 10) -> list[dict[str, Any]]:
+    """The last ``limit`` rows of ``feature_builds`` (newest first); [] without a store."""
+    if not config.offline_store_path().exists():
+        return []
+    with OfflineStore(read_only=True) as store:
+        if not store.table_exists("feature_builds"):
+            return []
+        from quantcli import resources
+
+        cur = store.con.cursor()
+        res = cur.execute(resources.sql("features_builds_recent"), [limit])
+        keys = [d[0] for d in res.description]
+        return [dict(zip(keys, r, strict=True)) for r in res.fetchall()]
+
+
+__all__ = ["describe_feature_set", "recent_builds", "show_features"]
