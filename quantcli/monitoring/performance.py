@@ -218,7 +218,7 @@ class PerformanceMonitor:
     def window(self) -> pl.DataFrame:
         """The rolling window: the last ``window_size`` predictions with a known outcome."""
         with monitoring_store(self.store_path) as store:
-            return store.con.sql(_WINDOW_SQL, params=[self.name, self.window_size]).pl()
+            return store.con.cursor().sql(_WINDOW_SQL, params=[self.name, self.window_size]).pl()
 
     def calculate_metrics(
         self, *, record: bool = True, now: datetime | None = None

@@ -105,7 +105,8 @@ def read_period(
     with OfflineStore(store_path, read_only=True) as store:
         store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}`")
         # `table` comes from the feature-set declaration, never from user text
-        df = store.con.sql(
+        # a fresh cursor: duckdb refuses a new relation while require_table's result is open
+        df = store.con.cursor().sql(
             f'SELECT * FROM "{table}" WHERE {" AND ".join(where)} ORDER BY symbol, ts',
             params=params,
         ).pl()

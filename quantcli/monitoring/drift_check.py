@@ -1,0 +1,128 @@
+"""The drift check as the CLI and cron run it: resolve windows, detect, report, record.
+
+Every run is recorded in ``monitor_drift_runs`` (one transaction) so that ``retrain-check`` and
+``guard`` read the latest drift verdict without recomputing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from quantcli import config
+from quantcli.monitoring.drift import DriftDetector, DriftResult
+from quantcli.monitoring.profile import BaselineProfile
+from quantcli.monitoring.state import as_utc, monitoring_store
+from quantcli.monitoring.windows import load_window
+
+
+def run_drift_check(
+    baseline: str,
+    current: str,
+    *,
+    features: Sequence[str] | None = None,
+    feature_set: str = "technical_v1",
+    thresholds: dict[str, float] | None = None,
+    save_profile: str | Path | None = None,
+    report: str | Path | None = "auto",
+    max_plots: int = 60,
+    record: bool = True,
+    store_path: str | os.PathLike[str] | None = None,
+    on_step=None,
+) -> tuple[DriftResult, dict[str, Any]]:
+    """Run one drift check; returns the result and what was written (report, profile, run id).
+
+    Parameters
+    ----------
+    baseline, current
+        A PERIOD ``START:END`` of the stored features or a FILE (see
+        :mod:`quantcli.monitoring.windows`); the baseline may also be a saved profile (``.npz``).
+    report
+        ``"auto"`` writes ``$QCLI_HOME/reports/drift-<timestamp>.html``; a path writes there;
+        ``None`` writes no report.
+    """
+    step = on_step or (lambda _msg: None)
+    detector = DriftDetector(**(thresholds or {}))
+    step("loading the baseline window")
+    base, base_src = load_window(
+        baseline, option="--baseline", feature_set=feature_set, store_path=store_path
+    )
+    step("loading the current window")
+    cur, cur_src = load_window(
+        current,
+        option="--current",
+        feature_set=feature_set,
+        store_path=store_path,
+        allow_profile=False,
+    )
+    written: dict[str, Any] = {"report": None, "profile": None, "run_id": None}
+    if not isinstance(base, BaselineProfile):
+        step("profiling the baseline")
+        base = detector.profile(base, features, source=base_src)
+        if save_profile is not None:
+            written["profile"] = str(base.save(save_profile))
+    step("testing every feature")
+    result = detector.detect_feature_drift(
+        base, cur, features, baseline_source=base_src, current_source=cur_src
+    )
+    if report is not None:
+        step("writing the HTML report")
+        from quantcli.monitoring.report import write_drift_report
+
+        if report == "auto":
+            stamp = result.timestamp.replace(":", "").replace("+0000", "Z")
+            report = config.reports_dir() / f"drift-{stamp}.html"
+        written["report"] = str(write_drift_report(result, report, max_plots=max_plots))
+    if record:
+        written["run_id"] = record_drift_run(result, store_path=store_path)
+    return result, written
+
+
+def record_drift_run(
+    result: DriftResult, *, store_path: str | os.PathLike[str] | None = None
+) -> str:
+    """Append the run's summary to ``monitor_drift_runs``; returns its run id."""
+    d = result.to_dict()
+    run_id = uuid.uuid4().hex[:16]
+    summary = {k: v for k, v in d.items() if k != "features"}
+    summary["features"] = [
+        {k: f[k] for k in ("feature", "psi", "psi_band", "ks_pvalue", "js_divergence", "drifted")}
+        for f in d["features"]
+    ]
+    with monitoring_store(store_path) as store, store.transaction() as con:
+        con.execute(
+            "INSERT INTO monitor_drift_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                as_utc(result.timestamp),
+                result.baseline_source,
+                result.current_source,
+                len(result.features),
+                len(result.drifted_features),
+                json.dumps(result.drifted_features),
+                json.dumps(result.significant_features),
+                json.dumps(summary),
+            ],
+        )
+    return run_id
+
+
+def latest_drift_run(
+    *, store_path: str | os.PathLike[str] | None = None, since: datetime | None = None
+) -> dict[str, Any] | None:
+    """The most recent recorded drift run (its summary dict), or None."""
+    with monitoring_store(store_path) as store:
+        row = store.con.execute(
+            "SELECT summary, checked_at FROM monitor_drift_runs ORDER BY checked_at DESC, run_id "
+            "LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return None
+    if since is not None and as_utc(row[1]) < as_utc(since):
+        return None
+    return json.loads(row[0])

@@ -1,0 +1,322 @@
+"""Alert and rollback triggers: a pure evaluation of the monitors' latest numbers.
+
+Checks and severities (thresholds in :class:`GuardThresholds`):
+
+========================  ==========================================  =========================
+check                     CRITICAL (rollback trigger)                 WARNING
+========================  ==========================================  =========================
+sharpe                    rolling Sharpe < 0.8 on each of the last    latest Sharpe < 0.8
+                          3 consecutive days (UTC)
+drawdown                  max drawdown beyond -25 %                   beyond -20 %
+error_rate                > 1 % of /predict requests fail (5xx)       > 0.5 %
+latency                   --                                          > 5 % of requests > 500 ms
+drift                     --                                          > 5 features drifted
+========================  ==========================================  =========================
+
+A check that passes, or whose input is missing, is an INFO finding that says so. Latency and
+drift are alerts, not rollback triggers: the previous model version would be just as slow on
+the same infrastructure and sees the same drifted inputs -- they call for operations work and
+retraining. :func:`evaluate_guard` takes plain values so it is testable without a server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from quantcli.monitoring.state import as_utc, monitoring_store, utc_now
+
+SEVERITIES = ("CRITICAL", "WARNING", "INFO")
+
+
+@dataclass(frozen=True)
+class GuardThresholds:
+    """The seed's alert thresholds (fractions, not percent)."""
+
+    min_sharpe: float = 0.8
+    sharpe_days: int = 3
+    max_drawdown: float = -0.25
+    warn_drawdown: float = -0.20
+    max_error_rate: float = 0.01
+    warn_error_rate: float = 0.005
+    max_slow_share: float = 0.05
+    max_drifted_features: int = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: str
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _consecutive_days(days: list[date]) -> bool:
+    return all(b - a == timedelta(days=1) for a, b in itertools.pairwise(days))
+
+
+def evaluate_guard(
+    *,
+    daily_sharpe: list[tuple[date, float | None]] | None = None,
+    max_drawdown: float | None = None,
+    error_rate: float | None = None,
+    slow_share: float | None = None,
+    n_drifted: int | None = None,
+    thresholds: GuardThresholds | None = None,
+) -> list[Finding]:
+    """The findings, worst first (CRITICAL, WARNING, INFO; check order within a severity).
+
+    Parameters
+    ----------
+    daily_sharpe
+        ``(day, annualized rolling Sharpe)`` of the last recorded metrics of each day, oldest
+        first (:meth:`PerformanceMonitor.metrics_history` with ``days=3``).
+    max_drawdown
+        The latest rolling max drawdown, a negative fraction.
+    error_rate, slow_share
+        From the prediction service (:mod:`quantcli.monitoring.service_metrics`).
+    n_drifted
+        Features drifted in the latest drift check.
+    """
+    t = thresholds or GuardThresholds()
+    out: list[Finding] = []
+
+    if not daily_sharpe:
+        out.append(Finding("sharpe", "INFO", "no performance metrics recorded"))
+    else:
+        last = daily_sharpe[-t.sharpe_days :]
+        latest = last[-1][1]
+        low = [s is not None and s < t.min_sharpe for _, s in last]
+        if len(last) == t.sharpe_days and all(low) and _consecutive_days([d for d, _ in last]):
+            out.append(
+                Finding(
+                    "sharpe",
+                    "CRITICAL",
+                    f"rolling Sharpe below {t.min_sharpe:g} for {t.sharpe_days} consecutive days "
+                    f"({', '.join(f'{d}: {s:.2f}' for d, s in last)})",
+                    latest,
+                    t.min_sharpe,
+                )
+            )
+        elif latest is not None and latest < t.min_sharpe:
+            out.append(
+                Finding(
+                    "sharpe",
+                    "WARNING",
+                    f"rolling Sharpe {latest:.2f} below {t.min_sharpe:g} "
+                    f"(not yet {t.sharpe_days} consecutive days)",
+                    latest,
+                    t.min_sharpe,
+                )
+            )
+        elif latest is None:
+            out.append(Finding("sharpe", "INFO", "rolling Sharpe undefined (too few periods)"))
+        else:
+            out.append(
+                Finding("sharpe", "INFO", f"rolling Sharpe {latest:.2f} ok", latest, t.min_sharpe)
+            )
+
+    if max_drawdown is None:
+        out.append(Finding("drawdown", "INFO", "no drawdown recorded"))
+    elif max_drawdown < t.max_drawdown:
+        out.append(
+            Finding(
+                "drawdown",
+                "CRITICAL",
+                f"max drawdown {max_drawdown:.1%} beyond {t.max_drawdown:.0%}",
+                max_drawdown,
+                t.max_drawdown,
+            )
+        )
+    elif max_drawdown < t.warn_drawdown:
+        out.append(
+            Finding(
+                "drawdown",
+                "WARNING",
+                f"max drawdown {max_drawdown:.1%} beyond {t.warn_drawdown:.0%}",
+                max_drawdown,
+                t.warn_drawdown,
+            )
+        )
+    else:
+        out.append(Finding("drawdown", "INFO", f"max drawdown {max_drawdown:.1%} ok", max_drawdown))
+
+    if error_rate is None:
+        out.append(Finding("error_rate", "INFO", "no service metrics (pass --metrics)"))
+    elif error_rate > t.max_error_rate:
+        out.append(
+            Finding(
+                "error_rate",
+                "CRITICAL",
+                f"error rate {error_rate:.2%} above {t.max_error_rate:.0%}",
+                error_rate,
+                t.max_error_rate,
+            )
+        )
+    elif error_rate > t.warn_error_rate:
+        out.append(
+            Finding(
+                "error_rate",
+                "WARNING",
+                f"error rate {error_rate:.2%} above {t.warn_error_rate:.1%}",
+                error_rate,
+                t.warn_error_rate,
+            )
+        )
+    else:
+        out.append(Finding("error_rate", "INFO", f"error rate {error_rate:.2%} ok", error_rate))
+
+    if slow_share is None:
+        out.append(Finding("latency", "INFO", "no service metrics (pass --metrics)"))
+    elif slow_share > t.max_slow_share:
+        out.append(
+            Finding(
+                "latency",
+                "WARNING",
+                f"{slow_share:.1%} of requests slower than 500 ms (limit {t.max_slow_share:.0%})",
+                slow_share,
+                t.max_slow_share,
+            )
+        )
+    else:
+        out.append(
+            Finding("latency", "INFO", f"{slow_share:.1%} of requests over 500 ms", slow_share)
+        )
+
+    if n_drifted is None:
+        out.append(Finding("drift", "INFO", "no drift check recorded"))
+    elif n_drifted > t.max_drifted_features:
+        out.append(
+            Finding(
+                "drift",
+                "WARNING",
+                f"{n_drifted} features drifted (more than {t.max_drifted_features})",
+                float(n_drifted),
+                float(t.max_drifted_features),
+            )
+        )
+    else:
+        out.append(Finding("drift", "INFO", f"{n_drifted} features drifted", float(n_drifted)))
+
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(out, key=lambda f: rank[f.severity])  # stable: check order kept
+
+
+def worst_severity(findings: list[Finding]) -> str:
+    """The most severe level among ``findings`` (INFO when there are none)."""
+    for s in SEVERITIES:
+        if any(f.severity == s for f in findings):
+            return s
+    return "INFO"
+
+
+def run_guard(
+    *,
+    model: str | None = None,
+    metrics: str | None = None,
+    token: str | None = None,
+    auto_rollback: bool = False,
+    tracking_uri: str | None = None,
+    monitor: str = "production",
+    thresholds: GuardThresholds | None = None,
+    store_path: Any = None,
+) -> dict[str, Any]:
+    """Gather the inputs, evaluate, roll back on CRITICAL if asked, record the event.
+
+    Inputs: the performance monitor's daily metrics history (``monitor_metrics``), the latest
+    recorded drift check, and the service's ``/metrics`` (URL or snapshot file, optional).
+    With ``auto_rollback`` a CRITICAL finding moves ``production`` of ``model`` back to the
+    previous version through the registry, with the findings as the recorded reason.
+    """
+    from quantcli.errors import InputError
+    from quantcli.monitoring.drift_check import latest_drift_run
+    from quantcli.monitoring.performance import PerformanceMonitor
+    from quantcli.monitoring.service_metrics import read_service_health
+
+    if auto_rollback and not model:
+        raise InputError("--auto-rollback needs --model NAME (the registered model to roll back)")
+    t = thresholds or GuardThresholds()
+    perf = PerformanceMonitor(name=monitor, store_path=store_path)
+    history = perf.metrics_history(days=t.sharpe_days)
+    daily = [(as_utc(h["computed_at"]).date(), h.get("sharpe")) for h in history]
+    drawdown = history[-1].get("max_drawdown") if history else None
+    health = read_service_health(metrics, token=token) if metrics else None
+    drift = latest_drift_run(store_path=store_path)
+    findings = evaluate_guard(
+        daily_sharpe=daily,
+        max_drawdown=drawdown,
+        error_rate=health.error_rate if health else None,
+        slow_share=health.slow_share if health else None,
+        n_drifted=drift["n_drifted"] if drift else None,
+        thresholds=t,
+    )
+    severity = worst_severity(findings)
+    action, detail = "none", {}
+    critical = [f for f in findings if f.severity == "CRITICAL"]
+    if critical and auto_rollback:
+        from quantcli.models.registry import ModelRegistry
+
+        reason = "guard auto-rollback: " + "; ".join(f.message for f in critical)
+        try:
+            detail = ModelRegistry(tracking_uri).rollback(model, reason=reason)
+            action = "rollback"
+        except Exception as exc:  # recorded, then re-raised: the event must say it failed
+            action, detail = "rollback-failed", {"error": str(exc), "reason": reason}
+            record_guard_event(utc_now(), monitor, severity, findings, action, detail, store_path)
+            raise
+    evaluated_at = utc_now()
+    event_id = record_guard_event(
+        evaluated_at, monitor, severity, findings, action, detail, store_path
+    )
+    return {
+        "event_id": event_id,
+        "evaluated_at": evaluated_at.isoformat(),
+        "monitor": monitor,
+        "model": model,
+        "severity": severity,
+        "findings": [f.to_dict() for f in findings],
+        "action": action,
+        "rollback": detail or None,
+        "inputs": {
+            "daily_sharpe": [(d.isoformat(), s) for d, s in daily],
+            "max_drawdown": drawdown,
+            "service": health.to_dict() if health else None,
+            "drift_checked_at": drift["timestamp"] if drift else None,
+        },
+        "thresholds": asdict(t),
+    }
+
+
+def record_guard_event(
+    when: datetime,
+    monitor: str,
+    severity: str,
+    findings: list[Finding],
+    action: str,
+    detail: dict[str, Any],
+    store_path: Any = None,
+) -> str:
+    """Append one evaluation (and the rollback it did, if any) to ``monitor_guard_events``."""
+    event_id = uuid.uuid4().hex[:16]
+    with monitoring_store(store_path) as store, store.transaction() as con:
+        con.execute(
+            "INSERT INTO monitor_guard_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                event_id,
+                when,
+                monitor,
+                severity,
+                json.dumps([f.to_dict() for f in findings]),
+                action,
+                json.dumps(detail, default=str),
+            ],
+        )
+    return event_id
