@@ -109,47 +109,55 @@ def _rename(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str]]:
     return df.select([pl.col(src).alias(dst) for src, dst in mapping.items()]), ignored
 
 
-def _parse_text_ts(col: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """(UTC datetime, is-naive) parsed from stripped text; null where nothing matches."""
-    text = col.str.strip_chars()
-    zulu = text.str.replace(r"[zZ]$", "+00:00")
-    aware = pl.coalesce(
-        [
-            zulu.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
-            for f in _AWARE_FORMATS
-        ]
-    )
-    naive = pl.coalesce(
-        [text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))]
-        + [text.str.to_datetime(f, strict=False, time_unit="us") for f in _NAIVE_FORMATS]
-    ).dt.replace_time_zone("UTC")
-    return pl.coalesce([aware, naive]), aware.is_null() & naive.is_not_null()
+def _parse_text_ts(text: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(UTC datetime, is-naive) parsed from stripped text; null where no layout matches.
+
+    Staged for speed: the common date-only layout is tried on the whole column, the slower
+    datetime layouts only on the values it left unparsed.
+    """
+    wall = text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))
+    naive = wall.is_not_null()
+    todo = (wall.is_null() & text.is_not_null()).arg_true()
+    if len(todo):
+        rest = text.gather(todo)
+        zulu = rest.str.replace(r"[zZ]$", "+00:00")
+        frame = pl.DataFrame({"t": rest, "z": zulu})
+        aware = pl.coalesce(
+            [
+                pl.col("z").str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC")
+                for f in _AWARE_FORMATS
+            ]
+        ).dt.replace_time_zone(None)  # UTC wall time
+        plain = pl.coalesce(
+            [pl.col("t").str.to_datetime(f, strict=False, time_unit="us") for f in _NAIVE_FORMATS]
+        )
+        parsed = frame.select(aware.alias("aware"), plain.alias("plain"))
+        wall = wall.scatter(todo, parsed["aware"].fill_null(parsed["plain"]))
+        naive = naive.scatter(todo, parsed["aware"].is_null() & parsed["plain"].is_not_null())
+    return wall.dt.replace_time_zone("UTC"), naive
 
 
 def _parse_text_columns(df: pl.DataFrame, source: str, kinds: dict[str, str]) -> pl.DataFrame:
     """Parse the text columns of a CSV (or of a Parquet file that stores text)."""
-    exprs: list[pl.Expr] = []
-    checks: list[tuple[str, pl.Expr]] = []
-    if df.schema["ts"] == pl.String:
-        ts, naive = _parse_text_ts(pl.col("ts"))
-        exprs += [ts.alias("ts"), naive.alias(NAIVE_COL)]
-        checks.append(("ts", ts))
-    for name in NUMERIC_COLUMNS:
-        if df.schema[name] == pl.String:
-            value = pl.col(name).str.strip_chars().cast(pl.Float64, strict=False)
-            exprs.append(value.alias(name))
-            checks.append((name, value))
-    if "symbol" in df.columns and df.schema["symbol"] == pl.String:
-        exprs.append(pl.col("symbol").str.strip_chars())
+    text_cols = [n for n in ("ts", *NUMERIC_COLUMNS) if df.schema[n] == pl.String]
+    stripped = {name: df[name].str.strip_chars() for name in text_cols}
+    parsed: dict[str, pl.Series] = {}
+    for name in text_cols:
+        if name == "ts":
+            parsed["ts"], parsed[NAIVE_COL] = _parse_text_ts(stripped["ts"])
+        else:
+            parsed[name] = stripped[name].cast(pl.Float64, strict=False)
     issues: list[QualityIssue] = []
-    for name, parsed in checks:
-        text = pl.col(name).str.strip_chars()
-        bad = df.filter(text.is_not_null() & (text != "") & parsed.is_null())
+    for name in text_cols:
+        text = stripped[name]
+        bad_mask = text.is_not_null() & (text != "") & parsed[name].is_null()
+        if not bad_mask.any():
+            continue
         what = "date/time" if name == "ts" else "number"
         issue = issue_from_rows(
             "unparseable",
             "error",
-            bad,
+            df.filter(bad_mask),
             column=name,
             detail=pl.format("cannot parse {} as a {}", pl.col(name), pl.lit(what)),
             kinds=kinds,
@@ -157,7 +165,9 @@ def _parse_text_columns(df: pl.DataFrame, source: str, kinds: dict[str, str]) ->
         if issue is not None:
             issues.append(issue)
     raise_for(issues, source)
-    return df.with_columns(exprs)
+    if df.schema.get("symbol") == pl.String:
+        parsed["symbol"] = df["symbol"].str.strip_chars()
+    return df.with_columns([series.alias(name) for name, series in parsed.items()])
 
 
 def read_bars(
