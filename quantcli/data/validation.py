@@ -198,6 +198,11 @@ def issue_from_rows(
     return QualityIssue(check, severity, rows.height, examples)
 
 
+def _ts_text() -> pl.Expr:
+    """``ts`` as ``YYYY-MM-DD HH:MM:SS`` (UTC) for messages."""
+    return pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _fmt(col: str) -> pl.Expr:
     return pl.format("{}={}", pl.lit(col), pl.col(col))
 
@@ -347,7 +352,7 @@ def _duplicates(srt: pl.DataFrame, kinds: dict[str, str]) -> QualityIssue | None
         "error",
         rows,
         column="ts",
-        detail=pl.format("(symbol, ts) = ({}, {}) occurs more than once", "symbol", "ts"),
+        detail=pl.format("(symbol, ts) = ({}, {}) occurs more than once", "symbol", _ts_text()),
         kinds=kinds,
     )
 
@@ -395,7 +400,7 @@ def _warning_checks(
             "warning",
             rows.sort(ROW_COL),
             column="ts",
-            detail=pl.format("{} {} comes after a later bar", "symbol", "ts"),
+            detail=pl.format("{} {} comes after a later bar", "symbol", _ts_text()),
             kinds=kinds,
         )
     )
