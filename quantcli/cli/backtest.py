@@ -24,6 +24,10 @@ def _f(value: Any, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, float) else str(value)
 
 
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "config defaults"
+
+
 def _render(out: dict[str, Any]):
     from rich.table import Table
 
@@ -40,7 +44,7 @@ def _render(out: dict[str, Any]):
         summary.add_column("metric", style="bold")
         summary.add_column("value", justify="right")
         rows = [
-            ("Sharpe (gated median path, annualized)", _f(m["sharpe"])),
+            ("Sharpe, annualized (gated path)", _f(m["sharpe"])),
             ("PSR (vs SR = 0)", _f(m["psr"], ".4f")),
             (f"DSR ({m['n_trials']} trial(s))", _f(m["dsr"], ".4f")),
             ("PBO (CSCV over the grid)", _f(m["pbo"], ".3f")),
@@ -57,7 +61,7 @@ def _render(out: dict[str, Any]):
                 "fold IC mean / RMSE mean",
                 f"{_f(m['ic_mean'], '.4f')} / {_f(m['rmse_mean'], '.4f')}",
             ),
-            ("selected params", str(out["selected_params"] or "config defaults")),
+            ("selected params", _params(out["selected_params"])),
         ]
         for key, value in rows:
             summary.add_row(key, value)
@@ -84,7 +88,7 @@ def _render(out: dict[str, Any]):
                 mark = " *" if g["config"] == out["selected_config"] else ""
                 grid.add_row(
                     f"{g['config']}{mark}",
-                    str(g["params"]),
+                    _params(g["params"]),
                     _f(g["sharpe_median"]),
                     _f(g["ic_mean"], ".4f"),
                 )
