@@ -1,0 +1,118 @@
+"""The inference runtime: integrity before loading, input validation, audit tags."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import polars as pl
+import pytest
+
+from quantcli.errors import InputError, IntegrityError
+from quantcli.integrity import sign_file
+from quantcli.serving.onnx_export import native_predict, to_onnx
+from quantcli.serving.runtime import InferenceRuntime
+
+AUDIT = {
+    "model_name": "momentum",
+    "model_version": "3",
+    "model_run_id": "run-1",
+    "feature_set": "technical_v1",
+    "feature_set_version": "1",
+    "dataset_manifest_id": "abc123",
+}
+
+
+@pytest.fixture
+def signed(models, synthetic_data, qcli_home, tmp_path):
+    path = tmp_path / "model.fp32.onnx"
+    onnx.save(to_onnx(models[("synthetic", "ensemble")], 29), str(path))
+    sha, sig = sign_file(path)
+    return path, sha, sig
+
+
+@pytest.fixture
+def runtime(signed, synthetic_data):
+    path, sha, sig = signed
+    return InferenceRuntime(path, sha, sig, synthetic_data.names, AUDIT)
+
+
+def test_predictions_match_native_and_carry_audit_tags(runtime, models, synthetic_data, signed):
+    X = synthetic_data.X_test[:50]
+    frame = pl.DataFrame(X, schema=synthetic_data.names, orient="row")
+    out = runtime.predict(frame)
+    expected = native_predict(models[("synthetic", "ensemble")], X)
+    np.testing.assert_allclose(out.predictions, expected, rtol=1e-4, atol=1e-6)
+    assert out.predictions.dtype == np.float64 and out.predictions.shape == (50,)
+    assert out.audit["onnx_sha256"] == signed[1]
+    assert out.audit["onnx_name"] == "model.fp32.onnx"
+    for key, value in AUDIT.items():
+        assert out.audit[key] == value
+    np.testing.assert_array_equal(runtime.predict(X).predictions, out.predictions)
+    # one row as a 1-D vector and as a mapping of columns
+    one = runtime.predict(X[0]).predictions
+    cols = runtime.predict({n: [X[0, j]] for j, n in enumerate(synthetic_data.names)})
+    np.testing.assert_array_equal(one, out.predictions[:1])
+    np.testing.assert_array_equal(cols.predictions, out.predictions[:1])
+
+
+def test_session_threads_are_explicit(signed, synthetic_data):
+    path, sha, sig = signed
+    rt = InferenceRuntime(path, sha, sig, synthetic_data.names, intra_op_threads=2)
+    opts = rt.session.get_session_options()
+    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+
+
+def test_tampered_onnx_file_is_refused(signed, synthetic_data):
+    path, sha, sig = signed
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        InferenceRuntime(path, sha, sig, synthetic_data.names)
+
+
+def test_a_resigned_file_with_someone_elses_signature_is_refused(signed, synthetic_data, tmp_path):
+    path, sha, _ = signed
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"not the model")
+    _, wrong_sig = sign_file(other)
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        InferenceRuntime(path, sha, wrong_sig, synthetic_data.names)
+    with pytest.raises(IntegrityError, match="unsigned"):
+        InferenceRuntime(path, sha, None, synthetic_data.names)
+
+
+def test_wrong_feature_order_is_refused_naming_it(runtime, synthetic_data):
+    names = list(synthetic_data.names)
+    swapped = [names[1], names[0], *names[2:]]
+    frame = pl.DataFrame(synthetic_data.X_test[:3], schema=swapped, orient="row")
+    with pytest.raises(InputError, match=f"column 0 is '{names[1]}'.*expects '{names[0]}'"):
+        runtime.predict(frame)
+
+
+def test_missing_feature_is_refused_naming_it(runtime, synthetic_data):
+    frame = pl.DataFrame(synthetic_data.X_test[:3], schema=synthetic_data.names, orient="row")
+    with pytest.raises(InputError, match="missing feature 'rsi_14'"):
+        runtime.predict(frame.drop("rsi_14"))
+    with pytest.raises(InputError, match="unexpected column 'extra'"):
+        runtime.predict(frame.with_columns(pl.lit(1.0).alias("extra")))
+    with pytest.raises(InputError, match="expected 29 features"):
+        runtime.predict(synthetic_data.X_test[:3, :28])
+
+
+def test_nan_and_dtype_policy(runtime, synthetic_data):
+    X = synthetic_data.X_test[:5].copy()
+    X[3, 7] = np.nan
+    with pytest.raises(InputError, match=f"feature '{synthetic_data.names[7]}' is NaN.*row 3"):
+        runtime.predict(X)
+    X[3, 7] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        runtime.predict(X)
+    with pytest.raises(InputError, match="must be numeric"):
+        runtime.predict(np.array([["a"] * 29]))
+
+
+def test_signature_must_match_the_graph(signed, synthetic_data):
+    path, sha, sig = signed
+    with pytest.raises(InputError, match="takes 29 features but the signature names 28"):
+        InferenceRuntime(path, sha, sig, synthetic_data.names[:28])
