@@ -13,7 +13,9 @@ TA-Lib's zero conventions are kept: a variance below 1e-8 gives a standard devia
 (``TA_IS_ZERO``); stochastic %K is 0 when HH == LL; ROC/ROCP are 0 after a zero price.
 
 :func:`compute_blocks` runs every declared feature over every symbol block, in parallel over
-symbols (``prange``); the Python side (:mod:`quantcli.features.compute`) sorts, validates and
+symbols (the kernel releases the GIL; :mod:`quantcli.features.compute` runs symbol ranges on
+threads -- plain threads rather than ``prange``, which doubles the one-off compile time); the
+Python side (:mod:`quantcli.features.compute`) sorts, validates and
 wraps it.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange
+from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
@@ -532,9 +534,12 @@ def feature(code, p0, p1, p2, high, low, close, volume):
     return values[member_row(code)]
 
 
-@njit(cache=True, parallel=True)
-def compute_blocks(codes, params, starts, out_starts, warmup, high, low, close, volume, out):
-    """Every feature of every symbol block, rows from ``warmup`` on, into ``out``.
+@njit(cache=True, nogil=True)
+def compute_blocks(
+    codes, params, starts, out_starts, warmup, high, low, close, volume, out, sym_lo, sym_hi
+):
+    """Every feature of symbol blocks ``sym_lo .. sym_hi - 1``, rows from ``warmup`` on, into
+    ``out`` (releases the GIL, so disjoint symbol ranges can run on threads).
 
     Parameters
     ----------
@@ -553,8 +558,7 @@ def compute_blocks(codes, params, starts, out_starts, warmup, high, low, close, 
     out : float64[F, M]
         Written in place: ``out[f, out_starts[s] + i - warmup]`` for bar ``i >= warmup``.
     """
-    n_sym = starts.shape[0] - 1
-    for s in prange(n_sym):
+    for s in range(sym_lo, sym_hi):
         a = starts[s]
         b = starts[s + 1]
         if b - a <= warmup:

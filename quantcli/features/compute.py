@@ -17,6 +17,9 @@ Conventions
 
 from __future__ import annotations
 
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +164,28 @@ def block_starts(sorted_bars: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     return starts, runs["value"].to_list()
 
 
+def n_threads() -> int:
+    """Threads for the kernels: ``QCLI_FEATURE_THREADS`` or the number of CPUs."""
+    raw = os.environ.get("QCLI_FEATURE_THREADS")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise InputError(f"QCLI_FEATURE_THREADS must be an integer, got {raw!r}") from None
+    return max(1, os.cpu_count() or 1)
+
+
+def _thread_ranges(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
+    """Split the symbol blocks into at most ``threads`` contiguous ranges of similar row count."""
+    n_sym = starts.shape[0] - 1
+    if threads <= 1 or n_sym <= 1 or starts[-1] < 20_000:
+        return [(0, n_sym)]
+    targets = starts[-1] * np.arange(1, threads) / threads
+    cuts = np.unique(np.clip(np.searchsorted(starts, targets), 1, n_sym - 1))
+    edges = [0, *cuts.tolist(), n_sym]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
 def compute_sorted(sorted_bars: pl.DataFrame, plan: Plan) -> tuple[pl.DataFrame, int]:
     """Features of bars already passed through :func:`sort_bars`; returns (frame, warm-up rows)."""
     starts, _ = block_starts(sorted_bars)
@@ -171,15 +196,15 @@ def compute_sorted(sorted_bars: pl.DataFrame, plan: Plan) -> tuple[pl.DataFrame,
     total = int(out_starts[-1])
     out = np.empty((len(plan.names), total), dtype=np.float64)
     if total:
-        _nb.compute_blocks(
-            plan.codes,
-            plan.params,
-            starts,
-            out_starts,
-            plan.warmup,
-            *(np.ascontiguousarray(sorted_bars[c].to_numpy()) for c in _PRICE_INPUTS),
-            out,
-        )
+        inputs = [np.ascontiguousarray(sorted_bars[c].to_numpy()) for c in _PRICE_INPUTS]
+        args = (plan.codes, plan.params, starts, out_starts, plan.warmup, *inputs, out)
+        ranges = _thread_ranges(starts, n_threads())
+        if len(ranges) == 1:
+            _nb.compute_blocks(*args, *ranges[0])
+        else:
+            with ThreadPoolExecutor(len(ranges)) as pool:
+                for fut in [pool.submit(_nb.compute_blocks, *args, lo, hi) for lo, hi in ranges]:
+                    fut.result()
     # rows kept: bars warmup .. len-1 of every block
     idx = np.repeat(starts[:-1] + plan.warmup - out_starts[:-1], kept) + np.arange(total)
     keys = sorted_bars.select("symbol", "ts")[idx]
