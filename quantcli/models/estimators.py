@@ -36,7 +36,7 @@ MLP_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _check_kind(kind: str) -> None:
+def check_model_kind(kind: str) -> None:
     if kind not in MODEL_KINDS:
         raise InputError(
             f"unknown model kind `--model {kind}`",
@@ -136,7 +136,7 @@ def make_model(kind: str = "lgbm", params: dict[str, Any] | None = None, seed: i
     >>> make_model("lgbm", {"n_estimators": 10}, seed=1).get_params()["n_estimators"]
     10
     """
-    _check_kind(kind)
+    check_model_kind(kind)
     if kind == "lgbm":
         return _make_lgbm(params, seed)
     if kind == "mlp":
@@ -154,7 +154,7 @@ class ModelFactory:
     """
 
     def __init__(self, kind: str = "lgbm", params: dict[str, Any] | None = None, seed=42):
-        _check_kind(kind)
+        check_model_kind(kind)
         self.kind = kind
         self.params = dict(params or {})
         self.seed = seed

@@ -38,7 +38,7 @@ import polars as pl
 from quantcli import __version__, config
 from quantcli.errors import InputError
 from quantcli.models import tags as T
-from quantcli.models.estimators import ModelFactory, lgbm_params, mlp_params
+from quantcli.models.estimators import ModelFactory, check_model_kind, lgbm_params, mlp_params
 from quantcli.models.registry import MODEL_ARTIFACT_PATH, ModelRegistry, is_local_store
 from quantcli.models.serialize import save_model
 
@@ -508,6 +508,7 @@ def train_from_store(
     from quantcli.store.offline import OfflineStore
 
     check_model_name(name)
+    check_model_kind(model)  # bad options fail before any data is read
     with OfflineStore(store_path, read_only=True) as store:
         # the same frame `qcli backtest cpcv` uses: features, label, label_end, fwd_return_1d
         frame, _ = load_backtest_frame(feature_set, label, store)

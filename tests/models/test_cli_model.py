@@ -1,0 +1,232 @@
+"""`qcli model train | validate | promote | rollback | list` on a real store; racing promotes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantcli.cli import main
+from quantcli.models.events import list_events
+from quantcli.models.registry import ModelRegistry
+from quantcli.store.offline import OfflineStore
+
+pytestmark = [
+    # MLflow's SQLAlchemy store uses the deprecated `noload` loader strategy (SQLAlchemy 2.x warns)
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning"),
+]
+
+SMALL_TOML = """
+[cpcv]
+n_groups = 6
+n_test_groups = 2
+
+[lightgbm]
+n_estimators = 20
+num_leaves = 7
+min_child_samples = 20
+
+[registry]
+required_verdicts = ["backtest"]
+"""
+
+
+def _build_store(home: Path, n_symbols: int, seed: int, ar1: float) -> Path:
+    from quantcli.data.ingest import ingest_frame
+    from quantcli.data.synthetic import synthetic_universe
+    from quantcli.features.build import build_features
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(home))
+        ingest_frame(synthetic_universe(n_symbols, 600, seed=seed, ar1=ar1))
+        build_features()
+    (home / "small.toml").write_text(SMALL_TOML)
+    return home
+
+
+@pytest.fixture(scope="module")
+def signal_store(tmp_path_factory) -> Path:
+    return _build_store(tmp_path_factory.mktemp("signal_store"), 8, seed=3, ar1=0.4)
+
+
+@pytest.fixture(scope="module")
+def noise_store(tmp_path_factory) -> Path:
+    return _build_store(tmp_path_factory.mktemp("noise_store"), 6, seed=4, ar1=0.0)
+
+
+def _home_from(store: Path, qcli_home: Path, template: Path) -> Path:
+    shutil.copy(store / "offline.duckdb", qcli_home / "offline.duckdb")
+    shutil.copy(store / "small.toml", qcli_home / "small.toml")
+    shutil.copy(template, qcli_home / "mlflow.db")
+    return qcli_home
+
+
+def qcli(capsys, *args: str) -> tuple[int, dict | None, str]:
+    """Run the CLI in-process; ``(exit code, parsed JSON stdout or None, stderr)``."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    parsed = json.loads(out.out) if "--json" in args and out.out.strip() else None
+    return exc.value.code, parsed, out.err
+
+
+def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_store):
+    home = _home_from(signal_store, qcli_home, mlflow_template_db)
+    cfg = str(home / "small.toml")
+
+    code, out, err = qcli(capsys, "model", "train", "--name", "sig", "--config", cfg, "--json")
+    assert code == 0, err
+    assert (out["version"], out["aliases"], out["backtest_verdict"]) == ("1", ["staging"], "pass")
+    assert out["dataset"]["rows"] > 2000 and len(out["dataset"]["sha256"]) == 64
+
+    # the default gates also require parity and scan: refused, exit 1, JSON result on stdout
+    code, out, err = qcli(capsys, "model", "promote", "sig", "--json")
+    assert code == 1
+    assert out["promoted"] is False
+    assert [r.split(" (")[0] for r in out["reasons"]] == [
+        f"verdict '{gate}' not recorded" for gate in ("backtest", "parity", "scan")
+    ]
+    assert "promotion of sig v1 refused" in err
+
+    code, out, _ = qcli(capsys, "model", "validate", "sig", "--config", cfg, "--json")
+    assert (code, out["passed"], out["verdicts"]) == (0, True, {"backtest": "pass"})
+    code, out, _ = qcli(capsys, "model", "promote", "sig", "--config", cfg, "--json")
+    assert (code, out["promoted"], out["previous_version"]) == (0, True, None)
+
+    code, out, err = qcli(
+        capsys, "model", "train", "--name", "sig", "--seed", "7", "--config", cfg, "--json"
+    )
+    assert code == 0, err
+    assert qcli(capsys, "model", "validate", "sig", "--config", cfg)[0] == 0
+    code, out, _ = qcli(capsys, "model", "promote", "sig", "--config", cfg, "--json")
+    assert (code, out["version"], out["previous_version"]) == (0, "2", "1")
+
+    code, out, _ = qcli(capsys, "model", "rollback", "sig", "--reason", "drill", "--json")
+    assert (code, out["from_version"], out["to_version"]) == (0, "2", "1")
+    code, out, err = qcli(capsys, "model", "rollback", "sig", "--json")
+    assert code == 2 and "no previous production version" in err
+
+    code, out, _ = qcli(capsys, "model", "list", "sig", "--json")
+    assert code == 0
+    assert out["aliases"] == {"production": "1", "staging": "2"}
+    assert [(v["version"], v["status"]) for v in out["versions"]] == [
+        ("1", "production"),
+        ("2", "rolled_back"),
+    ]
+    assert all(v["verdicts"] == {"backtest": "pass"} for v in out["versions"])
+    assert all(v["feature_set_version"] == "1" for v in out["versions"])
+    assert out["versions"][0]["dataset_sha256"] == out["versions"][1]["dataset_sha256"]
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["model", "list", "sig"])
+    human = capsys.readouterr()
+    assert "sig: versions" in human.out and "version" in human.out  # a rich table, not JSON
+    assert "production history (oldest first): ['2']" not in human.err
+    assert "production history (oldest first): none" in human.err
+
+    with OfflineStore(read_only=True) as store:
+        events = [(e["action"], e["to_version"], e["reason"]) for e in list_events(store, "sig")]
+    assert events == [
+        ("promote", "1", "all required gates passed"),
+        ("promote", "2", "all required gates passed"),
+        ("rollback", "1", "drill"),
+    ]
+
+
+def test_cli_noise_is_refused_and_override_is_recorded(
+    capsys, qcli_home, mlflow_template_db, noise_store
+):
+    home = _home_from(noise_store, qcli_home, mlflow_template_db)
+    cfg = str(home / "small.toml")
+    code, out, err = qcli(capsys, "model", "train", "--name", "noise", "--config", cfg, "--json")
+    assert code == 0, err  # training succeeds; the verdict is recorded, not enforced here
+    assert out["backtest_verdict"] == "fail" and out["reasons"]
+
+    code, out, err = qcli(capsys, "model", "validate", "noise", "--config", cfg, "--json")
+    assert code == 1 and out["passed"] is False
+    code, out, err = qcli(capsys, "model", "promote", "noise", "--config", cfg)
+    assert code == 1 and "verdict 'backtest' is fail: Sharpe ratio" in err
+    assert ModelRegistry().alias_version("noise", "production") is None
+
+    code, _, err = qcli(capsys, "model", "promote", "noise", "--force", "--config", cfg)
+    assert code == 2 and "--force needs --reason" in err
+    code, out, _ = qcli(
+        capsys,
+        "model",
+        "promote",
+        "noise",
+        "--force",
+        "--reason",
+        "desk test",
+        "--json",
+        "--config",
+        cfg,
+    )
+    assert code == 0 and out["forced"] is True and out["event"]["action"] == "override"
+
+
+def test_cli_usage_errors_exit_2(capsys, qcli_home, embedded_uri):
+    code, _, err = qcli(capsys, "model", "train", "--name", "bad name")
+    assert code == 2 and "invalid model name" in err
+    code, _, err = qcli(capsys, "model", "list", "nothing_here")
+    assert code == 2 and "no registered model 'nothing_here'" in err
+    code, _, err = qcli(capsys, "model", "train", "--name", "x", "--model", "svm")
+    assert code == 2 and "unknown model kind" in err
+
+
+def test_concurrent_promotes_leave_one_consistent_production(qcli_home, embedded_uri, helpers):
+    reg = ModelRegistry(embedded_uri)
+    name = "race"
+    for seed in (1, 2, 3):
+        v = helpers.register_model(reg, name, seed=seed)
+        reg.record_verdict(name, v, "backtest", True, [])
+    reg.promote(name, 1, required=["backtest"])
+    cfg = qcli_home / "race.toml"
+    cfg.write_text('[registry]\nrequired_verdicts = ["backtest"]\n')
+
+    env = {**os.environ, "QCLI_HOME": str(qcli_home)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "quantcli",
+                "model",
+                "promote",
+                name,
+                "--version",
+                v,
+                "--config",
+                str(cfg),
+                "--json",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in ("2", "3")
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+
+    reg = ModelRegistry(embedded_uri)
+    production = reg.alias_version(name, "production")
+    assert production in ("2", "3")
+    other = "3" if production == "2" else "2"
+    # serialised: 1 -> other -> production, and the history remembers both predecessors
+    assert reg.production_history(name) == ["1", other]
+    statuses = {v.version: v.status for v in reg.list_versions(name)}
+    assert statuses == {"1": "archived", other: "archived", production: "production"}
+    with OfflineStore(read_only=True) as store:
+        chain = [(e["from_version"], e["to_version"]) for e in list_events(store, name)]
+    assert chain == [(None, "1"), ("1", other), (other, production)]
+    results = [json.loads(o[0]) for o in outs]
+    assert sorted(r["previous_version"] for r in results) == sorted(["1", other])
