@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from quantcli.data.defaults import DEFAULT_OUTLIER_Z
@@ -425,18 +426,31 @@ def _warning_checks(
 
 
 def _score_sorted(srt: pl.DataFrame) -> pl.DataFrame:
-    same = pl.col("symbol") == pl.col("symbol").shift(1)
-    r = pl.col("log_return")
-    med = r.median().over("symbol")
-    mad = (r - med).abs().median().over("symbol")
-    n = r.count().over("symbol")
+    """Scores of bars already sorted by ``(symbol, ts)``: one NumPy pass per symbol run.
+
+    Per-symbol medians with NumPy on contiguous runs are several times faster than Polars window
+    expressions over a string key on 2.5 M bars (measured: ~0.2 s vs ~1-5 s on 2 busy cores).
+    """
+    close = srt["close"].cast(pl.Float64).to_numpy()
+    lengths = srt["symbol"].rle().struct.field("len").to_numpy()
+    log_return = np.full(close.shape, np.nan)
+    robust_z = np.full(close.shape, np.nan)
+    start = 0
+    for length in lengths:
+        stop = start + int(length)
+        if length >= 2:
+            seg = close[start:stop]
+            r = np.log(seg[1:] / seg[:-1])
+            log_return[start + 1 : stop] = r
+            if r.size >= MIN_RETURNS_FOR_OUTLIERS and np.isfinite(r).all():
+                med = np.median(r)
+                mad = np.median(np.abs(r - med))
+                if mad > 0:
+                    robust_z[start + 1 : stop] = (r - med) / (MAD_TO_SIGMA * mad)
+        start = stop
     return srt.with_columns(
-        pl.when(same).then((pl.col("close") / pl.col("close").shift(1)).log()).alias("log_return")
-    ).with_columns(
-        pl.when((n >= MIN_RETURNS_FOR_OUTLIERS) & (mad > 0))
-        .then((r - med) / (MAD_TO_SIGMA * mad))
-        .otherwise(None)
-        .alias("robust_z")
+        pl.Series("log_return", log_return, nan_to_null=True),
+        pl.Series("robust_z", robust_z, nan_to_null=True),
     )
 
 
@@ -491,6 +505,15 @@ def raise_for(issues: list[QualityIssue], source: str) -> None:
     )
 
 
+def _is_key_sorted(df: pl.DataFrame) -> bool:
+    """Already sorted by ``(symbol, ts)``? (a linear scan; skips the sort for most inputs)."""
+    sym, prev_sym = pl.col("symbol"), pl.col("symbol").shift(1)
+    ordered = (sym > prev_sym) | ((sym == prev_sym) & (pl.col("ts") >= pl.col("ts").shift(1)))
+    return bool(df.select(ordered.fill_null(False).slice(1).all()).item()) and not (
+        df.height and (df["symbol"][0] is None or df["ts"][0] is None)
+    )
+
+
 def check_bars(
     frame: pl.DataFrame,
     *,
@@ -510,7 +533,7 @@ def check_bars(
         )
     df = coerce_columns(frame, source).with_row_index(ROW_COL)
     # one stable sort by the key serves the duplicate, order and outlier checks and the output
-    srt = df.sort("symbol", "ts", ROW_COL)
+    srt = df if _is_key_sorted(df) else df.sort("symbol", "ts", ROW_COL)
     errors = _error_checks(df, kinds)
     dups = _duplicates(srt, kinds)
     raise_for(_merge(errors + ([dups] if dups is not None else [])), source)
