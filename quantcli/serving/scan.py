@@ -415,9 +415,17 @@ def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanRep
             findings.append(f"{p.name}: refused ({exc})")
     elif report.format == "pickle":
         findings.append(f"{p.name} is a Python pickle: refused unopened")
+    elif p.suffix == ".txt":  # the export report: plain UTF-8 text, never executed
+        try:
+            p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            findings.append(f"{p.name}: not UTF-8 text")
     elif report.format not in ("onnx", "lightgbm_text"):
         findings.append(f"{p.name}: unexpected file type in a model artifact")
-    report.format = {".json": "json", ".npz": "npz"}.get(p.suffix, report.format)
+    if report.format != "pickle":
+        report.format = {".json": "json", ".npz": "npz", ".txt": "text"}.get(
+            p.suffix, report.format
+        )
     report.checks.append(Check("format", not findings, findings, {"magic": head[:8].hex()}))
     report.checks.append(_check_integrity(p, sha256, signature, True, None))
     return report

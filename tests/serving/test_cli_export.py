@@ -1,0 +1,238 @@
+"""`qcli model export` and `qcli model scan` on a real registry (embedded MLflow store), end to end:
+bars -> offline store -> features -> registered model -> export -> scan -> runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantcli.errors import IntegrityError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def mlflow_db(tmp_path_factory) -> Path:
+    """One migrated MLflow SQLite store per session (migrations take seconds); copied per test."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("serving_mlflow") / "mlflow.db"
+    with warnings.catch_warnings():
+        # MLflow's SQLAlchemy store uses the deprecated `noload` strategy (SADeprecationWarning)
+        warnings.simplefilter("ignore")
+        client = MlflowClient(f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+        client.search_experiments()
+        client.search_registered_models()
+    return db
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """An offline store with a small synthetic universe and its technical_v1 features."""
+    import os
+
+    from quantcli.data.ingest import ingest_frame
+    from quantcli.data.synthetic import synthetic_universe
+    from quantcli.features.build import build_features
+    from quantcli.store.offline import OfflineStore
+
+    home = tmp_path_factory.mktemp("serving_store")
+    old = os.environ.get("QCLI_HOME")
+    os.environ["QCLI_HOME"] = str(home)
+    try:
+        ingest_frame(synthetic_universe(n_symbols=4, n_days=420, seed=5, ar1=0.2))
+        with OfflineStore() as store:
+            build_features(store)
+    finally:
+        if old is None:
+            os.environ.pop("QCLI_HOME")
+        else:
+            os.environ["QCLI_HOME"] = old
+    return home / "offline.duckdb"
+
+
+def _register(kind: str, name: str) -> str:
+    """Fit ``kind`` on the store's training frame and register it the way the trainer does."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from quantcli import config
+    from quantcli.features.dataset import load_training_frame
+    from quantcli.models import tags as T
+    from quantcli.models.estimators import make_model
+    from quantcli.models.registry import ModelRegistry
+    from quantcli.models.serialize import save_model
+    from quantcli.models.trainer import dataset_manifest
+
+    frame = load_training_frame()
+    names = [c for c in frame.columns if c not in ("symbol", "ts", "label", "label_end")]
+    X = frame.select(names).to_numpy()
+    y = frame.get_column("label").to_numpy()
+    params = {"lgbm": {"n_estimators": 30}, "mlp": {"max_iter": 30}}
+    with warnings.catch_warnings():
+        # capped iterations keep the test fast; the unconverged MLP is still a valid model
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = make_model(kind, params if kind == "ensemble" else params[kind], seed=1).fit(X, y)
+    reg = ModelRegistry()
+    exp = reg.client.get_experiment_by_name("t") or None
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else reg.client.create_experiment(
+            "t", artifact_location=config.mlflow_artifacts_dir().as_uri()
+        )
+    )
+    manifest = dataset_manifest(frame)
+    run_id = reg.client.create_run(exp_id).info.run_id
+    reg.client.set_tag(
+        run_id,
+        "quantcli.dataset.manifest",
+        json.dumps({k: v for k, v in manifest.items() if k != "columns"}),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        save_model(model, model_dir, names)
+        reg.client.log_artifacts(run_id, str(model_dir), "model")
+        reg.client.set_terminated(run_id)
+        info = reg.register_version(
+            name,
+            run_id,
+            model_dir,
+            {
+                T.MODEL_KIND: kind,
+                T.FEATURE_SET: "technical_v1",
+                T.FEATURE_SET_VERSION: "1",
+                T.LABEL: "fwd_return_5d",
+                T.DATASET_SHA256: manifest["sha256"],
+                T.FEATURE_NAMES: json.dumps(names),
+            },
+        )
+    return info.version
+
+
+@pytest.fixture
+def home(qcli_home, mlflow_db, store_template) -> Path:
+    shutil.copy(mlflow_db, qcli_home / "mlflow.db")
+    shutil.copy(store_template, qcli_home / "offline.duckdb")
+    return qcli_home
+
+
+def qcli(capsys, *args: str) -> tuple[int, dict]:
+    from quantcli.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--json"])
+    out = capsys.readouterr().out
+    return int(exc.value.code), (json.loads(out) if out.strip() else {})
+
+
+def test_export_scan_and_serve_an_ensemble(home, capsys):
+    from quantcli.models.registry import ModelRegistry
+    from quantcli.serving.runtime import InferenceRuntime
+
+    version = _register("ensemble", "ens")
+    code, res = qcli(capsys, "model", "export", "ens", "--sample-rows", "300")
+    assert code == 0, res
+    assert res["verdict"] == "pass" and res["fp32_parity"]["relative_error_pct"] < 0.1
+    assert set(res["artifacts"]) == {
+        "onnx/model.fp32.onnx",
+        "onnx/model.export.json",
+        "onnx/model.export.txt",
+    }
+    assert res["recommended"] == "fp32" and res["latency"]["engines"][0]["engine"] == "native"
+    reg = ModelRegistry()
+    info = reg.resolve("ens", version)
+    assert info.verdicts["parity"] == "pass"
+    assert "onnx/model.fp32.onnx" in info.artifacts
+
+    code, scan = qcli(capsys, "model", "scan", "ens")
+    assert code == 0, scan["findings"]
+    assert reg.resolve("ens", version).verdicts["scan"] == "pass"
+    scanned = {f["path"]: f["format"] for f in scan["files"]}
+    assert scanned["model/lgbm.txt"] == "lightgbm_text"
+    assert scanned["onnx/model.fp32.onnx"] == "onnx"
+    assert scanned["model/mlp.npz"] == "npz"
+    assert scan["probe_bounds"] == "training features"
+
+    rt = InferenceRuntime.from_registry("ens", alias="staging")
+    model, _ = reg.load_native_model("ens", version)
+    from quantcli.features.dataset import load_training_frame
+
+    X = load_training_frame().select(rt.feature_names).to_numpy()[:100]
+    out = rt.predict(X)
+    np.testing.assert_allclose(out.predictions, model.predict(X), rtol=1e-4, atol=1e-6)
+    assert out.audit["model_version"] == version and out.audit["model_name"] == "ens"
+    assert out.audit["onnx_sha256"] == info.artifacts["onnx/model.fp32.onnx"]["sha256"]
+    assert out.audit["dataset_manifest_id"] == info.tags["quantcli.dataset_sha256"]
+
+    # tamper with the stored ONNX artifact: the runtime refuses it, the scan fails (exit 1)
+    stored = next((home / "mlartifacts").rglob("model.fp32.onnx"))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    shutil.rmtree(home / "cache", ignore_errors=True)
+    with pytest.raises(IntegrityError):
+        InferenceRuntime.from_registry("ens", alias=version)
+    code, scan = qcli(capsys, "model", "scan", "ens")
+    assert code == 1
+    assert any("onnx/model.fp32.onnx: integrity:" in f for f in scan["findings"])
+    assert reg.resolve("ens", version).verdicts["scan"] == "fail"
+
+
+def test_tree_model_int8_request_keeps_fp32(home, capsys):
+    from quantcli.models.registry import ModelRegistry
+
+    version = _register("lgbm", "trees")
+    code, res = qcli(
+        capsys,
+        "model",
+        "export",
+        "trees",
+        "--quantize",
+        "int8",
+        "--sample-rows",
+        "300",
+        "--no-benchmark",
+    )
+    assert code == 0, res
+    assert res["quantization"]["reason"] == "not quantizable: no MatMul/Gemm operators"
+    assert res["int8"] is None
+    info = ModelRegistry().resolve("trees", version)
+    assert "onnx/model.int8.onnx" not in info.artifacts
+    assert info.tags["quantcli.onnx.int8"] == "not quantizable: no MatMul/Gemm operators"
+
+
+def test_failed_int8_parity_exits_1_and_records_fail(home, capsys):
+    """Dynamic INT8 of an MLP fitted on raw returns breaks parity: exit 1, verdict fail."""
+    from quantcli.models.registry import ModelRegistry
+
+    version = _register("mlp", "raw_mlp")
+    code, res = qcli(
+        capsys,
+        "model",
+        "export",
+        "raw_mlp",
+        "--quantize",
+        "int8",
+        "--sample-rows",
+        "300",
+        "--no-benchmark",
+    )
+    assert code == 1
+    assert res["fp32_parity"]["passed"] and not res["int8_parity"]["passed"]
+    info = ModelRegistry().resolve("raw_mlp", version)
+    assert info.verdicts["parity"] == "fail"
+    assert "onnx/model.int8.onnx" not in info.artifacts  # a failed graph is never published
+
+
+def test_bad_option_is_exit_2(home, capsys):
+    code, _ = qcli(capsys, "model", "export", "nope", "--quantize", "int4")
+    assert code == 2
+    code, _ = qcli(capsys, "model", "export", "no_such_model")
+    assert code == 2
