@@ -130,6 +130,33 @@ def load_declaration(feature_set: str = "technical_v1") -> FeastDeclaration:
 
 
 # -- Feast configuration and generated objects ----------------------------------------------
+_PROM_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+
+
+def _import_feast() -> Any:
+    """Import feast without letting it switch prometheus_client into multiprocess mode.
+
+    ``feast.metrics`` (imported lazily by Feast's reads and materializations) sets
+    ``PROMETHEUS_MULTIPROCESS_DIR`` to a temp dir in ``os.environ``; a prometheus_client imported
+    after that stores every metric (ours in the HTTP service too) in mmap files there and
+    subprocesses inherit it. Importing ``prometheus_client.values`` first keeps values in
+    memory; the environment is then restored.
+    """
+    import importlib
+
+    saved = {k: os.environ.get(k) for k in _PROM_ENV}
+    # explicit order (an import block would be re-sorted by the linter)
+    importlib.import_module("prometheus_client.values")
+    feast = importlib.import_module("feast")
+    importlib.import_module("feast.metrics")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return feast
+
+
 def redis_connection_string(url: str) -> str:
     """Turn ``redis://[:password@]host:port[/db]`` into Feast's ``host:port,db=N[,password=..]``."""
     parsed = urlparse(url)
@@ -168,10 +195,19 @@ def _online_store_config(online_store: str, redis_url: str | None, repo: Path) -
     return {"type": "redis", "connection_string": redis_connection_string(url)}
 
 
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise InputError(
+            f"--engine: '{engine}' is not a batch engine",
+            hint=f"choose one of: {', '.join(ENGINES)}",
+        )
+
+
 def repo_config(
     online_store: str = "sqlite", redis_url: str | None = None, engine: str = "local"
 ) -> Any:
     """The programmatic Feast ``RepoConfig`` for ``$QCLI_HOME/feast`` (no feature_store.yaml)."""
+    _import_feast()
     from feast.repo_config import RepoConfig
 
     if engine not in ENGINES:
@@ -199,6 +235,7 @@ def parquet_path(decl: FeastDeclaration) -> Path:
 
 def feast_objects(decl: FeastDeclaration) -> tuple[Any, Any]:
     """The generated Feast ``Entity`` and ``FeatureView`` of a declaration."""
+    _import_feast()
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64
 
@@ -332,10 +369,16 @@ def materialize(
         ``end`` (the materialized window, ISO UTC), ``rows_exported``, ``symbols``,
         ``features``, ``seconds``.
     """
-    from feast import FeatureStore
-
     t0 = time.perf_counter()
     decl = load_declaration(feature_set)
+    # every option is checked before Feast is imported (seconds) or anything is written
+    _online_store_config(online_store, redis_url, config.feast_repo_dir())
+    _check_engine(engine)
+    with OfflineStore(read_only=True) as store:
+        store.require_table(
+            decl.table, hint=f"build it first: qcli features build --feature-set {decl.feature_set}"
+        )
+    FeatureStore = _import_feast().FeatureStore
     cfg = repo_config(online_store, redis_url, engine)
     exported = export_offline_features(decl)
     state = _read_state()
@@ -466,7 +509,7 @@ class OnlineFeatureStore:
     """
 
     def __init__(self, feature_set: str = "technical_v1") -> None:
-        from feast import FeatureStore
+        FeatureStore = _import_feast().FeatureStore
 
         self.decl = load_declaration(feature_set)
         state = _read_state().get(feature_set)
@@ -666,7 +709,7 @@ def pit_join_duckdb(
     with OfflineStore(read_only=True) as store:
         store.require_table(decl.table, hint="run `qcli features build` first")
         con = store.con.cursor()  # a fresh cursor: no pending result from require_table
-        con.register("pit_entities", entities.to_arrow())
+        con.register("pit_entities", entities.rename({"ts": "event_timestamp"}).to_arrow())
         sql = resources.sql("pit_join").format(
             table=decl.table,
             columns=", ".join(f'f."{n}"' for n in names),
@@ -676,8 +719,7 @@ def pit_join_duckdb(
             ),
         )
         try:
-            rel = con.execute(sql, {"ttl_s": int(decl.ttl.total_seconds())})
-            out = pl.from_arrow(rel.to_arrow_table())
+            out = con.sql(sql, params={"ttl_s": int(decl.ttl.total_seconds())}).pl()
         except duckdb.Error as exc:
             raise InputError(f"point-in-time join failed: {exc}") from None
     return (

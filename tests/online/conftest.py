@@ -1,0 +1,149 @@
+"""Fixtures for the online-serving tests: a materialized feature store, a tiny signed ONNX model,
+a real redis-server, and the prediction service as a real uvicorn process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from online._features import feature_frame, write_feature_table
+from online._model import make_signed_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory) -> Iterator[Path]:
+    """A $QCLI_HOME shared by one test module (for read-only tests; saves Feast set-up time)."""
+    home = tmp_path_factory.mktemp("qcli_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("QCLI_API_TOKEN", raising=False)
+        yield home
+
+
+@pytest.fixture(scope="module")
+def features(module_home):
+    """The stand-in feature table (6 symbols x 80 days), written to the offline store."""
+    frame = feature_frame()
+    write_feature_table(frame)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def materialized(features):
+    """The feature table materialized into the SQLite online store."""
+    from quantcli.store.feast_store import materialize
+
+    return materialize("technical_v1")
+
+
+@pytest.fixture(scope="module")
+def signed_model(module_home, features):
+    return make_signed_model(module_home, features)
+
+
+class Service:
+    """A running ``quantcli.serving.http`` process (uvicorn) on a free loopback port."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def start_service(home: Path, *, token: str | None = None, timeout: float = 240.0) -> Service:
+    """Start the service; generous timeout: importing Feast takes seconds, more on a busy box."""
+    port = free_port()
+    env = dict(os.environ, QCLI_HOME=str(home))
+    env.pop("QCLI_API_TOKEN", None)
+    if token:
+        env["QCLI_API_TOKEN"] = token
+    log = open(home / f"service_{port}.log", "wb")  # noqa: SIM115  (a file, not an undrained pipe)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_serve_test_model.py"), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(HERE.parent.parent),
+    )
+    log.close()
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (home / f"service_{port}.log").read_text()[-2000:]
+            raise RuntimeError(f"service exited {proc.returncode}: {tail}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return Service(proc, port)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("service did not become healthy in time")
+
+
+def stop_service(svc: Service) -> None:
+    if svc.proc.poll() is None:
+        svc.proc.terminate()
+        try:
+            svc.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+            svc.proc.wait()
+
+
+# -- redis -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``$QCLI_TEST_REDIS_URL`` (started by .ci/run), else a redis-server of our own on a free port.
+
+    Skipped only when the redis-server binary is absent (CI installs it).
+    """
+    url = os.environ.get("QCLI_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not start")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
