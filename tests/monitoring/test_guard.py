@@ -1,0 +1,221 @@
+"""Guard: the pure evaluation (each trigger alone), the service metrics reader, auto-rollback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from quantcli.errors import InputError
+from quantcli.monitoring.guard import evaluate_guard, worst_severity
+from quantcli.monitoring.service_metrics import parse_prometheus, read_service_health
+
+D = [date(2024, 3, 4) + timedelta(days=i) for i in range(4)]
+OK = {"max_drawdown": -0.05, "error_rate": 0.0, "slow_share": 0.0, "n_drifted": 0}
+
+
+def _by_check(findings):
+    return {f.check: f.severity for f in findings}
+
+
+def test_all_clear_is_info():
+    f = evaluate_guard(daily_sharpe=[(D[0], 1.5), (D[1], 1.4), (D[2], 1.3)], **OK)
+    assert worst_severity(f) == "INFO" and len(f) == 5
+
+
+def test_sharpe_three_consecutive_days_is_critical_alone():
+    f = evaluate_guard(daily_sharpe=[(D[0], 0.7), (D[1], 0.5), (D[2], 0.79)], **OK)
+    assert _by_check(f) == {
+        "sharpe": "CRITICAL",
+        "drawdown": "INFO",
+        "error_rate": "INFO",
+        "latency": "INFO",
+        "drift": "INFO",
+    }
+    assert f[0].check == "sharpe"  # worst first
+
+
+@pytest.mark.parametrize(
+    "daily",
+    [
+        [(D[1], 0.5), (D[2], 0.5)],  # only two days
+        [(D[0], 0.5), (D[1], 0.5), (D[3], 0.5)],  # a gap: not consecutive
+        [(D[0], 0.9), (D[1], 0.5), (D[2], 0.5)],  # one day at or above 0.8
+    ],
+)
+def test_sharpe_below_but_not_three_consecutive_days_is_warning(daily):
+    expected = "WARNING" if daily[-1][1] < 0.8 else "INFO"
+    assert _by_check(evaluate_guard(daily_sharpe=daily, **OK))["sharpe"] == expected
+
+
+def test_sharpe_exactly_at_threshold_is_not_below():
+    f = evaluate_guard(daily_sharpe=[(D[0], 0.8), (D[1], 0.8), (D[2], 0.8)], **OK)
+    assert _by_check(f)["sharpe"] == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "check", "severity"),
+    [
+        ("max_drawdown", -0.2501, "drawdown", "CRITICAL"),
+        ("max_drawdown", -0.25, "drawdown", "WARNING"),
+        ("max_drawdown", -0.20, "drawdown", "INFO"),
+        ("error_rate", 0.0101, "error_rate", "CRITICAL"),
+        ("error_rate", 0.01, "error_rate", "WARNING"),
+        ("error_rate", 0.005, "error_rate", "INFO"),
+        ("slow_share", 0.0501, "latency", "WARNING"),
+        ("slow_share", 0.05, "latency", "INFO"),
+        ("n_drifted", 6, "drift", "WARNING"),
+        ("n_drifted", 5, "drift", "INFO"),
+    ],
+)
+def test_each_trigger_alone(field, value, check, severity):
+    f = evaluate_guard(daily_sharpe=[(D[2], 1.5)], **{**OK, field: value})
+    sev = _by_check(f)
+    assert sev[check] == severity
+    assert all(s == "INFO" for c, s in sev.items() if c != check)
+
+
+def test_missing_inputs_are_info_and_say_so():
+    f = evaluate_guard()
+    assert worst_severity(f) == "INFO"
+    assert any("pass --metrics" in x.message for x in f)
+
+
+def _prometheus_text(n_ok: int, n_5xx: int, n_4xx: int, latencies: list[float]) -> str:
+    """Real exposition text with the metric names of quantcli.serving.http."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from quantcli.serving.http import LATENCY_BUCKETS
+
+    reg = CollectorRegistry()
+    req = Counter("qcli_http_requests", "r", ["endpoint", "status"], registry=reg)
+    lat = Histogram(
+        "qcli_http_request_latency_seconds", "l", ["endpoint"], buckets=LATENCY_BUCKETS,
+        registry=reg,
+    )  # fmt: skip
+    req.labels("/predict", "200").inc(n_ok)
+    req.labels("/predict", "500").inc(n_5xx)
+    req.labels("/predict", "422").inc(n_4xx)
+    req.labels("/metrics", "500").inc(1000)  # another endpoint: ignored
+    for x in latencies:
+        lat.labels("/predict").observe(x)
+    lat.labels("/metrics").observe(5.0)
+    return generate_latest(reg).decode()
+
+
+def test_parse_prometheus_error_rate_and_slow_share(tmp_path):
+    lat = [0.01] * 90 + [0.5] * 4 + [0.6] * 6  # 0.5 s exactly is not slower than 500 ms
+    text = _prometheus_text(n_ok=970, n_5xx=20, n_4xx=10, latencies=lat)
+    h = parse_prometheus(text)
+    assert (h.requests, h.errors, h.slow_requests) == (1000, 20, 6)
+    assert h.error_rate == pytest.approx(0.02)
+    assert h.slow_share == pytest.approx(6 / 1000)
+    p = tmp_path / "metrics.prom"
+    p.write_text(text)
+    assert read_service_health(str(p)).to_dict()["errors"] == 20
+    j = tmp_path / "snap.json"
+    j.write_text(json.dumps({"requests": 200, "errors": 3, "slow_requests": 11}))
+    assert read_service_health(str(j)).slow_share == pytest.approx(0.055)
+
+
+def test_service_metrics_bad_input_names_the_source(tmp_path):
+    with pytest.raises(InputError, match=r"missing\.prom: file not found"):
+        read_service_health(str(tmp_path / "missing.prom"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(InputError, match="expected JSON with requests"):
+        read_service_health(str(bad))
+    with pytest.raises(InputError, match="cannot read the service metrics"):
+        read_service_health("http://127.0.0.1:9/metrics", timeout=0.5)
+
+
+# -- auto-rollback through the real MLflow registry ---------------------------------------
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    from tests.models.conftest import _migrate
+
+    db = tmp_path_factory.mktemp("guard_mlflow") / "mlflow.db"
+    _migrate(db)
+    return db
+
+
+def _bad_days(days: int) -> None:
+    from quantcli.monitoring.performance import PerformanceMonitor
+
+    mon = PerformanceMonitor(window_size=50)
+    rng = np.random.default_rng(9)
+    t0 = datetime(2024, 3, 1, tzinfo=UTC)
+    act = rng.normal(0.0, 0.002, 60)  # small losses: drawdown stays above -20 %
+    mon.log_predictions(
+        pl.DataFrame(
+            {"ts": [t0 + timedelta(hours=i) for i in range(60)], "prediction": -act,
+             "actual": act}
+        )
+    )  # fmt: skip
+    for d in range(days):
+        mon.calculate_metrics(now=datetime(2024, 3, 10 + d, 18, tzinfo=UTC))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, capsys):
+    from quantcli.cli import main
+    from quantcli.models.registry import ModelRegistry
+    from tests.models.conftest import register_model
+
+    shutil.copy(mlflow_template, qcli_home / "mlflow.db")
+    reg = ModelRegistry()
+    name = "guard_model"
+    for seed in (1, 2):
+        v = register_model(reg, name, seed=seed)
+        for gate in ("parity", "scan"):  # what `qcli model export` and `model scan` record
+            reg.record_verdict(name, v, gate, True, [])
+        reg.validate(name, v)  # records the backtest verdict from the run's tag
+        reg.promote(name, v)
+    assert reg.alias_version(name, "production") == "2"
+
+    _bad_days(3)
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", "guard", "--model", name, "--auto-rollback", "--json"])
+    out = capsys.readouterr()
+    assert exc.value.code == 1
+    r = json.loads(out.out)
+    assert r["severity"] == "CRITICAL" and r["action"] == "rollback"
+    assert r["findings"][0]["check"] == "sharpe"
+    assert (r["rollback"]["from_version"], r["rollback"]["to_version"]) == ("2", "1")
+    assert r["rollback"]["event"]["reason"].startswith("guard auto-rollback: rolling Sharpe")
+    assert "production rolled back 2 -> 1" in out.err
+    assert ModelRegistry().alias_version(name, "production") == "1"
+
+    from quantcli.monitoring.state import monitoring_store
+
+    with monitoring_store() as store:
+        rows = store.con.execute(
+            "SELECT severity, action, detail FROM monitor_guard_events"
+        ).fetchall()
+    assert [(s, a) for s, a, _ in rows] == [("CRITICAL", "rollback")]
+    assert json.loads(rows[0][2])["to_version"] == "1"
+
+
+def test_guard_two_bad_days_warns_exit_0_no_rollback(qcli_home, capsys):
+    from quantcli.cli import main
+
+    _bad_days(2)
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", "guard", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0
+    assert r["severity"] == "WARNING" and r["action"] == "none"
+
+
+def test_auto_rollback_needs_model(qcli_home, capsys):
+    from quantcli.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", "guard", "--auto-rollback"])
+    assert exc.value.code == 2
+    assert "--auto-rollback needs --model" in capsys.readouterr().err
