@@ -93,6 +93,8 @@ def load_training_frame(
         feats.lazy()
         .join(labels, on=["symbol", "ts"], how="inner")
         .filter(pl.col("label").is_not_null())
+        # DuckDB hands back "Etc/UTC"; the project's convention is Datetime("us", "UTC")
+        .with_columns(pl.col("ts", "label_end").dt.convert_time_zone("UTC"))
         .sort("ts", "symbol")
         .collect()
     )
