@@ -25,6 +25,26 @@ def run_qcli(
     )
 
 
+@pytest.fixture
+def qcli(capsys):
+    """Run ``qcli ARGS`` in this process (the real ``main`` and error handler); returns
+    ``(exit_code, stdout, stderr)``. Cheaper than a subprocess for usage and validate checks."""
+    from quantcli.cli import main
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:  # pragma: no cover - main always exits
+            code = 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
+
+
 def snapshot(home: Path) -> dict[str, list[tuple]] | None:
     """Every row of ``bars`` and ``ingests`` (sorted), or None if there is no store file."""
     path = home / "offline.duckdb"

@@ -91,7 +91,7 @@ def test_exception_inside_the_transaction_rolls_back(qcli_home, monkeypatch):
 
 
 def test_cli_bad_row_exit_2_names_line_and_column_store_unchanged(qcli_home, write_csv):
-    assert run_qcli("data", "ingest", "--sample").returncode == 0
+    ingest_sample()
     before = snapshot(qcli_home)
     path = write_csv("bad.csv", BAD_CSV)
     out = run_qcli("data", "ingest", str(path))
@@ -108,7 +108,7 @@ def test_cli_refused_input_creates_no_store(qcli_home, write_csv):
     assert snapshot(qcli_home) is None
 
 
-def test_cli_twice_same_file_json(qcli_home, write_csv):
+def test_cli_twice_same_file_json(qcli_home, write_csv, qcli):
     good = BAD_CSV.replace("10.5,10.2,10,11", "10.5,12,10,11")
     path = write_csv("good.csv", good)
     first = json.loads(run_qcli("data", "ingest", str(path), "--json").stdout)
@@ -116,7 +116,9 @@ def test_cli_twice_same_file_json(qcli_home, write_csv):
     assert (first["rows_inserted"], second["rows_inserted"], second["rows_unchanged"]) == (3, 0, 3)
     assert first["input_sha256"] == second["input_sha256"]
     assert len(snapshot(qcli_home)["bars"]) == 3
-    summary = json.loads(run_qcli("data", "summary", "--json").stdout)
+    code, out, _ = qcli("data", "summary", "--json")
+    assert code == 0
+    summary = json.loads(out)
     assert summary["by_symbol"] == [
         {
             "symbol": "AAA",
@@ -128,22 +130,25 @@ def test_cli_twice_same_file_json(qcli_home, write_csv):
     assert [i["rows_inserted"] for i in summary["ingests"]] == [0, 3]
 
 
-def test_cli_usage_errors_exit_2(qcli_home, write_csv):
-    assert run_qcli("data", "ingest").returncode == 2
-    both = run_qcli("data", "ingest", "--sample", str(write_csv("x.csv", BAD_CSV)))
-    assert both.returncode == 2 and "not both" in both.stderr
-    summary = run_qcli("data", "summary")
-    assert summary.returncode == 2 and "qcli data ingest" in summary.stderr
+def test_cli_usage_errors_exit_2(qcli_home, write_csv, qcli):
+    assert qcli("data", "ingest")[0] == 2
+    code, _, err = qcli("data", "ingest", "--sample", str(write_csv("x.csv", BAD_CSV)))
+    assert code == 2 and "not both" in err
+    code, _, err = qcli("data", "summary")
+    assert code == 2 and "qcli data ingest" in err
+    code, _, err = qcli("data", "ingest", "--sample", "--outlier-z", "-1")
+    assert code == 2 and "--outlier-z" in err
+    assert snapshot(qcli_home) is None
 
 
-def test_cli_validate_writes_nothing(qcli_home, write_csv):
-    ok = run_qcli(
+def test_cli_validate_writes_nothing(qcli_home, write_csv, qcli):
+    code, out, err = qcli(
         "data", "validate", str(write_csv("s.csv", BAD_CSV.replace("10.2", "12"))), "--json"
     )
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["quality"]["warnings"][0]["check"] == "naive_timestamp"
-    bad = run_qcli("data", "validate", str(write_csv("b.csv", BAD_CSV)))
-    assert bad.returncode == 2
+    assert code == 0, err
+    assert json.loads(out)["quality"]["warnings"][0]["check"] == "naive_timestamp"
+    code, out, err = qcli("data", "validate", str(write_csv("b.csv", BAD_CSV)))
+    assert code == 2 and "b.csv line 3, column 'high'" in err
     assert snapshot(qcli_home) is None
 
 
@@ -200,5 +205,4 @@ def test_second_process_gets_store_busy_exit_2(qcli_home):
         holder.kill()
         holder.wait()
         holder.stdout.close()
-    assert run_qcli("data", "ingest", "--sample").returncode == 0
-    assert snapshot(qcli_home) is not None and len(snapshot(qcli_home)["bars"]) == 10062
+    assert ingest_sample().rows_inserted == 10062  # the lock went with the holder
