@@ -101,10 +101,15 @@ def write_report(result: BacktestResult, out_dir: str | Path) -> dict[str, str]:
     _save(fig, out / "drawdowns.png")
     files["drawdowns"] = str(out / "drawdowns.png")
 
+    from matplotlib.ticker import MaxNLocator
+
     sharpes = [m["sharpe"] for m in result.path_metrics if math.isfinite(m["sharpe"])]
     fig, ax = _figure("Annualized Sharpe ratio of the CPCV paths", "paths")
     ax.hist(sharpes, bins=max(5, min(30, len(sharpes))), color="tab:blue", alpha=0.8)
     ax.axvline(result.thresholds["min_sharpe"], color="red", ls="--", label="gate")
+    if sharpes:
+        ax.axvline(float(np.median(sharpes)), color="black", ls=":", label="median path")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("annualized Sharpe ratio")
     ax.legend(fontsize=7)
     _save(fig, out / "sharpe_distribution.png")

@@ -123,7 +123,9 @@ def cpcv(
     grid: Annotated[
         str, typer.Option("--grid", help="Parameter grid: none (1 trial) or small (4 trials).")
     ] = "none",
-    seed: Annotated[int, typer.Option("--seed", help="LightGBM seed.")] = 42,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="LightGBM seed (default: [lightgbm] seed, 42).")
+    ] = None,
     min_sharpe: Annotated[
         float | None, typer.Option("--min-sharpe", help="Gate: annualized Sharpe (1.2).")
     ] = None,
@@ -186,7 +188,7 @@ def cpcv(
             label=label or cfg["label"]["name"],
             cfg=cfg,
             grid=grid,
-            seed=seed,
+            seed=int(cfg["lightgbm"].get("seed", 42)) if seed is None else seed,
             gate_overrides={
                 "min_sharpe": min_sharpe,
                 "min_psr": min_psr,
