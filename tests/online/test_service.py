@@ -34,11 +34,21 @@ TAGS = (
 pytestmark = pytest.mark.integration
 
 
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 @pytest.fixture(scope="module")
 def service(module_home, materialized, signed_model):
-    svc = start_service(module_home)
+    """ONE service process for the module (start-up imports Feast: seconds), token required.
+    The last test of the module kills it with SIGKILL."""
+    svc = start_service(module_home, token=TOKEN)
     yield svc
     stop_service(svc)
+
+
+def post(svc, **kwargs) -> httpx.Response:
+    return httpx.post(f"{svc.url}/predict", headers=AUTH, timeout=10, **kwargs)
 
 
 def ledger_records() -> list[dict]:
@@ -56,7 +66,7 @@ def expected_predictions(signed_model, features, symbols):
 def test_predict_over_http_matches_lightgbm_and_is_in_the_ledger(service, signed_model, features):
     before = len(ledger_records()) if ledger_path().exists() else 0
     symbols = ["SYM0003", "SYM0000"]
-    r = httpx.post(f"{service.url}/predict", json={"symbols": symbols}, timeout=10)
+    r = post(service, json={"symbols": symbols})
     assert r.status_code == 200, r.text
     body = r.json()
     want, inputs = expected_predictions(signed_model, features, symbols)
@@ -86,10 +96,10 @@ def test_health_and_metrics(service):
     assert h.status_code == 200
     assert h.json()["status"] == "ok" and h.json()["model_version"] == "3"
     for _ in range(3):
-        r = httpx.post(f"{service.url}/predict", json={"symbols": ["SYM0001"]})
+        r = post(service, json={"symbols": ["SYM0001"]})
         assert r.status_code == 200
-    httpx.post(f"{service.url}/predict", json={"symbols": []})
-    text = httpx.get(f"{service.url}/metrics", timeout=10).text
+    post(service, json={"symbols": []})
+    text = httpx.get(f"{service.url}/metrics", headers=AUTH, timeout=10).text
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -122,7 +132,7 @@ def test_health_and_metrics(service):
 )
 def test_bad_requests_get_4xx_with_a_message_and_write_nothing(service, kwargs, status, needle):
     before = len(ledger_records()) if ledger_path().exists() else 0
-    r = httpx.post(f"{service.url}/predict", timeout=10, **kwargs)
+    r = post(service, **kwargs)
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]
     after = len(ledger_records()) if ledger_path().exists() else 0
@@ -130,40 +140,21 @@ def test_bad_requests_get_4xx_with_a_message_and_write_nothing(service, kwargs, 
 
 
 def test_wrong_method_and_path_are_4xx(service):
-    assert httpx.get(f"{service.url}/predict").status_code == 405
-    assert httpx.get(f"{service.url}/nope").status_code == 404
+    assert httpx.get(f"{service.url}/predict", headers=AUTH).status_code == 405
+    assert httpx.get(f"{service.url}/nope", headers=AUTH).status_code == 404
 
 
-def test_bearer_token_required_when_set(module_home, materialized, signed_model):
-    svc = start_service(module_home, token="s3cret")
-    try:
-        url = f"{svc.url}/predict"
-        body = {"symbols": ["SYM0000"]}
-        assert httpx.post(url, json=body).status_code == 401
-        wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401 and "token" in wrong.json()["error"]
-        ok = httpx.post(url, json=body, headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200
-        assert httpx.get(f"{svc.url}/metrics").status_code == 401
-        assert httpx.get(f"{svc.url}/health").status_code == 200  # probes carry no token
-    finally:
-        stop_service(svc)
-
-
-def test_ledger_keeps_every_answered_prediction_when_the_service_is_killed(
-    module_home, materialized, signed_model
-):
-    svc = start_service(module_home)
-    before = len(ledger_records()) if ledger_path().exists() else 0
-    for _ in range(20):
-        r = httpx.post(f"{svc.url}/predict", json={"symbols": ["SYM0004", "SYM0005"]})
-        assert r.status_code == 200
-    svc.proc.send_signal(signal.SIGKILL)  # no shutdown hook, no final fsync
-    svc.proc.wait(timeout=10)
-    stop_service(svc)
-    res = verify_ledger()
-    assert res["ok"]
-    assert res["records"] == before + 40
+def test_bearer_token_required_when_set(service):
+    url = f"{service.url}/predict"
+    body = {"symbols": ["SYM0000"]}
+    missing = httpx.post(url, json=body)
+    assert missing.status_code == 401 and "token" in missing.json()["error"]
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert httpx.post(url, json=body, headers={"Authorization": "Basic s3cret"}).status_code == 401
+    assert httpx.post(url, json=body, headers=AUTH).status_code == 200
+    assert httpx.get(f"{service.url}/metrics").status_code == 401
+    assert httpx.get(f"{service.url}/health").status_code == 200  # probes carry no token
 
 
 def test_in_process_predictor_same_numbers_as_http(
@@ -172,7 +163,7 @@ def test_in_process_predictor_same_numbers_as_http(
     predictor = Predictor(load_runtime(module_home), get_feature_store(), alias="staging")
     try:
         local = predictor.predict(["SYM0002"], source="cli")
-        remote = httpx.post(f"{service.url}/predict", json={"symbols": ["SYM0002"]}).json()
+        remote = post(service, json={"symbols": ["SYM0002"]}).json()
         assert local["predictions"][0]["prediction"] == remote["predictions"][0]["prediction"]
         assert ledger_records()[-2]["source"] == "cli"
         assert ledger_records()[-2]["alias"] == "staging"
@@ -183,3 +174,17 @@ def test_in_process_predictor_same_numbers_as_http(
     finally:
         predictor.close()
     assert verify_ledger()["ok"]
+
+
+def test_ledger_keeps_every_answered_prediction_when_the_service_is_killed(service):
+    """Last test of the module: it kills the shared service."""
+    svc = service
+    before = len(ledger_records()) if ledger_path().exists() else 0
+    for _ in range(20):
+        r = post(svc, json={"symbols": ["SYM0004", "SYM0005"]})
+        assert r.status_code == 200
+    svc.proc.send_signal(signal.SIGKILL)  # no shutdown hook, no final fsync
+    svc.proc.wait(timeout=10)
+    res = verify_ledger()
+    assert res["ok"]
+    assert res["records"] == before + 40
