@@ -45,3 +45,13 @@ def feature_store(qcli_home):
         store.con.execute("INSERT INTO technical_features_v1 SELECT * FROM _f")
         store.con.unregister("_f")
     return df
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """A migrated, empty MLflow SQLite store, once per session (migrations take seconds)."""
+    from tests.models.conftest import _migrate
+
+    db = tmp_path_factory.mktemp("monitoring_mlflow") / "mlflow.db"
+    _migrate(db)
+    return db

@@ -134,15 +134,6 @@ def test_service_metrics_bad_input_names_the_source(tmp_path):
 
 
 # -- auto-rollback through the real MLflow registry ---------------------------------------
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory):
-    from tests.models.conftest import _migrate
-
-    db = tmp_path_factory.mktemp("guard_mlflow") / "mlflow.db"
-    _migrate(db)
-    return db
-
-
 def _bad_days(days: int) -> None:
     from quantcli.monitoring.performance import PerformanceMonitor
 
