@@ -106,10 +106,14 @@ def read_period(
         store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}`")
         # `table` comes from the feature-set declaration, never from user text
         # a fresh cursor: duckdb refuses a new relation while require_table's result is open
-        df = store.con.cursor().sql(
-            f'SELECT * FROM "{table}" WHERE {" AND ".join(where)} ORDER BY symbol, ts',
-            params=params,
-        ).pl()
+        df = (
+            store.con.cursor()
+            .sql(
+                f'SELECT * FROM "{table}" WHERE {" AND ".join(where)} ORDER BY symbol, ts',
+                params=params,
+            )
+            .pl()
+        )
     if df.height == 0:
         raise InputError(
             f"{option} {period}: no rows of {table} in that period",
@@ -148,6 +152,6 @@ def load_window(
     try:
         return read_period(
             period, feature_set=feature_set, store_path=store_path, option=option
-        ), f"{option.lstrip('-')} period {period}"
+        ), f"period {period} of the stored features"
     except NotFoundError:
         raise

@@ -35,7 +35,7 @@ def test_drift_periods_significant_exit_1_json_report_and_record(feature_store, 
     assert sorted(res["drifted_features"]) == sorted(SHIFTED)
     assert res["n_features"] == 29
     assert res["features"][0]["feature"] in SHIFTED  # worst first
-    assert res["baseline_source"] == "baseline period 2017-01-01:2017-12-31"
+    assert res["baseline_source"] == "period 2017-01-01:2017-12-31 of the stored features"
     assert res["features"][0]["baseline"]["n_rows"] == 3 * 260
     report = res["report"]
     html = Path(report).read_text(encoding="utf-8")
