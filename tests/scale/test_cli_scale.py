@@ -1,0 +1,95 @@
+"""`--executor ray`, `--ray-address` and `$QCLI_RAY_ADDRESS` through the real `qcli` commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from quantcli.data.ingest import ingest_frame
+from quantcli.data.synthetic import synthetic_universe
+from quantcli.features.build import build_features
+from quantcli.store.offline import OfflineStore
+
+from .test_missing_ray import BLOCK_RAY
+
+TABLE = "technical_features_v1"
+
+
+def _qcli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "quantcli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def _home_with_bars(home: Path, build: bool = False) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    with OfflineStore(home / "offline.duckdb") as store:
+        ingest_frame(synthetic_universe(6, 300, seed=5), store=store, source="synthetic")
+        if build:
+            build_features(store, shard_rows=600)
+
+
+def _table_sha256(home: Path, tmp: Path) -> str:
+    out = tmp / f"{home.name}.parquet"
+    with OfflineStore(home / "offline.duckdb", read_only=True) as store:
+        store.con.execute(
+            f"COPY (SELECT * FROM {TABLE} ORDER BY symbol, ts) TO '{out}' (FORMAT parquet)"
+        )
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "QCLI_RAY_ADDRESS"}
+    env["QCLI_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def test_without_ray_both_commands_fail_with_the_extra_named(tmp_path):
+    home = tmp_path / "home"
+    _home_with_bars(home, build=True)
+    blocker = tmp_path / "noray"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCK_RAY)
+    env = _env(home, PYTHONPATH=str(blocker))
+    expected = [
+        "Error: the optional package 'ray' is not installed (needed for --executor ray)",
+        'Hint: install it: pip install -e ".[ray]"  (or: pip install "quantcli[ray]")',
+    ]
+    for args in (("features", "build", "--executor", "ray"), ("backtest", "cpcv", "--executor",
+                                                              "ray", "--json")):  # fmt: skip
+        out = _qcli(*args, env=env)
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.strip().splitlines() == expected, args
+        assert out.stdout == ""
+
+
+def test_bad_address_in_the_environment_is_named(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    out = _qcli("features", "build", "--executor", "ray", env=_env(home, QCLI_RAY_ADDRESS="x"))
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == "Error: $QCLI_RAY_ADDRESS 'x' is not a Ray address"
+
+
+def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path):
+    """A second driver (the CLI) joins the session cluster through $QCLI_RAY_ADDRESS."""
+    gcs = ray_cluster.get_runtime_context().gcs_address  # HOST:PORT of the running cluster
+    local_home, ray_home = tmp_path / "local", tmp_path / "ray"
+    _home_with_bars(local_home, build=True)
+    _home_with_bars(ray_home)
+    out = _qcli(
+        "features", "build", "--executor", "ray", "--json", env=_env(ray_home, QCLI_RAY_ADDRESS=gcs)
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["executor"] == "ray"
+    assert _table_sha256(ray_home, tmp_path) == _table_sha256(local_home, tmp_path)
