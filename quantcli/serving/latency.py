@@ -4,7 +4,7 @@ Each engine is timed on the same rows: a single row (the serving case) and a bat
 (padded by cycling the sample when it is smaller). Times are wall-clock ``perf_counter_ns`` per
 call, after warm-up, reported as p50 and p99 in **microseconds**. ONNX sessions run with one
 intra-op thread (the serving setting); the native model is called as the registry loads it
-(``Booster.predict`` for LightGBM).
+(``Booster.predict`` for LightGBM, with ``num_threads=1``).
 
 The recommendation is the fastest single-row graph whose parity gate passed; INT8 only when it
 exists, passed its gate and is faster than FP32 for one row.
@@ -64,9 +64,10 @@ def _time_calls(fn, arg, repeats: int, warmup: int = 10) -> tuple[float, float]:
 def _native_fn(model: Any):
     from quantcli.serving.onnx_export import native_predict
 
-    booster = getattr(model, "booster_", None)
+    booster = getattr(model, "booster_", model if hasattr(model, "num_trees") else None)
     if booster is not None:  # the registry serves the Booster, not the sklearn wrapper
-        return booster.predict
+        # one thread, like the ONNX session: OpenMP threads would spin and skew both timings
+        return lambda X: booster.predict(X, num_threads=1)
     if hasattr(model, "predict"):
         return model.predict
     return lambda X: native_predict(model, X)
