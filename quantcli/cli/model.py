@@ -58,6 +58,10 @@ def _kv_table(title: str, rows: list[tuple[str, Any]]):
     return table
 
 
+# the metrics the train table shows (all of them are in --json and in the MLflow run)
+_KEY_METRICS = ("sharpe", "psr", "dsr", "max_drawdown", "annual_return", "ic_mean", "n_splits")
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -125,7 +129,8 @@ def train(
             ("rows / symbols", f"{result.dataset['rows']} / {len(result.dataset['symbols'])}"),
             ("time range", f"{result.dataset['start']} .. {result.dataset['end']}"),
         ]
-        rows += [(k, _fmt(v)) for k, v in sorted(result.backtest_metrics.items())]
+        shown = [k for k in _KEY_METRICS if k in result.backtest_metrics]
+        rows += [(k, _fmt(result.backtest_metrics[k])) for k in shown]
         rows.append(("backtest verdict", out["backtest_verdict"]))
         console.print(_kv_table("qcli model train", rows))
         for reason in result.reasons:

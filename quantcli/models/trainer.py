@@ -183,7 +183,7 @@ def _fold_metrics(folds: list[Any]) -> tuple[dict[str, list[float]], dict[str, f
     per: dict[str, list[float]] = {}
     for fold in folds:
         for key, value in _scalar_metrics(fold if isinstance(fold, dict) else {}).items():
-            if key in ("split", "fold", "path", "n_train", "n_test"):
+            if key in ("split", "fold", "path", "config", "n_train", "n_test"):
                 continue
             per.setdefault(key, []).append(value)
     means = {f"cv_{k}_mean": float(np.mean(v)) for k, v in sorted(per.items())}

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -191,29 +192,39 @@ def test_concurrent_promotes_leave_one_consistent_production(qcli_home, embedded
     cfg = qcli_home / "race.toml"
     cfg.write_text('[registry]\nrequired_verdicts = ["backtest"]\n')
 
-    env = {**os.environ, "QCLI_HOME": str(qcli_home)}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quantcli",
-                "model",
-                "promote",
-                name,
-                "--version",
-                v,
-                "--config",
-                str(cfg),
-                "--json",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    # Each child imports everything and opens the registry first, then waits for one "go" file,
+    # so both promotes reach the registry at the same instant (import time would serialise them).
+    go = qcli_home / "go"
+    child = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from quantcli.cli import main\n"
+        "from quantcli.models.registry import ModelRegistry\n"
+        f"ModelRegistry().alias_map({name!r})\n"
+        "Path(os.environ['READY_FILE']).touch()\n"
+        f"while not Path({str(go)!r}).exists():\n"
+        "    time.sleep(0.002)\n"
+        "main(sys.argv[1:])\n"
+    )
+    procs = []
+    for v in ("2", "3"):
+        env = {**os.environ, "QCLI_HOME": str(qcli_home), "READY_FILE": str(qcli_home / v)}
+        args = ["model", "promote", name, "--version", v, "--config", str(cfg), "--json"]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", child, *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-        for v in ("2", "3")
-    ]
+    deadline = time.monotonic() + 240
+    while not all((qcli_home / v).exists() for v in ("2", "3")):
+        assert time.monotonic() < deadline, "promote processes did not start"
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    go.touch()
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
 
