@@ -373,27 +373,43 @@ def stoch(high, low, close, fastk, slowk, slowd):
     size = close.shape[0]
     first_fast = fastk - 1
     start = first_fast + slowk - 1 + slowd - 1
-    k_out = _nans(size, start)
-    d_out = _nans(size, start)
     if start >= size:
-        return k_out, d_out
+        return _nans(size, size), _nans(size, size)
     fast = _nans(size, first_fast)
+    # running extremes: rescan the window only when the extreme falls out of it (amortised O(n))
+    hi_idx = -1
+    lo_idx = -1
+    hh = 0.0
+    ll = 0.0
     for i in range(first_fast, size):
-        hh = high[i - fastk + 1]
-        ll = low[i - fastk + 1]
-        for j in range(i - fastk + 2, i + 1):
-            if high[j] > hh:
-                hh = high[j]
-            if low[j] < ll:
-                ll = low[j]
+        w0 = i - fastk + 1
+        if hi_idx < w0:
+            hi_idx = w0
+            hh = high[w0]
+            for j in range(w0 + 1, i + 1):
+                if high[j] >= hh:
+                    hh = high[j]
+                    hi_idx = j
+        elif high[i] >= hh:
+            hh = high[i]
+            hi_idx = i
+        if lo_idx < w0:
+            lo_idx = w0
+            ll = low[w0]
+            for j in range(w0 + 1, i + 1):
+                if low[j] <= ll:
+                    ll = low[j]
+                    lo_idx = j
+        elif low[i] <= ll:
+            ll = low[i]
+            lo_idx = i
         rng = hh - ll
         fast[i] = ((close[i] - ll) / rng) * 100.0 if rng != 0.0 else 0.0
     k = sma(fast, first_fast, slowk)
     d = sma(k, first_fast + slowk - 1, slowd)
-    for i in range(start, size):
-        k_out[i] = k[i]
-        d_out[i] = d[i]
-    return k_out, d_out
+    for i in range(start):  # slow %K is reported from %D's first bar on, as TA-Lib does
+        k[i] = np.nan
+    return k, d
 
 
 @njit(cache=True)

@@ -89,20 +89,24 @@ def compile_plan(fs: FeatureSet) -> Plan:
     return Plan(codes=codes, params=params, names=tuple(fs.feature_names), warmup=fs.warmup)
 
 
-def _is_sorted(df: pl.DataFrame) -> bool:
-    """Sorted by ``(symbol, ts)`` with strictly increasing ``ts`` per symbol (checking is ~10x
-    cheaper than sorting 2.5 M rows, and bars from the store or a generator arrive sorted)."""
-    if df.height < 2 or not df["symbol"].is_sorted():
-        return df.height < 2
-    ok = df.select(
-        (
-            (pl.col("ts").diff() > pl.duration(microseconds=0))
-            | (pl.col("symbol") != pl.col("symbol").shift())
-        )
-        .fill_null(True)
-        .all()
-    ).item()
-    return bool(ok)
+def _runs(df: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Row offsets (``int64[S + 1]``) and values of the runs of equal ``symbol``."""
+    runs = df["symbol"].rle().struct.unnest()
+    starts = np.zeros(runs.height + 1, dtype=np.int64)
+    np.cumsum(runs["len"].to_numpy(), out=starts[1:])
+    return starts, runs["value"].to_list()
+
+
+def _is_sorted(df: pl.DataFrame, starts: np.ndarray, symbols: list[str]) -> bool:
+    """Sorted by ``(symbol, ts)`` with strictly increasing ``ts`` per symbol, judged from the
+    symbol runs (one string comparison per symbol, not per row): checking is ~10x cheaper than
+    sorting 2.5 M rows, and bars from the store or the generator arrive sorted."""
+    if any(a >= b for a, b in itertools.pairwise(symbols)):
+        return False
+    ts = df["ts"].to_physical().to_numpy()
+    rising = ts[1:] > ts[:-1]
+    rising[starts[1:-1] - 1] = True  # a new symbol starts its own history
+    return bool(rising.all())
 
 
 def sort_bars(bars: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -124,7 +128,8 @@ def sort_bars(bars: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         pl.col("ts"),
         *(pl.col(c).cast(pl.Float64) for c in _PRICE_INPUTS),
     ).collect()
-    if not _is_sorted(df):
+    starts, symbols = _runs(df)
+    if not _is_sorted(df, starts, symbols):
         df = df.sort("symbol", "ts")
     for col in ("symbol", "ts", *_PRICE_INPUTS):
         nulls = df[col].null_count()
@@ -146,10 +151,7 @@ def block_starts(sorted_bars: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
 
     Raises :class:`InputError` on a duplicate ``(symbol, ts)``.
     """
-    runs = sorted_bars["symbol"].rle().struct.unnest()
-    counts = runs["len"].to_numpy().astype(np.int64)
-    starts = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
+    starts, symbols = _runs(sorted_bars)
     ts = sorted_bars["ts"].to_physical().to_numpy()
     same = ts[1:] == ts[:-1]
     if same.any():
@@ -161,7 +163,7 @@ def block_starts(sorted_bars: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
                 f"ts {sorted_bars['ts'][row]})",
                 hint="each (symbol, ts) must occur once; validate the bars first",
             )
-    return starts, runs["value"].to_list()
+    return starts, symbols
 
 
 def n_threads() -> int:
