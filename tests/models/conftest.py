@@ -96,6 +96,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: 
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # no background job workers (huey): the tests use tracking and the registry only
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -115,6 +117,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: 
             if time.monotonic() > deadline:
                 raise RuntimeError("mlflow server did not become healthy in 120 s")
             time.sleep(0.5)
+        # the first API call opens the server's store: pay for it here, not in the first test
+        search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        with urllib.request.urlopen(search, timeout=300) as resp:
+            assert resp.status == 200
         yield uri, artifacts
     finally:
         os.killpg(proc.pid, 15)
