@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quantcli.errors import InputError, NotFoundError
+from quantcli.errors import InputError
 from quantcli.monitoring.profile import BaselineProfile
 
 _PERIOD = re.compile(r"^(?P<start>\d{4}-\d{2}-\d{2})?:(?P<end>\d{4}-\d{2}-\d{2})?$")
@@ -149,9 +149,5 @@ def load_window(
             hint="use .parquet or .csv (features) or .npz (a saved baseline profile)",
         )
     period = parse_period(spec, option)
-    try:
-        return read_period(
-            period, feature_set=feature_set, store_path=store_path, option=option
-        ), f"period {period} of the stored features"
-    except NotFoundError:
-        raise
+    frame = read_period(period, feature_set=feature_set, store_path=store_path, option=option)
+    return frame, f"period {period} of the stored features"
