@@ -109,7 +109,9 @@ def ingest(
     if not sample and not paths:
         raise InputError("nothing to ingest", hint="pass CSV/Parquet paths, or --sample")
     if sample:
-        result = _run_with_progress(json_mode, lambda _: ingest_sample(outlier_z=outlier_z))
+        result = _run_with_progress(
+            json_mode, lambda step: ingest_sample(outlier_z=outlier_z, on_step=step)
+        )
     else:
         result = _run_with_progress(
             json_mode,

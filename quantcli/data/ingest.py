@@ -312,12 +312,19 @@ def ingest_files(
 
 
 def ingest_sample(
-    *, store: OfflineStore | None = None, outlier_z: float = DEFAULT_OUTLIER_Z
+    *,
+    store: OfflineStore | None = None,
+    outlier_z: float = DEFAULT_OUTLIER_Z,
+    on_step: Callable[[str], None] | None = None,
 ) -> IngestResult:
     """Ingest the bundled real sample (SPX and IXIC daily bars, see :mod:`quantcli.data.sample`)."""
     paths: list[Path] = sample_paths()
     return ingest_files(
-        paths, store=store, outlier_z=outlier_z, labels=[f"sample:{p.name}" for p in paths]
+        paths,
+        store=store,
+        outlier_z=outlier_z,
+        labels=[f"sample:{p.name}" for p in paths],
+        on_step=on_step,
     )
 
 
