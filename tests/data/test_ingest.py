@@ -206,3 +206,20 @@ def test_second_process_gets_store_busy_exit_2(qcli_home):
         holder.wait()
         holder.stdout.close()
     assert ingest_sample().rows_inserted == 10062  # the lock went with the holder
+
+
+def test_csv_and_parquet_of_the_same_bars_hash_and_store_the_same(qcli_home, tmp_path):
+    from quantcli.data import ingest_files
+
+    bars = synthetic_universe(3, 40, seed=21)
+    pq = tmp_path / "bars.parquet"
+    bars.write_parquet(pq)
+    csv_path = tmp_path / "bars.csv"
+    # ISO timestamps with an explicit offset; float text round-trips exactly
+    bars.reverse().write_csv(csv_path)
+    from_pq = ingest_files([pq])
+    assert stored_bars(qcli_home).equals(bars)
+    from_csv = ingest_files([csv_path])
+    assert from_csv.input_sha256 == from_pq.input_sha256 == bars_sha256(bars)
+    assert (from_csv.rows_inserted, from_csv.rows_unchanged) == (0, 120)
+    assert from_csv.quality.get("unsorted").count == 117  # reversed: all but each symbol's last
