@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS monitor_guard_events (
     severity      VARCHAR NOT NULL,  -- the worst finding: CRITICAL, WARNING or INFO
     findings      VARCHAR NOT NULL,  -- JSON list
     action        VARCHAR NOT NULL,  -- 'none', 'rollback', 'rollback-failed'
-    detail        VARCHAR NOT NULL   -- JSON: rollback result or error
+    detail        VARCHAR NOT NULL,  -- JSON: rollback result or error
+    service       VARCHAR            -- JSON: the raw (cumulative) service counts read, if any
 );
 
 -- Every shadow comparison of a candidate against production.

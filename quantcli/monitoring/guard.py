@@ -150,7 +150,7 @@ def evaluate_guard(
         out.append(Finding("drawdown", "INFO", f"max drawdown {max_drawdown:.1%} ok", max_drawdown))
 
     if error_rate is None:
-        out.append(Finding("error_rate", "INFO", "no service metrics (pass --metrics)"))
+        out.append(Finding("error_rate", "INFO", "no service requests to rate (or no --metrics)"))
     elif error_rate > t.max_error_rate:
         out.append(
             Finding(
@@ -175,7 +175,7 @@ def evaluate_guard(
         out.append(Finding("error_rate", "INFO", f"error rate {error_rate:.2%} ok", error_rate))
 
     if slow_share is None:
-        out.append(Finding("latency", "INFO", "no service metrics (pass --metrics)"))
+        out.append(Finding("latency", "INFO", "no service requests to rate (or no --metrics)"))
     elif slow_share > t.max_slow_share:
         out.append(
             Finding(
@@ -248,7 +248,8 @@ def run_guard(
     history = perf.metrics_history(days=t.sharpe_days)
     daily = [(as_utc(h["computed_at"]).date(), h.get("sharpe")) for h in history]
     drawdown = history[-1].get("max_drawdown") if history else None
-    health = read_service_health(metrics, token=token) if metrics else None
+    raw = read_service_health(metrics, token=token) if metrics else None
+    health = raw.since(*previous_service_counts(monitor, store_path)) if raw else None
     drift = latest_drift_run(store_path=store_path)
     findings = evaluate_guard(
         daily_sharpe=daily,
@@ -270,11 +271,13 @@ def run_guard(
             action = "rollback"
         except Exception as exc:  # recorded, then re-raised: the event must say it failed
             action, detail = "rollback-failed", {"error": str(exc), "reason": reason}
-            record_guard_event(utc_now(), monitor, severity, findings, action, detail, store_path)
+            record_guard_event(
+                utc_now(), monitor, severity, findings, action, detail, raw, store_path
+            )
             raise
     evaluated_at = utc_now()
     event_id = record_guard_event(
-        evaluated_at, monitor, severity, findings, action, detail, store_path
+        evaluated_at, monitor, severity, findings, action, detail, raw, store_path
     )
     return {
         "event_id": event_id,
@@ -289,6 +292,7 @@ def run_guard(
             "daily_sharpe": [(d.isoformat(), s) for d, s in daily],
             "max_drawdown": drawdown,
             "service": health.to_dict() if health else None,
+            "service_raw": raw.to_dict() if raw else None,
             "drift_checked_at": drift["timestamp"] if drift else None,
         },
         "thresholds": asdict(t),
@@ -302,13 +306,15 @@ def record_guard_event(
     findings: list[Finding],
     action: str,
     detail: dict[str, Any],
+    service: Any = None,
     store_path: Any = None,
 ) -> str:
-    """Append one evaluation (and the rollback it did, if any) to ``monitor_guard_events``."""
+    """Append one evaluation (and the rollback it did, if any) to ``monitor_guard_events``;
+    ``service`` is the raw :class:`ServiceHealth` read (kept to difference the next run)."""
     event_id = uuid.uuid4().hex[:16]
     with monitoring_store(store_path) as store, store.transaction() as con:
         con.execute(
-            "INSERT INTO monitor_guard_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO monitor_guard_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 event_id,
                 when,
@@ -317,6 +323,22 @@ def record_guard_event(
                 json.dumps([f.to_dict() for f in findings]),
                 action,
                 json.dumps(detail, default=str),
+                json.dumps(service.to_dict()) if service is not None else None,
             ],
         )
     return event_id
+
+
+def previous_service_counts(
+    monitor: str, store_path: Any = None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The raw service counts of the last guard run that read any, and when it ran."""
+    with monitoring_store(store_path) as store:
+        row = store.con.execute(
+            "SELECT service, evaluated_at FROM monitor_guard_events WHERE monitor = ? "
+            "AND service IS NOT NULL ORDER BY evaluated_at DESC LIMIT 1",
+            [monitor],
+        ).fetchone()
+    if row is None:
+        return None, None
+    return json.loads(row[0]), as_utc(row[1]).isoformat()

@@ -9,6 +9,12 @@ From the ``/predict`` series:
 
 A snapshot file is either that Prometheus text or JSON ``{"requests": N, "errors": E,
 "slow_requests": S}`` (counts over the window the caller chose).
+
+Prometheus counters are cumulative since the service started, so a rate computed from them
+alone would dilute a fresh error spike with days of healthy traffic. The guard therefore
+evaluates the *difference* to the counts it read on its previous run from the same source
+(:meth:`ServiceHealth.since`), and falls back to the cumulative counts after a service restart
+(a counter went down) or on the first run. JSON snapshots are taken as given.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,8 @@ class ServiceHealth:
     errors: int
     slow_requests: int
     source: str
+    cumulative: bool = False  # Prometheus counters: totals since the service started
+    window: str = "as given"
 
     @property
     def error_rate(self) -> float | None:
@@ -49,9 +57,25 @@ class ServiceHealth:
     def slow_share(self) -> float | None:
         return self.slow_requests / self.requests if self.requests else None
 
+    def since(self, previous: dict[str, Any] | None, previous_at: str | None) -> ServiceHealth:
+        """The counts accrued since ``previous`` (a :meth:`to_dict` of the same source), or
+        ``self`` when there is none, the source differs, or a counter went down (restart)."""
+        if not self.cumulative or not previous or previous.get("source") != self.source:
+            return self
+        d_req = self.requests - int(previous["requests"])
+        d_err = self.errors - int(previous["errors"])
+        d_slow = self.slow_requests - int(previous["slow_requests"])
+        if min(d_req, d_err, d_slow) < 0:
+            return replace(self, window="since service start (counters reset)")
+        return replace(
+            self, requests=d_req, errors=d_err, slow_requests=d_slow,
+            window=f"since the previous guard run at {previous_at}",
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "window": self.window,
             "requests": self.requests,
             "errors": self.errors,
             "slow_requests": self.slow_requests,
@@ -99,7 +123,10 @@ def parse_prometheus(text: str, source: str = "metrics") -> ServiceHealth:
             )
     else:
         slow = count - le_half
-    return ServiceHealth(int(requests), int(errors), int(slow), source)
+    return ServiceHealth(
+        int(requests), int(errors), int(slow), source, cumulative=True,
+        window="since service start",
+    )  # fmt: skip
 
 
 def read_service_health(spec: str, token: str | None = None, timeout: float = 5.0) -> ServiceHealth:

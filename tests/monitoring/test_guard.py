@@ -82,7 +82,7 @@ def test_each_trigger_alone(field, value, check, severity):
 def test_missing_inputs_are_info_and_say_so():
     f = evaluate_guard()
     assert worst_severity(f) == "INFO"
-    assert any("pass --metrics" in x.message for x in f)
+    assert any("no --metrics" in x.message for x in f)
 
 
 def _prometheus_text(n_ok: int, n_5xx: int, n_4xx: int, latencies: list[float]) -> str:
@@ -210,3 +210,29 @@ def test_auto_rollback_needs_model(qcli_home, capsys):
         main(["monitor", "guard", "--auto-rollback"])
     assert exc.value.code == 2
     assert "--auto-rollback needs --model" in capsys.readouterr().err
+
+
+def test_guard_rates_the_requests_since_its_previous_run(qcli_home, tmp_path, capsys):
+    """Prometheus counters are cumulative: a fresh error spike must not be diluted."""
+    from quantcli.cli import main
+
+    def guard(errors_total: int, requests_total: int) -> tuple[int, dict]:
+        p = tmp_path / "metrics.prom"
+        ok = requests_total - errors_total
+        p.write_text(_prometheus_text(ok, errors_total, 0, [0.01] * 10))
+        with pytest.raises(SystemExit) as exc:
+            main(["monitor", "guard", "--metrics", str(p), "--json"])
+        return exc.value.code, json.loads(capsys.readouterr().out)
+
+    code, r = guard(10, 10_000)  # first run: cumulative, 0.1 %
+    assert code == 0 and r["inputs"]["service"]["window"] == "since service start"
+    code, r = guard(30, 10_100)  # +100 requests, +20 errors: 20 % now (0.3 % cumulative)
+    assert code == 1
+    svc = r["inputs"]["service"]
+    assert (svc["requests"], svc["errors"]) == (100, 20)
+    assert svc["window"].startswith("since the previous guard run at")
+    assert r["findings"][0]["check"] == "error_rate" and r["findings"][0]["value"] == 0.2
+    code, r = guard(0, 50)  # the service restarted: counters went down
+    assert code == 0
+    assert r["inputs"]["service"]["requests"] == 50
+    assert r["inputs"]["service"]["window"] == "since service start (counters reset)"
