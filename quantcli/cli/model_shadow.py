@@ -78,7 +78,12 @@ def shadow(
         str, typer.Option("--label", help="Realised forward return used for the P&L.")
     ] = "fwd_return_5d",
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML overriding [shadow].", dir_okay=False)
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML overriding the shadow section (max_pnl_divergence).",
+            dir_okay=False,
+        ),
     ] = None,
     tracking_uri: TrackingOpt = None,
     json_mode: JsonOpt = False,

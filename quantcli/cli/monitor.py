@@ -21,7 +21,9 @@ app = typer.Typer(
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", help="TOML overriding [drift], [monitor], [retrain] thresholds.", dir_okay=False
+        "--config",
+        help="TOML overriding the thresholds of its drift, monitor and retrain sections.",
+        dir_okay=False,
     ),
 ]
 MonitorOpt = Annotated[
