@@ -249,6 +249,10 @@ def coerce_ts(df: pl.DataFrame, source: str) -> pl.DataFrame:
 
 
 def coerce_columns(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Keep the seven columns (and the internal ``__`` ones) in normal-form dtypes.
+
+    Raises :class:`DataValidationError` for a missing column or a non-numeric price/volume.
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         issue = QualityIssue(
@@ -270,6 +274,7 @@ def coerce_columns(df: pl.DataFrame, source: str) -> pl.DataFrame:
             f"({', '.join(str(df.schema[c]) for c in bad)})",
             hint="read files with quantcli.data.read_bars, which parses and locates bad numbers",
         )
+    df = df.select([c for c in df.columns if c in REQUIRED_COLUMNS or c.startswith("__")])
     if df.schema["symbol"] != pl.String:
         df = df.with_columns(pl.col("symbol").cast(pl.String))
     return coerce_ts(df, source).with_columns([pl.col(c).cast(pl.Float64) for c in NUMERIC_COLUMNS])
