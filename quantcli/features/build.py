@@ -104,7 +104,7 @@ def compute_shard(task: ShardTask) -> ShardResult:
     srt = sort_bars(task.bars)
     starts, _symbols = block_starts(srt)
     hashes = hashing.symbol_hashes(srt, starts)
-    frame, warmup_dropped = compute_sorted(srt, plan)
+    frame, warmup_dropped = compute_sorted(srt, plan, starts)
     ts_us = srt["ts"].dt.epoch("us").to_numpy()
 
     rewrite: list[str] = []

@@ -188,9 +188,15 @@ def _thread_ranges(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
-def compute_sorted(sorted_bars: pl.DataFrame, plan: Plan) -> tuple[pl.DataFrame, int]:
-    """Features of bars already passed through :func:`sort_bars`; returns (frame, warm-up rows)."""
-    starts, _ = block_starts(sorted_bars)
+def compute_sorted(
+    sorted_bars: pl.DataFrame, plan: Plan, starts: np.ndarray | None = None
+) -> tuple[pl.DataFrame, int]:
+    """Features of bars already passed through :func:`sort_bars`; returns (frame, warm-up rows).
+
+    ``starts`` (from :func:`block_starts`) saves recomputing the symbol blocks.
+    """
+    if starts is None:
+        starts, _ = block_starts(sorted_bars)
     lengths = np.diff(starts)
     kept = np.maximum(lengths - plan.warmup, 0)
     out_starts = np.zeros_like(starts)
@@ -242,5 +248,7 @@ def compute_features(
     (202, 31)
     """
     plan = compile_plan(load_feature_set(feature_set))
-    frame, _ = compute_sorted(sort_bars(bars), plan)
+    srt = sort_bars(bars)
+    starts, _ = block_starts(srt)
+    frame, _ = compute_sorted(srt, plan, starts)
     return frame

@@ -95,7 +95,7 @@ class FeatureGenerator:
         plan = compile_plan(self.spec)
         srt = sort_bars(df)
         starts, symbols = block_starts(srt)
-        frame, warmup = compute_sorted(srt, plan)
+        frame, warmup = compute_sorted(srt, plan, starts)
         quality = _quality(_stats(frame, plan.names), plan.names)
         metadata = {
             "input_sha256": hashing.combine(hashing.symbol_hashes(srt, starts)),
