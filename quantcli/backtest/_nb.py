@@ -16,21 +16,25 @@ from numba import njit
 
 
 @njit(cache=True)
-def first_unsorted(ts: np.ndarray) -> int:
-    """The first row ``i`` with ``ts[i] < ts[i-1]``, or -1 when ``ts`` is sorted."""
-    for i in range(1, ts.shape[0]):
-        if ts[i] < ts[i - 1]:
-            return i
-    return -1
-
-
-@njit(cache=True)
-def first_label_before_ts(ts: np.ndarray, label_end: np.ndarray) -> int:
-    """The first row with ``label_end < ts``, or -1 when every label ends at or after its start."""
-    for i in range(ts.shape[0]):
-        if label_end[i] < ts[i]:
-            return i
-    return -1
+def scan_times(ts: np.ndarray, label_end: np.ndarray) -> tuple[int, int, int, int]:
+    """One pass over the rows: ``(first unsorted row, first row with label_end < ts,
+    max(label_end - ts), number of distinct timestamps)``; -1 for "none" in the first two."""
+    n = ts.shape[0]
+    unsorted = -1
+    bad_label = -1
+    max_span = 0
+    n_unique = 1 if n > 0 else 0
+    for i in range(n):
+        span = label_end[i] - ts[i]
+        if span > max_span:
+            max_span = span
+        if span < 0 and bad_label < 0:
+            bad_label = i
+        if i > 0 and ts[i] != ts[i - 1]:
+            n_unique += 1
+            if ts[i] < ts[i - 1] and unsorted < 0:
+                unsorted = i
+    return unsorted, bad_label, max_span, n_unique
 
 
 @njit(cache=True)
@@ -91,6 +95,13 @@ def _blocks(is_test: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def _fill_range(out: np.ndarray, at: int, start: int, stop: int) -> None:
+    """``out[at : at + stop - start] = start, start + 1, ..., stop - 1`` (a vectorizable loop)."""
+    for j in range(stop - start):
+        out[at + j] = start + j
+
+
+@njit(cache=True)
 def _train_rows(
     ts: np.ndarray,
     label_end: np.ndarray,
@@ -128,11 +139,8 @@ def _train_rows(
         # rows far before the block are kept
         keep_to = max(min(scan, gap_row), cursor)
         if write:
-            for i in range(cursor, keep_to):
-                out[count] = i
-                count += 1
-        else:
-            count += max(keep_to - cursor, 0)
+            _fill_range(out, count, cursor, keep_to)
+        count += max(keep_to - cursor, 0)
         # rows near the block start are kept unless their label reaches the block (purge)
         for i in range(keep_to, gap_row):
             if label_end[i] < t0:
@@ -141,11 +149,8 @@ def _train_rows(
                 count += 1
         cursor = max(cursor, gap_row, end)
     if write:
-        for i in range(cursor, n):
-            out[count] = i
-            count += 1
-    else:
-        count += max(n - cursor, 0)
+        _fill_range(out, count, cursor, n)
+    count += max(n - cursor, 0)
     return count
 
 
@@ -192,7 +197,8 @@ def split_indices(
     test = np.empty(n_test, dtype=np.int64)
     k = 0
     for b in range(blocks.shape[0]):
-        for i in range(ustart[gstart[blocks[b, 0]]], ustart[gstart[blocks[b, 1] + 1]]):
-            test[k] = i
-            k += 1
+        r0 = ustart[gstart[blocks[b, 0]]]
+        r1 = ustart[gstart[blocks[b, 1] + 1]]
+        _fill_range(test, k, r0, r1)
+        k += r1 - r0
     return train, test

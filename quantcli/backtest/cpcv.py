@@ -216,13 +216,6 @@ class CombinatorialPurgedCV:
             ts, ts_is_time = _as_time_array(timestamps, "timestamps")
         if ts.shape[0] != n:
             raise InputError(f"`timestamps` has {ts.shape[0]} rows but X has {n}")
-        bad = _nb.first_unsorted(ts)
-        if bad >= 0:
-            raise InputError(
-                f"`timestamps` must be sorted (non-decreasing): row {bad} is earlier than "
-                f"row {bad - 1}",
-                hint="sort the frame by ts (then symbol) before cross-validating",
-            )
         if label_end is None:
             le = ts
         else:
@@ -235,19 +228,24 @@ class CombinatorialPurgedCV:
                 )
             if le.shape[0] != n:
                 raise InputError(f"`label_end` has {le.shape[0]} rows but X has {n}")
-            bad = _nb.first_label_before_ts(ts, le)
-            if bad >= 0:
-                raise InputError(
-                    f"`label_end` is earlier than its timestamp at row {bad}",
-                    hint="label_end is the time the label is known: at or after ts",
-                )
-        ustart = _nb.unique_starts(ts)
-        n_unique = ustart.shape[0] - 1
+        unsorted, bad, max_span, n_unique = _nb.scan_times(ts, le)
+        if unsorted >= 0:
+            raise InputError(
+                f"`timestamps` must be sorted (non-decreasing): row {unsorted} is earlier than "
+                f"row {unsorted - 1}",
+                hint="sort the frame by ts (then symbol) before cross-validating",
+            )
+        if bad >= 0:
+            raise InputError(
+                f"`label_end` is earlier than its timestamp at row {bad}",
+                hint="label_end is the time the label is known: at or after ts",
+            )
         if n_unique < self.n_groups:
             raise InputError(
                 f"{n_unique} unique timestamps cannot make `n_groups={self.n_groups}` groups",
                 hint="use fewer groups or more data",
             )
+        ustart = _nb.unique_starts(ts)
         # np.array_split convention on the unique timestamps
         sizes = np.full(self.n_groups, n_unique // self.n_groups, dtype=np.int64)
         sizes[: n_unique % self.n_groups] += 1
@@ -268,7 +266,7 @@ class CombinatorialPurgedCV:
             "gmax": _nb.group_max_label_end(le, ustart, gstart),
             "purge_n": purge_n,
             "embargo_n": embargo_n,
-            "max_span": int((le - ts).max()) if n else 0,
+            "max_span": int(max_span),
         }
 
     def split(
