@@ -84,7 +84,7 @@ def _rename(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str]]:
     """Map case-insensitive aliases onto the normal column names."""
     lowered: dict[str, str] = {}
     for col in df.columns:
-        key = col.strip().lower()
+        key = col.strip().lstrip("\ufeff").strip().lower()  # a UTF-8 BOM may lead the header
         if key in lowered:
             raise InputError(
                 f"{source}: columns '{lowered[key]}' and '{col}' differ only by case",

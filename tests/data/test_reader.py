@@ -137,3 +137,16 @@ def test_duplicates_across_files_name_both_files(write_csv):
         (str(a), "line 3"),
         (str(b), "line 2"),
     ]
+
+
+def test_utf8_bom_header_and_short_row(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfdate,symbol,open,high,low,close,volume\n"
+        b"2020-01-02,AAA,10,11,9,10.5,1000\n"
+        b"2020-01-03,AAA,10.5,12,10,11\n"  # volume missing: read as null, refused by validation
+    )
+    raw = read_bars(path)
+    assert raw.frame["volume"].to_list() == [1000.0, None]
+    with pytest.raises(DataValidationError, match=r"bom\.csv line 3, column 'volume': null"):
+        read_files([path])
