@@ -12,7 +12,8 @@ Endpoints
 Errors are JSON ``{"error": "..."}`` with a 4xx status for every bad request: 400 malformed JSON,
 401 missing/wrong bearer token (only when ``QCLI_API_TOKEN`` is set), 404 unknown symbol or path,
 405 wrong method, 422 a body that is JSON but not a valid request (no ``symbols``, empty list,
-too many symbols, a bad ticker, features not yet defined). 500 is reserved for server faults.
+too many symbols, a bad ticker, features not yet defined). 503 when the offline fallback waited
+too long for another process's write lock. 500 is reserved for server faults.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Request`` class in
@@ -23,7 +24,7 @@ import os
 import time
 from typing import Any
 
-from quantcli.errors import InputError, NotFoundError, QuantCliError
+from quantcli.errors import InputError, NotFoundError, QuantCliError, StoreBusyError
 
 TOKEN_ENV = "QCLI_API_TOKEN"
 # Buckets (seconds) sized for a 1-10 ms service.
@@ -165,6 +166,8 @@ def create_app(predictor: Any, *, api_token: str | None = None) -> Any:
             return fail("/predict", t0, 404, "unknown_symbol", exc.message)
         except InputError as exc:
             return fail("/predict", t0, 422, "bad_request", exc.message)
+        except StoreBusyError as exc:  # the offline fallback waited for a writer: retry later
+            return fail("/predict", t0, 503, "store_busy", exc.message)
         except QuantCliError as exc:
             return fail("/predict", t0, 500, "server", exc.message)
         return reply("/predict", t0, 200, result)
@@ -204,6 +207,7 @@ def serve(predictor: Any, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     if not 0 < port < 65536:
         raise InputError(f"--port must be 1..65535, got --port {port}")
     app = create_app(predictor)
+    predictor.warm_up()
     server = uvicorn.Server(
         uvicorn.Config(
             app,

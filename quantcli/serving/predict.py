@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from quantcli.audit import AuditLedger, features_sha256
 from quantcli.errors import InputError, NotFoundError
 
@@ -149,6 +151,24 @@ class Predictor:
             "model_name": self.tags["model_name"],
             "predictions": rows,
         }
+
+    def warm_up(self) -> None:
+        """One online read and one inference, not recorded and not counted.
+
+        The first Feast read opens the registry and the online store (hundreds of ms); doing it
+        before the service accepts traffic keeps that cost off the first request.
+        """
+        symbols = self.store.known_symbols()[:1]
+        if not symbols:
+            return
+        saved = self.store.counters.as_dict()
+        feats = self.store.get_online_features(symbols, feature_refs=self.feature_names)
+        X = np.nan_to_num(feats.values).astype(np.float32)
+        self.runtime.predict_array(X)
+        c = self.store.counters
+        with c._lock:
+            c.hits, c.fallback_missing = saved["hits"], saved["fallback_missing"]
+            c.fallback_stale = saved["fallback_stale"]
 
     def describe(self) -> dict[str, Any]:
         """The served model and feature store (for ``/health`` and ``qcli predict``)."""

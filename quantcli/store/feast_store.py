@@ -545,6 +545,11 @@ class OnlineFeatureStore:
         self.data_end = state["data_end"]
         self._state_mtime = mtime
 
+    def known_symbols(self) -> list[str]:
+        """The symbols written to the online store by the last materialization, sorted."""
+        self._load_state()
+        return sorted(self._entity_ts)
+
     def feature_refs(self, features: Sequence[str] | None = None) -> list[str]:
         """``view:feature`` references; accepts bare names or full references."""
         names = self.decl.feature_names if features is None else list(features)

@@ -162,6 +162,10 @@ def test_in_process_predictor_same_numbers_as_http(
 ):
     predictor = Predictor(load_runtime(module_home), get_feature_store(), alias="staging")
     try:
+        n_before = len(ledger_records())
+        predictor.warm_up()  # what `serve` does before accepting traffic: not recorded, not counted
+        assert len(ledger_records()) == n_before
+        assert predictor.store.counters.as_dict()["hits"] == 0
         local = predictor.predict(["SYM0002"], source="cli")
         remote = post(service, json={"symbols": ["SYM0002"]}).json()
         assert local["predictions"][0]["prediction"] == remote["predictions"][0]["prediction"]
