@@ -61,6 +61,8 @@ class ShardTask:
     since_us: int | None
     # symbol -> (last_bar_ts in epoch microseconds, n_bars, history_sha256) of the previous build
     state: dict[str, tuple[int, int, str]]
+    # symbol -> rows of the symbol in the feature table now (an append needs them all present)
+    stored_rows: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,7 +124,12 @@ def compute_shard(task: ShardTask) -> ShardResult:
                     ts_us[a : a + prior_n],
                     (srt[c].to_numpy()[a : a + prior_n] for c in hashing.HASHED_COLUMNS),
                 )
-                unchanged = prefix_sha == prior_sha
+                # the table must also still hold every row the previous build wrote (a table
+                # emptied or edited by hand is rewritten, not appended to)
+                expected_rows = max(prior_n - plan.warmup, 0)
+                unchanged = (
+                    prefix_sha == prior_sha and task.stored_rows.get(symbol, 0) == expected_rows
+                )
         if task.mode == "full":
             rewrite.append(symbol)
             cutoffs[symbol] = None
@@ -384,6 +391,12 @@ def build_features(
             for s, ts, n, sha in con.execute(resources.sql("features_state"), [feature_set])
             .fetchall()
         }  # fmt: skip
+        stored_rows = {
+            str(sym): int(n)
+            for sym, n in con.execute(
+                f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
+            ).fetchall()
+        }
         if mode == "full" and not symbols:
             rows_deleted += _scalar(con, f"SELECT count(*) FROM {table}")
             con.execute(f"DELETE FROM {table}")
@@ -405,6 +418,7 @@ def build_features(
                         mode=mode,
                         since_us=since_us,
                         state={s: state[s] for s, _ in shard if s in state},
+                        stored_rows={s: stored_rows[s] for s, _ in shard if s in stored_rows},
                     )
                 )
 

@@ -163,3 +163,14 @@ def test_compute_shard_is_pure_and_picklable(universe):
     res = compute_shard(pickle.loads(pickle.dumps(task)))
     assert res.rows.equals(compute_features(universe))
     assert res.rewrite == sorted(universe["symbol"].unique().to_list())
+
+
+def test_rows_deleted_by_hand_are_rewritten_not_skipped(qcli_home, universe):
+    ingest_frame(universe)
+    build_features()
+    complete = _table()
+    with OfflineStore() as store:
+        store.con.execute(f"DELETE FROM {TABLE} WHERE symbol = 'SYM0003' AND ts < '2001-01-01'")
+    result = build_features()
+    assert result.symbols_rewritten == ["SYM0003"]
+    assert _table().equals(complete)
