@@ -82,6 +82,7 @@ def required_verdicts(cfg: dict[str, Any] | None = None) -> list[str]:
 def quiet_mlflow() -> None:
     """No artifact progress bars or INFO chatter from MLflow on the user's terminal."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # an unreachable --tracking-uri should fail in seconds, not after minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -199,6 +200,8 @@ class ModelRegistry:
     def __init__(self, tracking_uri: str | None = None) -> None:
         quiet_mlflow()
         from mlflow import MlflowClient
+
+        quiet_mlflow()  # importing mlflow resets its logger to INFO
 
         self.tracking_uri = config.mlflow_tracking_uri(tracking_uri)
         if is_local_store(self.tracking_uri):
@@ -367,7 +370,11 @@ class ModelRegistry:
         if not files:
             raise IntegrityError(f"{info.name} v{info.version}: no files under {artifact_path!r}")
         for f in files:
-            rel = artifact_path if local.is_file() else f"{artifact_path}/{f.relative_to(local)}"
+            rel = (
+                artifact_path
+                if local.is_file()
+                else f"{artifact_path.rstrip('/')}/{f.relative_to(local).as_posix()}"
+            )
             rec = info.artifacts.get(rel)
             if rec is None:
                 raise IntegrityError(
@@ -380,13 +387,13 @@ class ModelRegistry:
                 raise IntegrityError(
                     f"{info.name} v{info.version}: {rel}: {exc.message.split(': ', 1)[-1]}"
                 ) from None
-        expected = {p for p in info.artifacts if p.startswith(artifact_path.rstrip("/") + "/")}
-        got = {
-            f"{artifact_path}/{f.relative_to(local)}" for f in files if local.is_dir()
-        } or expected
-        missing = sorted(expected - got)
-        if missing:
-            raise IntegrityError(f"{info.name} v{info.version}: artifacts missing: {missing}")
+        if local.is_dir():  # every signed file of the folder must have come down
+            prefix = artifact_path.rstrip("/") + "/"
+            expected = {p for p in info.artifacts if p.startswith(prefix)}
+            got = {f"{prefix}{f.relative_to(local).as_posix()}" for f in files}
+            missing = sorted(expected - got)
+            if missing:
+                raise IntegrityError(f"{info.name} v{info.version}: artifacts missing: {missing}")
 
     def load_native_model(
         self, name: str, version: str | int | None = None, *, alias: str | None = None
