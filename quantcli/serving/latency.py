@@ -62,15 +62,22 @@ def _time_calls(fn, arg, repeats: int, warmup: int = 10) -> tuple[float, float]:
 
 
 def _native_fn(model: Any):
-    from quantcli.serving.onnx_export import native_predict
+    """The native model's predict, with LightGBM on one thread (like the ONNX session).
 
+    OpenMP worker threads would otherwise spin between calls and skew both engines' timings.
+    An ensemble is timed as the weighted sum of its members, exactly as it predicts.
+    """
+    from quantcli.serving.onnx_export import _single, ensemble_members
+
+    model = _single(model)
+    members = ensemble_members(model)
+    if members is not None:
+        fns = [(_native_fn(m), w) for m, w in members]
+        return lambda X: sum(w * np.asarray(f(X)).reshape(-1) for f, w in fns)
     booster = getattr(model, "booster_", model if hasattr(model, "num_trees") else None)
     if booster is not None:  # the registry serves the Booster, not the sklearn wrapper
-        # one thread, like the ONNX session: OpenMP threads would spin and skew both timings
         return lambda X: booster.predict(X, num_threads=1)
-    if hasattr(model, "predict"):
-        return model.predict
-    return lambda X: native_predict(model, X)
+    return model.predict
 
 
 def benchmark_latency(
