@@ -198,10 +198,12 @@ def read_bars(
         raise InputError(f"{source}: no such file")
     kind = _file_kind(p)
     try:
-        if kind == "csv":
-            raw = pl.read_csv(p, infer_schema=False, truncate_ragged_lines=False)
-        else:
-            raw = pl.read_parquet(p)
+        # an open file, not the path: polars would expand a name like "m[2].csv" as a glob
+        with p.open("rb") as fh:
+            if kind == "csv":
+                raw = pl.read_csv(fh, infer_schema=False, truncate_ragged_lines=False)
+            else:
+                raw = pl.read_parquet(fh)
     except (pl.exceptions.PolarsError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{source}: cannot read as {kind.upper()}: {first}") from None

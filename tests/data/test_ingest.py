@@ -223,3 +223,13 @@ def test_csv_and_parquet_of_the_same_bars_hash_and_store_the_same(qcli_home, tmp
     assert from_csv.input_sha256 == from_pq.input_sha256 == bars_sha256(bars)
     assert (from_csv.rows_inserted, from_csv.rows_unchanged) == (0, 120)
     assert from_csv.quality.get("unsorted").count == 117  # reversed: all but each symbol's last
+
+
+def test_cli_shows_user_text_with_brackets_literally(qcli_home, tmp_path, qcli):
+    # a cell "[/b]" in a file named "m[2].csv": not rich markup, not a glob
+    path = tmp_path / "m[2].csv"
+    path.write_text(BAD_CSV.replace("10.5,1000", "[/b],1000"))
+    code, _, err = qcli("data", "ingest", str(path))
+    assert code == 2, err
+    assert f"Error: {path} line 2, column 'close': cannot parse [/b] as a number" in err
+    assert snapshot(qcli_home) is None
