@@ -7,6 +7,7 @@ CREATE SEQUENCE IF NOT EXISTS monitor_prediction_seq START 1;
 CREATE TABLE IF NOT EXISTS monitor_predictions (
     monitor     VARCHAR                  NOT NULL,
     seq         BIGINT                   NOT NULL DEFAULT nextval('monitor_prediction_seq'),
+    symbol      VARCHAR,                            -- optional: lets outcomes arrive later
     ts          TIMESTAMP WITH TIME ZONE NOT NULL,  -- the prediction's as-of time
     prediction  DOUBLE                   NOT NULL,
     actual      DOUBLE,                             -- NULL until the label is known

@@ -191,7 +191,17 @@ def performance(
         Path | None,
         typer.Option(
             "--log",
-            help="First log a Parquet/CSV of predictions (columns ts, prediction, actual).",
+            help="First log a Parquet/CSV of predictions (columns ts, prediction; optional "
+            "actual, symbol).",
+            dir_okay=False,
+        ),
+    ] = None,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(
+            "--outcomes",
+            help="Then attach realised outcomes (columns symbol, ts, actual) to logged "
+            "predictions that have none yet.",
             dir_okay=False,
         ),
     ] = None,
@@ -209,6 +219,7 @@ def performance(
     Examples:
 
         qcli monitor performance --log predictions_2024-06-03.parquet
+        qcli monitor performance --outcomes outcomes_2024-06-10.csv   # labels known later
         qcli monitor performance --window 500 --json
     """
     from quantcli.errors import GateFailedError
@@ -225,6 +236,9 @@ def performance(
     if log is not None:
         n = mon.log_predictions(read_feature_file(log, "--log"))
         note(f"logged {n} predictions from {log}", json_mode)
+    if outcomes is not None:
+        n = mon.record_outcomes(read_feature_file(outcomes, "--outcomes"))
+        note(f"attached {n} outcomes from {outcomes}", json_mode)
     m = mon.calculate_metrics()
     failure = (
         GateFailedError("performance degraded", reasons=m["reasons"], result=m)

@@ -182,15 +182,26 @@ class PerformanceMonitor:
         )
 
     def log_predictions(self, frame: pl.DataFrame) -> int:
-        """Log many predictions at once (columns ``ts``, ``prediction``, ``actual``); one
-        transaction. Returns the number of rows logged."""
-        missing = [c for c in ("ts", "prediction", "actual") if c not in frame.columns]
+        """Log many predictions at once; one transaction. Returns the number of rows logged.
+
+        Columns ``ts``, ``prediction``, and optionally ``actual`` (null until known) and
+        ``symbol`` (needed to attach outcomes later with :meth:`record_outcomes`).
+        """
+        missing = [c for c in ("ts", "prediction") if c not in frame.columns]
         if missing:
-            raise InputError(f"predictions frame lacks column(s): {', '.join(missing)}")
+            raise InputError(
+                f"predictions frame lacks column(s): {', '.join(missing)}",
+                hint="columns: ts, prediction, and optionally actual, symbol",
+            )
         df = frame.select(
+            pl.col("symbol").cast(pl.String)
+            if "symbol" in frame.columns
+            else pl.lit(None, pl.String).alias("symbol"),
             pl.col("ts").cast(pl.Datetime("us", "UTC")),
             pl.col("prediction").cast(pl.Float64),
-            pl.col("actual").cast(pl.Float64),
+            pl.col("actual").cast(pl.Float64)
+            if "actual" in frame.columns
+            else pl.lit(None, pl.Float64).alias("actual"),
         )
         bad = df.filter(
             pl.col("ts").is_null()
@@ -208,11 +219,45 @@ class PerformanceMonitor:
         with monitoring_store(self.store_path) as store, store.transaction() as con:
             con.register("_incoming", df.to_arrow())
             con.execute(
-                "INSERT INTO monitor_predictions (monitor, ts, prediction, actual, logged_at) "
-                "SELECT monitor, ts, prediction, actual, la FROM _incoming"
+                "INSERT INTO monitor_predictions (monitor, symbol, ts, prediction, actual, "
+                "logged_at) SELECT monitor, symbol, ts, prediction, actual, la FROM _incoming"
             )
             con.unregister("_incoming")
         return df.height
+
+    def record_outcomes(self, frame: pl.DataFrame) -> int:
+        """Attach realised outcomes to predictions logged earlier without one; one transaction.
+
+        ``frame`` has ``symbol``, ``ts`` (the prediction's as-of time) and ``actual``. Only
+        predictions of this monitor whose ``actual`` is still null are updated (an outcome is
+        never overwritten). Returns the number of predictions updated.
+        """
+        missing = [c for c in ("symbol", "ts", "actual") if c not in frame.columns]
+        if missing:
+            raise InputError(f"outcomes frame lacks column(s): {', '.join(missing)}")
+        df = frame.select(
+            pl.col("symbol").cast(pl.String),
+            pl.col("ts").cast(pl.Datetime("us", "UTC")),
+            pl.col("actual").cast(pl.Float64),
+        )
+        bad = df.filter(
+            pl.col("symbol").is_null() | pl.col("ts").is_null() | ~pl.col("actual").is_finite()
+        )
+        if bad.height:
+            raise InputError(
+                f"{bad.height} outcome row(s) with a null symbol or timestamp or a null or "
+                f"non-finite actual (first: {bad.row(0)})"
+            )
+        with monitoring_store(self.store_path) as store, store.transaction() as con:
+            con.register("_outcomes", df.to_arrow())
+            row = con.execute(
+                "UPDATE monitor_predictions AS p SET actual = o.actual FROM _outcomes AS o "
+                "WHERE p.monitor = ? AND p.symbol = o.symbol AND p.ts = o.ts "
+                "AND p.actual IS NULL RETURNING p.seq",
+                [self.name],
+            ).fetchall()
+            con.unregister("_outcomes")
+        return len(row)
 
     # -- metrics --------------------------------------------------------------------------
     def window(self) -> pl.DataFrame:

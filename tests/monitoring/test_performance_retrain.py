@@ -158,3 +158,30 @@ def test_trigger_state_persists_across_a_restart(qcli_home):
     assert out.stdout.strip() == "2024-03-01T12:00:00+00:00"
     # a different alias has its own state
     assert RetrainingTrigger(name="staging").last_trained_at() is None
+
+
+def test_outcomes_attach_later_never_overwrite_and_cli(qcli_home, tmp_path, capsys):
+    from quantcli.cli import main
+
+    ts = [T0, T0, T0 + timedelta(days=1)]
+    preds = tmp_path / "preds.csv"
+    pl.DataFrame({"symbol": ["A", "B", "A"], "ts": ts, "prediction": [1.0, -1.0, 0.5]}).write_csv(
+        preds
+    )
+    outs = tmp_path / "outcomes.csv"
+    pl.DataFrame({"symbol": ["A", "B", "C"], "ts": ts, "actual": [0.01, 0.02, 0.03]}).write_csv(
+        outs
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["monitor", "performance", "--log", str(preds), "--outcomes", str(outs), "--json"])
+    captured = capsys.readouterr()
+    m = __import__("json").loads(captured.out)
+    assert exc.value.code == 0, captured.err
+    # A@T0 and B@T0 matched; C has no prediction, A@T0+1 has no outcome yet
+    assert m["n_samples"] == 2 and m["n_periods"] == 1
+    mon = PerformanceMonitor()
+    again = pl.DataFrame({"symbol": ["A"], "ts": [T0], "actual": [0.5]})
+    assert mon.record_outcomes(again) == 0  # an outcome is never overwritten
+    assert mon.window()["actual"].to_list() == [0.01, 0.02]
+    with pytest.raises(InputError, match="outcomes frame lacks column"):
+        mon.record_outcomes(pl.DataFrame({"ts": [T0], "actual": [0.1]}))
