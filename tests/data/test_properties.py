@@ -72,6 +72,22 @@ def test_valid_frames_round_trip_unchanged(store, df):
     assert back.equals(df.sort("symbol", "ts"))
 
 
+# the same, through the file readers: text (CSV) and Parquet
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(df=valid_bars(), fmt=st.sampled_from(["csv", "parquet"]))
+def test_valid_files_round_trip_unchanged(store, tmp_path, df, fmt):
+    from quantcli.data import ingest_files
+
+    path = tmp_path / f"bars.{fmt}"
+    df.write_csv(path) if fmt == "csv" else df.write_parquet(path)
+    with store.transaction() as con:
+        con.execute("DELETE FROM bars")
+    result = ingest_files([path], store=store)
+    assert result.rows_inserted == df.height
+    back = pl.from_arrow(store.con.sql("SELECT * FROM bars ORDER BY symbol, ts").to_arrow_table())
+    assert back.equals(df.sort("symbol", "ts"))
+
+
 def _inject(df: pl.DataFrame, row: int, kind: str) -> pl.DataFrame:
     at = pl.int_range(0, pl.len()) == row
 
