@@ -194,6 +194,10 @@ def read_bars(
     """
     p = Path(path)
     source = label or str(path)
+    if p.is_dir():
+        raise InputError(
+            f"{source}: is a directory", hint=f"pass the files, e.g. {source.rstrip('/')}/*.csv"
+        )
     if not p.is_file():
         raise InputError(f"{source}: no such file")
     kind = _file_kind(p)

@@ -103,6 +103,8 @@ def test_unsupported_and_missing_files(tmp_path):
         read_bars(tmp_path / "a.json")
     with pytest.raises(InputError, match="no such file"):
         read_bars(tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="is a directory"):
+        read_bars(tmp_path)
 
 
 def test_parquet_rows_are_row_indices_and_zones_convert(tmp_path):
