@@ -361,7 +361,11 @@ class RayExecutor:
                 ) from exc
             self._started = True
         if check_versions or (check_versions is None and joined):
-            self.check_versions()
+            try:
+                self.check_versions()
+            except Exception:
+                self.close()  # leave no half-used connection behind a refused cluster
+                raise
 
     @property
     def workers(self) -> int:
