@@ -8,7 +8,7 @@ import pytest
 
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.features import compute_features, feature_names, load_feature_set
-from tests.features.conftest import talib_reference
+from tests.features._talib_oracle import talib_reference
 
 WARMUP = load_feature_set("technical_v1").warmup
 
