@@ -26,10 +26,10 @@ def test_bars_are_consistent_and_pass_validation():
     df = synthetic_universe(20, 500, seed=3)
     assert df.height == 10_000 and df.schema["ts"] == pl.Datetime("us", "UTC")
     ok = df.select(
-        (pl.col("high") >= pl.max_horizontal("open", "close")).all(),
-        (pl.col("low") <= pl.min_horizontal("open", "close")).all(),
-        (pl.col("low") > 0).all(),
-        (pl.col("volume") > 0).all(),
+        (pl.col("high") >= pl.max_horizontal("open", "close")).all().alias("high_ok"),
+        (pl.col("low") <= pl.min_horizontal("open", "close")).all().alias("low_ok"),
+        (pl.col("low") > 0).all().alias("positive"),
+        (pl.col("volume") > 0).all().alias("volume_ok"),
     )
     assert ok.row(0) == (True, True, True, True)
     assert df["ts"].dt.weekday().max() <= 5  # business days only
