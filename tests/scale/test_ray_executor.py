@@ -134,3 +134,14 @@ def test_an_existing_connection_is_reused_and_not_closed(ray_cluster):
     executor = RayExecutor(address="ray://unused:10001")  # already initialized: address unused
     executor.close()
     assert ray_cluster.is_initialized()
+
+
+def test_a_cluster_with_other_versions_is_refused(ray_executor, monkeypatch):
+    real = pl.__version__
+    monkeypatch.setattr(pl, "__version__", "0.0.1")  # the driver only: workers keep the real one
+    with pytest.raises(ClusterError) as info:
+        ray_executor.check_versions()
+    assert str(info.value) == (
+        f"the Ray cluster runs other versions than this driver: polars {real} on workers vs "
+        "0.0.1 here"
+    )
