@@ -62,7 +62,9 @@ def _kv_table(title: str, rows: list[tuple[str, Any]]):
 _KEY_METRICS = ("sharpe", "psr", "dsr", "max_drawdown", "annual_return", "ic_mean", "n_splits")
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, key: str = "") -> str:
+    if key.startswith("n_") and isinstance(value, float) and value.is_integer():
+        return str(int(value))  # counts come back from the engine as floats
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
@@ -130,7 +132,7 @@ def train(
             ("time range", f"{result.dataset['start']} .. {result.dataset['end']}"),
         ]
         shown = [k for k in _KEY_METRICS if k in result.backtest_metrics]
-        rows += [(k, _fmt(result.backtest_metrics[k])) for k in shown]
+        rows += [(k, _fmt(result.backtest_metrics[k], k)) for k in shown]
         rows.append(("backtest verdict", out["backtest_verdict"]))
         console.print(_kv_table("qcli model train", rows))
         for reason in result.reasons:

@@ -1,4 +1,8 @@
-"""The registry facade against the embedded SQLite store AND a real `mlflow server` process."""
+"""The registry facade against the embedded SQLite store AND a real `mlflow server` process.
+
+Tests taking the ``tracking`` fixture run on both backends; the others exercise backend-neutral
+logic on the embedded store only (the server costs seconds per test on a 2-core machine).
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,8 @@ def test_register_signs_every_artifact_and_sets_staging(tracking, model_name, he
     assert all(rec["signature"] for rec in info.artifacts.values())
 
 
-def test_load_native_model_verifies_and_predicts(tracking, model_name, helpers):
-    uri, _ = tracking
+def test_load_native_model_verifies_and_predicts(qcli_home, embedded_uri, model_name, helpers):
+    uri = embedded_uri
     reg = ModelRegistry(uri)
     helpers.register_model(reg, model_name, seed=3)
     model, info = reg.load_native_model(model_name, alias="staging")
@@ -60,8 +64,8 @@ def test_one_flipped_byte_is_refused(tracking, model_name, helpers):
     assert reg.alias_version(model_name, "production") is None
 
 
-def test_unsigned_extra_artifact_is_refused(tracking, model_name, tmp_path, helpers):
-    uri, _ = tracking
+def test_unsigned_extra_artifact_is_refused(qcli_home, embedded_uri, model_name, tmp_path, helpers):
+    uri = embedded_uri
     reg = ModelRegistry(uri)
     helpers.register_model(reg, model_name)
     info = reg.resolve(model_name, 1)
@@ -72,8 +76,10 @@ def test_unsigned_extra_artifact_is_refused(tracking, model_name, tmp_path, help
         reg.load_native_model(model_name, 1)
 
 
-def test_add_artifact_signs_and_downloads_verified(tracking, model_name, tmp_path, helpers):
-    uri, _ = tracking
+def test_add_artifact_signs_and_downloads_verified(
+    qcli_home, embedded_uri, model_name, tmp_path, helpers
+):
+    uri = embedded_uri
     reg = ModelRegistry(uri)
     helpers.register_model(reg, model_name)
     onnx = tmp_path / "model.onnx"

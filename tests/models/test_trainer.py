@@ -17,7 +17,12 @@ from quantcli.config import load_config
 from quantcli.errors import GateFailedError, InputError
 from quantcli.models.estimators import ModelFactory
 from quantcli.models.registry import ModelRegistry
-from quantcli.models.trainer import MLflowTrainer, dataset_manifest, frame_sha256
+from quantcli.models.trainer import (
+    MLflowTrainer,
+    _training_frame,
+    dataset_manifest,
+    frame_sha256,
+)
 from tests.models.conftest import training_frame
 
 pytestmark = [
@@ -149,8 +154,8 @@ def test_same_data_and_seed_same_run_content(qcli_home, embedded_uri, signal_fra
         assert ia.artifacts[path]["sha256"] == ib.artifacts[path]["sha256"], path
     # row order of the input does not matter: the frame is put in (ts, symbol) order
     shuffled = signal_frame.sample(fraction=1.0, shuffle=True, seed=1)
-    c = _train(embedded_uri, shuffled, "det_c")
-    assert c.dataset["sha256"] == a.dataset["sha256"]
+    frame, _ = _training_frame(shuffled.drop("label"), shuffled["label"])
+    assert dataset_manifest(frame)["sha256"] == a.dataset["sha256"]
 
 
 def test_ensemble_trains_registers_and_loads(qcli_home, embedded_uri, signal_frame):
