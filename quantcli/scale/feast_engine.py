@@ -89,3 +89,38 @@ def check_ray_materialization_window(
             "every row and write nothing to the online store",
             hint="materialize historical data with --engine local (same online values)",
         )
+
+
+def prepare_ray_materialization(feature_set: str = "technical_v1", address: str | None = None):
+    """Get ready for ``materialize(..., engine="ray")``: check the window, join the cluster.
+
+    Run before Feast is touched, so a refused materialization writes nothing:
+
+    1. the newest row of the feature table is checked against ``now - TTL``
+       (:func:`check_ray_materialization_window`);
+    2. Ray is initialized at ``address`` / ``$QCLI_RAY_ADDRESS`` (or a local cluster) through
+       :class:`~quantcli.scale.RayExecutor`, with its address checks and fast failure; Feast's
+       engine then reuses this connection instead of starting its own.
+
+    Returns the :class:`~quantcli.scale.RayExecutor` (its ``address`` and ``workers``).
+
+    Raises
+    ------
+    MissingDependencyError, InputError, ClusterError, NotFoundError
+        Ray missing, a bad address or an old window, an unreachable cluster, no feature table.
+    """
+    from quantcli.scale.executor import RayExecutor
+    from quantcli.store.feast_store import load_declaration
+    from quantcli.store.offline import OfflineStore
+
+    import_optional("ray", purpose="--engine ray")
+    resolve_ray_address(address)  # a malformed address fails before anything else
+    decl = load_declaration(feature_set)
+    with OfflineStore(read_only=True) as store:
+        store.require_table(
+            decl.table, hint=f"build it first: qcli features build --feature-set {feature_set}"
+        )
+        data_end = store.con.execute(f"SELECT max(ts) FROM {decl.table}").fetchall()[0][0]
+    if data_end is not None:
+        check_ray_materialization_window(data_end, decl.ttl)
+    return RayExecutor(address=address)

@@ -13,7 +13,11 @@ from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.errors import InputError
 from quantcli.features.build import build_features
-from quantcli.scale.feast_engine import check_ray_materialization_window, ray_batch_engine
+from quantcli.scale.feast_engine import (
+    check_ray_materialization_window,
+    prepare_ray_materialization,
+    ray_batch_engine,
+)
 from quantcli.store.offline import OfflineStore
 
 SYMBOLS = [f"SYM{i:04d}" for i in range(4)]
@@ -69,6 +73,8 @@ def _materialized(home, monkeypatch, engine: str) -> tuple[np.ndarray, list, lis
     with OfflineStore() as store:
         ingest_frame(_recent_bars(), store=store, source="synthetic")
         build_features(store)
+    if engine == "ray":
+        assert prepare_ray_materialization().workers == 2  # joins the session cluster
     result = materialize(engine=engine, full=True)
     assert result["engine"] == engine
     online = get_feature_store().get_online_features(SYMBOLS)
@@ -82,3 +88,19 @@ def test_ray_engine_writes_the_local_engines_online_values(ray_cluster, tmp_path
     assert local[2] == on_ray[2] == [None] * len(SYMBOLS)  # every symbol served online
     assert local[1] == on_ray[1]
     assert local[0].tobytes() == on_ray[0].tobytes()
+
+
+def test_old_history_on_the_ray_engine_is_refused_before_feast_runs(
+    ray_cluster, qcli_home, small_universe
+):
+    with OfflineStore() as store:
+        ingest_frame(small_universe, store=store, source="synthetic")
+        build_features(store)
+        newest = store.con.execute("SELECT max(ts) FROM technical_features_v1").fetchall()[0][0]
+    with pytest.raises(InputError) as info:
+        prepare_ray_materialization()
+    assert str(info.value).startswith(
+        f"--engine ray: the newest feature row ({newest.astimezone(UTC).isoformat()}) is older "
+        "than now - TTL ("
+    )
+    assert not (qcli_home / "feast").exists()  # nothing exported, applied or materialized
