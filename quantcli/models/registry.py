@@ -413,6 +413,14 @@ class ModelRegistry:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _verify_model(self, name: str, version: str) -> None:
+        """Download the version's ``model/`` files and verify them (IntegrityError if not)."""
+        tmp = tempfile.mkdtemp(prefix="qcli-verify-")
+        try:
+            self.download_artifacts(name, version, MODEL_ARTIFACT_PATH, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     # -- gates ----------------------------------------------------------------------------------
     def gate_reasons(self, info: ModelVersionInfo, required: list[str]) -> list[str]:
         """Why ``info`` may not be promoted under ``required`` (empty when every gate passes)."""
@@ -526,7 +534,7 @@ class ModelRegistry:
         target = self._default_version(name, version)
         info = self.resolve(name, target)
         # integrity is not a gate a human may override: a tampered model is never promoted
-        self.load_native_model(name, target)
+        self._verify_model(name, target)
         reasons = self.gate_reasons(info, required)
         result: dict[str, Any] = {
             "name": name,
@@ -606,7 +614,8 @@ class ModelRegistry:
     ) -> dict[str, Any]:
         """Move ``production`` back to the previous production version, in one step.
 
-        Raises :class:`NotFoundError` (exit 2) when there is no previous production version.
+        Raises :class:`NotFoundError` (exit 2) when there is no previous production version, and
+        :class:`IntegrityError` (exit 1) when its artifacts do not verify; nothing changes then.
         """
         check_model_name(name)
         with registry_lock(name):
@@ -618,6 +627,8 @@ class ModelRegistry:
                     hint=f"see the history: qcli model list {name}",
                 )
             target = history.pop()
+            # never roll back onto a modified artifact: serving would refuse it a moment later
+            self._verify_model(name, target)
             event = RegistryEvent(
                 action="rollback",
                 model_name=name,

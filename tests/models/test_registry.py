@@ -203,3 +203,19 @@ def test_resolve_errors_name_the_thing(qcli_home, embedded_uri, model_name, help
         reg.resolve(model_name, alias="production")
     with pytest.raises(InputError, match="invalid model name"):
         reg.resolve("bad name; drop")
+
+
+def test_rollback_refuses_a_tampered_target(qcli_home, embedded_uri, model_name, helpers):
+    reg = ModelRegistry(embedded_uri)
+    for seed in (1, 2):
+        v = helpers.register_model(reg, model_name, seed=seed)
+        reg.record_verdict(model_name, v, "backtest", True, [])
+        reg.promote(model_name, v, required=["backtest"])
+    run_id = reg.resolve(model_name, 1).run_id
+    stored = helpers.artifact_file(qcli_home / "mlartifacts", run_id, "model/model.json")
+    stored.write_text(stored.read_text().replace('"lgbm"', '"mlp"', 1))
+    with pytest.raises(IntegrityError, match=r"model/model.json: sha256 mismatch"):
+        reg.rollback(model_name)
+    assert reg.alias_version(model_name, "production") == "2"
+    assert reg.production_history(model_name) == ["1"]
+    assert [e[0] for e in _events(model_name)] == ["promote", "promote"]
