@@ -79,7 +79,7 @@ def test_ingest_500x5000_vs_bare_duckdb_insert(benchmark, universe_500x5000, tmp
 
 def test_reingest_is_cheaper_than_the_first_ingest(benchmark, universe_50x1000, tmp_path):
     path = tmp_path / "re.duckdb"
-    t_first = _ours(universe_50x1000, path)
+    t_first = min(_ours(universe_50x1000, tmp_path / "first.duckdb"), _ours(universe_50x1000, path))
 
     def again() -> float:
         t0 = time.perf_counter()
@@ -96,15 +96,23 @@ def test_reingest_is_cheaper_than_the_first_ingest(benchmark, universe_50x1000, 
     assert t_again <= 2.0 * t_first
 
 
-def _csv_case(benchmark, bars: pl.DataFrame, tmp: Path, max_ratio: float = 4.0) -> None:
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def _csv_case(benchmark, bars: pl.DataFrame, tmp: Path, max_ratio: float = 4.0, repeat=1) -> None:
     path = tmp / "bars.csv"
     bars.with_columns(pl.col("ts").dt.date().alias("ts")).write_csv(path)
-    t0 = time.perf_counter()
-    peer = pl.read_csv(path, try_parse_dates=True)
-    t_peer = time.perf_counter() - t0
+    # best of `repeat` runs each: small cases are otherwise dominated by scheduler noise
+    peers = [_timed(lambda: pl.read_csv(path, try_parse_dates=True)) for _ in range(repeat)]
+    t_peer, peer = min(peers, key=lambda x: x[0])
     t0 = time.perf_counter()
     raw = benchmark.pedantic(read_bars, args=(path,), rounds=1, iterations=1)
-    t_ours = time.perf_counter() - t0
+    t_ours = min(
+        [time.perf_counter() - t0] + [_timed(lambda: read_bars(path))[0] for _ in range(repeat - 1)]
+    )
     assert raw.frame.height == peer.height == bars.height
     assert raw.frame["close"].equals(peer["close"])
     ratio = t_ours / t_peer
@@ -116,7 +124,7 @@ def _csv_case(benchmark, bars: pl.DataFrame, tmp: Path, max_ratio: float = 4.0) 
 
 
 def test_read_csv_50x1000_vs_polars(benchmark, universe_50x1000, tmp_path):
-    _csv_case(benchmark, universe_50x1000, tmp_path, max_ratio=5.0)
+    _csv_case(benchmark, universe_50x1000, tmp_path, max_ratio=5.0, repeat=3)
 
 
 @pytest.mark.slow
