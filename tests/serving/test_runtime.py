@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from quantcli.errors import InputError, IntegrityError
 from quantcli.integrity import sign_file
@@ -116,3 +118,34 @@ def test_signature_must_match_the_graph(signed, synthetic_data):
     path, sha, sig = signed
     with pytest.raises(InputError, match="takes 29 features but the signature names 28"):
         InferenceRuntime(path, sha, sig, synthetic_data.names[:28])
+
+
+@given(perm=st.permutations(list(range(29))))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_reordering_is_refused_naming_the_first_misplaced_column(runtime, synthetic_data, perm):
+    names = [synthetic_data.names[i] for i in perm]
+    frame = pl.DataFrame(synthetic_data.X_test[:2, perm], schema=names, orient="row")
+    first = next((i for i, j in enumerate(perm) if i != j), None)
+    if first is None:  # the identity permutation is the signature itself
+        assert runtime.predict(frame).predictions.shape == (2,)
+        return
+    with pytest.raises(InputError, match=f"column {first} is '{names[first]}'"):
+        runtime.predict(frame)
+
+
+@given(
+    rows=st.lists(
+        st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=29, max_size=29),
+        min_size=1,
+        max_size=8,
+    )
+)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_runtime_equals_a_bare_session_on_any_finite_rows(runtime, signed, rows):
+    """Validation never changes the numbers: the runtime equals a raw onnxruntime call."""
+    from quantcli.serving.runtime import make_session
+
+    X = np.array(rows, dtype=np.float64)
+    sess = make_session(signed[0])
+    raw = sess.run(None, {"input": X.astype(np.float32)})[0].reshape(-1)
+    np.testing.assert_array_equal(runtime.predict(X).predictions, raw.astype(np.float64))
