@@ -52,8 +52,9 @@ def export(
 ) -> None:
     """Export a registered version to ONNX, check parity, benchmark, and record the verdict.
 
-    FP32 parity must stay under [parity] fp32_max_loss_pct (0.1 %), INT8 under
-    int8_max_loss_pct (1 %); loss = max(relative error %, flipped long/short decisions %).
+    FP32 parity loss must stay under parity.fp32_max_loss_pct (0.1 %), INT8 under
+    parity.int8_max_loss_pct (1 %); loss = max(relative error %, flipped long/short
+    decisions %). Parity runs on training-feature rows from the offline store.
     Exit 1 when a gate fails (verdict 'parity' = fail). Default version: the latest.
 
     Examples:
