@@ -24,3 +24,6 @@ CREATE TABLE IF NOT EXISTS ingests (
     quality          VARCHAR NOT NULL,   -- JSON: the quality summary (warnings with counts)
     quantcli_version VARCHAR NOT NULL
 );
+
+-- Stores created before rows_unchanged existed gain the column (a no-op otherwise).
+ALTER TABLE ingests ADD COLUMN IF NOT EXISTS rows_unchanged BIGINT DEFAULT 0;
