@@ -21,7 +21,8 @@ the watermark (a rebuilt feature table) need ``full=True``.
 Fallback rule (:meth:`OnlineFeatureStore.get_online_features`): a symbol is served from the
 offline store's latest row, and marked ``fallback``, when it is
 
-* **missing** -- absent from the online store (every requested feature comes back null), or
+* **missing** -- absent from the online store (every requested feature comes back null or
+  NaN), or
 * **stale** -- its materialized feature timestamp is older than ``data_end - ttl``, where
   ``data_end`` is the latest feature timestamp of the whole table at the last materialization
   (a symbol whose feed stopped more than ``online_ttl_days`` before the universe's last bar).
@@ -502,6 +503,26 @@ class OnlineFeatures:
         }
 
 
+def _response_values(response: Any, names: list[str], n: int) -> np.ndarray:
+    """A Feast ``OnlineResponse`` as a float64 ``(symbols, features)`` matrix, NaN for null.
+
+    Reads the response's protobuf directly: every field of the view is ``Float64``, so a value is
+    its ``double_val`` when set and null otherwise. This skips ``to_dict()``'s per-value type
+    dispatch (about a sixth of the SDK call), which is how the wrapper stays within a few
+    percent of the raw SDK call although it does more (fallback checks, counters).
+    """
+    proto = response.proto
+    column = {name: j for j, name in enumerate(proto.metadata.feature_names.val)}
+    out = np.empty((n, len(names)), dtype=np.float64)
+    nan = np.nan
+    for j, name in enumerate(names):
+        out[:, j] = [
+            v.double_val if v.WhichOneof("val") == "double_val" else nan
+            for v in proto.results[column[name]].values
+        ]
+    return out
+
+
 class OnlineFeatureStore:
     """quantcli's view of the Feast store: online reads with offline fallback, PIT history.
 
@@ -525,17 +546,25 @@ class OnlineFeatureStore:
         with _quiet_feast():
             self._fs = FeatureStore(config=self._cfg)
         self.counters = OnlineCounters()
+        self._state_file = _state_path()  # resolved once: qcli_home() resolves paths (slow)
         self._state_mtime = 0.0
-        self._load_state()
+        self._state_checked = 0.0
+        self._refs_cache: dict[tuple[str, ...] | None, tuple[list[str], list[str]]] = {}
+        self._load_state(force=True)
 
     @property
     def feast(self) -> Any:
         """The underlying ``feast.FeatureStore`` (the raw SDK)."""
         return self._fs
 
-    def _load_state(self) -> None:
-        p = _state_path()
-        mtime = p.stat().st_mtime
+    def _load_state(self, force: bool = False) -> None:
+        """Re-read the materialization state when the file changed (checked at most once a
+        second: a concurrent ``materialize`` is picked up within a second)."""
+        now = time.monotonic()
+        if not force and now - self._state_checked < 1.0:
+            return
+        self._state_checked = now
+        mtime = self._state_file.stat().st_mtime
         if mtime == self._state_mtime:
             return
         state = _read_state()[self.decl.feature_set]
@@ -582,23 +611,25 @@ class OnlineFeatureStore:
         """
         if isinstance(symbols, str) or not len(symbols):
             raise InputError("`symbols` must be a non-empty list of tickers")
-        refs = self.feature_refs(feature_refs)
-        names = [r.rpartition(":")[2] for r in refs]
+        key = None if feature_refs is None else tuple(feature_refs)
+        cached = self._refs_cache.get(key)
+        if cached is None:
+            refs = self.feature_refs(feature_refs)
+            cached = (refs, [r.rpartition(":")[2] for r in refs])
+            self._refs_cache[key] = cached
+        refs, names = cached
         self._load_state()
-        raw = self._fs.get_online_features(
+        response = self._fs.get_online_features(
             features=refs, entity_rows=[{self.decl.entity: s} for s in symbols]
-        ).to_dict()
-        n, k = len(symbols), len(names)
-        values = np.empty((n, k), dtype=np.float64)
-        for j, name in enumerate(names):
-            col = raw[name]
-            values[:, j] = [np.nan if v is None else v for v in col]
+        )
+        values = _response_values(response, names, len(symbols))
+        absent = np.isnan(values).all(axis=1)
         feature_ts: list[str | None] = []
         fallback: list[str | None] = []
         need: dict[str, str] = {}
         for i, s in enumerate(symbols):
             ts = self._entity_ts.get(s)
-            if ts is None or all(raw[name][i] is None for name in names):
+            if ts is None or absent[i]:
                 need[s] = "missing"
             elif ts < self._stale_before:  # ISO-8601 UTC strings order like the instants
                 need[s] = "stale"
