@@ -185,3 +185,79 @@ def test_ray_feature_build_smoke(benchmark, ray_session, universe_50x1000, tmp_p
     _report(benchmark, figures)
     assert figures["shards"] == 10
     assert set(figures["model_s"]) == set(WORKERS)
+
+
+def _cpcv_frame(n_symbols: int, n_days: int) -> tuple[pl.DataFrame, list[str]]:
+    """Momentum features of a synthetic universe with a planted signal, and the 5-day label."""
+    from quantcli.data.synthetic import synthetic_universe
+    from quantcli.features.labels import compute_labels
+
+    bars = synthetic_universe(n_symbols, n_days, seed=9, ar1=0.2)
+    names = [f"ret_{n}" for n in (1, 2, 5, 10, 20, 60)]
+    feats = bars.sort("symbol", "ts").with_columns(
+        *[
+            (
+                pl.col("close") / pl.col("close").shift(int(c.split("_")[1])).over("symbol") - 1
+            ).alias(c)
+            for c in names
+        ]
+    )
+    label = compute_labels(bars, 5).collect()
+    fwd1 = compute_labels(bars, 1).collect().select("symbol", "ts", fwd_return_1d="label")
+    frame = (
+        feats.select("symbol", "ts", *names)
+        .join(label, on=["symbol", "ts"])
+        .join(fwd1, on=["symbol", "ts"])
+        .drop_nulls()
+        .sort("ts", "symbol")
+    )
+    return frame, names
+
+
+def _cpcv_speedup(frame: pl.DataFrame, names: list[str], n_estimators: int) -> dict:
+    from quantcli.backtest import CombinatorialPurgedCV
+    from quantcli.backtest.engine import LightGBMFactory, run_cpcv_backtest
+    from quantcli.scale import RayExecutor
+
+    kwargs = {
+        "model_factory": LightGBMFactory({"n_estimators": n_estimators}, seed=3, n_jobs=1),
+        "cv": CombinatorialPurgedCV(n_groups=6, n_test_groups=2, embargo_pct=0.01),
+    }
+    ray_exec = RayExecutor()
+    ray_exec.chunksize = 1
+    warm, _ = _cpcv_frame(10, 300)  # imports and first fits, on the workers and here
+    run_cpcv_backtest(warm, names, executor=ray_exec, **kwargs)
+    run_cpcv_backtest(warm, names, executor="local", **kwargs)
+    t = time.perf_counter()
+    local = run_cpcv_backtest(frame, names, executor="local", **kwargs)
+    local_s = time.perf_counter() - t
+    t = time.perf_counter()
+    on_ray = run_cpcv_backtest(frame, names, executor=ray_exec, **kwargs)
+    ray_s = time.perf_counter() - t
+    assert on_ray.to_dict() == local.to_dict()
+    fits = len(local.fold_metrics)
+    return {
+        "rows": frame.height,
+        "fits": fits,
+        "cpcv_local_s": round(local_s, 3),
+        "cpcv_ray_s": round(ray_s, 3),
+        "cpcv_speedup_2cpu": round(local_s / ray_s, 3),
+        "fit_s": round(local_s / fits, 4),
+    }
+
+
+@pytest.mark.slow
+def test_ray_cpcv_speedup(benchmark, ray_session):
+    """The case Ray is for: each task is a LightGBM fit (CPU-bound, small payload)."""
+    frame, names = _cpcv_frame(100, 1500)
+    figures = benchmark.pedantic(_cpcv_speedup, args=(frame, names, 200), rounds=1, iterations=1)
+    _report(benchmark, figures)
+    # Two workers on two cores: a real gain is expected unless the machine is saturated.
+    assert figures["cpcv_speedup_2cpu"] >= 1.0, figures
+
+
+def test_ray_cpcv_smoke(benchmark, ray_session):
+    frame, names = _cpcv_frame(10, 300)
+    figures = benchmark.pedantic(_cpcv_speedup, args=(frame, names, 10), rounds=1, iterations=1)
+    _report(benchmark, figures)
+    assert figures["fits"] == 15
