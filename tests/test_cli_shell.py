@@ -68,3 +68,15 @@ def test_json_writer_turns_nan_into_null():
         "a": None,
         "b": [1.0, None],
     }
+
+
+def test_error_message_with_markup_characters_is_printed_verbatim(tmp_path):
+    import os
+
+    bad = tmp_path / "m[bold]x[red].toml"
+    bad.write_text("this is = = not toml")
+    env = {**os.environ, "QCLI_HOME": str(tmp_path / "home")}
+    out = run_qcli("pipeline", "run", "--sample", "--config", str(bad), env=env)
+    assert out.returncode == 2, out.stderr
+    assert "m[bold]x[red].toml" in out.stderr.replace("\n", "")
+    assert "Traceback" not in out.stderr

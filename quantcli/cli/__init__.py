@@ -14,6 +14,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 try:  # typer >= 0.20 vendors click as typer._click; older versions use click itself
     from typer._click.exceptions import ClickException
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if isinstance(exc, GateFailedError) and exc.result is not None and _json_requested(args):
             sys.stdout.write(to_json(exc.result) + "\n")
-        stderr.print(f"[bold red]Error:[/] {exc.message}", highlight=False, markup=True)
+        stderr.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False, markup=True)
         for reason in getattr(exc, "reasons", []) or []:
             stderr.print(f"  - {reason}", highlight=False, markup=False)
         if exc.hint:
