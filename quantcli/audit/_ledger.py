@@ -22,6 +22,7 @@ writer that finds the file grew since its last append re-reads the tail so the c
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from quantcli import config
-from quantcli.audit._chain import GENESIS_HASH, record_hash
+from quantcli.audit._chain import GENESIS_HASH, canonical_bytes
 from quantcli.errors import InputError, IntegrityError
 
 LEDGER_FILE = "ledger.jsonl"
@@ -159,14 +160,14 @@ class AuditLedger:
                     rec = _json_clean(dict(entry))
                     rec["seq"] = seq
                     rec["prev_hash"] = prev
-                    rec["hash"] = record_hash(rec)
-                    lines.append(
-                        json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-                    )
+                    body = canonical_bytes(rec)
+                    rec["hash"] = hashlib.sha256(body).hexdigest()
+                    # serialise once: the canonical body with the hash appended as last key
+                    lines.append(body[:-1] + b',"hash":"' + rec["hash"].encode() + b'"}')
                     out.append(rec)
                     prev = rec["hash"]
                     seq += 1
-                data = ("\n".join(lines) + "\n").encode("ascii")
+                data = b"\n".join(lines) + b"\n"
                 view = memoryview(data)
                 while view:
                     n = os.write(self._fd, view)
