@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(_DEBUG_ENV) == "1"
     try:
-        app(args=args, prog_name="qcli", standalone_mode=False)
+        # with standalone_mode=False, click *returns* the code of a `typer.Exit(code)`
+        code = app(args=args, prog_name="qcli", standalone_mode=False)
     except QuantCliError as exc:
         if debug:
             raise
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         stderr.print("Interrupted.")
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]

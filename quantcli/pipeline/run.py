@@ -160,6 +160,7 @@ def run_pipeline(
         if existing:
             info = existing[-1]
             state["version"] = str(info.version)
+            state["reused_info"] = info
             verdict = info.verdicts.get("backtest") or info.tags.get("quantcli.backtest.verdict")
             return StageOutcome(
                 f"unchanged data and config: reusing {model_name} v{info.version} (no new version)",
@@ -196,8 +197,23 @@ def run_pipeline(
         )
 
     # 5. export -------------------------------------------------------------------------------
+    def recorded(gate: str) -> StageOutcome | None:
+        """On a reused version, a verdict already recorded is reported, not recomputed."""
+        info = state.get("reused_info")
+        verdict = info.verdicts.get(gate) if info is not None else None
+        if verdict is None:
+            return None
+        return StageOutcome(
+            f"already recorded on v{info.version}: {gate} {verdict}",
+            {"reused": True, "verdict": verdict},
+            gate=verdict,
+        )
+
     def export() -> StageOutcome:
         from quantcli.serving.onnx_export import export_registered
+
+        if (done := recorded("parity")) is not None:
+            return done
 
         res = export_registered(
             model_name,
@@ -218,6 +234,9 @@ def run_pipeline(
     # 6. scan ---------------------------------------------------------------------------------
     def scan() -> StageOutcome:
         from quantcli.serving.scan import scan_registered
+
+        if (done := recorded("scan")) is not None:
+            return done
 
         res = scan_registered(model_name, state["version"], tracking_uri=tracking_uri)
         verdict = "pass" if res["passed"] else "fail"
