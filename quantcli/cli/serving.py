@@ -49,10 +49,10 @@ def serve_cmd(
 
     predictor = load_predictor(model, alias, tracking_uri=tracking_uri)
     tags = predictor.tags
-    note(
-        f"serving {tags['model_name']} v{tags['model_version']} (@{alias}) on http://{host}:{port}",
-        json_mode,
-    )
+    url = f"http://{host}:{port}"
+    # --json: one object describing what is served, printed before the server blocks
+    emit({"url": url, **predictor.describe()}, json_mode)
+    note(f"serving {tags['model_name']} v{tags['model_version']} (@{alias}) on {url}", json_mode)
     serve(predictor, host=host, port=port)
 
 
