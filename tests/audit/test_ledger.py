@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quantcli.audit import (
     GENESIS_HASH,
@@ -287,3 +289,31 @@ def test_no_fsync_on_the_append_path_and_close_fsyncs(tmp_path):
     led.close()
     assert led.fsyncs >= 1
     assert os.path.getsize(tmp_path / "l.jsonl") > 0
+
+
+@given(
+    n=st.integers(min_value=1, max_value=15),
+    data=st.data(),
+)
+def test_property_any_altered_prediction_is_named_exactly(n, data):
+    """Whatever record is altered, and to whatever other value, verify names exactly that record."""
+    import tempfile
+
+    k = data.draw(st.integers(min_value=0, max_value=n - 1), label="k")
+    new = data.draw(st.floats(allow_nan=False, allow_infinity=False, width=64), label="new")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.jsonl"
+        with AuditLedger(path, fsync_interval_s=0.001) as led:
+            for i in range(n):
+                led.append([entry(i)])
+        assert verify_ledger(path)["records"] == n
+        lines = path.read_text().splitlines()
+        rec = json.loads(lines[k])
+        if rec["prediction"] == new:
+            new = new + 1.0
+        rec["prediction"] = new
+        lines[k] = json.dumps(rec)
+        path.write_text("\n".join(lines) + "\n")
+        res = verify_ledger(path)
+    assert res["ok"] is False
+    assert (res["first_broken"]["seq"], res["records"]) == (k, k)
