@@ -83,6 +83,10 @@ def export(
         )
     report = result.pop("report")
     if not result["passed"]:
+        if not json_mode:  # show what failed before the one-line error
+            from quantcli.cli._common import stderr
+
+            stderr.print(report, highlight=False, markup=False)
         raise GateFailedError(
             f"ONNX parity failed for {name} v{result['version']} (verdict 'parity' = fail)",
             reasons=result["failures"],
