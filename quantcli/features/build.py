@@ -531,7 +531,12 @@ def _memory_limit(store: OfflineStore, limit: str) -> Iterator[None]:
     try:
         yield
     finally:
-        store.con.execute("SET memory_limit = ?", [previous])
+        # DuckDB prints the setting rounded ("18.7 GiB"): RESET restores an untouched default
+        # exactly; only a value the caller had set is written back (to that rounding)
+        store.con.execute("RESET memory_limit")
+        now = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        if now != previous:
+            store.con.execute("SET memory_limit = ?", [previous])
 
 
 def _insert_rows(con, table: str, rows: pl.DataFrame, staging: str) -> None:

@@ -174,3 +174,16 @@ def test_rows_deleted_by_hand_are_rewritten_not_skipped(qcli_home, universe):
     result = build_features()
     assert result.symbols_rewritten == ["SYM0003"]
     assert _table().equals(complete)
+
+
+def test_memory_limit_is_set_for_the_build_and_restored(qcli_home, universe, monkeypatch):
+    ingest_frame(universe)
+    with OfflineStore() as store:
+        before = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        build_features(store)
+        after = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert after == before
+    monkeypatch.setenv("QCLI_BUILD_MEMORY_LIMIT", "lots")
+    with pytest.raises(InputError, match="QCLI_BUILD_MEMORY_LIMIT: DuckDB refused memory_limit"):
+        build_features(full=True)
+    assert not list(qcli_home.glob(".feature-build-*"))  # the Parquet staging is cleaned up
