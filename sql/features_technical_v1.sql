@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS technical_features_v1 (
     return_1d     DOUBLE NOT NULL,
     return_5d     DOUBLE NOT NULL,
     return_10d    DOUBLE NOT NULL,
-    return_20d    DOUBLE NOT NULL,
-    PRIMARY KEY (symbol, ts)
+    return_20d    DOUBLE NOT NULL
+    -- The key is (symbol, ts), unique by construction (a build deletes a symbol's rows before
+    -- rewriting them; duplicate bars are refused). No PRIMARY KEY constraint: DuckDB keeps its
+    -- ART index in memory, and committing 24 M rows with it failed under a 2 GB memory_limit.
 );

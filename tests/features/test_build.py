@@ -77,6 +77,11 @@ def test_incremental_build_writes_only_new_rows_and_equals_full_rebuild(qcli_hom
     assert incremental.drop("symbol", "ts").equals(compute_features(universe).drop("symbol", "ts"))
     again = build_features()
     assert (again.rows_written, again.rows_deleted) == (0, 0)
+    with OfflineStore(read_only=True) as store:  # the key is unique by construction
+        n, keys = store.con.execute(
+            f"SELECT count(*), count(DISTINCT (symbol, ts)) FROM {TABLE}"
+        ).fetchall()[0]
+    assert n == keys == 6 * (600 - 199)
 
 
 def test_revised_history_rewrites_that_symbol_only(qcli_home, universe):
