@@ -32,6 +32,13 @@ def materialize_cmd(
     full: Annotated[
         bool, typer.Option("--full", help="Re-materialize from the first row (not incremental).")
     ] = False,
+    engine: Annotated[
+        str, typer.Option("--engine", help="Feast batch engine: local, or ray (ray.engine).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="With --engine ray: auto or ray://HOST:PORT."),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Generate the Feast entity and feature view from feature_defs/ and materialize.
@@ -48,11 +55,19 @@ def materialize_cmd(
         qcli features materialize --online-store redis --redis-url redis://127.0.0.1:6379/0
 
         qcli features materialize --full --json
+
+        qcli features materialize --engine ray --ray-address ray://raycluster-head-svc:10001
     """
     from quantcli.store.feast_store import materialize
 
     note(f"materializing {feature_set} into the {online_store} online store ...", json_mode)
-    result = materialize(feature_set, online_store=online_store, redis_url=redis_url, full=full)
+    if engine == "ray":  # window check and cluster join before Feast runs (docs/scaling.md)
+        from quantcli.scale.feast_engine import prepare_ray_materialization
+
+        prepare_ray_materialization(feature_set, ray_address)
+    result = materialize(
+        feature_set, online_store=online_store, redis_url=redis_url, engine=engine, full=full
+    )
 
     def render(con) -> None:
         mode = "incremental" if result["incremental"] else "full"

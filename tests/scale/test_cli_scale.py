@@ -93,3 +93,22 @@ def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path):
     result = json.loads(out.stdout)
     assert result["executor"] == "ray"
     assert _table_sha256(ray_home, tmp_path) == _table_sha256(local_home, tmp_path)
+
+
+def test_materialize_on_the_ray_engine_refuses_old_history_and_bad_addresses(tmp_path):
+    home = tmp_path / "home"
+    _home_with_bars(home, build=True)  # synthetic bars of 2000-2001: far older than the TTL
+    out = _qcli("features", "materialize", "--engine", "ray", "--json", env=_env(home))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("Error: --engine ray: the newest feature row (2001-02-23")
+    assert lines[0].endswith("Feast's Ray engine would drop every row and write nothing to the "
+                             "online store")  # fmt: skip
+    assert lines[1] == "Hint: materialize historical data with --engine local (same online values)"
+    assert out.stdout == "" and not (home / "feast").exists()
+    out = _qcli(
+        "features", "materialize", "--engine", "ray", "--ray-address", "nope", "--json",
+        env=_env(home),
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == "Error: --ray-address 'nope' is not a Ray address"
