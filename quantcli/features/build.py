@@ -55,9 +55,10 @@ SHARDS_PER_WAVE = 4
 ProgressFn = Callable[[int, int], None]
 
 #: DuckDB's memory_limit while a build runs (``QCLI_BUILD_MEMORY_LIMIT``); bounds its buffer pool
-#: so a 25 M row build stays under 6 GB. The previous setting is restored afterwards.
+#: so a 25 M row build stays under 6 GB (measured: 4.55 GB peak RSS at 4GB; 2GB made the 25 M
+#: build 3.3x slower than 12.5 M). The previous setting is restored afterwards.
 ENV_MEMORY_LIMIT = "QCLI_BUILD_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "2GB"
+DEFAULT_MEMORY_LIMIT = "4GB"
 
 
 @dataclass(frozen=True)
