@@ -69,23 +69,16 @@ def _ingest_table(result: dict[str, Any]):
 
 
 def _run_with_progress(json_mode: bool, fn):
-    """Run ``fn(on_step)`` under a progress display; errors keep user text literal.
+    """Run ``fn(on_step)`` under a progress display.
 
-    The root error handler prints messages with rich markup enabled, and these messages quote
-    user data (file names, cell values) that may contain ``[...]``: escaped here, a value such
-    as ``[/b]`` is shown as written instead of crashing the handler or vanishing.
+    Step descriptions quote user data (file names) that may contain ``[...]``: escaped so rich
+    shows them as written. Error messages are escaped once, by the root error handler.
     """
     from rich.markup import escape
 
-    from quantcli.errors import QuantCliError
-
-    try:
-        with progress(json_mode) as bar:
-            task = bar.add_task("starting", total=None)
-            return fn(lambda step: bar.update(task, description=escape(step)))
-    except QuantCliError as exc:
-        exc.message = escape(exc.message)
-        raise
+    with progress(json_mode) as bar:
+        task = bar.add_task("starting", total=None)
+        return fn(lambda step: bar.update(task, description=escape(step)))
 
 
 @app.command()
