@@ -133,10 +133,12 @@ class OfflineStore:
         return self.con.execute(resources.sql(name), params or [])
 
     def table_exists(self, table: str) -> bool:
-        row = self.con.execute(
+        # fetchall(), not fetchone(): DuckDB 2 keeps a half-read result open on the connection,
+        # and a later con.sql()/con.register() then fails with "unfinished result"
+        rows = self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-        ).fetchone()
-        return bool(row and row[0])
+        ).fetchall()
+        return bool(rows and rows[0][0])
 
     def require_table(self, table: str, hint: str) -> None:
         if not self.table_exists(table):

@@ -104,3 +104,13 @@ def test_second_process_gets_store_busy_error(qcli_home):
         holder.stdout.close()
     with OfflineStore(busy_timeout=5) as store:  # lock released with the holder
         assert store.table_exists("bars")
+
+
+def test_table_exists_leaves_no_open_result_on_the_connection(qcli_home):
+    from quantcli.store.offline import OfflineStore
+
+    with OfflineStore() as store:
+        assert store.table_exists("bars")
+        # a DuckDB relation query on the same connection must still work afterwards
+        assert store.con.sql("SELECT 42 AS x").fetchall() == [(42,)]
+        store.con.register("frame_view", store.con.sql("SELECT 1 AS y").to_arrow_table())
