@@ -6,6 +6,7 @@ when the committed file differs from what the code generates.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -17,6 +18,14 @@ Generated from the code by `python -m quantcli.cli._reference > docs/cli.md` (a 
 that this file matches the code). Every command takes `--json` (one JSON object on stdout) and
 exits 0 on success, 1 when a gate or check fails, 2 on bad input or usage.
 """
+
+
+_MARKUP = re.compile(r"\[/?(bold|italic|dim|green|red|yellow|cyan|magenta|blue)?\]")
+
+
+def _plain(text: str) -> str:
+    """Help text without rich markup tags such as ``[bold]`` and ``[/]``."""
+    return _MARKUP.sub("", text)
 
 
 def _walk(cmd: Any, path: list[str]):
@@ -41,7 +50,7 @@ def _param_line(p: Any) -> str | None:
         dflt = ""
     else:
         dflt = f" (default: `{default}`)"
-    text = (p.help or "").replace("|", "\\|").replace("\n", " ").strip()
+    text = _plain(p.help or "").replace("|", "\\|").replace("\n", " ").strip()
     return f"| {opts} | {'flag' if p.is_flag else 'option'} | {text}{dflt} |"
 
 
@@ -58,7 +67,7 @@ def render() -> str:
         out.append(f"{level} `{' '.join(path)}`\n")
         helptext = (cmd.help or "").strip()
         if helptext:
-            out.append(helptext.replace("\b\n", "") + "\n")
+            out.append(_plain(helptext.replace("\b\n", "")) + "\n")
         if is_group:
             continue
         rows = [r for r in (_param_line(p) for p in cmd.params) if r]
