@@ -118,10 +118,14 @@ def run_pipeline(
         res = ingest_sample() if sample else ingest_files(list(inputs), symbol=symbol)
         d = res.to_dict()
         warnings = d.get("quality", {}).get("warnings", [])
-        n_warn = sum(w.get("count", 1) for w in warnings) if isinstance(warnings, list) else 0
+        found = ", ".join(
+            f"{w['check']} x{w['count']}" for w in warnings if w["check"] != "naive_timestamp"
+        )
+        naive = sum(w["count"] for w in warnings if w["check"] == "naive_timestamp")
         return StageOutcome(
             f"{d['rows_in']} bars of {len(d['symbols'])} symbols: {d['rows_inserted']} new, "
-            f"{d['rows_updated']} updated; {n_warn} quality warnings",
+            f"{d['rows_updated']} updated; quality warnings: {found or 'none'}"
+            + (f"; {naive} date-only timestamps read as UTC" if naive else ""),
             d,
         )
 
