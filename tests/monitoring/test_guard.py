@@ -86,25 +86,37 @@ def test_missing_inputs_are_info_and_say_so():
 
 
 def _prometheus_text(n_ok: int, n_5xx: int, n_4xx: int, latencies: list[float]) -> str:
-    """Real exposition text with the metric names of quantcli.serving.http."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    """Prometheus exposition text with the metric names of quantcli.serving.http.
 
+    Written out by hand, not through prometheus_client: once any test in the process has
+    imported Feast, prometheus_client may be in file-backed multiprocess mode, where a fresh
+    CollectorRegistry's counters add up across calls and this helper would not be pure.
+    """
     from quantcli.serving.http import LATENCY_BUCKETS
 
-    reg = CollectorRegistry()
-    req = Counter("qcli_http_requests", "r", ["endpoint", "status"], registry=reg)
-    lat = Histogram(
-        "qcli_http_request_latency_seconds", "l", ["endpoint"], buckets=LATENCY_BUCKETS,
-        registry=reg,
-    )  # fmt: skip
-    req.labels("/predict", "200").inc(n_ok)
-    req.labels("/predict", "500").inc(n_5xx)
-    req.labels("/predict", "422").inc(n_4xx)
-    req.labels("/metrics", "500").inc(1000)  # another endpoint: ignored
-    for x in latencies:
-        lat.labels("/predict").observe(x)
-    lat.labels("/metrics").observe(5.0)
-    return generate_latest(reg).decode()
+    lines = [
+        "# TYPE qcli_http_requests_total counter",
+        f'qcli_http_requests_total{{endpoint="/predict",status="200"}} {float(n_ok)}',
+        f'qcli_http_requests_total{{endpoint="/predict",status="500"}} {float(n_5xx)}',
+        f'qcli_http_requests_total{{endpoint="/predict",status="422"}} {float(n_4xx)}',
+        'qcli_http_requests_total{endpoint="/metrics",status="500"} 1000.0',  # ignored
+        "# TYPE qcli_http_request_latency_seconds histogram",
+    ]
+    for endpoint, values in (("/predict", latencies), ("/metrics", [5.0])):
+        for le in [*LATENCY_BUCKETS, float("inf")]:
+            n = sum(1 for x in values if x <= le)
+            le_txt = "+Inf" if le == float("inf") else repr(float(le))
+            lines.append(
+                f'qcli_http_request_latency_seconds_bucket{{endpoint="{endpoint}",le="{le_txt}"}}'
+                f" {float(n)}"
+            )
+        lines.append(
+            f'qcli_http_request_latency_seconds_count{{endpoint="{endpoint}"}} {float(len(values))}'
+        )
+        lines.append(
+            f'qcli_http_request_latency_seconds_sum{{endpoint="{endpoint}"}} {float(sum(values))}'
+        )
+    return "\n".join(lines) + "\n"
 
 
 def test_parse_prometheus_error_rate_and_slow_share(tmp_path):
