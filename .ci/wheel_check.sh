@@ -7,7 +7,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/qcli-wheel.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-python3 -m pip wheel --no-deps --no-build-isolation -q -w "$work/dist" "$repo"
+python3 -m pip wheel --no-deps -q -w "$work/dist" "$repo"
 wheel=$(ls "$work"/dist/quantcli-*.whl)
 echo "built $(basename "$wheel")"
 python3 - "$wheel" <<'PY'
