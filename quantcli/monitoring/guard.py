@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -57,6 +59,98 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One alert level of a threshold check: ``severity`` when the value breaches the
+    :class:`GuardThresholds` field ``limit``; ``message`` formats ``{value}``, ``{limit}`` and
+    ``{limit_pct}`` (the limit as a percentage, all its significant digits)."""
+
+    severity: str
+    limit: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _ThresholdCheck:
+    """A check that compares one number with one or two limits (the most severe level first).
+
+    ``breaches(value, limit)`` says whether a level applies (``operator.lt`` for a drawdown,
+    a negative fraction; ``operator.gt`` for rates and counts): a value exactly at a limit does
+    not breach it. ``missing`` is the INFO message when the input is absent, ``ok`` the INFO
+    message (``{value}``) when no level applies.
+    """
+
+    check: str
+    breaches: Callable[[float, float], bool]
+    levels: tuple[_Level, ...]
+    ok: str
+    missing: str
+
+
+_NO_SERVICE = "no service requests to rate (or no --metrics)"
+
+#: The threshold checks after ``sharpe``, in report order (the table in the module docstring).
+THRESHOLD_CHECKS: tuple[_ThresholdCheck, ...] = (
+    _ThresholdCheck(
+        "drawdown",
+        operator.lt,
+        (
+            _Level("CRITICAL", "max_drawdown", "max drawdown {value:.1%} beyond {limit_pct}"),
+            _Level("WARNING", "warn_drawdown", "max drawdown {value:.1%} beyond {limit_pct}"),
+        ),
+        ok="max drawdown {value:.1%} ok",
+        missing="no drawdown recorded",
+    ),
+    _ThresholdCheck(
+        "error_rate",
+        operator.gt,
+        (
+            _Level("CRITICAL", "max_error_rate", "error rate {value:.2%} above {limit_pct}"),
+            _Level("WARNING", "warn_error_rate", "error rate {value:.2%} above {limit_pct}"),
+        ),
+        ok="error rate {value:.2%} ok",
+        missing=_NO_SERVICE,
+    ),
+    _ThresholdCheck(
+        "latency",
+        operator.gt,
+        (
+            _Level(
+                "WARNING",
+                "max_slow_share",
+                "{value:.1%} of requests slower than 500 ms (limit {limit_pct})",
+            ),
+        ),
+        ok="{value:.1%} of requests over 500 ms",
+        missing=_NO_SERVICE,
+    ),
+    _ThresholdCheck(
+        "drift",
+        operator.gt,
+        (
+            _Level(
+                "WARNING", "max_drifted_features", "{value} features drifted (more than {limit})"
+            ),
+        ),
+        ok="{value} features drifted",
+        missing="no drift check recorded",
+    ),
+)
+
+
+def _threshold_finding(spec: _ThresholdCheck, value: float | None, t: GuardThresholds) -> Finding:
+    """The finding of one threshold check: the first level ``value`` breaches, else INFO."""
+    if value is None:
+        return Finding(spec.check, "INFO", spec.missing)
+    for level in spec.levels:
+        limit = getattr(t, level.limit)
+        if spec.breaches(value, limit):
+            # the limit exactly as configured ({:g} of percent): 0.005 -> 0.5%, 0.015 -> 1.5%
+            message = level.message.format(value=value, limit=limit, limit_pct=f"{limit * 100:g}%")
+            return Finding(spec.check, level.severity, message, float(value), float(limit))
+    return Finding(spec.check, "INFO", spec.ok.format(value=value), float(value))
 
 
 def _consecutive_days(days: list[date]) -> bool:
@@ -124,87 +218,13 @@ def evaluate_guard(
                 Finding("sharpe", "INFO", f"rolling Sharpe {latest:.2f} ok", latest, t.min_sharpe)
             )
 
-    if max_drawdown is None:
-        out.append(Finding("drawdown", "INFO", "no drawdown recorded"))
-    elif max_drawdown < t.max_drawdown:
-        out.append(
-            Finding(
-                "drawdown",
-                "CRITICAL",
-                f"max drawdown {max_drawdown:.1%} beyond {t.max_drawdown:.0%}",
-                max_drawdown,
-                t.max_drawdown,
-            )
-        )
-    elif max_drawdown < t.warn_drawdown:
-        out.append(
-            Finding(
-                "drawdown",
-                "WARNING",
-                f"max drawdown {max_drawdown:.1%} beyond {t.warn_drawdown:.0%}",
-                max_drawdown,
-                t.warn_drawdown,
-            )
-        )
-    else:
-        out.append(Finding("drawdown", "INFO", f"max drawdown {max_drawdown:.1%} ok", max_drawdown))
-
-    if error_rate is None:
-        out.append(Finding("error_rate", "INFO", "no service requests to rate (or no --metrics)"))
-    elif error_rate > t.max_error_rate:
-        out.append(
-            Finding(
-                "error_rate",
-                "CRITICAL",
-                f"error rate {error_rate:.2%} above {t.max_error_rate:.0%}",
-                error_rate,
-                t.max_error_rate,
-            )
-        )
-    elif error_rate > t.warn_error_rate:
-        out.append(
-            Finding(
-                "error_rate",
-                "WARNING",
-                f"error rate {error_rate:.2%} above {t.warn_error_rate:.1%}",
-                error_rate,
-                t.warn_error_rate,
-            )
-        )
-    else:
-        out.append(Finding("error_rate", "INFO", f"error rate {error_rate:.2%} ok", error_rate))
-
-    if slow_share is None:
-        out.append(Finding("latency", "INFO", "no service requests to rate (or no --metrics)"))
-    elif slow_share > t.max_slow_share:
-        out.append(
-            Finding(
-                "latency",
-                "WARNING",
-                f"{slow_share:.1%} of requests slower than 500 ms (limit {t.max_slow_share:.0%})",
-                slow_share,
-                t.max_slow_share,
-            )
-        )
-    else:
-        out.append(
-            Finding("latency", "INFO", f"{slow_share:.1%} of requests over 500 ms", slow_share)
-        )
-
-    if n_drifted is None:
-        out.append(Finding("drift", "INFO", "no drift check recorded"))
-    elif n_drifted > t.max_drifted_features:
-        out.append(
-            Finding(
-                "drift",
-                "WARNING",
-                f"{n_drifted} features drifted (more than {t.max_drifted_features})",
-                float(n_drifted),
-                float(t.max_drifted_features),
-            )
-        )
-    else:
-        out.append(Finding("drift", "INFO", f"{n_drifted} features drifted", float(n_drifted)))
+    measured = {
+        "drawdown": max_drawdown,
+        "error_rate": error_rate,
+        "latency": slow_share,
+        "drift": n_drifted,
+    }
+    out += [_threshold_finding(spec, measured[spec.check], t) for spec in THRESHOLD_CHECKS]
 
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(out, key=lambda f: rank[f.severity])  # stable: check order kept

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 import polars as pl
@@ -59,16 +59,17 @@ class ClusterError(QuantCliError, RuntimeError):
     exit_code = 2
 
 
+#: A task function: one task in, one result out. Ray runs it on workers, so it must be a top-level
+#: function of an installed module (picklable by reference).
+TaskFn = Callable[[Any], Any]
+#: Called with a task's index once that task has finished (progress bars).
+OnDone = Callable[[int], None]
+
+
 class Executor(Protocol):
     name: str
 
-    def map(
-        self,
-        fn: Callable[[Any], Any],
-        tasks: Sequence[Any],
-        *,
-        on_done: Callable[[int], None] | None = None,
-    ) -> list[Any]:
+    def map(self, fn: TaskFn, tasks: Sequence[Any], *, on_done: OnDone | None = None) -> list[Any]:
         """``[fn(t) for t in tasks]``, in task order; ``on_done(i)`` after each finished task.
 
         The first task (lowest index) that raises fails the whole map with that exception.
@@ -86,19 +87,26 @@ def _tag_failure(exc: BaseException, index: int, n: int, executor: str) -> BaseE
     return exc
 
 
-class LocalExecutor:
+class _ClosedOnExit:
+    """``with executor:`` calls ``close()`` on the way out (both executors are context managers)."""
+
+    def close(self) -> None:
+        """Release what the executor holds (nothing, unless a subclass says otherwise)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalExecutor(_ClosedOnExit):
     """Runs tasks one after another in this process (the reference every executor must match)."""
 
     name = "local"
     workers = 1
 
-    def map(
-        self,
-        fn: Callable[[Any], Any],
-        tasks: Sequence[Any],
-        *,
-        on_done: Callable[[int], None] | None = None,
-    ) -> list[Any]:
+    def map(self, fn: TaskFn, tasks: Sequence[Any], *, on_done: OnDone | None = None) -> list[Any]:
         """``[fn(t) for t in tasks]``; see :class:`Executor`."""
         tasks = list(tasks)
         out = []
@@ -110,15 +118,6 @@ class LocalExecutor:
             if on_done is not None:
                 on_done(i)
         return out
-
-    def close(self) -> None:
-        """Nothing to release (symmetry with :meth:`RayExecutor.close`)."""
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def resolve_ray_address(address: str | None) -> str | None:
@@ -289,7 +288,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-class RayExecutor:
+class RayExecutor(_ClosedOnExit):
     """Runs tasks as Ray tasks; results come back in task order.
 
     Parameters
@@ -329,10 +328,9 @@ class RayExecutor:
         chunksize: int | None = None,
         check_versions: bool | None = None,
     ) -> None:
-        if chunksize is not None and chunksize < 1:
-            raise InputError(f"chunksize must be at least 1, got chunksize={chunksize}")
-        if num_cpus is not None and num_cpus < 1:
-            raise InputError(f"num_cpus must be at least 1, got num_cpus={num_cpus}")
+        for param, value in (("chunksize", chunksize), ("num_cpus", num_cpus)):
+            if value is not None and value < 1:
+                raise InputError(f"{param} must be at least 1, got {param}={value}")
         self.ray = import_optional("ray", purpose="--executor ray")
         self.address = resolve_ray_address(address)
         self.chunksize = chunksize
@@ -395,13 +393,7 @@ class RayExecutor:
             return self.chunksize
         return max(1, math.ceil(n / (CHUNKS_PER_CPU * self.workers)))
 
-    def map(
-        self,
-        fn: Callable[[Any], Any],
-        tasks: Sequence[Any],
-        *,
-        on_done: Callable[[int], None] | None = None,
-    ) -> list[Any]:
+    def map(self, fn: TaskFn, tasks: Sequence[Any], *, on_done: OnDone | None = None) -> list[Any]:
         """``[fn(t) for t in tasks]`` run on the cluster; see :class:`Executor`.
 
         ``fn`` must be importable on the workers (a top-level function of an installed module),
@@ -471,12 +463,6 @@ class RayExecutor:
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
         self._started = False
-
-    def __enter__(self) -> RayExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # Seconds to wait for a TCP connection to a HOST:PORT address before giving up. Without this probe

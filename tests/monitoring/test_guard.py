@@ -248,3 +248,54 @@ def test_guard_rates_the_requests_since_its_previous_run(qcli_home, tmp_path, ca
     assert code == 0
     assert r["inputs"]["service"]["requests"] == 50
     assert r["inputs"]["service"]["window"] == "since service start (counters reset)"
+
+
+# The exact findings (message, value, threshold) of the four threshold checks, written out by
+# hand before the checks became table-driven: the refactor must not change one character.
+_GOLDEN = [
+    (
+        {"max_drawdown": -0.3, "error_rate": 0.02, "slow_share": 0.08, "n_drifted": 7},
+        [
+            ("drawdown", "CRITICAL", "max drawdown -30.0% beyond -25%", -0.3, -0.25),
+            ("error_rate", "CRITICAL", "error rate 2.00% above 1%", 0.02, 0.01),
+            ("latency", "WARNING", "8.0% of requests slower than 500 ms (limit 5%)", 0.08, 0.05),
+            ("drift", "WARNING", "7 features drifted (more than 5)", 7.0, 5.0),
+        ],
+    ),
+    (
+        {"max_drawdown": -0.22, "error_rate": 0.007, "slow_share": 0.05, "n_drifted": 5},
+        [
+            ("drawdown", "WARNING", "max drawdown -22.0% beyond -20%", -0.22, -0.2),
+            ("error_rate", "WARNING", "error rate 0.70% above 0.5%", 0.007, 0.005),
+            ("latency", "INFO", "5.0% of requests over 500 ms", 0.05, None),
+            ("drift", "INFO", "5 features drifted", 5.0, None),
+        ],
+    ),
+    (
+        {"max_drawdown": -0.1, "error_rate": 0.001, "slow_share": 0.01, "n_drifted": 0},
+        [
+            ("drawdown", "INFO", "max drawdown -10.0% ok", -0.1, None),
+            ("error_rate", "INFO", "error rate 0.10% ok", 0.001, None),
+            ("latency", "INFO", "1.0% of requests over 500 ms", 0.01, None),
+            ("drift", "INFO", "0 features drifted", 0.0, None),
+        ],
+    ),
+    (
+        {},
+        [
+            ("drawdown", "INFO", "no drawdown recorded", None, None),
+            ("error_rate", "INFO", "no service requests to rate (or no --metrics)", None, None),
+            ("latency", "INFO", "no service requests to rate (or no --metrics)", None, None),
+            ("drift", "INFO", "no drift check recorded", None, None),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("inputs", "expected"), _GOLDEN)
+def test_threshold_findings_exactly(inputs, expected):
+    f = evaluate_guard(daily_sharpe=[(D[2], 1.5)], **inputs)
+    got = [(x.check, x.severity, x.message, x.value, x.threshold) for x in f if x.check != "sharpe"]
+    rank = {"CRITICAL": 0, "WARNING": 1, "INFO": 2}
+    assert got == sorted(expected, key=lambda e: rank[e[1]])
+    assert all(type(x.value) in (float, type(None)) for x in f)

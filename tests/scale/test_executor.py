@@ -29,6 +29,20 @@ def test_local_map_of_nothing_is_empty():
     assert LocalExecutor().map(_square_or_fail, []) == []
 
 
+def test_executors_are_context_managers_that_close_on_exit():
+    from quantcli.scale import RayExecutor
+
+    with get_executor("local") as ex:
+        assert ex.map(_square_or_fail, [2]) == [4]
+    # RayExecutor closes through the same shared __exit__ (no cluster needed to see it)
+    ray_ex = RayExecutor.__new__(RayExecutor)
+    closed: list[bool] = []
+    ray_ex.close = lambda: closed.append(True)
+    with pytest.raises(InputError), ray_ex:
+        raise InputError("task failed")
+    assert closed == [True]
+
+
 def test_local_failure_keeps_type_and_names_the_task():
     with pytest.raises(InputError) as info:
         LocalExecutor().map(_square_or_fail, [1, -1, -2, 4])
