@@ -87,6 +87,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "monitor": {"window_size": 1000, "min_sharpe": 1.0, "max_drawdown": -0.25},
     "retrain": {"schedule_days": 90, "min_samples": 10000, "drift_threshold": 3},
     "shadow": {"max_pnl_divergence": 0.05},
+    # alert and rollback thresholds of `qcli monitor guard` (quantcli.monitoring.guard
+    # .GuardThresholds; fractions, not percent; a value exactly at a limit does not breach it)
+    "guard": {
+        "min_sharpe": 0.8,  # annualized rolling Sharpe below this ...
+        "sharpe_days": 3,  # ... on this many consecutive UTC days: CRITICAL
+        "max_drawdown": -0.25,  # drawdown below: CRITICAL
+        "warn_drawdown": -0.20,  # drawdown below: WARNING
+        "max_error_rate": 0.01,  # share of /predict requests failing (5xx) above: CRITICAL
+        "warn_error_rate": 0.005,  # above: WARNING
+        "max_slow_share": 0.05,  # share of requests slower than 500 ms above: WARNING
+        "max_drifted_features": 5,  # features drifted in the latest drift check above: WARNING
+    },
     # gate verdicts `qcli model promote` requires (quantcli.models.tags)
     "registry": {"required_verdicts": ["backtest", "parity", "scan"]},
 }

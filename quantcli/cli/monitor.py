@@ -22,7 +22,8 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="TOML overriding the thresholds of its drift, monitor and retrain sections.",
+        help="TOML overriding the thresholds of its [drift], [monitor], [retrain] and [guard] "
+        "sections (keys: docs/monitoring.md).",
         dir_okay=False,
     ),
 ]
@@ -336,22 +337,24 @@ def guard(
         str | None, typer.Option("--tracking-uri", help="MLflow tracking/registry URI.")
     ] = None,
     monitor: MonitorOpt = "production",
+    config: ConfigOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Evaluate the alert and rollback triggers; exit 1 on a CRITICAL finding.
 
-    CRITICAL: Sharpe < 0.8 on 3 consecutive days, drawdown beyond -25 %, error rate > 1 %.
-    WARNING: latency > 500 ms for > 5 % of requests, drift in > 5 features (and early signs).
-    With --auto-rollback a CRITICAL finding moves `production` back to the previous version
-    and records why.
+    Default thresholds (config section [guard]): CRITICAL: Sharpe < 0.8 on 3 consecutive
+    days, drawdown beyond -25 %, error rate > 1 %. WARNING: latency > 500 ms for > 5 % of
+    requests, drift in > 5 features (and early signs). With --auto-rollback a CRITICAL finding
+    moves `production` back to the previous version and records why.
 
     Examples:
 
         qcli monitor guard --metrics http://127.0.0.1:8000/metrics
         qcli monitor guard --model ndx_lgbm --metrics metrics.prom --auto-rollback --json
+        qcli monitor guard --config guard.toml   # [guard] max_error_rate = 0.02
     """
     from quantcli.errors import GateFailedError
-    from quantcli.monitoring.guard import run_guard
+    from quantcli.monitoring.guard import GuardThresholds, run_guard
 
     r = run_guard(
         model=model,
@@ -360,6 +363,7 @@ def guard(
         auto_rollback=auto_rollback,
         tracking_uri=tracking_uri,
         monitor=monitor,
+        thresholds=GuardThresholds.from_config(_cfg(config), source=config),
     )
     failure = None
     if r["severity"] == "CRITICAL":

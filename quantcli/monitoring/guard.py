@@ -24,29 +24,86 @@ from __future__ import annotations
 import itertools
 import json
 import operator
+import os
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from quantcli.config import DEFAULTS
 from quantcli.monitoring.state import as_utc, monitoring_store, utc_now
 
 SEVERITIES = ("CRITICAL", "WARNING", "INFO")
 
 
+_G = DEFAULTS["guard"]  # one source of truth: `[guard]` of a --config file overrides these
+
+
 @dataclass(frozen=True)
 class GuardThresholds:
-    """The seed's alert thresholds (fractions, not percent)."""
+    """The alert thresholds (fractions, not percent); defaults: ``[guard]`` of
+    :data:`quantcli.config.DEFAULTS` (the seed's values).
 
-    min_sharpe: float = 0.8
-    sharpe_days: int = 3
-    max_drawdown: float = -0.25
-    warn_drawdown: float = -0.20
-    max_error_rate: float = 0.01
-    warn_error_rate: float = 0.005
-    max_slow_share: float = 0.05
-    max_drifted_features: int = 5
+    Raises
+    ------
+    InputError
+        A threshold of the wrong type or out of range; the message names the ``[guard]`` key.
+    """
+
+    min_sharpe: float = _G["min_sharpe"]
+    sharpe_days: int = _G["sharpe_days"]
+    max_drawdown: float = _G["max_drawdown"]
+    warn_drawdown: float = _G["warn_drawdown"]
+    max_error_rate: float = _G["max_error_rate"]
+    warn_error_rate: float = _G["warn_error_rate"]
+    max_slow_share: float = _G["max_slow_share"]
+    max_drifted_features: int = _G["max_drifted_features"]
+
+    def __post_init__(self) -> None:
+        from quantcli.errors import InputError
+
+        def bad(key: str, want: str) -> InputError:
+            return InputError(
+                f"[guard] {key} must be {want}, got {key}={getattr(self, key)!r}",
+                hint="fix the [guard] section of the --config file (thresholds are fractions)",
+            )
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            whole = f.type in ("int", int)
+            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+                raise bad(f.name, "a whole number" if whole else "a number")
+        if self.sharpe_days < 1:
+            raise bad("sharpe_days", "at least 1")
+        if self.max_drifted_features < 0:
+            raise bad("max_drifted_features", "at least 0")
+        for key in ("max_error_rate", "warn_error_rate", "max_slow_share"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise bad(key, "a fraction in [0, 1]")
+        for key in ("max_drawdown", "warn_drawdown"):
+            if not -1 <= getattr(self, key) <= 0:
+                raise bad(key, "a negative fraction in [-1, 0]")
+        # a WARNING level that is stricter than CRITICAL could never be reported
+        if self.warn_drawdown < self.max_drawdown:
+            raise bad("warn_drawdown", f"at or above max_drawdown={self.max_drawdown}")
+        if self.warn_error_rate > self.max_error_rate:
+            raise bad("warn_error_rate", f"at or below max_error_rate={self.max_error_rate}")
+
+    @classmethod
+    def from_config(
+        cls, cfg: dict[str, dict[str, Any]], source: str | os.PathLike[str] | None = None
+    ) -> GuardThresholds:
+        """The thresholds of the ``[guard]`` section of :func:`quantcli.config.load_config`;
+        ``source`` (the config file) prefixes an error message."""
+        from quantcli.errors import InputError
+
+        try:
+            return cls(**cfg["guard"])
+        except InputError as exc:
+            if source is None:
+                raise
+            raise InputError(f"{source}: {exc.message}", hint=exc.hint) from None
 
 
 @dataclass(frozen=True)
