@@ -55,10 +55,13 @@ def export(
     FP32 parity loss must stay under parity.fp32_max_loss_pct (0.1 %), INT8 under
     parity.int8_max_loss_pct (1 %); loss = max(relative error %, flipped long/short
     decisions %). Parity runs on training-feature rows from the offline store.
-    Exit 1 when a gate fails (verdict 'parity' = fail). Default version: the latest.
+    Exit 1 when a gate fails (verdict 'parity' = fail). Default version: the one behind the
+    @staging alias (the candidate `model train` registered), else the latest; which one is
+    said on stderr and in --json ("version_source": "--version", "@staging" or "latest").
 
     Examples:
 
+        qcli model export momentum                # the @staging version
         qcli model export momentum --version 3
 
         qcli model export momentum_ens --quantize int8 --int8-method weight-only --json
@@ -69,6 +72,8 @@ def export(
         from quantcli.errors import InputError
 
         raise InputError(f"`--quantize {quantize}`: the only quantization is 'int8'")
+    version, source = _default_version(name, version, tracking_uri)
+    note(f"exporting {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
     with progress(json_mode) as bar:
         bar.add_task("exporting, checking parity, benchmarking", total=None)
         result = export_registered(
@@ -82,6 +87,7 @@ def export(
             benchmark=not no_benchmark,
         )
     report = result.pop("report")
+    result["version_source"] = source
     if not result["passed"]:
         if not json_mode:  # show what failed before the one-line error
             from quantcli.cli._common import stderr
@@ -94,6 +100,31 @@ def export(
             hint="see the report: onnx/model.export.txt in the version's run artifacts",
         )
     emit(result, json_mode, lambda console: _render_export(console, result, report))
+
+
+_SOURCE_TEXT = {
+    "--version": "as given by --version",
+    "@staging": "the version behind the @staging alias",
+    "latest": "the latest version: the model has no @staging alias",
+}
+
+
+def _default_version(name: str, version: str | None, tracking_uri: str | None) -> tuple[str, str]:
+    """The version to export and how it was chosen: ``--version``, else ``@staging``, else latest.
+
+    ``@staging`` is the candidate that ``qcli model train`` registered and that ``model
+    validate`` and ``model promote`` default to, so export checks the same version.
+    """
+    from quantcli.models import tags as T
+    from quantcli.models.registry import ModelRegistry
+
+    reg = ModelRegistry(tracking_uri)
+    if version is not None:
+        return str(reg.resolve(name, version).version), "--version"
+    staged = reg.alias_version(name, T.ALIAS_STAGING)
+    if staged is not None:
+        return staged, "@staging"
+    return str(reg.resolve(name).version), "latest"
 
 
 def _render_export(console: Any, result: dict[str, Any], report: str) -> None:

@@ -1,0 +1,56 @@
+"""`qcli model export NAME` without --version: the @staging version, else the latest.
+
+On a real embedded MLflow registry and offline store (the fixtures of test_cli_export).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# the registry/store fixtures and helpers of the export CLI tests (same session-scoped templates)
+from tests.serving.test_cli_export import (  # noqa: F401
+    _register,
+    home,
+    mlflow_db,
+    qcli,
+    store_template,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.usefixtures("home")
+def test_export_defaults_to_staging_then_latest(capsys):
+    from quantcli.models.registry import ModelRegistry
+
+    assert (_register("lgbm", "dflt"), _register("lgbm", "dflt")) == ("1", "2")
+    reg = ModelRegistry()
+    reg.client.set_registered_model_alias("dflt", "staging", "1")  # the candidate is not latest
+    args = ("model", "export", "dflt", "--sample-rows", "200", "--no-benchmark")
+
+    code, res = qcli(capsys, *args)
+    assert code == 0, res
+    assert (res["version"], res["version_source"]) == ("1", "@staging")
+    assert reg.resolve("dflt", "1").verdicts.get("parity") == "pass"
+    assert "parity" not in reg.resolve("dflt", "2").verdicts
+
+    reg.client.delete_registered_model_alias("dflt", "staging")
+    code, res = qcli(capsys, *args)
+    assert code == 0, res
+    assert (res["version"], res["version_source"]) == ("2", "latest")
+
+    code, res = qcli(capsys, *args, "--version", "1")
+    assert (code, res["version"], res["version_source"]) == (0, "1", "--version")
+
+
+@pytest.mark.usefixtures("home")
+def test_human_output_says_which_version_it_chose(capsys):
+    from quantcli.cli import main
+
+    _register("lgbm", "said")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["model", "export", "said", "--sample-rows", "200", "--no-benchmark"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0, err
+    assert "exporting said v1 (the version behind the @staging alias)" in err
