@@ -38,3 +38,34 @@ def small_universe():
     from quantcli.data.synthetic import synthetic_universe
 
     return synthetic_universe(n_symbols=8, n_days=400, seed=7)
+
+
+@pytest.fixture
+def store_holder(qcli_home: Path):
+    """A second, real process holding ``$QCLI_HOME/offline.duckdb`` open (DuckDB's file lock).
+
+    Yields once the holder has the store; the lock goes with the process at teardown.
+    """
+    import subprocess
+    import sys
+
+    from quantcli.store.offline import OfflineStore
+
+    OfflineStore().close()  # the file exists, so the holder opens rather than creates it
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom quantcli.store.offline import OfflineStore\n"
+            "s = OfflineStore()\nprint('ready', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()

@@ -15,7 +15,6 @@ import pytest
 from quantcli.data import ingest_frame, ingest_sample, load_sample, synthetic_universe
 from quantcli.data.ingest import TEST_HOOK_ENV, TEST_HOOK_MARKER, bars_sha256
 from quantcli.errors import DataValidationError
-from quantcli.store.offline import OfflineStore
 from tests.data.conftest import run_qcli, snapshot, stored_bars
 
 BAD_CSV = """date,symbol,open,high,low,close,volume
@@ -183,28 +182,13 @@ def test_kill_9_inside_the_transaction_leaves_store_intact(qcli_home, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_second_process_gets_store_busy_exit_2(qcli_home):
-    OfflineStore().close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom quantcli.store.offline import OfflineStore\n"
-            "s = OfflineStore()\nprint('ready', flush=True)\ntime.sleep(60)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        for args in (("data", "ingest", "--sample"), ("data", "summary")):
-            out = run_qcli(*args, env={"QCLI_BUSY_TIMEOUT": "0.5"})
-            assert out.returncode == 2, out.stderr
-            assert out.stderr.startswith("Error: store is busy"), out.stderr
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
+def test_second_process_gets_store_busy_exit_2(qcli_home, store_holder):
+    for args in (("data", "ingest", "--sample"), ("data", "summary")):
+        out = run_qcli(*args, env={"QCLI_BUSY_TIMEOUT": "0.5"})
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("Error: store is busy"), out.stderr
+    store_holder.kill()
+    store_holder.wait()
     assert ingest_sample().rows_inserted == 10062  # the lock went with the holder
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -79,29 +77,14 @@ def test_require_table_names_the_table(qcli_home):
 
 
 @pytest.mark.timeout(120)
-def test_second_process_gets_store_busy_error(qcli_home):
-    OfflineStore().close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom quantcli.store.offline import OfflineStore\n"
-            "s = OfflineStore()\nprint('ready', flush=True)\ntime.sleep(60)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        t0 = time.monotonic()
-        with pytest.raises(StoreBusyError, match="store is busy") as info:
-            OfflineStore(busy_timeout=0.3)
-        assert time.monotonic() - t0 < 10  # waited, then gave up: no hang
-        assert info.value.exit_code == 2
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
+def test_second_process_gets_store_busy_error(qcli_home, store_holder):
+    t0 = time.monotonic()
+    with pytest.raises(StoreBusyError, match="store is busy") as info:
+        OfflineStore(busy_timeout=0.3)
+    assert time.monotonic() - t0 < 10  # waited, then gave up: no hang
+    assert info.value.exit_code == 2
+    store_holder.kill()
+    store_holder.wait()
     with OfflineStore(busy_timeout=5) as store:  # lock released with the holder
         assert store.table_exists("bars")
 
