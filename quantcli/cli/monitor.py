@@ -86,17 +86,32 @@ def _drift_table(result: dict[str, Any]):
 @app.command()
 def drift(
     baseline: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--baseline",
             help="PERIOD START:END of the stored features (e.g. 2017-01-01:2017-12-31), a "
             "Parquet/CSV file of features, or a saved profile (.npz).",
         ),
-    ],
+    ] = None,
     current: Annotated[
-        str,
+        str | None,
         typer.Option("--current", help="PERIOD START:END or a Parquet/CSV file of features."),
-    ],
+    ] = None,
+    last: Annotated[
+        str | None,
+        typer.Option(
+            "--last",
+            help="Instead of --current: the DURATION (63d, 13w, 3m, 1y; calendar days, weeks, "
+            "months, years) ending on the latest stored bar, not today.",
+        ),
+    ] = None,
+    baseline_last: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline-last",
+            help="Instead of --baseline: the DURATION just before the current window.",
+        ),
+    ] = None,
     features: Annotated[
         str | None, typer.Option("--features", help="Comma-separated features (default all).")
     ] = None,
@@ -126,9 +141,16 @@ def drift(
     floored at 1e-4, natural log; KS is scipy's two-sample test; JS is the divergence in bits.
     A feature drifts when 2 of the 3 tests flag it; exit 1 when any PSI is >= 0.25.
 
+    Give one current window (--current or --last) and one baseline (--baseline or
+    --baseline-last). --last 63d is the 63 calendar days ending on the day of the latest bar
+    of the stored features (so a re-run on the same store reads the same rows); 3m steps back
+    3 calendar months. --baseline-last ends the day before the current window starts.
+
     Examples:
 
         qcli monitor drift --baseline 2017-01-01:2017-12-31 --current 2018-01-01:
+        qcli monitor drift --baseline 2016-01-01:2017-12-31 --last 13w      # cron-friendly
+        qcli monitor drift --baseline-last 1y --last 3m --json
         qcli monitor drift --baseline 2017-01-01:2017-12-31 --current 2018-06-01:2018-06-30 \\
             --save-profile base2017.npz
         qcli monitor drift --baseline base2017.npz --current today.parquet --json
@@ -142,6 +164,8 @@ def drift(
         result, written = run_drift_check(
             baseline,
             current,
+            last=last,
+            baseline_last=baseline_last,
             features=feats,
             feature_set=feature_set,
             thresholds=_cfg(config)["drift"],
@@ -151,6 +175,12 @@ def drift(
             on_step=lambda s: bar.update(task, description=s),
         )
     out = {**result.to_dict(), **written}
+    win = written["windows"]
+    for side in ("baseline", "current"):
+        if win[f"{side}_option"] not in ("--baseline", "--current"):
+            note(f"{side}: {win[f'{side}_option']} = {win[side]}", json_mode)
+    if win["latest_bar"]:
+        note(f"latest stored bar: {win['latest_bar']}", json_mode)
     for key in ("report", "profile"):
         if written[key]:
             note(f"{key}: {written[key]}", json_mode)

@@ -18,13 +18,15 @@ from quantcli import config
 from quantcli.monitoring.drift import DriftDetector, DriftResult
 from quantcli.monitoring.profile import BaselineProfile
 from quantcli.monitoring.state import as_utc, monitoring_store
-from quantcli.monitoring.windows import load_window
+from quantcli.monitoring.windows import load_window, resolve_windows
 
 
 def run_drift_check(
-    baseline: str,
-    current: str,
+    baseline: str | None = None,
+    current: str | None = None,
     *,
+    last: str | None = None,
+    baseline_last: str | None = None,
     features: Sequence[str] | None = None,
     feature_set: str = "technical_v1",
     thresholds: dict[str, float] | None = None,
@@ -42,25 +44,46 @@ def run_drift_check(
     baseline, current
         A PERIOD ``START:END`` of the stored features or a FILE (see
         :mod:`quantcli.monitoring.windows`); the baseline may also be a saved profile (``.npz``).
+    last, baseline_last
+        Instead of ``current`` / ``baseline``: a DURATION (``63d``, ``13w``, ``3m``, ``1y``).
+        ``last`` is the window ending on the latest stored bar; ``baseline_last`` the window
+        just before the current one (:func:`quantcli.monitoring.windows.resolve_windows`).
+        The resolved windows are returned under ``written["windows"]``.
     report
         ``"auto"`` writes ``$QCLI_HOME/reports/drift-<timestamp>.html``; a path writes there;
         ``None`` writes no report.
     """
     step = on_step or (lambda _msg: None)
     detector = DriftDetector(**(thresholds or {}))
+    windows = resolve_windows(
+        baseline,
+        current,
+        last=last,
+        baseline_last=baseline_last,
+        feature_set=feature_set,
+        store_path=store_path,
+    )
     step("loading the baseline window")
     base, base_src = load_window(
-        baseline, option="--baseline", feature_set=feature_set, store_path=store_path
+        windows.baseline,
+        option=windows.baseline_option,
+        feature_set=feature_set,
+        store_path=store_path,
     )
     step("loading the current window")
     cur, cur_src = load_window(
-        current,
-        option="--current",
+        windows.current,
+        option=windows.current_option,
         feature_set=feature_set,
         store_path=store_path,
         allow_profile=False,
     )
-    written: dict[str, Any] = {"report": None, "profile": None, "run_id": None}
+    written: dict[str, Any] = {
+        "report": None,
+        "profile": None,
+        "run_id": None,
+        "windows": windows.to_dict(),
+    }
     if not isinstance(base, BaselineProfile):
         step("profiling the baseline")
         base = detector.profile(base, features, source=base_src)

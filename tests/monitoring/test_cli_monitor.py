@@ -104,6 +104,69 @@ def test_drift_bad_input_exit_2_one_line(feature_store, capsys, args, message):
     assert out == ""
 
 
+def _drift_runs() -> int:
+    from quantcli.monitoring.state import monitoring_store
+
+    with monitoring_store() as store:
+        return store.con.execute("SELECT count(*) FROM monitor_drift_runs").fetchone()[0]
+
+
+def test_drift_last_is_anchored_on_the_latest_stored_bar(feature_store, capsys):
+    base = ("monitor", "drift", "--baseline", "2017-01-01:2017-12-31", "--no-report", "--json")
+    code, out, err = run(capsys, *base, "--last", "63d")
+    assert code == 1, err  # the SHIFTED features drift in 2018
+    rel = json.loads(out)
+    assert rel["windows"] == {
+        "baseline": "2017-01-01:2017-12-31",
+        "current": "2018-10-30:2018-12-31",  # 63 calendar days ending on the last stored bar
+        "baseline_option": "--baseline",
+        "current_option": "--last 63d",
+        "latest_bar": "2018-12-31T00:00:00+00:00",
+    }
+    assert rel["current_source"] == (
+        "period 2018-10-30:2018-12-31 of the stored features (--last 63d)"
+    )
+    assert rel["features"][0]["current"]["n_rows"] == 3 * 45  # 45 weekdays, 3 symbols
+    code, out, _ = run(capsys, *base, "--current", "2018-10-30:2018-12-31")
+    explicit = json.loads(out)
+    assert code == 1
+    for key in ("psi", "ks_pvalue", "js_divergence", "drifted"):
+        assert [f[key] for f in rel["features"]] == [f[key] for f in explicit["features"]]
+
+
+def test_drift_baseline_last_precedes_the_current_window(feature_store, capsys):
+    code, out, err = run(
+        capsys, "monitor", "drift", "--baseline-last", "1y", "--last", "3m", "--no-report",
+    )  # fmt: skip
+    # the baseline already holds 9 shifted months: moderate drift only, exit 0
+    assert code == 0, err
+    assert "Feature drift: 2 of 29 drifted" in out
+    assert "baseline period 2017-10-01:2018-09-30 of the stored features" in out
+    assert "baseline: --baseline-last 1y = 2017-10-01:2018-09-30" in err
+    assert "current: --last 3m = 2018-10-01:2018-12-31" in err
+    assert "latest stored bar: 2018-12-31T00:00:00+00:00" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--baseline", "2017-01-01:", "--current", "2018-01-01:", "--last", "63d"],
+         "Error: --current and --last are mutually exclusive: give one"),
+        (["--baseline", "2017-01-01:", "--baseline-last", "1y", "--last", "63d"],
+         "Error: --baseline and --baseline-last are mutually exclusive: give one"),
+        (["--baseline", "2017-01-01:"],
+         "Error: missing window: give --current START:END|FILE or --last DURATION"),
+        (["--baseline", "2017-01-01:", "--last", "63"], "Error: --last '63': not a duration"),
+    ],
+)  # fmt: skip
+def test_drift_window_options_exit_2_one_line(feature_store, capsys, args, message):
+    code, out, err = run(capsys, "monitor", "drift", *args, "--no-report")
+    assert code == 2
+    assert err.splitlines()[0] == message
+    assert out == ""
+    assert _drift_runs() == 0  # nothing recorded
+
+
 def test_drift_without_feature_table_exit_2(qcli_home, capsys):
     code, _, err = run(
         capsys, "monitor", "drift", "--baseline", "2017-01-01:", "--current", "2018-01-01:"

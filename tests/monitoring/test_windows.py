@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import re
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quantcli.errors import InputError
-from quantcli.monitoring.windows import load_window, parse_period, read_period
+from quantcli.monitoring.windows import (
+    last_period,
+    load_window,
+    parse_duration,
+    parse_period,
+    period_before,
+    read_period,
+    resolve_windows,
+)
 
 
 def test_period_bounds_are_inclusive_days_utc():
@@ -50,3 +61,99 @@ def test_file_windows_and_non_numeric_features(tmp_path):
     empty.write_text("x\n")
     with pytest.raises(InputError, match="the file has no rows"):
         load_window(str(empty))
+
+
+# -- relative windows (--last / --baseline-last) -----------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "latest", "expected"),
+    [
+        ("63d", date(2018, 12, 31), "2018-10-30:2018-12-31"),  # exactly 63 calendar days
+        ("1d", date(2018, 12, 31), "2018-12-31:2018-12-31"),
+        ("13w", date(2018, 12, 31), "2018-10-02:2018-12-31"),  # 91 days
+        ("3m", date(2018, 12, 31), "2018-10-01:2018-12-31"),  # whole calendar months
+        ("3m", date(2024, 5, 30), "2024-02-29:2024-05-30"),  # 2024-05-31 - 3m, clipped
+        ("1m", date(2024, 3, 30), "2024-02-29:2024-03-30"),  # 03-31 - 1m = 02-31 -> 02-29
+        ("1y", date(2024, 2, 28), "2023-02-28:2024-02-28"),  # 2024-02-29 - 1y -> 2023-02-28
+        ("2Y", date(2018, 12, 31), "2017-01-01:2018-12-31"),  # units are case-insensitive
+    ],
+)
+def test_last_period_calendar_convention(text, latest, expected):
+    p = last_period(parse_duration(text), latest)
+    assert str(p) == expected
+    if text.endswith("d"):
+        assert (p.end - p.start).days + 1 == int(text[:-1])
+
+
+@given(
+    latest=st.dates(min_value=date(1990, 1, 1), max_value=date(2100, 12, 31)),
+    n=st.integers(1, 400),
+    unit=st.sampled_from("dwmy"),
+)
+def test_durations_step_back_like_dateutil_relativedelta(latest, n, unit):
+    """Differential: the window start is ``(latest + 1 day) - relativedelta(...)``."""
+    from dateutil.relativedelta import relativedelta
+
+    step = {"d": relativedelta(days=n), "w": relativedelta(weeks=n)}.get(unit)
+    step = step or relativedelta(months=n * (12 if unit == "y" else 1))
+    p = last_period(parse_duration(f"{n}{unit}"), latest)
+    assert p.end == latest
+    assert p.start == latest + timedelta(days=1) - step
+
+
+def test_period_before_ends_the_day_before():
+    assert str(period_before(parse_duration("1y"), date(2018, 10, 1))) == "2017-10-01:2018-09-30"
+    assert str(period_before(parse_duration("63d"), date(2018, 10, 30))) == (
+        "2018-08-28:2018-10-29"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "63", "d", "0d", "-3d", "3 months", "1.5m", "3q", "63dd"])
+def test_bad_durations_name_the_option(text):
+    with pytest.raises(InputError, match=r"^--baseline-last .*not a duration"):
+        parse_duration(text, "--baseline-last")
+
+
+def test_relative_windows_anchor_on_the_latest_stored_bar(feature_store):
+    w = resolve_windows(last="63d", baseline_last="1y")
+    assert w.latest_ts == datetime(2018, 12, 31, tzinfo=UTC)  # not today: the store's last bar
+    assert (str(w.current), str(w.baseline)) == ("2018-10-30:2018-12-31", "2017-10-30:2018-10-29")
+    assert (w.current_option, w.baseline_option) == ("--last 63d", "--baseline-last 1y")
+    frame, source = load_window(w.current, option=w.current_option)
+    assert source == "period 2018-10-30:2018-12-31 of the stored features (--last 63d)"
+    assert frame.height == 3 * 45  # three symbols x the 45 weekdays of the window
+    # --baseline-last also follows an explicit --current period
+    w = resolve_windows(current="2018-10-01:", baseline_last="1y")
+    assert (str(w.baseline), w.current, w.latest_ts) == (
+        "2017-10-01:2018-09-30",
+        "2018-10-01:",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"baseline": "a.npz", "current": "2018-01-01:", "last": "3m"},
+         "--current and --last are mutually exclusive"),
+        ({"baseline": "a.npz", "baseline_last": "1y", "last": "3m"},
+         "--baseline and --baseline-last are mutually exclusive"),
+        ({"baseline": "a.npz"}, "missing window: give --current START:END|FILE or --last"),
+        ({"last": "3m"}, "missing window: give --baseline START:END|FILE or --baseline-last"),
+        ({"current": "cur.parquet", "baseline_last": "1y"},
+         "--baseline-last 1y: the current window has no start day"),
+        ({"current": ":2018-06-30", "baseline_last": "1y"},
+         "--baseline-last 1y: the current window has no start day"),
+    ],
+)  # fmt: skip
+def test_window_options_are_checked_before_reading(kwargs, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        resolve_windows(**kwargs)
+
+
+def test_last_on_an_empty_feature_table_is_an_input_error(qcli_home):
+    from quantcli.store.offline import OfflineStore
+
+    with OfflineStore() as store:
+        store.ensure_schema("features_technical_v1")
+    with pytest.raises(InputError, match=r"--last 3m: the feature table of technical_v1 has no"):
+        resolve_windows(baseline="2017-01-01:", last="3m")
