@@ -46,6 +46,8 @@ INDEX_COLUMNS = ("symbol", "ts", "label_end")
 # the period return the CPCV strategy earns (quantcli.backtest.engine); never a model input
 RETURN_COLUMN = "fwd_return_1d"
 DEFAULT_EXPERIMENT = "quantcli"
+#: Artifact folder of a training run holding the CPCV report (metrics, plots, path returns).
+BACKTEST_ARTIFACT_PATH = "backtest"
 
 
 # -- the dataset manifest ----------------------------------------------------------------------
@@ -104,6 +106,8 @@ class TrainResult:
     registered_name: str | None = None
     version: str | None = None
     aliases: list[str] = field(default_factory=list)
+    #: artifact paths of the CPCV report in the run (``backtest/equity.png``, ...)
+    backtest_report: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +125,7 @@ class TrainResult:
             "backtest_verdict": T.PASS if self.passed else T.FAIL,
             "reasons": self.reasons,
             "model_files": self.model_files,
+            "backtest_report": self.backtest_report,
         }
 
 
@@ -134,8 +139,8 @@ def _run_backtest(
     seed: int,
     executor: str,
     progress: Any,
-) -> dict[str, Any]:
-    """Run the CPCV engine (:mod:`quantcli.backtest.engine`) and normalise what it returns."""
+) -> tuple[dict[str, Any], Any]:
+    """Run the CPCV engine (:mod:`quantcli.backtest.engine`); return (normalised dict, result)."""
     from quantcli.backtest import CombinatorialPurgedCV
     from quantcli.backtest.engine import run_cpcv_backtest
 
@@ -155,7 +160,7 @@ def _run_backtest(
         progress=progress,
         gates=gates,
     )
-    return _normalise_backtest(result)
+    return _normalise_backtest(result), result
 
 
 def _normalise_backtest(result: Any) -> dict[str, Any]:
@@ -338,7 +343,9 @@ class MLflowTrainer:
 
         cv_cfg = dict(self.cfg["cpcv"])
         gates = dict(self.cfg["gates"])
-        bt = _run_backtest(frame, feature_names, factory, cv_cfg, gates, seed, executor, bar)
+        bt, bt_result = _run_backtest(
+            frame, feature_names, factory, cv_cfg, gates, seed, executor, bar
+        )
         per_fold, cv_means = _fold_metrics(bt["folds"])
         bt_metrics = _scalar_metrics(bt["metrics"])
 
@@ -372,7 +379,12 @@ class MLflowTrainer:
         (work / "backtest" / "result.json").write_text(
             json.dumps(bt["raw"], indent=2, sort_keys=True, default=str)
         )
-        self.client.log_artifact(run_id, str(work / "backtest" / "result.json"), "backtest")
+        # the CPCV report (equity and drawdown of every path, Sharpe distribution, metrics and
+        # path returns) goes with the run, so a reviewer sees the plots next to the model
+        from quantcli.backtest.report import write_report
+
+        report_files = write_report(bt_result, work / "backtest")
+        self.client.log_artifacts(run_id, str(work / "backtest"), BACKTEST_ARTIFACT_PATH)
 
         X_all = frame.select(feature_names).to_numpy().astype(np.float64)
         y_all = frame.get_column("label").to_numpy().astype(np.float64)
@@ -394,6 +406,10 @@ class MLflowTrainer:
             passed=bt["passed"],
             reasons=bt["reasons"],
             model_files=files,
+            backtest_report=sorted(
+                f"{BACKTEST_ARTIFACT_PATH}/{Path(p).name}"
+                for p in [work / "backtest" / "result.json", *report_files.values()]
+            ),
         ), model_dir
 
     def _log_dataset(self, run_id: str, manifest: dict[str, Any], lineage: dict[str, str]) -> None:

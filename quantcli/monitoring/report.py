@@ -155,3 +155,29 @@ def write_drift_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_drift_html(result, max_plots=max_plots), encoding="utf-8")
     return path
+
+
+def write_histogram_pngs(
+    result: DriftResult | dict[str, Any], out_dir: str | Path, max_plots: int = 6
+) -> list[Path]:
+    """Write the histograms of the ``max_plots`` worst features as ``<feature>.png`` files.
+
+    The same pictures as the HTML report's (baseline vs current shares per decile bin), for
+    reports that embed files; the features come in the result's order (worst first), the
+    file names are prefixed with the rank so a directory listing keeps that order.
+    """
+    r = result.to_dict() if isinstance(result, DriftResult) else result
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    if max_plots <= 0 or not r["features"]:
+        return paths
+    plotter = _HistogramPlotter()
+    try:
+        for rank, f in enumerate(r["features"][:max_plots], start=1):
+            path = out / f"{rank:02d}_{f['feature']}.png"
+            path.write_bytes(base64.b64decode(plotter.png_base64(f)))
+            paths.append(path)
+    finally:
+        plotter.close()
+    return paths

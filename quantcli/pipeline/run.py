@@ -41,6 +41,8 @@ from quantcli.pipeline.stages import StageOutcome, StageResult, StageRunner
 DEFAULT_MODEL_NAME = "qcli_sample"
 FINGERPRINT_TAG = "quantcli.pipeline.fingerprint"
 DRIFT_WINDOW_DAYS = 91  # "the last quarter"
+#: drift histograms embedded in the run report (the worst features; drift.html has them all)
+DRIFT_PLOTS_IN_RUN_REPORT = 6
 
 
 @dataclass
@@ -143,14 +145,16 @@ def run_pipeline(
 
     # 3. train (CPCV backtest inside) ---------------------------------------------------------
     def train() -> StageOutcome:
-        from quantcli.features.dataset import load_training_frame
+        from quantcli.backtest.stored import load_backtest_frame
         from quantcli.models import tags as T
         from quantcli.models.registry import ModelRegistry
         from quantcli.models.trainer import frame_sha256, train_from_store
         from quantcli.store.offline import OfflineStore
 
         with OfflineStore(read_only=True) as store:
-            frame = load_training_frame(store, feature_set=feature_set, label=label)
+            # the frame the trainer fits and backtests (features, label, fwd_return_1d), so
+            # the fingerprint covers every column the version depends on
+            frame, _ = load_backtest_frame(feature_set, label, store)
         fp = _fingerprint(frame_sha256(frame), cfg, model_kind, label)
         state["train_start"], state["train_end"] = frame["ts"].min(), frame["ts"].max()
         registry = ModelRegistry(tracking_uri)
@@ -168,7 +172,14 @@ def run_pipeline(
             verdict = info.verdicts.get("backtest") or info.tags.get("quantcli.backtest.verdict")
             return StageOutcome(
                 f"unchanged data and config: reusing {model_name} v{info.version} (no new version)",
-                {"reused": True, "version": info.version, "fingerprint": fp},
+                {
+                    "reused": True,
+                    "version": info.version,
+                    "fingerprint": fp,
+                    "backtest_report": _backtest_report(
+                        registry, model_name, info.version, report_dir
+                    ),
+                },
                 gate=verdict,
             )
         res = train_from_store(
@@ -189,7 +200,12 @@ def run_pipeline(
             f"{model_name} v{res.version} @staging; CPCV Sharpe {_num(m.get('sharpe'))}, "
             f"PSR {_num(m.get('psr'))}, DSR {_num(m.get('dsr'))}, "
             f"max DD {_num(m.get('max_drawdown'))}; backtest gate {verdict}: {reasons}",
-            {**d, "fingerprint": fp, "reused": False},
+            {
+                **d,
+                "fingerprint": fp,
+                "reused": False,
+                "backtest_report": _backtest_report(registry, model_name, res.version, report_dir),
+            },
             gate=verdict,
         )
 
@@ -312,7 +328,7 @@ def run_pipeline(
         return StageOutcome(
             f"last {DRIFT_WINDOW_DAYS} days vs the training window: {n} of {res['n_features']} "
             f"features drifted ({len(res['significant_features'])} significant); report {html}",
-            {**res, "report": str(html)},
+            {**res, "report": str(html), "report_plots": str(report_dir / "drift")},
         )
 
     for name, title, fn in [
@@ -361,6 +377,25 @@ def _symbols() -> list[str]:
         return [r[0] for r in store.con.execute("SELECT DISTINCT symbol FROM bars").fetchall()]
 
 
+def _backtest_report(registry: Any, name: str, version: str | int, report_dir: Path) -> str | None:
+    """Copy the version's CPCV report (plots, metrics) into ``report_dir/backtest``.
+
+    Returns that folder, or None for a version trained before the report was logged.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from quantcli.models.trainer import BACKTEST_ARTIFACT_PATH
+
+    try:
+        # plots and metrics are evidence for a reader, not model inputs: they are not signed
+        local, _ = registry.download_artifacts(
+            name, version, BACKTEST_ARTIFACT_PATH, report_dir, verify=False
+        )
+    except (OSError, MlflowException):  # an older version without a logged report
+        return None
+    return str(local)
+
+
 def _num(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -384,7 +419,9 @@ def _drift_report(feature_set: str, report_dir: Path) -> tuple[dict[str, Any], P
     d = res.to_dict()
     report_dir.mkdir(parents=True, exist_ok=True)
     html = report_dir / "drift.html"
-    from quantcli.monitoring.report import write_drift_report
+    from quantcli.monitoring.report import write_drift_report, write_histogram_pngs
 
     write_drift_report(res, html)
+    # the worst features' histograms also go into the run report itself
+    write_histogram_pngs(res, report_dir / "drift", max_plots=DRIFT_PLOTS_IN_RUN_REPORT)
     return d, html

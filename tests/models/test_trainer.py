@@ -107,6 +107,20 @@ def test_train_register_validate_promote_rollback(
         "model/model.json",
         "model/signature.json",
     }
+    # the CPCV report travels with the run: plots, metrics and the path returns
+    report = {f.path for f in reg.client.list_artifacts(good.run_id, "backtest")}
+    assert (
+        report
+        == set(good.backtest_report)
+        == {
+            "backtest/result.json",
+            "backtest/metrics.json",
+            "backtest/path_returns.csv",
+            "backtest/equity.png",
+            "backtest/drawdowns.png",
+            "backtest/sharpe_distribution.png",
+        }
+    )
     signature = json.loads(
         (reg.download_artifacts(model_name, 1, "model/signature.json")[0]).read_text()
     )

@@ -6,6 +6,7 @@ model version); a noise universe with --strict must exit 1 and serve from stagin
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -57,6 +58,19 @@ def _count(home: Path, sql: str) -> int:
         con.close()
 
 
+def _assert_report_embeds_plots(html_path: Path) -> None:
+    """The run report is one file: the backtest plots and drift histograms are inside it."""
+    html = html_path.read_text()
+    for name in ("equity", "drawdowns", "sharpe_distribution"):
+        png = html_path.parent / "backtest" / f"{name}.png"
+        assert base64.b64encode(png.read_bytes()).decode() in html, name
+    drift_pngs = sorted((html_path.parent / "drift").glob("*.png"))
+    assert len(drift_pngs) == 6  # DRIFT_PLOTS_IN_RUN_REPORT, worst features first
+    for png in drift_pngs:
+        assert base64.b64encode(png.read_bytes()).decode() in html, png.name
+    assert html.count("data:image/png;base64,") == 1 + 3 + 6  # timings + backtest + drift
+
+
 def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path):
     home = tmp_path / "home"
     cfg = tmp_path / "fast.toml"
@@ -74,7 +88,7 @@ def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path):
     assert stages["promote"]["details"]["promoted"] is True
     assert out["served_alias"] == "production"
     assert len(stages["predict"]["details"]["predictions"]) == 4
-    assert Path(out["report_html"]).is_file()
+    _assert_report_embeds_plots(Path(out["report_html"]))
     n_bars = _count(home, "SELECT count(*) FROM bars")
     n_feat = _count(home, "SELECT count(*) FROM technical_features_v1")
     assert n_bars == 4 * 700
@@ -87,6 +101,8 @@ def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path):
     assert st2["train"]["details"]["version"] == stages["train"]["details"]["version"]
     assert _count(home, "SELECT count(*) FROM bars") == n_bars
     assert _count(home, "SELECT count(*) FROM technical_features_v1") == n_feat
+    # a reused version still brings its backtest plots into the new run's report
+    _assert_report_embeds_plots(Path(out2["report_html"]))
 
 
 def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(tmp_path):
