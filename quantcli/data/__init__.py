@@ -14,8 +14,9 @@ Public API (re-exported here, loaded on first use so that ``import quantcli.data
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from quantcli._lazy import lazy_exports
 
 _EXPORTS = {
     "IngestResult": "quantcli.data.ingest",
@@ -40,18 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from quantcli.data.validation import QualityIssue, QualityReport, validate_bars
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'quantcli.data' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "IngestResult",

@@ -13,7 +13,7 @@ Importing this package imports no heavy library (mlflow, lightgbm, sklearn load 
 
 from __future__ import annotations
 
-from typing import Any
+from quantcli._lazy import lazy_exports
 
 __all__ = [
     "MLflowTrainer",
@@ -36,9 +36,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'quantcli.models' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

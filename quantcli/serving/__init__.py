@@ -14,7 +14,7 @@ Importing this package is cheap: onnx, onnxruntime, lightgbm and sklearn load on
 
 from __future__ import annotations
 
-from typing import Any
+from quantcli._lazy import lazy_exports
 
 __all__ = [
     "ExportResult",
@@ -41,9 +41,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'quantcli.serving' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
