@@ -119,29 +119,21 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class _Level:
-    """One alert level of a threshold check: ``severity`` when the value breaches the
-    :class:`GuardThresholds` field ``limit``; ``message`` formats ``{value}``, ``{limit}`` and
-    ``{limit_pct}`` (the limit as a percentage, all its significant digits)."""
-
-    severity: str
-    limit: str
-    message: str
-
-
-@dataclass(frozen=True)
 class _ThresholdCheck:
-    """A check that compares one number with one or two limits (the most severe level first).
+    """A check that compares one number with one or two limits.
 
-    ``breaches(value, limit)`` says whether a level applies (``operator.lt`` for a drawdown,
-    a negative fraction; ``operator.gt`` for rates and counts): a value exactly at a limit does
-    not breach it. ``missing`` is the INFO message when the input is absent, ``ok`` the INFO
-    message (``{value}``) when no level applies.
+    ``levels`` are ``(severity, GuardThresholds field)``, the most severe first; the first
+    level whose limit ``breaches(value, limit)`` is the finding (``operator.lt`` for a drawdown,
+    a negative fraction; ``operator.gt`` for rates and counts), so a value exactly at a limit
+    does not breach it. Messages are ``str.format`` templates: ``breach`` takes ``{value}``,
+    ``{limit}`` and ``{limit_pct}`` (the limit in percent, all its significant digits);
+    ``ok`` (no level applies) takes ``{value}``; ``missing`` is said when the input is absent.
     """
 
     check: str
     breaches: Callable[[float, float], bool]
-    levels: tuple[_Level, ...]
+    levels: tuple[tuple[str, str], ...]
+    breach: str
     ok: str
     missing: str
 
@@ -151,62 +143,42 @@ _NO_SERVICE = "no service requests to rate (or no --metrics)"
 #: The threshold checks after ``sharpe``, in report order (the table in the module docstring).
 THRESHOLD_CHECKS: tuple[_ThresholdCheck, ...] = (
     _ThresholdCheck(
-        "drawdown",
-        operator.lt,
-        (
-            _Level("CRITICAL", "max_drawdown", "max drawdown {value:.1%} beyond {limit_pct}"),
-            _Level("WARNING", "warn_drawdown", "max drawdown {value:.1%} beyond {limit_pct}"),
-        ),
+        "drawdown", operator.lt, (("CRITICAL", "max_drawdown"), ("WARNING", "warn_drawdown")),
+        breach="max drawdown {value:.1%} beyond {limit_pct}",
         ok="max drawdown {value:.1%} ok",
         missing="no drawdown recorded",
     ),
     _ThresholdCheck(
-        "error_rate",
-        operator.gt,
-        (
-            _Level("CRITICAL", "max_error_rate", "error rate {value:.2%} above {limit_pct}"),
-            _Level("WARNING", "warn_error_rate", "error rate {value:.2%} above {limit_pct}"),
-        ),
+        "error_rate", operator.gt, (("CRITICAL", "max_error_rate"), ("WARNING", "warn_error_rate")),
+        breach="error rate {value:.2%} above {limit_pct}",
         ok="error rate {value:.2%} ok",
         missing=_NO_SERVICE,
     ),
     _ThresholdCheck(
-        "latency",
-        operator.gt,
-        (
-            _Level(
-                "WARNING",
-                "max_slow_share",
-                "{value:.1%} of requests slower than 500 ms (limit {limit_pct})",
-            ),
-        ),
+        "latency", operator.gt, (("WARNING", "max_slow_share"),),
+        breach="{value:.1%} of requests slower than 500 ms (limit {limit_pct})",
         ok="{value:.1%} of requests over 500 ms",
         missing=_NO_SERVICE,
     ),
     _ThresholdCheck(
-        "drift",
-        operator.gt,
-        (
-            _Level(
-                "WARNING", "max_drifted_features", "{value} features drifted (more than {limit})"
-            ),
-        ),
+        "drift", operator.gt, (("WARNING", "max_drifted_features"),),
+        breach="{value} features drifted (more than {limit})",
         ok="{value} features drifted",
         missing="no drift check recorded",
     ),
-)
+)  # fmt: skip
 
 
 def _threshold_finding(spec: _ThresholdCheck, value: float | None, t: GuardThresholds) -> Finding:
     """The finding of one threshold check: the first level ``value`` breaches, else INFO."""
     if value is None:
         return Finding(spec.check, "INFO", spec.missing)
-    for level in spec.levels:
-        limit = getattr(t, level.limit)
+    for severity, field in spec.levels:
+        limit = getattr(t, field)
         if spec.breaches(value, limit):
             # the limit exactly as configured ({:g} of percent): 0.005 -> 0.5%, 0.015 -> 1.5%
-            message = level.message.format(value=value, limit=limit, limit_pct=f"{limit * 100:g}%")
-            return Finding(spec.check, level.severity, message, float(value), float(limit))
+            message = spec.breach.format(value=value, limit=limit, limit_pct=f"{limit * 100:g}%")
+            return Finding(spec.check, severity, message, float(value), float(limit))
     return Finding(spec.check, "INFO", spec.ok.format(value=value), float(value))
 
 
