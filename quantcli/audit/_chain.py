@@ -38,5 +38,8 @@ def features_sha256(values: Sequence[float | None] | np.ndarray) -> str:
     (``numpy.dtype('<f8')``), ``None`` written as NaN, concatenated. The hash therefore pins the
     exact bits the model saw, independent of JSON number formatting.
     """
-    arr = np.asarray([np.nan if v is None else v for v in values], dtype="<f8")
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        arr = np.ascontiguousarray(values, dtype="<f8")  # the serving path: no per-value loop
+    else:
+        arr = np.asarray([np.nan if v is None else v for v in values], dtype="<f8")
     return hashlib.sha256(arr.tobytes()).hexdigest()

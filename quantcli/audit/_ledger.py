@@ -157,10 +157,14 @@ class AuditLedger:
                 out, lines = [], []
                 seq, prev = self._next_seq, self._prev_hash
                 for entry in entries:
-                    rec = _json_clean(dict(entry))
+                    rec = dict(entry)
                     rec["seq"] = seq
                     rec["prev_hash"] = prev
-                    body = canonical_bytes(rec)
+                    try:
+                        body = canonical_bytes(rec)
+                    except ValueError:  # NaN/inf somewhere (rare): store null, as documented
+                        rec = _json_clean(rec)
+                        body = canonical_bytes(rec)
                     rec["hash"] = hashlib.sha256(body).hexdigest()
                     # serialise once: the canonical body with the hash appended as last key
                     lines.append(body[:-1] + b',"hash":"' + rec["hash"].encode() + b'"}')

@@ -59,6 +59,9 @@ from quantcli.store.offline import OfflineStore
 FEAST_PROJECT = "quantcli"
 ONLINE_STORES = ("sqlite", "redis")
 ENGINES = {"local": "local", "ray": "ray.engine"}
+# "direct": read the online store's rows directly (quantcli.store.feast_online_read, proven equal
+# to the SDK by tests); "feast": FeatureStore.get_online_features.
+READ_PATHS = ("direct", "feast")
 STATE_FILE = "quantcli_state.json"
 REDIS_URL_ENV = "QCLI_REDIS_URL"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -529,7 +532,11 @@ class OnlineFeatureStore:
     Obtain it with :func:`get_feature_store`. Thread-safe for concurrent reads.
     """
 
-    def __init__(self, feature_set: str = "technical_v1") -> None:
+    def __init__(self, feature_set: str = "technical_v1", *, read_path: str = "direct") -> None:
+        if read_path not in READ_PATHS:
+            raise InputError(
+                f"`read_path` must be one of {READ_PATHS}, got `read_path={read_path!r}`."
+            )
         FeatureStore = _import_feast().FeatureStore
 
         self.decl = load_declaration(feature_set)
@@ -545,6 +552,8 @@ class OnlineFeatureStore:
         )
         with _quiet_feast():
             self._fs = FeatureStore(config=self._cfg)
+        self._direct = self._direct_reader() if read_path == "direct" else None
+        self.read_path = "direct" if self._direct is not None else "feast"
         self.counters = OnlineCounters()
         self._state_file = _state_path()  # resolved once: qcli_home() resolves paths (slow)
         self._state_mtime = 0.0
@@ -557,6 +566,23 @@ class OnlineFeatureStore:
         """The underlying ``feast.FeatureStore`` (the raw SDK)."""
         return self._fs
 
+    def _direct_reader(self) -> Any:
+        """The direct online-store reader, when Feast's registry holds the view exactly as the
+        declaration says (else the SDK is the only faithful reader: ``None``)."""
+        from feast.errors import FeatureViewNotFoundException
+
+        from quantcli.store.feast_online_read import direct_reader
+
+        try:
+            view = self._fs.get_feature_view(self.decl.view_name)
+        except FeatureViewNotFoundException:  # the SDK path reports it on every read
+            return None
+        if sorted(f.name for f in view.features) != sorted(self.decl.feature_names):
+            return None
+        if list(view.join_keys) != [self.decl.entity]:
+            return None
+        return direct_reader(self._fs, self.decl.view_name, self.decl.entity)
+
     def _load_state(self, force: bool = False) -> None:
         """Re-read the materialization state when the file changed (checked at most once a
         second: a concurrent ``materialize`` is picked up within a second)."""
@@ -568,6 +594,8 @@ class OnlineFeatureStore:
         if mtime == self._state_mtime:
             return
         state = _read_state()[self.decl.feature_set]
+        if self._state_mtime and self._direct is not None:
+            self._direct.reset()  # re-materialized: reopen the online store
         self._entity_ts: dict[str, str] = state["entity_ts"]
         data_end = datetime.fromisoformat(state["data_end"])
         self._stale_before = _iso(data_end - self.decl.ttl)
@@ -619,10 +647,13 @@ class OnlineFeatureStore:
             self._refs_cache[key] = cached
         refs, names = cached
         self._load_state()
-        response = self._fs.get_online_features(
-            features=refs, entity_rows=[{self.decl.entity: s} for s in symbols]
-        )
-        values = _response_values(response, names, len(symbols))
+        if self._direct is not None:
+            values = self._direct.read(symbols, names)[0]
+        else:
+            response = self._fs.get_online_features(
+                features=refs, entity_rows=[{self.decl.entity: s} for s in symbols]
+            )
+            values = _response_values(response, names, len(symbols))
         absent = np.isnan(values).all(axis=1)
         feature_ts: list[str | None] = []
         fallback: list[str | None] = []
@@ -767,8 +798,14 @@ def pit_join_duckdb(
     )
 
 
-def get_feature_store(feature_set: str = "technical_v1") -> OnlineFeatureStore:
+def get_feature_store(
+    feature_set: str = "technical_v1", *, read_path: str = "direct"
+) -> OnlineFeatureStore:
     """The quantcli wrapper over the materialized Feast store of ``feature_set``.
+
+    ``read_path="direct"`` (default) reads the online store's rows without the SDK's per-value
+    Python work (same values, tested); ``"feast"`` goes through
+    ``FeatureStore.get_online_features``. Both share the fallback rule and the counters.
 
     Examples
     --------
@@ -776,7 +813,7 @@ def get_feature_store(feature_set: str = "technical_v1") -> OnlineFeatureStore:
     >>> fs.get_online_features(symbols=["SPY", "QQQ"], feature_refs=["rsi_14"]).values
     array([[55.2], [61.7]])
     """
-    return OnlineFeatureStore(feature_set)
+    return OnlineFeatureStore(feature_set, read_path=read_path)
 
 
 __all__ = [
