@@ -12,11 +12,10 @@ TA-Lib's zero conventions are kept: a variance below 1e-8 gives a standard devia
 (``TA_IS_ZERO_OR_NEG``); RSI, +DI, -DI and DX are 0 when their denominator is within 1e-8 of 0
 (``TA_IS_ZERO``); stochastic %K is 0 when HH == LL; ROC/ROCP are 0 after a zero price.
 
-:func:`compute_blocks` runs every declared feature over every symbol block, in parallel over
-symbols (the kernel releases the GIL; :mod:`quantcli.features.compute` runs symbol ranges on
-threads -- plain threads rather than ``prange``, which doubles the one-off compile time); the
-Python side (:mod:`quantcli.features.compute`) sorts, validates and
-wraps it.
+:func:`group_blocks` runs one indicator group (BBANDS, MACD, the directional system, STOCH, or a
+single indicator) over every symbol block; it releases the GIL, and
+:mod:`quantcli.features.expressions` runs symbol ranges on threads (plain threads rather than
+``prange``, which doubles the one-off compile time) inside one Polars expression per group.
 """
 
 from __future__ import annotations
@@ -236,28 +235,21 @@ def rsi(close, n):
     gain = 0.0
     loss = 0.0
     prev = close[0]
-    for i in range(1, n + 1):
+    # bars 1..n sum the seed; from bar n on each bar is a Wilder step: one loop, as TA-Lib's
+    for i in range(1, size):
         d = close[i] - prev
         prev = close[i]
+        if i > n:
+            loss *= keep
+            gain *= keep
         up = d if d > 0.0 else 0.0
         gain += up
         loss += up - d
-    loss *= inv_n
-    gain *= inv_n
-    s = gain + loss
-    out[n] = 100.0 * (gain / s) if s > 0.0 else 0.0
-    for i in range(n + 1, size):
-        d = close[i] - prev
-        prev = close[i]
-        loss *= keep
-        gain *= keep
-        up = d if d > 0.0 else 0.0
-        gain += up
-        loss += up - d
-        loss *= inv_n
-        gain *= inv_n
-        s = gain + loss
-        out[i] = 100.0 * (gain / s) if s > 0.0 else 0.0
+        if i >= n:
+            loss *= inv_n
+            gain *= inv_n
+            s = gain + loss
+            out[i] = 100.0 * (gain / s) if s > 0.0 else 0.0
     return out
 
 
@@ -433,25 +425,33 @@ def obv(close, volume):
 
 
 @njit(cache=True)
-def rocp(close, n):
-    """TA_ROCP: (close - close[t-n]) / close[t-n], a fraction; 0 after a zero price."""
+def _rate_of_change(close, n, percent):
+    """TA_ROC (``percent``: ``(close / close[t-n] - 1) * 100``) or TA_ROCP (a fraction,
+    ``(close - close[t-n]) / close[t-n]``); 0 after a zero price. The two formulas are kept
+    apart, not derived from each other, because TA-Lib rounds them differently."""
     size = close.shape[0]
     out = _nans(size, n)
     for i in range(n, size):
         prev = close[i - n]
-        out[i] = (close[i] - prev) / prev if prev != 0.0 else 0.0
+        if prev == 0.0:
+            out[i] = 0.0
+        elif percent:
+            out[i] = ((close[i] / prev) - 1.0) * 100.0
+        else:
+            out[i] = (close[i] - prev) / prev
     return out
+
+
+@njit(cache=True)
+def rocp(close, n):
+    """TA_ROCP: (close - close[t-n]) / close[t-n], a fraction; 0 after a zero price."""
+    return _rate_of_change(close, n, False)
 
 
 @njit(cache=True)
 def roc(close, n):
     """TA_ROC: (close / close[t-n] - 1) * 100, in percent; 0 after a zero price."""
-    size = close.shape[0]
-    out = _nans(size, n)
-    for i in range(n, size):
-        prev = close[i - n]
-        out[i] = ((close[i] / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
-    return out
+    return _rate_of_change(close, n, True)
 
 
 @njit(cache=True)
@@ -551,56 +551,29 @@ def feature(code, p0, p1, p2, high, low, close, volume):
 
 
 @njit(cache=True, nogil=True)
-def compute_blocks(
-    codes, params, starts, out_starts, warmup, high, low, close, volume, out, sym_lo, sym_hi
-):
-    """Every feature of symbol blocks ``sym_lo .. sym_hi - 1``, rows from ``warmup`` on, into
-    ``out`` (releases the GIL, so disjoint symbol ranges can run on threads).
+def group_blocks(group, p0, p1, p2, starts, high, low, close, volume, out, sym_lo, sym_hi):
+    """One indicator group over symbol blocks ``sym_lo .. sym_hi - 1``, full length, into ``out``
+    (releases the GIL, so disjoint symbol ranges can run on threads).
 
     Parameters
     ----------
-    codes : int64[F]
-        Kind code of each feature (column order).
-    params : float64[F, 3]
-        Up to three parameters per feature.
+    group : int
+        The group's kind code (see :func:`group_of`); ``p0, p1, p2`` its parameters.
     starts : int64[S + 1]
         Row offsets of the symbol blocks in the input arrays (sorted by symbol, ts).
-    out_starts : int64[S + 1]
-        Row offsets of each block's kept rows in ``out``.
-    warmup : int
-        Bars dropped at the start of each block.
     high, low, close, volume : float64[N]
         The inputs, contiguous per symbol.
-    out : float64[F, M]
-        Written in place: ``out[f, out_starts[s] + i - warmup]`` for bar ``i >= warmup``.
+    out : float64[R, N]
+        Written in place: row ``r`` is the group's ``r``-th output (see :func:`group_values`),
+        NaN in each block's warm-up bars, like TA-Lib; ``R`` is 1 to 3.
     """
+    rows = out.shape[0]
     for s in range(sym_lo, sym_hi):
         a = starts[s]
         b = starts[s + 1]
-        if b - a <= warmup:
-            continue
-        h = high[a:b]
-        lo = low[a:b]
-        c = close[a:b]
-        v = volume[a:b]
-        o0 = out_starts[s]
-        last_group = -1
-        empty = np.empty(0)
-        values = (empty, empty, empty)
-        for f in range(codes.shape[0]):
-            g = group_of(codes[f])
-            if (
-                g != last_group
-                or f == 0
-                or not (
-                    params[f, 0] == params[f - 1, 0]
-                    and params[f, 1] == params[f - 1, 1]
-                    and params[f, 2] == params[f - 1, 2]
-                )
-            ):
-                values = group_values(g, params[f, 0], params[f, 1], params[f, 2], h, lo, c, v)
-                last_group = g
-            src = values[member_row(codes[f])]
-            dst = out[f]
-            for i in range(warmup, b - a):
-                dst[o0 + i - warmup] = src[i]
+        values = group_values(group, p0, p1, p2, high[a:b], low[a:b], close[a:b], volume[a:b])
+        for r in range(rows):
+            src = values[r]
+            dst = out[r]
+            for i in range(b - a):
+                dst[a + i] = src[i]

@@ -6,8 +6,10 @@ Flow of :func:`build_features`:
    ``shard_rows`` bars (whole symbols only).
 2. For each shard the one writer reads the bars from DuckDB and hands them to
    :func:`compute_shard`, a pure top-level function mapped through
-   :func:`quantcli.scale.get_executor` (``local`` or ``ray``), a few shards at a time so
-   memory stays bounded (a 25 M bar build never holds all bars).
+   :func:`quantcli.scale.get_executor` (``local`` or ``ray``) in waves of
+   :func:`wave_size` shards -- two per executor worker, capped so a wave's bars and features
+   fit in ``WAVE_MEMORY_BYTES`` -- so memory stays bounded (a 25 M bar build never holds all
+   bars).
 3. The writer deletes stale rows, inserts the new ones, updates ``feature_build_state`` and
    records the build in ``feature_builds`` -- all inside ONE transaction: a failed build leaves
    the store exactly as it was.
@@ -49,8 +51,12 @@ from quantcli.store.offline import OfflineStore
 
 #: Bars per shard (whole symbols): 250 k bars x 31 columns of float64 is ~60 MB of features.
 DEFAULT_SHARD_ROWS = 250_000
-#: Shards computed between two writes: bounds memory while keeping every worker busy.
-SHARDS_PER_WAVE = 4
+#: Shards in flight per executor worker: two, so a worker that finishes a small shard picks up
+#: another while the wave's largest one still runs.
+SHARDS_PER_WORKER = 2
+#: Bytes of bars and features one wave of shards may hold in memory (the driver keeps every
+#: shard's input and result until the wave is written).
+WAVE_MEMORY_BYTES = 2 * 1024**3
 
 ProgressFn = Callable[[int, int], None]
 
@@ -280,6 +286,25 @@ def _plan_shards(counts: list[tuple[str, int]], shard_rows: int) -> list[list[tu
     return shards
 
 
+def wave_size(workers: int, shard_rows: int, n_features: int) -> int:
+    """Shards computed between two writes: ``SHARDS_PER_WORKER`` per executor worker (so Ray
+    uses every CPU of its cluster), at most as many as fit in ``WAVE_MEMORY_BYTES``.
+
+    A shard holds ``shard_rows`` bars (7 columns) and as many feature rows (``n_features`` + 2
+    columns), 8 bytes a value.
+
+    >>> wave_size(workers=1, shard_rows=250_000, n_features=29)
+    2
+    >>> wave_size(workers=64, shard_rows=250_000, n_features=29)  # 2 GB / 76 MB per shard
+    28
+    """
+    if workers < 1:
+        raise InputError(f"`workers` must be at least 1, got `workers={workers}`.")
+    shard_bytes = max(1, shard_rows) * (7 + n_features + 2) * 8
+    by_memory = max(1, WAVE_MEMORY_BYTES // shard_bytes)
+    return int(max(1, min(SHARDS_PER_WORKER * workers, by_memory)))
+
+
 def _to_utc(since: str | date | datetime | None) -> datetime | None:
     if since is None:
         return None
@@ -415,8 +440,9 @@ def build_features(
             rows_deleted += _scalar(con, f"SELECT count(*) FROM {table}")
             con.execute(f"DELETE FROM {table}")
         done = 0
-        for w in range(0, len(shards), SHARDS_PER_WAVE):
-            wave = shards[w : w + SHARDS_PER_WAVE]
+        per_wave = wave_size(getattr(pool, "workers", 1), shard_rows, len(fs.features))
+        for w in range(0, len(shards), per_wave):
+            wave = shards[w : w + per_wave]
             t0 = time.perf_counter()
             tasks = []
             for shard in wave:

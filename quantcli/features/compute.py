@@ -1,10 +1,12 @@
-"""Compute a declared feature set on OHLCV bars: sort once, then Numba kernels per symbol block.
+"""Compute a declared feature set on OHLCV bars: sort and check once, then a lazy Polars plan.
 
-The declaration (:mod:`quantcli.features.definitions`) is compiled into a dispatch table -- one
-kind code and up to three parameters per feature -- that
-:func:`quantcli.features._nb.compute_blocks` runs over contiguous symbol blocks, in parallel
-over symbols. Every indicator follows TA-Lib's arithmetic (see ``docs/features.md``); each
-symbol is computed over its full history, on its own.
+The declaration (:mod:`quantcli.features.definitions`) is compiled into lazy Polars expressions
+(:mod:`quantcli.features.expressions`), evaluated with ``LazyFrame.with_columns`` on the bars
+sorted by ``(symbol, ts)``, by one of two engines: ``kernel`` (default; one expression per
+indicator group running the Numba kernels of :mod:`quantcli.features._nb` over contiguous
+symbol blocks) or ``polars`` (native expressions ``.over("symbol")``). Every indicator follows
+TA-Lib's arithmetic (see ``docs/features.md``); each symbol is computed over its full history,
+on its own.
 
 Conventions
 -----------
@@ -18,75 +20,52 @@ Conventions
 from __future__ import annotations
 
 import itertools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from quantcli.errors import InputError
-from quantcli.features import _nb
 from quantcli.features.definitions import FeatureSet, load_feature_set
+from quantcli.features.expressions import (
+    DEFAULT_ENGINE,
+    KIND_CODES,
+    check_engine,
+    lazy_features,
+)
 
-#: kind name -> kernel code in quantcli.features._nb
-KIND_CODES: dict[str, int] = {
-    "nma": _nb.NMA,
-    "bb_pct": _nb.BB_PCT,
-    "bb_width": _nb.BB_WIDTH,
-    "volume_z": _nb.VOLUME_Z,
-    "rsi": _nb.RSI,
-    "roc": _nb.ROC,
-    "macd": _nb.MACD,
-    "macd_signal": _nb.MACD_SIGNAL,
-    "macd_hist": _nb.MACD_HIST,
-    "adx": _nb.ADX,
-    "plus_di": _nb.PLUS_DI,
-    "minus_di": _nb.MINUS_DI,
-    "atr": _nb.ATR,
-    "volatility": _nb.VOLATILITY,
-    "stoch_k": _nb.STOCH_K,
-    "stoch_d": _nb.STOCH_D,
-    "obv": _nb.OBV,
-    "obv_ema": _nb.OBV_EMA,
-    "return": _nb.RETURN,
-}
-
-# Parameter order passed to the kernels, per kind.
-_PARAM_ORDER: dict[str, tuple[str, ...]] = {
-    "bb_pct": ("window", "nbdev"),
-    "bb_width": ("window", "nbdev"),
-    "macd": ("fast", "slow", "signal"),
-    "macd_signal": ("fast", "slow", "signal"),
-    "macd_hist": ("fast", "slow", "signal"),
-    "stoch_k": ("fastk", "slowk", "slowd"),
-    "stoch_d": ("fastk", "slowk", "slowd"),
-    "obv": (),
-}
+__all__ = [
+    "KIND_CODES",
+    "Plan",
+    "block_starts",
+    "compile_plan",
+    "compute_features",
+    "compute_sorted",
+    "sort_bars",
+]
 
 _PRICE_INPUTS = ("high", "low", "close", "volume")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The compiled declaration: arrays the kernel reads."""
+    """A declaration bound to an engine: what :func:`compute_sorted` evaluates."""
 
-    codes: np.ndarray  # int64[F]
-    params: np.ndarray  # float64[F, 3]
-    names: tuple[str, ...]
-    warmup: int
+    feature_set: FeatureSet
+    engine: str = DEFAULT_ENGINE
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.feature_set.feature_names)
+
+    @property
+    def warmup(self) -> int:
+        return self.feature_set.warmup
 
 
-def compile_plan(fs: FeatureSet) -> Plan:
-    """Compile a feature-set declaration into the kernel's dispatch arrays."""
-    codes = np.empty(len(fs.features), dtype=np.int64)
-    params = np.zeros((len(fs.features), 3), dtype=np.float64)
-    for i, spec in enumerate(fs.features):
-        codes[i] = KIND_CODES[spec.kind]
-        order = _PARAM_ORDER.get(spec.kind, ("window",))
-        for j, key in enumerate(order):
-            params[i, j] = float(spec.params[key])
-    return Plan(codes=codes, params=params, names=tuple(fs.feature_names), warmup=fs.warmup)
+def compile_plan(fs: FeatureSet, engine: str = DEFAULT_ENGINE) -> Plan:
+    """Bind a feature-set declaration to an engine (``kernel`` or ``polars``)."""
+    return Plan(feature_set=fs, engine=check_engine(engine))
 
 
 def _runs(df: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -166,62 +145,23 @@ def block_starts(sorted_bars: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     return starts, symbols
 
 
-def n_threads() -> int:
-    """Threads for the kernels: ``QCLI_FEATURE_THREADS`` or the number of CPUs."""
-    raw = os.environ.get("QCLI_FEATURE_THREADS")
-    if raw:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            raise InputError(f"QCLI_FEATURE_THREADS must be an integer, got {raw!r}") from None
-    return max(1, os.cpu_count() or 1)
-
-
-def _thread_ranges(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
-    """Split the symbol blocks into at most ``threads`` contiguous ranges of similar row count."""
-    n_sym = starts.shape[0] - 1
-    if threads <= 1 or n_sym <= 1 or starts[-1] < 20_000:
-        return [(0, n_sym)]
-    targets = starts[-1] * np.arange(1, threads) / threads
-    cuts = np.unique(np.clip(np.searchsorted(starts, targets), 1, n_sym - 1))
-    edges = [0, *cuts.tolist(), n_sym]
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-
-
 def compute_sorted(
     sorted_bars: pl.DataFrame, plan: Plan, starts: np.ndarray | None = None
 ) -> tuple[pl.DataFrame, int]:
     """Features of bars already passed through :func:`sort_bars`; returns (frame, warm-up rows).
 
-    ``starts`` (from :func:`block_starts`) saves recomputing the symbol blocks.
+    Evaluates :func:`quantcli.features.expressions.lazy_features` (``LazyFrame.with_columns``
+    of the compiled expressions, then a lazy filter dropping the warm-up rows) with
+    ``plan.engine``. ``starts`` (from :func:`block_starts`) saves recomputing the symbol blocks.
     """
     if starts is None:
         starts, _ = block_starts(sorted_bars)
-    lengths = np.diff(starts)
-    kept = np.maximum(lengths - plan.warmup, 0)
-    out_starts = np.zeros_like(starts)
-    np.cumsum(kept, out=out_starts[1:])
-    total = int(out_starts[-1])
-    out = np.empty((len(plan.names), total), dtype=np.float64)
-    if total:
-        inputs = [np.ascontiguousarray(sorted_bars[c].to_numpy()) for c in _PRICE_INPUTS]
-        args = (plan.codes, plan.params, starts, out_starts, plan.warmup, *inputs, out)
-        ranges = _thread_ranges(starts, n_threads())
-        if len(ranges) == 1:
-            _nb.compute_blocks(*args, *ranges[0])
-        else:
-            with ThreadPoolExecutor(len(ranges)) as pool:
-                for fut in [pool.submit(_nb.compute_blocks, *args, lo, hi) for lo, hi in ranges]:
-                    fut.result()
-    # rows kept: bars warmup .. len-1 of every block
-    idx = np.repeat(starts[:-1] + plan.warmup - out_starts[:-1], kept) + np.arange(total)
-    keys = sorted_bars.select("symbol", "ts")[idx]
-    frame = keys.hstack([pl.Series(name, out[i]) for i, name in enumerate(plan.names)])
-    return frame, int(lengths.sum()) - total
+    frame = lazy_features(sorted_bars, plan.feature_set, plan.engine, starts).collect()
+    return frame, sorted_bars.height - frame.height
 
 
 def compute_features(
-    bars: pl.DataFrame | pl.LazyFrame, feature_set: str = "technical_v1"
+    bars: pl.DataFrame | pl.LazyFrame, feature_set: str = "technical_v1", engine: str = "kernel"
 ) -> pl.DataFrame:
     """Compute ``feature_set`` on ``bars``: ``symbol, ts`` and the declared features.
 
@@ -233,6 +173,10 @@ def compute_features(
         recursive, so a symbol's values depend on its first bar.
     feature_set
         The declaration in ``feature_defs/`` (default ``technical_v1``).
+    engine
+        ``"kernel"`` (default: Numba kernels, one Polars expression per indicator group,
+        bit-identical to TA-Lib) or ``"polars"`` (native Polars expressions, equal to a relative
+        1e-9); see :mod:`quantcli.features.expressions`.
 
     Returns
     -------
@@ -247,7 +191,7 @@ def compute_features(
     >>> feats.shape  # 2 symbols x (300 - 199 warm-up bars), symbol + ts + 29 features
     (202, 31)
     """
-    plan = compile_plan(load_feature_set(feature_set))
+    plan = compile_plan(load_feature_set(feature_set), engine)
     srt = sort_bars(bars)
     starts, _ = block_starts(srt)
     frame, _ = compute_sorted(srt, plan, starts)
