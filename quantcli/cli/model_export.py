@@ -113,7 +113,8 @@ def _default_version(name: str, version: str | None, tracking_uri: str | None) -
     """The version to export and how it was chosen: ``--version``, else ``@staging``, else latest.
 
     ``@staging`` is the candidate that ``qcli model train`` registered and that ``model
-    validate`` and ``model promote`` default to, so export checks the same version.
+    validate`` and ``model promote`` default to, so export and scan record their verdicts on
+    the version that promote will judge.
     """
     from quantcli.models import tags as T
     from quantcli.models.registry import ModelRegistry
@@ -149,19 +150,24 @@ def scan(
     Checks: ONNX or LightGBM text only (a pickle is refused by its magic bytes), sha256 and
     signature verify, operators and domains on an allow-list, no external data outside the
     artifact directory, bounded input/output shapes and sizes, finite predictions on extreme
-    valid inputs. Exit 1 with the findings when any check fails. Default version: the latest.
+    valid inputs. Exit 1 with the findings when any check fails. Default version: the one
+    behind @staging, else the latest (as `model export`; "version_source" in --json).
 
     Examples:
 
+        qcli model scan momentum                  # the @staging version
         qcli model scan momentum --version 3
 
         qcli model scan momentum --json
     """
     from quantcli.serving.scan import scan_registered
 
+    version, source = _default_version(name, version, tracking_uri)
+    note(f"scanning {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
     with progress(json_mode) as bar:
         bar.add_task("scanning artifacts", total=None)
         result = scan_registered(name, version, tracking_uri=tracking_uri, sample_rows=sample_rows)
+    result["version_source"] = source
     if not result["passed"]:
         raise GateFailedError(
             f"model scan failed for {name} v{result['version']} (verdict 'scan' = fail)",

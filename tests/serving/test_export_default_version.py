@@ -1,4 +1,4 @@
-"""`qcli model export NAME` without --version: the @staging version, else the latest.
+"""`qcli model export|scan NAME` without --version: the @staging version, else the latest.
 
 On a real embedded MLflow registry and offline store (the fixtures of test_cli_export).
 """
@@ -41,6 +41,14 @@ def test_export_defaults_to_staging_then_latest(capsys):
 
     code, res = qcli(capsys, *args, "--version", "1")
     assert (code, res["version"], res["version_source"]) == (0, "1", "--version")
+
+    # scan follows the same rule, so promote finds both verdicts on the staged version
+    reg.client.set_registered_model_alias("dflt", "staging", "1")
+    code, res = qcli(capsys, "model", "scan", "dflt", "--sample-rows", "200")
+    assert code == 0, res
+    assert (res["version"], res["version_source"]) == ("1", "@staging")
+    assert reg.resolve("dflt", "1").verdicts.get("scan") == "pass"
+    assert "scan" not in reg.resolve("dflt", "2").verdicts
 
 
 @pytest.mark.usefixtures("home")
