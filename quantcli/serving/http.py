@@ -18,6 +18,7 @@ too long for another process's write lock. 500 is reserved for server faults.
 
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Request`` class in
 # the handlers' annotations, and it is imported inside create_app (kept off the CLI start-up path).
+import gc
 import hmac
 import json
 import os
@@ -126,6 +127,10 @@ def create_app(predictor: Any, *, api_token: str | None = None) -> Any:
         openapi_url=None,
     )
 
+    # the hot path's metric children, resolved once (labels() takes a lock and builds a key)
+    predict_ok = requests.labels("/predict", "200")
+    predict_latency = latency.labels("/predict")
+
     def reply(endpoint: str, t0: float, status: int, body: Any) -> JSONResponse:
         requests.labels(endpoint, str(status)).inc()
         latency.labels(endpoint).observe(time.perf_counter() - t0)
@@ -142,7 +147,8 @@ def create_app(predictor: Any, *, api_token: str | None = None) -> Any:
         scheme, _, value = got.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
 
-    @app.post("/predict")
+    # A plain Starlette route inside the FastAPI app: the handler parses and checks the body
+    # itself, so FastAPI's per-request dependency solving (about 50 us) buys nothing here.
     async def predict(request: Request):
         t0 = time.perf_counter()
         if not authorized(request):
@@ -170,7 +176,12 @@ def create_app(predictor: Any, *, api_token: str | None = None) -> Any:
             return fail("/predict", t0, 503, "store_busy", exc.message)
         except QuantCliError as exc:
             return fail("/predict", t0, 500, "server", exc.message)
-        return reply("/predict", t0, 200, result)
+        response = JSONResponse(result)
+        predict_ok.inc()
+        predict_latency.observe(time.perf_counter() - t0)
+        return response
+
+    app.router.add_route("/predict", predict, methods=["POST"])
 
     @app.get("/health")
     async def health():
@@ -208,6 +219,11 @@ def serve(predictor: Any, *, host: str = "127.0.0.1", port: int = 8000) -> None:
         raise InputError(f"--port must be 1..65535, got --port {port}")
     app = create_app(predictor)
     predictor.warm_up()
+    # Everything loaded so far (Feast, onnxruntime, FastAPI: ~2x10^5 objects) lives as long as the
+    # process: take it out of the collector's reach, so that a full collection (449 ms measured
+    # here on a loaded machine with these imports) never lands inside a request.
+    gc.collect()
+    gc.freeze()
     server = uvicorn.Server(
         uvicorn.Config(
             app,

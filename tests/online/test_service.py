@@ -140,8 +140,10 @@ def test_bad_requests_get_4xx_with_a_message_and_write_nothing(service, kwargs, 
 
 
 def test_wrong_method_and_path_are_4xx(service):
-    assert httpx.get(f"{service.url}/predict", headers=AUTH).status_code == 405
-    assert httpx.get(f"{service.url}/nope", headers=AUTH).status_code == 404
+    wrong_method = httpx.get(f"{service.url}/predict", headers=AUTH)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "Method Not Allowed"
+    wrong_path = httpx.get(f"{service.url}/nope", headers=AUTH)
+    assert wrong_path.status_code == 404 and wrong_path.json()["error"] == "Not Found"
 
 
 def test_bearer_token_required_when_set(service):
