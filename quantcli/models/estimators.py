@@ -5,8 +5,10 @@
 * ``lgbm``     -- ``lightgbm.LGBMRegressor`` with ``DEFAULTS["lightgbm"]`` overridden by
   ``params``; ``deterministic=True`` and ``force_row_wise=True`` so the same data and seed give
   the same trees (and the same model bytes).
-* ``mlp``      -- ``StandardScaler`` then ``sklearn.neural_network.MLPRegressor`` (ReLU, Adam,
-  early stopping on a 10 % validation split); inputs are standardised with the population std.
+* ``mlp``      -- ``StandardScaler`` then :class:`StandardizedTargetMLP`, an
+  ``sklearn.neural_network.MLPRegressor`` (ReLU, Adam, early stopping on a 10 % validation split)
+  that trains on the standardised target. Inputs and target are standardised with the
+  population std (ddof = 0), so the network works at unit scale whatever the label's units.
 * ``ensemble`` -- :class:`EnsembleRegressor`: the unweighted mean of one ``lgbm`` and one ``mlp``.
 
 All predict the label in its own units (a forward return as a fraction). lightgbm and sklearn are
@@ -76,17 +78,74 @@ def _make_lgbm(params: dict[str, Any] | None, seed: int | None):
     return lightgbm.LGBMRegressor(**lgbm_params(params, seed))
 
 
-def _make_mlp(params: dict[str, Any] | None, seed: int | None):
+def _standardized_target_mlp_class():
+    """The :class:`StandardizedTargetMLP` class, built on first use (sklearn loads lazily)."""
+    global _STM_CLASS
+    if _STM_CLASS is not None:
+        return _STM_CLASS
     from sklearn.neural_network import MLPRegressor
+
+    class StandardizedTargetMLP(MLPRegressor):
+        """An ``MLPRegressor`` fitted on ``z = (y - mean(y)) / std(y)`` (population std).
+
+        After fitting, the affine map back to label units is folded into the output layer
+        (``W_out *= std``, ``b_out = b_out * std + mean``), so ``predict`` returns the label's
+        units and the fitted object is an ordinary MLP: the same arrays serialise, and the
+        ONNX graph's last MatMul/Add carry the scale.
+
+        Why: forward returns are ~1e-2. A network trained on them directly learns tiny output
+        weights over O(1) hidden activations, and sklearn's fixed ``tol=1e-4`` on a loss of
+        ~1e-4 stops training almost at once; predictions end up a small difference of large
+        terms, which 8-bit rounding destroys (INT8 parity 7-9 % before this class, docs/serving.md).
+        At unit scale the network trains normally and INT8 keeps parity. ``target_mean_`` and
+        ``target_scale_`` record the folded map.
+        """
+
+        def fit(self, X, y):
+            y = np.asarray(y, dtype=np.float64)
+            mean = float(np.mean(y, axis=0)) if y.ndim == 1 else np.mean(y, axis=0)
+            scale = np.std(y, axis=0)
+            scale = np.where(scale > 0, scale, 1.0)
+            if y.ndim == 1:
+                scale = float(scale)
+            super().fit(X, (y - mean) / scale)
+            self.coefs_[-1] = self.coefs_[-1] * scale
+            self.intercepts_[-1] = self.intercepts_[-1] * scale + mean
+            self.target_mean_, self.target_scale_ = mean, scale
+            return self
+
+        def partial_fit(self, X, y):  # pragma: no cover - quantcli never calls it
+            raise NotImplementedError("StandardizedTargetMLP refits from scratch: use fit")
+
+    # a module-level name, so pickle (Ray workers, CPCV) finds it through __getattr__ below
+    StandardizedTargetMLP.__module__ = __name__
+    StandardizedTargetMLP.__qualname__ = "StandardizedTargetMLP"
+    _STM_CLASS = StandardizedTargetMLP
+    return _STM_CLASS
+
+
+_STM_CLASS = None
+
+
+def __getattr__(name: str):
+    # PEP 562: ``quantcli.models.estimators.StandardizedTargetMLP`` without importing sklearn
+    # when this module is imported (qcli --help stays light)
+    if name == "StandardizedTargetMLP":
+        return _standardized_target_mlp_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _make_mlp(params: dict[str, Any] | None, seed: int | None):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     p = mlp_params(params)
     p["hidden_layer_sizes"] = tuple(int(n) for n in p["hidden_layer_sizes"])
+    mlp_cls = _standardized_target_mlp_class()
     return Pipeline(
         [
             ("scaler", StandardScaler()),
-            ("mlp", MLPRegressor(random_state=0 if seed is None else int(seed), **p)),
+            ("mlp", mlp_cls(random_state=0 if seed is None else int(seed), **p)),
         ]
     )
 

@@ -148,7 +148,7 @@ def _convert_single(model: Any, n_features: int):
         from skl2onnx.common.data_types import FloatTensorType
 
         onx = convert_sklearn(
-            model,
+            _registered_sklearn(model),
             initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
             target_opset=_SKL_OPSET,
         )
@@ -158,6 +158,25 @@ def _convert_single(model: Any, n_features: int):
     if outputs[0] != OUTPUT_NAME:
         _rename(onx.graph, outputs[0], OUTPUT_NAME)
     return onx
+
+
+def _registered_sklearn(model: Any) -> Any:
+    """``model`` with every MLPRegressor subclass replaced by a plain fitted ``MLPRegressor``.
+
+    skl2onnx looks converters up by exact class; quantcli's ``StandardizedTargetMLP`` is, once
+    fitted, an ordinary MLP (its target scale is folded into the output layer), so a plain copy
+    of its fitted state converts to the same graph.
+    """
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline):
+        return Pipeline([(name, _registered_sklearn(step)) for name, step in model.steps])
+    if isinstance(model, MLPRegressor) and type(model) is not MLPRegressor:
+        plain = MLPRegressor()
+        plain.__dict__.update(model.__dict__)
+        return plain
+    return model
 
 
 def _rename(graph, old: str, new: str) -> None:

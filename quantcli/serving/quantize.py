@@ -166,7 +166,7 @@ def quantize_int8(
     )
 
 
-def _weight_only(model, out: Path) -> None:
+def _weight_only(model, out: Path, exclude: frozenset[str] = frozenset()) -> None:
     """Rewrite every MatMul/Gemm whose weight is an initializer as DequantizeLinear(INT8) -> op.
 
     Per output channel ``j``: ``scale_j = max_i |W[i, j]| / 127`` and ``Wq = round(W / scale)``
@@ -184,6 +184,8 @@ def _weight_only(model, out: Path) -> None:
     new_nodes = []
     for node in model.graph.node:
         w_name = node.input[1] if node.op_type in QUANTIZABLE_OPS and len(node.input) > 1 else None
+        if node.name in exclude:
+            w_name = None
         if w_name is None or w_name not in inits or consumers.get(w_name, 0) != 1:
             new_nodes.append(node)
             continue
