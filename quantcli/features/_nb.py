@@ -551,9 +551,11 @@ def feature(code, p0, p1, p2, high, low, close, volume):
 
 
 @njit(cache=True, nogil=True)
-def group_blocks(group, p0, p1, p2, starts, high, low, close, volume, out, sym_lo, sym_hi):
-    """One indicator group over symbol blocks ``sym_lo .. sym_hi - 1``, full length, into ``out``
-    (releases the GIL, so disjoint symbol ranges can run on threads).
+def group_blocks(
+    group, p0, p1, p2, starts, out_starts, skip, high, low, close, volume, out, sym_lo, sym_hi
+):
+    """One indicator group over symbol blocks ``sym_lo .. sym_hi - 1``, each block's bars from
+    ``skip`` on, into ``out`` (releases the GIL, so disjoint symbol ranges can run on threads).
 
     Parameters
     ----------
@@ -561,19 +563,27 @@ def group_blocks(group, p0, p1, p2, starts, high, low, close, volume, out, sym_l
         The group's kind code (see :func:`group_of`); ``p0, p1, p2`` its parameters.
     starts : int64[S + 1]
         Row offsets of the symbol blocks in the input arrays (sorted by symbol, ts).
+    out_starts : int64[S + 1]
+        Row offsets of each block's written rows in ``out`` (``starts`` when ``skip`` is 0).
+    skip : int
+        Bars not written at the start of each block (the warm-up); each block is still computed
+        from its first bar.
     high, low, close, volume : float64[N]
         The inputs, contiguous per symbol.
-    out : float64[R, N]
-        Written in place: row ``r`` is the group's ``r``-th output (see :func:`group_values`),
-        NaN in each block's warm-up bars, like TA-Lib; ``R`` is 1 to 3.
+    out : float64[R, M]
+        Written in place: ``out[r, out_starts[s] + i - skip]`` is the group's ``r``-th output
+        (see :func:`group_values`) at bar ``i >= skip`` of block ``s``; ``R`` is 1 to 3.
     """
     rows = out.shape[0]
     for s in range(sym_lo, sym_hi):
         a = starts[s]
         b = starts[s + 1]
+        if b - a <= skip:
+            continue
         values = group_values(group, p0, p1, p2, high[a:b], low[a:b], close[a:b], volume[a:b])
+        o0 = out_starts[s] - skip
         for r in range(rows):
             src = values[r]
             dst = out[r]
-            for i in range(b - a):
-                dst[a + i] = src[i]
+            for i in range(skip, b - a):
+                dst[o0 + i] = src[i]

@@ -82,6 +82,18 @@ def check_engine(engine: str) -> str:
 # "polars" engine
 # --------------------------------------------------------------------------------------------
 C, H, L, V = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
+_SYMBOL = "__symbol"  # run id of the symbol: 0, 1, ... in row order (the frame is sorted)
+
+
+def _per_symbol(expr: pl.Expr) -> pl.Expr:
+    """``expr`` evaluated on each symbol's bars on its own: ``.over`` the symbol.
+
+    Keyed by the symbol's run id with ``mapping_strategy="explode"``: on bars sorted by
+    ``(symbol, ts)`` that is the same result as ``.over("symbol")`` (groups come in row order),
+    without hashing 2.5 M strings or scattering the rows back (measured: 4x less CPU for an
+    ``ewm_mean`` on 1 M bars).
+    """
+    return expr.over(_SYMBOL, mapping_strategy="explode")
 
 
 class _Graph:
@@ -101,7 +113,8 @@ class _Graph:
         self.stage: dict[str, int] = {c: -1 for c in ("symbol", "ts", *_INPUTS)}
         self.first: dict[str, int] = dict.fromkeys(_INPUTS, 0)
         self.stages: list[list[pl.Expr]] = []
-        self.put(_POS, pl.int_range(pl.len()).over("symbol"), 0, masked=False)
+        self.put(_SYMBOL, pl.col("symbol").rle_id(), 0, masked=False)
+        self.put(_POS, _per_symbol(pl.int_range(pl.len())), 0, masked=False)
 
     def put(self, name: str, expr: pl.Expr, first: int, *, masked: bool = True) -> pl.Expr:
         """Add column ``name`` (once; a second ``put`` of the same name reuses it), null before
@@ -149,7 +162,7 @@ class _Graph:
         seeded = pl.when(pl.col(_POS) == seed_bar).then(pl.col(seed)).otherwise(x)
         seeded_in = self.put(f"{name}_in", seeded, seed_bar)
         ewm = seeded_in.ewm_mean(alpha=alpha, adjust=False, ignore_nulls=True).forward_fill()
-        self.put(name, ewm.over("symbol"), seed_bar, masked=False)
+        self.put(name, _per_symbol(ewm), seed_bar, masked=False)
         return name
 
     def ema(self, src: str, n: int, *, seed_bar: int | None = None) -> str:
@@ -188,7 +201,7 @@ class _Graph:
             d = pl.col(self.input("__change"))
             signed = pl.when(pl.col(_POS) == 0).then(V).when(d > 0.0).then(V).when(d < 0.0).then(-V)
             self.put("__obv_in", signed.otherwise(0.0), 0)
-            self.put(name, pl.col("__obv_in").cum_sum().over("symbol"), 0, masked=False)
+            self.put(name, _per_symbol(pl.col("__obv_in").cum_sum()), 0, masked=False)
         return name
 
 
@@ -455,39 +468,53 @@ def thread_ranges(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class BoundFrame:
-    """What the kernel engine binds at plan time: the symbol-block offsets of the sorted frame
-    and zero-copy views of its input columns.
+    """What the kernel engine binds at plan time: the symbol-block offsets of the sorted frame,
+    zero-copy views of its input columns, and where each block's kept rows go.
 
-    Why bind the arrays too: Polars hands a ``map_batches`` function its input in morsels
-    (26 chunks for 2.5 M rows on Polars 2.1), and making them contiguous again cost 0.13 s per
-    group (23 groups); the sorted frame's own columns are contiguous already.
+    Why the arrays are bound and not read from the expression's input: the kernel plan drops
+    the warm-up rows *before* its group expressions run (so the features are written once,
+    straight into the kept rows, not computed full length and copied by a filter: measured
+    0.9 s of CPU on 2.5 M bars, more than the kernels), while every indicator needs each
+    symbol's full history from its first bar. The bound frame is that history; it is also
+    contiguous, where Polars hands ``map_batches`` its input in morsels (26 chunks for
+    2.5 M bars) that would have to be copied again for every group.
     """
 
-    starts: np.ndarray  # int64[S + 1]
+    starts: np.ndarray  # int64[S + 1], block offsets in the sorted frame
+    out_starts: np.ndarray  # int64[S + 1], block offsets among the kept rows
+    skip: int  # warm-up bars dropped at the start of each block
     arrays: tuple[np.ndarray, ...]  # high, low, close, volume: float64[N]
 
     @classmethod
-    def of(cls, sorted_bars: pl.DataFrame, starts: np.ndarray) -> BoundFrame:
+    def of(cls, sorted_bars: pl.DataFrame, starts: np.ndarray, skip: int) -> BoundFrame:
+        kept = np.maximum(np.diff(starts) - skip, 0)
+        out_starts = np.zeros_like(starts)
+        np.cumsum(kept, out=out_starts[1:])
         arrays = tuple(np.ascontiguousarray(sorted_bars[c].to_numpy()) for c in _INPUTS)
-        return cls(starts=starts, arrays=arrays)
+        return cls(starts=starts, out_starts=out_starts, skip=skip, arrays=arrays)
+
+    @property
+    def kept_rows(self) -> int:
+        return int(self.out_starts[-1])
 
 
 def run_group(group: KernelGroup, frame: BoundFrame, inputs: pl.Series) -> pl.Series:
-    """Run one kernel group over every symbol block of the bound frame; returns the member's
-    Float64 column, or a struct with one field per member for a multi-output group (full
-    length, NaN in each symbol's warm-up bars). ``inputs`` is the expression's input (the
-    struct of high, low, close, volume), checked against the bound frame. Called once per
-    group and evaluation."""
-    starts = frame.starts
+    """Run one kernel group over every symbol block of the bound frame, each from its first
+    bar, writing the kept rows (bars from ``frame.skip`` on); returns the member's Float64
+    column, or a struct with one field per member for a multi-output group. ``inputs`` is the
+    expression's input, the kept rows' bar positions, checked against the bound frame (the
+    prices are read from the frame, which holds the warm-up bars too). Called once per group
+    and evaluation."""
     n = len(inputs)
-    if int(starts[-1]) != n:
+    if frame.kept_rows != n:
         raise InputError(
-            f"kernel plan bound to {int(starts[-1])} rows evaluated on {n}",
+            f"kernel plan bound to {frame.kept_rows} rows evaluated on {n}",
             hint="build the plan with lazy_features() on the frame it evaluates",
         )
     out = np.empty((group.rows, n), dtype=np.float64)
-    args = (group.code, *group.params, starts, *frame.arrays, out)
-    ranges = thread_ranges(starts, n_threads())
+    args = (group.code, *group.params, frame.starts, frame.out_starts, frame.skip)
+    args = (*args, *frame.arrays, out)
+    ranges = thread_ranges(frame.starts, n_threads())
     if len(ranges) == 1:
         _nb.group_blocks(*args, *ranges[0])
     else:
@@ -513,7 +540,7 @@ def _kernel_expr(group: KernelGroup, frame: BoundFrame) -> pl.Expr:
         alias = group.column
     # run_group is looked up when the plan runs (a module global), so a test can count calls
     return (
-        pl.struct(*_INPUTS)
+        pl.col(_POS)
         .map_batches(lambda s: run_group(group, frame, s), return_dtype=dtype)
         .alias(alias)
     )
@@ -551,24 +578,28 @@ def lazy_features(
     """
     check_engine(engine)
     lf = sorted_bars.lazy()
+    warmup_dropped = pl.col(_POS) >= fs.warmup
     if engine == "polars":
         for stage in polars_stages(fs):
             lf = lf.with_columns(stage)
-    else:
-        if starts is None:
-            from quantcli.features.compute import block_starts
+        return lf.filter(warmup_dropped).select("symbol", "ts", *fs.feature_names)
+    if starts is None:
+        from quantcli.features.compute import block_starts
 
-            starts, _ = block_starts(sorted_bars)
-        lengths = np.diff(starts)
-        position = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], lengths)
-        groups = kernel_groups(fs)
-        frame = BoundFrame.of(sorted_bars, starts)
-        lf = lf.with_columns(
-            pl.lit(pl.Series(_POS, position)), *(_kernel_expr(g, frame) for g in groups)
-        ).with_columns(
+        starts, _ = block_starts(sorted_bars)
+    position = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], np.diff(starts))
+    groups = kernel_groups(fs)
+    frame = BoundFrame.of(sorted_bars, starts, fs.warmup)
+    # the warm-up filter comes first: each group writes the kept rows once (see BoundFrame)
+    lf = (
+        lf.with_columns(pl.lit(pl.Series(_POS, position)))
+        .filter(warmup_dropped)
+        .with_columns(_kernel_expr(g, frame) for g in groups)
+        .with_columns(
             pl.col(g.column).struct.field(name).alias(name)
             for g in groups
             if len(g.members) > 1
             for name in g.members
         )
-    return lf.filter(pl.col(_POS) >= fs.warmup).select("symbol", "ts", *fs.feature_names)
+    )
+    return lf.select("symbol", "ts", *fs.feature_names)

@@ -182,14 +182,11 @@ def test_unknown_engine_is_refused_with_the_choices():
 def test_a_kernel_plan_refuses_a_frame_it_was_not_bound_to():
     srt = sort_bars(synthetic_universe(2, 260, seed=2))
     starts, _ = block_starts(srt)
-    frame = ex.BoundFrame.of(srt, starts)
+    frame = ex.BoundFrame.of(srt, starts, WARMUP)
     group = ex.kernel_groups(FS)[0]
-    with pytest.raises(InputError, match="kernel plan bound to 520 rows evaluated on 10"):
-        ex.run_group(
-            group,
-            frame,
-            srt.head(10).select(pl.struct("high", "low", "close", "volume")).to_series(),
-        )
+    # bound to 2 symbols x (260 - 199) kept rows
+    with pytest.raises(InputError, match="kernel plan bound to 122 rows evaluated on 10"):
+        ex.run_group(group, frame, pl.Series("__bar", range(10)))
 
 
 def test_wave_size_follows_the_executor_and_is_bounded_by_memory():
