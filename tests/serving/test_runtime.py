@@ -149,3 +149,63 @@ def test_runtime_equals_a_bare_session_on_any_finite_rows(runtime, signed, rows)
     sess = make_session(signed[0])
     raw = sess.run(None, {"input": X.astype(np.float32)})[0].reshape(-1)
     np.testing.assert_array_equal(runtime.predict(X).predictions, raw.astype(np.float64))
+
+
+def _session_predict(path, X: np.ndarray) -> np.ndarray:
+    from quantcli.serving.runtime import make_session
+
+    sess = make_session(path)
+    return sess.run(None, {"input": X.astype(np.float32)})[0].reshape(-1).astype(np.float64)
+
+
+def test_one_row_hot_path_equals_the_session(runtime, signed, synthetic_data):
+    """The pre-bound one-row path (float64 1-D, [1, n], float32) returns the session's numbers."""
+    X = synthetic_data.X_test[:20]
+    expected = _session_predict(signed[0], X)
+    for i in range(len(X)):
+        for row in (X[i], X[i : i + 1], X[i].astype(np.float32)):
+            out = runtime.predict(row)
+            assert out.predictions.dtype == np.float64 and out.predictions.shape == (1,)
+            assert out.predictions[0] == expected[i]
+        assert runtime.predict_array(X[i : i + 1].astype(np.float32))[0] == np.float32(expected[i])
+    # the returned array is a copy, not the bound output buffer
+    first = runtime.predict(X[0]).predictions
+    runtime.predict(X[1])
+    assert first[0] == expected[0]
+
+
+def test_one_row_hot_path_keeps_the_nan_policy(runtime, synthetic_data):
+    row = synthetic_data.X_test[0].copy()
+    row[5] = np.nan
+    with pytest.raises(InputError, match=f"feature '{synthetic_data.names[5]}' is NaN.*row 0"):
+        runtime.predict(row)
+    row[5] = 1e300  # finite in float64, +inf once cast to the graph's float32
+    with pytest.raises(InputError, match=f"feature '{synthetic_data.names[5]}' is NaN or infinite"):
+        runtime.predict(row)
+    row[5] = -np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        runtime.predict(row[None, :])
+    # a rejected row leaves nothing behind: the next good row predicts normally
+    good = synthetic_data.X_test[1]
+    assert runtime.predict(good).predictions[0] == runtime.predict(good[None, :]).predictions[0]
+
+
+def test_one_row_hot_path_is_thread_safe(runtime, signed, synthetic_data):
+    """HTTP calls from a thread pool: each thread's row gets its own prediction back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = synthetic_data.X_test[:64]
+    expected = _session_predict(signed[0], X)
+
+    def worker(offset: int) -> list[tuple[int, float]]:
+        out = []
+        for rep in range(200):
+            i = (offset + 7 * rep) % len(X)
+            out.append((i, float(runtime.predict(X[i]).predictions[0])))
+        return out
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = [r for chunk in pool.map(worker, range(4)) for r in chunk]
+    assert len(results) == 800
+    for i, value in results:
+        assert value == expected[i]
