@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,46 @@ def test_loaded_native_model_exports_like_the_fitted_one(models, synthetic_data,
     onnx.save(to_onnx(ens, 29), str(a))
     onnx.save(to_onnx(loaded, 29), str(b))
     np.testing.assert_array_equal(_onnx_predict(a, X), _onnx_predict(b, X))
+
+
+def test_standardised_target_cuts_int8_error_on_real_returns(
+    models, real_data, qcli_home, tmp_path
+):
+    """Bundled SPX/IXIC features, raw 5-day forward return: the MLP of make_model (trained on the
+    standardised target) loses less than half as much to INT8 weights as the same MLP trained on
+    the raw return -- and the gate still says plainly that neither reaches 1 % (docs/serving.md).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from quantcli.models.estimators import EnsembleRegressor, mlp_params
+
+    from .conftest import SMALL
+
+    p = mlp_params(SMALL["mlp"])
+    p["hidden_layer_sizes"] = tuple(p["hidden_layer_sizes"])
+    raw = Pipeline([("scaler", StandardScaler()), ("mlp", MLPRegressor(random_state=7, **p))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # capped max_iter, as in conftest
+        raw.fit(real_data.X, real_data.y)
+    lgbm = models[("real", "lgbm")]
+    errors = {}
+    for name, ens in (
+        ("standardised", models[("real", "ensemble")]),
+        ("raw", EnsembleRegressor([("lgbm", lgbm), ("mlp", raw)])),
+    ):
+        res = convert_and_validate_pipeline(
+            ens,
+            name,
+            real_data.X_test,
+            tmp_path,
+            quantize="int8",
+            int8_method="weight-only",
+            benchmark=False,
+        )
+        assert res.fp32_parity["passed"] and res.int8.size_bytes < res.fp32.size_bytes
+        errors[name] = res.int8_parity["relative_error_pct"]
+        assert not res.int8_parity["passed"]  # measured 2.8 % and 6.9 %: above the 1 % gate
+    assert errors["standardised"] < 0.6 * errors["raw"], errors
