@@ -53,7 +53,7 @@ def _decode_values(blobs: Sequence[bytes | None]) -> np.ndarray:
     out = np.full(len(blobs), np.nan)
     if not blobs:
         return out
-    if all(b is not None and len(b) == _DOUBLE_LEN for b in blobs):
+    if None not in blobs and set(map(len, blobs)) == {_DOUBLE_LEN}:
         rec = np.frombuffer(b"".join(blobs), dtype=_DOUBLE_RECORD)  # type: ignore[arg-type]
         if (rec["tag"] == _DOUBLE_TAG).all():
             return rec["value"].astype(np.float64)
@@ -195,15 +195,19 @@ class DirectOnlineReader:
             rows = []  # nothing materialized for this view: every entity is absent
         out = np.full((len(symbols), len(names)), np.nan)
         ts = [0] * len(symbols)
-        cells_i, cells_j, blobs = [], [], []
-        for key, feature, blob, event_ts in rows:
-            i = row_of[key]
-            ts[i] = int(event_ts)  # Feast reports the entity's (shared) event_ts
-            j = col_of.get(feature)
-            if j is not None:
-                cells_i.append(i)
-                cells_j.append(j)
-                blobs.append(blob)
+        if not rows:
+            return out, ts
+        entity_keys, features, blobs, event_ts = zip(*rows, strict=True)
+        cells_i = [row_of[k] for k in entity_keys]
+        cells_j = [col_of.get(f, -1) for f in features]
+        # Feast reports the entity's event_ts (one materialization writes all its features)
+        for i, t in dict(zip(cells_i, event_ts, strict=True)).items():
+            ts[i] = int(t)
+        if -1 in cells_j:  # stored features that were not requested
+            keep = [k for k, j in enumerate(cells_j) if j >= 0]
+            cells_i = [cells_i[k] for k in keep]
+            cells_j = [cells_j[k] for k in keep]
+            blobs = tuple(blobs[k] for k in keep)
         if blobs:
             out[cells_i, cells_j] = _decode_values(blobs)
         return out, ts

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -56,6 +57,7 @@ from quantcli import config, resources
 from quantcli.errors import InputError, NotFoundError
 from quantcli.store.offline import OfflineStore
 
+_log = logging.getLogger(__name__)
 FEAST_PROJECT = "quantcli"
 ONLINE_STORES = ("sqlite", "redis")
 ENGINES = {"local": "local", "ray": "ray.engine"}
@@ -560,11 +562,29 @@ class OnlineFeatureStore:
         self._state_checked = 0.0
         self._refs_cache: dict[tuple[str, ...] | None, tuple[list[str], list[str]]] = {}
         self._load_state(force=True)
+        if self._direct is not None and not self._direct_agrees_with_sdk():
+            # a layout this module does not know (another Feast version?): never serve it
+            _log.warning("direct online read disagrees with Feast's SDK: using the SDK")
+            self._direct, self.read_path = None, "feast"
 
     @property
     def feast(self) -> Any:
         """The underlying ``feast.FeatureStore`` (the raw SDK)."""
         return self._fs
+
+    def _direct_agrees_with_sdk(self) -> bool:
+        """Start-up self-check: the direct read of one materialized symbol (all features) equals
+        the SDK's, bit for bit. Also warms both readers up."""
+        symbols = sorted(self._entity_ts)[:1]
+        if not symbols:
+            return True
+        names = self.decl.feature_names
+        response = self._fs.get_online_features(
+            features=self.feature_refs(names), entity_rows=[{self.decl.entity: symbols[0]}]
+        )
+        want = _response_values(response, names, 1)
+        got = self._direct.read(symbols, names)[0]
+        return bool(np.array_equal(got, want, equal_nan=True))
 
     def _direct_reader(self) -> Any:
         """The direct online-store reader, when Feast's registry holds the view exactly as the
@@ -730,6 +750,7 @@ class OnlineFeatureStore:
         """Counters plus the store's identity (for ``/metrics`` and ``/health``)."""
         return {
             "online_store": self.online_store,
+            "read_path": self.read_path,
             "feature_view": self.decl.view_name,
             "data_end": self.data_end,
             **self.counters.as_dict(),

@@ -130,3 +130,25 @@ def test_read_path_is_checked(materialized):
 
     with pytest.raises(InputError, match="read_path"):
         get_feature_store(read_path="fast")
+
+
+def test_a_direct_read_that_disagrees_with_the_sdk_at_start_up_is_never_used(
+    materialized, features, monkeypatch, caplog
+):
+    """The start-up self-check: a layout the direct reader misreads (simulated: every value off
+    by one ulp) switches the wrapper to the SDK, which still serves the right numbers."""
+    from quantcli.store.feast_online_read import DirectOnlineReader
+
+    real_read = DirectOnlineReader.read
+
+    def off_by_one_ulp(self, symbols, names):
+        values, ts = real_read(self, symbols, names)
+        return np.nextafter(values, np.inf), ts
+
+    monkeypatch.setattr(DirectOnlineReader, "read", off_by_one_ulp)
+    store = get_feature_store()
+    assert store.read_path == "feast" and store.stats()["read_path"] == "feast"
+    assert "disagrees" in caplog.text
+    got = store.get_online_features(["SYM0001"])
+    want = latest_rows(features).filter(pl.col("symbol") == "SYM0001").select(NAMES).to_numpy()
+    np.testing.assert_array_equal(got.values, want)

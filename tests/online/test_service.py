@@ -95,6 +95,7 @@ def test_health_and_metrics(service):
     h = httpx.get(f"{service.url}/health", timeout=10)
     assert h.status_code == 200
     assert h.json()["status"] == "ok" and h.json()["model_version"] == "3"
+    assert h.json()["online_store"]["read_path"] == "direct"
     for _ in range(3):
         r = post(service, json={"symbols": ["SYM0001"]})
         assert r.status_code == 200
