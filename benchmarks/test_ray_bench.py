@@ -15,8 +15,9 @@ Measured per run and printed (``-s``), also stored in the benchmark's ``extra_in
 * ``serial_s``: the part no worker can take (bar reads, the writer, bookkeeping): local total
   minus shards x compute per shard;
 * the extrapolation ``T(N) = serial + ceil(waves) * ceil(wave / min(N, wave)) * (compute +
-  overhead)`` for N workers, with ``wave = SHARDS_PER_WAVE`` the number of shards the build
-  hands to the executor at once (see ``docs/scaling.md``).
+  overhead)`` for N workers, with ``wave = wave_size(N, shard_rows, 29)`` the number of shards
+  the build hands to the executor at once (two per worker, memory-capped; see
+  ``docs/features.md``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _one_shard_task(bars: pl.DataFrame, shard_rows: int):
 
 
 def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]:
-    from quantcli.features.build import SHARDS_PER_WAVE, build_features, compute_shard
+    from quantcli.features.build import build_features, compute_shard, wave_size
     from quantcli.scale import RayExecutor
 
     ray_exec = RayExecutor()
@@ -122,10 +123,12 @@ def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]
     n_shards = math.ceil(bars.height / task.bars.height)
     local_s = local.timings_s["total"]
     serial_s = max(0.0, local_s - n_shards * compute_s)
-    waves = math.ceil(n_shards / SHARDS_PER_WAVE)
+    wave = {n: wave_size(n, shard_rows, 29) for n in WORKERS}
     model = {
         n: serial_s
-        + waves * math.ceil(SHARDS_PER_WAVE / min(n, SHARDS_PER_WAVE)) * (compute_s + overhead_s)
+        + math.ceil(n_shards / wave[n])
+        * math.ceil(wave[n] / min(n, wave[n]))
+        * (compute_s + overhead_s)
         for n in WORKERS
     }
     uncapped = {
@@ -134,7 +137,7 @@ def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]
     return {
         "bars": bars.height,
         "shards": n_shards,
-        "shards_per_wave": SHARDS_PER_WAVE,
+        "shards_per_wave": wave,
         "local_s": round(local_s, 3),
         "local_read_compute_s": local.timings_s["compute"],
         "local_write_s": local.timings_s["write"],
