@@ -8,40 +8,48 @@ bar position. :func:`lazy_features` returns that plan; ``.explain()`` prints it.
 Engines
 -------
 ``"polars"``
-    Native Polars expressions only (no Python function), each windowed ``.over("symbol")``:
-    the readable, reviewable definition of every feature. Conventions (TA-Lib's, see the
-    module docstring of :mod:`quantcli.features._nb`):
+    Native Polars expressions only (no Python function): the readable, reviewable definition
+    of every feature. Conventions (TA-Lib's, see the module docstring of
+    :mod:`quantcli.features._nb`):
 
-    * SMA(x, n) = ``x.rolling_mean(n)``; STDDEV is the population one, ``rolling_var(n,
-      ddof=0)`` clipped at 0, then its square root.
-    * The recursive indicators are ``ewm_mean(alpha, adjust=False)`` on a series whose values
-      before the seed bar are null and whose seed-bar value is TA-Lib's seed (an SMA): EMA has
-      ``alpha = 2 / (n + 1)``; Wilder smoothing (RSI, ATR, ADX) ``alpha = 1 / n``; ADX's
-      Wilder *sums* ``S_t = S_{t-1} (1 - 1/n) + x_t`` are an ``alpha = 1/n`` EMA of ``n x``.
+    * Rolling windows (SMA = ``rolling_mean(n)``; STDDEV = ``rolling_var(n, ddof=0)`` clipped at
+      0, then ``sqrt``; ``rolling_max/min``, ``shift``, ``diff``) run on the whole sorted frame
+      and are masked with ``pl.when(__bar >= first)`` where the window reaches into the previous
+      symbol: the values of ``.over("symbol")`` without a group-by per expression.
+    * The recursive indicators are ``ewm_mean(alpha, adjust=False)`` over the symbol on a
+      series whose values before the seed bar are null and whose seed-bar value is TA-Lib's seed
+      (an SMA): EMA has ``alpha = 2 / (n + 1)``; Wilder smoothing (RSI, ATR, ADX)
+      ``alpha = 1 / n``; ADX's Wilder *sums* ``S_t = S_{t-1} (1 - 1/n) + x_t`` are an
+      ``alpha = 1/n`` EMA of ``n x``. OBV is a ``cum_sum`` over the symbol.
     * A zero denominator gives 0, as TA-Lib does: ``pl.when`` guards every division (RSI,
       +DI/-DI/DX within 1e-8 of 0, HH == LL, zero variance, a zero price).
+    * Shared intermediates are ``__``-prefixed columns in staged ``with_columns`` (see
+      :class:`_Graph`).
 
     Agrees with the kernel engine to a relative 1e-9 (not bit for bit: Polars sums windows in
     its own order); ``tests/features/test_expressions.py`` checks it.
 ``"kernel"`` (default)
     The same expressions API, but each indicator GROUP -- features of one TA-Lib call with
     equal parameters (``macd, macd_signal, macd_hist``; ``adx_14, plus_di_14, minus_di_14``;
-    ``bb_pct, bb_width``; ``stoch_k, stoch_d``; any other single feature) -- is ONE expression,
-    ``pl.struct(high, low, close, volume).map_batches(...)``, that runs the Numba kernel of
-    :mod:`quantcli.features._nb` over the contiguous symbol blocks (offsets bound at plan time:
-    the frame is sorted once) and returns a struct of the group's outputs. Polars' common
-    subexpression elimination does not merge identical Python UDFs (measured on Polars 2.1: a
-    struct UDF referenced by two ``struct.field`` calls ran twice), so the plan has two
-    ``with_columns``: the groups into temporary ``__group_<k>`` struct columns, then one
-    ``struct.field`` expression per feature; each group runs once per evaluation. Bit-identical
-    to TA-Lib.
+    ``bb_pct, bb_width``; ``stoch_k, stoch_d``; any other single feature) -- is ONE
+    ``map_batches`` expression that runs the Numba kernel of :mod:`quantcli.features._nb` over
+    the contiguous symbol blocks and returns the member's column, or a struct of the group's
+    outputs. The block offsets and the sorted frame's price columns are bound at plan time
+    (:class:`BoundFrame`: the frame is sorted once), and the warm-up filter runs *before* the
+    groups, so each kernel writes the kept rows once while still reading every symbol's history
+    from its first bar. Polars' common subexpression elimination does not merge identical
+    Python UDFs (measured on Polars 2.1: a struct UDF referenced by two ``struct.field`` calls
+    ran twice), so a multi-output group is a temporary ``__group_<members>`` struct column and a
+    second ``with_columns`` takes one ``struct.field`` per feature: each group runs once per
+    evaluation. Bit-identical to TA-Lib.
 
 Example
 -------
 >>> from quantcli.data.synthetic import synthetic_universe
+>>> from quantcli.features import load_feature_set
 >>> from quantcli.features.compute import sort_bars
->>> lf = lazy_features(sort_bars(synthetic_universe(2, 300, seed=1)), engine="polars")
->>> lf.collect().shape
+>>> bars = sort_bars(synthetic_universe(2, 300, seed=1))
+>>> lazy_features(bars, load_feature_set("technical_v1"), engine="polars").collect().shape
 (202, 31)
 """
 
