@@ -8,8 +8,8 @@ over the ``n`` rows of the sample):
 * ``relative_error_pct = 100 * sum |d| / sum |ref|`` -- the aggregate relative L1 error. It is
   used instead of a mean of per-row ratios because forward-return predictions sit near zero,
   where per-row ratios explode. It is unit-free but not shift-invariant: a constant added to both
-  predictions (the mean return a model learns) enlarges ``sum |ref|``; the flip rate below,
-  which such a shift pushes the other way, is gated alongside it (docs/serving.md).
+  predictions (the mean return a model learns) enlarges ``sum |ref|`` and so shrinks it; the
+  flip rate below is gated alongside it (docs/serving.md).
 * ``flipped_pct`` -- the share (%) of rows whose *decision* changes. quantcli's models are
   regressors used as a long/short signal, so the decision is ``sign(prediction)``; a row counts
   as flipped when ``sign(got) != sign(ref)`` and ``|ref| > atol`` (a native prediction within
