@@ -12,10 +12,10 @@ Engines
     of every feature. Conventions (TA-Lib's, see the module docstring of
     :mod:`quantcli.features._nb`):
 
-    * Rolling windows (SMA = ``rolling_mean(n)``; STDDEV = ``rolling_var(n, ddof=0)`` clipped at
-      0, then ``sqrt``; ``rolling_max/min``, ``shift``, ``diff``) run on the whole sorted frame
-      and are masked with ``pl.when(__bar >= first)`` where the window reaches into the previous
-      symbol: the values of ``.over("symbol")`` without a group-by per expression.
+    * Rolling windows: SMA = ``rolling_mean(n)``, STDDEV = ``rolling_var(n, ddof=0)`` clipped at
+      0, then ``sqrt`` (running sums: evaluated over the symbol); ``rolling_max/min``,
+      ``shift``, ``diff`` (exact) run on the whole sorted frame. Every column is masked with
+      ``pl.when(__bar >= first)`` before its first defined bar.
     * The recursive indicators are ``ewm_mean(alpha, adjust=False)`` over the symbol on a
       series whose values before the seed bar are null and whose seed-bar value is TA-Lib's seed
       (an SMA): EMA has ``alpha = 2 / (n + 1)``; Wilder smoothing (RSI, ATR, ADX)
@@ -139,14 +139,19 @@ class _Graph:
         return pl.col(name)
 
     def rolling(self, op: str, src: str, n: int) -> str:
-        """``rolling_<op>(n)`` of column ``src`` (mean, sum, max, min; var is population).
+        """``rolling_<op>(n)`` of column ``src`` (mean, sum, max, min; var is population), null
+        where the window would reach into the previous symbol's bars.
 
-        Computed on the whole sorted frame and masked where the window reaches into the
-        previous symbol's bars: the same values as ``.over("symbol")``, without a group-by.
+        ``max``/``min`` are exact, so they run on the whole sorted frame and are only masked.
+        ``mean``/``sum``/``var`` keep running sums whose rounding would carry the previous
+        symbol's values into the next symbol's last bits, so they run per symbol: a symbol's
+        values do not depend, even in the last bit, on the other symbols in the frame.
         """
         name = f"__{op}{n}_{src.strip('_')}"
         x = pl.col(src)
         expr = x.rolling_var(n, ddof=0) if op == "var" else getattr(x, f"rolling_{op}")(n)
+        if op in ("mean", "sum", "var"):
+            expr = _per_symbol(expr)
         self.put(name, expr, self.first[src] + n - 1)
         return name
 

@@ -98,6 +98,23 @@ def test_polars_engine_equals_kernel_engine_on_flat_prices_and_zero_volume():
     assert row["volume_z_20"] == row["volume_z_50"] == 0.0
 
 
+def test_engines_agree_when_a_symbol_is_shorter_than_a_window():
+    """A 3-bar symbol between two long ones: no rows for it, and its bars do not leak into its
+    neighbours' windows (the polars engine masks windows at symbol boundaries)."""
+    bars = synthetic_universe(3, 260, seed=5)
+    short = pl.concat(
+        [
+            bars.filter(pl.col("symbol") != "SYM0001"),
+            bars.filter(pl.col("symbol") == "SYM0001").head(3),
+        ]
+    )
+    _assert_engines_agree(short, "short symbol")
+    out = compute_features(short, engine="polars")
+    assert out["symbol"].unique().sort().to_list() == ["SYM0000", "SYM0002"]
+    alone = compute_features(bars.filter(pl.col("symbol") == "SYM0002"), engine="polars")
+    assert out.filter(pl.col("symbol") == "SYM0002").equals(alone)
+
+
 def test_polars_engine_equals_talib_on_the_real_sample(sample_bars):
     native = compute_features(sample_bars, engine="polars")
     for symbol, cols in talib_reference(sample_bars).items():
