@@ -4,7 +4,7 @@ The declaration (:mod:`quantcli.features.definitions`) is compiled into lazy Pol
 (:mod:`quantcli.features.expressions`), evaluated with ``LazyFrame.with_columns`` on the bars
 sorted by ``(symbol, ts)``, by one of two engines: ``kernel`` (default; one expression per
 indicator group running the Numba kernels of :mod:`quantcli.features._nb` over contiguous
-symbol blocks) or ``polars`` (native expressions ``.over("symbol")``). Every indicator follows
+symbol blocks) or ``polars`` (native Polars expressions only). Every indicator follows
 TA-Lib's arithmetic (see ``docs/features.md``); each symbol is computed over its full history,
 on its own.
 

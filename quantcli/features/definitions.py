@@ -1,8 +1,9 @@
 """The declaration of a feature set (``feature_defs/<name>.toml``), loaded and checked.
 
 A feature set is declared once -- names, kinds, parameters, dtypes, descriptions, version and the
-labels -- and everything else is generated from it: the Numba kernels' dispatch table
-(:mod:`quantcli.features.compute`), the DuckDB table's column order, and the Feast feature view.
+labels -- and everything else is generated from it: the lazy Polars expressions that compute it
+(:mod:`quantcli.features.expressions`), the DuckDB table's column order, and the Feast feature
+view.
 
 Example
 -------
@@ -22,8 +23,8 @@ from typing import Any
 from quantcli import resources
 from quantcli.errors import InputError, NotFoundError
 
-# The kinds the engine knows, with the parameters each one requires. Keep in sync with
-# quantcli.features.compute.KIND_CODES (a test checks both directions).
+# The kinds the engines know, with the parameters each one requires. Keep in sync with
+# quantcli.features.expressions (KIND_CODES and the polars builders; tests check both).
 KIND_PARAMS: dict[str, tuple[str, ...]] = {
     "nma": ("window",),
     "bb_pct": ("window", "nbdev"),

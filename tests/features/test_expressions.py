@@ -189,6 +189,12 @@ def test_kernel_engine_plan_has_one_udf_per_group_and_a_lazy_warmup_filter():
         assert name in plan, name
 
 
+def test_both_engines_know_every_declared_kind():
+    from quantcli.features.definitions import KIND_PARAMS
+
+    assert set(ex.KIND_CODES) == set(ex._POLARS_BUILDERS) == set(KIND_PARAMS)
+
+
 def test_unknown_engine_is_refused_with_the_choices():
     with pytest.raises(
         InputError, match=r"`engine` must be one of kernel, polars, got `engine='numpy'`"
