@@ -125,6 +125,13 @@ def test_direct_redis_read_equals_the_feast_sdk_including_an_expired_key(qcli_ho
     assert get_feature_store().get_online_features(["SYM0001"]).fallback == ["missing"]
 
 
+def test_wrappers_in_one_process_share_one_feast_store(materialized):
+    """Feast's global feature-resolution cache holds one registry snapshot: two FeatureStore
+    objects reading in turn would invalidate it on every call."""
+    a, b = get_feature_store(), get_feature_store(read_path="feast")
+    assert a.feast is b.feast
+
+
 def test_read_path_is_checked(materialized):
     from quantcli.errors import InputError
 
