@@ -69,3 +69,80 @@ def store_holder(qcli_home: Path):
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``qcli`` in-process (``main`` with its one error handler): ``(exit code, out, err)``.
+
+    In-process because a fresh interpreter spends seconds importing Feast and MLflow."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        from quantcli.cli import main
+
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(exc.value.code), out, err
+
+    return run
+
+
+@pytest.fixture
+def register_lgbm(qcli_home: Path):
+    """Register a small LightGBM fitted on the store's training frame, the trainer's way.
+
+    ``register_lgbm(name, seed=1, n_estimators=30)`` fits on ``load_training_frame()``, logs the
+    model files to a run of experiment ``tests`` and registers them as a new version of ``name``
+    with the lineage tags (alias ``staging``); returns the feature names in model input order.
+    """
+
+    def register(name: str, *, seed: int = 1, n_estimators: int = 30) -> list[str]:
+        import json
+        import tempfile
+
+        from quantcli import config
+        from quantcli.features.dataset import load_training_frame
+        from quantcli.models import tags as T
+        from quantcli.models.estimators import make_model
+        from quantcli.models.registry import ModelRegistry
+        from quantcli.models.serialize import save_model
+        from quantcli.models.trainer import dataset_manifest
+
+        frame = load_training_frame()
+        names = [c for c in frame.columns if c not in ("symbol", "ts", "label", "label_end")]
+        model = make_model("lgbm", {"n_estimators": n_estimators}, seed=seed).fit(
+            frame.select(names).to_numpy(), frame.get_column("label").to_numpy()
+        )
+        reg = ModelRegistry()
+        exp = reg.client.get_experiment_by_name("tests")
+        exp_id = (
+            exp.experiment_id
+            if exp
+            else reg.client.create_experiment(
+                "tests", artifact_location=config.mlflow_artifacts_dir().as_uri()
+            )
+        )
+        run_id = reg.client.create_run(exp_id).info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(tmp) / "model"
+            save_model(model, model_dir, names)
+            reg.client.log_artifacts(run_id, str(model_dir), "model")
+            reg.client.set_terminated(run_id)
+            reg.register_version(
+                name,
+                run_id,
+                model_dir,
+                {
+                    T.MODEL_KIND: "lgbm",
+                    T.FEATURE_SET: "technical_v1",
+                    T.FEATURE_SET_VERSION: "1",
+                    T.LABEL: "fwd_return_5d",
+                    T.DATASET_SHA256: dataset_manifest(frame)["sha256"],
+                    T.FEATURE_NAMES: json.dumps(names),
+                },
+            )
+        return names
+
+    return register

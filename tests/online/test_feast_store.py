@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from online._features import feature_frame, latest_rows, write_feature_table
-from quantcli.cli import main
 from quantcli.errors import InputError, NotFoundError
 from quantcli.store.feast_store import (
     feast_objects,
@@ -23,17 +22,6 @@ from quantcli.store.feast_store import (
 )
 
 NAMES = load_declaration().feature_names
-
-
-def qcli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process (``main`` with its one error handler): exit code, stdout, stderr.
-
-    In-process because a fresh interpreter spends seconds importing Feast on this machine."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def assert_online_equals_offline_latest(store, frame: pl.DataFrame) -> None:
@@ -185,7 +173,7 @@ def test_missing_and_stale_symbols_fall_back_to_the_offline_store_and_are_counte
 
 # -- Redis ------------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, capsys):
+def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, cli):
     import redis
 
     client = redis.Redis.from_url(redis_url)
@@ -193,8 +181,7 @@ def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, ca
     client.close()
     frame = feature_frame(n_symbols=4, n_days=50, seed=5)
     write_feature_table(frame)
-    code, out, err = qcli(
-        capsys,
+    code, out, err = cli(
         "features",
         "materialize",
         "--online-store",
@@ -212,13 +199,13 @@ def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, ca
 
 
 # -- the CLI ----------------------------------------------------------------------------------
-def test_cli_materialize_json_then_incremental(qcli_home, capsys):
+def test_cli_materialize_json_then_incremental(qcli_home, cli):
     write_feature_table(feature_frame(n_symbols=2, n_days=40, seed=2))
-    code, out, err = qcli(capsys, "features", "materialize", "--json")
+    code, out, err = cli("features", "materialize", "--json")
     assert code == 0, err
     res = json.loads(out)  # stdout is exactly one JSON object (Feast's prints go to stderr)
     assert res["incremental"] is False and res["feature_view"] == "technical_features_v1"
-    code, out, _ = qcli(capsys, "features", "materialize", "--json")
+    code, out, _ = cli("features", "materialize", "--json")
     assert code == 0 and json.loads(out)["incremental"] is True
 
 
@@ -231,17 +218,17 @@ def test_cli_materialize_json_then_incremental(qcli_home, capsys):
         (["--feature-set", "nope_v9"], "nope_v9"),
     ],
 )
-def test_cli_materialize_bad_input_exit_2(qcli_home, monkeypatch, capsys, args, needle):
+def test_cli_materialize_bad_input_exit_2(qcli_home, monkeypatch, cli, args, needle):
     monkeypatch.delenv("QCLI_REDIS_URL", raising=False)
     write_feature_table(feature_frame(n_symbols=1, n_days=30, seed=2))
-    code, out, err = qcli(capsys, "features", "materialize", *args)
+    code, out, err = cli("features", "materialize", *args)
     assert code == 2, err
     assert needle in err and out == ""
     assert not (qcli_home / "feast" / "quantcli_state.json").exists()
 
 
-def test_cli_materialize_without_feature_table_exit_2(qcli_home, capsys):
-    code, _, err = qcli(capsys, "features", "materialize")
+def test_cli_materialize_without_feature_table_exit_2(qcli_home, cli):
+    code, _, err = cli("features", "materialize")
     assert code == 2
     assert "ingest" in err or "technical_features_v1" in err
 
