@@ -165,7 +165,7 @@ class OnnxRunner:
                 x, y, io, _ = self._binding()
             x[...] = X
             self._run_bound(io, self._run_options)
-            return y.reshape(-1).copy()
+            return y.flatten()  # a copy: the buffer is reused by the next call
         return self.session.run(self._output_names, {self.input_name: X})[0].reshape(-1)
 
     def one_row(self, row: np.ndarray) -> np.ndarray | None:
