@@ -209,3 +209,42 @@ def test_one_row_hot_path_is_thread_safe(runtime, signed, synthetic_data):
     assert len(results) == 800
     for i, value in results:
         assert value == expected[i]
+
+
+class _PublicOnly:
+    """An ``InferenceSession`` seen through its public API only (no ``_sess`` internals), as an
+    onnxruntime build without them would present it."""
+
+    def __init__(self, session):
+        self._s = session
+
+    def get_inputs(self):
+        return self._s.get_inputs()
+
+    def get_outputs(self):
+        return self._s.get_outputs()
+
+    def io_binding(self):
+        return self._s.io_binding()
+
+    def run_with_iobinding(self, io):
+        return self._s.run_with_iobinding(io)
+
+    def run(self, *args, **kwargs):
+        return self._s.run(*args, **kwargs)
+
+
+def test_one_row_runner_falls_back_to_the_public_api(signed, synthetic_data):
+    """OnnxRunner uses onnxruntime's C++ session when present; without it (a future onnxruntime),
+    the public ``run_with_iobinding`` path gives the same numbers."""
+    from quantcli.serving.runtime import OnnxRunner, make_session
+
+    X = synthetic_data.X_test[:10].astype(np.float32)
+    expected = _session_predict(signed[0], X).astype(np.float32)
+    fast = OnnxRunner(make_session(signed[0]))
+    public = OnnxRunner(_PublicOnly(make_session(signed[0])))
+    assert fast._native_binding and not public._native_binding
+    for i in range(len(X)):
+        assert fast(X[i : i + 1])[0] == expected[i]
+        assert public(X[i : i + 1])[0] == expected[i]
+    np.testing.assert_array_equal(public(X), expected)  # batches take session.run either way
