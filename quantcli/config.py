@@ -132,5 +132,32 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
                     f"{p}: unknown key '{key}' in [{section}]",
                     hint=f"known keys: {', '.join(sorted(cfg[section]))}",
                 )
+            if key in DEFAULTS[section]:
+                _check_type(p, section, key, value, DEFAULTS[section][key])
             cfg[section][key] = value
     return cfg
+
+
+def _check_type(path: Path, section: str, key: str, value: Any, default: Any) -> None:
+    """A value overriding a default has the default's type (an integer may stand for a float).
+
+    Raises :class:`~quantcli.errors.InputError` naming the file, section and key, so a quoted
+    number or a fraction where a count is expected fails at load, not deep inside a run.
+    """
+    from quantcli.errors import InputError
+
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        want = "a number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok, want = isinstance(value, list), "a list"
+    else:  # pragma: no cover - every default above is one of these types
+        return
+    if not ok:
+        raise InputError(f"{path}: [{section}] {key} must be {want}, got {value!r}")
