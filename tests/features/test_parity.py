@@ -26,7 +26,7 @@ def synthetic_bars() -> pl.DataFrame:
     return synthetic_universe(6, 1500, seed=11, ar1=0.15)
 
 
-def _compare(bars: pl.DataFrame, *, exact: bool) -> None:
+def assert_equals_talib(bars: pl.DataFrame, *, exact: bool) -> None:
     ours = compute_features(bars)
     ref = talib_reference(bars)
     assert sorted(ref) == ours["symbol"].unique().sort().to_list()
@@ -45,11 +45,11 @@ def _compare(bars: pl.DataFrame, *, exact: bool) -> None:
 
 
 def test_parity_on_the_bundled_real_sample(sample_bars):
-    _compare(sample_bars, exact=True)
+    assert_equals_talib(sample_bars, exact=True)
 
 
 def test_parity_on_synthetic_bars(synthetic_bars):
-    _compare(synthetic_bars, exact=True)
+    assert_equals_talib(synthetic_bars, exact=True)
 
 
 def test_declared_lookback_equals_talib_lookback(synthetic_bars):
