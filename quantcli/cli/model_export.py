@@ -110,22 +110,10 @@ _SOURCE_TEXT = {
 
 
 def _default_version(name: str, version: str | None, tracking_uri: str | None) -> tuple[str, str]:
-    """The version to export and how it was chosen: ``--version``, else ``@staging``, else latest.
-
-    ``@staging`` is the candidate that ``qcli model train`` registered and that ``model
-    validate`` and ``model promote`` default to, so export and scan record their verdicts on
-    the version that promote will judge.
-    """
-    from quantcli.models import tags as T
+    """The version to export or scan and how it was chosen (see ``candidate_version``)."""
     from quantcli.models.registry import ModelRegistry
 
-    reg = ModelRegistry(tracking_uri)
-    if version is not None:
-        return str(reg.resolve(name, version).version), "--version"
-    staged = reg.alias_version(name, T.ALIAS_STAGING)
-    if staged is not None:
-        return staged, "@staging"
-    return str(reg.resolve(name).version), "latest"
+    return ModelRegistry(tracking_uri).candidate_version(name, version)
 
 
 def _render_export(console: Any, result: dict[str, Any], report: str) -> None:

@@ -456,9 +456,7 @@ class ModelRegistry:
         verdict is ``pass``; the verdicts are recorded either way.
         """
         required = list(required) if required is not None else required_verdicts()
-        if version is None:
-            version = self.alias_version(name, T.ALIAS_STAGING)
-        info = self.resolve(name, version)
+        info = self.resolve(name, self.candidate_version(name, version)[0])
         if not info.run_id:
             raise NotFoundError(f"{name} v{info.version} has no training run to validate")
         run = self.client.get_run(info.run_id)
@@ -492,16 +490,27 @@ class ModelRegistry:
         return result
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def _default_version(self, name: str, version: str | int | None) -> str:
+    def candidate_version(self, name: str, version: str | int | None = None) -> tuple[str, str]:
+        """The version a gate command acts on, and how it was chosen.
+
+        ``version`` when given (``"--version"``), else the one behind ``@staging`` -- the
+        candidate ``qcli model train`` registered, which validate, export, scan and promote
+        must all judge alike -- (``"@staging"``), else the latest (``"latest"``).
+        """
         if version is not None:
-            return str(self.resolve(name, version).version)
+            return str(self.resolve(name, version).version), "--version"
         staged = self.alias_version(name, T.ALIAS_STAGING)
-        if staged is None:
+        if staged is not None:
+            return staged, "@staging"
+        return str(self.resolve(name).version), "latest"
+
+    def _default_version(self, name: str, version: str | int | None) -> str:
+        if version is None and self.alias_version(name, T.ALIAS_STAGING) is None:
             raise NotFoundError(
                 f"model '{name}' has no 'staging' version to promote",
                 hint="give --version V, or train one: qcli model train --name NAME",
             )
-        return staged
+        return self.candidate_version(name, version)[0]
 
     def promote(
         self,
