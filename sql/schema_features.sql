@@ -17,8 +17,13 @@ CREATE TABLE IF NOT EXISTS feature_builds (
     quality             VARCHAR NOT NULL,   -- JSON: per-feature min/max/mean/zeros, non-finite count
     timings             VARCHAR NOT NULL,   -- JSON: seconds per phase
     executor            VARCHAR NOT NULL,   -- local | ray
-    quantcli_version    VARCHAR NOT NULL
+    quantcli_version    VARCHAR NOT NULL,
+    engine              VARCHAR NOT NULL DEFAULT 'kernel'  -- kernel | polars (see below)
 );
+
+-- Migration of a store written before the engine was recorded: every build then ran the kernel
+-- engine, so the old rows get 'kernel'. A no-op on a table created above.
+ALTER TABLE feature_builds ADD COLUMN IF NOT EXISTS engine VARCHAR DEFAULT 'kernel';
 
 -- What the last build saw of each symbol: the last bar and a hash of the bars up to it. An
 -- incremental build appends only when the symbol's history up to last_bar_ts is unchanged;

@@ -23,6 +23,15 @@ bar; only what is written differs):
   then identical to a full rebuild.
 * ``full``: every symbol in scope is deleted and rewritten.
 * ``since``: rows with ``ts >= since`` are deleted and rewritten; older rows are kept.
+
+Engines (``engine=``, ``qcli features build --engine``): ``kernel`` (default; the Numba kernels,
+bit-identical to TA-Lib) or ``polars`` (native Polars expressions; agrees with ``kernel`` to rtol
+1e-9, not to the bit). The engine is recorded in ``feature_builds``. It is not part of the
+feature version (both engines compute the same declared features, so the table stays
+``technical_features_v1``), but a table holds one engine's bytes only: a build whose engine
+differs from the engine of the stored rows must be ``full`` over every symbol (else
+:class:`~quantcli.errors.InputError`), so an incremental, ``--since`` or ``--symbols`` build never
+appends one engine's rows to the other's.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from quantcli.errors import InputError, NotFoundError
 from quantcli.features import hashing
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
 from quantcli.features.definitions import load_feature_set
+from quantcli.features.expressions import DEFAULT_ENGINE, check_engine
 from quantcli.store.offline import OfflineStore
 
 #: Bars per shard (whole symbols): 250 k bars x 31 columns of float64 is ~60 MB of features.
@@ -79,6 +89,7 @@ class ShardTask:
     state: dict[str, tuple[int, int, str]]
     # symbol -> rows of the symbol in the feature table now (an append needs them all present)
     stored_rows: dict[str, int] = field(default_factory=dict)
+    engine: str = DEFAULT_ENGINE  # kernel | polars (quantcli.features.expressions.ENGINES)
 
 
 @dataclass
@@ -118,7 +129,7 @@ def _stats(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, list[float]]:
 
 def compute_shard(task: ShardTask) -> ShardResult:
     """Compute one shard's features and decide, per symbol, what to write. Pure: no I/O."""
-    plan = compile_plan(load_feature_set(task.feature_set))
+    plan = compile_plan(load_feature_set(task.feature_set), task.engine)
     srt = sort_bars(task.bars)
     starts, _symbols = block_starts(srt)
     hashes = hashing.symbol_hashes(srt, starts)
@@ -213,6 +224,9 @@ class BuildResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     executor: str = "local"
     store: str = ""
+    engine: str = DEFAULT_ENGINE
+    #: the engine of the rows stored before this build (``None``: the table was empty)
+    previous_engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +236,8 @@ class BuildResult:
             "feature_version": self.feature_version,
             "table": self.table,
             "mode": self.mode,
+            "engine": self.engine,
+            "previous_engine": self.previous_engine,
             "input_sha256": self.input_sha256,
             "symbols": self.symbols,
             "bars_read": self.bars_read,
@@ -338,6 +354,7 @@ def build_features(
     *,
     full: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    engine: str = DEFAULT_ENGINE,
 ) -> BuildResult:
     """Compute ``feature_set`` from ``bars`` and write its table, in one transaction.
 
@@ -360,6 +377,10 @@ def build_features(
         Delete and rewrite every symbol in scope instead of appending new rows.
     shard_rows
         Target bars per shard (whole symbols).
+    engine
+        ``kernel`` (default; Numba kernels, bit-identical to TA-Lib) or ``polars`` (native Polars
+        expressions, agrees to rtol 1e-9). Recorded in ``feature_builds``. A table holds one
+        engine's rows: switching engine needs ``full=True`` without ``symbols``.
 
     Returns
     -------
@@ -372,16 +393,19 @@ def build_features(
     NotFoundError
         No ``bars`` table, or an unknown symbol (exit code 2).
     InputError
-        Bad options (``--since`` with ``--full``, an unparseable date, ``shard_rows < 1``).
+        Bad options (``--since`` with ``--full``, an unparseable date, ``shard_rows < 1``, an
+        unknown engine), or an engine other than the stored rows' without a full rebuild of
+        every symbol.
     """
     if store is None:
         with OfflineStore() as own:
             return build_features(
                 own, feature_set, symbols, since, executor, ray_address, progress,
-                full=full, shard_rows=shard_rows,
+                full=full, shard_rows=shard_rows, engine=engine,
             )  # fmt: skip
     if shard_rows < 1:
         raise InputError(f"`shard_rows` must be at least 1, got `shard_rows={shard_rows}`.")
+    engine = check_engine(engine)
     since_dt = _to_utc(since)
     if full and since_dt is not None:
         raise InputError("--full and --since exclude each other", hint="use one of them")
@@ -436,6 +460,14 @@ def build_features(
                 f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
             ).fetchall()
         }
+        previous_engine = _stored_engine(con, feature_set, table) if stored_rows else None
+        if previous_engine not in (None, engine) and (mode != "full" or symbols):
+            raise InputError(
+                f"--engine {engine}: {table} holds rows built by engine {previous_engine}; "
+                f"{'a --symbols' if symbols else _PARTIAL[mode]} build would mix the two "
+                "engines' values in one table",
+                hint=f"rebuild every symbol: qcli features build --full --engine {engine}",
+            )
         if mode == "full" and not symbols:
             rows_deleted += _scalar(con, f"SELECT count(*) FROM {table}")
             con.execute(f"DELETE FROM {table}")
@@ -459,6 +491,7 @@ def build_features(
                         since_us=since_us,
                         state={s: state[s] for s, _ in shard if s in state},
                         stored_rows={s: stored_rows[s] for s, _ in shard if s in stored_rows},
+                        engine=engine,
                     )
                 )
 
@@ -492,7 +525,9 @@ def build_features(
                 hint="check the bars for extreme values (prices must be finite and > 0)",
             )
         input_sha = hashing.combine(hashes)
-        build_id = hashlib.sha256(f"{input_sha}|{built_at.isoformat()}".encode()).hexdigest()[:16]
+        build_id = hashlib.sha256(
+            f"{input_sha}|{engine}|{built_at.isoformat()}".encode()
+        ).hexdigest()[:16]
         timings["compute"] = round(t_compute, 4)
         timings["write"] = round(t_write, 4)
         timings["total"] = round(time.perf_counter() - t_start, 4)
@@ -516,6 +551,7 @@ def build_features(
                 json.dumps(timings, sort_keys=True),
                 pool.name,
                 __version__,
+                engine,
             ],
         )
         con.execute(
@@ -541,6 +577,8 @@ def build_features(
         timings_s=timings,
         executor=pool.name,
         store=str(store.path),
+        engine=engine,
+        previous_engine=previous_engine,
     )
 
 
@@ -581,6 +619,17 @@ def _insert_rows(con, table: str, rows: pl.DataFrame, staging: str) -> None:
         con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet('{quoted}')")
     finally:
         path.unlink(missing_ok=True)
+
+
+#: how the refusal of an engine switch names a build that is not a full rebuild of every symbol
+_PARTIAL = {"incremental": "an incremental", "since": "a --since", "full": "a --symbols"}
+
+
+def _stored_engine(con, feature_set: str, table: str) -> str | None:
+    """The engine of the newest build of ``table``: every stored row was computed by it, since a
+    build with another engine must rewrite the whole table. ``None`` without a recorded build."""
+    row = con.execute(resources.sql("features_stored_engine"), [feature_set, table]).fetchall()
+    return str(row[0][0]) if row else None
 
 
 def _scalar(con, query: str, params: list | None = None) -> int:
