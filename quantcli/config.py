@@ -15,8 +15,10 @@ Functions (not module constants) so that a changed environment variable is honou
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +106,94 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Range:
+    """An interval a numeric config value must lie in; ``None`` leaves a side unbounded.
+
+    A bound may be another key of the same section (a string, e.g. ``hi="n_groups"``), read from
+    the merged config. Every value must also be finite (TOML accepts ``inf`` and ``nan``).
+    """
+
+    lo: float | str | None = None
+    hi: float | str | None = None
+    lo_open: bool = False  # True: lo itself is outside
+    hi_open: bool = False  # True: hi itself is outside
+    note: str | None = None  # why, or the unit (shown as the error's hint)
+
+    def describe(self, section: dict[str, Any]) -> str:
+        """The allowed range in words, e.g. ``in (0, 1]``, ``>= 2`` or ``in [1, n_groups) =
+        [1, 10)``."""
+
+        def show(bound: float | str) -> str:
+            return bound if isinstance(bound, str) else f"{bound:g}"
+
+        if self.lo is None and self.hi is None:
+            return "a finite number"
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {show(self.lo)}"  # type: ignore[arg-type]
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {show(self.hi)}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        text = f"in {left}{show(self.lo)}, {show(self.hi)}{right}"
+        if isinstance(self.lo, str) or isinstance(self.hi, str):
+            lo, hi = self._resolve(self.lo, section), self._resolve(self.hi, section)
+            text += f" = {left}{lo:g}, {hi:g}{right}"
+        return text
+
+    def contains(self, value: float, section: dict[str, Any]) -> bool:
+        if not math.isfinite(value):
+            return False
+        lo, hi = self._resolve(self.lo, section), self._resolve(self.hi, section)
+        if lo is not None and (value <= lo if self.lo_open else value < lo):
+            return False
+        return not (hi is not None and (value >= hi if self.hi_open else value > hi))
+
+    @staticmethod
+    def _resolve(bound: float | str | None, section: dict[str, Any]) -> float | None:
+        return float(section[bound]) if isinstance(bound, str) else bound
+
+
+_FRACTION = "a fraction, not percent"
+_PERCENT = "percent of the metric lost (0.1 means 0.1 %)"
+_DRAWDOWN = "a negative fraction: -0.20 allows drawdowns up to 20 %"
+
+#: The range of every checked config key; checked by :func:`load_config` after the type check,
+#: on the merged config (so a bound naming another key sees its final value). ``[guard]`` is
+#: checked by :class:`quantcli.monitoring.guard.GuardThresholds` (its own cross-key rules);
+#: ``[lightgbm]`` is LightGBM's to check. The domain classes (``CombinatorialPurgedCV``,
+#: ``BacktestValidator``, ``DriftDetector``, ...) check their parameters again for Python callers;
+#: importing them here would load Numba on every config read (0.8 s), so the ranges are data
+#: here and ``tests/test_config.py`` checks that each class refuses what this table refuses.
+RANGES: dict[tuple[str, str], Range] = {
+    ("cpcv", "n_groups"): Range(lo=2),
+    ("cpcv", "n_test_groups"): Range(lo=1, hi="n_groups", hi_open=True),
+    ("cpcv", "embargo_pct"): Range(lo=0, hi=1, hi_open=True, note=_FRACTION + " of the timestamps"),
+    ("cpcv", "purge_pct"): Range(lo=0, hi=1, hi_open=True, note=_FRACTION + " of the timestamps"),
+    ("gates", "min_sharpe"): Range(note="annualized Sharpe ratio"),
+    ("gates", "min_psr"): Range(lo=0, hi=1, note="a probability"),
+    ("gates", "max_drawdown"): Range(lo=-1, hi=0, note=_DRAWDOWN),
+    ("parity", "fp32_max_loss_pct"): Range(lo=0, lo_open=True, note=_PERCENT),
+    ("parity", "int8_max_loss_pct"): Range(lo=0, lo_open=True, note=_PERCENT),
+    ("drift", "psi_threshold"): Range(lo=0, lo_open=True, note="PSI: 0.1 moderate, 0.25 major"),
+    ("drift", "ks_threshold"): Range(lo=0, hi=1, lo_open=True, note="a KS p-value"),
+    ("drift", "jsd_threshold"): Range(lo=0, hi=1, lo_open=True, note="JS divergence, base 2"),
+    ("monitor", "window_size"): Range(lo=2, note="predictions with a known outcome"),
+    ("monitor", "min_sharpe"): Range(note="annualized Sharpe ratio"),
+    ("monitor", "max_drawdown"): Range(lo=-1, hi=0, hi_open=True, note=_DRAWDOWN),
+    ("retrain", "schedule_days"): Range(lo=1, note="days between retrainings"),
+    ("retrain", "min_samples"): Range(lo=1, note="new labelled samples"),
+    ("retrain", "drift_threshold"): Range(lo=1, note="number of drifted features"),
+    ("shadow", "max_pnl_divergence"): Range(lo=0, lo_open=True, note=_FRACTION),
+}
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The embedded defaults, overridden section by section by the TOML file ``path``."""
+    """The embedded defaults, overridden section by section by the TOML file ``path``.
+
+    Every value must have its default's type and lie in its :data:`RANGES` entry; otherwise
+    :class:`~quantcli.errors.InputError` (exit code 2) names the file, section, key, value and
+    the allowed range.
+    """
     from quantcli.errors import InputError
 
     cfg = {section: dict(values) for section, values in DEFAULTS.items()}
@@ -135,7 +223,23 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
             if key in DEFAULTS[section]:
                 _check_type(p, section, key, value, DEFAULTS[section][key])
             cfg[section][key] = value
+    _check_ranges(p, cfg, set(user))
     return cfg
+
+
+def _check_ranges(path: Path, cfg: dict[str, dict[str, Any]], sections: set[str]) -> None:
+    """Every :data:`RANGES` rule of the sections the file set, in table order."""
+    from quantcli.errors import InputError
+
+    for (section, key), rule in RANGES.items():
+        if section not in sections:
+            continue  # the defaults are in range (tests/test_config.py checks)
+        values = cfg[section]
+        if not rule.contains(float(values[key]), values):
+            raise InputError(
+                f"{path}: [{section}] {key} must be {rule.describe(values)}, got {values[key]!r}",
+                hint=rule.note,
+            )
 
 
 def _check_type(path: Path, section: str, key: str, value: Any, default: Any) -> None:

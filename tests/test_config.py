@@ -55,3 +55,119 @@ def test_cli_reports_a_wrongly_typed_value_with_exit_2(qcli_home, tmp_path, cli)
     code, _, err = cli("backtest", "cpcv", "--config", str(path))
     assert code == 2
     assert f"{path}: [cpcv] n_groups must be an integer, got 'ten'" in err
+
+
+# One failing and one passing value per range rule: (section, key, bad, range text, good).
+RANGE_CASES = [
+    ("cpcv", "n_groups", 1, ">= 2", 3),  # 2 leaves no room for the default n_test_groups=2
+    ("cpcv", "n_test_groups", 10, "in [1, n_groups) = [1, 10)", 9),
+    ("cpcv", "n_test_groups", 0, "in [1, n_groups) = [1, 10)", 1),
+    ("cpcv", "embargo_pct", 1.0, "in [0, 1)", 0.0),
+    ("cpcv", "purge_pct", -0.01, "in [0, 1)", 0.5),
+    ("gates", "min_sharpe", float("nan"), "a finite number", -3.0),
+    ("gates", "min_psr", 1.01, "in [0, 1]", 1.0),
+    ("gates", "max_drawdown", 0.1, "in [-1, 0]", 0),
+    ("gates", "max_drawdown", -1.5, "in [-1, 0]", -1),
+    ("parity", "fp32_max_loss_pct", 0.0, "> 0", 0.01),
+    ("parity", "int8_max_loss_pct", -1, "> 0", 5),
+    ("drift", "psi_threshold", 0, "> 0", 2.5),
+    ("drift", "psi_threshold", float("inf"), "> 0", 0.25),
+    ("drift", "ks_threshold", 1.5, "in (0, 1]", 1.0),
+    ("drift", "ks_threshold", 0.0, "in (0, 1]", 0.01),
+    ("drift", "jsd_threshold", 2, "in (0, 1]", 0.2),
+    ("monitor", "window_size", 1, ">= 2", 2),
+    ("monitor", "window_size", -5, ">= 2", 50),
+    ("monitor", "min_sharpe", float("-inf"), "a finite number", -0.5),
+    ("monitor", "max_drawdown", 0.0, "in [-1, 0)", -0.01),
+    ("monitor", "max_drawdown", -1.01, "in [-1, 0)", -1.0),
+    ("retrain", "schedule_days", 0, ">= 1", 1),
+    ("retrain", "min_samples", -10, ">= 1", 1),
+    ("retrain", "drift_threshold", 0, ">= 1", 1),
+    ("shadow", "max_pnl_divergence", 0.0, "> 0", 0.2),
+]
+
+
+def _toml(section: str, key: str, value: float) -> str:
+    text = {float("inf"): "inf", float("-inf"): "-inf"}.get(value, repr(value))
+    return f"[{section}]\n{key} = {'nan' if value != value else text}\n"
+
+
+@pytest.mark.parametrize(("section", "key", "bad", "allowed", "good"), RANGE_CASES)
+def test_each_range_rule_refuses_out_of_range_and_accepts_in_range(
+    tmp_path, section, key, bad, allowed, good
+):
+    path = tmp_path / "c.toml"
+    path.write_text(_toml(section, key, bad))
+    with pytest.raises(InputError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: [{section}] {key} must be {allowed}, got {bad!r}"
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
+
+    path.write_text(_toml(section, key, good))
+    assert load_config(path)[section][key] == good
+
+
+def test_every_range_rule_has_cases_and_the_defaults_are_in_range():
+    from quantcli.config import RANGES
+
+    assert {(s, k) for s, k, *_ in RANGE_CASES} == set(RANGES)
+    for (section, key), rule in RANGES.items():
+        assert key in DEFAULTS[section]
+        assert rule.contains(float(DEFAULTS[section][key]), DEFAULTS[section]), (section, key)
+
+
+def test_a_cross_key_bound_uses_the_merged_value(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[cpcv]\nn_groups = 2\n")  # the default n_test_groups = 2 no longer fits
+    with pytest.raises(InputError, match=r"\[cpcv\] n_test_groups must be in \[1, n_groups\) = "):
+        load_config(path)
+    path.write_text("[cpcv]\nn_groups = 6\nn_test_groups = 5\n")
+    assert load_config(path)["cpcv"] == {**DEFAULTS["cpcv"], "n_groups": 6, "n_test_groups": 5}
+
+
+def _domain_check(section: str, key: str, value: float) -> None:
+    """Construct the class that uses ``[section] key`` with ``value`` (raises if it refuses)."""
+    cfg = {s: dict(v) for s, v in DEFAULTS.items()}
+    cfg[section][key] = value
+    if section == "cpcv":
+        from quantcli.backtest.cpcv import CombinatorialPurgedCV
+
+        CombinatorialPurgedCV(**cfg["cpcv"])
+    elif section == "gates":
+        from quantcli.backtest.gates import BacktestValidator
+
+        BacktestValidator(**cfg["gates"])
+    elif section == "drift":
+        from quantcli.monitoring.drift import DriftDetector
+
+        DriftDetector(**cfg["drift"])
+    elif section == "monitor":
+        from quantcli.monitoring.performance import PerformanceMonitor
+
+        PerformanceMonitor(**cfg["monitor"])
+    elif section == "retrain":
+        from quantcli.monitoring.retrain import RetrainingTrigger
+
+        RetrainingTrigger(**cfg["retrain"])
+    elif section == "parity":
+        from quantcli.serving.parity import ONNXParityTester
+
+        ONNXParityTester(max_loss_pct=cfg["parity"][key])
+
+
+@pytest.mark.parametrize(("section", "key", "bad", "allowed", "good"), RANGE_CASES)
+def test_a_value_the_config_accepts_the_class_using_it_accepts_too(
+    section, key, bad, allowed, good
+):
+    """The table is at least as strict as the classes: a config that loads never fails later,
+    deep inside a run, on a range the class checks again for Python callers."""
+    _domain_check(section, key, good)
+
+
+def test_cli_reports_an_out_of_range_value_with_exit_2(qcli_home, tmp_path, cli):
+    path = tmp_path / "bad.toml"
+    path.write_text("[cpcv]\nembargo_pct = 1.5\n")
+    code, out, err = cli("backtest", "cpcv", "--config", str(path))
+    assert (code, out) == (2, "")
+    assert f"Error: {path}: [cpcv] embargo_pct must be in [0, 1), got 1.5" in err
+    assert "a fraction, not percent of the timestamps" in err
