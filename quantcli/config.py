@@ -120,9 +120,10 @@ class Range:
     hi_open: bool = False  # True: hi itself is outside
     note: str | None = None  # why, or the unit (shown as the error's hint)
 
-    def describe(self, section: dict[str, Any]) -> str:
-        """The allowed range in words, e.g. ``in (0, 1]``, ``>= 2`` or ``in [1, n_groups) =
-        [1, 10)``."""
+    def describe(self, section: dict[str, Any] | None = None) -> str:
+        """The allowed range in words, e.g. ``in (0, 1]``, ``>= 2`` or, a bound naming another
+        key of ``section``, ``in [1, n_groups) = [1, 10)`` (without ``section``: ``in [1,
+        n_groups)``)."""
 
         def show(bound: float | str) -> str:
             return bound if isinstance(bound, str) else f"{bound:g}"
@@ -135,7 +136,7 @@ class Range:
             return f"{'<' if self.hi_open else '<='} {show(self.hi)}"
         left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
         text = f"in {left}{show(self.lo)}, {show(self.hi)}{right}"
-        if isinstance(self.lo, str) or isinstance(self.hi, str):
+        if section is not None and (isinstance(self.lo, str) or isinstance(self.hi, str)):
             lo, hi = self._resolve(self.lo, section), self._resolve(self.hi, section)
             text += f" = {left}{lo:g}, {hi:g}{right}"
         return text
@@ -153,8 +154,8 @@ class Range:
         return float(section[bound]) if isinstance(bound, str) else bound
 
 
-_FRACTION = "a fraction, not percent"
-_PERCENT = "percent of the metric lost (0.1 means 0.1 %)"
+_PERCENT = "the parity loss in percent (0.1 means 0.1 %)"
+_EMBARGO = "a fraction of the timestamps, not percent (0.01 means 1 %)"
 _DRAWDOWN = "a negative fraction: -0.20 allows drawdowns up to 20 %"
 
 #: The range of every checked config key; checked by :func:`load_config` after the type check,
@@ -167,8 +168,8 @@ _DRAWDOWN = "a negative fraction: -0.20 allows drawdowns up to 20 %"
 RANGES: dict[tuple[str, str], Range] = {
     ("cpcv", "n_groups"): Range(lo=2),
     ("cpcv", "n_test_groups"): Range(lo=1, hi="n_groups", hi_open=True),
-    ("cpcv", "embargo_pct"): Range(lo=0, hi=1, hi_open=True, note=_FRACTION + " of the timestamps"),
-    ("cpcv", "purge_pct"): Range(lo=0, hi=1, hi_open=True, note=_FRACTION + " of the timestamps"),
+    ("cpcv", "embargo_pct"): Range(lo=0, hi=1, hi_open=True, note=_EMBARGO),
+    ("cpcv", "purge_pct"): Range(lo=0, hi=1, hi_open=True, note=_EMBARGO),
     ("gates", "min_sharpe"): Range(note="annualized Sharpe ratio"),
     ("gates", "min_psr"): Range(lo=0, hi=1, note="a probability"),
     ("gates", "max_drawdown"): Range(lo=-1, hi=0, note=_DRAWDOWN),
@@ -183,7 +184,9 @@ RANGES: dict[tuple[str, str], Range] = {
     ("retrain", "schedule_days"): Range(lo=1, note="days between retrainings"),
     ("retrain", "min_samples"): Range(lo=1, note="new labelled samples"),
     ("retrain", "drift_threshold"): Range(lo=1, note="number of drifted features"),
-    ("shadow", "max_pnl_divergence"): Range(lo=0, lo_open=True, note=_FRACTION),
+    ("shadow", "max_pnl_divergence"): Range(
+        lo=0, lo_open=True, note="|W_candidate / W_production - 1|, a fraction (0.05 means 5 %)"
+    ),
 }
 
 

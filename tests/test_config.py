@@ -170,4 +170,25 @@ def test_cli_reports_an_out_of_range_value_with_exit_2(qcli_home, tmp_path, cli)
     code, out, err = cli("backtest", "cpcv", "--config", str(path))
     assert (code, out) == (2, "")
     assert f"Error: {path}: [cpcv] embargo_pct must be in [0, 1), got 1.5" in err
-    assert "a fraction, not percent of the timestamps" in err
+    assert "Hint: a fraction of the timestamps, not percent (0.01 means 1 %)" in err
+
+
+def test_the_configuration_doc_lists_every_rule_with_its_default_and_range():
+    import re
+    from pathlib import Path
+
+    from quantcli.config import RANGES
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    rows, section = {}, None
+    for line in doc.splitlines():
+        m = re.match(r"\| (`\[(\w+)\]`)? *\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", line)
+        if m:
+            section = m.group(2) or section
+            rows[(section, m.group(3))] = (m.group(4).strip(), m.group(5).strip())
+    assert set(rows) == set(RANGES)
+    for (section, key), rule in RANGES.items():
+        assert rows[(section, key)] == (str(DEFAULTS[section][key]), rule.describe()), (
+            section,
+            key,
+        )
