@@ -232,3 +232,54 @@ def test_standardised_target_cuts_int8_error_on_real_returns(
         errors[name] = res.int8_parity["relative_error_pct"]
         assert not res.int8_parity["passed"]  # measured 2.8 % and 6.9 %: above the 1 % gate
     assert errors["standardised"] < 0.6 * errors["raw"], errors
+
+
+def _rounded_up_threshold_rows(booster, X_test: np.ndarray) -> np.ndarray:
+    """Test rows with one feature set to ``float32(t)`` for each split ``t`` that rounds up.
+
+    That value is above LightGBM's float64 threshold (so LightGBM sends it right) and equal to
+    the nearest-rounded float32 threshold (so a nearest-rounded ONNX tree sends it left).
+    """
+    rows = []
+    for i, info in enumerate(booster.dump_model()["tree_info"]):
+        stack = [info["tree_structure"]]
+        while stack:
+            split = stack.pop()
+            if "split_index" not in split:
+                continue
+            t = split["threshold"]
+            if float(np.float32(t)) > t:
+                row = X_test[i % len(X_test)].astype(np.float32)
+                row[split["split_feature"]] = np.float32(t)
+                rows.append(row)
+            stack += [split["left_child"], split["right_child"]]
+    return np.array(rows, dtype=np.float32)
+
+
+def test_float32_thresholds_decide_like_lightgbm(models, real_data, tmp_path):
+    """A float32 feature just above a LightGBM threshold goes the way LightGBM sends it.
+
+    onnxmltools rounds each float64 threshold to the nearest float32; where that rounds up, a
+    value in between takes the other branch and the prediction moves by a whole leaf. The plain
+    conversion must show that on these rows (else the test proves nothing); quantcli's must not.
+    """
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    lgbm = models[("real", "lgbm")]
+    X = _rounded_up_threshold_rows(lgbm.booster_, real_data.X_test)
+    assert len(X) > 50
+    native = native_predict(lgbm, X.astype(np.float64))
+    plain = convert_lightgbm(
+        lgbm.booster_,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, X.shape[1]]))],
+        target_opset=15,
+        zipmap=False,
+    )
+    leaf_scale = np.abs(native).max() / lgbm.n_estimators
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    onnx.save(to_onnx(lgbm), str(tmp_path / "ours.onnx"))
+    plain_err = np.abs(_onnx_predict(tmp_path / "plain.onnx", X) - native)
+    ours_err = np.abs(_onnx_predict(tmp_path / "ours.onnx", X) - native)
+    assert (plain_err > 0.1 * leaf_scale).sum() > 0.5 * len(X)
+    assert ours_err.max() < 1e-3 * leaf_scale, ours_err.max()
