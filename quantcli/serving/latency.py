@@ -14,6 +14,13 @@ for 1,000 rows): INT8 only when an INT8 graph exists, passed its parity gate, an
 least :data:`MIN_SPEEDUP` times faster than FP32's at that batch size (a margin, so timing noise
 on a shared machine cannot crown it); otherwise FP32. An INT8 graph that is smaller but not
 faster is reported as such and not recommended.
+
+The INT8 ceiling (Amdahl's law): onnxruntime's quantizers make only the MatMul/Gemm operators
+integer, so INT8 can at best remove the time FP32 spends in them. :func:`matmul_share` profiles
+the FP32 graph (onnxruntime's own per-kernel timings) and reports that time as a share of the
+whole run; ``1 / (1 - share)`` is the most any INT8 graph of this model could gain. The report
+states it, so "INT8 is not faster" comes with its reason: for a tree-dominated ensemble the
+share is a few percent and no quantization can change that.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import numpy as np
 BATCH_ROWS = 1000
 # INT8 must beat FP32's p50 by this factor to be recommended (5 %: above run-to-run noise)
 MIN_SPEEDUP = 1.05
+# the operators onnxruntime's quantizers rewrite, as named after its graph fusions
+MATMUL_KERNELS = frozenset({"MatMul", "Gemm", "FusedMatMul", "FusedGemm"})
 
 
 @dataclass
@@ -54,6 +63,9 @@ class LatencyReport:
     rationale: str = ""
     recommendation_batch: str = "fp32"
     rationale_batch: str = ""
+    # {"single"|"batch": {"matmul_share": fraction of FP32 run time in MatMul/Gemm kernels,
+    #                     "int8_ceiling": 1 / (1 - share), the most INT8 could speed it up}}
+    int8_ceiling: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +120,37 @@ def _native_fn(model: Any):
     return model.predict
 
 
+def matmul_share(onnx_path: str | os.PathLike[str], X: np.ndarray, runs: int = 20) -> float:
+    """Fraction of the graph's run time spent in MatMul/Gemm kernels, from onnxruntime's profiler.
+
+    The session is the serving one (one intra-op thread, every graph optimization), profiled
+    over ``runs`` calls on the float32 rows ``X``: the summed ``*_kernel_time`` of the
+    :data:`MATMUL_KERNELS` nodes over the summed ``model_run`` time (which includes the
+    executor's own overhead, the part no quantization touches). The profile file is deleted.
+    """
+    import json
+    import tempfile
+
+    from quantcli.serving.runtime import make_session
+
+    with tempfile.TemporaryDirectory(prefix="qcli-profile-") as tmp:
+        sess = make_session(onnx_path, profile_prefix=os.path.join(tmp, "run"))
+        feed = {sess.get_inputs()[0].name: np.ascontiguousarray(X, dtype=np.float32)}
+        for _ in range(int(runs)):
+            sess.run(None, feed)
+        with open(sess.end_profiling()) as fh:
+            events = json.load(fh)
+    total = sum(e["dur"] for e in events if e.get("name") == "model_run")
+    matmul = sum(
+        e["dur"]
+        for e in events
+        if e.get("cat") == "Node"
+        and e["name"].endswith("_kernel_time")
+        and e.get("args", {}).get("op_name") in MATMUL_KERNELS
+    )
+    return float(matmul / total) if total > 0 else 0.0
+
+
 def benchmark_latency(
     model: Any,
     fp32_path: str | os.PathLike[str],
@@ -155,9 +198,19 @@ def benchmark_latency(
         report.ratios["fp32_over_int8_single"] = fp.single_p50_us / int8.single_p50_us
         report.ratios["fp32_over_int8_batch"] = fp.batch_p50_us / int8.batch_p50_us
         report.ratios["int8_size_over_fp32"] = int8.size_bytes / fp.size_bytes
+    for which, rows in (("single", one32), ("batch", batch32)):
+        share = matmul_share(fp32_path, rows, runs=max(reps // 10, 20))
+        report.int8_ceiling[which] = {"matmul_share": share, "int8_ceiling": 1 / (1 - share)}
     cases = (("", "single", "one row"), ("_batch", "batch", f"{BATCH_ROWS} rows"))
     for attr, which, label in cases:
         choice, why = _recommend(fp, int8, int8_parity_passed, which, label)
+        if choice == "fp32" and int8 is not None:
+            c = report.int8_ceiling[which]
+            why += (
+                f"; MatMul/Gemm kernels are {100 * c['matmul_share']:.1f} % of FP32's time for "
+                f"{label}, so no INT8 graph of this model can be more than "
+                f"{c['int8_ceiling']:.2f}x faster"
+            )
         setattr(report, f"recommendation{attr}", choice)
         setattr(report, f"rationale{attr}", why)
     return report
@@ -195,6 +248,11 @@ def render_latency(report: dict[str, Any]) -> str:
         )
     for k, v in report["ratios"].items():
         lines.append(f"{k}: {v:.2f}")
+    for which, c in report.get("int8_ceiling", {}).items():
+        lines.append(
+            f"INT8 ceiling, {which}: MatMul/Gemm {100 * c['matmul_share']:.1f} % of FP32 time, "
+            f"at most {c['int8_ceiling']:.2f}x"
+        )
     lines.append(f"recommendation, one row: {report['recommendation']} ({report['rationale']})")
     if "recommendation_batch" in report:
         lines.append(

@@ -49,3 +49,50 @@ def test_report_of_a_real_export_says_why(models, synthetic_data, tmp_path):
     assert d["recommendation"] == d["recommendation_batch"] == "fp32"
     assert d["rationale"] == "no INT8 graph; serve ONNX FP32"
     assert all(np.isfinite(e["single_p50_us"]) and e["single_p50_us"] > 0 for e in d["engines"])
+
+
+def test_matmul_share_is_zero_for_trees_and_bounds_int8_for_the_ensemble(
+    models, synthetic_data, tmp_path
+):
+    """The INT8 ceiling comes from onnxruntime's own kernel timings of the FP32 graph.
+
+    A tree graph has no MatMul/Gemm kernel: share exactly 0, ceiling 1. An MLP's share is a real
+    fraction; the ensemble runs the same MLP kernels plus the trees, so its share is smaller.
+    """
+    import onnx
+
+    from quantcli.serving.latency import matmul_share
+    from quantcli.serving.onnx_export import to_onnx
+
+    X = synthetic_data.X_test[:1000].astype(np.float32)
+    share = {}
+    for kind in ("lgbm", "mlp", "ensemble"):
+        path = tmp_path / f"{kind}.onnx"
+        onnx.save(to_onnx(models[("synthetic", kind)], 29), str(path))
+        share[kind] = matmul_share(path, X, runs=5)
+    assert share["lgbm"] == 0.0
+    assert 0.0 < share["mlp"] < 1.0
+    assert 0.0 < share["ensemble"] < share["mlp"], share
+
+
+def test_fp32_verdict_for_an_int8_graph_states_the_ceiling(models, unit_scale_data, tmp_path):
+    import onnx
+
+    from quantcli.serving.onnx_export import to_onnx
+    from quantcli.serving.quantize import quantize_int8
+
+    ens = models[("unit", "ensemble")]
+    fp32, int8 = tmp_path / "e.onnx", tmp_path / "e.int8.onnx"
+    onnx.save(to_onnx(ens, 29), str(fp32))
+    assert quantize_int8(fp32, int8, method="dynamic").quantized
+    d = benchmark_latency(ens, fp32, int8, unit_scale_data.X_test[:50], repeats=20).to_dict()
+    for which, attr in (("single", "rationale"), ("batch", "rationale_batch")):
+        c = d["int8_ceiling"][which]
+        assert 0.0 < c["matmul_share"] < 1.0
+        assert c["int8_ceiling"] == pytest.approx(1 / (1 - c["matmul_share"]))
+        if d[attr.replace("rationale", "recommendation")] == "fp32":
+            assert f"{c['int8_ceiling']:.2f}x faster" in d[attr], d[attr]
+    # and a real export's report renders it
+    from quantcli.serving.latency import render_latency
+
+    assert "INT8 ceiling, batch: MatMul/Gemm" in render_latency(d)
