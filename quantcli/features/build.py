@@ -466,7 +466,9 @@ def build_features(
                 f"--engine {engine}: {table} holds rows built by engine {previous_engine}; "
                 f"{'a --symbols' if symbols else _PARTIAL[mode]} build would mix the two "
                 "engines' values in one table",
-                hint=f"rebuild every symbol: qcli features build --full --engine {engine}",
+                hint="rebuild every symbol: qcli features build --full --engine "
+                + engine
+                + ("" if feature_set == "technical_v1" else f" --feature-set {feature_set}"),
             )
         if mode == "full" and not symbols:
             rows_deleted += _scalar(con, f"SELECT count(*) FROM {table}")
