@@ -26,7 +26,10 @@ Budgets and goals:
 * ``InferenceRuntime.predict`` of one validated float64 row (the ``qcli predict`` and HTTP hot
   path, NaN policy and cast included), interleaved with native: reported as a ratio; its p99 in
   a tight loop < 3 ms (the best of 3 blocks of 1,000 calls);
-* ensemble INT8 vs FP32 (see ``test_ensemble_int8_vs_fp32``).
+* ensemble INT8 vs FP32: the default ensemble cannot gain (its INT8 ceiling, measured, bounds
+  every INT8 variant; ``test_ensemble_int8_vs_fp32``); an ensemble with a [512, 256] MLP member
+  is >= 1.1x faster in INT8 for one row and not slower for 1,000 rows
+  (``test_ensemble_int8_speedup_where_it_is_real``).
 
 Under ``--benchmark-disable`` (the CI smoke run) every test still runs its code with few repeats
 but asserts no timing: a smoke run on a shared machine measures the neighbours, not quantcli.
@@ -60,7 +63,7 @@ def bench_models(tmp_path_factory):
         # a capped max_iter keeps set-up short; latency does not depend on convergence
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp = make_model("mlp", {"max_iter": 30}, seed=1).fit(X, y)
-        wide = make_model("mlp", {"max_iter": 5, "hidden_layer_sizes": [256, 128]}, seed=1)
+        wide = make_model("mlp", {"max_iter": 5, "hidden_layer_sizes": [512, 256]}, seed=1)
         wide.fit(X, y)
     d = tmp_path_factory.mktemp("onnx_bench")
     paths = {"lgbm": d / "lgbm.onnx", "ens_fp32": d / "ens.onnx"}
@@ -294,7 +297,24 @@ def test_runtime_predict_one_row_in_process(benchmark, bench_models, qcli_home):
     assert p99 < 3000.0, (p50, p99)
 
 
+def _ceilings(path, x1, xb) -> dict[str, float]:
+    """The INT8 ceiling of an FP32 graph, one row and 1,000 rows (``latency.matmul_share``)."""
+    from quantcli.serving.latency import matmul_share
+
+    return {
+        which: 1 / (1 - matmul_share(path, rows, runs=runs))
+        for which, rows, runs in (("single", x1, 200), ("batch", xb, 20))
+    }
+
+
 def test_ensemble_int8_vs_fp32(benchmark, bench_models):
+    """The default ensemble (300 trees + a [32, 16] MLP): INT8 cannot be faster, and why.
+
+    The trees are ~98 % of the 1,000-row time and no quantizer touches them; the ceiling (the
+    FP32 graph's MatMul/Gemm share, from onnxruntime's profiler) bounds any INT8 graph. The
+    assertion checks the bound against the measurement: no INT8 variant beats its ceiling by more
+    than timing noise (5 %). The export report states the same ceiling with its FP32 verdict.
+    """
     paths = bench_models["paths"]
     x = bench_models["X"][:1].astype(np.float32)
     xb = bench_models["X"][:1000].astype(np.float32)
@@ -305,31 +325,33 @@ def test_ensemble_int8_vs_fp32(benchmark, bench_models):
     )
     batch = _interleaved_p50(fns, dict.fromkeys(names, xb), repeats=2 if benchmark.disabled else 40)
     sizes = {n: paths[n].stat().st_size for n in names}
+    ceiling = _ceilings(paths["ens_fp32"], x, xb)
     info = {
         **{f"{n}_single_p50_us": v for n, v in single.items()},
         **{f"{n}_batch_p50_us": v for n, v in batch.items()},
         **{f"{n}_bytes": v for n, v in sizes.items()},
+        **{f"int8_ceiling_{k}": v for k, v in ceiling.items()},
     }
     benchmark.extra_info.update(info)
     benchmark.pedantic(fns["ens_int8_dynamic"], args=(x,), rounds=1, iterations=1)
     print("\nensemble one row p50 (us):", {k: round(v, 1) for k, v in single.items()})
     print("ensemble 1000 rows p50 (us):", {k: round(v) for k, v in batch.items()})
-    print("sizes (bytes):", sizes)
+    print("INT8 ceiling:", {k: round(v, 3) for k, v in ceiling.items()}, "sizes (bytes):", sizes)
     for n in names[1:]:
         assert sizes[n] < sizes["ens_fp32"]
     if benchmark.disabled:
         return
     for n in names[1:]:
         assert single[n] < 1000.0, single
+        assert batch["ens_fp32"] / batch[n] < 1.05 * ceiling["batch"], (n, batch, ceiling)
 
 
 def test_ensemble_int8_speedup_where_it_is_real(benchmark, bench_models):
-    """INT8 pays where the MLP carries the work: a [256, 128] MLP member, 1,000 rows.
+    """INT8 pays where the MLP carries the work: a [512, 256] MLP member beside the 300 trees.
 
-    With the default [32, 16] MLP the 300 trees are ~99 % of the graph's time and INT8 cannot
-    be faster (``test_ensemble_int8_vs_fp32`` reports it); with a wide MLP, dynamic INT8's
-    integer MatMuls save milliseconds per 1,000-row batch. For one row both are within noise
-    (the trees dominate again), which the export report states instead of recommending INT8.
+    Its MatMuls are ~20 % of the graph's time (the ceiling says how much INT8 could gain at
+    most); dynamic INT8 makes them ~1.6x faster on this AVX2 CPU (no VNNI), so the whole graph
+    gains ~1.2x for one row and a few percent for 1,000 rows, where the trees' share grows.
     """
     paths = bench_models["paths"]
     names = ("ens_wide_fp32", "ens_wide_int8_dynamic")
@@ -338,15 +360,17 @@ def test_ensemble_int8_speedup_where_it_is_real(benchmark, bench_models):
     x = xb[:1]
     batch = _interleaved_p50(fns, dict.fromkeys(names, xb), repeats=2 if benchmark.disabled else 60)
     single = _interleaved_p50(
-        fns, dict.fromkeys(names, x), repeats=10 if benchmark.disabled else 1000
+        fns, dict.fromkeys(names, x), repeats=10 if benchmark.disabled else 2000
     )
     ratio_b = batch["ens_wide_fp32"] / batch["ens_wide_int8_dynamic"]
     ratio_1 = single["ens_wide_fp32"] / single["ens_wide_int8_dynamic"]
     sizes = {n: paths[n].stat().st_size for n in names}
+    ceiling = _ceilings(paths["ens_wide_fp32"], x, xb)
     benchmark.extra_info.update(
         {f"{n}_batch_p50_us": v for n, v in batch.items()},
         fp32_over_int8_batch=ratio_b,
         fp32_over_int8_single=ratio_1,
+        **{f"int8_ceiling_{k}": v for k, v in ceiling.items()},
         **{f"{n}_bytes": v for n, v in sizes.items()},
     )
     benchmark.pedantic(fns["ens_wide_int8_dynamic"], args=(xb,), rounds=1, iterations=1)
@@ -354,9 +378,10 @@ def test_ensemble_int8_speedup_where_it_is_real(benchmark, bench_models):
         f"\nwide ensemble 1000 rows p50: fp32 {batch['ens_wide_fp32']:.0f} us, int8 "
         f"{batch['ens_wide_int8_dynamic']:.0f} us, fp32/int8 {ratio_b:.2f}x; one row: fp32 "
         f"{single['ens_wide_fp32']:.1f} us, int8 {single['ens_wide_int8_dynamic']:.1f} us, "
-        f"{ratio_1:.2f}x; sizes {sizes}"
+        f"{ratio_1:.2f}x; INT8 ceiling {ceiling}; sizes {sizes}"
     )
     assert sizes["ens_wide_int8_dynamic"] < sizes["ens_wide_fp32"]
     if benchmark.disabled:
         return
-    assert ratio_b > 1.0, batch
+    assert ratio_1 >= 1.10, single
+    assert ratio_b >= 1.0, batch
