@@ -99,9 +99,12 @@ def test_psi_on_binned_samples_hand_computed():
     assert psi(shares(bin_counts(base, edges)), c) == pytest.approx(expected, rel=1e-14)
 
 
+# Normal floats only: with a subnormal share such as 5e-324 the midpoint (p + q) / 2 underflows
+# to 0 and the oracle itself breaks (scipy's jensenshannon returns inf for [0, 0, 1] vs
+# [0, 5e-324, 1]); a normal float >= 2.2e-308 out of a sum <= 1,200 keeps every midpoint > 0.
 @given(
-    st.lists(st.floats(0, 100), min_size=2, max_size=12),
-    st.lists(st.floats(0, 100), min_size=2, max_size=12),
+    st.lists(st.floats(0, 100, allow_subnormal=False), min_size=2, max_size=12),
+    st.lists(st.floats(0, 100, allow_subnormal=False), min_size=2, max_size=12),
 )
 def test_js_divergence_is_scipy_distance_squared_base_2(p, q):
     p, q = np.array(p[: min(len(p), len(q))]), np.array(q[: min(len(p), len(q))])
