@@ -84,6 +84,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "colsample_bytree": 0.8,
         "seed": 42,
     },
+    # the MLP of `--model mlp` and the MLP member of `--model ensemble` (sklearn MLPRegressor
+    # behind a StandardScaler, trained on the standardized target; quantcli.models.estimators)
+    "mlp": {
+        "hidden_layer_sizes": [32, 16],
+        "activation": "relu",
+        "alpha": 1e-4,
+        "learning_rate_init": 1e-3,
+        "max_iter": 300,
+        "early_stopping": True,
+        "validation_fraction": 0.1,
+        "n_iter_no_change": 10,
+    },
     "parity": {"fp32_max_loss_pct": 0.1, "int8_max_loss_pct": 1.0},
     "drift": {"psi_threshold": 0.1, "ks_threshold": 0.05, "jsd_threshold": 0.05},
     "monitor": {"window_size": 1000, "min_sharpe": 1.0, "max_drawdown": -0.25},
@@ -173,6 +185,13 @@ RANGES: dict[tuple[str, str], Range] = {
     ("gates", "min_sharpe"): Range(note="annualized Sharpe ratio"),
     ("gates", "min_psr"): Range(lo=0, hi=1, note="a probability"),
     ("gates", "max_drawdown"): Range(lo=-1, hi=0, note=_DRAWDOWN),
+    ("mlp", "alpha"): Range(lo=0, note="L2 penalty"),
+    ("mlp", "learning_rate_init"): Range(lo=0, lo_open=True, note="Adam's step size"),
+    ("mlp", "max_iter"): Range(lo=1, note="epochs"),
+    ("mlp", "validation_fraction"): Range(
+        lo=0, hi=1, lo_open=True, hi_open=True, note="share of the training rows for early stopping"
+    ),
+    ("mlp", "n_iter_no_change"): Range(lo=1, note="epochs without improvement before stopping"),
     ("parity", "fp32_max_loss_pct"): Range(lo=0, lo_open=True, note=_PERCENT),
     ("parity", "int8_max_loss_pct"): Range(lo=0, lo_open=True, note=_PERCENT),
     ("drift", "psi_threshold"): Range(lo=0, lo_open=True, note="PSI: 0.1 moderate, 0.25 major"),
@@ -227,6 +246,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
                 _check_type(p, section, key, value, DEFAULTS[section][key])
             cfg[section][key] = value
     _check_ranges(p, cfg, set(user))
+    if "mlp" in user:  # the list and choice keys the range table cannot express
+        from quantcli.models.estimators import mlp_params
+
+        try:
+            mlp_params(cfg["mlp"])
+        except InputError as exc:
+            raise InputError(f"{p}: [mlp] {exc.message}", hint=exc.hint) from None
     return cfg
 
 

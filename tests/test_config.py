@@ -84,6 +84,11 @@ RANGE_CASES = [
     ("retrain", "min_samples", -10, ">= 1", 1),
     ("retrain", "drift_threshold", 0, ">= 1", 1),
     ("shadow", "max_pnl_divergence", 0.0, "> 0", 0.2),
+    ("mlp", "alpha", -1e-3, ">= 0", 0.0),
+    ("mlp", "learning_rate_init", 0.0, "> 0", 0.01),
+    ("mlp", "max_iter", 0, ">= 1", 1),
+    ("mlp", "validation_fraction", 1.0, "in (0, 1)", 0.2),
+    ("mlp", "n_iter_no_change", 0, ">= 1", 5),
 ]
 
 
@@ -192,3 +197,33 @@ def test_the_configuration_doc_lists_every_rule_with_its_default_and_range():
             section,
             key,
         )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "hidden_layer_sizes = [64, 0]",
+            "[mlp] MLP parameter hidden_layer_sizes must be a non-empty list of integers >= 1, "
+            "got [64, 0]",
+        ),
+        (
+            "hidden_layer_sizes = []",
+            "[mlp] MLP parameter hidden_layer_sizes must be a non-empty list of integers >= 1, "
+            "got []",
+        ),
+        (
+            'activation = "gelu"',
+            "[mlp] MLP parameter activation must be one of identity, logistic, tanh, relu, "
+            "got 'gelu'",
+        ),
+    ],
+)
+def test_mlp_list_and_choice_keys_are_checked_at_load(tmp_path, line, message):
+    path = tmp_path / "c.toml"
+    path.write_text(f"[mlp]\n{line}\n")
+    with pytest.raises(InputError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: {message}"
+    path.write_text("[mlp]\nhidden_layer_sizes = [512, 256]\n")
+    assert load_config(path)["mlp"]["hidden_layer_sizes"] == [512, 256]

@@ -26,16 +26,9 @@ from quantcli.errors import InputError
 
 MODEL_KINDS = ("lgbm", "mlp", "ensemble")
 
-MLP_DEFAULTS: dict[str, Any] = {
-    "hidden_layer_sizes": [32, 16],
-    "activation": "relu",
-    "alpha": 1e-4,
-    "learning_rate_init": 1e-3,
-    "max_iter": 300,
-    "early_stopping": True,
-    "validation_fraction": 0.1,
-    "n_iter_no_change": 10,
-}
+# the embedded [mlp] defaults (a `--config` file overrides them key by key)
+MLP_DEFAULTS: dict[str, Any] = DEFAULTS["mlp"]
+MLP_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 
 
 def check_model_kind(kind: str) -> None:
@@ -68,6 +61,22 @@ def mlp_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
         raise InputError(
             f"unknown MLP parameter(s) {sorted(unknown)}",
             hint=f"known: {', '.join(sorted(MLP_DEFAULTS))}",
+        )
+    sizes = merged["hidden_layer_sizes"]
+    if (
+        not isinstance(sizes, (list, tuple))
+        or not sizes
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)
+    ):
+        raise InputError(
+            f"MLP parameter hidden_layer_sizes must be a non-empty list of integers >= 1, "
+            f"got {sizes!r}",
+            hint="one width per hidden layer, e.g. [32, 16]",
+        )
+    if merged["activation"] not in MLP_ACTIVATIONS:
+        raise InputError(
+            f"MLP parameter activation must be one of {', '.join(MLP_ACTIVATIONS)}, "
+            f"got {merged['activation']!r}"
         )
     return merged
 

@@ -333,9 +333,10 @@ class MLflowTrainer:
     def _factory(self, model: str | ModelFactory, params, seed: int) -> ModelFactory:
         if isinstance(model, ModelFactory):
             return model
-        if params is None:  # the [lightgbm] section of the config drives every LightGBM
+        if params is None:  # the [lightgbm] and [mlp] sections drive every member
             lgbm = {k: v for k, v in self.cfg["lightgbm"].items() if k != "seed"}
-            params = {"lgbm": lgbm, "ensemble": {"lgbm": lgbm}}.get(model)
+            mlp = dict(self.cfg["mlp"])
+            params = {"lgbm": lgbm, "mlp": mlp, "ensemble": {"lgbm": lgbm, "mlp": mlp}}.get(model)
         return ModelFactory(model, params, seed)
 
     def _run(self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar):

@@ -173,14 +173,12 @@ def test_same_data_and_seed_same_run_content(qcli_home, embedded_uri, signal_fra
 
 
 def test_ensemble_trains_registers_and_loads(qcli_home, embedded_uri, signal_frame):
-    trainer = MLflowTrainer(tracking_uri=embedded_uri, cfg=small_cfg(n_groups=4, n_test_groups=1))
-    params = {"lgbm": SMALL_LGBM, "mlp": {"hidden_layer_sizes": [8], "max_iter": 30}}
+    """The [lightgbm] and [mlp] config sections drive the members (no explicit params)."""
+    cfg = small_cfg(n_groups=4, n_test_groups=1)
+    cfg["mlp"].update({"hidden_layer_sizes": [8], "max_iter": 30})
+    trainer = MLflowTrainer(tracking_uri=embedded_uri, cfg=cfg)
     res = trainer.train_with_cpcv(
-        "ensemble",
-        signal_frame.drop("label"),
-        signal_frame["label"],
-        params=params,
-        register_as="ens",
+        "ensemble", signal_frame.drop("label"), signal_frame["label"], register_as="ens"
     )
     assert res.model_files == [
         "lgbm.txt",
@@ -191,6 +189,10 @@ def test_ensemble_trains_registers_and_loads(qcli_home, embedded_uri, signal_fra
     ]
     model, info = ModelRegistry(embedded_uri).load_native_model("ens", 1)
     assert model.kind == "ensemble" and info.tags["quantcli.model_kind"] == "ensemble"
+    assert [w.shape for w in model.mlp_pipeline.named_steps["mlp"].coefs_] == [(29, 8), (8, 1)]
+    assert model.booster.num_trees() == SMALL_LGBM["n_estimators"]
+    logged = trainer.client.get_run(res.run_id).data.params
+    assert logged["mlp_hidden_layer_sizes"] == "[8]" and logged["mlp_max_iter"] == "30"
     X = signal_frame.select(res.feature_names).to_numpy()[:20]
     np.testing.assert_allclose(
         model.predict(X), (model.booster.predict(X) + model.mlp_pipeline.predict(X)) / 2
