@@ -160,7 +160,7 @@ def list_cmd(feature_set: FeatureSetOpt = "technical_v1", json_mode: JsonOpt = F
                 lb = st["last_build"]
                 con.print(
                     f"last build: {lb['build_id']} at {lb['built_at']} ({lb['mode']}, "
-                    f"{lb['rows_written']} rows written)"
+                    f"{lb['engine']} engine, {lb['rows_written']} rows written)"
                 )
 
     emit(result, json_mode, render)

@@ -42,12 +42,13 @@ def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
                 if store.table_exists("feature_builds"):
                     last = _rows(
                         cur,
-                        "SELECT build_id, built_at, mode, rows_written, input_sha256 "
+                        "SELECT build_id, built_at, mode, rows_written, input_sha256, engine "
                         "FROM feature_builds WHERE feature_set = ? ORDER BY built_at DESC LIMIT 1",
                         [feature_set],
                     )
                     if last:
                         keys = ("build_id", "built_at", "mode", "rows_written", "input_sha256")
+                        keys += ("engine",)
                         status["last_build"] = dict(zip(keys, last[0], strict=True))
     return {
         "feature_set": fs.name,

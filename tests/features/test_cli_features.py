@@ -34,6 +34,7 @@ def test_build_list_show_json(qcli_home, capsys):
     assert code == 0 and len(listed["features"]) == 29
     assert listed["table_status"]["rows"] == 2 * 61
     assert listed["table_status"]["last_build"]["rows_written"] == 0
+    assert listed["table_status"]["last_build"]["engine"] == "kernel"
 
     code, out, _ = run(capsys, "features", "show", "SYM0001", "--last", "3", "--json")
     shown = json.loads(out)
