@@ -15,6 +15,16 @@ def _rows(cur, query: str, params: list | None = None) -> list[tuple]:
     return cur.execute(query, params or []).fetchall()
 
 
+def _engine_column(cur) -> str:
+    """``engine``, or ``'kernel' AS engine`` on a store whose ``feature_builds`` predates it.
+
+    Such a store is migrated by its next build; until then its builds all ran the kernel engine
+    (the only one there was), and a read-only ``list`` must not fail on the missing column.
+    """
+    cols = {r[0] for r in cur.execute("DESCRIBE feature_builds").fetchall()}
+    return "engine" if "engine" in cols else "'kernel' AS engine"
+
+
 def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
     """The declaration of ``feature_set`` and the state of its table in the offline store.
 
@@ -42,8 +52,9 @@ def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
                 if store.table_exists("feature_builds"):
                     last = _rows(
                         cur,
-                        "SELECT build_id, built_at, mode, rows_written, input_sha256, engine "
-                        "FROM feature_builds WHERE feature_set = ? ORDER BY built_at DESC LIMIT 1",
+                        "SELECT build_id, built_at, mode, rows_written, input_sha256, "
+                        f"{_engine_column(cur)} FROM feature_builds WHERE feature_set = ? "
+                        "ORDER BY built_at DESC LIMIT 1",
                         [feature_set],
                     )
                     if last:
@@ -125,7 +136,10 @@ def recent_builds(limit: int = 10) -> list[dict[str, Any]]:
         from quantcli import resources
 
         cur = store.con.cursor()
-        res = cur.execute(resources.sql("features_builds_recent"), [limit])
+        query = resources.sql("features_builds_recent").replace(
+            " engine,", f" {_engine_column(cur)},"
+        )
+        res = cur.execute(query, [limit])
         keys = [d[0] for d in res.description]
         return [dict(zip(keys, r, strict=True)) for r in res.fetchall()]
 

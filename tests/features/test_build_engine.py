@@ -139,6 +139,11 @@ def test_an_old_store_is_migrated_and_its_builds_count_as_kernel(qcli_home, univ
         con.execute(OLD_FEATURE_BUILDS)
         con.execute("INSERT INTO feature_builds SELECT * FROM old")
         con.execute("DROP TABLE old")
+    # read-only views work on the old shape, before any build migrates it
+    from quantcli.features.inspect import describe_feature_set, recent_builds
+
+    assert describe_feature_set()["table_status"]["last_build"]["engine"] == "kernel"
+    assert [b["engine"] for b in recent_builds()] == ["kernel"]
     with pytest.raises(InputError, match="holds rows built by engine kernel"):
         build_features(engine="polars")
     with OfflineStore(read_only=True) as store:  # the refused build rolled its migration back
