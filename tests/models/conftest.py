@@ -1,9 +1,10 @@
-"""Fixtures for the model tests: a migrated MLflow SQLite template, a real `mlflow server`.
+"""Fixtures for the model tests: the embedded store, a real `mlflow server`.
 
 A fresh SQLite store runs MLflow's migrations for several seconds (tens of seconds on a busy
-2-core machine), so ONE template store is migrated per session and copied into each test's
-$QCLI_HOME. The real server is started once per session on a free loopback port; tests that use
-it register models under unique names, because the server outlives the test.
+2-core machine), so ONE template store (``mlflow_template_db``, tests/conftest.py) is migrated
+per session and copied into each test's $QCLI_HOME. The real server is started once per session
+on a free loopback port; tests that use it register models under unique names, because the
+server outlives the test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import tempfile
 import time
 import urllib.request
 import uuid
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,25 +32,6 @@ from quantcli.models.registry import ModelRegistry, is_local_store
 from quantcli.models.serialize import save_model
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _migrate(db: Path) -> None:
-    from mlflow import MlflowClient
-
-    with warnings.catch_warnings():
-        # MLflow's SQLAlchemy store uses the deprecated `noload` strategy (SADeprecationWarning)
-        warnings.simplefilter("ignore")
-        client = MlflowClient(f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
-        client.search_experiments()
-        client.search_registered_models()
-
-
-@pytest.fixture(scope="session")
-def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty MLflow SQLite store (created once per session)."""
-    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    _migrate(db)
-    return db
 
 
 @pytest.fixture

@@ -48,10 +48,6 @@ def feature_store(qcli_home):
 
 
 @pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory):
-    """A migrated, empty MLflow SQLite store, once per session (migrations take seconds)."""
-    from tests.models.conftest import _migrate
-
-    db = tmp_path_factory.mktemp("monitoring_mlflow") / "mlflow.db"
-    _migrate(db)
-    return db
+def mlflow_template(mlflow_template_db):
+    """The session's migrated, empty MLflow SQLite store (the root conftest's template)."""
+    return mlflow_template_db

@@ -1,4 +1,5 @@
-"""Fixtures for the serving tests: real and synthetic feature matrices, fitted models.
+"""Fixtures for the serving tests: real and synthetic feature matrices, fitted models, and the
+$QCLI_HOME of the export CLI tests (a copied offline store and embedded MLflow store).
 
 Models are small (few trees, a small MLP) so the whole serving suite stays fast, but they are the
 real estimators of :func:`quantcli.models.estimators.make_model`.
@@ -6,7 +7,9 @@ real estimators of :func:`quantcli.models.estimators.make_model`.
 
 from __future__ import annotations
 
+import shutil
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -105,3 +108,33 @@ def models(real_data, synthetic_data, unit_scale_data) -> dict:
             [("lgbm", out[(ds_name, "lgbm")]), ("mlp", out[(ds_name, "mlp")])]
         )
     return out
+
+
+# -- the export CLI tests' home (test_cli_export.py, test_export_default_version.py) -------------
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """An offline store with a small synthetic universe and its technical_v1 features.
+
+    Built once per session (here, not in a test module, so the two modules that use it share one
+    build); every test gets a copy.
+    """
+    from quantcli.data.ingest import ingest_frame
+    from quantcli.data.synthetic import synthetic_universe
+    from quantcli.features.build import build_features
+    from quantcli.store.offline import OfflineStore
+
+    home = tmp_path_factory.mktemp("serving_store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(home))
+        ingest_frame(synthetic_universe(n_symbols=4, n_days=420, seed=5, ar1=0.2))
+        with OfflineStore() as store:
+            build_features(store)
+    return home / "offline.duckdb"
+
+
+@pytest.fixture
+def home(qcli_home: Path, mlflow_template_db: Path, store_template: Path) -> Path:
+    """This test's $QCLI_HOME: copies of the feature store and of the migrated, empty registry."""
+    shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
+    shutil.copy(store_template, qcli_home / "offline.duckdb")
+    return qcli_home

@@ -17,46 +17,6 @@ from quantcli.errors import IntegrityError
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def mlflow_db(tmp_path_factory) -> Path:
-    """One migrated MLflow SQLite store per session (migrations take seconds); copied per test."""
-    from mlflow import MlflowClient
-
-    db = tmp_path_factory.mktemp("serving_mlflow") / "mlflow.db"
-    with warnings.catch_warnings():
-        # MLflow's SQLAlchemy store uses the deprecated `noload` strategy (SADeprecationWarning)
-        warnings.simplefilter("ignore")
-        client = MlflowClient(f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
-        client.search_experiments()
-        client.search_registered_models()
-    return db
-
-
-@pytest.fixture(scope="session")
-def store_template(tmp_path_factory) -> Path:
-    """An offline store with a small synthetic universe and its technical_v1 features."""
-    import os
-
-    from quantcli.data.ingest import ingest_frame
-    from quantcli.data.synthetic import synthetic_universe
-    from quantcli.features.build import build_features
-    from quantcli.store.offline import OfflineStore
-
-    home = tmp_path_factory.mktemp("serving_store")
-    old = os.environ.get("QCLI_HOME")
-    os.environ["QCLI_HOME"] = str(home)
-    try:
-        ingest_frame(synthetic_universe(n_symbols=4, n_days=420, seed=5, ar1=0.2))
-        with OfflineStore() as store:
-            build_features(store)
-    finally:
-        if old is None:
-            os.environ.pop("QCLI_HOME")
-        else:
-            os.environ["QCLI_HOME"] = old
-    return home / "offline.duckdb"
-
-
 def _register(kind: str, name: str) -> str:
     """Fit ``kind`` on the store's training frame and register it the way the trainer does."""
     from sklearn.exceptions import ConvergenceWarning
@@ -113,13 +73,6 @@ def _register(kind: str, name: str) -> str:
             },
         )
     return info.version
-
-
-@pytest.fixture
-def home(qcli_home, mlflow_db, store_template) -> Path:
-    shutil.copy(mlflow_db, qcli_home / "mlflow.db")
-    shutil.copy(store_template, qcli_home / "offline.duckdb")
-    return qcli_home
 
 
 def qcli(capsys, *args: str) -> tuple[int, dict]:

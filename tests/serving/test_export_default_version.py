@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-# the registry/store fixtures and helpers of the export CLI tests (same session-scoped templates)
-from tests.serving.test_cli_export import (  # noqa: F401
-    _register,
-    home,
-    mlflow_db,
-    qcli,
-    store_template,
-)
+# the helpers of the export CLI tests (their `home` fixture is in tests/serving/conftest.py)
+from tests.serving.test_cli_export import _register, qcli
 
 pytestmark = pytest.mark.integration
 
