@@ -72,12 +72,13 @@ def test_without_ray_both_commands_fail_with_the_extra_named(tmp_path):
         assert out.stdout == ""
 
 
-def test_bad_address_in_the_environment_is_named(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    out = _qcli("features", "build", "--executor", "ray", env=_env(home, QCLI_RAY_ADDRESS="x"))
-    assert out.returncode == 2
-    assert out.stderr.splitlines()[0] == "Error: $QCLI_RAY_ADDRESS 'x' is not a Ray address"
+def test_bad_address_in_the_environment_is_named(qcli_home, cli, monkeypatch):
+    # in-process: the message and exit code come from the same `main`; the real-process cases
+    # are the missing-Ray and the second-driver tests
+    monkeypatch.setenv("QCLI_RAY_ADDRESS", "x")
+    code, _, err = cli("features", "build", "--executor", "ray")
+    assert code == 2
+    assert err.splitlines()[0] == "Error: $QCLI_RAY_ADDRESS 'x' is not a Ray address"
 
 
 def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path):
@@ -95,20 +96,22 @@ def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path):
     assert _table_sha256(ray_home, tmp_path) == _table_sha256(local_home, tmp_path)
 
 
-def test_materialize_on_the_ray_engine_refuses_old_history_and_bad_addresses(tmp_path):
-    home = tmp_path / "home"
+def test_materialize_on_the_ray_engine_refuses_old_history_and_bad_addresses(
+    qcli_home, cli, monkeypatch
+):
+    home = qcli_home
+    monkeypatch.delenv("QCLI_RAY_ADDRESS", raising=False)
     _home_with_bars(home, build=True)  # synthetic bars of 2000-2001: far older than the TTL
-    out = _qcli("features", "materialize", "--engine", "ray", "--json", env=_env(home))
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
+    code, out, err = cli("features", "materialize", "--engine", "ray", "--json")
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert lines[0].startswith("Error: --engine ray: the newest feature row (2001-02-23")
     assert lines[0].endswith("Feast's Ray engine would drop every row and write nothing to the "
                              "online store")  # fmt: skip
     assert lines[1] == "Hint: materialize historical data with --engine local (same online values)"
-    assert out.stdout == "" and not (home / "feast").exists()
-    out = _qcli(
-        "features", "materialize", "--engine", "ray", "--ray-address", "nope", "--json",
-        env=_env(home),
+    assert out == "" and not (home / "feast").exists()
+    code, _, err = cli(
+        "features", "materialize", "--engine", "ray", "--ray-address", "nope", "--json"
     )  # fmt: skip
-    assert out.returncode == 2
-    assert out.stderr.splitlines()[0] == "Error: --ray-address 'nope' is not a Ray address"
+    assert code == 2
+    assert err.splitlines()[0] == "Error: --ray-address 'nope' is not a Ray address"
