@@ -40,8 +40,11 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -64,8 +67,9 @@ DEFAULT_SHARD_ROWS = 250_000
 #: Shards in flight per executor worker: two, so a worker that finishes a small shard picks up
 #: another while the wave's largest one still runs.
 SHARDS_PER_WORKER = 2
-#: Bytes of bars and features one wave of shards may hold in memory (the driver keeps every
-#: shard's input and result until the wave is written).
+#: Bytes of bars and features the shards in memory may hold: the driver keeps a wave's results
+#: until they are written, and the next wave's bars and results meanwhile (two waves alive, so
+#: each wave gets half; see :func:`wave_size`).
 WAVE_MEMORY_BYTES = 2 * 1024**3
 
 ProgressFn = Callable[[int, int], None]
@@ -302,22 +306,28 @@ def _plan_shards(counts: list[tuple[str, int]], shard_rows: int) -> list[list[tu
     return shards
 
 
-def wave_size(workers: int, shard_rows: int, n_features: int) -> int:
+def wave_size(workers: int, shard_rows: int, n_features: int, waves_alive: int = 1) -> int:
     """Shards computed between two writes: ``SHARDS_PER_WORKER`` per executor worker (so Ray
     uses every CPU of its cluster), at most as many as fit in ``WAVE_MEMORY_BYTES``.
 
     A shard holds ``shard_rows`` bars (7 columns) and as many feature rows (``n_features`` + 2
-    columns), 8 bytes a value.
+    columns), 8 bytes a value. ``waves_alive`` waves share the budget: :func:`build_features`
+    passes 2, since while one wave is written the next one computes (its bars and its results
+    are in memory together with the rows still waiting for the writer).
 
     >>> wave_size(workers=1, shard_rows=250_000, n_features=29)
     2
     >>> wave_size(workers=64, shard_rows=250_000, n_features=29)  # 2 GB / 76 MB per shard
     28
+    >>> wave_size(workers=64, shard_rows=250_000, n_features=29, waves_alive=2)  # 1 GB each
+    14
     """
     if workers < 1:
         raise InputError(f"`workers` must be at least 1, got `workers={workers}`.")
+    if waves_alive < 1:
+        raise InputError(f"`waves_alive` must be at least 1, got `waves_alive={waves_alive}`.")
     shard_bytes = max(1, shard_rows) * (7 + n_features + 2) * 8
-    by_memory = max(1, WAVE_MEMORY_BYTES // shard_bytes)
+    by_memory = max(1, WAVE_MEMORY_BYTES // (shard_bytes * waves_alive))
     return int(max(1, min(SHARDS_PER_WORKER * workers, by_memory)))
 
 
@@ -355,6 +365,7 @@ def build_features(
     full: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     engine: str = DEFAULT_ENGINE,
+    overlap: bool = True,
 ) -> BuildResult:
     """Compute ``feature_set`` from ``bars`` and write its table, in one transaction.
 
@@ -381,6 +392,12 @@ def build_features(
         ``kernel`` (default; Numba kernels, bit-identical to TA-Lib) or ``polars`` (native Polars
         expressions, agrees to rtol 1e-9). Recorded in ``feature_builds``. A table holds one
         engine's rows: switching engine needs ``full=True`` without ``symbols``.
+    overlap
+        Write each wave on a background thread while the executor computes the next one
+        (default). ``False`` alternates compute and write on one thread (the previous
+        behaviour, kept for measurement: ``benchmarks/test_features_bench.py`` compares both).
+        The table and the ``feature_builds`` record are the same bytes either way (timings
+        aside).
 
     Returns
     -------
@@ -401,7 +418,7 @@ def build_features(
         with OfflineStore() as own:
             return build_features(
                 own, feature_set, symbols, since, executor, ray_address, progress,
-                full=full, shard_rows=shard_rows, engine=engine,
+                full=full, shard_rows=shard_rows, engine=engine, overlap=overlap,
             )  # fmt: skip
     if shard_rows < 1:
         raise InputError(f"`shard_rows` must be at least 1, got `shard_rows={shard_rows}`.")
@@ -441,7 +458,8 @@ def build_features(
     rewritten: list[str] = []
     hashes: list[tuple[str, int, str]] = []
     stats: dict[str, list[float]] = {}
-    t_compute = t_write = 0.0
+    t_compute = 0.0
+    written: list[ShardResult] | None = None  # the computed wave waiting for the writer
     with (
         tempfile.TemporaryDirectory(prefix=".feature-build-", dir=store.path.parent) as staging,
         _memory_limit(store, os.environ.get(ENV_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT)),
@@ -474,52 +492,66 @@ def build_features(
             rows_deleted += _scalar(con, f"SELECT count(*) FROM {table}")
             con.execute(f"DELETE FROM {table}")
         done = 0
-        per_wave = wave_size(getattr(pool, "workers", 1), shard_rows, len(fs.features))
-        for w in range(0, len(shards), per_wave):
-            wave = shards[w : w + per_wave]
-            t0 = time.perf_counter()
-            tasks = []
-            for shard in wave:
-                bars = con.sql(
-                    resources.sql("features_read_bars"), params=[shard[0][0], shard[-1][0]]
-                ).pl()
-                if symbols:
-                    bars = bars.filter(pl.col("symbol").is_in([s for s, _ in shard]))
-                tasks.append(
+        per_wave = wave_size(
+            getattr(pool, "workers", 1),
+            shard_rows,
+            len(fs.features),
+            waves_alive=2 if overlap else 1,
+        )
+        writer = _WaveWriter(con, table, feature_set, since_dt, mode, bool(symbols), staging)
+        try:
+            for w in range(0, len(shards), per_wave):
+                t0 = time.perf_counter()
+                # read while no write is in flight: the connection serves one thread at a time
+                tasks = [
                     ShardTask(
                         feature_set=feature_set,
-                        bars=bars,
+                        bars=_read_bars(con, shard, bool(symbols)),
                         mode=mode,
                         since_us=since_us,
                         state={s: state[s] for s, _ in shard if s in state},
                         stored_rows={s: stored_rows[s] for s, _ in shard if s in stored_rows},
                         engine=engine,
                     )
-                )
+                    for shard in shards[w : w + per_wave]
+                ]
 
-            def _done(_i: int, _n: int = len(shards)) -> None:
-                nonlocal done
-                done += 1
-                if progress is not None:
-                    progress(done, _n)
+                def _done(_i: int, _n: int = len(shards)) -> None:
+                    nonlocal done
+                    done += 1
+                    if progress is not None:
+                        progress(done, _n)
 
-            results = pool.map(compute_shard, tasks, on_done=_done)
-            del tasks
-            t1 = time.perf_counter()
-            t_compute += t1 - t0
-            for res in results:
-                rows_deleted += _apply(con, table, feature_set, res, since_dt, mode, bool(symbols))
-                if res.rows.height:
-                    _insert_rows(con, table, res.rows, staging)
-                rows_written += res.rows.height
-                bars_read += res.bars_read
-                rows_computed += res.rows_computed
-                warmup += res.warmup_dropped
-                rewritten += res.rewrite
-                hashes += res.hashes
-                _merge_stats(stats, res.stats)
-            t_write += time.perf_counter() - t1
-            del results
+                if written is not None:  # the previous wave is written while this one computes
+                    writer.start(written, background=True)
+                    written = None
+                results = pool.map(compute_shard, tasks, on_done=_done)
+                del tasks
+                t_compute += time.perf_counter() - t0
+                writer.wait()
+                for res in results:  # shard order, as the writer writes them
+                    rows_written += res.rows.height
+                    bars_read += res.bars_read
+                    rows_computed += res.rows_computed
+                    warmup += res.warmup_dropped
+                    rewritten += res.rewrite
+                    hashes += res.hashes
+                    _merge_stats(stats, res.stats)
+                if overlap:
+                    written = results
+                else:
+                    writer.start(results, background=False)
+                results = None
+            if written is not None:
+                writer.start(written, background=False)
+                written = None
+        except BaseException:
+            writer.abort()  # nothing still writes when the transaction rolls back
+            raise
+        finally:
+            writer.close()
+        rows_deleted += writer.rows_deleted
+        t_write, t_wait = writer.seconds, writer.waited_s
         quality = _quality(stats, fs.feature_names)
         if quality["non_finite"]:
             raise InputError(
@@ -532,6 +564,7 @@ def build_features(
         ).hexdigest()[:16]
         timings["compute"] = round(t_compute, 4)
         timings["write"] = round(t_write, 4)
+        timings["write_wait"] = round(t_wait, 4)
         timings["total"] = round(time.perf_counter() - t_start, 4)
         con.execute(
             resources.sql("features_record_build"),
@@ -621,6 +654,107 @@ def _insert_rows(con, table: str, rows: pl.DataFrame, staging: str) -> None:
         con.execute(f"INSERT INTO {table} SELECT * FROM read_parquet('{quoted}')")
     finally:
         path.unlink(missing_ok=True)
+
+
+def _read_bars(con, shard: list[tuple[str, int]], scoped: bool) -> pl.DataFrame:
+    """One shard's bars (its symbols' whole history) from the store, inside the transaction."""
+    bars = con.sql(resources.sql("features_read_bars"), params=[shard[0][0], shard[-1][0]]).pl()
+    if scoped:  # --symbols: the name range may hold symbols outside the build
+        bars = bars.filter(pl.col("symbol").is_in([s for s, _ in shard]))
+    return bars
+
+
+class _WriteCancelled(Exception):
+    """The build failed elsewhere; the background writer stops before its next statement."""
+
+
+class _WaveWriter:
+    """The one writer: deletes and inserts a computed wave, in shard order, on one connection.
+
+    ``start(results, background=True)`` writes on a single background thread and returns at
+    once, so the driver's executor computes the next wave meanwhile; ``wait()`` joins it and
+    re-raises its error. The connection serves one thread at a time: the driver calls ``wait()``
+    before it touches the connection again (to read the next wave's bars). ``abort()`` (the
+    build failed: a shard raised, Ctrl-C) stops a write in flight -- between statements through
+    a flag, inside one through DuckDB's ``interrupt`` -- and waits for the thread, so the
+    transaction's ROLLBACK runs alone and nothing of the next wave is ever written.
+
+    ``seconds`` is the time spent writing; ``waited_s`` the part of it the driver waited for
+    (a synchronous write, or a background write that outlasted the next wave's compute).
+    """
+
+    def __init__(self, con, table: str, feature_set: str, since_dt, mode: str, scoped: bool,
+                 staging: str) -> None:  # fmt: skip
+        self._con = con
+        self._args = (table, feature_set, since_dt, mode, scoped)
+        self._staging = staging
+        self._cancel = threading.Event()
+        self._thread: ThreadPoolExecutor | None = None
+        self._future: Future | None = None
+        self.rows_deleted = 0
+        self.seconds = 0.0
+        self.waited_s = 0.0
+
+    def start(self, results: list[ShardResult], *, background: bool) -> None:
+        """Write ``results`` (one wave, shard order); in the background unless told otherwise."""
+        if self._future is not None:
+            raise RuntimeError("a wave is still being written; call wait() first")
+        if not background:
+            t0 = time.perf_counter()
+            self._write(results)
+            self.waited_s += time.perf_counter() - t0
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="qcli-feature-writer")
+        self._future = self._thread.submit(self._write, results)
+
+    def _write(self, results: list[ShardResult]) -> None:
+        t0 = time.perf_counter()
+        table, feature_set, since_dt, mode, scoped = self._args
+        try:
+            for k, res in enumerate(results):
+                results[k] = None  # type: ignore[call-overload]  # free each shard once written
+                if self._cancel.is_set():
+                    raise _WriteCancelled
+                self.rows_deleted += _apply(self._con, table, feature_set, res, since_dt, mode,
+                                            scoped)  # fmt: skip
+                if res.rows.height:
+                    if self._cancel.is_set():
+                        raise _WriteCancelled
+                    _insert_rows(self._con, table, res.rows, self._staging)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def wait(self) -> None:
+        """Join the background write (if any); its exception, if it failed, is raised here."""
+        future, self._future = self._future, None
+        if future is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            future.result()
+        finally:
+            self.waited_s += time.perf_counter() - t0
+
+    def abort(self) -> None:
+        """Stop the background write and wait until the thread no longer uses the connection."""
+        self._cancel.set()
+        future, self._future = self._future, None
+        if future is None:
+            return
+        if not future.done():
+            self._con.interrupt()  # a long INSERT stops now instead of running to its end
+        while True:  # a second Ctrl-C must not let ROLLBACK race the writer on the connection
+            try:
+                wait_futures([future])
+                break
+            except KeyboardInterrupt:
+                continue
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
 
 
 #: how the refusal of an engine switch names a build that is not a full rebuild of every symbol
