@@ -736,12 +736,16 @@ class _WaveWriter:
         finally:
             self.waited_s += time.perf_counter() - t0
 
-    def abort(self) -> None:
-        """Stop the background write and wait until the thread no longer uses the connection."""
+    def abort(self) -> BaseException | None:
+        """Stop the background write and wait until the thread no longer uses the connection.
+
+        Returns how the write in flight ended: ``None`` if it had finished (or none was
+        running), else its exception (DuckDB's ``InterruptException``, ``_WriteCancelled``).
+        """
         self._cancel.set()
         future, self._future = self._future, None
         if future is None:
-            return
+            return None
         if not future.done():
             self._con.interrupt()  # a long INSERT stops now instead of running to its end
         while True:  # a second Ctrl-C must not let ROLLBACK race the writer on the connection
@@ -750,6 +754,7 @@ class _WaveWriter:
                 break
             except KeyboardInterrupt:
                 continue
+        return future.exception()
 
     def close(self) -> None:
         if self._thread is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import polars as pl
 import pytest
@@ -192,3 +193,223 @@ def test_memory_limit_is_set_for_the_build_and_restored(qcli_home, universe, mon
     with pytest.raises(InputError, match="QCLI_BUILD_MEMORY_LIMIT: DuckDB refused memory_limit"):
         build_features(full=True)
     assert not list(qcli_home.glob(".feature-build-*"))  # the Parquet staging is cleaned up
+
+
+# --- the writer overlaps the next wave's compute --------------------------------------------
+
+# feature_builds columns that legitimately differ between two builds of the same input
+_PER_RUN = ("build_id", "built_at", "timings")
+
+
+def _store_bytes() -> dict[str, pl.DataFrame]:
+    """Every table of the store, rows in storage order (no ORDER BY), per-run columns dropped."""
+    with OfflineStore(read_only=True) as store:
+        tables = [t for (t,) in store.con.execute("SHOW TABLES").fetchall()]
+        return {
+            t: store.con.sql(f"SELECT * FROM {t}").pl().drop(_PER_RUN, strict=False)
+            for t in sorted(tables)
+        }
+
+
+def test_overlapped_build_writes_the_same_bytes_as_the_serial_writer(qcli_home, universe):
+    """Same store, table and feature_builds rows (timings and ids aside), in storage order."""
+    ingest_frame(universe)
+    days = _days(universe)
+    base = qcli_home / "base.duckdb"
+    (qcli_home / "offline.duckdb").rename(base)
+    stores = {}
+    for overlap in (False, True):
+        (qcli_home / "offline.duckdb").write_bytes(base.read_bytes())
+        first = build_features(shard_rows=600, overlap=overlap)  # 6 shards, 3 waves
+        since = build_features(since=days[500].date().isoformat(), overlap=overlap)
+        scoped = build_features(symbols=["SYM0005", "SYM0002"], full=True, overlap=overlap)
+        stores[overlap] = _store_bytes()
+        assert first.timings_s["write"] > 0 and "write_wait" in first.timings_s
+        counts = [(r.rows_written, r.rows_deleted, r.input_sha256) for r in (first, since, scoped)]
+        stores[overlap]["counts"] = counts
+        (qcli_home / "offline.duckdb").unlink()
+    serial, overlapped = stores[False], stores[True]
+    assert serial["counts"] == overlapped["counts"]
+    assert set(serial) == set(overlapped)
+    for t in serial:
+        if t != "counts":
+            assert overlapped[t].equals(serial[t]), t
+    assert serial[TABLE].height == 6 * (600 - 199)
+    assert serial["feature_builds"].height == 3
+
+
+class _ReversedExecutor:
+    """Runs the tasks last to first (as a cluster may finish them) and returns them in order."""
+
+    name = "local"
+    workers = 3  # waves of 6 shards
+
+    def map(self, fn, tasks, *, on_done=None):
+        out = {}
+        for i in reversed(range(len(tasks))):
+            out[i] = fn(tasks[i])
+            if on_done is not None:
+                on_done(i)
+        return [out[i] for i in range(len(tasks))]
+
+
+def test_rows_are_written_in_shard_order_whatever_order_shards_finish(qcli_home, universe):
+    ingest_frame(universe)
+    build_features(executor=_ReversedExecutor(), shard_rows=300)  # 1 symbol a shard
+    with OfflineStore(read_only=True) as store:  # storage order, no ORDER BY
+        stored = store.con.sql(f"SELECT * FROM {TABLE}").pl()
+    assert stored.equals(compute_features(universe))
+
+
+def _writer_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("qcli-feature-writer")]
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("worker lost"), KeyboardInterrupt()])
+def test_a_failure_while_the_previous_wave_is_written_leaves_the_store_as_it_was(
+    qcli_home, universe, monkeypatch, failure
+):
+    """Wave 2's compute fails (or Ctrl-C) while wave 1 is being written in the background: the
+    write is stopped, nothing is committed, and no writer thread survives the build."""
+    import threading
+
+    import quantcli.features.build as build_mod
+
+    ingest_frame(universe)
+    build_features(symbols=["SYM0000"])
+    before = _store_bytes()
+    writing = threading.Event()
+    real_insert = build_mod._insert_rows
+
+    def slow_insert(*args):
+        writing.set()
+        real_insert(*args)
+        time.sleep(0.2)  # still writing when wave 2 fails
+
+    monkeypatch.setattr(build_mod, "_insert_rows", slow_insert)
+
+    class FailsOnSecondWave:
+        name = "local"
+        calls = 0
+
+        def map(self, fn, tasks, *, on_done=None):
+            self.calls += 1
+            if self.calls == 2:
+                assert writing.wait(5)  # the first wave's write is in flight
+                raise failure
+            return [fn(t) for t in tasks]
+
+    with pytest.raises(type(failure)):
+        build_features(executor=FailsOnSecondWave(), shard_rows=600, full=True)
+    assert _writer_threads() == []
+    after = _store_bytes()
+    assert set(after) == set(before)
+    assert all(after[t].equals(before[t]) for t in before)
+
+
+def test_a_failed_background_write_fails_the_build_and_writes_nothing(
+    qcli_home, universe, monkeypatch
+):
+    import quantcli.features.build as build_mod
+
+    ingest_frame(universe)
+    calls = []
+    real_insert = build_mod._insert_rows
+
+    def disk_full(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_insert(*args)
+
+    monkeypatch.setattr(build_mod, "_insert_rows", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_features(shard_rows=600)  # 6 shards, 3 waves
+    assert len(calls) == 2  # the waves computed meanwhile were never written
+    assert _writer_threads() == []
+    with OfflineStore(read_only=True) as store:
+        assert not store.table_exists(TABLE)
+        assert not store.table_exists("feature_builds")
+
+
+def test_abort_interrupts_a_write_in_flight_and_rolls_back(qcli_home, universe):
+    """abort() on a wave still being written: the thread stops and ROLLBACK finds nothing."""
+    import duckdb
+
+    from quantcli import resources
+    from quantcli.features.build import ShardTask, _WaveWriter, _WriteCancelled
+
+    big = synthetic_universe(40, 5000, seed=3)
+    results = [compute_shard(ShardTask("technical_v1", big, "full", None, {}))]
+    with OfflineStore() as store:
+        with pytest.raises(KeyboardInterrupt), store.transaction() as con:
+            con.execute(resources.sql("schema_features"))
+            con.execute(resources.sql("features_technical_v1"))
+            writer = _WaveWriter(con, TABLE, "technical_v1", None, "full", False, str(qcli_home))
+            writer.start(results, background=True)
+            try:
+                raise KeyboardInterrupt
+            except BaseException:
+                stopped = writer.abort()
+                raise
+            finally:
+                writer.close()
+        assert not store.table_exists(TABLE)
+    # stopped mid-write (DuckDB's interrupt) or before it began (the flag), never run to the end
+    assert isinstance(stopped, duckdb.InterruptException | _WriteCancelled), repr(stopped)
+    assert _writer_threads() == []
+
+
+def test_wave_size_halves_when_two_waves_are_alive():
+    from quantcli.features.build import wave_size
+
+    assert wave_size(workers=64, shard_rows=250_000, n_features=29, waves_alive=2) == 14
+    assert wave_size(workers=1, shard_rows=250_000, n_features=29, waves_alive=2) == 2
+    with pytest.raises(InputError, match="`waves_alive` must be at least 1, got `waves_alive=0`"):
+        wave_size(workers=1, shard_rows=1, n_features=1, waves_alive=0)
+
+
+_KILLED_CHILD = """
+import sys
+from quantcli.features.build import build_features
+
+def progress(done, total):
+    if done == 6:  # waves 1-2 computed, wave 2 computing or wave 1 being written
+        print("busy", flush=True)
+
+build_features(full=True, shard_rows=2000, progress=progress)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_a_killed_or_interrupted_build_leaves_the_store_as_it_was(qcli_home, sig):
+    """kill -9 or Ctrl-C in the middle of an overlapped build: the store reopens unchanged
+    (DuckDB never committed), and after Ctrl-C the process ends and its staging is removed."""
+    import signal
+    import subprocess
+    import sys
+
+    ingest_frame(synthetic_universe(60, 2000, seed=5))  # 60 shards of one symbol, 30 waves
+    build_features(symbols=["SYM0001"])
+    before = _store_bytes()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "busy"
+        child.send_signal(getattr(signal, sig))
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert "finished" not in out
+    assert child.returncode != 0
+    if sig == "SIGINT":
+        assert "KeyboardInterrupt" in err
+        assert not list(qcli_home.glob(".feature-build-*"))
+    after = _store_bytes()
+    assert set(after) == set(before)
+    assert all(after[t].equals(before[t]) for t in before)
