@@ -249,7 +249,7 @@ def test_fsync_policy_batch_flushes_in_background_and_always_inline(tmp_path):
         AuditLedger(tmp_path / "c.jsonl", durability="never")
 
 
-def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path):
+def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path, cli):
     with AuditLedger() as led:
         led.append([entry(i, day=1) for i in range(4)])
         led.append([entry(i, day=3) for i in range(4, 7)])
@@ -262,21 +262,25 @@ def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path):
     assert frame["prediction"].to_list() == pytest.approx([0.004, 0.005, 0.006])
     assert frame["onnx_model_sha256"].to_list() == ["cd" * 32] * 3
     assert frame.schema["recorded_at"] == pl.Datetime("us", "UTC")
-    # CLI, everything
-    cli = qcli("audit", "export", "--output", str(tmp_path / "all.parquet"), "--json")
-    assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["rows"] == 7
+    # CLI, everything (in-process: the verify and missing-ledger tests cross the real process)
+    code, stdout, stderr = cli(
+        "audit", "export", "--output", str(tmp_path / "all.parquet"), "--json"
+    )
+    assert code == 0, stderr
+    assert json.loads(stdout)["rows"] == 7
     assert pl.read_parquet(tmp_path / "all.parquet").height == 7
 
 
-def test_export_refuses_bad_input_and_broken_ledger(qcli_home, tmp_path):
+def test_export_refuses_bad_input_and_broken_ledger(qcli_home, tmp_path, cli):
     write_records(3)
-    bad = qcli("audit", "export", "--since", "yesterday", "--output", str(tmp_path / "x.parquet"))
-    assert bad.returncode == 2 and "--since" in bad.stderr
+    code, _, err = cli(
+        "audit", "export", "--since", "yesterday", "--output", str(tmp_path / "x.parquet")
+    )
+    assert code == 2 and "--since" in err
     assert not (tmp_path / "x.parquet").exists()
     _rewrite_line(0, lambda s: s.replace('"symbol":"SYM0"', '"symbol":"SYMX"'))
-    out = qcli("audit", "export", "--output", str(tmp_path / "y.parquet"))
-    assert out.returncode == 1 and "seq 0" in out.stderr
+    code, _, err = cli("audit", "export", "--output", str(tmp_path / "y.parquet"))
+    assert code == 1 and "seq 0" in err
     assert not (tmp_path / "y.parquet").exists()
 
 
