@@ -9,6 +9,10 @@
   TA-Lib) and held to a time budget only; it must agree with the kernel engine to 1e-9.
 * ``build_features`` on 5,000 symbols x 5,000 days (25 M bars) in a child process: peak RSS under
   6 GB, and 2x the bars costs at most 2.2x the time of the 2,500-symbol build (``slow``).
+* ``build_features`` through the whole build path (bar reads, compute, the one writer, one
+  transaction) with the writer overlapping the next wave's compute (``overlap=True``, the
+  default) against the serial writer (``overlap=False``, the peer) in interleaved rounds, and the
+  compute-only time of the same shards: 500 x 5,000 (``slow``) and a 100 x 2,500 smoke size.
 """
 
 from __future__ import annotations
@@ -214,3 +218,122 @@ def test_build_25m_bars_memory_and_linear_time(tmp_path):
     assert full["rows"] == 5000 * (5000 - 199)
     assert full["peak_gb"] < 6.0
     assert growth <= 2.2
+
+
+def _store_with_bars(path: Path, bars: pl.DataFrame):
+    from quantcli.store.offline import OfflineStore
+
+    store = OfflineStore(path)
+    store.ensure_schema("schema_core")
+    with store.transaction() as con:
+        con.register("new_bars", bars.to_arrow())
+        con.execute(
+            "INSERT INTO bars SELECT symbol, ts, open, high, low, close, volume FROM new_bars"
+        )
+        con.unregister("new_bars")
+    return store
+
+
+def _build_overlap_vs_serial(
+    benchmark,
+    bars: pl.DataFrame,
+    tmp: Path,
+    *,
+    shard_rows: int,
+    rounds: int,
+    max_ratio: float,
+    budget_s: float,
+) -> dict[str, float]:
+    """Full builds with and without the overlapped writer, interleaved, plus compute only."""
+    from quantcli.features.build import ShardTask, build_features, compute_shard
+
+    base = tmp / "bars.duckdb"
+    _store_with_bars(base, bars).close()
+    symbols = sorted(bars["symbol"].unique().to_list())
+    per_shard = max(1, shard_rows // (bars.height // len(symbols)))
+    tasks = [
+        ShardTask("technical_v1", bars.filter(pl.col("symbol").is_in(symbols[i : i + per_shard])),
+                  "full", None, {})
+        for i in range(0, len(symbols), per_shard)
+    ]  # fmt: skip
+    compute_shard(tasks[0])  # load the compiled kernels
+
+    def compute_only():
+        t0 = time.perf_counter()
+        for task in tasks:
+            compute_shard(task)
+        return time.perf_counter() - t0, None
+
+    def build(overlap: bool):
+        from quantcli.store.offline import OfflineStore
+
+        path = tmp / f"build-{overlap}.duckdb"
+        path.write_bytes(base.read_bytes())  # the same bars, an empty feature table
+        with OfflineStore(path) as store:
+            t0 = time.perf_counter()
+            result = build_features(store, full=True, shard_rows=shard_rows, overlap=overlap)
+            wall = time.perf_counter() - t0
+        path.unlink()
+        return wall, result
+
+    runs: dict[str, list] = {"serial": [], "overlap": [], "compute": []}
+    loads = []
+    for _ in range(rounds):
+        for name in runs:
+            runs[name].append(compute_only() if name == "compute" else build(name == "overlap"))
+        loads.append(os.getloadavg()[0])
+    benchmark.pedantic(build, args=(True,), rounds=1, iterations=1)
+    walls = {k: sorted(t for t, _ in v) for k, v in runs.items()}
+    p50 = {k: float(np.median(v)) for k, v in walls.items()}
+    serial_res = [r for _, r in runs["serial"]]
+    overlap_res = [r for _, r in runs["overlap"]]
+    assert {r.input_sha256 for r in serial_res + overlap_res} == {serial_res[0].input_sha256}
+    assert {r.rows_written for r in serial_res + overlap_res} == {serial_res[0].rows_written}
+    # the write the driver still waited for, and the whole write, per build (median)
+    wait = {k: float(np.median([r.timings_s["write_wait"] for _, r in runs[k]]))
+            for k in ("serial", "overlap")}  # fmt: skip
+    write = {k: float(np.median([r.timings_s["write"] for _, r in runs[k]]))
+             for k in ("serial", "overlap")}  # fmt: skip
+    ratio = p50["overlap"] / p50["serial"]
+    figures = {
+        "bars": bars.height, "shards": len(tasks), "rounds": rounds,
+        "serial_s": walls["serial"], "overlap_s": walls["overlap"],
+        "compute_only_s": walls["compute"],
+        "ratio_overlap_over_serial_p50": ratio, "write_s": write, "write_wait_s": wait,
+        "load_avg_1m": loads,
+    }  # fmt: skip
+    benchmark.extra_info.update(figures)
+    fmt = lambda v: f"{v[0]:.2f}/{float(np.median(v)):.2f}/{v[-1]:.2f}"  # noqa: E731
+    print(
+        f"\nbuild {len(symbols)} x {bars.height // len(symbols)} bars ({len(tasks)} shards), "
+        f"{rounds} interleaved rounds, min/p50/max s: serial writer {fmt(walls['serial'])}, "
+        f"overlapped writer {fmt(walls['overlap'])}, compute only {fmt(walls['compute'])}; "
+        f"p50 ratio overlap/serial {ratio:.3f}; write s (median) serial {write['serial']:.2f} "
+        f"overlap {write['overlap']:.2f}, of which the driver waited {wait['serial']:.2f} / "
+        f"{wait['overlap']:.2f}; load average {'/'.join(f'{x:.2f}' for x in loads)}"
+    )
+    assert ratio <= max_ratio, f"overlapped build {ratio:.2f}x the serial writer's time"
+    assert p50["overlap"] <= budget_s, f"{p50['overlap']:.2f} s over the {budget_s} s budget"
+    return figures
+
+
+def test_build_overlap_vs_serial_writer_100x2500(benchmark, tmp_path):
+    from quantcli.data.synthetic import synthetic_universe
+
+    bars = synthetic_universe(100, 2500, seed=42)  # 250 k bars, 10 shards of 25 k
+    _build_overlap_vs_serial(
+        benchmark, bars, tmp_path, shard_rows=25_000, rounds=3, max_ratio=1.25, budget_s=5.0
+    )
+
+
+@pytest.mark.slow
+def test_build_overlap_vs_serial_writer_500x5000(benchmark, universe_500x5000, tmp_path):
+    _build_overlap_vs_serial(
+        benchmark,
+        universe_500x5000,
+        tmp_path,
+        shard_rows=250_000,
+        rounds=5,
+        max_ratio=1.10,
+        budget_s=20.0,
+    )
