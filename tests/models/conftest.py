@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -47,70 +48,134 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Server:
+    """A real `mlflow server` process on a free loopback port, readied in a background thread.
+
+    Starting it costs ~10-15 s of imports and store set-up in the server process; the thread
+    waits for ``/health`` and makes the first API call (which opens the server's store), so that
+    time overlaps with the tests that run before the first server test.
+    """
+
+    def __init__(self, root: Path, template_db: Path | None) -> None:
+        db = root / "mlflow.db"
+        if template_db is not None:
+            shutil.copy(template_db, db)  # else the server migrates its empty store itself
+        self.artifacts = root / "artifacts"
+        self.artifacts.mkdir()
+        self.log_path = root / "server.log"
+        self.uri = f"http://127.0.0.1:{_free_port()}"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{db}",
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.uri.rsplit(":", 1)[1],
+                "--workers",
+                "1",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # no background job workers (huey): the tests use tracking and the registry only
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._ready, daemon=True)
+        self._thread.start()
+
+    def _ready(self) -> None:
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"mlflow server exited with {self.proc.returncode}:\n"
+                        + self.log_path.read_text()[-3000:]
+                    )
+                try:
+                    with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mlflow server did not become healthy in 240 s")
+                time.sleep(0.5)
+            # the first API call opens the server's store: pay for it here, not in a test
+            search = f"{self.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+            with urllib.request.urlopen(search, timeout=300) as resp:
+                assert resp.status == 200
+        except BaseException as exc:  # handed to the fixture, which raises it in the test
+            self.error = exc
+
+    def wait_ready(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._thread.join(timeout=5)
+        self._log.close()
+
+
+#: the server started at the end of collection, when some selected test will use it
+_early: list[_Server] = []
+
+
+def _uses_server(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return "mlflow_server" in item.fixturenames or params.get("tracking") == "server"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the server now if a selected test needs it (its start overlaps earlier tests)."""
+    if session.config.option.collectonly:
+        return
+    if not _early and any(_uses_server(item) for item in session.items):
+        _early.append(_Server(Path(tempfile.mkdtemp(prefix="qcli_mlflow_server_")), None))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop an early server that no test ended up using (e.g. after ``-x``)."""
+    while _early:
+        server = _early.pop()
+        server.stop()
+        shutil.rmtree(server.log_path.parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
-    """A real `mlflow server` process on a free loopback port; yields ``(uri, artifacts_dir)``."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    db = root / "mlflow.db"
-    shutil.copy(mlflow_template_db, db)
-    artifacts = root / "artifacts"
-    artifacts.mkdir()
-    port = _free_port()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            "--artifacts-destination",
-            str(artifacts),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        # no background job workers (huey): the tests use tracking and the registry only
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    """A real `mlflow server` with an empty store; yields ``(uri, artifacts_dir)``.
+
+    Usually the one started at the end of collection; else started here from the template.
+    """
+    server = (
+        _early[0]
+        if _early
+        else _Server(tmp_path_factory.mktemp("mlflow_server"), mlflow_template_db)
     )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with {proc.returncode}:\n"
-                    + (root / "server.log").read_text()[-3000:]
-                )
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not become healthy in 120 s")
-            time.sleep(0.5)
-        # the first API call opens the server's store: pay for it here, not in the first test
-        search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
-        with urllib.request.urlopen(search, timeout=300) as resp:
-            assert resp.status == 200
-        yield uri, artifacts
+        server.wait_ready()
+        yield server.uri, server.artifacts
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        log.close()
+        if not _early:
+            server.stop()
 
 
 @pytest.fixture(params=["embedded", "server"])
