@@ -4,15 +4,20 @@ Flow of :func:`build_features`:
 
 1. Plan shards: the symbols in scope, in name order, cut into shards of about
    ``shard_rows`` bars (whole symbols only).
-2. For each shard the one writer reads the bars from DuckDB and hands them to
+2. For each shard the driver reads the bars from DuckDB and hands them to
    :func:`compute_shard`, a pure top-level function mapped through
    :func:`quantcli.scale.get_executor` (``local`` or ``ray``) in waves of
-   :func:`wave_size` shards -- two per executor worker, capped so a wave's bars and features
-   fit in ``WAVE_MEMORY_BYTES`` -- so memory stays bounded (a 25 M bar build never holds all
-   bars).
-3. The writer deletes stale rows, inserts the new ones, updates ``feature_build_state`` and
-   records the build in ``feature_builds`` -- all inside ONE transaction: a failed build leaves
-   the store exactly as it was.
+   :func:`wave_size` shards -- two per executor worker, capped so the waves in memory fit in
+   ``WAVE_MEMORY_BYTES`` -- so memory stays bounded (a 25 M bar build never holds all bars).
+3. The one writer (:class:`_WaveWriter`) deletes stale rows and inserts the new ones, in shard
+   order, on a background thread: it writes wave *k* while the executor computes wave *k + 1*
+   (two waves alive, hence ``waves_alive=2`` in the memory cap). The connection is used by one
+   thread at a time (the driver reads the next wave's bars before handing a wave to the writer
+   and joins it before reading again). ``overlap=False`` alternates compute and write instead;
+   the bytes written are the same.
+4. The writes, ``feature_build_state`` and the ``feature_builds`` record are ONE transaction: a
+   failed build (a shard, the writer, Ctrl-C) stops the writer, waits for its thread, and rolls
+   back -- the store is exactly as it was, and the wave computed meanwhile is never written.
 
 Modes, per symbol (indicators are recursive, so a symbol is always recomputed from its first
 bar; only what is written differs):
