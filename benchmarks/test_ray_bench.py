@@ -13,11 +13,12 @@ Measured per run and printed (``-s``), also stored in the benchmark's ``extra_in
 * ``serialize_s`` and ``shard_mb``: pickling a shard task and its result there and back, and
   their size; ``ray_overhead_per_task_s``: one shard through Ray minus its local compute;
 * ``serial_s``: the part no worker can take (bar reads, the writer, bookkeeping): local total
-  minus shards x compute per shard;
+  minus shards x compute per shard (the writer overlaps the next wave's compute, so part of
+  the compute is hidden behind the write and this split, and the model below, are approximate);
 * the extrapolation ``T(N) = serial + ceil(waves) * ceil(wave / min(N, wave)) * (compute +
-  overhead)`` for N workers, with ``wave = wave_size(N, shard_rows, 29)`` the number of shards
-  the build hands to the executor at once (two per worker, memory-capped; see
-  ``docs/features.md``).
+  overhead)`` for N workers, with ``wave = wave_size(N, shard_rows, 29, waves_alive=2)`` the
+  number of shards the build hands to the executor at once (two per worker, memory-capped for
+  the two waves alive while the writer overlaps; see ``docs/features.md``).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def _measure(bars: pl.DataFrame, tmp: Path, shard_rows: int) -> dict[str, float]
     n_shards = math.ceil(bars.height / task.bars.height)
     local_s = local.timings_s["total"]
     serial_s = max(0.0, local_s - n_shards * compute_s)
-    wave = {n: wave_size(n, shard_rows, 29) for n in WORKERS}
+    wave = {n: wave_size(n, shard_rows, 29, waves_alive=2) for n in WORKERS}  # as the build
     model = {
         n: serial_s
         + math.ceil(n_shards / wave[n])
