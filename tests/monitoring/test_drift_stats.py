@@ -115,6 +115,22 @@ def test_js_divergence_is_scipy_distance_squared_base_2(p, q):
     assert 0.0 <= js_divergence(p, q) <= 1.0
 
 
+@pytest.mark.parametrize(
+    ("p", "q", "expected"),
+    [
+        ([0.0, 0.0, 1.0], [0.0, 5e-324, 1.0], 0.0),  # scipy's jensenshannon gives inf here
+        ([5e-324, 1.0], [0.0, 1.0], 0.0),
+        ([5e-324, 0.5, 0.5], [0.0, 1.0, 0.0], jensenshannon([0.5, 0.5], [1.0, 0.0], base=2) ** 2),
+    ],
+)
+def test_js_divergence_with_a_subnormal_share_is_finite_and_exact(p, q, expected):
+    """A subnormal share beside a zero: its midpoint underflows to 0; the divergence stays the
+    one of the normal shares (the subnormal's true contribution is below 1e-323 bits)."""
+    got = js_divergence(np.array(p), np.array(q))
+    assert np.isfinite(got)
+    assert got == pytest.approx(expected, abs=1e-15)
+
+
 def test_js_divergence_disjoint_is_one_bit():
     assert js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
 
