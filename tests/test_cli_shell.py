@@ -82,3 +82,33 @@ def test_error_message_with_markup_characters_is_printed_verbatim(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "m[bold]x[red].toml" in out.stderr.replace("\n", "")
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("kind", ["keyboard", "duckdb", "duckdb-runtime", "other"])
+def test_ctrl_c_inside_a_duckdb_query_is_an_interrupt(monkeypatch, capsys, kind):
+    """Ctrl-C is "Interrupted." and exit 130 whether Python or DuckDB raised it; any other
+    error is not swallowed."""
+    import duckdb
+
+    import quantcli.features.build as build
+    from quantcli.cli import main
+
+    errors = {
+        "keyboard": KeyboardInterrupt(),
+        "duckdb": duckdb.InterruptException("Query interrupted"),
+        "duckdb-runtime": RuntimeError("Query interrupted"),
+        "other": RuntimeError("disk on fire"),
+    }
+
+    def interrupted(*args, **kwargs):
+        raise errors[kind]
+
+    monkeypatch.setattr(build, "build_features", interrupted)
+    if kind == "other":
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            main(["features", "build"])
+        return
+    with pytest.raises(SystemExit) as exc:
+        main(["features", "build"])
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.strip() == "Interrupted."

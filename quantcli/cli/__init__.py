@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # with standalone_mode=False, click *returns* the code of a `typer.Exit(code)`
         code = app(args=args, prog_name="qcli", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent Exit(130)
+            stderr.print("Interrupted.")
     except QuantCliError as exc:
         if debug:
             raise
@@ -116,7 +118,26 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         stderr.print("Interrupted.")
         sys.exit(130)
+    except Exception as exc:
+        if debug or not _is_interrupt(exc):
+            raise
+        stderr.print("Interrupted.")  # Ctrl-C that DuckDB turned into its own error
+        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """True for the error DuckDB raises when Ctrl-C lands inside one of its queries.
+
+    DuckDB checks for a pending SIGINT while it executes and answers with its own
+    ``InterruptException`` ("Query interrupted") instead of Python's ``KeyboardInterrupt``; the
+    store is rolled back either way, so the user gets the same "Interrupted." and exit 130.
+    """
+    import duckdb
+
+    return isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError | duckdb.Error) and str(exc).strip() == "Query interrupted"
+    )
 
 
 __all__ = ["app", "main"]

@@ -408,7 +408,9 @@ def test_a_killed_or_interrupted_build_leaves_the_store_as_it_was(qcli_home, sig
     assert "finished" not in out
     assert child.returncode != 0
     if sig == "SIGINT":
-        assert "KeyboardInterrupt" in err
+        # Python raises KeyboardInterrupt; when the signal lands inside a DuckDB query, DuckDB
+        # raises its own "Query interrupted" instead (the CLI maps both to exit 130)
+        assert "KeyboardInterrupt" in err or "Query interrupted" in err, err[-500:]
         assert not list(qcli_home.glob(".feature-build-*"))
     after = _store_bytes()
     assert set(after) == set(before)
