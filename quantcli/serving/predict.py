@@ -230,13 +230,9 @@ def default_model_name(tracking_uri: str | None = None) -> str:
     env = os.environ.get("QCLI_MODEL")
     if env:
         return env
-    from mlflow import MlflowClient
+    from quantcli.models.registry import ModelRegistry
 
-    from quantcli.config import mlflow_tracking_uri
-
-    names = sorted(
-        m.name for m in MlflowClient(mlflow_tracking_uri(tracking_uri)).search_registered_models()
-    )
+    names = sorted(m.name for m in ModelRegistry(tracking_uri).client.search_registered_models())
     if len(names) == 1:
         return names[0]
     if not names:

@@ -219,3 +219,33 @@ def test_rollback_refuses_a_tampered_target(qcli_home, embedded_uri, model_name,
     assert reg.alias_version(model_name, "production") == "2"
     assert reg.production_history(model_name) == ["1"]
     assert [e[0] for e in _events(model_name)] == ["promote", "promote"]
+
+
+def test_a_tracking_server_call_does_not_load_feast(mlflow_server):
+    """Feast's MLflow request-header plugin is not loaded: it would import all of Feast on the
+    first HTTP call (seconds per command) and could attach its own bearer token to quantcli's
+    requests. Run in a fresh interpreter, since the test session itself imports Feast."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    # the plugin is installed, so without the filter the child would load it
+    assert any(
+        ep.value.startswith("feast.") for ep in entry_points(group="mlflow.request_header_provider")
+    )
+    uri, _ = mlflow_server
+    child = (
+        "import sys\n"
+        "from quantcli.models.registry import ModelRegistry\n"
+        f"ModelRegistry({uri!r}).client.search_registered_models()\n"
+        "import mlflow.tracking.request_header.registry as r\n"
+        "print(sorted(type(p).__name__ for p in r._request_header_provider_registry))\n"
+        "print('feast' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split("\n")
+    assert out[:2] == [
+        "['DatabricksRequestHeaderProvider', 'DefaultRequestHeaderProvider']",
+        "False",
+    ]
