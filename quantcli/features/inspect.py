@@ -126,6 +126,19 @@ def show_features(symbol: str, last: int = 5, feature_set: str = "technical_v1")
     }
 
 
+def stored_engine(feature_set: str = "technical_v1") -> str | None:
+    """The engine that computed the rows now in ``feature_set``'s table; ``None`` when empty.
+
+    A table holds one engine's values (switching engine rewrites it whole), so a caller that
+    extends the table -- ``qcli pipeline run`` -- builds with this engine and keeps the table
+    consistent, instead of refusing after a user rebuilt it with ``--engine polars``.
+    """
+    status = describe_feature_set(feature_set)["table_status"]
+    if not status or not status["rows"] or not status["last_build"]:
+        return None
+    return str(status["last_build"]["engine"])
+
+
 def recent_builds(limit: int = 10) -> list[dict[str, Any]]:
     """The last ``limit`` rows of ``feature_builds`` (newest first); [] without a store."""
     if not config.offline_store_path().exists():
@@ -144,4 +157,4 @@ def recent_builds(limit: int = 10) -> list[dict[str, Any]]:
         return [dict(zip(keys, r, strict=True)) for r in res.fetchall()]
 
 
-__all__ = ["describe_feature_set", "recent_builds", "show_features"]
+__all__ = ["describe_feature_set", "recent_builds", "show_features", "stored_engine"]

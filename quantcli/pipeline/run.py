@@ -133,9 +133,13 @@ def run_pipeline(
 
     # 2. features -----------------------------------------------------------------------------
     def features() -> StageOutcome:
-        from quantcli.features.build import build_features
+        from quantcli.features.build import DEFAULT_ENGINE, build_features
+        from quantcli.features.inspect import stored_engine
 
-        res = build_features(feature_set=feature_set)
+        # extend the table with the engine its rows were built by (kernel when it is empty)
+        res = build_features(
+            feature_set=feature_set, engine=stored_engine(feature_set) or DEFAULT_ENGINE
+        )
         d = res.to_dict()
         return StageOutcome(
             f"{d.get('rows_written', 0)} rows written to {d.get('table', feature_set)} "

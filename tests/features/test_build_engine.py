@@ -187,3 +187,25 @@ def test_cli_engine_option_json_human_and_refusal(qcli_home, cli):
     text = " ".join(out.replace("│", " ").split())  # rich wraps the help in a box
     assert code == 0 and "kernel = Numba kernels, bit-identical to TA-Lib" in text
     assert "polars = native Polars expressions, the readable reference" in text
+
+
+def test_stored_engine_lets_the_pipeline_extend_a_polars_table(qcli_home, universe):
+    """``qcli pipeline run`` builds with the engine of the rows already stored: after a full
+    polars rebuild its incremental build is accepted (a kernel one would be refused)."""
+    from quantcli.features.inspect import stored_engine
+
+    assert stored_engine() is None  # no store yet
+    ingest_frame(universe.filter(pl.col("ts") < pl.col("ts").max()))
+    build_features()
+    assert stored_engine() == "kernel"
+    build_features(engine="polars", full=True)
+    assert stored_engine() == "polars"
+    ingest_frame(universe)  # one new bar per symbol
+    with pytest.raises(InputError, match="holds rows built by engine polars"):
+        build_features()
+    result = build_features(engine=stored_engine())
+    assert (result.engine, result.rows_written) == ("polars", 3)
+    assert _table().equals(compute_features(universe, engine="polars"))
+    with OfflineStore() as store:
+        store.con.execute(f"DELETE FROM {TABLE}")
+    assert stored_engine() is None  # an empty table takes either engine
