@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from quantcli.config import DEFAULTS, load_config
@@ -130,34 +131,47 @@ def test_a_cross_key_bound_uses_the_merged_value(tmp_path):
     assert load_config(path)["cpcv"] == {**DEFAULTS["cpcv"], "n_groups": 6, "n_test_groups": 5}
 
 
-def _domain_check(section: str, key: str, value: float) -> None:
-    """Construct the class that uses ``[section] key`` with ``value`` (raises if it refuses)."""
+def _domain_check(section: str, key: str, value: float):
+    """Run the code that uses ``[section] key`` with ``value``; returns what it built (raises if
+    it refuses the value)."""
     cfg = {s: dict(v) for s, v in DEFAULTS.items()}
     cfg[section][key] = value
     if section == "cpcv":
         from quantcli.backtest.cpcv import CombinatorialPurgedCV
 
-        CombinatorialPurgedCV(**cfg["cpcv"])
-    elif section == "gates":
+        return CombinatorialPurgedCV(**cfg["cpcv"])
+    if section == "gates":
         from quantcli.backtest.gates import BacktestValidator
 
-        BacktestValidator(**cfg["gates"])
-    elif section == "drift":
+        return BacktestValidator(**cfg["gates"])
+    if section == "drift":
         from quantcli.monitoring.drift import DriftDetector
 
-        DriftDetector(**cfg["drift"])
-    elif section == "monitor":
+        return DriftDetector(**cfg["drift"])
+    if section == "monitor":
         from quantcli.monitoring.performance import PerformanceMonitor
 
-        PerformanceMonitor(**cfg["monitor"])
-    elif section == "retrain":
+        return PerformanceMonitor(**cfg["monitor"])
+    if section == "retrain":
         from quantcli.monitoring.retrain import RetrainingTrigger
 
-        RetrainingTrigger(**cfg["retrain"])
-    elif section == "parity":
+        return RetrainingTrigger(**cfg["retrain"])
+    if section == "parity":
         from quantcli.serving.parity import ONNXParityTester
 
-        ONNXParityTester(max_loss_pct=cfg["parity"][key])
+        return ONNXParityTester(max_loss_pct=cfg["parity"][key])
+    if section == "shadow":
+        from quantcli.monitoring.shadow import shadow_compare
+
+        rows = np.arange(4.0)
+        return shadow_compare(rows, rows, rows, rows / 100, **cfg["shadow"])
+    if section == "mlp":
+        from quantcli.models.estimators import make_model
+
+        mlp = make_model("mlp", cfg["mlp"], seed=0).named_steps["mlp"]
+        mlp._validate_params()  # sklearn's own parameter constraints
+        return mlp
+    raise AssertionError(f"no class checks [{section}]: add it here")
 
 
 @pytest.mark.parametrize(("section", "key", "bad", "allowed", "good"), RANGE_CASES)
@@ -166,7 +180,7 @@ def test_a_value_the_config_accepts_the_class_using_it_accepts_too(
 ):
     """The table is at least as strict as the classes: a config that loads never fails later,
     deep inside a run, on a range the class checks again for Python callers."""
-    _domain_check(section, key, good)
+    assert _domain_check(section, key, good) is not None
 
 
 def test_cli_reports_an_out_of_range_value_with_exit_2(qcli_home, tmp_path, cli):
