@@ -1,0 +1,17 @@
+"""Indicator kinds: one :class:`Kind` per kind, registered at import (see ``_base``).
+
+Modules of kinds register themselves when imported below; add a kind in one module of this
+package plus its parity test.
+"""
+
+from quantcli.features.kinds._base import (
+    BAR_INPUTS,
+    Kind,
+    Param,
+    Scope,
+    all_kinds,
+    get_kind,
+    register,
+)
+
+__all__ = ["BAR_INPUTS", "Kind", "Param", "Scope", "all_kinds", "get_kind", "register"]
