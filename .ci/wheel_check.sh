@@ -1,29 +1,52 @@
 #!/usr/bin/env bash
-# Fresh-machine check: build the wheel, install it into a new virtual environment outside the
-# checkout, and run the whole pipeline on the bundled sample from an empty directory. This proves
-# that sql/, feature_defs/ and the sample data ship inside the wheel.
+# Fresh-machine check: build the sdist, then the wheel from that sdist (what `python -m build`
+# does, and what a downstream packager does), install the wheel into a new virtual environment
+# outside the checkout, and run the whole pipeline on the bundled sample from an empty directory.
+# This proves that sql/, feature_defs/, py.typed and the sample data survive the sdist and ship
+# inside the wheel, and (in a venv without the system site-packages) that the declared
+# dependencies are enough to run. QCLI_WHEEL_CHECK_REUSE_SITE=1 reuses the installed third-party
+# stack instead of resolving it again (quicker; then only quantcli itself comes from the wheel).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/qcli-wheel.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-python3 -m pip wheel --no-deps -q -w "$work/dist" "$repo"
+# no arguments: sdist first, then the wheel built from the unpacked sdist
+python3 -m build --outdir "$work/dist" "$repo" > "$work/build.log" 2>&1 || {
+  tail -30 "$work/build.log"; exit 1; }
+sdist=$(ls "$work"/dist/quantcli-*.tar.gz)
 wheel=$(ls "$work"/dist/quantcli-*.whl)
-echo "built $(basename "$wheel")"
+echo "built $(basename "$sdist") -> $(basename "$wheel")"
+python3 - "$sdist" <<'PY'
+import sys, tarfile
+names = {n.split("/", 1)[1] for n in tarfile.open(sys.argv[1]).getnames() if "/" in n}
+need = ["sql/schema_core.sql", "feature_defs/technical_v1.toml", "quantcli/py.typed", "MANIFEST.in"]
+missing = [n for n in need if n not in names]
+if missing:
+    sys.exit(f"sdist is missing: {missing}")
+PY
 python3 - "$wheel" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["quantcli/_resources/sql/schema_core.sql", "quantcli/_resources/feature_defs/technical_v1.toml"]
+need = [
+    "quantcli/_resources/sql/schema_core.sql",
+    "quantcli/_resources/feature_defs/technical_v1.toml",
+    "quantcli/py.typed",
+]
 missing = [n for n in need if n not in names]
 if missing or not any(n.startswith("quantcli/_sample/") for n in names):
     sys.exit(f"wheel is missing resources: {missing or 'quantcli/_sample/'}")
 print(f"wheel ships {sum(n.startswith('quantcli/_resources/') for n in names)} resource files")
 PY
 
-# The new venv reuses the already-installed third-party stack (no second 70 s resolve), but
-# quantcli itself comes from the wheel: we check that below.
-python3 -m venv --system-site-packages "$work/venv"
-"$work/venv/bin/python" -m pip install -q --no-deps "$wheel"
+if [ "${QCLI_WHEEL_CHECK_REUSE_SITE:-0}" = "1" ]; then
+  python3 -m venv --system-site-packages "$work/venv"
+  "$work/venv/bin/python" -m pip install -q --no-deps "$wheel"
+else
+  python3 -m venv "$work/venv"
+  "$work/venv/bin/python" -m pip install -q "$wheel"
+  "$work/venv/bin/python" -m pip check
+fi
 
 mkdir "$work/empty"
 cd "$work/empty"
