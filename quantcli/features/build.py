@@ -61,7 +61,7 @@ import polars as pl
 
 from quantcli import __version__, resources
 from quantcli.errors import InputError, NotFoundError
-from quantcli.features import hashing
+from quantcli.features import hashing, released
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
 from quantcli.features.definitions import load_feature_set
 from quantcli.features.expressions import DEFAULT_ENGINE, check_engine
@@ -471,7 +471,9 @@ def build_features(
         store.transaction() as con,
     ):
         con.execute(resources.sql("schema_features"))
-        con.execute(resources.sql(f"features_{feature_set}"))
+        con.execute(fs.table_ddl())
+        # a released set cannot change silently (exits 2 naming the changed features)
+        released.check_declaration(con, fs)
         state = {
             s: (int(ts.timestamp() * 1_000_000), int(n), sha)
             for s, ts, n, sha in con.execute(resources.sql("features_state"), [feature_set])
@@ -594,6 +596,7 @@ def build_features(
                 engine,
             ],
         )
+        released.record_declaration(con, fs, build_id)
         con.execute(
             "UPDATE feature_build_state SET build_id = ? WHERE feature_set = ? AND build_id = ''",
             [build_id, feature_set],

@@ -57,10 +57,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -68,6 +66,8 @@ import polars as pl
 from quantcli.errors import InputError
 from quantcli.features import _nb
 from quantcli.features.definitions import FeatureSet
+from quantcli.features.kinds import get_kind
+from quantcli.features.polars_graph import PolarsGraph
 
 ENGINES = ("kernel", "polars")
 DEFAULT_ENGINE = "kernel"
@@ -88,294 +88,21 @@ def check_engine(engine: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# "polars" engine
+# "polars" engine: each kind's Polars twin (Kind.polars) on one staged graph.
 # --------------------------------------------------------------------------------------------
-C, H, L, V = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
-_SYMBOL = "__symbol"  # run id of the symbol: 0, 1, ... in row order (the frame is sorted)
-
-
-def _per_symbol(expr: pl.Expr) -> pl.Expr:
-    """``expr`` evaluated on each symbol's bars on its own: ``.over`` the symbol.
-
-    Keyed by the symbol's run id with ``mapping_strategy="explode"``: on bars sorted by
-    ``(symbol, ts)`` that is the same result as ``.over("symbol")`` (groups come in row order),
-    without hashing 2.5 M strings or scattering the rows back (measured: 4x less CPU for an
-    ``ewm_mean`` on 1 M bars).
-    """
-    return expr.over(_SYMBOL, mapping_strategy="explode")
-
-
-class _Graph:
-    """The ``"polars"`` engine's plan: named columns, each placed in the first
-    ``with_columns`` stage after the columns it reads (found with ``Expr.meta.root_names``).
-
-    Why named intermediates instead of one nested expression per feature: an intermediate such
-    as a Wilder sum is read by several expressions, and inlining it repeats its subtree in each
-    (Polars' CSE does not see through ``.over``): the nested ADX expression grew to 143 k
-    characters and took 12 s on 200 k bars. Intermediates are ``__``-prefixed and dropped.
-
-    Every column records ``first``, the per-symbol bar from which it is defined; before it the
-    column is null (masked with the bar position ``__bar``).
-    """
-
-    def __init__(self) -> None:
-        self.stage: dict[str, int] = {c: -1 for c in ("symbol", "ts", *_INPUTS)}
-        self.first: dict[str, int] = dict.fromkeys(_INPUTS, 0)
-        self.stages: list[list[pl.Expr]] = []
-        self.put(_SYMBOL, pl.col("symbol").rle_id(), 0, masked=False)
-        self.put(_POS, _per_symbol(pl.int_range(pl.len())), 0, masked=False)
-
-    def put(self, name: str, expr: pl.Expr, first: int, *, masked: bool = True) -> pl.Expr:
-        """Add column ``name`` (once; a second ``put`` of the same name reuses it), null before
-        bar ``first`` of each symbol; returns ``pl.col(name)``."""
-        if name not in self.stage:
-            if masked:
-                expr = pl.when(pl.col(_POS) >= first).then(expr)
-            stage = 1 + max((self.stage[c] for c in expr.meta.root_names()), default=-1)
-            while len(self.stages) <= stage:
-                self.stages.append([])
-            self.stages[stage].append(expr.alias(name))
-            self.stage[name] = stage
-            self.first[name] = first
-        return pl.col(name)
-
-    def rolling(self, op: str, src: str, n: int) -> str:
-        """``rolling_<op>(n)`` of column ``src`` (mean, sum, max, min; var is population), null
-        where the window would reach into the previous symbol's bars.
-
-        ``max``/``min`` are exact, so they run on the whole sorted frame and are only masked.
-        ``mean``/``sum``/``var`` keep running sums whose rounding would carry the previous
-        symbol's values into the next symbol's last bits, so they run per symbol: a symbol's
-        values do not depend, even in the last bit, on the other symbols in the frame.
-        """
-        name = f"__{op}{n}_{src.strip('_')}"
-        x = pl.col(src)
-        expr = x.rolling_var(n, ddof=0) if op == "var" else getattr(x, f"rolling_{op}")(n)
-        if op in ("mean", "sum", "var"):
-            expr = _per_symbol(expr)
-        self.put(name, expr, self.first[src] + n - 1)
-        return name
-
-    def stddev(self, src: str, n: int) -> str:
-        """TA_STDDEV(n, 1): the population standard deviation (a variance below 0 from
-        rounding is 0)."""
-        var = self.rolling("var", src, n)
-        name = f"__std{n}_{src.strip('_')}"
-        self.put(name, pl.col(var).clip(lower_bound=0.0).sqrt(), self.first[var])
-        return name
-
-    def recursion(
-        self, name: str, src: str, seed: str, seed_bar: int, alpha: float, *, scale: float = 1.0
-    ) -> str:
-        """``y = (1 - alpha) y[t-1] + alpha * scale * src`` per symbol, ``y = seed`` at bar
-        ``seed_bar``: ``ewm_mean(adjust=False)`` of a series null before the seed bar.
-
-        A null ``src`` after the seed (ADX's undefined DX) leaves ``y`` unchanged.
-        """
-        x = pl.col(src) * scale if scale != 1.0 else pl.col(src)
-        seeded = pl.when(pl.col(_POS) == seed_bar).then(pl.col(seed)).otherwise(x)
-        seeded_in = self.put(f"{name}_in", seeded, seed_bar)
-        ewm = seeded_in.ewm_mean(alpha=alpha, adjust=False, ignore_nulls=True).forward_fill()
-        self.put(name, _per_symbol(ewm), seed_bar, masked=False)
-        return name
-
-    def ema(self, src: str, n: int, *, seed_bar: int | None = None) -> str:
-        """TA_EMA(n), alpha 2/(n+1), seeded with the SMA of ``n`` values ending at ``seed_bar``
-        (default: the first full window; MACD ends its fast seed on the slow one's bar)."""
-        sma = self.rolling("mean", src, n)
-        bar = self.first[sma] if seed_bar is None else seed_bar
-        tag = "" if seed_bar is None else f"_from{bar}"
-        return self.recursion(f"__ema{n}_{src.strip('_')}{tag}", src, sma, bar, 2.0 / (n + 1))
-
-    def wilder(self, src: str, n: int) -> str:
-        """Wilder's average (RSI, ATR): seeded with the mean of the first ``n`` values, alpha
-        1/n."""
-        sma = self.rolling("mean", src, n)
-        return self.recursion(f"__wilder{n}_{src.strip('_')}", src, sma, self.first[sma], 1 / n)
-
-    def wilder_sum(self, src: str, n: int) -> str:
-        """ADX's Wilder sum ``S = S[t-1] - S[t-1] / n + x``, seeded with the sum of the first
-        ``n - 1`` values: an alpha-1/n EMA of ``n x``."""
-        seed = self.rolling("sum", src, n - 1)
-        name = f"__wsum{n}_{src.strip('_')}"
-        return self.recursion(name, src, seed, self.first[seed], 1 / n, scale=float(n))
-
-    def input(self, name: str) -> str:
-        """A shared derived input of the price columns (close change, true range, OBV)."""
-        if name == "__change":  # close - previous close, from bar 1
-            self.put(name, C.diff(), 1)
-        elif name == "__gain":
-            self.put(name, pl.col(self.input("__change")).clip(lower_bound=0.0), 1)
-        elif name == "__loss":
-            self.put(name, (-pl.col(self.input("__change"))).clip(lower_bound=0.0), 1)
-        elif name == "__tr":  # true range, from bar 1 as in TA-Lib
-            prev = C.shift(1)
-            self.put(name, pl.max_horizontal(H - L, (H - prev).abs(), (L - prev).abs()), 1)
-        elif name == "__obv":  # OBV[0] = volume[0]; +volume on an up close, -volume on a down
-            d = pl.col(self.input("__change"))
-            signed = pl.when(pl.col(_POS) == 0).then(V).when(d > 0.0).then(V).when(d < 0.0).then(-V)
-            self.put("__obv_in", signed.otherwise(0.0), 0)
-            self.put(name, _per_symbol(pl.col("__obv_in").cum_sum()), 0, masked=False)
-        return name
-
-
-def _safe_div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
-    """``num / den``, 0 where ``den == 0`` (TA-Lib's convention for a zero denominator)."""
-    return pl.when(den == 0.0).then(0.0).otherwise(num / den)
-
-
-def _rocp(k: int) -> pl.Expr:
-    prev = C.shift(k)
-    return _safe_div(C - prev, prev)
-
-
-def _nma(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    sma = g.rolling("mean", "close", n)
-    return {"nma": (pl.when(pl.col(sma) == 0.0).then(0.0).otherwise(C / pl.col(sma) - 1.0), n - 1)}
-
-
-def _bbands(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    middle = pl.col(g.rolling("mean", "close", n))
-    dev = pl.col(g.stddev("close", n)) * float(p["nbdev"])
-    upper, lower = middle + dev, middle - dev
-    width = upper - lower
-    return {
-        "bb_pct": (_safe_div(C - lower, width), n - 1),
-        "bb_width": (_safe_div(width, middle), n - 1),
-    }
-
-
-def _volume_z(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    sma, std = g.rolling("mean", "volume", n), g.stddev("volume", n)
-    return {"volume_z": (_safe_div(V - pl.col(sma), pl.col(std)), n - 1)}
-
-
-def _rsi(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    gain = pl.col(g.wilder(g.input("__gain"), n))
-    loss = pl.col(g.wilder(g.input("__loss"), n))
-    total = gain + loss
-    # 0 when no change was ever seen (gain + loss == 0), as TA-Lib
-    return {"rsi": (pl.when(total > 0.0).then(100.0 * (gain / total)).otherwise(0.0), n)}
-
-
-def _roc(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    k = int(p["window"])
-    prev = C.shift(k)
-    return {"roc": (pl.when(prev == 0.0).then(0.0).otherwise((C / prev - 1.0) * 100.0), k)}
-
-
-def _macd(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    fast, slow = sorted((int(p["fast"]), int(p["slow"])))
-    signal = int(p["signal"])
-    seed_bar = slow - 1
-    start = seed_bar + signal - 1
-    fast_ema = g.ema("close", fast, seed_bar=seed_bar)
-    slow_ema = g.ema("close", slow)
-    line = g.put(f"__macd{fast}_{slow}", pl.col(fast_ema) - pl.col(slow_ema), seed_bar)
-    sig = pl.col(g.ema(f"__macd{fast}_{slow}", signal))
-    return {"macd": (line, start), "macd_signal": (sig, start), "macd_hist": (line - sig, start)}
-
-
-def _directional(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    """TA-Lib's directional movement system over ``n`` bars: ADX, +DI, -DI."""
-    n = int(p["window"])
-    up = g.put("__up", H.diff(), 1)
-    down = g.put("__down", -L.diff(), 1)
-    # +DM and -DM as TA-Lib assigns them: at most one is non-zero
-    g.put("__minus_dm", pl.when((down > 0.0) & (up < down)).then(down).otherwise(0.0), 1)
-    g.put("__plus_dm", pl.when((up > 0.0) & (up > down)).then(up).otherwise(0.0), 1)
-    tr = pl.col(g.wilder_sum(g.input("__tr"), n))
-    plus_sum = pl.col(g.wilder_sum("__plus_dm", n))
-    minus_sum = pl.col(g.wilder_sum("__minus_dm", n))
-    tr_zero = tr.abs() < _ZERO
-    plus = g.put(f"__plus_di{n}", pl.when(tr_zero).then(0.0).otherwise(100.0 * (plus_sum / tr)), n)
-    minus = g.put(
-        f"__minus_di{n}", pl.when(tr_zero).then(0.0).otherwise(100.0 * (minus_sum / tr)), n
-    )
-    total = minus + plus
-    # DX is undefined (TA-Lib skips the bar) when TR or +DI + -DI is within 1e-8 of zero
-    undefined = tr_zero | (total.abs() < _ZERO)
-    dx = g.put(f"__dx{n}", pl.when(~undefined).then(100.0 * ((minus - plus).abs() / total)), n)
-    # ADX starts at bar 2n-1 with the mean of the first n DX (an undefined DX counts 0), then
-    # Wilder steps that skip an undefined DX (the average carries over)
-    g.put(f"__dx{n}_or_0", dx.fill_null(0.0), n)
-    seed = g.rolling("mean", f"__dx{n}_or_0", n)
-    adx = g.recursion(f"__adx{n}", f"__dx{n}", seed, 2 * n - 1, 1 / n)
-    return {"adx": (pl.col(adx), 2 * n - 1), "plus_di": (plus, n), "minus_di": (minus, n)}
-
-
-def _atr(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    return {"atr": (pl.col(g.wilder(g.input("__tr"), n)), n)}
-
-
-def _volatility(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    g.put("__rocp1", _rocp(1), 1)
-    return {"volatility": (pl.col(g.stddev("__rocp1", n)), n)}
-
-
-def _stoch(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    fastk, slowk, slowd = int(p["fastk"]), int(p["slowk"]), int(p["slowd"])
-    hh = pl.col(g.rolling("max", "high", fastk))
-    ll = pl.col(g.rolling("min", "low", fastk))
-    fast = f"__fastk{fastk}"
-    g.put(fast, _safe_div(C - ll, hh - ll) * 100.0, fastk - 1)  # 0 when HH == LL
-    k = g.rolling("mean", fast, slowk)
-    d = g.rolling("mean", k, slowd)
-    start = g.first[d]  # slow %K is reported from %D's first bar on, as TA-Lib does
-    return {"stoch_k": (pl.col(k), start), "stoch_d": (pl.col(d), start)}
-
-
-def _obv(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    return {"obv": (pl.col(g.input("__obv")), 0)}
-
-
-def _obv_ema(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    n = int(p["window"])
-    return {"obv_ema": (pl.col(g.ema(g.input("__obv"), n)), n - 1)}
-
-
-def _return(g: _Graph, p: dict[str, Any]) -> dict[str, tuple[pl.Expr, int]]:
-    k = int(p["window"])
-    return {"return": (_rocp(k), k)}
-
-
-# kind -> the builder of its TA-Lib call's outputs (kinds of one call share a builder)
-_POLARS_BUILDERS: dict[str, Callable[[_Graph, dict[str, Any]], dict[str, tuple[pl.Expr, int]]]] = {
-    "nma": _nma,
-    "bb_pct": _bbands,
-    "bb_width": _bbands,
-    "volume_z": _volume_z,
-    "rsi": _rsi,
-    "roc": _roc,
-    "macd": _macd,
-    "macd_signal": _macd,
-    "macd_hist": _macd,
-    "adx": _directional,
-    "plus_di": _directional,
-    "minus_di": _directional,
-    "atr": _atr,
-    "volatility": _volatility,
-    "stoch_k": _stoch,
-    "stoch_d": _stoch,
-    "obv": _obv,
-    "obv_ema": _obv_ema,
-    "return": _return,
-}
-
-
 def polars_stages(fs: FeatureSet) -> list[list[pl.Expr]]:
     """The ``"polars"`` engine's ``with_columns`` stages for ``fs``: intermediates
     (``__``-prefixed) and one expression per declared feature, aliased by its name, each in the
-    first stage after the columns it reads. Native expressions only."""
-    g = _Graph()
+    first stage after the columns it reads. Native expressions only, except the kinds whose
+    twin says otherwise in its docstring (see ``docs/features.md``)."""
+    g = PolarsGraph()
     for spec in fs.features:
-        expr, first = _POLARS_BUILDERS[spec.kind](g, spec.params)[spec.kind]
+        kind = get_kind(spec.kind)
+        if kind.scope == "bars":
+            src = {c: c for c in kind.inputs}
+        else:
+            src = {role: str(spec.params[role]) for role in kind.inputs}
+        expr, first = kind.polars(g, spec.params, src)[spec.output or kind.outputs[0]]
         g.put(spec.name, expr, first)
     return g.stages
 

@@ -1,6 +1,7 @@
 """Labels declared beside the features in ``feature_defs/`` (e.g. ``fwd_return_5d``).
 
-A forward-return label over ``horizon`` bars of the same symbol:
+A forward-return label over ``horizon`` bars of the same symbol (bars, not days: on hourly bars
+``horizon = 5`` is five hours ahead; the set's ``frequency`` gives the bar):
 
     label[t]     = close[t + horizon] / close[t] - 1      (a fraction, not percent)
     label_end[t] = ts[t + horizon]                         (the bar the label is known on)
@@ -11,25 +12,15 @@ CPCV purges on the interval ``[ts, label_end]``.
 
 from __future__ import annotations
 
-import tomllib
-
 import polars as pl
 
-from quantcli import resources
-from quantcli.errors import NotFoundError
+from quantcli.features.definitions import LabelSpec, load_feature_set
 
 
-def label_spec(feature_set: str, label: str) -> dict:
-    """The declaration of ``label`` in feature set ``feature_set``."""
-    decl = tomllib.loads(resources.feature_def_path(feature_set).read_text())
-    for spec in decl.get("labels", []):
-        if spec["name"] == label:
-            return spec
-    known = [s["name"] for s in decl.get("labels", [])]
-    raise NotFoundError(
-        f"unknown label '{label}' in feature set '{feature_set}'",
-        hint=f"known labels: {', '.join(known)}",
-    )
+def label_spec(feature_set: str, label: str) -> LabelSpec:
+    """The declaration of ``label`` in feature set ``feature_set`` (horizon in bars);
+    :class:`~quantcli.errors.NotFoundError` names the known labels."""
+    return load_feature_set(feature_set).label(label)
 
 
 def compute_labels(bars: pl.DataFrame | pl.LazyFrame, horizon: int) -> pl.LazyFrame:

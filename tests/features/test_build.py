@@ -11,7 +11,7 @@ import pytest
 from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.errors import InputError, NotFoundError
-from quantcli.features import FeatureGenerator, compute_features
+from quantcli.features import FeatureGenerator, compute_features, load_feature_set
 from quantcli.features.build import build_features, compute_shard
 from quantcli.store.offline import OfflineStore
 
@@ -346,7 +346,7 @@ def test_abort_interrupts_a_write_in_flight_and_rolls_back(qcli_home, universe):
     with OfflineStore() as store:
         with pytest.raises(KeyboardInterrupt), store.transaction() as con:
             con.execute(resources.sql("schema_features"))
-            con.execute(resources.sql("features_technical_v1"))
+            con.execute(load_feature_set("technical_v1").table_ddl())
             writer = _WaveWriter(con, TABLE, "technical_v1", None, "full", False, str(qcli_home))
             writer.start(results, background=True)
             try:

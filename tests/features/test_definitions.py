@@ -7,12 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from quantcli import resources
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.errors import DataValidationError, InputError, NotFoundError
 from quantcli.features import FeatureGenerator, compute_features, feature_names, load_feature_set
-from quantcli.features.compute import KIND_CODES
-from quantcli.features.definitions import KIND_PARAMS
+from quantcli.features.kinds import all_kinds
 
 COLUMNS = [
     "nma_9", "nma_20", "nma_50", "nma_200", "bb_pct", "bb_width", "volume_z_20", "volume_z_50",
@@ -30,13 +28,16 @@ def test_the_29_columns_in_declaration_order():
     assert fs.label("fwd_return_5d").horizon == 5
 
 
-def test_kernel_dispatch_covers_every_declared_kind():
-    assert set(KIND_CODES) == set(KIND_PARAMS)
+def test_every_declared_kind_is_registered_with_its_lookback():
+    fs = load_feature_set("technical_v1")
+    assert {f.kind for f in fs.features} <= set(all_kinds())
+    assert {f.name: f.lookback for f in fs.features}["adx_14"] == 27
+    assert fs.warmup == 199
 
 
 def test_table_ddl_matches_the_declaration():
     con = duckdb.connect()
-    con.execute(resources.sql("features_technical_v1"))
+    con.execute(load_feature_set("technical_v1").table_ddl())
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_name = 'technical_features_v1' ORDER BY ordinal_position"

@@ -40,7 +40,7 @@ def feature_store(qcli_home):
     """$QCLI_HOME/offline.duckdb with technical_features_v1 (real DDL) filled synthetically."""
     df = synthetic_features()
     with OfflineStore() as store:
-        store.ensure_schema("features_technical_v1")
+        store.con.execute(load_feature_set("technical_v1").table_ddl())
         store.con.register("_f", df.to_arrow())
         store.con.execute("INSERT INTO technical_features_v1 SELECT * FROM _f")
         store.con.unregister("_f")

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quantcli.errors import InputError
+from quantcli.features import load_feature_set
 from quantcli.monitoring.windows import (
     last_period,
     load_window,
@@ -154,6 +155,6 @@ def test_last_on_an_empty_feature_table_is_an_input_error(qcli_home):
     from quantcli.store.offline import OfflineStore
 
     with OfflineStore() as store:
-        store.ensure_schema("features_technical_v1")
+        store.con.execute(load_feature_set("technical_v1").table_ddl())
     with pytest.raises(InputError, match=r"--last 3m: the feature table of technical_v1 has no"):
         resolve_windows(baseline="2017-01-01:", last="3m")

@@ -15,3 +15,9 @@ from quantcli.features.kinds._base import (
 )
 
 __all__ = ["BAR_INPUTS", "Kind", "Param", "Scope", "all_kinds", "get_kind", "register"]
+
+# Kind modules register on import. _legacy comes last: it only fills technical_v1's kinds that
+# no module above registered yet.
+from quantcli.features.kinds import (  # noqa: F401
+    _legacy,
+)
