@@ -18,6 +18,14 @@ Adjacent test groups form one test block. Every group is tested in ``C(N-1, k-1)
 the test predictions recombine into ``n_paths = k/N * C(N, k)`` full backtest paths
 (:meth:`CombinatorialPurgedCV.path_splits`).
 
+Two parametrizations name the same splitter. ``n_groups``/``n_test_groups`` are ``N`` and
+``k``. The scikit-learn style ``n_splits``/``test_size`` map to them as ``N = n_splits`` (the
+number of groups, as ``n_splits`` is the number of folds of ``KFold``) and ``k = test_size * N``
+for a fraction ``test_size`` (it must come out whole: ``0.3`` with ``N = 10`` is ``k = 3``), or
+``k = test_size`` for an integer. The number of splits is then ``C(N, k)``, which
+:meth:`CombinatorialPurgedCV.get_n_splits` returns exactly (``n_splits=10, test_size=0.3``:
+``C(10, 3) = 120`` splits, ``C(9, 2) = 36`` paths).
+
 The index arithmetic runs in Numba kernels (:mod:`quantcli.backtest._nb`); this class validates
 the parameters and the inputs.
 """
@@ -93,7 +101,8 @@ class CombinatorialPurgedCV:
 
     scikit-learn compatible (``split(X, y, groups)``, ``get_n_splits``), so it can be passed as
     ``cv=`` to ``cross_val_score``; the purge needs ``label_end`` and ``timestamps``, passed as
-    keywords or found as the ``label_end`` and ``ts`` columns of a polars ``X``.
+    keywords or found as the ``label_end`` and ``ts`` columns of a polars ``X``. A pandas ``X``
+    carries its time in its index (see :meth:`split`).
 
     Parameters
     ----------
@@ -101,6 +110,11 @@ class CombinatorialPurgedCV:
         ``N``, the number of contiguous groups of unique timestamps (at least 2).
     n_test_groups : int, default 2
         ``k``, the number of groups tested in each split (``1 <= k < N``).
+    n_splits : int, optional
+        The scikit-learn spelling of ``n_groups`` (``N = n_splits``); not together with it.
+    test_size : float or int, optional
+        The share of the groups tested in each split, ``k = test_size * N`` (must be whole), or
+        an integer ``k``; the scikit-learn spelling of ``n_test_groups``, not together with it.
     embargo_pct : float, default 0.01
         Share of the unique timestamps embargoed after each test block, in ``[0, 1)``; the
         embargo is ``ceil(embargo_pct * n_unique)`` timestamps.
@@ -120,15 +134,45 @@ class CombinatorialPurgedCV:
     ([0, 1, 2, 3], [6, 7, 8, 9])
     >>> cv.get_n_splits(), cv.n_paths
     (10, 4)
+
+    The scikit-learn parametrization: ten groups, three of them tested in each split.
+
+    >>> cv = CombinatorialPurgedCV(n_splits=10, test_size=0.3, purge_pct=0.05, embargo_pct=0.01)
+    >>> cv.n_groups, cv.n_test_groups, cv.get_n_splits(), cv.n_paths
+    (10, 3, 120, 36)
     """
 
     def __init__(
         self,
-        n_groups: int = 10,
-        n_test_groups: int = 2,
+        n_groups: int | None = None,
+        n_test_groups: int | None = None,
         embargo_pct: float = 0.01,
         purge_pct: float = 0.0,
+        *,
+        n_splits: int | None = None,
+        test_size: float | int | None = None,
     ) -> None:
+        if n_splits is not None:
+            if n_groups is not None:
+                raise InputError(
+                    f"give `n_groups` or `n_splits`, not both, got `n_groups={n_groups!r}` and "
+                    f"`n_splits={n_splits!r}`.",
+                    hint="n_splits is the number of groups N (as in KFold)",
+                )
+            if not isinstance(n_splits, int | np.integer) or isinstance(n_splits, bool):
+                raise InputError(f"`n_splits` must be an integer, got `n_splits={n_splits!r}`.")
+            n_groups = int(n_splits)
+        if n_groups is None:
+            n_groups = 10
+        if test_size is not None:
+            if n_test_groups is not None:
+                raise InputError(
+                    f"give `n_test_groups` or `test_size`, not both, got "
+                    f"`n_test_groups={n_test_groups!r}` and `test_size={test_size!r}`."
+                )
+            n_test_groups = _test_groups_of(test_size, n_groups)
+        if n_test_groups is None:
+            n_test_groups = 2
         if not isinstance(n_groups, int | np.integer) or n_groups < 2:
             raise InputError(
                 f"`n_groups` must be an integer of at least 2, got `n_groups={n_groups!r}`."
@@ -206,6 +250,18 @@ class CombinatorialPurgedCV:
 
     def _prepare(self, X: Any, label_end: Any, timestamps: Any) -> dict[str, Any]:
         n = _n_rows(X)
+        order = None
+        if type(X).__module__.startswith("pandas"):
+            timestamps, label_end, from_index = _pandas_times(X, label_end, timestamps)
+            if from_index:
+                # a (symbol, ts) panel is symbol-major: split in time order, report positions
+                # of X as given so that X.iloc[train_idx] picks the right rows
+                ts_raw, _ = _as_time_array(timestamps, "timestamps")
+                if ts_raw.shape[0] > 1 and bool(np.any(ts_raw[1:] < ts_raw[:-1])):
+                    order = np.argsort(ts_raw, kind="stable")
+                    timestamps = np.asarray(timestamps)[order]
+                    if label_end is not None:
+                        label_end = np.asarray(label_end)[order]
         if timestamps is None and label_end is None and _has_columns(X, "ts", "label_end"):
             timestamps, label_end = X["ts"], X["label_end"]
         elif timestamps is None and _has_columns(X, "ts"):
@@ -267,6 +323,7 @@ class CombinatorialPurgedCV:
             "purge_n": purge_n,
             "embargo_n": embargo_n,
             "max_span": int(max_span),
+            "order": order,
         }
 
     def split(
@@ -292,13 +349,23 @@ class CombinatorialPurgedCV:
             ``timestamps``); ``label_end >= ts``. Default: the row's own timestamp.
         timestamps : array-like, optional
             Each row's time, non-decreasing; rows may share a timestamp (a panel). Default:
-            each row is its own bar ``0, 1, 2, ...``.
+            each row is its own bar ``0, 1, 2, ...`` -- except for a pandas ``X``, see below.
+
+        Notes
+        -----
+        A pandas ``X`` must carry its time: a ``DatetimeIndex``, or a ``MultiIndex`` with a
+        ``ts`` level (a ``(symbol, ts)`` panel; rows may come in any order, the splits are made
+        in time order and the indices are positions in ``X`` as given, for ``X.iloc``), or a
+        ``ts`` column, or ``timestamps=``. Otherwise :class:`~quantcli.errors.InputError` says
+        so, instead of treating every row as its own bar. ``label_end`` comes from the keyword,
+        a ``label_end`` index level or a ``label_end`` column.
         """
         p = self._prepare(X, label_end, timestamps)
+        order = p["order"]
         for groups_ in self.test_groups:
             is_test = np.zeros(self.n_groups, dtype=np.bool_)
             is_test[list(groups_)] = True
-            yield _nb.split_indices(
+            train, test = _nb.split_indices(
                 p["ts"],
                 p["le"],
                 p["ustart"],
@@ -309,6 +376,10 @@ class CombinatorialPurgedCV:
                 p["embargo_n"],
                 p["max_span"],
             )
+            if order is None:
+                yield train, test
+            else:
+                yield np.sort(order[train]), np.sort(order[test])
 
     def sample_groups(self, X: Any, *, timestamps: Any = None) -> np.ndarray:
         """The group (0 .. n_groups-1) of every row, as int64."""
@@ -317,7 +388,88 @@ class CombinatorialPurgedCV:
         rows = p["ustart"][p["gstart"]]
         for g in range(self.n_groups):
             out[rows[g] : rows[g + 1]] = g
+        if p["order"] is not None:
+            unsorted = np.empty_like(out)
+            unsorted[p["order"]] = out
+            return unsorted
         return out
+
+
+def _test_groups_of(test_size: Any, n_groups: int) -> int:
+    """``k`` from ``test_size``: ``test_size * n_groups`` for a fraction, else the integer."""
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float | np.number):
+        raise InputError(
+            f"`test_size` must be a fraction in (0, 1) or an integer number of test groups, "
+            f"got `test_size={test_size!r}`."
+        )
+    if isinstance(test_size, int | np.integer):
+        return int(test_size)
+    if not 0.0 < float(test_size) < 1.0:
+        raise InputError(
+            f"`test_size` must be a fraction in (0, 1) or an integer, got `test_size={test_size}`."
+        )
+    k = float(test_size) * n_groups
+    if abs(k - round(k)) > 1e-9:
+        lo, hi = math.floor(k), math.ceil(k)
+        raise InputError(
+            f"`test_size={test_size}` of `n_splits={n_groups}` groups is {k:g} groups, not a "
+            "whole number.",
+            hint=f"use test_size={lo / n_groups:g} or {hi / n_groups:g} ({lo} or {hi} test groups)",
+        )
+    return round(k)
+
+
+def _pandas_times(X: Any, label_end: Any, timestamps: Any) -> tuple[Any, Any, bool]:
+    """``(timestamps, label_end, from_index)`` of a pandas ``X``; raises if it carries no time."""
+    import pandas as pd
+
+    index = X.index
+    from_index = False
+    if timestamps is None:
+        if isinstance(index, pd.MultiIndex):
+            names = list(index.names)
+            if "ts" in names:
+                timestamps, from_index = index.get_level_values("ts"), True
+        elif isinstance(index, pd.DatetimeIndex):
+            timestamps, from_index = index, True
+        if timestamps is None and _has_columns(X, "ts"):
+            timestamps = X["ts"]
+        if timestamps is None:
+            raise InputError(
+                f"`X` carries no time: its index is a {type(index).__name__}"
+                + (f" with levels {list(index.names)}" if isinstance(index, pd.MultiIndex) else "")
+                + ", and CPCV needs each row's timestamp to group, purge and embargo",
+                hint="index X by its timestamps (a DatetimeIndex), or by a (symbol, ts) "
+                "MultiIndex for a panel: X.set_index(['symbol', 'ts']); or pass timestamps=",
+            )
+    if label_end is None:
+        if isinstance(index, pd.MultiIndex) and "label_end" in index.names:
+            label_end = index.get_level_values("label_end")
+        elif _has_columns(X, "label_end"):
+            label_end = X["label_end"]
+    return _pandas_ns(timestamps), _pandas_ns(label_end), from_index
+
+
+def _pandas_ns(values: Any) -> Any:
+    """pandas datetimes (naive or tz-aware) as ``datetime64[ns]`` UTC; anything else as is."""
+    if values is None or not _is_datetime(values):
+        return values
+    import pandas as pd
+
+    idx = pd.DatetimeIndex(values)
+    if idx.hasnans:
+        row = int(np.flatnonzero(idx.isna())[0])
+        raise InputError(f"`X` has a missing time (NaT) at row {row}")
+    return idx.asi8.view("datetime64[ns]")
+
+
+def _is_datetime(values: Any) -> bool:
+    import pandas as pd
+
+    dtype = getattr(values, "dtype", None)
+    return isinstance(dtype, pd.DatetimeTZDtype) or (
+        dtype is not None and np.issubdtype(np.dtype(dtype), np.datetime64)
+    )
 
 
 def _n_rows(X: Any) -> int:

@@ -105,15 +105,50 @@ class BacktestValidator:
             )
         return reasons
 
-    def validate_model(self, returns: Sequence[float] | np.ndarray) -> tuple[bool, dict[str, Any]]:
+    def validate_model(
+        self,
+        returns: Sequence[float] | np.ndarray,
+        trial_sharpes: Sequence[float] | np.ndarray | None = None,
+    ) -> tuple[bool, dict[str, Any]]:
         """``(passed, metrics)`` for per-period strategy ``returns``.
 
-        ``metrics`` holds :func:`quantcli.backtest.stats.summary`, the thresholds, and
-        ``reasons``: every failed criterion, as a sentence (empty when ``passed``).
+        Parameters
+        ----------
+        returns
+            Per-period strategy returns, as fractions (a list, NumPy array, or a polars/pandas
+            Series).
+        trial_sharpes
+            The per-period (not annualized) Sharpe ratios of every configuration tried before
+            this one was chosen, for the deflated Sharpe ratio. Default: this strategy was the
+            only trial, and DSR equals PSR against a zero Sharpe ratio.
+
+        Returns
+        -------
+        passed, metrics
+            ``metrics`` holds :func:`quantcli.backtest.stats.summary` (``sharpe`` annualized,
+            ``psr``, ``max_drawdown``, ``win_rate``, ``annual_return``, ...), ``dsr`` and
+            ``n_trials``, the thresholds, ``status`` (``"pass"``/``"fail"``) and ``reasons``:
+            every failed criterion, as a sentence (empty when ``passed``). DSR is reported, not
+            gated, as in ``qcli backtest cpcv``.
         """
+        if type(returns).__module__.partition(".")[0] in ("pandas", "polars", "pyarrow"):
+            returns = np.asarray(returns.to_numpy(), dtype=np.float64)
         metrics: dict[str, Any] = stats.summary(returns, self.periods_per_year)
+        trials = [] if trial_sharpes is None else [float(t) for t in trial_sharpes]
+        if trials and not all(math.isfinite(t) for t in trials):
+            raise InputError("`trial_sharpes` must be finite per-period Sharpe ratios")
+        n_obs = int(metrics["n_periods"])
+        metrics["dsr"] = stats.deflated_sharpe_ratio(
+            metrics["sharpe_per_period"],
+            trials or [metrics["sharpe_per_period"]],
+            n_obs,
+            metrics["skew"],
+            metrics["kurtosis"],
+        )
+        metrics["n_trials"] = max(len(trials), 1)
         reasons = self.check(metrics)
         metrics["thresholds"] = self.thresholds()
         metrics["reasons"] = reasons
         metrics["passed"] = not reasons
+        metrics["status"] = "pass" if not reasons else "fail"
         return not reasons, metrics

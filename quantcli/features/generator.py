@@ -1,8 +1,11 @@
 """``FeatureGenerator``: the seed's Python entry point, features plus their provenance.
 
+The result is usable as the frame itself (``result.shape``, ``result["rsi_14"]``,
+``result.iloc[...]`` for a pandas input) and carries the provenance in ``result.metadata``.
+
 >>> from quantcli.data.synthetic import synthetic_universe
 >>> result = FeatureGenerator(seed=42).compute_technical(synthetic_universe(2, 300, seed=1))
->>> result.features.shape, result.metadata["feature_set"], result.metadata["warmup_rows_dropped"]
+>>> result.shape, result.metadata["feature_set"], result.metadata["warmup_rows_dropped"]
 ((202, 31), 'technical_v1', 398)
 """
 
@@ -12,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from quantcli import __version__
+from quantcli._interop import is_pandas, to_polars
 from quantcli.features import hashing
 from quantcli.features.build import _quality, _stats
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
@@ -25,10 +28,17 @@ from quantcli.features.definitions import load_feature_set
 class FeatureResult:
     """Features and metadata returned by :meth:`FeatureGenerator.compute_technical`.
 
+    The result stands in for the frame: attribute access, ``[]``, ``len()`` and ``iter()``
+    go to :attr:`features`, so ``features = generator.compute_technical(bars)`` can be used
+    as a table directly.
+
     Attributes
     ----------
     features
         ``symbol, ts`` and the declared features, sorted by ``(symbol, ts)``, warm-up dropped.
+        A polars DataFrame, or for a pandas input a pandas DataFrame indexed by the
+        ``(symbol, ts)`` MultiIndex (where :class:`~quantcli.backtest.cpcv.CombinatorialPurgedCV`
+        reads the time from).
     metadata
         ``input_sha256`` (see :mod:`quantcli.features.hashing`), ``feature_set``,
         ``feature_version``, ``seed``, row counts, ``warmup_rows_dropped``, ``quality``
@@ -36,8 +46,28 @@ class FeatureResult:
         warnings and ``quantcli_version``.
     """
 
-    features: pl.DataFrame
+    features: Any
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names the dataclass does not define; dunders stay ours so copy and
+        # pickle do not recurse before ``features`` is set
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.features, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.features[key]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __iter__(self) -> Any:
+        return iter(self.features)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = np.asarray(self.features)
+        return arr if dtype is None else arr.astype(dtype)
 
 
 class FeatureGenerator:
@@ -60,14 +90,16 @@ class FeatureGenerator:
         self.spec = load_feature_set(feature_set)
 
     def compute_technical(
-        self, df: pl.DataFrame, validate: bool = True, *, source: str = "<frame>"
+        self, df: Any, validate: bool = True, *, source: str = "<frame>"
     ) -> FeatureResult:
         """Features of ``df`` and their metadata.
 
         Parameters
         ----------
         df
-            Bars with ``symbol, ts, open, high, low, close, volume``.
+            Bars with ``symbol, ts, open, high, low, close, volume``: a polars, pandas or
+            pyarrow frame (``symbol``/``ts`` may be pandas index levels). ``ts`` must be
+            timezone-aware UTC.
         validate
             Run :func:`quantcli.data.validation.validate_bars` first (as ``qcli data ingest``
             does): an error (null, non-positive price, inconsistent OHLC, duplicate key, ...)
@@ -83,6 +115,8 @@ class FeatureGenerator:
         InputError
             A missing column, a null/NaN value or a duplicate key (also without validation).
         """
+        as_pandas = is_pandas(df)
+        df = to_polars(df, "df")
         warnings: list[dict[str, Any]] = []
         if validate:
             from quantcli.data.validation import validate_bars
@@ -111,4 +145,6 @@ class FeatureGenerator:
             "validation_warnings": warnings,
             "quantcli_version": __version__,
         }
+        if as_pandas:
+            return FeatureResult(frame.to_pandas().set_index(["symbol", "ts"]), metadata)
         return FeatureResult(features=frame, metadata=metadata)

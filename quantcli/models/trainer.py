@@ -23,8 +23,10 @@ Same data, config and seed -> the same dataset hash, the same CV metrics and the
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -36,7 +38,8 @@ import numpy as np
 import polars as pl
 
 from quantcli import __version__, config
-from quantcli.errors import InputError
+from quantcli._interop import is_pandas, is_pyarrow, to_polars
+from quantcli.errors import GateFailedError, InputError
 from quantcli.models import tags as T
 from quantcli.models.estimators import ModelFactory, check_model_kind, lgbm_params, mlp_params
 from quantcli.models.registry import MODEL_ARTIFACT_PATH, ModelRegistry, is_local_store
@@ -48,6 +51,9 @@ RETURN_COLUMN = "fwd_return_1d"
 DEFAULT_EXPERIMENT = "quantcli"
 #: Artifact folder of a training run holding the CPCV report (metrics, plots, path returns).
 BACKTEST_ARTIFACT_PATH = "backtest"
+#: The registry-stage names of MLflow's deprecated stages, mapped to quantcli's aliases.
+STAGE_ALIASES = {"production": "production", "staging": "staging"}
+_log = logging.getLogger(__name__)
 
 
 # -- the dataset manifest ----------------------------------------------------------------------
@@ -195,6 +201,82 @@ def _fold_metrics(folds: list[Any]) -> tuple[dict[str, list[float]], dict[str, f
     return per, means
 
 
+# -- an estimator object as the model -----------------------------------------------------------
+class EstimatorFactory:
+    """A fresh, unfitted copy of a user's estimator per CPCV split and for the final refit.
+
+    quantcli serialises models without pickle, so the estimator must be one quantcli can save:
+    ``lightgbm.LGBMRegressor``, a scikit-learn MLP pipeline, or an
+    :class:`~quantcli.models.estimators.EnsembleRegressor` of them. ``params`` are applied
+    with ``set_params`` (an ``LGBMRegressor``'s ``n_estimators``, a pipeline's
+    ``mlp__alpha``, ...).
+    """
+
+    def __init__(self, estimator: Any, params: dict[str, Any] | None, seed: int) -> None:
+        from quantcli.models.estimators import model_kind
+
+        if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
+            raise InputError(
+                f"`model` must be a model kind ('lgbm', 'mlp', 'ensemble') or an estimator "
+                f"with fit/predict, got {type(estimator).__name__}"
+            )
+        self.kind = model_kind(estimator)  # InputError for a type quantcli cannot serialise
+        self.params = dict(params or {})
+        self.seed = seed
+        self.estimator = self._fresh(estimator, self.params)
+
+    @staticmethod
+    def _fresh(estimator: Any, params: dict[str, Any]) -> Any:
+        # a deep copy keeps the caller's object untouched (it may be fitted already)
+        est = copy.deepcopy(estimator)
+        if params:
+            if not hasattr(est, "set_params"):
+                raise InputError(
+                    f"`params` cannot be applied to a {type(est).__name__}",
+                    hint="set the members' parameters before passing the ensemble",
+                )
+            try:
+                est.set_params(**params)
+            except ValueError as exc:
+                raise InputError(f"`params` do not fit {type(est).__name__}: {exc}") from None
+        return est
+
+    def __call__(self, params: dict[str, Any] | None = None) -> Any:
+        return self._fresh(self.estimator, dict(params or {}))
+
+    def __repr__(self) -> str:
+        return f"EstimatorFactory(kind={self.kind!r}, estimator={self.estimator!r})"
+
+
+def _stage_alias(stage: str) -> str:
+    """MLflow's stage names (``"Production"``, ``"Staging"``) as quantcli's registry aliases."""
+    alias = STAGE_ALIASES.get(str(stage).strip().lower())
+    if alias is None:
+        raise InputError(
+            f"`stage` must be 'Production' or 'Staging', got `stage={stage!r}`",
+            hint="quantcli keeps MLflow's stages as the aliases 'production' and 'staging'",
+        )
+    return alias
+
+
+def _check_user_tags(tags: dict[str, Any] | None) -> dict[str, str]:
+    """User run tags as strings; quantcli's and MLflow's own tag names are refused."""
+    out: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        if not isinstance(key, str) or not key.strip() or len(key) > 250:
+            raise InputError(f"`tags` key {key!r} must be a non-empty string of <= 250 chars")
+        if key.startswith(("quantcli.", "mlflow.")):
+            raise InputError(
+                f"`tags` key '{key}' is reserved: quantcli records its lineage under "
+                "'quantcli.*' and MLflow under 'mlflow.*'"
+            )
+        text = str(value)
+        if len(text) > 5000:
+            raise InputError(f"`tags['{key}']` is longer than 5000 characters")
+        out[key] = text
+    return out
+
+
 # -- the trainer --------------------------------------------------------------------------------
 class MLflowTrainer:
     """Train a model with CPCV and log everything about it to MLflow, in one run.
@@ -222,6 +304,8 @@ class MLflowTrainer:
         self.tracking_uri = self.registry.tracking_uri
         self.experiment_name = experiment_name
         self.cfg = cfg or config.load_config()
+        #: the result of the last :meth:`promote_model_to_production` (reasons when refused)
+        self.last_promotion: dict[str, Any] | None = None
 
     def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -244,14 +328,17 @@ class MLflowTrainer:
 
     def train_with_cpcv(
         self,
-        model: str | ModelFactory,
-        X: pl.DataFrame,
+        model: Any,
+        X: Any,
         y: Any,
         *,
+        model_name: str | None = None,
+        cv_splits: int | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
         feature_set: str = "technical_v1",
         feature_set_version: int | None = None,
         label: str = "fwd_return_5d",
-        params: dict[str, Any] | None = None,
         seed: int | None = None,
         register_as: str | None = None,
         executor: str = "local",
@@ -263,22 +350,63 @@ class MLflowTrainer:
         Parameters
         ----------
         model
-            ``"lgbm"``, ``"mlp"``, ``"ensemble"`` or a :class:`ModelFactory`.
+            ``"lgbm"``, ``"mlp"``, ``"ensemble"``, a :class:`ModelFactory`, or an unfitted
+            estimator quantcli can serialise (``lightgbm.LGBMRegressor``, a scikit-learn MLP
+            pipeline, an :class:`~quantcli.models.estimators.EnsembleRegressor`), copied fresh
+            for every split (:class:`EstimatorFactory`).
         X
             The training frame without its label: ``symbol``, ``ts`` (UTC), ``label_end`` and the
             feature columns (model input order = column order), as
-            :func:`quantcli.features.dataset.load_training_frame` returns it. An optional
-            ``fwd_return_1d`` column is the period return of the CPCV strategy (see
+            :func:`quantcli.features.dataset.load_training_frame` returns it; polars, pandas
+            (``symbol``/``ts`` may be index levels) or pyarrow. An optional ``fwd_return_1d``
+            column is the period return of the CPCV strategy (see
             :mod:`quantcli.backtest.engine`), not a feature.
         y
             The label per row (a forward return, as a fraction); no nulls.
+        model_name
+            Register the refit model as a new version of this name, alias ``staging`` (the
+            seed's spelling of ``register_as``).
+        cv_splits
+            The number of CPCV groups ``N`` (default ``[cpcv] n_groups``); the number of test
+            groups stays ``[cpcv] n_test_groups``, so there are ``C(N, k)`` splits.
         params
-            Hyper-parameter overrides (default ``[lightgbm]`` of the config for ``lgbm``).
+            Hyper-parameter overrides (default ``[lightgbm]`` of the config for ``lgbm``); for an
+            estimator, applied with ``set_params``.
+        tags
+            Extra run tags (strings; names under ``quantcli.`` and ``mlflow.`` are reserved).
         seed
             Default ``[lightgbm] seed`` of the config.
         register_as
-            Register the refit model as a new version of this name, alias ``staging``.
+            Same as ``model_name``.
+
+        Returns
+        -------
+        TrainResult
+            ``passed``/``reasons`` are the CPCV backtest verdict, the same one ``qcli model
+            train`` records; a failed verdict still logs and registers the run, and promotion
+            refuses the version until every gate passes.
         """
+        if model_name is not None and register_as is not None and model_name != register_as:
+            raise InputError(
+                f"`model_name={model_name!r}` and `register_as={register_as!r}` disagree; "
+                "give one of them"
+            )
+        register_as = register_as or model_name
+        if register_as is not None:
+            from quantcli.models.registry import check_model_name
+
+            check_model_name(register_as)
+        user_tags = _check_user_tags(tags)
+        cv_cfg = dict(self.cfg["cpcv"])
+        if cv_splits is not None:
+            if isinstance(cv_splits, bool) or not isinstance(cv_splits, int | np.integer):
+                raise InputError(f"`cv_splits` must be an integer, got `cv_splits={cv_splits!r}`")
+            if not int(cv_splits) > int(cv_cfg["n_test_groups"]):
+                raise InputError(
+                    f"`cv_splits={cv_splits}` groups must exceed the "
+                    f"{cv_cfg['n_test_groups']} test groups of [cpcv] n_test_groups"
+                )
+            cv_cfg["n_groups"] = int(cv_splits)
         seed = int(self.cfg["lightgbm"].get("seed", 42) if seed is None else seed)
         factory = self._factory(model, params, seed)
         frame, feature_names = _training_frame(X, y)
@@ -302,13 +430,22 @@ class MLflowTrainer:
         run = self.client.create_run(
             exp_id,
             run_name=run_name or f"{register_as or factory.kind}-{manifest['sha256'][:8]}",
-            tags=dict(lineage),
+            tags={**user_tags, **lineage},
         )
         run_id = run.info.run_id
         model_dir: Path | None = None
         try:
             result, model_dir = self._run(
-                run_id, factory, frame, feature_names, manifest, lineage, seed, executor, progress
+                run_id,
+                factory,
+                frame,
+                feature_names,
+                manifest,
+                lineage,
+                seed,
+                executor,
+                progress,
+                cv_cfg,
             )
             result.experiment_id = exp_id
             if register_as:
@@ -330,19 +467,79 @@ class MLflowTrainer:
             if model_dir is not None:
                 shutil.rmtree(model_dir.parent, ignore_errors=True)
 
-    def _factory(self, model: str | ModelFactory, params, seed: int) -> ModelFactory:
-        if isinstance(model, ModelFactory):
+    def load_production_model(self, model_name: str, stage: str = "Production") -> Any:
+        """The native model behind ``stage`` of ``model_name``, verified and loaded without pickle.
+
+        ``stage`` keeps MLflow's names: ``"Production"`` is the ``production`` alias (what
+        ``qcli model promote`` moves), ``"Staging"`` the ``staging`` alias (what training sets).
+        The artifacts' sha256 and signature are checked before loading, as ``qcli serve`` does.
+
+        Returns
+        -------
+        NativeModel
+            ``predict(X)`` on a float matrix of the model's ``feature_names``; ``version`` and
+            ``alias`` say what was loaded.
+
+        Raises
+        ------
+        NotFoundError
+            No such model, or no version holds the alias.
+        IntegrityError
+            An artifact does not verify.
+        """
+        alias = _stage_alias(stage)
+        model, info = self.registry.load_native_model(model_name, alias=alias)
+        model.version, model.alias = str(info.version), alias
+        return model
+
+    def promote_model_to_production(
+        self, model_name: str, version: str | int | None = None, *, reason: str | None = None
+    ) -> bool:
+        """Move ``production`` to ``version`` (default: the ``staging`` version), gated.
+
+        The same promotion as ``qcli model promote NAME [--version V]``: every verdict of
+        ``[registry] required_verdicts`` (backtest, parity, scan at least) must be ``pass`` and
+        the artifacts must verify; the move is recorded in version tags and the registry events.
+        There is no override here: a forced promotion is ``qcli model promote --force --reason``.
+
+        Returns
+        -------
+        bool
+            True when the version is production afterwards (also when it already was); False
+            when a gate refused it, with each reason logged as a warning on the
+            ``quantcli.models.trainer`` logger and kept in :attr:`last_promotion`.
+        """
+        from quantcli.models.registry import required_verdicts
+
+        try:
+            result = self.registry.promote(
+                model_name, version, reason=reason, required=required_verdicts(self.cfg)
+            )
+        except GateFailedError as exc:
+            self.last_promotion = exc.result or {"promoted": False, "reasons": exc.reasons}
+            _log.warning("promotion of %s refused: %s", model_name, exc.message)
+            for why in exc.reasons:
+                _log.warning("  %s", why)
+            return False
+        self.last_promotion = result
+        return True
+
+    def _factory(self, model: Any, params, seed: int) -> Any:
+        if isinstance(model, ModelFactory | EstimatorFactory):
             return model
+        if not isinstance(model, str):
+            return EstimatorFactory(model, params, seed)
         if params is None:  # the [lightgbm] and [mlp] sections drive every member
             lgbm = {k: v for k, v in self.cfg["lightgbm"].items() if k != "seed"}
             mlp = dict(self.cfg["mlp"])
             params = {"lgbm": lgbm, "mlp": mlp, "ensemble": {"lgbm": lgbm, "mlp": mlp}}.get(model)
         return ModelFactory(model, params, seed)
 
-    def _run(self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar):
+    def _run(
+        self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar, cv_cfg
+    ):
         from mlflow.entities import Metric, Param, RunTag
 
-        cv_cfg = dict(self.cfg["cpcv"])
         gates = dict(self.cfg["gates"])
         bt, bt_result = _run_backtest(
             frame, feature_names, factory, cv_cfg, gates, seed, executor, bar
@@ -393,7 +590,11 @@ class MLflowTrainer:
         model_dir = work / MODEL_ARTIFACT_PATH
         files = save_model(fitted, model_dir, feature_names)
         (model_dir / "signature.json").write_text(_signature_json(feature_names))
-        files = sorted([*files, "signature.json"])
+        # MLflow's own flavors beside the native files, so pyfunc and `mlflow models serve` load it
+        from quantcli.models.flavors import add_standard_flavors
+
+        flavor_files = add_standard_flavors(fitted, model_dir, feature_names, X_all)
+        files = sorted([*files, "signature.json", *flavor_files])
         self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
         return TrainResult(
             run_id=run_id,
@@ -433,7 +634,17 @@ class MLflowTrainer:
         )
 
 
-def _model_params(factory: ModelFactory) -> dict[str, Any]:
+def _model_params(factory: Any) -> dict[str, Any]:
+    if isinstance(factory, EstimatorFactory):
+        # the estimator's own parameters, as the user set them
+        prefix = {"lgbm": "lgbm_", "mlp": "mlp_"}.get(factory.kind, "")
+        est = factory.estimator
+        raw = est.get_params(deep=False) if factory.kind == "lgbm" else {}
+        return {
+            "model_kind": factory.kind,
+            "estimator": type(est).__name__,
+            **{f"{prefix}{k}": v for k, v in sorted(raw.items()) if v is not None},
+        }
     if factory.kind == "lgbm":
         p = lgbm_params(factory.params, factory.seed)
         return {"model_kind": "lgbm", **{f"lgbm_{k}": v for k, v in sorted(p.items())}}
@@ -461,9 +672,10 @@ def _signature_json(feature_names: list[str]) -> str:
     return json.dumps(sig.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-def _training_frame(X: pl.DataFrame, y: Any) -> tuple[pl.DataFrame, list[str]]:
-    if not isinstance(X, pl.DataFrame):
-        raise InputError(f"`X` must be a polars DataFrame, got {type(X).__name__}")
+def _training_frame(X: Any, y: Any) -> tuple[pl.DataFrame, list[str]]:
+    if is_pandas(y) or is_pyarrow(y):
+        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    X = to_polars(X, "X")
     missing = [c for c in INDEX_COLUMNS if c not in X.columns]
     if missing:
         raise InputError(

@@ -418,7 +418,7 @@ def convert_and_validate_pipeline(
     X_sample: Any,
     output_dir: str | os.PathLike[str],
     *,
-    quantize: str | None = None,
+    quantize: str | None = "int8",
     int8_method: str = "dynamic",
     calibration: Any = None,
     parity: dict[str, float] | None = None,
@@ -441,8 +441,10 @@ def convert_and_validate_pipeline(
     output_dir
         Directory the files and the report (``<model_name>.export.json`` and ``.txt``) go to.
     quantize
-        ``None`` (FP32 only) or ``"int8"``. A graph without MatMul/Gemm operators (a pure tree
-        ensemble) is reported "not quantizable" and no INT8 file is written.
+        ``"int8"`` (default: quantize where INT8 is real) or ``None`` (FP32 only). A graph
+        without MatMul/Gemm operators (a pure tree ensemble) is reported "not quantizable" and
+        no INT8 file is written; an ensemble with an MLP member is quantized in its matrix
+        operators only.
     int8_method
         ``"dynamic"`` (weights INT8, activations quantized at run time), ``"static"``
         (activation ranges calibrated on ``calibration``) or ``"weight-only"`` (INT8 weights,

@@ -19,6 +19,11 @@ over the ``n`` rows of the sample):
   ``loss_pct < max_loss_pct`` (FP32 0.1 %, INT8 1 % by default) and every prediction is finite.
   ``within_tolerance_pct`` is reported, not gated: ``atol``/``rtol`` describe closeness per row,
   the loss describes the model.
+
+The limit follows the graph: :meth:`ONNXParityTester.test_parity` judges a graph holding INT8
+operators (see :data:`quantcli.serving.quantize.INT8_OPS`) at the INT8 limit (1 %) and any other
+graph at the FP32 limit (0.1 %), unless ``max_loss_pct`` is given. The precision is read from the
+graph, not the file name.
 """
 
 from __future__ import annotations
@@ -69,33 +74,36 @@ class ONNXParityTester:
     Parameters
     ----------
     atol, rtol
-        Per-row closeness ``|d| <= atol + rtol * |ref|`` (reported), and ``atol`` is the dead band
-        around zero inside which a sign change is not a flipped decision.
+        Per-row closeness ``|d| <= atol + rtol * |ref|``, reported as ``within_tolerance_pct``
+        (not gated); ``atol`` is also the dead band around zero inside which a sign change is
+        not a flipped decision (it does gate, through ``flipped_pct``).
     max_loss_pct
-        The gate on the parity loss, in percent (FP32 0.1, INT8 1.0 in the defaults).
+        The gate on the parity loss, in percent. Default ``None``: the ``[parity]`` limits of
+        the configuration by the graph's precision, ``int8_max_loss_pct`` (1.0) for a graph
+        with INT8 operators, else ``fp32_max_loss_pct`` (0.1).
     threads
         onnxruntime intra-op threads for the check.
 
     Examples
     --------
-    >>> tester = ONNXParityTester()
+    >>> tester = ONNXParityTester(atol=1e-3, rtol=1e-2)
     >>> passed, metrics = tester.test_parity(booster, "m.fp32.onnx", X)  # doctest: +SKIP
-    >>> passed, metrics["relative_error_pct"] < 0.1  # doctest: +SKIP
-    (True, True)
+    >>> passed, metrics["precision"], metrics["max_loss_pct"]  # doctest: +SKIP
+    (True, 'fp32', 0.1)
     """
 
     def __init__(
         self,
         atol: float = 1e-3,
         rtol: float = 1e-2,
-        max_loss_pct: float = 0.1,
+        max_loss_pct: float | None = None,
         threads: int = 1,
     ) -> None:
         if not atol >= 0:
             raise InputError(f"`atol` must be >= 0, got atol={atol}")
         if not rtol >= 0:
             raise InputError(f"`rtol` must be >= 0, got rtol={rtol}")
-        if not max_loss_pct > 0:
+        if max_loss_pct is not None and not max_loss_pct > 0:
             raise InputError(
                 f"`max_loss_pct` must be > 0 (percent), got max_loss_pct={max_loss_pct}"
             )
@@ -104,33 +112,68 @@ class ONNXParityTester:
     def test_parity(
         self, original_model: Any, onnx_path: str | os.PathLike[str], X_sample: Any
     ) -> tuple[bool, dict[str, Any]]:
-        """``(passed, metrics)``: run both models on ``X_sample`` and apply the gate."""
+        """``(passed, metrics)``: run both models on ``X_sample`` and apply the gate.
+
+        ``X_sample`` is a NumPy, polars, pandas or pyarrow table of feature rows in the model's
+        input order. ``metrics`` holds ``mae``, ``rmse``, ``max_abs_diff``,
+        ``relative_error_pct``, ``flipped_pct``, ``within_tolerance_pct``, ``precision``
+        (``"int8"`` or ``"fp32"``, read from the graph), ``max_loss_pct``, ``passed`` and
+        ``reasons``.
+        """
         from quantcli.serving.onnx_export import _as_matrix, native_predict
         from quantcli.serving.runtime import make_session
 
+        if not os.path.isfile(onnx_path):
+            raise InputError(f"onnx_path '{os.fspath(onnx_path)}' is not a file")
         X, _ = _as_matrix(X_sample)
+        precision = graph_precision(onnx_path)
         ref = native_predict(original_model, X)
         sess = make_session(onnx_path, intra_op_threads=self.threads)
         got = sess.run(None, {sess.get_inputs()[0].name: X.astype(np.float32)})[0].reshape(-1)
-        return self.evaluate(ref, got)
+        return self.evaluate(ref, got, precision=precision)
 
-    def evaluate(self, ref: np.ndarray, got: np.ndarray) -> tuple[bool, dict[str, Any]]:
+    def limit_for(self, precision: str) -> float:
+        """The loss limit in percent for a graph of ``precision`` (``"int8"`` or ``"fp32"``)."""
+        if self.max_loss_pct is not None:
+            return float(self.max_loss_pct)
+        from quantcli.config import DEFAULTS
+
+        key = "int8_max_loss_pct" if precision == "int8" else "fp32_max_loss_pct"
+        return float(DEFAULTS["parity"][key])
+
+    def evaluate(
+        self, ref: np.ndarray, got: np.ndarray, *, precision: str = "fp32"
+    ) -> tuple[bool, dict[str, Any]]:
         """Apply the gate to given prediction vectors (native ``ref``, ONNX ``got``)."""
+        limit = self.limit_for(precision)
         m = parity_metrics(ref, got, atol=self.atol, rtol=self.rtol)
         m["loss_pct"] = max(m["relative_error_pct"], m["flipped_pct"])
-        m["max_loss_pct"] = self.max_loss_pct
+        m["precision"] = precision
+        m["max_loss_pct"] = limit
         reasons = []
         if not m["all_finite"]:
             reasons.append("the ONNX graph returned non-finite predictions")
-        if not m["relative_error_pct"] < self.max_loss_pct:
-            reasons.append(
-                f"relative error {m['relative_error_pct']:.4f} % >= {self.max_loss_pct} %"
-            )
-        if not m["flipped_pct"] < self.max_loss_pct:
+        if not m["relative_error_pct"] < limit:
+            reasons.append(f"relative error {m['relative_error_pct']:.4f} % >= {limit} %")
+        if not m["flipped_pct"] < limit:
             reasons.append(
                 f"{m['flipped_decisions']} flipped long/short decisions "
-                f"({m['flipped_pct']:.3f} % >= {self.max_loss_pct} %)"
+                f"({m['flipped_pct']:.3f} % >= {limit} %)"
             )
         m["passed"] = not reasons
         m["reasons"] = reasons
         return m["passed"], m
+
+
+def graph_precision(onnx_path: str | os.PathLike[str]) -> str:
+    """``"int8"`` when the graph holds an INT8 operator, else ``"fp32"``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from quantcli.serving.quantize import INT8_OPS, count_ops
+
+    try:
+        model = onnx.load(os.fspath(onnx_path), load_external_data=False)
+    except (OSError, DecodeError) as exc:
+        raise InputError(f"'{os.fspath(onnx_path)}' is not an ONNX graph: {exc}") from None
+    return "int8" if count_ops(model, INT8_OPS) else "fp32"

@@ -31,7 +31,9 @@ def _onnx_predict(path, X: np.ndarray) -> np.ndarray:
 def test_fp32_parity(kind, dataset, models, real_data, synthetic_data, qcli_home, tmp_path):
     ds = real_data if dataset == "real" else synthetic_data
     model = models[(dataset, kind)]
-    res = convert_and_validate_pipeline(model, f"{kind}", ds.X_test, tmp_path, benchmark=False)
+    res = convert_and_validate_pipeline(
+        model, f"{kind}", ds.X_test, tmp_path, quantize=None, benchmark=False
+    )
     par = res.fp32_parity
     assert res.passed, par["reasons"]
     assert par["n"] == len(ds.X_test)
