@@ -1,29 +1,39 @@
-"""The ledger writer: append-only JSON lines, hash-chained, safe across threads and processes.
+"""The ledger writer: append-only JSON lines, hash-chained, signed, safe across processes.
+
+Signing (see ``docs/audit.md`` for the threat model):
+
+* Every :meth:`AuditLedger.append` signs its last record with the ledger key (``sig``: an Ed25519
+  signature of "the first ``seq + 1`` records end in ``hash``") and, in the same lock, overwrites
+  the signed head ``<ledger>.head`` with that count, hash and signature. Records therefore never
+  sit unsigned: an append made without the key, a truncation of any length, a rewrite from any
+  record on, all break a signature or disagree with the head.
+* Opening a ledger checks its end against the signed head (truncation, forged or unsigned tail,
+  a torn last line) and refuses to extend a broken ledger with :class:`LedgerBrokenError` (exit
+  2): ``qcli predict`` and ``qcli serve`` do not write past a break. ``qcli audit verify`` walks
+  every record.
 
 Durability policy (``durability="batch"``, the default):
 
-* Every :meth:`AuditLedger.append` hands its records to the kernel with one ``write(2)`` on an
-  ``O_APPEND`` descriptor *before it returns*, i.e. before the prediction is answered. Once
-  ``write`` returns the bytes are in the kernel's page cache: killing the service (even
-  ``kill -9``) cannot lose them.
-* A background thread ``fsync``\\ s the file at most ``fsync_interval_s`` (default 20 ms) after an
-  append (group commit, one ``fsync`` per small batch), so an OS crash or power loss loses at most
-  the last ``fsync_interval_s`` of records. ``close()`` fsyncs synchronously.
-
-``fsync`` costs about 4 ms on this machine's disk, far above the sub-millisecond budget a request
-may spend on the ledger; ``durability="always"`` (fsync inside every append) is available where
-that latency is acceptable (it is what the CLI's one-shot ``qcli predict`` gets via ``close()``).
+* Every append hands its records to the kernel with one ``write(2)`` on an ``O_APPEND``
+  descriptor *before it returns*, i.e. before the prediction is answered. Once ``write`` returns
+  the bytes are in the kernel's page cache: killing the service (even ``kill -9``) cannot lose
+  them.
+* A background thread ``fsync``\\ s the ledger and its head at most ``fsync_interval_s``
+  (default 20 ms) after an append (group commit), so an OS crash or power loss loses at most the
+  last ``fsync_interval_s`` of records. ``close()`` fsyncs synchronously. ``durability="always"``
+  fsyncs inside every append, for deployments where a disk flush per prediction is affordable.
 
 Appends from several threads are serialised by a lock; appends from several processes (the HTTP
 service and a CLI ``qcli predict`` at the same time) by an exclusive ``flock`` on the file, and a
-writer that finds the file grew since its last append re-reads the tail so the chain stays linear.
+writer that finds the file grew since its last append re-reads and re-checks the tail so the
+chain stays linear.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
-import json
 import math
 import os
 import threading
@@ -31,11 +41,22 @@ from pathlib import Path
 from typing import Any
 
 from quantcli import config
-from quantcli.audit._chain import GENESIS_HASH, canonical_bytes
+from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, head_statement, record_line
+from quantcli.audit._head import head_path, read_head, write_slot
 from quantcli.errors import InputError, IntegrityError
 
 LEDGER_FILE = "ledger.jsonl"
 _DURABILITY = ("batch", "always")
+
+
+class LedgerBrokenError(IntegrityError):
+    """The ledger fails its checks: nothing is appended to it (exit code 2).
+
+    A prediction that cannot be recorded is not served; the reason names what broke, and
+    ``qcli audit verify`` locates it. The ledger is never repaired automatically.
+    """
+
+    exit_code = 2
 
 
 def ledger_path() -> Path:
@@ -54,18 +75,32 @@ def _json_clean(value: Any) -> Any:
     return value
 
 
+def _broken(path: Path, what: str) -> LedgerBrokenError:
+    return LedgerBrokenError(
+        f"{path}: {what}; refusing to append to a broken audit ledger",
+        hint="run `qcli audit verify` to locate the break; the ledger is never repaired "
+        "automatically (move it aside to start a new one)",
+    )
+
+
 class AuditLedger:
-    """Appends prediction records to the hash-chained ledger.
+    """Appends prediction records to the hash-chained, signed ledger.
 
     Parameters
     ----------
     path
         The ledger file; defaults to :func:`ledger_path` (``$QCLI_HOME/audit/ledger.jsonl``).
+        The signed head is ``<path>.head``.
     durability
         ``"batch"``: ``write(2)`` per append, ``fsync`` by a background thread at most
         ``fsync_interval_s`` later. ``"always"``: ``fsync`` inside every append.
     fsync_interval_s
         Group-commit window of the ``"batch"`` policy, in seconds (> 0).
+
+    Raises
+    ------
+    LedgerBrokenError
+        The existing ledger's end does not match its signed head (see the module docstring).
     """
 
     def __init__(
@@ -75,26 +110,46 @@ class AuditLedger:
         durability: str = "batch",
         fsync_interval_s: float = 0.02,
     ) -> None:
+        from quantcli.integrity import load_private_key, public_keys
+
         if durability not in _DURABILITY:
             raise InputError(
                 f"`durability` must be one of {_DURABILITY}, got `durability={durability!r}`."
             )
-        if not fsync_interval_s > 0:
+        if not fsync_interval_s > 0 or not math.isfinite(fsync_interval_s):
             raise InputError(
                 f"`fsync_interval_s` must be positive, got `fsync_interval_s={fsync_interval_s}`."
             )
         self.path = Path(path) if path is not None else ledger_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.head_path = head_path(self.path)
         self.durability = durability
         self._interval = fsync_interval_s
+        self._key = load_private_key("ledger")
+        self._keys = public_keys("ledger")
+        self._closed = True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            os.close(self._fd)
+            raise
+        self._closed = False
         self._lock = threading.Lock()
         self._size = -1  # file size after our last append; -1 forces a tail read
         self._next_seq = 0
         self._prev_hash = GENESIS_HASH
         self.records_appended = 0
         self.fsyncs = 0
-        self._closed = False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                self._check_at_open()
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except BaseException:
+            self._close_fds()
+            raise
         self._dirty = threading.Event()
         self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -105,8 +160,43 @@ class AuditLedger:
             self._flusher.start()
 
     # -- chain state ------------------------------------------------------------------------
+    def _check_at_open(self) -> None:
+        """The ledger's end against its signed head; a new ledger gets a signed genesis head."""
+        size = os.fstat(self._fd).st_size
+        head = read_head(self.head_path, self._keys)
+        if size == 0:
+            if head is not None and head.count > 0:
+                raise _broken(
+                    self.path,
+                    f"the ledger is empty but its signed head counts {head.count} records "
+                    "(it was truncated)",
+                )
+            if head is None:
+                if os.fstat(self._head_fd).st_size > 0:
+                    raise _broken(self.path, "its signed head does not verify")
+                self._write_head(0, GENESIS_HASH)
+            self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
+            return
+        if head is None:
+            raise _broken(
+                self.path,
+                f"no valid signed head ({self.head_path.name} is missing, unreadable or not "
+                "signed by a ledger key in the keyring)",
+            )
+        self._load_tail(size)
+        if self._next_seq < head.count:
+            raise _broken(
+                self.path,
+                f"the ledger ends after {self._next_seq} records but its signed head counts "
+                f"{head.count} (it was truncated)",
+            )
+        if self._next_seq == head.count and self._prev_hash != head.head_hash:
+            raise _broken(self.path, "its last record is not the one the signed head names")
+
     def _load_tail(self, size: int) -> None:
-        """Read the last record (seq, hash) of a file of ``size`` bytes written by anyone."""
+        """Read and check the last record (seq, hash, signature) of a file of ``size`` bytes."""
+        from quantcli.audit._verify import check_record
+
         if size == 0:
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
             return
@@ -115,35 +205,44 @@ class AuditLedger:
             start = max(0, size - chunk)
             data = os.pread(self._fd, size - start, start)
             if not data.endswith(b"\n"):
-                raise IntegrityError(
-                    f"{self.path}: the last record is incomplete (no trailing newline)",
-                    hint="run `qcli audit verify` to locate it; the ledger is never repaired "
-                    "automatically",
-                )
+                raise _broken(self.path, "the last record is incomplete (no trailing newline)")
             body = data[:-1]
             cut = body.rfind(b"\n")
             if cut >= 0 or start == 0:
                 last = body[cut + 1 :]
                 break
             chunk *= 4
-        try:
-            rec = json.loads(last)
-            self._next_seq = int(rec["seq"]) + 1
-            self._prev_hash = str(rec["hash"])
-        except (ValueError, KeyError, TypeError):
-            raise IntegrityError(
-                f"{self.path}: the last record is not a valid ledger record",
-                hint="run `qcli audit verify` to locate the first broken record",
-            ) from None
+        rec, reason = check_record(last, None, None, self._keys)
+        if rec is None:
+            raise _broken(self.path, f"the last record is not intact: {reason}")
+        if "sig" not in rec:
+            raise _broken(
+                self.path,
+                f"the last record (seq {rec['seq']}) carries no ledger signature: it was "
+                "appended without the ledger key",
+            )
+        self._next_seq = rec["seq"] + 1
+        self._prev_hash = rec["hash"]
         self._size = size
+
+    def _write_head(self, count: int, head_hash: str, sig: str | None = None) -> str:
+        from quantcli.integrity import sign_message
+
+        if sig is None:
+            sig = sign_message(head_statement(count, head_hash), "ledger", key=self._key)
+        write_slot(self._head_fd, count, head_hash, sig)
+        return sig
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append ``entries`` (one record each) and return them with ``seq``/``prev_hash``/``hash``.
 
         All records of one call go out in a single ``write(2)``: they are chained consecutively
-        even when another process appends at the same time.
+        even when another process appends at the same time. The last one carries ``sig``.
+        Raises :class:`LedgerBrokenError` when someone else left the ledger's end broken.
         """
+        from quantcli.integrity import sign_message
+
         if self._closed:
             raise RuntimeError("AuditLedger is closed")
         if not entries:
@@ -153,11 +252,18 @@ class AuditLedger:
             try:
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
+                    if size < self._size:
+                        raise _broken(
+                            self.path, f"it shrank from {self._size} to {size} bytes (truncated)"
+                        )
                     self._load_tail(size)
                 out, lines = [], []
                 seq, prev = self._next_seq, self._prev_hash
-                for entry in entries:
+                last = len(entries) - 1
+                for k, entry in enumerate(entries):
                     rec = dict(entry)
+                    rec.pop("sig", None)
+                    rec.pop("hash", None)
                     rec["seq"] = seq
                     rec["prev_hash"] = prev
                     try:
@@ -165,11 +271,15 @@ class AuditLedger:
                     except ValueError:  # NaN/inf somewhere (rare): store null, as documented
                         rec = _json_clean(rec)
                         body = canonical_bytes(rec)
-                    rec["hash"] = hashlib.sha256(body).hexdigest()
-                    # serialise once: the canonical body with the hash appended as last key
-                    lines.append(body[:-1] + b',"hash":"' + rec["hash"].encode() + b'"}')
+                    digest = hashlib.sha256(body).hexdigest()
+                    rec["hash"] = digest
+                    sig = None
+                    if k == last:
+                        sig = sign_message(head_statement(seq + 1, digest), "ledger", key=self._key)
+                        rec["sig"] = sig
+                    lines.append(record_line(body, digest, sig))
                     out.append(rec)
-                    prev = rec["hash"]
+                    prev = digest
                     seq += 1
                 data = b"\n".join(lines) + b"\n"
                 view = memoryview(data)
@@ -178,9 +288,11 @@ class AuditLedger:
                     view = view[n:]
                 self._size = size + len(data)
                 self._next_seq, self._prev_hash = seq, prev
+                self._write_head(seq, prev, out[-1]["sig"])
                 self.records_appended += len(out)
                 if self.durability == "always":
                     os.fsync(self._fd)
+                    os.fsync(self._head_fd)
                     self.fsyncs += 1
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -196,7 +308,8 @@ class AuditLedger:
             # group commit: one fsync for everything in the window (close() cuts it short)
             self._closing.wait(self._interval)
             self._dirty.clear()
-            os.fsync(self._fd)  # close() joins this thread before closing the descriptor
+            os.fsync(self._fd)  # close() joins this thread before closing the descriptors
+            os.fsync(self._head_fd)
             self.fsyncs += 1
             if self._closed:
                 return
@@ -205,10 +318,16 @@ class AuditLedger:
         """``fsync`` now (synchronously)."""
         if not self._closed:
             os.fsync(self._fd)
+            os.fsync(self._head_fd)
             self.fsyncs += 1
 
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._head_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def close(self) -> None:
-        """Stop the background flusher, ``fsync`` and close the file. Idempotent."""
+        """Stop the background flusher, ``fsync`` and close the files. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -217,8 +336,9 @@ class AuditLedger:
         if self._flusher is not None:
             self._flusher.join(timeout=5)
         os.fsync(self._fd)
+        os.fsync(self._head_fd)
         self.fsyncs += 1
-        os.close(self._fd)
+        self._close_fds()
 
     def __enter__(self) -> AuditLedger:
         return self

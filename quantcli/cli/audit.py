@@ -1,4 +1,4 @@
-"""`qcli audit ...`: Verify and export the tamper-evident prediction audit ledger."""
+"""`qcli audit ...`: verify, anchor and export the tamper-evident prediction audit ledger."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from quantcli.cli._common import JsonOpt, emit
 from quantcli.errors import IntegrityError
 
 app = typer.Typer(
-    help="Verify and export the tamper-evident prediction audit ledger.", no_args_is_help=True
+    help="Verify, anchor and export the tamper-evident prediction audit ledger.",
+    no_args_is_help=True,
 )
 
 LedgerOpt = Annotated[
@@ -21,37 +22,150 @@ LedgerOpt = Annotated[
 
 
 @app.command("verify")
-def verify_cmd(ledger: LedgerOpt = None, json_mode: JsonOpt = False) -> None:
-    """Walk the hash chain; exit 1 naming the first broken record.
+def verify_cmd(
+    ledger: LedgerOpt = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            help="A head hash printed earlier by `qcli audit anchor`: the ledger must contain it.",
+        ),
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Check every record, signature and the signed head; exit 1 naming the first break.
 
-    Every record must carry the previous record's hash, the next sequence number, and a hash
-    matching its own content. An edited, inserted, reordered or deleted record breaks the chain.
+    Every record must be the canonical JSON the writer stores, carry the next sequence number,
+    the previous record's hash and a hash of its own content; the last record of every append is
+    signed with the ledger key, and the signed head (ledger.jsonl.head) counts the records. An
+    edited, inserted, reordered or deleted record, a truncation of any length, records appended
+    or a chain rewritten without the ledger key all fail. Truncation together with an older copy
+    of the head file is caught only by --expect-head with a hash kept elsewhere.
+
+    Reports the last anchored (signed) record and any unanchored tail.
 
     Examples:
 
         qcli audit verify
 
-        qcli audit verify --json
+        qcli audit verify --expect-head 3f2a...c9 --json
     """
     from quantcli.audit import verify_ledger
 
-    result = verify_ledger(ledger)
+    result = verify_ledger(ledger, expect_head=expect_head)
     if result["ok"]:
-        emit(
-            result,
-            json_mode,
-            lambda con: con.print(
-                f"[green]OK[/]: {result['records']} records, chain intact "
+
+        def render(con) -> None:
+            anchored = result["last_anchored"]
+            last = f"seq {anchored['seq']}" if anchored else "none (empty ledger)"
+            con.print(
+                f"[green]OK[/]: {result['records']} records, chain and signatures intact, "
+                f"last anchored record {last}, no unanchored tail "
                 f"(head {result['head_hash'][:16]}...)"
-            ),
-        )
+            )
+            if result["pinned_seq"] is not None:
+                con.print(f"pinned head found at seq {result['pinned_seq']}")
+
+        emit(result, json_mode, render)
         return
     b = result["first_broken"]
     emit(result, json_mode)  # the JSON result, then the one-line error on stderr
+    anchored = result["last_anchored"]
+    where = (
+        f"record seq {b['seq']} (line {b['line']})"
+        if b["kind"] in ("record", "tail")
+        else f"after {result['records']} records"
+    )
     raise IntegrityError(
-        f"{result['path']}: first broken record is seq {b['seq']} (line {b['line']}): "
-        f"{b['reason']}",
-        hint=f"{result['records']} records before it are intact",
+        f"{result['path']}: broken at {where}: {b['reason']}",
+        hint=f"{result['records']} records before it are intact; last anchored record: "
+        + (f"seq {anchored['seq']}" if anchored else "none")
+        + f"; unanchored tail: {result['unanchored_tail']} records",
+    )
+
+
+@app.command("anchor")
+def anchor_cmd(ledger: LedgerOpt = None, json_mode: JsonOpt = False) -> None:
+    """Verify the ledger and print its signed head, to keep somewhere the ledger's host cannot edit.
+
+    The head is the record count, the hash of the last record and the ledger key's signature.
+    Later, `qcli audit verify --expect-head HASH` proves the ledger still contains that record:
+    it catches a truncation or rewrite even by someone who kept an older copy of the head file.
+
+    Examples:
+
+        qcli audit anchor
+
+        qcli audit anchor --json >> /mnt/worm/quantcli-anchors.jsonl
+    """
+    from quantcli.audit import verify_ledger
+    from quantcli.audit._ledger import ledger_path
+
+    result = verify_ledger(ledger)
+    if not result["ok"]:
+        b = result["first_broken"]
+        raise IntegrityError(
+            f"{result['path']}: not anchoring a broken ledger: {b['reason']}",
+            hint="run `qcli audit verify` for details",
+        )
+    import json
+
+    path = Path(result["path"]) if ledger is None else ledger
+    anchored = result["last_anchored"]
+    sig = None
+    if anchored is not None:
+        lines = (ledger or ledger_path()).read_bytes().splitlines()
+        sig = json.loads(lines[anchored["seq"]]).get("sig")
+    head = result["signed_head"] or {}
+    out = {
+        "path": str(path),
+        "count": result["records"],
+        "head_hash": result["head_hash"],
+        "sig": sig or head.get("sig"),
+        "key": (sig or head.get("sig") or "::").split(":")[1] or None,
+        "statement": f"quantcli-ledger-head:v1:{result['records']}:{result['head_hash']}",
+    }
+    emit(
+        out,
+        json_mode,
+        lambda con: con.print(
+            f"count {out['count']}\nhead_hash {out['head_hash']}\nkey {out['key']}\n"
+            f"sig {out['sig']}\nverify later: qcli audit verify --expect-head {out['head_hash']}"
+        ),
+    )
+
+
+@app.command("rotate-key")
+def rotate_key_cmd(
+    purpose: Annotated[
+        str,
+        typer.Option("--purpose", help="Which key: signing (artifacts, verdicts) or ledger."),
+    ] = "signing",
+    json_mode: JsonOpt = False,
+) -> None:
+    """Replace a private key by a new one; its old public key stays in the keyring.
+
+    Signatures made before the rotation keep verifying; new ones carry the new key's
+    fingerprint. The private key lives in $QCLI_SIGNING_KEY / $QCLI_LEDGER_KEY, else
+    $QCLI_KEYS_DIR (default $QCLI_HOME/keys); the keyring in $QCLI_KEYRING, else <keys>/keyring.
+
+    Examples:
+
+        qcli audit rotate-key --purpose signing
+    """
+    from quantcli.errors import InputError
+    from quantcli.integrity import PURPOSES, rotate_key
+
+    if purpose not in PURPOSES:
+        raise InputError(f"--purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    result = rotate_key(purpose)
+    emit(
+        result,
+        json_mode,
+        lambda con: con.print(
+            f"{purpose} key rotated: {result['old_fingerprint'] or 'none'} -> "
+            f"{result['new_fingerprint']} (keyring {result['keyring']})"
+        ),
     )
 
 
@@ -65,7 +179,7 @@ def export_cmd(
     ledger: LedgerOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Export ledger records to Parquet (the chain is verified first).
+    """Export ledger records to Parquet (the ledger is verified first).
 
     Examples:
 
