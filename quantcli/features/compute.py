@@ -2,9 +2,9 @@
 
 The declaration (:mod:`quantcli.features.definitions`) is compiled into lazy Polars expressions
 (:mod:`quantcli.features.expressions`), evaluated with ``LazyFrame.with_columns`` on the bars
-sorted by ``(symbol, ts)``, by one of two engines: ``kernel`` (default; one expression per
-indicator group running the Numba kernels of :mod:`quantcli.features._nb` over contiguous
-symbol blocks) or ``polars`` (native Polars expressions only). Every indicator follows
+sorted by ``(symbol, ts)``, by one of two engines: ``kernel`` (default; each kind's stateful
+Numba kernel over contiguous symbol blocks, :mod:`quantcli.features.engine`) or ``polars``
+(native Polars expressions only). Every indicator follows
 TA-Lib's arithmetic (see ``docs/features.md``); each symbol is computed over its full history,
 on its own.
 
@@ -29,13 +29,11 @@ from quantcli.errors import InputError
 from quantcli.features.definitions import FeatureSet, load_feature_set
 from quantcli.features.expressions import (
     DEFAULT_ENGINE,
-    KIND_CODES,
     check_engine,
     lazy_features,
 )
 
 __all__ = [
-    "KIND_CODES",
     "Plan",
     "block_starts",
     "compile_plan",

@@ -14,7 +14,7 @@ from quantcli.errors import InputError
 from quantcli.features import compute_features, feature_names, load_feature_set
 from quantcli.features import expressions as ex
 from quantcli.features.build import wave_size
-from quantcli.features.compute import block_starts, sort_bars
+from quantcli.features.compute import sort_bars
 from tests.features._talib_oracle import talib_reference
 
 FS = load_feature_set("technical_v1")
@@ -146,25 +146,25 @@ def test_engines_agree_on_random_bars(seed, n_days, ar1, flat):
 
 
 def test_each_kernel_group_runs_once_per_evaluation(monkeypatch):
-    calls: dict[str, int] = {}
-    real = ex.run_group
+    from quantcli.features import engine
 
-    def counting(group, frame, inputs):
-        calls[group.column] = calls.get(group.column, 0) + 1
-        return real(group, frame, inputs)
+    calls: list[int] = []
+    real = engine.KernelPlan.run
 
-    monkeypatch.setattr(ex, "run_group", counting)
-    groups = ex.kernel_groups(FS)
-    members = {g.column: list(g.members) for g in groups}
-    assert members["__group_macd_macd_signal_macd_hist"] == ["macd", "macd_signal", "macd_hist"]
-    assert members["__group_adx_14_plus_di_14_minus_di_14"] == [
-        "adx_14", "plus_di_14", "minus_di_14"
-    ]  # fmt: skip
-    assert members["__group_stoch_k_stoch_d"] == ["stoch_k", "stoch_d"]
-    assert members["__group_bb_pct_bb_width"] == ["bb_pct", "bb_width"]
+    def counting(self, *args, **kwargs):
+        calls.append(len(self.groups))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.KernelPlan, "run", counting)
+    groups = engine.KernelPlan.of(FS).groups
+    members = {g.name + str(g.params): list(g.members) for g in groups}
+    assert members["macd(12.0, 26.0, 9.0)"] == ["macd", "macd_signal", "macd_hist"]
+    assert members["directional(14.0,)"] == ["adx_14", "plus_di_14", "minus_di_14"]
+    assert members["stoch(14.0, 3.0, 3.0)"] == ["stoch_k", "stoch_d"]
+    assert members["bbands(20.0, 2.0)"] == ["bb_pct", "bb_width"]
     assert len(groups) == 23  # 29 features, 6 of them riding on another's kernel call
     compute_features(synthetic_universe(2, 300, seed=4))
-    assert calls == {g.column: 1 for g in groups}
+    assert calls == [23]  # one engine run per evaluation, every group in it
 
 
 def _plan(engine: str) -> str:
@@ -181,19 +181,17 @@ def test_polars_engine_plan_is_native_with_columns_naming_every_feature():
     assert 'col("__bar")) >= (dyn int: 199)' in plan or "FILTER" in plan
 
 
-def test_kernel_engine_plan_has_one_udf_per_group_and_a_lazy_warmup_filter():
+def test_kernel_engine_plan_is_one_udf_after_a_lazy_warmup_filter():
     plan = _plan("kernel")
-    assert plan.count("python_udf()") == len(ex.kernel_groups(FS)) == 23
+    assert plan.count("python_udf()") == 1
     assert "FILTER" in plan and "199" in plan
-    for name in feature_names():
-        assert name in plan, name
 
 
 def test_both_engines_know_every_declared_kind():
     from quantcli.features.kinds import get_kind
 
     for spec in load_feature_set("technical_v1").features:
-        assert spec.kind in ex.KIND_CODES
+        assert callable(get_kind(spec.kind).kernel)
         assert callable(get_kind(spec.kind).polars)
 
 
@@ -202,16 +200,6 @@ def test_unknown_engine_is_refused_with_the_choices():
         InputError, match=r"`engine` must be one of kernel, polars, got `engine='numpy'`"
     ):
         compute_features(synthetic_universe(1, 250, seed=0), engine="numpy")
-
-
-def test_a_kernel_plan_refuses_a_frame_it_was_not_bound_to():
-    srt = sort_bars(synthetic_universe(2, 260, seed=2))
-    starts, _ = block_starts(srt)
-    frame = ex.BoundFrame.of(srt, starts, WARMUP)
-    group = ex.kernel_groups(FS)[0]
-    # bound to 2 symbols x (260 - 199) kept rows
-    with pytest.raises(InputError, match="kernel plan bound to 122 rows evaluated on 10"):
-        ex.run_group(group, frame, pl.Series("__bar", range(10)))
 
 
 def test_wave_size_follows_the_executor_and_is_bounded_by_memory():

@@ -18,6 +18,8 @@ __all__ = ["BAR_INPUTS", "Kind", "Param", "Scope", "all_kinds", "get_kind", "reg
 
 # Kind modules register on import. _legacy comes last: it only fills technical_v1's kinds that
 # no module above registered yet.
-from quantcli.features.kinds import (  # noqa: F401
+from quantcli.features.kinds import (  # noqa: F401, I001
+    classic,
+    classic_momentum,
     _legacy,
 )

@@ -1,0 +1,348 @@
+"""The kernel engine: each kind's stateful Numba kernel over contiguous symbol blocks.
+
+A feature set compiles into a :class:`KernelPlan`: one :class:`KernelGroup` per kernel call --
+features of one TA-Lib call with equal parameters share it (``macd, macd_signal, macd_hist``;
+``adx, plus_di, minus_di``; ``bb_pct, bb_width``; ``stoch_k, stoch_d``; any other feature is a
+call of its own) -- in declaration order, a feature of features after the features it reads.
+
+:meth:`KernelPlan.run` runs every group over every symbol block. Each symbol carries ONE flat
+``float64`` state vector, the concatenation of its groups' kernel states (``state_size``
+slots): a full build starts it from :meth:`KernelPlan.init_states`, a streaming update from the
+state stored after the symbol's last computed bar, and both run the same arithmetic in the same
+order, so their rows are bit-identical (the contract of :mod:`quantcli.features.kinds`).
+
+Warm-up rows are never materialized: a block's first ``skip`` bars go through each kernel into a
+small scratch buffer, then the rest straight into the kept rows of the output (a kernel that
+continues from its own state computes what one call over the whole block would). Symbol ranges
+run on threads (the kernels release the GIL); a thread pool is kept for the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantcli.errors import InputError
+from quantcli.features.definitions import FeatureSet
+from quantcli.features.kinds import BAR_INPUTS, get_kind
+
+_POS = "__bar"  # per-symbol bar position, 0 at each symbol's first bar
+
+
+@dataclass(frozen=True)
+class KernelGroup:
+    """One kernel call per symbol: a kind's kernel, its params and the features it feeds.
+
+    ``members`` maps each declared feature to its row among the kernel's ``rows`` outputs;
+    ``inputs`` names bar columns (``scope == "bars"``) or features of the set (``"features"``).
+    """
+
+    name: str
+    kernel: Any
+    params: tuple[float, ...]
+    inputs: tuple[str, ...]
+    scope: str
+    rows: int
+    members: dict[str, int]
+    init: np.ndarray  # the kernel's initial state
+    row0: int  # first row of the group in the plan's output matrix
+    state0: int  # first slot of the group in a symbol's state vector
+
+    @property
+    def state_size(self) -> int:
+        return int(self.init.shape[0])
+
+
+def _group_key(spec) -> tuple[str, Any, tuple, tuple[str, ...], int, int]:
+    """(call name, kernel, params, inputs, output row, output rows) of one declared feature."""
+    kind = get_kind(spec.kind, spec.name)
+    if kind.kernel is None:
+        raise InputError(f"feature '{spec.name}': kind '{kind.name}' has no kernel yet",
+                         hint="build with --engine polars")  # fmt: skip
+    if kind.scope == "cross_section":
+        raise InputError(
+            f"feature '{spec.name}': kind '{kind.name}' is cross-sectional, which the kernel "
+            "engine does not compute",
+            hint="build with --engine polars",
+        )
+    params = dict(spec.params)
+    pvec = tuple(kind.param_vector(params).tolist())
+    if kind.scope == "bars":
+        inputs = tuple(kind.inputs)
+    else:
+        inputs = tuple(str(params[role]) for role in kind.inputs)
+    extra = kind.extra or {}
+    if "group_kernel" in extra:
+        rows = extra["group_rows"]
+        return (str(extra["group"]), extra["group_kernel"], pvec, inputs, int(extra["row"]),
+                len(rows))  # fmt: skip
+    row = kind.outputs.index(spec.output) if getattr(spec, "output", "") else 0
+    return kind.name, kind.kernel, pvec, inputs, row, len(kind.outputs)
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """A feature set compiled for the kernel engine (see the module docstring)."""
+
+    feature_set: FeatureSet
+    groups: tuple[KernelGroup, ...]
+    n_rows: int
+    state_size: int
+
+    @classmethod
+    def of(cls, fs: FeatureSet) -> KernelPlan:
+        keyed: dict[tuple, dict[str, int]] = {}
+        meta: dict[tuple, tuple] = {}
+        for spec in fs.features:
+            name, kernel, pvec, inputs, row, rows = _group_key(spec)
+            key = (name, pvec, inputs)
+            keyed.setdefault(key, {})[spec.name] = row
+            meta[key] = (kernel, rows, spec)
+        groups = []
+        row0 = state0 = 0
+        for key, members in keyed.items():
+            name, pvec, inputs = key
+            kernel, rows, spec = meta[key]
+            kind = get_kind(spec.kind)
+            init = np.ascontiguousarray(kind.init_state(dict(spec.params)), dtype=np.float64)
+            groups.append(
+                KernelGroup(name=name, kernel=kernel, params=pvec, inputs=inputs,
+                            scope=kind.scope, rows=rows, members=members, init=init,
+                            row0=row0, state0=state0)
+            )  # fmt: skip
+            row0 += rows
+            state0 += init.shape[0]
+        return cls(feature_set=fs, groups=_dependency_order(groups), n_rows=row0,
+                   state_size=state0)  # fmt: skip
+
+    @property
+    def names(self) -> list[str]:
+        return self.feature_set.feature_names
+
+    @property
+    def warmup(self) -> int:
+        return self.feature_set.warmup
+
+    def feature_rows(self) -> list[int]:
+        """Row of each declared feature (declaration order) in the output matrix."""
+        where = {n: g.row0 + r for g in self.groups for n, r in g.members.items()}
+        return [where[n] for n in self.names]
+
+    @property
+    def layout_sha256(self) -> str:
+        """What a stored state vector means: the calls, their params and state sizes. A state
+        stored under another layout (a changed declaration or kind) is never continued."""
+        desc = [[g.name, list(g.params), list(g.inputs), g.state_size] for g in self.groups]
+        return hashlib.sha256(json.dumps(desc).encode()).hexdigest()
+
+    def init_states(self, n_symbols: int) -> np.ndarray:
+        """``float64[n_symbols, state_size]``: every symbol before its first bar."""
+        one = np.concatenate([g.init for g in self.groups]) if self.groups else np.empty(0)
+        return np.tile(one, (n_symbols, 1))
+
+    def run(
+        self,
+        bars: dict[str, np.ndarray],
+        starts: np.ndarray,
+        skips: np.ndarray,
+        states: np.ndarray,
+        threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run every group over symbol blocks, continuing each symbol's ``states`` row in place.
+
+        ``bars`` are float64[N] columns by name, contiguous per symbol (blocks at ``starts``,
+        int64[S + 1]); block ``s``'s first ``skips[s]`` bars are computed but not returned.
+        Returns ``(out, out_starts)``: ``out`` is float64[n_rows, kept] (see
+        :meth:`feature_rows`), block ``s``'s kept rows at ``out_starts[s]``.
+        """
+        n_sym = starts.shape[0] - 1
+        lengths = np.diff(starts)
+        skips = np.minimum(np.maximum(skips, 0), lengths)
+        out_starts = np.zeros(n_sym + 1, dtype=np.int64)
+        np.cumsum(lengths - skips, out=out_starts[1:])
+        out = np.empty((self.n_rows, int(out_starts[-1])), dtype=np.float64)
+        stacks = {
+            g.inputs: np.ascontiguousarray(np.stack([bars[c] for c in g.inputs]))
+            for g in self.groups
+            if g.scope == "bars"
+        }
+        ranges = thread_ranges(starts, threads if threads is not None else n_threads())
+
+        def work(lo: int, hi: int) -> None:
+            _run_range(self, stacks, starts, skips, out_starts, states, out, lo, hi)
+
+        if len(ranges) == 1:
+            work(*ranges[0])
+        else:
+            pool = _kernel_pool(len(ranges))
+            for fut in [pool.submit(work, lo, hi) for lo, hi in ranges]:
+                fut.result()
+        return out, out_starts
+
+
+def _dependency_order(groups: list[KernelGroup]) -> tuple[KernelGroup, ...]:
+    """Groups in declaration order, each feature-of-features group after the groups that
+    produce its inputs (:class:`InputError` on a cycle or an unknown input)."""
+    producer = {n: g for g in groups for n in g.members}
+    done: list[KernelGroup] = []
+    seen: set[int] = set()
+
+    def visit(g: KernelGroup, path: tuple[str, ...]) -> None:
+        if id(g) in seen:
+            return
+        if g.name in path:
+            raise InputError(f"features read each other in a cycle: {' -> '.join(path)}")
+        if g.scope == "features":
+            for name in g.inputs:
+                if name not in producer:
+                    raise InputError(f"kind '{g.name}' reads '{name}', not a feature of the set")
+                visit(producer[name], (*path, g.name))
+        seen.add(id(g))
+        done.append(g)
+
+    for g in groups:
+        visit(g, ())
+    return tuple(done)
+
+
+def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> None:
+    where = {n: g.row0 + r for g in plan.groups for n, r in g.members.items()}
+    width = int(skips[lo:hi].max()) if hi > lo else 0
+    scratch = np.empty((plan.n_rows, width), dtype=np.float64)
+    calls = [(g, np.asarray(g.params, dtype=np.float64)) for g in plan.groups]
+    for s in range(lo, hi):
+        a = int(starts[s])
+        b = int(starts[s + 1])
+        w = int(skips[s])
+        o = int(out_starts[s])
+        kept = b - a - w
+        state = states[s]
+        for g, pv in calls:
+            st = state[g.state0 : g.state0 + g.state_size]
+            r0, r1 = g.row0, g.row0 + g.rows
+            if g.scope == "bars":
+                x = stacks[g.inputs]
+                if w:
+                    g.kernel(x[:, a : a + w], pv, st, scratch[r0:r1, :w])
+                if kept:
+                    g.kernel(x[:, a + w : b], pv, st, out[r0:r1, o : o + kept])
+            else:
+                rows = [where[n] for n in g.inputs]
+                if w:
+                    g.kernel(np.stack([scratch[r, :w] for r in rows]), pv, st,
+                             scratch[r0:r1, :w])  # fmt: skip
+                if kept:
+                    g.kernel(np.stack([out[r, o : o + kept] for r in rows]), pv, st,
+                             out[r0:r1, o : o + kept])  # fmt: skip
+
+
+def bar_arrays(sorted_bars: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Zero-copy float64 views of the bar columns the kinds read."""
+    return {
+        c: np.ascontiguousarray(sorted_bars[c].to_numpy(), dtype=np.float64)
+        for c in BAR_INPUTS
+        if c in sorted_bars.columns
+    }
+
+
+def run_frame(
+    plan: KernelPlan,
+    sorted_bars: pl.DataFrame,
+    starts: np.ndarray,
+    skips: np.ndarray | None = None,
+    states: np.ndarray | None = None,
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """``symbol, ts, <features>`` of ``sorted_bars`` from bar ``skips[s]`` of each block on
+    (default: the set's warm-up), and the symbols' states after their last bar (continued from
+    ``states`` when given, else from the start)."""
+    n_sym = starts.shape[0] - 1
+    if skips is None:
+        skips = np.full(n_sym, plan.warmup, dtype=np.int64)
+    if states is None:
+        states = plan.init_states(n_sym)
+    out, _ = plan.run(bar_arrays(sorted_bars), starts, skips, states)
+    lengths = np.diff(starts)
+    kept_skip = np.minimum(np.maximum(skips, 0), lengths)
+    position = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], lengths)
+    keep = position >= np.repeat(kept_skip, lengths)
+    keys = sorted_bars.select("symbol", "ts").filter(pl.Series(keep))
+    cols = {name: out[row] for name, row in zip(plan.names, plan.feature_rows(), strict=True)}
+    return keys.with_columns(pl.DataFrame(cols)), states
+
+
+def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.ndarray):
+    """The kernel engine as a lazy plan: the kept rows' keys, then ONE Python function
+    (``map_batches``) that runs every group and returns a struct of the features."""
+    plan = KernelPlan.of(fs)
+    lengths = np.diff(starts)
+    position = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], lengths)
+    skips = np.full(lengths.shape[0], fs.warmup, dtype=np.int64)
+    names = plan.names
+    dtype = pl.Struct(dict.fromkeys(names, pl.Float64))
+
+    def compute(pos: pl.Series) -> pl.Series:
+        states = plan.init_states(lengths.shape[0])
+        out, _ = plan.run(bar_arrays(sorted_bars), starts, skips, states)
+        rows = plan.feature_rows()
+        return pl.DataFrame({n: out[r] for n, r in zip(names, rows, strict=True)}).to_struct(
+            "__features"
+        )
+
+    features = pl.col(_POS).map_batches(compute, return_dtype=dtype).alias("__features")
+    return (
+        sorted_bars.lazy()
+        .with_columns(pl.lit(pl.Series(_POS, position)))
+        .filter(pl.col(_POS) >= fs.warmup)
+        .select("symbol", "ts", features)
+        .unnest("__features")
+    )
+
+
+def n_threads() -> int:
+    """Threads for the kernels: ``QCLI_FEATURE_THREADS`` or the number of CPUs."""
+    raw = os.environ.get("QCLI_FEATURE_THREADS")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise InputError(f"QCLI_FEATURE_THREADS must be an integer, got {raw!r}") from None
+    return max(1, os.cpu_count() or 1)
+
+
+def thread_ranges(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
+    """Split the symbol blocks into at most ``threads`` contiguous ranges of similar row count."""
+    n_sym = starts.shape[0] - 1
+    if threads <= 1 or n_sym <= 1 or starts[-1] < 20_000:
+        return [(0, n_sym)]
+    targets = starts[-1] * np.arange(1, threads) / threads
+    cuts = np.unique(np.clip(np.searchsorted(starts, targets), 1, n_sym - 1))
+    edges = [0, *cuts.tolist(), n_sym]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _kernel_pool(threads: int) -> ThreadPoolExecutor:
+    """A thread pool kept for the process (fresh threads per evaluation cost more than the
+    kernels on small frames)."""
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="qcli-kernel")
+    return pool
+
+
+def _forget_pools() -> None:
+    # a forked child inherits the pools' bookkeeping but not their threads
+    _POOLS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)

@@ -1,0 +1,524 @@
+"""The classic kinds of ``technical_v1`` (averages, bands, MACD, OBV, rates of change).
+
+Every kernel is a single stateful pass (see :mod:`quantcli.features.kinds._base`): ``state[0]``
+counts the bars seen, the rest holds the running sums, EMA values and window ring buffers of
+:mod:`quantcli.features.kinds._steps`. Kinds computed by one TA-Lib call (``bb_pct`` and
+``bb_width``; ``macd``, ``macd_signal`` and ``macd_hist``) share one kernel that writes all of
+the call's outputs; ``extra["group"]`` names the call and ``extra["output"]`` the kind's row,
+so the engine runs the call once for every feature of equal parameters.
+
+The momentum kinds (RSI, ATR, the directional system, STOCH) are in
+:mod:`quantcli.features.kinds.classic_momentum`; the Polars twins of both modules in
+:mod:`quantcli.features.kinds.classic_polars`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from quantcli.features.kinds import classic_polars as twins
+from quantcli.features.kinds._base import Kind, Param, register
+from quantcli.features.kinds._steps import (
+    EMA_SIZE,
+    NAN,
+    ema_push,
+    sma_push,
+    sma_size,
+    std_push,
+    var_size,
+)
+
+WINDOW = Param("window", int, min=1, doc="bars in the window")
+
+
+def _n(p: Mapping[str, Any]) -> int:
+    return int(p["window"])
+
+
+def _zeros(size: int) -> np.ndarray:
+    return np.zeros(size, dtype=np.float64)
+
+
+def register_group(
+    group: str,
+    kernel: Any,
+    rows: tuple[str, ...],
+    pickers: Mapping[str, Any],
+    *,
+    lookback: Callable[[Mapping[str, Any]], int] | Mapping[str, Callable],
+    builder: Any,
+    talib: Callable[..., tuple[np.ndarray, ...]],
+    talib_names: Mapping[str, str],
+    docs: Mapping[str, str],
+    **common: Any,
+) -> None:
+    """Register one kind per output of a TA-Lib call that computes several (``rows``, in the
+    order ``kernel`` writes them). Each kind's own kernel (``pickers[name]``) runs the shared
+    one and keeps its row; ``extra`` tells the engine to run ``kernel`` once for all of them
+    (the state layout is the shared kernel's, so the two are interchangeable)."""
+    for row, name in enumerate(rows):
+        lb = lookback[name] if isinstance(lookback, Mapping) else lookback
+        register(
+            Kind(
+                name=name,
+                lookback=lb,
+                kernel=pickers[name],
+                polars=twins.twin(builder, name),
+                talib=lambda cols, p, _f=talib, _r=row: _f(cols, p)[_r],
+                talib_name=talib_names.get(name, ""),
+                doc=docs.get(name, ""),
+                extra={"group": group, "row": row, "group_kernel": kernel, "group_rows": rows},
+                **common,
+            )
+        )
+
+
+# --- NMA: close / SMA(close, n) - 1 ---------------------------------------------------------
+@njit(cache=True, nogil=True)
+def nma_kernel(inputs, params, state, out):
+    n = int(params[0])
+    close = inputs[0]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        c = close[i]
+        m = sma_push(state, 1, n, j, c)
+        if j < n - 1:
+            out[0, i] = NAN
+        else:
+            out[0, i] = c / m - 1.0 if m != 0.0 else 0.0
+        j += 1
+    state[0] = j
+
+
+def _talib_nma(cols, p):
+    import talib
+
+    c = cols["close"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return c / talib.SMA(c, _n(p)) - 1.0
+
+
+register(
+    Kind(
+        name="nma",
+        params=(WINDOW,),
+        inputs=("close",),
+        lookback=lambda p: _n(p) - 1,
+        kernel=nma_kernel,
+        state_size=lambda p: 1 + sma_size(_n(p)),
+        init_state=lambda p: _zeros(1 + sma_size(_n(p))),
+        polars=twins.twin(twins.nma, "nma"),
+        talib=_talib_nma,
+        talib_name="SMA",
+        doc="close / SMA(close, window) - 1; 0 when the SMA is 0",
+    )
+)
+
+
+# --- BBANDS: (bb_pct, bb_width) -------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def bbands_kernel(inputs, params, state, out):
+    n = int(params[0])
+    nbdev = params[1]
+    close = inputs[0]
+    j = int(state[0])
+    o_std = 1 + 1 + n
+    for i in range(close.shape[0]):
+        c = close[i]
+        middle = sma_push(state, 1, n, j, c)
+        std = std_push(state, o_std, n, j, c)
+        if j < n - 1:
+            out[0, i] = NAN
+            out[1, i] = NAN
+        else:
+            dev = std * nbdev
+            upper = middle + dev
+            lower = middle - dev
+            width = upper - lower
+            out[0, i] = (c - lower) / width if width != 0.0 else 0.0
+            out[1, i] = width / middle if middle != 0.0 else 0.0
+        j += 1
+    state[0] = j
+
+
+def _bb_state(p):
+    return 1 + sma_size(_n(p)) + var_size(_n(p))
+
+
+def _talib_bbands(cols, p):
+    import talib
+
+    c = cols["close"]
+    upper, middle, lower = talib.BBANDS(c, _n(p), float(p["nbdev"]), float(p["nbdev"]), 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (c - lower) / (upper - lower), (upper - lower) / middle
+
+
+@njit(cache=True, nogil=True)
+def bb_pct_kernel(inputs, params, state, out):
+    full = np.empty((2, inputs.shape[1]))
+    bbands_kernel(inputs, params, state, full)
+    out[0, :] = full[0]
+
+
+@njit(cache=True, nogil=True)
+def bb_width_kernel(inputs, params, state, out):
+    full = np.empty((2, inputs.shape[1]))
+    bbands_kernel(inputs, params, state, full)
+    out[0, :] = full[1]
+
+
+register_group(
+    "bbands",
+    bbands_kernel,
+    ("bb_pct", "bb_width"),
+    {"bb_pct": bb_pct_kernel, "bb_width": bb_width_kernel},
+    params=(WINDOW, Param("nbdev", float, min=0.0, doc="band width in standard deviations")),
+    inputs=("close",),
+    lookback=lambda p: _n(p) - 1,
+    state_size=_bb_state,
+    init_state=lambda p: _zeros(_bb_state(p)),
+    builder=twins.bbands,
+    talib=_talib_bbands,
+    talib_names={"bb_pct": "BBANDS", "bb_width": "BBANDS"},
+    docs={
+        "bb_pct": "(close - lower) / (upper - lower) of the Bollinger bands; 0 for a zero width",
+        "bb_width": "(upper - lower) / middle of the Bollinger bands; 0 for a zero middle",
+    },
+)
+
+
+# --- volume z-score: (volume - SMA) / STDDEV ------------------------------------------------
+@njit(cache=True, nogil=True)
+def volume_z_kernel(inputs, params, state, out):
+    n = int(params[0])
+    volume = inputs[0]
+    j = int(state[0])
+    o_std = 1 + 1 + n
+    for i in range(volume.shape[0]):
+        v = volume[i]
+        m = sma_push(state, 1, n, j, v)
+        sd = std_push(state, o_std, n, j, v)
+        if j < n - 1:
+            out[0, i] = NAN
+        else:
+            out[0, i] = (v - m) / sd if sd != 0.0 else 0.0
+        j += 1
+    state[0] = j
+
+
+def _talib_volume_z(cols, p):
+    import talib
+
+    v = cols["volume"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (v - talib.SMA(v, _n(p))) / talib.STDDEV(v, _n(p), 1.0)
+
+
+register(
+    Kind(
+        name="volume_z",
+        params=(WINDOW,),
+        inputs=("volume",),
+        lookback=lambda p: _n(p) - 1,
+        kernel=volume_z_kernel,
+        state_size=_bb_state,
+        init_state=lambda p: _zeros(_bb_state(p)),
+        polars=twins.twin(twins.volume_z, "volume_z"),
+        talib=_talib_volume_z,
+        talib_name="STDDEV",
+        doc="(volume - SMA(volume, window)) / STDDEV(volume, window); 0 for a zero deviation",
+    )
+)
+
+
+# --- MACD: (line, signal, hist) -------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def macd_kernel(inputs, params, state, out):
+    fast = int(params[0])
+    slow = int(params[1])
+    signal = int(params[2])
+    if slow < fast:
+        fast, slow = slow, fast
+    seed_end = slow - 1
+    start = seed_end + signal - 1
+    close = inputs[0]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        c = close[i]
+        slow_ema = ema_push(state, 1, slow, j, c, 0)
+        fast_ema = ema_push(state, 1 + 2, fast, j, c, slow - fast)
+        if j < seed_end:
+            out[0, i] = NAN
+            out[1, i] = NAN
+            out[2, i] = NAN
+        else:
+            raw = fast_ema - slow_ema
+            sig = ema_push(state, 1 + 4, signal, j - seed_end, raw, 0)
+            if j < start:
+                out[0, i] = NAN
+                out[1, i] = NAN
+                out[2, i] = NAN
+            else:
+                out[0, i] = raw
+                out[1, i] = sig
+                out[2, i] = raw - sig
+        j += 1
+    state[0] = j
+
+
+def _macd_lookback(p):
+    return max(int(p["fast"]), int(p["slow"])) - 1 + int(p["signal"]) - 1
+
+
+def _talib_macd(cols, p):
+    import talib
+
+    return talib.MACD(cols["close"], int(p["fast"]), int(p["slow"]), int(p["signal"]))
+
+
+@njit(cache=True, nogil=True)
+def macd_line_kernel(inputs, params, state, out):
+    full = np.empty((3, inputs.shape[1]))
+    macd_kernel(inputs, params, state, full)
+    out[0, :] = full[0]
+
+
+@njit(cache=True, nogil=True)
+def macd_signal_kernel(inputs, params, state, out):
+    full = np.empty((3, inputs.shape[1]))
+    macd_kernel(inputs, params, state, full)
+    out[0, :] = full[1]
+
+
+@njit(cache=True, nogil=True)
+def macd_hist_kernel(inputs, params, state, out):
+    full = np.empty((3, inputs.shape[1]))
+    macd_kernel(inputs, params, state, full)
+    out[0, :] = full[2]
+
+
+register_group(
+    "macd",
+    macd_kernel,
+    ("macd", "macd_signal", "macd_hist"),
+    {"macd": macd_line_kernel, "macd_signal": macd_signal_kernel, "macd_hist": macd_hist_kernel},
+    params=(
+        Param("fast", int, min=1, doc="bars of the fast EMA"),
+        Param("slow", int, min=1, doc="bars of the slow EMA"),
+        Param("signal", int, min=1, doc="bars of the signal EMA"),
+    ),
+    inputs=("close",),
+    lookback=_macd_lookback,
+    state_size=lambda p: 1 + 3 * EMA_SIZE,
+    init_state=lambda p: _zeros(1 + 3 * EMA_SIZE),
+    builder=twins.macd,
+    talib=_talib_macd,
+    talib_names=dict.fromkeys(("macd", "macd_signal", "macd_hist"), "MACD"),
+    docs={
+        "macd": "MACD line: EMA(fast) - EMA(slow), the fast seed ending on the slow one's bar",
+        "macd_signal": "EMA(signal) of the MACD line",
+        "macd_hist": "MACD line - signal",
+    },
+)
+
+
+# --- OBV and its EMA ------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _obv_step(state, j, c, v):
+    """TA_OBV: OBV[0] = volume[0]; add/subtract the bar's volume on an up/down close.
+    State: [acc, prev close] at ``state[1:3]``."""
+    if j == 0:
+        state[1] = v
+        state[2] = c
+    prev = state[2]
+    if c > prev:
+        state[1] += v
+    elif c < prev:
+        state[1] -= v
+    state[2] = c
+    return state[1]
+
+
+@njit(cache=True, nogil=True)
+def obv_kernel(inputs, params, state, out):
+    close = inputs[0]
+    volume = inputs[1]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        out[0, i] = _obv_step(state, j, close[i], volume[i])
+        j += 1
+    state[0] = j
+
+
+@njit(cache=True, nogil=True)
+def obv_ema_kernel(inputs, params, state, out):
+    n = int(params[0])
+    close = inputs[0]
+    volume = inputs[1]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        out[0, i] = ema_push(state, 3, n, j, _obv_step(state, j, close[i], volume[i]), 0)
+        j += 1
+    state[0] = j
+
+
+def _talib_obv(cols, p):
+    import talib
+
+    return talib.OBV(cols["close"], cols["volume"])
+
+
+def _talib_obv_ema(cols, p):
+    import talib
+
+    return talib.EMA(talib.OBV(cols["close"], cols["volume"]), _n(p))
+
+
+register(
+    Kind(
+        name="obv",
+        params=(),
+        inputs=("close", "volume"),
+        lookback=lambda p: 0,
+        kernel=obv_kernel,
+        state_size=lambda p: 3,
+        init_state=lambda p: _zeros(3),
+        polars=twins.twin(twins.obv, "obv"),
+        talib=_talib_obv,
+        talib_name="OBV",
+        doc="on-balance volume: the running sum of volume signed by the close's direction",
+    )
+)
+register(
+    Kind(
+        name="obv_ema",
+        params=(WINDOW,),
+        inputs=("close", "volume"),
+        lookback=lambda p: _n(p) - 1,
+        kernel=obv_ema_kernel,
+        state_size=lambda p: 3 + EMA_SIZE,
+        init_state=lambda p: _zeros(3 + EMA_SIZE),
+        polars=twins.twin(twins.obv_ema, "obv_ema"),
+        talib=_talib_obv_ema,
+        talib_name="EMA",
+        doc="EMA(window) of on-balance volume",
+    )
+)
+
+
+# --- ROC, ROCP (return) and the volatility of ROCP(1) ---------------------------------------
+@njit(cache=True, nogil=True)
+def _rate_kernel(inputs, params, state, out, percent):
+    """TA_ROC (``percent``: ``(close / close[t-n] - 1) * 100``) or TA_ROCP (a fraction,
+    ``(close - close[t-n]) / close[t-n]``); 0 after a zero price. The two formulas are kept
+    apart, not derived from each other, because TA-Lib rounds them differently. State: the bar
+    count and a ring of the last ``n`` closes."""
+    n = int(params[0])
+    close = inputs[0]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        c = close[i]
+        slot = 1 + j % n
+        if j < n:
+            out[0, i] = NAN
+        else:
+            prev = state[slot]  # close[j - n]
+            if prev == 0.0:
+                out[0, i] = 0.0
+            elif percent:
+                out[0, i] = ((c / prev) - 1.0) * 100.0
+            else:
+                out[0, i] = (c - prev) / prev
+        state[slot] = c
+        j += 1
+    state[0] = j
+
+
+@njit(cache=True, nogil=True)
+def roc_kernel(inputs, params, state, out):
+    _rate_kernel(inputs, params, state, out, True)
+
+
+@njit(cache=True, nogil=True)
+def return_kernel(inputs, params, state, out):
+    _rate_kernel(inputs, params, state, out, False)
+
+
+@njit(cache=True, nogil=True)
+def volatility_kernel(inputs, params, state, out):
+    """TA_STDDEV(n) of TA_ROCP(1), which starts at bar 1. State: [count, prev close, var]."""
+    n = int(params[0])
+    close = inputs[0]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        c = close[i]
+        if j == 0:
+            out[0, i] = NAN
+        else:
+            prev = state[1]
+            r = (c - prev) / prev if prev != 0.0 else 0.0
+            out[0, i] = std_push(state, 2, n, j - 1, r)
+        state[1] = c
+        j += 1
+    state[0] = j
+
+
+def _talib_roc(cols, p):
+    import talib
+
+    return talib.ROC(cols["close"], _n(p))
+
+
+def _talib_return(cols, p):
+    import talib
+
+    return talib.ROCP(cols["close"], _n(p))
+
+
+def _talib_volatility(cols, p):
+    import talib
+
+    return talib.STDDEV(talib.ROCP(cols["close"], 1), _n(p), 1.0)
+
+
+for _name, _kernel, _twin, _talib, _talib_name, _doc in (
+    ("roc", roc_kernel, twins.roc, _talib_roc, "ROC", "(close / close[t-window] - 1) * 100"),
+    ("return", return_kernel, twins.ret, _talib_return, "ROCP",
+     "(close - close[t-window]) / close[t-window]"),
+):  # fmt: skip
+    register(
+        Kind(
+            name=_name,
+            params=(WINDOW,),
+            inputs=("close",),
+            lookback=_n,
+            kernel=_kernel,
+            state_size=lambda p: 1 + _n(p),
+            init_state=lambda p: _zeros(1 + _n(p)),
+            polars=twins.twin(_twin, _name),
+            talib=_talib,
+            talib_name=_talib_name,
+            doc=_doc + "; 0 after a zero price",
+        )
+    )
+
+register(
+    Kind(
+        name="volatility",
+        params=(WINDOW,),
+        inputs=("close",),
+        lookback=_n,
+        kernel=volatility_kernel,
+        state_size=lambda p: 2 + var_size(_n(p)),
+        init_state=lambda p: _zeros(2 + var_size(_n(p))),
+        polars=twins.twin(twins.volatility, "volatility"),
+        talib=_talib_volatility,
+        talib_name="STDDEV",
+        doc="STDDEV(ROCP(close, 1), window): the population deviation of one-bar returns",
+    )
+)
