@@ -37,3 +37,18 @@ CREATE TABLE IF NOT EXISTS feature_build_state (
     build_id       VARCHAR NOT NULL,
     PRIMARY KEY (feature_set, symbol)
 );
+
+-- The kernels' state of each (feature set, symbol) after the last bar a build computed: running
+-- sums, EMA and Wilder values, window ring buffers, as one little-endian float64 vector. An
+-- incremental build continues a symbol from it (only the new bars are computed) when the
+-- symbol's history up to last_bar_ts is unchanged (feature_build_state) and layout_sha256 is the
+-- current plan's; the result is bit-identical to a rebuild. Written in the build's transaction.
+CREATE TABLE IF NOT EXISTS feature_stream_state (
+    feature_set    VARCHAR NOT NULL,
+    symbol         VARCHAR NOT NULL,
+    layout_sha256  VARCHAR NOT NULL,   -- the kernel calls, params and state sizes it belongs to
+    n_bars         BIGINT  NOT NULL,   -- bars of the symbol the state has seen
+    last_bar_ts    TIMESTAMP WITH TIME ZONE NOT NULL,
+    state          BLOB    NOT NULL,
+    PRIMARY KEY (feature_set, symbol)
+);

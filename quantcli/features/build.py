@@ -64,6 +64,7 @@ from quantcli.errors import InputError, NotFoundError
 from quantcli.features import hashing, released
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
 from quantcli.features.definitions import load_feature_set
+from quantcli.features.engine import KernelPlan, run_frame
 from quantcli.features.expressions import DEFAULT_ENGINE, check_engine
 from quantcli.store.offline import OfflineStore
 
@@ -99,6 +100,8 @@ class ShardTask:
     # symbol -> rows of the symbol in the feature table now (an append needs them all present)
     stored_rows: dict[str, int] = field(default_factory=dict)
     engine: str = DEFAULT_ENGINE  # kernel | polars (quantcli.features.expressions.ENGINES)
+    # symbol -> (layout_sha256, n_bars, state bytes) of the stored kernel states
+    kernel_state: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,6 +118,12 @@ class ShardResult:
     rows_computed: int
     warmup_dropped: int
     stats: dict[str, list[float]]
+    # symbol -> how it was computed: stream (continued from its stored state, only the new bars),
+    # recompute (from its first bar, only the new rows written), rewrite, since
+    paths: dict[str, str] = field(default_factory=dict)
+    # (symbol, layout_sha256, n_bars, last_bar_ts_us, state bytes) to store (kernel engine)
+    stream_states: list[tuple[str, str, int, int, bytes]] = field(default_factory=list)
+    drop_stream: list[str] = field(default_factory=list)  # symbols whose kernel state goes
 
 
 def _stats(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, list[float]]:
@@ -137,17 +146,27 @@ def _stats(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, list[float]]:
 
 
 def compute_shard(task: ShardTask) -> ShardResult:
-    """Compute one shard's features and decide, per symbol, what to write. Pure: no I/O."""
-    plan = compile_plan(load_feature_set(task.feature_set), task.engine)
+    """Compute one shard's features and decide, per symbol, what to write. Pure: no I/O.
+
+    With the kernel engine an unchanged symbol whose kernel state is stored (same plan layout,
+    same bar count) is continued from that state over its new bars only; every other symbol is
+    computed from its first bar. Both give the same bytes (see :mod:`quantcli.features.engine`).
+    """
+    fs = load_feature_set(task.feature_set)
+    plan = compile_plan(fs, task.engine)
     srt = sort_bars(task.bars)
     starts, _symbols = block_starts(srt)
     hashes = hashing.symbol_hashes(srt, starts)
-    frame, warmup_dropped = compute_sorted(srt, plan, starts)
     ts_us = srt["ts"].dt.epoch("us").to_numpy()
+    kplan = KernelPlan.of(fs) if task.engine == "kernel" else None
+    layout = kplan.layout_sha256 if kplan is not None else ""
 
     rewrite: list[str] = []
     since_delete: list[str] = []
     drop_state: list[str] = []
+    paths: dict[str, str] = {}
+    resume: dict[int, np.ndarray] = {}  # block -> stored kernel state to continue from
+    offsets = np.zeros(len(hashes), dtype=np.int64)  # bars of each block already computed
     cutoffs: dict[str, int | None] = {}  # symbol -> write rows with ts_us > cutoff (None: all)
     for k, (symbol, n, _sha) in enumerate(hashes):
         a = int(starts[k])
@@ -169,16 +188,56 @@ def compute_shard(task: ShardTask) -> ShardResult:
         if task.mode == "full":
             rewrite.append(symbol)
             cutoffs[symbol] = None
+            paths[symbol] = "rewrite"
         elif task.mode == "since":
             since_delete.append(symbol)
             cutoffs[symbol] = int(task.since_us) - 1  # type: ignore[arg-type]
+            paths[symbol] = "since"
             if not unchanged:
                 drop_state.append(symbol)
         elif unchanged:
             cutoffs[symbol] = prior[0]  # type: ignore[index]
+            stored = task.kernel_state.get(symbol)
+            if (
+                kplan is not None
+                and stored is not None
+                and stored[0] == layout
+                and stored[1] == prior[1]  # type: ignore[index]
+                and len(stored[2]) == 8 * kplan.state_size
+            ):
+                resume[k] = np.frombuffer(stored[2], dtype="<f8")
+                offsets[k] = prior[1]  # type: ignore[index]
+                paths[symbol] = "stream"
+            else:
+                paths[symbol] = "recompute"
         else:
             rewrite.append(symbol)
             cutoffs[symbol] = None
+            paths[symbol] = "rewrite"
+
+    stream_states: list[tuple[str, str, int, int, bytes]] = []
+    if kplan is not None:
+        lengths = np.diff(starts)
+        if resume:  # the bars each block still needs: streamed blocks start at their new bars
+            position = np.arange(srt.height, dtype=np.int64) - np.repeat(starts[:-1], lengths)
+            work = srt.filter(pl.Series(position >= np.repeat(offsets, lengths)))
+        else:
+            work = srt
+        todo = lengths - offsets
+        work_starts = np.zeros(len(hashes) + 1, dtype=np.int64)
+        np.cumsum(todo, out=work_starts[1:])
+        skips = np.maximum(plan.warmup - offsets, 0)
+        states = kplan.init_states(len(hashes))
+        for k, vec in resume.items():
+            states[k] = vec
+        frame, states = run_frame(kplan, work, work_starts, skips, states)
+        warmup_dropped = work.height - frame.height
+        stream_states = [
+            (symbol, layout, n, int(ts_us[int(starts[k + 1]) - 1]), states[k].tobytes())
+            for k, (symbol, n, _sha) in enumerate(hashes)
+        ]
+    else:
+        frame, warmup_dropped = compute_sorted(srt, plan, starts)
 
     cut = pl.DataFrame(
         {
@@ -208,6 +267,9 @@ def compute_shard(task: ShardTask) -> ShardResult:
         rows_computed=frame.height,
         warmup_dropped=warmup_dropped,
         stats=_stats(frame, plan.names),
+        paths=paths,
+        stream_states=stream_states,
+        drop_stream=[] if kplan is not None else [s for s, _n, _sha in hashes],
     )
 
 
@@ -236,6 +298,13 @@ class BuildResult:
     engine: str = DEFAULT_ENGINE
     #: the engine of the rows stored before this build (``None``: the table was empty)
     previous_engine: str | None = None
+    #: path -> symbols that took it: ``stream`` (continued from the stored kernel state over the
+    #: new bars only), ``recompute`` (history unchanged but no usable state: computed from the
+    #: first bar, new rows appended), ``rewrite`` (first build, bars revised or back-filled,
+    #: --full), ``since``
+    paths: dict[str, list[str]] = field(default_factory=dict)
+    #: what ``--online`` wrote (None: not asked)
+    online: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -259,6 +328,8 @@ class BuildResult:
             "timings_s": self.timings_s,
             "executor": self.executor,
             "store": self.store,
+            "paths": self.paths,
+            "online": self.online,
         }
 
 
@@ -461,6 +532,7 @@ def build_features(
     built_at = datetime.now(UTC)
     rows_written = rows_deleted = bars_read = rows_computed = warmup = 0
     rewritten: list[str] = []
+    paths: dict[str, list[str]] = {}
     hashes: list[tuple[str, int, str]] = []
     stats: dict[str, list[float]] = {}
     t_compute = 0.0
@@ -483,6 +555,12 @@ def build_features(
             str(sym): int(n)
             for sym, n in con.execute(
                 f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
+            ).fetchall()
+        }
+        kernel_state = {
+            str(sym): (str(layout), int(n), bytes(blob))
+            for sym, layout, n, _ts, blob in con.execute(
+                resources.sql("features_stream_state"), [feature_set]
             ).fetchall()
         }
         previous_engine = _stored_engine(con, feature_set, table) if stored_rows else None
@@ -519,6 +597,7 @@ def build_features(
                         state={s: state[s] for s, _ in shard if s in state},
                         stored_rows={s: stored_rows[s] for s, _ in shard if s in stored_rows},
                         engine=engine,
+                        kernel_state={s: kernel_state[s] for s, _ in shard if s in kernel_state},
                     )
                     for shard in shards[w : w + per_wave]
                 ]
@@ -543,6 +622,8 @@ def build_features(
                     warmup += res.warmup_dropped
                     rewritten += res.rewrite
                     hashes += res.hashes
+                    for symbol, path in res.paths.items():
+                        paths.setdefault(path, []).append(symbol)
                     _merge_stats(stats, res.stats)
                 if overlap:
                     written = results
@@ -622,6 +703,7 @@ def build_features(
         store=str(store.path),
         engine=engine,
         previous_engine=previous_engine,
+        paths={p: sorted(v) for p, v in sorted(paths.items())},
     )
 
 
@@ -822,4 +904,23 @@ def _apply(con, table: str, feature_set: str, res: ShardResult, since_dt, mode: 
             con.execute(resources.sql("features_state_upsert"), [feature_set, ""])
         finally:
             con.unregister("staged_state")
+    if res.drop_stream:
+        placeholders = ", ".join("?" for _ in res.drop_stream)
+        where = f"WHERE feature_set = ? AND symbol IN ({placeholders})"
+        con.execute(f"DELETE FROM feature_stream_state {where}", [feature_set, *res.drop_stream])
+    if res.stream_states:
+        staged = pl.DataFrame(
+            res.stream_states,
+            schema={"symbol": pl.String, "layout_sha256": pl.String, "n_bars": pl.Int64,
+                    "last_bar_us": pl.Int64, "state": pl.Binary},
+            orient="row",
+        ).with_columns(
+            pl.from_epoch("last_bar_us", time_unit="us").dt.replace_time_zone("UTC")
+            .alias("last_bar_ts")
+        ).select("symbol", "layout_sha256", "n_bars", "last_bar_ts", "state")  # fmt: skip
+        con.register("staged_stream_state", staged.to_arrow())
+        try:
+            con.execute(resources.sql("features_stream_state_upsert"), [feature_set])
+        finally:
+            con.unregister("staged_stream_state")
     return deleted

@@ -1,0 +1,122 @@
+"""Streaming builds: an unchanged symbol continues from its stored kernel state over its new bars
+only, and the table is byte for byte the full rebuild's; revised or back-filled bars rebuild."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from quantcli.data.ingest import ingest_frame
+from quantcli.data.synthetic import synthetic_universe
+from quantcli.features import load_feature_set
+from quantcli.features.build import build_features
+from quantcli.features.engine import KernelPlan
+from quantcli.store.offline import OfflineStore
+
+TABLE = "technical_features_v1"
+
+
+def _table() -> pl.DataFrame:
+    with OfflineStore(read_only=True) as store:
+        return store.con.sql(f"SELECT * FROM {TABLE} ORDER BY symbol, ts").pl()
+
+
+def _states() -> dict[str, tuple[int, bytes]]:
+    with OfflineStore(read_only=True) as store:
+        rows = store.con.execute(
+            "SELECT symbol, n_bars, state FROM feature_stream_state ORDER BY symbol"
+        ).fetchall()
+    return {s: (int(n), bytes(b)) for s, n, b in rows}
+
+
+@pytest.fixture(scope="module")
+def universe() -> pl.DataFrame:
+    return synthetic_universe(5, 420, seed=33)
+
+
+def _days(bars: pl.DataFrame) -> pl.Series:
+    return bars["ts"].unique().sort()
+
+
+def test_new_bars_stream_from_state_and_equal_the_full_rebuild(qcli_home, universe):
+    days = _days(universe)
+    # 150 bars first: the warm-up (199) is not over yet when streaming starts
+    ingest_frame(universe.filter(pl.col("ts") <= days[149]))
+    first = build_features()
+    assert first.paths == {"rewrite": sorted(universe["symbol"].unique())}
+    for cut in (150, 198, 199, 200, 300, 419):  # through and after the warm-up boundary
+        ingest_frame(universe.filter(pl.col("ts") <= days[cut]))
+        step = build_features()
+        assert step.paths == {"stream": sorted(universe["symbol"].unique())}, cut
+        assert step.symbols_rewritten == []
+    streamed, streamed_states = _table(), _states()
+    full = build_features(full=True)
+    assert full.paths == {"rewrite": sorted(universe["symbol"].unique())}
+    # same bytes: the feature rows and the stored states
+    assert _table().equals(streamed)
+    assert _states() == streamed_states
+    plan = KernelPlan.of(load_feature_set("technical_v1"))
+    assert {len(b) for _, b in streamed_states.values()} == {8 * plan.state_size}
+    assert {n for n, _ in streamed_states.values()} == {420}
+
+
+def test_revised_or_backfilled_bars_rebuild_only_that_symbol(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[399]))
+    build_features()
+    revised = universe.with_columns(
+        pl.when((pl.col("symbol") == "SYM0001") & (pl.col("ts") == days[50]))
+        .then(pl.col("close") * 1.001)
+        .otherwise(pl.col("close"))
+        .alias("close")
+    )
+    # SYM0003 gets a bar back-filled before its first one: its history changed too
+    backfill = revised.filter(pl.col("symbol") == "SYM0003").head(1)
+    backfill = backfill.with_columns(pl.col("ts") - pl.duration(days=30))
+    ingest_frame(pl.concat([revised, backfill]))
+    result = build_features()
+    assert result.paths == {
+        "rewrite": ["SYM0001", "SYM0003"],
+        "stream": ["SYM0000", "SYM0002", "SYM0004"],
+    }
+    assert result.symbols_rewritten == ["SYM0001", "SYM0003"]
+    incremental = _table()
+    build_features(full=True)
+    assert _table().equals(incremental)
+
+
+def test_a_state_of_another_layout_or_engine_is_not_continued(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
+    build_features()
+    with OfflineStore() as store:  # a state written for another plan layout
+        store.con.execute(
+            "UPDATE feature_stream_state SET layout_sha256 = 'other' WHERE symbol = 'SYM0002'"
+        )
+    ingest_frame(universe)
+    result = build_features()
+    assert result.paths["recompute"] == ["SYM0002"]
+    assert "SYM0002" not in result.paths["stream"]
+    streamed = _table()
+    build_features(full=True)
+    assert _table().equals(streamed)
+    # the polars engine stores no kernel state; the next kernel build cannot stream
+    build_features(full=True, engine="polars")
+    assert _states() == {}
+    back = build_features(full=True, engine="kernel")
+    assert back.paths == {"rewrite": sorted(universe["symbol"].unique())}
+    assert len(_states()) == 5
+
+
+def test_json_output_reports_the_path_of_every_symbol(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
+    build_features()
+    ingest_frame(universe)
+    out = build_features().to_dict()
+    assert out["paths"] == {"stream": sorted(universe["symbol"].unique())}
+    assert out["rows_written"] == 5 * 119
+    # only the new bars were computed
+    assert out["rows_computed"] == 5 * 119
+    assert np.isfinite(out["quality"]["features"]["rsi_14"]["mean"])
