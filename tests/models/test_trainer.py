@@ -16,6 +16,7 @@ import pytest
 from quantcli.config import load_config
 from quantcli.errors import GateFailedError, InputError
 from quantcli.models.estimators import ModelFactory
+from quantcli.models.flavors import MLFLOW_FILES
 from quantcli.models.registry import ModelRegistry
 from quantcli.models.trainer import (
     MLflowTrainer,
@@ -106,6 +107,7 @@ def test_train_register_validate_promote_rollback(
         "model/lgbm.txt",
         "model/model.json",
         "model/signature.json",
+        *(f"model/{f}" for f in MLFLOW_FILES),
     }
     # the CPCV report travels with the run: plots, metrics and the path returns
     report = {f.path for f in reg.client.list_artifacts(good.run_id, "backtest")}
@@ -166,6 +168,9 @@ def test_same_data_and_seed_same_run_content(qcli_home, embedded_uri, signal_fra
     ia, ib = reg.resolve("det_a", 1), reg.resolve("det_b", 1)
     for path in ("model/lgbm.txt", "model/model.json", "model/signature.json"):
         assert ia.artifacts[path]["sha256"] == ib.artifacts[path]["sha256"], path
+    for f in MLFLOW_FILES:
+        path = f"model/{f}"
+        assert ia.artifacts[path]["sha256"] == ib.artifacts[path]["sha256"], path
     # row order of the input does not matter: the frame is put in (ts, symbol) order
     shuffled = signal_frame.sample(fraction=1.0, shuffle=True, seed=1)
     frame, _ = _training_frame(shuffled.drop("label"), shuffled["label"])
@@ -180,13 +185,9 @@ def test_ensemble_trains_registers_and_loads(qcli_home, embedded_uri, signal_fra
     res = trainer.train_with_cpcv(
         "ensemble", signal_frame.drop("label"), signal_frame["label"], register_as="ens"
     )
-    assert res.model_files == [
-        "lgbm.txt",
-        "mlp.json",
-        "mlp.npz",
-        "model.json",
-        "signature.json",
-    ]
+    assert res.model_files == sorted(
+        ["lgbm.txt", "mlp.json", "mlp.npz", "model.json", "signature.json", *MLFLOW_FILES]
+    )
     model, info = ModelRegistry(embedded_uri).load_native_model("ens", 1)
     assert model.kind == "ensemble" and info.tags["quantcli.model_kind"] == "ensemble"
     assert [w.shape for w in model.mlp_pipeline.named_steps["mlp"].coefs_] == [(29, 8), (8, 1)]
