@@ -100,19 +100,21 @@ def sort_bars(bars: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             f"bars: missing column(s) {', '.join(missing)}",
             hint="bars need symbol, ts, open, high, low, close, volume",
         )
+    # open is optional (technical_v1 does not read it); kept, typed and checked when present
+    prices = ("open", *_PRICE_INPUTS) if "open" in present else _PRICE_INPUTS
     df = lf.select(
         pl.col("symbol").cast(pl.String),
         pl.col("ts"),
-        *(pl.col(c).cast(pl.Float64) for c in _PRICE_INPUTS),
+        *(pl.col(c).cast(pl.Float64) for c in prices),
     ).collect()
     starts, symbols = _runs(df)
     if not _is_sorted(df, starts, symbols):
         df = df.sort("symbol", "ts")
-    for col in ("symbol", "ts", *_PRICE_INPUTS):
+    for col in ("symbol", "ts", *prices):
         nulls = df[col].null_count()
         if nulls:
             raise InputError(f"bars: column '{col}' has {nulls} null value(s)")
-    for col in _PRICE_INPUTS:
+    for col in prices:
         arr = df[col].to_numpy()
         if not np.isfinite(arr).all():
             row = int(np.flatnonzero(~np.isfinite(arr))[0])

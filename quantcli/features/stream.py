@@ -1,0 +1,128 @@
+"""Feature rows for new bars in a live loop: :class:`FeatureStream` keeps each symbol's kernel
+state and computes only the bars it is given.
+
+>>> from quantcli.data.synthetic import synthetic_universe
+>>> bars = synthetic_universe(2, 260, seed=1)
+>>> stream = FeatureStream("technical_v1")
+>>> first = stream.update(bars.filter(bars["ts"] < bars["ts"].unique().sort()[250]))
+>>> rows = stream.update(bars.filter(bars["ts"] >= bars["ts"].unique().sort()[250]))
+>>> rows.height  # 10 new bars of 2 symbols, all past the 199-bar warm-up
+20
+
+Each symbol's state is the one :mod:`quantcli.features.engine` carries, so the rows equal the
+batch build's bit for bit, whether the stream starts empty (from each symbol's first bar), from
+the states the last ``qcli features build`` stored (``FeatureStream(..., store=store)``), or
+continues its own. A bar must come after the symbol's last one: a bar at or before it (a
+revision, a back-fill) is refused, since the state cannot be rewound -- rebuild with
+``qcli features build`` instead. The stream keeps its state in memory only; the offline store
+is changed by builds alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quantcli.errors import InputError
+from quantcli.features.compute import block_starts, sort_bars
+from quantcli.features.definitions import FeatureSet, load_feature_set
+from quantcli.features.engine import KernelPlan, run_frame
+
+
+class FeatureStream:
+    """Feature rows of ``feature_set`` for bars as they arrive (see the module docstring).
+
+    Parameters
+    ----------
+    feature_set
+        A feature-set name (or a loaded :class:`FeatureSet`).
+    store
+        An open :class:`~quantcli.store.offline.OfflineStore`: start every symbol from the kernel
+        state its last build stored (states of another plan layout are ignored). Without it,
+        every symbol starts before its first bar.
+    """
+
+    def __init__(self, feature_set: str | FeatureSet = "technical_v1", store: Any = None) -> None:
+        self.feature_set = (
+            feature_set if isinstance(feature_set, FeatureSet) else load_feature_set(feature_set)
+        )
+        self.plan = KernelPlan.of(self.feature_set)
+        self._state: dict[str, np.ndarray] = {}
+        self._bars: dict[str, int] = {}  # bars seen per symbol
+        self._last_us: dict[str, int] = {}  # last bar's ts, epoch microseconds
+        if store is not None:
+            self._load(store)
+
+    def _load(self, store: Any) -> None:
+        from quantcli import resources
+
+        if not store.table_exists("feature_stream_state"):
+            return
+        layout = self.plan.layout_sha256
+        rows = store.con.execute(
+            resources.sql("features_stream_state"), [self.feature_set.name]
+        ).fetchall()
+        for symbol, row_layout, n, last_ts, blob in rows:
+            if row_layout != layout or len(blob) != 8 * self.plan.state_size:
+                continue
+            self._state[str(symbol)] = np.frombuffer(bytes(blob), dtype="<f8").copy()
+            self._bars[str(symbol)] = int(n)
+            self._last_us[str(symbol)] = int(last_ts.timestamp() * 1_000_000)
+
+    @property
+    def symbols(self) -> list[str]:
+        """Symbols with a state, sorted."""
+        return sorted(self._state)
+
+    def bars_seen(self, symbol: str) -> int:
+        """Bars of ``symbol`` the state has consumed (0 for an unknown symbol)."""
+        return self._bars.get(symbol, 0)
+
+    def state(self, symbol: str) -> np.ndarray:
+        """A copy of ``symbol``'s state vector (``plan.state_size`` float64)."""
+        if symbol not in self._state:
+            raise InputError(f"FeatureStream: no state for symbol {symbol!r}")
+        return self._state[symbol].copy()
+
+    def update(self, bars: pl.DataFrame) -> pl.DataFrame:
+        """Feed new bars; returns their feature rows (``symbol, ts, <features>``, sorted).
+
+        ``bars`` has ``symbol, ts, high, low, close, volume`` (and ``open`` if a kind reads it),
+        any number of symbols, each symbol's bars after its last one. Bars still inside a
+        symbol's warm-up (its first ``FeatureSet.warmup`` bars) update the state but give no
+        row. Nothing changes when a bar is refused (:class:`InputError` naming it).
+        """
+        srt = sort_bars(bars)
+        if srt.height == 0:
+            return self._empty()
+        starts, symbols = block_starts(srt)
+        ts_us = srt["ts"].dt.epoch("us").to_numpy()
+        for k, symbol in enumerate(symbols):
+            last = self._last_us.get(symbol)
+            first = int(ts_us[int(starts[k])])
+            if last is not None and first <= last:
+                raise InputError(
+                    f"FeatureStream.update: bar (symbol {symbol}, ts {srt['ts'][int(starts[k])]})"
+                    " is not after the symbol's last bar",
+                    hint="a revised or back-filled bar needs a rebuild: qcli features build",
+                )
+        seen = np.array([self._bars.get(s, 0) for s in symbols], dtype=np.int64)
+        states = self.plan.init_states(len(symbols))
+        for k, symbol in enumerate(symbols):
+            if symbol in self._state:
+                states[k] = self._state[symbol]
+        skips = np.maximum(self.plan.warmup - seen, 0)
+        frame, states = run_frame(self.plan, srt, starts, skips, states)
+        lengths = np.diff(starts)
+        for k, symbol in enumerate(symbols):
+            self._state[symbol] = states[k].copy()
+            self._bars[symbol] = int(seen[k] + lengths[k])
+            self._last_us[symbol] = int(ts_us[int(starts[k + 1]) - 1])
+        return frame
+
+    def _empty(self) -> pl.DataFrame:
+        schema = {"symbol": pl.String, "ts": pl.Datetime("us", "UTC")}
+        schema.update(dict.fromkeys(self.feature_set.feature_names, pl.Float64))
+        return pl.DataFrame(schema=schema)
