@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quantcli.cli._choices import Executor, Family, deprecated_alias
 from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(
@@ -71,9 +72,9 @@ def _fmt(value: Any, key: str = "") -> str:
 @app.command()
 def train(
     name: Annotated[str, typer.Option("--name", help="Register the model under this name.")],
-    model: Annotated[
-        str, typer.Option("--model", help="Model family: lgbm, mlp or ensemble.")
-    ] = "lgbm",
+    family: Annotated[Family, typer.Option("--family", help="Model family to train.")] = (
+        Family.lgbm
+    ),
     feature_set: Annotated[str, typer.Option("--feature-set")] = "technical_v1",
     label: Annotated[str, typer.Option("--label", help="Label to predict.")] = "fwd_return_5d",
     seed: Annotated[
@@ -83,11 +84,15 @@ def train(
         "quantcli"
     ),
     executor: Annotated[
-        str, typer.Option("--executor", help="Run the CPCV splits locally or on Ray.")
-    ] = "local",
+        Executor, typer.Option("--executor", help="Run the CPCV splits locally or on Ray.")
+    ] = Executor.local,
     tracking_uri: TrackingOpt = None,
     config: ConfigOpt = None,
     json_mode: JsonOpt = False,
+    model: Annotated[
+        Family | None,
+        typer.Option("--model", hidden=True, help="Deprecated spelling of --family."),
+    ] = None,
 ) -> None:
     """Train on the stored features with CPCV, log the run to MLflow, register a version.
 
@@ -96,28 +101,29 @@ def train(
 
     Examples:
 
-        qcli model train --name momentum --model lgbm
+        qcli model train --name momentum --family lgbm
 
-        qcli model train --name momentum --model ensemble --config prod.toml --json
+        qcli model train --name momentum --family ensemble --config prod.toml --json
     """
     from quantcli.config import load_config
     from quantcli.models.registry import quiet_mlflow
     from quantcli.models.trainer import train_from_store
 
+    family = deprecated_alias("--model", "--family", model, family, Family.lgbm)
     quiet_mlflow()
     cfg = load_config(config)
     with progress(json_mode) as bar:
         task = bar.add_task("CPCV splits", total=None)
         result = train_from_store(
             name,
-            model=model,
+            model=family.value,
             feature_set=feature_set,
             label=label,
             tracking_uri=tracking_uri,
             cfg=cfg,
             seed=seed,
             experiment_name=experiment,
-            executor=executor,
+            executor=executor.value,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     out = result.to_dict()
@@ -261,17 +267,28 @@ def rollback(
 
 @app.command("list")
 def list_versions(
-    name: NameArg,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Registered model name; without it, every model and its aliases."),
+    ] = None,
     tracking_uri: TrackingOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Show a model's versions: aliases, status, verdicts, dataset hash, feature set version.
 
+    Without a name, list every registered model of the store with its aliases and latest
+    version.
+
     Examples:
+
+        qcli model list
 
         qcli model list momentum --json
     """
     reg = _registry(tracking_uri)
+    if name is None:
+        _list_models(reg, json_mode)
+        return
     versions = reg.list_versions(name)
     result = {
         "name": name,
@@ -302,5 +319,36 @@ def list_versions(
             )
         console.print(table)
         note(f"production history (oldest first): {result['production_history'] or 'none'}")
+
+    emit(result, json_mode, render)
+
+
+def _list_models(reg, json_mode: bool) -> None:
+    """Every registered model with its aliases (``qcli model list`` without a name)."""
+    models = []
+    for rm in sorted(reg.client.search_registered_models(), key=lambda m: m.name):
+        versions = [int(v.version) for v in reg.client.search_model_versions(f"name = '{rm.name}'")]
+        models.append(
+            {
+                "name": rm.name,
+                "aliases": dict(sorted(reg.alias_map(rm.name).items())),
+                "latest_version": str(max(versions)) if versions else None,
+                "versions": len(versions),
+            }
+        )
+    result = {"tracking_uri": reg.tracking_uri, "models": models}
+
+    def render(console) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"registered models ({reg.tracking_uri})")
+        for col in ("name", "aliases", "latest", "versions"):
+            table.add_column(col)
+        for m in models:
+            aliases = " ".join(f"{a}=v{v}" for a, v in m["aliases"].items()) or "-"
+            table.add_row(m["name"], aliases, m["latest_version"] or "-", str(m["versions"]))
+        console.print(table)
+        if not models:
+            note("no registered model yet: qcli model train --name NAME")
 
     emit(result, json_mode, render)

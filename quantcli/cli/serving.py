@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from quantcli.cli._choices import Alias
 from quantcli.cli._common import JsonOpt, emit, note
 
 ModelOpt = Annotated[
@@ -16,9 +17,7 @@ ModelOpt = Annotated[
         help="Registered model name (default: $QCLI_MODEL, or the only registered model).",
     ),
 ]
-AliasOpt = Annotated[
-    str, typer.Option("--alias", help="Registry alias to serve: production or staging.")
-]
+AliasOpt = Annotated[Alias, typer.Option("--alias", help="Registry alias to serve.")]
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local store).")
 ]
@@ -26,7 +25,7 @@ TrackingOpt = Annotated[
 
 def serve_cmd(
     model: ModelOpt = None,
-    alias: AliasOpt = "production",
+    alias: AliasOpt = Alias.production,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     tracking_uri: TrackingOpt = None,
@@ -59,7 +58,7 @@ def serve_cmd(
 def predict_cmd(
     symbols: Annotated[list[str], typer.Argument(help="Tickers to predict.")],
     model: ModelOpt = None,
-    alias: AliasOpt = "production",
+    alias: AliasOpt = Alias.production,
     tracking_uri: TrackingOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
