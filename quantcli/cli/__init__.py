@@ -35,7 +35,7 @@ from quantcli.cli import (
     pipeline,
     serving,
 )
-from quantcli.cli._common import stderr, to_json
+from quantcli.cli._common import polish_help, stderr, to_json
 from quantcli.errors import GateFailedError, QuantCliError
 
 app = typer.Typer(
@@ -83,6 +83,11 @@ def _root(
         os.environ[_DEBUG_ENV] = "1"
 
 
+def command() -> typer.core.TyperGroup:
+    """The click command tree of ``qcli``, with help texts made readable (see polish_help)."""
+    return polish_help(typer.main.get_command(app))
+
+
 def _json_requested(argv: list[str]) -> bool:
     return "--json" in argv
 
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get(_DEBUG_ENV) == "1"
     try:
         # with standalone_mode=False, click *returns* the code of a `typer.Exit(code)`
-        code = app(args=args, prog_name="qcli", standalone_mode=False)
+        code = command()(args=args, prog_name="qcli", standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent Exit(130)
             stderr.print("Interrupted.")
     except QuantCliError as exc:
@@ -140,4 +145,4 @@ def _is_interrupt(exc: BaseException) -> bool:
     )
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "command", "main"]

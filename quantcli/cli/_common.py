@@ -6,8 +6,10 @@ stdout carries exactly one JSON object, the command's result, and nothing else.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,3 +95,77 @@ def progress(json_mode: bool = False, transient: bool = True) -> Iterator[Any]:
         disable=json_mode or not stderr.is_terminal,
     ) as bar:
         yield bar
+
+
+# --- help text --------------------------------------------------------------------------------
+
+# The style tags a docstring may use on purpose; any other [word] is literal text (a TOML
+# section such as [drift]) that rich would otherwise swallow as an unknown tag.
+_STYLE_TAG = re.compile(r"/?(bold|italic|dim|green|red|yellow|cyan|magenta|blue)?")
+_TAG_LIKE = re.compile(r"(\\*)\[([a-zA-Z#/@][^\[\]]*?)?\]")
+
+
+def escape_help(text: str) -> str:
+    """Escape every ``[...]`` that is not one of the style tags above, so rich shows it."""
+
+    def fix(m: re.Match[str]) -> str:
+        if m.group(1) or _STYLE_TAG.fullmatch(m.group(2) or ""):
+            return m.group(0)
+        return "\\" + m.group(0)
+
+    return _TAG_LIKE.sub(fix, text)
+
+
+def reflow_help(text: str) -> str:
+    """Join the hard-wrapped lines of each prose paragraph so the terminal reflows them.
+
+    Indented paragraphs (examples) and ``\\b`` blocks keep their lines; a line starting with
+    ``- `` starts a new list item.
+    """
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    out = []
+    for para in paragraphs:
+        lines = para.split("\n")
+        if para.startswith("\b") or any(line.startswith(" ") for line in lines):
+            out.append(para)
+            continue
+        items: list[str] = []
+        for line in lines:
+            if items and not line.startswith("- "):
+                items[-1] += " " + line.strip()
+            else:
+                items.append(line.strip())
+        out.append("\n".join(items))
+    return "\n\n".join(out)
+
+
+def polish_help(command: Any) -> Any:
+    """Make every help screen of a click command tree readable (in place; returns it).
+
+    Help paragraphs reflow to the terminal width, literal brackets survive rich markup, and
+    flags show no value placeholder (typer would print ``<bool>``).
+    """
+    if getattr(command, "help", None):
+        command.help = escape_help(reflow_help(command.help))
+    for param in getattr(command, "params", []):
+        if getattr(param, "help", None):
+            param.help = escape_help(param.help)
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    if hasattr(command, "get_help_option"):
+        command.get_help_option = _flag_help_option(command.get_help_option)
+    for sub in (getattr(command, "commands", None) or {}).values():
+        polish_help(sub)
+    return command
+
+
+def _flag_help_option(get_help_option: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap click's ``get_help_option`` so ``--help`` is shown as the flag it is, too."""
+
+    def wrapped(ctx: Any) -> Any:
+        option = get_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    return wrapped

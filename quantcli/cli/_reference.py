@@ -1,80 +1,67 @@
-"""Generate ``docs/cli.md`` from the command tree, so the CLI reference always matches the code.
+"""Generate ``docs/cli.md`` from the command tree: every command's ``--help`` at 80 columns.
 
-Regenerate with ``python -m quantcli.cli._reference > docs/cli.md``; ``tests/test_docs.py`` fails
-when the committed file differs from what the code generates.
+Regenerate with ``python -m quantcli.cli._reference > docs/cli.md``; ``tests/test_cli_help.py``
+fails when the committed file differs from what the code renders.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import redirect_stdout
 from typing import Any
-
-import typer
 
 HEADER = """# CLI reference
 
-Generated from the code by `python -m quantcli.cli._reference > docs/cli.md` (a test checks
-that this file matches the code). Every command takes `--json` (one JSON object on stdout) and
-exits 0 on success, 1 when a gate or check fails, 2 on bad input or usage.
+Generated from the code by `python -m quantcli.cli._reference > docs/cli.md`: each block is
+the command's `--help` at 80 columns (a test checks that this file matches the code). Every
+command takes `--json` (one JSON object on stdout) and exits 0 on success, 1 when a gate or
+check fails, 2 on bad input or usage. Choices are listed as `<a|b>`; shell completion offers
+them too (`qcli --install-completion`).
 """
 
-
-_MARKUP = re.compile(r"\[/?(bold|italic|dim|green|red|yellow|cyan|magenta|blue)?\]")
-
-
-def _plain(text: str) -> str:
-    """Help text without rich markup tags such as ``[bold]`` and ``[/]``."""
-    return _MARKUP.sub("", text)
+WIDTH = 80
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _walk(cmd: Any, path: list[str]):
+def walk(cmd: Any, path: list[str] | None = None) -> Iterator[tuple[list[str], Any]]:
+    """``(path, command)`` of every visible command below ``cmd``, depth first, in order."""
+    path = path or []
     yield path, cmd
-    for name in getattr(cmd, "commands", {}) or {}:
-        sub = cmd.commands[name]
-        if getattr(sub, "hidden", False):
-            continue
-        yield from _walk(sub, [*path, name])
+    for name, sub in (getattr(cmd, "commands", None) or {}).items():
+        if not getattr(sub, "hidden", False):
+            yield from walk(sub, [*path, name])
 
 
-def _param_line(p: Any) -> str | None:
-    if getattr(p, "hidden", False) or p.name in ("help", "install_completion", "show_completion"):
-        return None
-    if p.param_type_name == "argument":
-        name = p.name.upper() + ("..." if p.nargs == -1 else "")
-        req = "required" if p.required else "optional"
-        return f"| `{name}` | argument, {req} | {(getattr(p, 'help', None) or '').strip()} |"
-    opts = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
-    default = p.default
-    if p.is_flag or default in (None, False, ()) or callable(default):
-        dflt = ""
-    else:
-        dflt = f" (default: `{default}`)"
-    text = _plain(p.help or "").replace("|", "\\|").replace("\n", " ").strip()
-    return f"| {opts} | {'flag' if p.is_flag else 'option'} | {text}{dflt} |"
+def help_text(root: Any, path: list[str], width: int = WIDTH) -> str:
+    """What ``qcli PATH --help`` prints at ``width`` columns, without trailing blanks."""
+    buf = io.StringIO()
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # rich sizes a non-terminal console from COLUMNS
+    try:
+        with redirect_stdout(buf):
+            root.main(args=[*path, "--help"], prog_name="qcli", standalone_mode=False)
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved
+    lines = [line.rstrip() for line in _ANSI.sub("", buf.getvalue()).splitlines()]
+    return "\n".join(lines).strip("\n")
 
 
 def render() -> str:
-    from quantcli.cli import app
+    from quantcli.cli import command
 
-    root = typer.main.get_command(app)
+    root = command()
     out = [HEADER]
-    for path, cmd in _walk(root, ["qcli"]):
-        is_group = bool(getattr(cmd, "commands", None))
-        if len(path) == 1:
-            continue
-        level = "##" if is_group or len(path) == 2 else "###"
-        out.append(f"{level} `{' '.join(path)}`\n")
-        helptext = (cmd.help or "").strip()
-        if helptext:
-            out.append(_plain(helptext.replace("\b\n", "")) + "\n")
-        if is_group:
-            continue
-        rows = [r for r in (_param_line(p) for p in cmd.params) if r]
-        if rows:
-            out.append("| parameter | kind | description |\n|---|---|---|")
-            out.extend(rows)
-            out.append("")
+    for path, _ in walk(root):
+        title = " ".join(["qcli", *path])
+        level = "##" if len(path) <= 1 else "###"
+        out.append(f"{level} `{title}`\n\n```text\n{help_text(root, path)}\n```\n")
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quantcli.cli._choices import Engine, Executor
 from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(help="Build, inspect and materialize feature sets.", no_args_is_help=True)
@@ -40,23 +41,22 @@ def build_cmd(
         bool, typer.Option("--full", help="Delete and rewrite every symbol in scope.")
     ] = False,
     executor: Annotated[
-        str, typer.Option("--executor", help="Where shards are computed: local or ray.")
-    ] = "local",
+        Executor, typer.Option("--executor", help="Where shards are computed.")
+    ] = Executor.local,
     ray_address: Annotated[
         str | None,
         typer.Option("--ray-address", help="Ray cluster address (with --executor ray)."),
     ] = None,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(
             "--engine",
-            metavar="[kernel|polars]",
             help="How features are computed: kernel = Numba kernels, bit-identical to TA-Lib, "
             "the fast default; polars = native Polars expressions, the readable reference, "
             "agrees with kernel to rtol 1e-9. Recorded in feature_builds; switching engine "
             "needs --full (a table never mixes the two engines' values).",
         ),
-    ] = "kernel",
+    ] = Engine.kernel,
     json_mode: JsonOpt = False,
 ) -> None:
     """Compute a feature set from `bars` and write its table, in one transaction.
@@ -91,11 +91,11 @@ def build_cmd(
             feature_set=feature_set,
             symbols=wanted,
             since=since,
-            executor=executor,
+            executor=executor.value,
             ray_address=ray_address,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             full=full,
-            engine=engine,
+            engine=engine.value,
         ).to_dict()
 
     def render(con) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from quantcli.cli._choices import Executor, OnlineStore, deprecated_alias
 from quantcli.cli._common import JsonOpt, emit, note
 from quantcli.cli.features import app
 
@@ -19,8 +20,8 @@ def materialize_cmd(
         str, typer.Option("--feature-set", help="Declaration under feature_defs/.")
     ] = "technical_v1",
     online_store: Annotated[
-        str, typer.Option("--online-store", help="Online store: sqlite (embedded) or redis.")
-    ] = "sqlite",
+        OnlineStore, typer.Option("--online-store", help="Online store: embedded sqlite or redis.")
+    ] = OnlineStore.sqlite,
     redis_url: Annotated[
         str | None,
         typer.Option(
@@ -32,12 +33,17 @@ def materialize_cmd(
     full: Annotated[
         bool, typer.Option("--full", help="Re-materialize from the first row (not incremental).")
     ] = False,
-    engine: Annotated[
-        str, typer.Option("--engine", help="Feast batch engine: local, or ray (ray.engine).")
-    ] = "local",
+    executor: Annotated[
+        Executor,
+        typer.Option("--executor", help="Feast batch engine: local, or ray (Feast's ray.engine)."),
+    ] = Executor.local,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="With --engine ray: auto or ray://HOST:PORT."),
+        typer.Option("--ray-address", help="With --executor ray: auto or ray://HOST:PORT."),
+    ] = None,
+    engine: Annotated[
+        Executor | None,
+        typer.Option("--engine", hidden=True, help="Deprecated spelling of --executor."),
     ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -56,17 +62,19 @@ def materialize_cmd(
 
         qcli features materialize --full --json
 
-        qcli features materialize --engine ray --ray-address ray://raycluster-head-svc:10001
+        qcli features materialize --executor ray --ray-address ray://raycluster-head-svc:10001
     """
     from quantcli.store.feast_store import materialize
 
-    note(f"materializing {feature_set} into the {online_store} online store ...", json_mode)
-    if engine == "ray":  # window check and cluster join before Feast runs (docs/scaling.md)
+    executor = deprecated_alias("--engine", "--executor", engine, executor, Executor.local)
+    engine_name, store_name = executor.value, online_store.value
+    note(f"materializing {feature_set} into the {store_name} online store ...", json_mode)
+    if engine_name == "ray":  # window check and cluster join before Feast runs (docs/scaling.md)
         from quantcli.scale.feast_engine import prepare_ray_materialization
 
         prepare_ray_materialization(feature_set, ray_address)
     result = materialize(
-        feature_set, online_store=online_store, redis_url=redis_url, engine=engine, full=full
+        feature_set, online_store=store_name, redis_url=redis_url, engine=engine_name, full=full
     )
 
     def render(con) -> None:

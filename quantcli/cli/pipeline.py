@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quantcli.cli._choices import Family, OnlineStore, deprecated_alias
 from quantcli.cli._common import JsonOpt, emit, stderr
 
 app = typer.Typer(help="Run the whole flow in one command.", no_args_is_help=True)
@@ -29,13 +30,19 @@ def run(
         Path | None, typer.Option("--config", help="TOML overriding the embedded defaults.")
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Registered model name.")] = "qcli_sample",
-    model: Annotated[str, typer.Option("--model", help="lgbm, mlp or ensemble.")] = "lgbm",
+    family: Annotated[Family, typer.Option("--family", help="Model family to train.")] = (
+        Family.lgbm
+    ),
+    model: Annotated[
+        Family | None,
+        typer.Option("--model", hidden=True, help="Deprecated spelling of --family."),
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: local).")
     ] = None,
     online_store: Annotated[
-        str, typer.Option("--online-store", help="Online store: sqlite or redis.")
-    ] = "sqlite",
+        OnlineStore, typer.Option("--online-store", help="Online store: embedded sqlite or redis.")
+    ] = OnlineStore.sqlite,
     redis_url: Annotated[
         str | None, typer.Option("--redis-url", envvar="QCLI_REDIS_URL", help="For redis.")
     ] = None,
@@ -63,6 +70,8 @@ def run(
 
     from quantcli.pipeline.run import run_pipeline
 
+    family = deprecated_alias("--model", "--family", model, family, Family.lgbm)
+
     status = Status("starting", console=stderr) if not json_mode and stderr.is_terminal else None
     if status:
         status.start()
@@ -80,9 +89,9 @@ def run(
             symbol=symbol,
             config_path=config,
             model_name=name,
-            model_kind=model,
+            model_kind=family.value,
             tracking_uri=tracking_uri,
-            online_store=online_store,
+            online_store=online_store.value,
             redis_url=redis_url,
             on_stage=on_stage,
             debug=os.environ.get("QCLI_DEBUG") == "1",
