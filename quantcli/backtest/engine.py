@@ -6,21 +6,25 @@ the pure top-level function :func:`fit_predict_split`, mapped through an executo
 (:func:`quantcli.scale.get_executor`), so local and Ray runs give the same numbers.
 
 Test predictions recombine into ``n_paths`` full backtest paths
-(:meth:`CombinatorialPurgedCV.path_splits`); each path becomes a series of strategy returns by
-the rule of :mod:`quantcli.backtest.strategy`. Then:
+(:meth:`CombinatorialPurgedCV.path_splits`); each path becomes per-period strategy returns,
+gross and net of costs, by the rule of :mod:`quantcli.backtest.strategy` (the label horizon is
+the holding period; positions from :mod:`quantcli.backtest.portfolio`; costs from
+:mod:`quantcli.backtest.costs`). Every statistic, the selection and the gates use the **net**
+returns; the gross figures are reported beside them. Then:
 
-* the **selected configuration** is the one with the highest median path Sharpe ratio (this
+* the **selected configuration** is the one with the highest median path net Sharpe ratio (this
   in-sample choice is what DSR and PBO correct for);
-* the **gated path** is its median path: the path whose Sharpe ratio is the lower median of the
-  ``n_paths`` paths. :class:`BacktestValidator` gates it on Sharpe, PSR and max drawdown;
-* **DSR** deflates the gated path's per-period Sharpe ratio with ``SR0`` from the trials' Sharpe
-  ratios (each configuration's median path), so with one configuration DSR equals PSR;
-* **PBO** (CSCV) runs on the configurations' mean-path returns, when there are at least two.
+* the **gated path** is its median path: the path whose net Sharpe ratio is the lower median
+  of the ``n_paths`` paths. :class:`BacktestValidator` gates it on Sharpe, PSR and drawdown;
+* **DSR** deflates the gated path's per-period Sharpe ratio with ``SR0`` from the Sharpe ratios
+  of the trials: each configuration's median path (:mod:`quantcli.backtest.trials` adds the
+  configurations tried earlier under the same model name);
+* **PBO** (CSCV) runs on the configurations' mean-path net returns, when there are at least two
+  (the default grid of the LightGBM factory has four).
 
-Period returns: with a ``fwd_return_1d`` column (``return_col``) each period is one bar. Without
-it the strategy earns the label itself on non-overlapping periods: it trades every ``h``-th
-timestamp, ``h`` the label horizon in bars (the median of ``label_end`` - ``ts`` in bars), and
-annualizes with ``252 / h`` periods per year.
+Periods: with a per-bar return column (``return_col``, default ``fwd_return_1d``) each period
+is one bar and ``periods_per_year`` annualizes; without it each period is ``h`` bars (``h`` the
+label horizon) earning the label, annualized with ``periods_per_year / h``.
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ import numpy as np
 import polars as pl
 
 from quantcli.backtest import stats
+from quantcli.backtest.costs import CostModel, atr_over_close
 from quantcli.backtest.cpcv import CombinatorialPurgedCV
 from quantcli.backtest.gates import BacktestValidator
 from quantcli.backtest.pbo import probability_of_backtest_overfitting
-from quantcli.backtest.strategy import RULE, period_starts, strategy_returns
+from quantcli.backtest.portfolio import Construction
+from quantcli.backtest.strategy import Panel, PathReturns, Strategy, break_even_bps, period_starts
 from quantcli.errors import InputError
 
-# The grid of `--grid small`: the trials DSR and PBO account for.
+# The default grid (`--grid small`): the trials DSR and PBO account for.
 SMALL_GRID: list[dict[str, Any]] = [
     {"num_leaves": leaves, "learning_rate": lr} for leaves in (7, 31) for lr in (0.03, 0.1)
 ]
@@ -125,8 +131,10 @@ def fit_predict_split(task: SplitTask) -> dict[str, Any]:
 class BacktestResult:
     """Everything a CPCV backtest produced (arrays for the selected configuration).
 
-    ``path_returns`` is ``(n_paths, n_periods)`` per-period strategy returns at
-    ``period_ts``; ``path_predictions`` is ``(n_paths, n_rows)`` in the frame's (ts, symbol)
+    ``path_returns`` is ``(n_paths, n_periods)`` per-period strategy returns **net of costs**
+    at ``period_ts``; ``gross_path_returns`` the same before costs, ``path_turnover`` the
+    traded fraction of capital and ``path_costs`` the trading and borrow costs per period;
+    ``path_predictions`` is ``(n_paths, n_rows)`` in the frame's (ts, symbol)
     order; ``fold_metrics`` has one dict per fit (split x configuration, keys ``split``,
     ``config``, ``n_train``, ``n_test``, ``ic``, ``rmse``, ``hit_rate``, ``test_groups``),
     ``grid`` one summary per configuration; ``metrics`` are the aggregate metrics of the
@@ -148,9 +156,13 @@ class BacktestResult:
     thresholds: dict[str, float]
     strategy: dict[str, Any]
     seed: int | None = None
+    gross_path_returns: np.ndarray | None = None
+    path_turnover: np.ndarray | None = None
+    path_costs: np.ndarray | None = None
 
     def to_dict(self, include_series: bool = False) -> dict[str, Any]:
-        """A JSON-able summary; ``include_series`` adds the per-path return series."""
+        """A JSON-able summary; ``include_series`` adds the per-path return series (net, and
+        gross)."""
         out: dict[str, Any] = {
             "cv": self.cv,
             "strategy": self.strategy,
@@ -171,6 +183,8 @@ class BacktestResult:
         if include_series:
             out["period_ts"] = [str(t) for t in self.period_ts]
             out["path_returns"] = self.path_returns.tolist()
+            if self.gross_path_returns is not None:
+                out["gross_path_returns"] = self.gross_path_returns.tolist()
         return out
 
 
@@ -224,19 +238,24 @@ def run_cpcv_backtest(
     param_grid: Sequence[dict[str, Any]] | None = None,
     gates: dict[str, Any] | BacktestValidator | None = None,
     return_col: str = "fwd_return_1d",
+    costs: CostModel | dict[str, Any] | None = None,
+    construction: Construction | dict[str, Any] | None = None,
+    periods_per_year: float | None = None,
+    horizon: int | None = None,
     executor: Any = "local",
     ray_address: str | None = None,
     seed: int | None = 42,
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestResult:
-    """CPCV-backtest a model on ``frame`` and gate the result.
+    """CPCV-backtest a model on ``frame``, net of costs, and gate the result.
 
     Parameters
     ----------
     frame
         ``symbol, ts, <features>, label, label_end`` (as
         :func:`quantcli.features.dataset.load_training_frame` returns it), optionally with the
-        period return column ``return_col``; sorted here by ``(ts, symbol)``.
+        per-bar return column ``return_col`` and ``high, low, close`` (for ATR slippage);
+        sorted here by ``(ts, symbol)``.
     feature_names
         The model inputs, in order.
     model_factory
@@ -245,12 +264,22 @@ def run_cpcv_backtest(
     cv
         The splitter; default ``CombinatorialPurgedCV()`` (N=10, k=2, 1 % embargo).
     param_grid
-        The configurations tried (each passed to ``model_factory``); default ``[{}]``.
+        The configurations tried (each passed to ``model_factory``). Default: :data:`SMALL_GRID`
+        with the default factory (so PBO is computed), ``[{}]`` with a caller's factory.
     gates
         A ``[gates]`` dict or a :class:`BacktestValidator`; default thresholds otherwise.
     return_col
-        The per-row return a position earns over one period (a fraction); see the module doc
+        The return a position earns from one bar to the next (a fraction); see the module doc
         for what happens without it.
+    costs, construction
+        A :class:`CostModel` / :class:`Construction` or a ``[costs]`` / ``[strategy]`` dict;
+        default the config's defaults. ``CostModel.zero()`` gives the gross backtest.
+    periods_per_year
+        Bars per year of the feature set (its declaration's ``periods_per_year``); default the
+        daily convention of :mod:`quantcli.backtest.stats`.
+    horizon
+        The label horizon in bars, the holding period; default from ``label_end``. When given
+        it must agree with ``label_end``.
     executor, ray_address
         ``"local"``, ``"ray"`` or an executor object (:mod:`quantcli.scale`).
     seed
@@ -263,6 +292,8 @@ def run_cpcv_backtest(
     feature_names = list(feature_names)
     _check_frame(frame, feature_names, return_col)
     cv = cv or CombinatorialPurgedCV()
+    if param_grid is None:
+        param_grid = SMALL_GRID if model_factory is None else [{}]
     configs = [dict(p) for p in (param_grid or [{}])]
     if model_factory is None:
         model_factory = LightGBMFactory(seed=42 if seed is None else seed)
@@ -270,12 +301,26 @@ def run_cpcv_backtest(
         validator = gates
     else:
         validator = BacktestValidator.from_config(dict(gates or {}))
+    if not isinstance(costs, CostModel):
+        costs = CostModel.from_config(costs)
+    if not isinstance(construction, Construction):
+        construction = Construction.from_config(construction)
+    bars_per_year = float(periods_per_year or stats.PERIODS_PER_YEAR)
+    if not (math.isfinite(bars_per_year) and bars_per_year > 0):
+        raise InputError(f"`periods_per_year` must be positive, got `{periods_per_year}`.")
 
     frame = frame.sort("ts", "symbol", maintain_order=True)
     X = frame.select(feature_names).to_numpy().astype(np.float64, copy=False)
     y = frame["label"].to_numpy().astype(np.float64)
     ts = frame["ts"].to_numpy()
     label_end = frame["label_end"].to_numpy()
+    label_h = _label_horizon(ts.astype("datetime64[ns]").view(np.int64), _ns(label_end))
+    if horizon is not None and int(horizon) != label_h:
+        raise InputError(
+            f"`horizon={horizon}` bars disagrees with the label, which ends {label_h} bar(s) "
+            "after its timestamp",
+            hint="the holding period is the label horizon: pass the label's horizon or none",
+        )
     splits = list(cv.split(frame, timestamps=frame["ts"], label_end=frame["label_end"]))
     groups = cv.sample_groups(frame, timestamps=frame["ts"])
 
@@ -294,19 +339,28 @@ def run_cpcv_backtest(
     runner = executor if hasattr(executor, "map") else get_executor(executor, ray_address)
     outcomes = runner.map(fit_predict_split, tasks, on_done=_on_done)
 
-    # period returns: one bar with return_col, else the label on non-overlapping periods
+    # the panel of periods: bars with a per-bar return column, else h-bar periods of the label
+    panel = Panel.from_keys(ts, frame["symbol"].rank("dense").to_numpy().astype(np.int64) - 1)
     if return_col in frame.columns:
-        period_ret = frame[return_col].to_numpy().astype(np.float64)
         rows = np.arange(frame.height)
-        horizon, source = 1, return_col
+        period_ret = frame[return_col].to_numpy().astype(np.float64)
+        step, hold, source = 1, label_h, return_col
     else:
-        horizon = _label_horizon(ts.astype("datetime64[ns]").view(np.int64), _ns(label_end))
-        starts = period_starts(ts)
-        bar = np.repeat(np.arange(starts.size - 1), np.diff(starts))
-        rows = np.flatnonzero(bar % horizon == 0)
-        period_ret, source = y, "label"
-    periods_per_year = stats.PERIODS_PER_YEAR / horizon
+        rows = np.flatnonzero(panel.bar % label_h == 0)
+        period_ret = y
+        step, hold, source = label_h, 1, "label"
+    n_periods = -(-panel.n_bars // step)
+    sub = Panel(panel.bar[rows] // step, panel.symbol[rows], n_periods, panel.n_symbols)
+    returns = sub.dense(period_ret[rows])
     period_ts = ts[rows][period_starts(ts[rows])[:-1]]
+    ppy = bars_per_year / step
+    strategy = Strategy(construction, costs, hold, ppy)
+    # returns known at a period's start: the previous period's (per bar for the slippage scale)
+    known = np.vstack([np.full((1, sub.n_symbols), np.nan), returns[:-1]]) / math.sqrt(step)
+    atr = None
+    if costs.slippage == "atr":
+        atr = _atr_panel(frame, panel, int(costs.slippage_window))[::step][: sub.n_bars]
+    unit_cost = costs.unit_cost(known, atr)
 
     path_splits = cv.path_splits()
     n_paths = path_splits.shape[0]
@@ -321,11 +375,12 @@ def run_cpcv_backtest(
                 p = int(np.flatnonzero(path_splits[:, g] == s)[0])
                 mask = groups == g
                 preds[p, mask] = full[mask]
-        returns = np.vstack(
-            [strategy_returns(ts[rows], preds[p, rows], period_ret[rows]) for p in range(n_paths)]
-        )
-        sr = np.array([stats.sharpe_ratio(r, periods_per_year=None) for r in returns])
-        by_config.append({"preds": preds, "returns": returns, "sr": sr})
+        series = [
+            strategy.run(sub.dense(preds[p, rows]), returns, unit_cost) for p in range(n_paths)
+        ]
+        pnl = PathReturns(*(np.vstack([x[k] for x in series]) for k in range(5)))
+        sr = np.array([stats.sharpe_ratio(r, periods_per_year=None) for r in pnl.net])
+        by_config.append({"preds": preds, "pnl": pnl, "sr": sr})
 
     def _median(sr: np.ndarray) -> float:
         finite = sr[np.isfinite(sr)]
@@ -333,45 +388,31 @@ def run_cpcv_backtest(
 
     selected = int(np.argmax([_median(b["sr"]) for b in by_config]))
     best = by_config[selected]
+    pnl = best["pnl"]
     order = np.argsort(np.where(np.isfinite(best["sr"]), best["sr"], -np.inf), kind="stable")
     gated = int(order[(n_paths - 1) // 2])  # the lower median path
     passed, gate_metrics = BacktestValidator(
-        validator.min_sharpe, validator.min_psr, validator.max_drawdown, periods_per_year
-    ).validate_model(best["returns"][gated])
+        validator.min_sharpe, validator.min_psr, validator.max_drawdown, ppy
+    ).validate_model(pnl.net[gated])
     reasons = gate_metrics.pop("reasons")
     thresholds = gate_metrics.pop("thresholds")
-    gate_metrics.pop("passed")
+    for key in ("passed", "status", "dsr", "n_trials"):
+        gate_metrics.pop(key, None)
 
-    trial_srs = [_median(b["sr"]) for b in by_config]
+    trial_srs = [s for s in (_median(b["sr"]) for b in by_config) if math.isfinite(s)]
     gate_sr = gate_metrics["sharpe_per_period"]
     dsr = stats.deflated_sharpe_ratio(
-        gate_sr,
-        [s for s in trial_srs if math.isfinite(s)],
-        best["returns"].shape[1],
-        gate_metrics["skew"],
-        gate_metrics["kurtosis"],
+        gate_sr, trial_srs, pnl.net.shape[1], gate_metrics["skew"], gate_metrics["kurtosis"]
     )
     pbo: dict[str, Any] | None = None
     if len(configs) >= 2:
-        mean_paths = np.column_stack([b["returns"].mean(axis=0) for b in by_config])
+        mean_paths = np.column_stack([b["pnl"].net.mean(axis=0) for b in by_config])
         n_periods = mean_paths.shape[0]
         n_blocks = min(16, (n_periods // 4) // 2 * 2)
         if n_blocks >= 2:
             pbo = probability_of_backtest_overfitting(mean_paths, n_blocks=n_blocks).to_dict()
 
-    path_metrics = []
-    for p in range(n_paths):
-        s = stats.summary(best["returns"][p], periods_per_year)
-        path_metrics.append(
-            {
-                "path": p,
-                "sharpe": s["sharpe"],
-                "psr": s["psr"],
-                "max_drawdown": s["max_drawdown"],
-                "annual_return": s["annual_return"],
-                "win_rate": s["win_rate"],
-            }
-        )
+    path_metrics = [_path_metrics(p, pnl, ppy) for p in range(n_paths)]
     path_sharpes = np.array([m["sharpe"] for m in path_metrics])
     path_mdds = np.array([m["max_drawdown"] for m in path_metrics])
     folds = [
@@ -380,15 +421,16 @@ def run_cpcv_backtest(
         for o in outcomes
     ]
     selected_folds = [f for f in folds if f["config"] == selected]
+    gated_m = path_metrics[gated]
     metrics = {
         **gate_metrics,
         "dsr": dsr,
-        "expected_max_sharpe_per_period": stats.expected_max_sharpe(
-            [s for s in trial_srs if math.isfinite(s)]
-        ),
+        "expected_max_sharpe_per_period": stats.expected_max_sharpe(trial_srs),
         "pbo": None if pbo is None else pbo["pbo"],
         "gated_path": gated,
+        **{k: gated_m[k] for k in _COST_KEYS},
         **_distribution("sharpe", path_sharpes),
+        **_distribution("gross_sharpe", np.array([m["gross_sharpe"] for m in path_metrics])),
         "share_paths_sharpe_positive": float(np.mean(path_sharpes > 0)),
         "max_drawdown_median": float(np.median(path_mdds)),
         "max_drawdown_worst": float(np.min(path_mdds)),
@@ -399,7 +441,8 @@ def run_cpcv_backtest(
         "n_splits": len(splits),
         "n_configs": len(configs),
         "n_rows": frame.height,
-        "n_trials": len(configs),
+        "n_trials": len(trial_srs),
+        "n_prior_trials": 0,
     }
     grid = []
     for c, b in enumerate(by_config):
@@ -408,9 +451,8 @@ def run_cpcv_backtest(
             {
                 "config": c,
                 "params": configs[c],
-                "sharpe_median": _median(b["sr"]) * math.sqrt(periods_per_year)
-                if finite.size
-                else math.nan,
+                "sharpe_median": _median(b["sr"]) * math.sqrt(ppy) if finite.size else math.nan,
+                "sharpe_per_period_median": _median(b["sr"]) if finite.size else math.nan,
                 "ic_mean": _nanmean([o["ic"] for o in outcomes if o["config"] == c]),
             }
         )
@@ -428,7 +470,7 @@ def run_cpcv_backtest(
         fold_metrics=folds,
         grid=grid,
         period_ts=period_ts,
-        path_returns=best["returns"],
+        path_returns=pnl.net,
         path_predictions=best["preds"],
         path_metrics=path_metrics,
         metrics=metrics,
@@ -436,14 +478,69 @@ def run_cpcv_backtest(
         reasons=reasons,
         thresholds=thresholds,
         strategy={
-            "rule": RULE,
+            "rule": strategy.describe(),
+            "construction": construction.to_dict(),
+            "costs": costs.to_dict(),
             "return_source": source,
-            "holding_bars": horizon,
-            "periods_per_year": periods_per_year,
+            "label_horizon_bars": label_h,
+            "holding_bars": label_h,
+            "rebalance_every_bars": label_h,
+            "periods_per_year": ppy,
             "pbo": pbo,
         },
         seed=seed,
+        gross_path_returns=pnl.gross,
+        path_turnover=pnl.turnover,
+        path_costs=pnl.trading_cost + pnl.borrow_cost,
     )
+
+
+_COST_KEYS = (
+    "gross_sharpe",
+    "gross_annual_return",
+    "turnover_annual",
+    "cost_drag_annual",
+    "borrow_annual",
+    "break_even_cost_bps",
+    "gross_equity_final",
+    "net_equity_final",
+)
+
+
+def _path_metrics(p: int, pnl: PathReturns, ppy: float) -> dict[str, Any]:
+    """Net statistics of path ``p`` with the gross ones, turnover and costs beside them.
+
+    ``turnover_annual`` is the traded fraction of capital per year (one way, ``sum |dw|``);
+    ``cost_drag_annual`` is ``mean(gross - net) * periods_per_year`` (trading and borrow).
+    """
+    s = stats.summary(pnl.net[p], ppy)
+    return {
+        "path": p,
+        "sharpe": s["sharpe"],
+        "psr": s["psr"],
+        "max_drawdown": s["max_drawdown"],
+        "annual_return": s["annual_return"],
+        "win_rate": s["win_rate"],
+        "gross_sharpe": stats.sharpe_ratio(pnl.gross[p], periods_per_year=ppy),
+        "gross_annual_return": stats.annual_return(pnl.gross[p], ppy),
+        "turnover_annual": float(np.mean(pnl.turnover[p])) * ppy,
+        "cost_drag_annual": float(np.mean(pnl.gross[p] - pnl.net[p])) * ppy,
+        "borrow_annual": float(np.mean(pnl.borrow_cost[p])) * ppy,
+        "break_even_cost_bps": break_even_bps(pnl.gross[p], pnl.borrow_cost[p], pnl.turnover[p]),
+        "gross_equity_final": float(np.prod(1.0 + pnl.gross[p])),
+        "net_equity_final": float(np.prod(1.0 + pnl.net[p])),
+    }
+
+
+def _atr_panel(frame: pl.DataFrame, panel: Panel, window: int) -> np.ndarray:
+    missing = [c for c in ("high", "low", "close") if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f'[costs] slippage = "atr" needs column(s) {missing} in the frame',
+            hint='use slippage = "volatility" or "fixed", or join the bars\' high/low/close',
+        )
+    cols = [panel.dense(frame[c].to_numpy().astype(np.float64)) for c in ("high", "low", "close")]
+    return atr_over_close(*cols, window)
 
 
 def _distribution(name: str, values: np.ndarray) -> dict[str, float]:

@@ -2,10 +2,12 @@
 
 Loads ``symbol, ts, <features>, label, label_end`` with
 :func:`quantcli.features.dataset.load_training_frame`, adds ``fwd_return_1d`` (the next bar's
-return, the period return of the strategy), backtests with the ``[lightgbm]`` parameters of the
-config (over a grid with ``grid="small"``), gates with ``[gates]``, and writes the report
-directory (default ``$QCLI_HOME/reports/backtest-<id>/``, ``<id>`` a content hash).
-"""
+return: the strategy's per-bar return), backtests with the ``[lightgbm]`` parameters of the
+config over a grid (default ``small``, so PBO is always computed), net of ``[costs]``, with the
+``[strategy]`` construction, annualized with the feature set's ``periods_per_year``, gates with
+``[gates]``, deflates DSR by every trial recorded under the model name
+(:mod:`quantcli.backtest.trials`) and writes the report directory (default
+``$QCLI_HOME/reports/backtest-<id>/``, ``<id>`` a content hash)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ from typing import Any
 
 import polars as pl
 
+from quantcli.backtest.costs import CostModel
 from quantcli.backtest.cpcv import CombinatorialPurgedCV
 from quantcli.backtest.engine import SMALL_GRID, LightGBMFactory, run_cpcv_backtest
 from quantcli.backtest.gates import BacktestValidator
+from quantcli.backtest.portfolio import Construction
 from quantcli.backtest.report import report_id, write_report
+from quantcli.backtest.trials import TrialLog, record_and_deflate
 from quantcli.config import reports_dir
 from quantcli.errors import InputError, NotFoundError
 
@@ -55,22 +60,48 @@ def load_backtest_frame(
     return frame.sort("ts", "symbol"), feature_names(feature_set)
 
 
+def _periods_per_year(feature_set: str) -> float | None:
+    from quantcli.features.definitions import load_feature_set
+
+    return getattr(load_feature_set(feature_set), "periods_per_year", None)
+
+
+def _with_prices(frame: pl.DataFrame, store: Any = None) -> pl.DataFrame:
+    """``frame`` with the bars' ``high, low, close`` (for ATR slippage)."""
+    from quantcli.store.offline import OfflineStore
+
+    if store is None:
+        with OfflineStore(read_only=True) as own:
+            return _with_prices(frame, own)
+    from quantcli import resources
+
+    symbols = frame["symbol"].unique().sort().to_list()
+    bars = store.con.sql(resources.sql("features_read_bars"), params=[symbols[0], symbols[-1]])
+    prices = bars.pl().select("symbol", "ts", "high", "low", "close")
+    return frame.join(prices, on=["symbol", "ts"], how="left").sort("ts", "symbol")
+
+
 def backtest_stored_features(
     *,
     feature_set: str,
     label: str,
     cfg: dict[str, dict[str, Any]],
-    grid: str = "none",
+    grid: str = "small",
     seed: int = 42,
     gate_overrides: dict[str, float | None] | None = None,
+    model_name: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
     report_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the CPCV backtest of the stored features; the result dict with ``report`` paths."""
+    """Run the CPCV backtest of the stored features; the result dict with ``report`` paths.
+
+    ``model_name``: record this run's configurations as trials of that name in MLflow and
+    deflate DSR by every trial recorded under it (``None``: only this run's grid counts).
+    """
     if grid not in GRIDS:
-        raise InputError(f"unknown --grid '{grid}'", hint="use --grid none or --grid small")
+        raise InputError(f"unknown --grid '{grid}'", hint="use --grid small or --grid none")
     c = cfg["cpcv"]
     cv = CombinatorialPurgedCV(
         n_groups=c["n_groups"],
@@ -79,7 +110,11 @@ def backtest_stored_features(
         purge_pct=c["purge_pct"],
     )
     validator = BacktestValidator.from_config(cfg["gates"], **(gate_overrides or {}))
+    costs = CostModel.from_config(cfg.get("costs"))
+    construction = Construction.from_config(cfg.get("strategy"))
     frame, names = load_backtest_frame(feature_set, label)
+    if costs.slippage == "atr":
+        frame = _with_prices(frame)
     result = run_cpcv_backtest(
         frame,
         names,
@@ -87,11 +122,25 @@ def backtest_stored_features(
         cv=cv,
         param_grid=GRIDS[grid],
         gates=validator,
+        costs=costs,
+        construction=construction,
+        periods_per_year=_periods_per_year(feature_set),
         executor=executor,
         ray_address=ray_address,
         seed=seed,
         progress=progress,
     )
+    if model_name is not None:
+        context = {
+            "feature_set": feature_set,
+            "label": label,
+            "lightgbm": {k: v for k, v in cfg["lightgbm"].items() if k != "seed"},
+            "seed": seed,
+            "cpcv": dict(c),
+            "costs": costs.to_dict(),
+            "strategy": construction.to_dict(),
+        }
+        record_and_deflate(TrialLog(), model_name, result, context)
     out_dir = Path(report_dir) if report_dir else reports_dir() / f"backtest-{report_id(result)}"
     files = write_report(result, out_dir)
     out = result.to_dict()

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from quantcli.backtest import CombinatorialPurgedCV
+from quantcli.backtest._pnl_nb import simulate
 from quantcli.backtest.engine import LightGBMFactory, run_cpcv_backtest
-from quantcli.backtest.strategy import strategy_returns
 from quantcli.errors import InputError
 
 from .conftest import FEATURES
@@ -54,12 +54,27 @@ def train_size_factory(params):
     return TrainSizeModel()
 
 
-def test_strategy_rule_by_hand():
-    ts = np.array([0, 0, 0, 1, 1])
-    pred = np.array([0.3, -0.1, 0.0, 2.0, 1.0])
-    ret = np.array([0.01, 0.02, 0.05, -0.03, 0.01])
-    # t=0: (+0.01 - 0.02 + 0) / 3 ; t=1: (-0.03 + 0.01) / 2
-    assert strategy_returns(ts, pred, ret) == pytest.approx([-0.01 / 3, -0.01])
+def test_pnl_kernel_by_hand():
+    # two symbols, rebalance at bars 0 and 2 (h = 2), 10 bps per unit traded, borrow 1e-3 a bar
+    targets = np.array([[0.5, -0.5], [0.0, 0.0], [0.5, 0.5], [0.0, 0.0]])
+    rebalance = np.array([True, False, True, False])
+    r = np.array([[0.10, 0.10], [0.0, -0.10], [0.0, 0.0], [0.02, 0.0]])
+    cost = np.full((4, 2), 1e-3)
+    gross, net, tov, tc, bor = simulate(targets, rebalance, r, cost, 1e-3)
+    # bar 0: trade 1.0 of capital, gross 0, cost 1e-3, borrow 0.5e-3
+    assert (tov[0], tc[0], bor[0]) == pytest.approx((1.0, 1e-3, 5e-4))
+    assert gross[0] == pytest.approx(0.0) and net[0] == pytest.approx(-1.5e-3)
+    # bar 1: no trade; weights drifted to 0.55/g and -0.55/g, g = 1 + net[0]
+    g = 1 - 1.5e-3
+    assert tov[1] == 0.0 and bor[1] == pytest.approx(1e-3 * 0.55 / g)
+    assert gross[1] == pytest.approx(-0.55 / g * -0.10)
+    assert net[1] == pytest.approx(gross[1] - bor[1])
+    # bar 2: from the drifted weights to (0.5, 0.5)
+    g2 = 1 + net[1]
+    w_pre = np.array([0.55 / g, -0.55 / g * 0.9]) / g2
+    assert tov[2] == pytest.approx(np.abs([0.5, 0.5] - w_pre).sum())
+    assert net[3] == pytest.approx(0.5 * 0.02 / (1 + net[2]))
+    assert np.allclose(net, gross - tc - bor, rtol=0, atol=1e-15)
 
 
 def test_planted_signal_passes_and_negated_signal_fails(signal_frame):
