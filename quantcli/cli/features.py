@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quantcli.cli._choices import Engine, Executor
+from quantcli.cli._choices import Engine, Executor, OnlineStore
 from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(help="Build, inspect and materialize feature sets.", no_args_is_help=True)
@@ -57,6 +57,24 @@ def build_cmd(
             "needs --full (a table never mixes the two engines' values).",
         ),
     ] = Engine.kernel,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="After the build commits, also write the latest row of every symbol in scope "
+            "to the online store (the same values as the offline rows, bit for bit). If that "
+            "write fails the offline table is already complete: the command exits 1 and a "
+            "re-run repairs the online store.",
+        ),
+    ] = False,
+    online_store: Annotated[
+        OnlineStore,
+        typer.Option("--online-store", help="With --online: embedded sqlite or redis."),
+    ] = OnlineStore.sqlite,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", help="With --online-store redis: redis://HOST:PORT/DB."),
+    ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Compute a feature set from `bars` and write its table, in one transaction.
@@ -65,6 +83,10 @@ def build_cmd(
     bars (199 for technical_v1) are warm-up and dropped. By default the build is incremental:
     only rows after the last bar seen by the previous build are written, unless a symbol's
     earlier bars changed (then it is rewritten). The result equals a full rebuild.
+
+    Streaming: each symbol's kernel state is stored with its rows, so an unchanged symbol is
+    continued from that state over its new bars only (path "stream" in the JSON `paths`);
+    revised or back-filled bars rebuild the symbol ("rewrite"). Both give the same bytes.
 
     The engine (kernel or polars) is recorded with the build. A table holds one engine's
     values: a build with the other engine must rewrite every symbol (--full, no --symbols),
@@ -81,10 +103,16 @@ def build_cmd(
         qcli features build --full --executor ray
 
         qcli features build --full --engine polars
+
+        qcli features build --online --online-store redis --redis-url redis://localhost:6379/0
     """
     from quantcli.features.build import build_features
 
     wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+    if online:  # bad online options exit 2 before the build changes anything
+        from quantcli.store.online_write import check_target
+
+        check_target(online_store.value, redis_url)
     with progress(json_mode) as bar:
         task = bar.add_task(f"building {feature_set}", total=None)
         result = build_features(
@@ -97,6 +125,23 @@ def build_cmd(
             full=full,
             engine=engine.value,
         ).to_dict()
+    if online:
+        from quantcli.errors import QuantCliError
+        from quantcli.store.online_write import OnlineWriteError, write_latest
+
+        try:
+            result["online"] = write_latest(
+                feature_set, result["symbols"], online_store=online_store.value,
+                redis_url=redis_url,
+            )  # fmt: skip
+        except QuantCliError:
+            raise
+        except Exception as exc:  # the online store's own failure, after the offline commit
+            raise OnlineWriteError(
+                f"build {result['build_id']} committed offline; the online write failed: "
+                f"{type(exc).__name__}: {exc}",
+                hint="re-run `qcli features build --online` to repair the online store",
+            ) from None
 
     def render(con) -> None:
         from rich.table import Table
