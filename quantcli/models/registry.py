@@ -8,12 +8,21 @@ the offline-store table ``registry_events`` (:mod:`quantcli.models.events`).
 
 Rules:
 
-* **Gated promotion.** ``promote`` requires every verdict of the config list
-  ``[registry] required_verdicts`` (default ``backtest``, ``parity``, ``scan``) to be recorded as
-  ``pass`` on the version, and the version's artifacts to verify (sha256 + Ed25519 signature).
-  Otherwise :class:`~quantcli.errors.GateFailedError` (exit 1) lists the reasons and nothing
-  changes. ``force=True`` with a ``reason`` overrides failed/missing verdicts (never integrity)
-  and is recorded as an ``override`` event.
+* **Gated promotion, with a floor.** ``promote`` requires every verdict of the policy to be
+  ``pass`` *and fresh* on the version, and the version's artifacts to verify (sha256 + Ed25519
+  signature). The policy is the built-in floor (``backtest``, ``parity``, ``scan``) plus any gate
+  the config list ``[registry] required_verdicts`` adds: a config can add gates, never remove
+  them. Otherwise :class:`~quantcli.errors.GateFailedError` (exit 1) lists the reasons and
+  nothing changes. ``force=True`` with a ``reason`` overrides failed, missing or stale verdicts
+  (never integrity) and is recorded as an ``override`` event with the reason, the OS user and
+  the policy in force (``registry_events``, version tags, ``qcli model list``).
+* **Verdicts bind to content.** A verdict records the sha256 of every artifact it judged, by
+  *role* (the artifact path's first folder: ``model``, ``onnx``, ... plus ``dataset``, the
+  dataset manifest): ``backtest`` judges ``model`` and ``dataset`` (the files registered with
+  the training run), ``parity`` judges ``model`` and ``onnx``, ``scan`` and any other gate judge
+  every role. The verdict, what it judged and when are signed with the signing key. Adding,
+  replacing or removing an artifact of a judged role afterwards makes the verdict ``stale``
+  (with the reason); an edited verdict tag is ``invalid``. Neither counts as ``pass``.
 * **History.** The registered-model tag ``quantcli.production_history`` is the JSON list of
   previous production versions, oldest first. ``promote`` pushes the outgoing version (tagged
   ``archived``); ``rollback`` pops the last one, so repeated rollbacks walk the history.
@@ -66,17 +75,154 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def required_verdicts(cfg: dict[str, Any] | None = None) -> list[str]:
-    """The gates ``promote`` requires: ``cfg["registry"]["required_verdicts"]`` or the default."""
+#: The built-in gates every promotion requires: a config can add gates, never remove these.
+GATE_FLOOR: tuple[str, ...] = T.GATES
+#: The artifact roles each gate judges; a gate not listed judges every role ("*").
+GATE_ROLES: dict[str, tuple[str, ...]] = {
+    "backtest": ("model", "dataset"),
+    "parity": ("model", "onnx"),
+}
+_GATE_RE = re.compile(r"^[a-z_]{1,64}$")
+
+
+def gate_policy(cfg: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """``{"floor", "config", "required"}``: the built-in gates, the config's list, their union.
+
+    ``required`` is the floor followed by the gates the config adds, in config order.
+    """
     section = (cfg or config.DEFAULTS).get("registry") or {}
-    gates = list(section.get("required_verdicts", T.DEFAULT_REQUIRED_VERDICTS))
-    bad = [g for g in gates if not isinstance(g, str) or not re.match(r"^[a-z_]+$", g)]
+    listed = section.get("required_verdicts", list(GATE_FLOOR))
+    if not isinstance(listed, list | tuple):
+        raise InputError(f"[registry] required_verdicts must be a list, got {listed!r}")
+    gates = list(listed)
+    bad = [g for g in gates if not isinstance(g, str) or not _GATE_RE.match(g)]
     if bad:
         raise InputError(
             f"[registry] required_verdicts has invalid gate names {bad}",
             hint=f"known gates: {', '.join(T.GATES)}",
         )
-    return gates
+    required = list(GATE_FLOOR) + [g for g in dict.fromkeys(gates) if g not in GATE_FLOOR]
+    return {"floor": list(GATE_FLOOR), "config": gates, "required": required}
+
+
+def required_verdicts(cfg: dict[str, Any] | None = None) -> list[str]:
+    """The gates ``promote`` requires: the built-in floor plus what the config adds."""
+    return gate_policy(cfg)["required"]
+
+
+def with_floor(required: list[str] | None) -> list[str]:
+    """``required`` raised to the floor (an API caller cannot lower it either)."""
+    if required is None:
+        return list(GATE_FLOOR)
+    return gate_policy({"registry": {"required_verdicts": list(required)}})["required"]
+
+
+def artifact_role(artifact_path: str) -> str:
+    """The role of an artifact: the first folder of its path (``model``, ``onnx``, ...)."""
+    return artifact_path.split("/", 1)[0]
+
+
+def judged_snapshot(
+    gate: str, artifacts: dict[str, str], dataset_sha256: str | None
+) -> dict[str, Any]:
+    """What a verdict of ``gate`` judges: ``{"roles", "artifacts": {path: sha256}, "dataset"}``.
+
+    ``artifacts`` maps every artifact path of the version to its sha256; only the gate's roles
+    are kept (:data:`GATE_ROLES`; every role for other gates).
+    """
+    roles = GATE_ROLES.get(gate)
+    keep = {
+        path: sha
+        for path, sha in sorted(artifacts.items())
+        if roles is None or artifact_role(path) in roles
+    }
+    judges_dataset = roles is None or "dataset" in roles
+    return {
+        "roles": sorted(roles) if roles is not None else ["*"],
+        "artifacts": keep,
+        "dataset": dataset_sha256 if judges_dataset else None,
+    }
+
+
+def verdict_statement(
+    name: str, version: str, gate: str, verdict: str, reasons: str, at: str, judged: str
+) -> bytes:
+    """The bytes the signing key signs for a verdict (all fields as stored in the tags)."""
+    body = {
+        "at": at,
+        "gate": gate,
+        "judged": judged,
+        "model": name,
+        "reasons_sha256": integrity.sha256_bytes(reasons.encode("utf-8")),
+        "verdict": verdict,
+        "version": str(version),
+    }
+    return b"quantcli-verdict:v1:" + json.dumps(body, sort_keys=True).encode("utf-8")
+
+
+def verdict_state(info: ModelVersionInfo, gate: str, keys: dict[str, Any]) -> dict[str, Any]:
+    """``{"verdict", "status", "reasons"}`` of ``gate`` on ``info``.
+
+    ``status``: ``pass`` / ``fail`` (signed, and nothing it judged changed since), ``stale``
+    (an artifact of a judged role was added, replaced or removed, or the dataset manifest changed,
+    or the verdict predates content binding), ``invalid`` (the verdict tags were edited: the
+    signature does not verify) or ``missing``.
+    """
+    tags = info.tags
+    verdict = tags.get(T.verdict_tag(gate))
+    if verdict is None:
+        return {"verdict": None, "status": "missing", "reasons": []}
+    judged_raw, sig = tags.get(T.judged_tag(gate)), tags.get(T.verdict_sig_tag(gate))
+    if judged_raw is None or sig is None:
+        return {
+            "verdict": verdict,
+            "status": "stale",
+            "reasons": [
+                f"verdict '{gate}' records no hashes of what it judged (recorded before "
+                "verdicts were bound to content): record it again"
+            ],
+        }
+    statement = verdict_statement(
+        info.name,
+        info.version,
+        gate,
+        verdict,
+        tags.get(T.reasons_tag(gate), ""),
+        tags.get(T.verdict_at_tag(gate), ""),
+        judged_raw,
+    )
+    try:
+        integrity.verify_message(statement, sig, "signing", keys=keys, what=f"verdict '{gate}'")
+        judged = json.loads(judged_raw)
+        roles, then, dataset = judged["roles"], dict(judged["artifacts"]), judged["dataset"]
+    except (IntegrityError, ValueError, KeyError, TypeError) as exc:
+        why = exc.message if isinstance(exc, IntegrityError) else "unreadable judged hashes"
+        return {
+            "verdict": verdict,
+            "status": "invalid",
+            "reasons": [f"verdict '{gate}' is not the one its gate recorded ({why})"],
+        }
+    now = {
+        path: rec.get("sha256", "")
+        for path, rec in info.artifacts.items()
+        if roles == ["*"] or artifact_role(path) in roles
+    }
+    reasons = []
+    for path in sorted(set(then) | set(now)):
+        if path not in now:
+            reasons.append(f"{path} was removed after the '{gate}' verdict")
+        elif path not in then:
+            reasons.append(f"{path} was added after the '{gate}' verdict judged its role")
+        elif then[path] != now[path]:
+            reasons.append(
+                f"{path} was replaced after the '{gate}' verdict (judged sha256 "
+                f"{then[path][:12]}..., now {now[path][:12]}...)"
+            )
+    if ("dataset" in roles or roles == ["*"]) and dataset != tags.get(T.DATASET_SHA256):
+        reasons.append(f"the dataset manifest changed after the '{gate}' verdict")
+    if reasons:
+        return {"verdict": verdict, "status": "stale", "reasons": reasons}
+    return {"verdict": verdict, "status": verdict, "reasons": [], "judged": then}
 
 
 def quiet_mlflow() -> None:
@@ -156,6 +302,7 @@ class ModelVersionInfo:
     aliases: list[str]
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
+    verdict_states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def status(self) -> str | None:
@@ -171,6 +318,9 @@ class ModelVersionInfo:
             "aliases": self.aliases,
             "status": self.status,
             "verdicts": self.verdicts,
+            "verdict_states": self.verdict_states,
+            "override": self.tags.get(T.OVERRIDE) == "true",
+            "override_detail": _json_or_none(self.tags.get(T.OVERRIDE_DETAIL)),
             "dataset_sha256": self.tags.get(T.DATASET_SHA256),
             "feature_set": self.tags.get(T.FEATURE_SET),
             "feature_set_version": self.tags.get(T.FEATURE_SET_VERSION),
@@ -178,6 +328,13 @@ class ModelVersionInfo:
             "artifacts": self.artifacts,
             "tags": self.tags,
         }
+
+
+def _json_or_none(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _info_from(mv: Any, aliases: list[str]) -> ModelVersionInfo:
@@ -191,9 +348,9 @@ def _info_from(mv: Any, aliases: list[str]) -> ModelVersionInfo:
             path = key[len(T.SIGNATURE_PREFIX) :]
             artifacts.setdefault(path, {})["signature"] = value
     verdicts = {
-        key[len("quantcli.verdict.") :]: value
+        key[len(T.VERDICT_PREFIX) :]: value
         for key, value in tags.items()
-        if key.startswith("quantcli.verdict.")
+        if key.startswith(T.VERDICT_PREFIX)
     }
     created = datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, UTC).isoformat()
     return ModelVersionInfo(
@@ -220,6 +377,15 @@ def registry_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _statuses(info: ModelVersionInfo) -> dict[str, str]:
+    """``{gate: pass | fail | stale | invalid}`` of every recorded verdict."""
+    return {g: st["status"] for g, st in info.verdict_states.items() if st["status"] != "missing"}
+
+
+def _registered_statement(name: str, version: str | int, snapshot_json: str) -> bytes:
+    return f"quantcli-registered:v1:{name}:{version}:".encode() + snapshot_json.encode("utf-8")
 
 
 def _now() -> str:
@@ -310,7 +476,9 @@ class ModelRegistry:
                 ) from None
             raise
         mine = [a for a, v in aliases.items() if v == str(mv.version)]
-        return _info_from(mv, mine)
+        info = _info_from(mv, mine)
+        info.verdict_states = self.verdict_states(info)
+        return info
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
         """Every version of ``name``, oldest first, with aliases and verdicts."""
@@ -319,7 +487,9 @@ class ModelRegistry:
         for mv in self._versions(name):
             # search results may omit tags/aliases: re-read each version
             full = self.client.get_model_version(name, mv.version)
-            out.append(_info_from(full, [a for a, v in aliases.items() if v == str(mv.version)]))
+            info = _info_from(full, [a for a, v in aliases.items() if v == str(mv.version)])
+            info.verdict_states = self.verdict_states(info)
+            out.append(info)
         return out
 
     def production_history(self, name: str) -> list[str]:
@@ -336,23 +506,65 @@ class ModelRegistry:
             self.client.set_model_version_tag(name, str(version), key, text)
 
     def record_verdict(
-        self, name: str, version: str | int, gate: str, passed: bool, reasons: list[str]
+        self,
+        name: str,
+        version: str | int,
+        gate: str,
+        passed: bool,
+        reasons: list[str],
+        *,
+        judged: dict[str, str] | None = None,
     ) -> None:
-        """Record gate ``gate``'s verdict (``pass``/``fail``) and failed criteria on a version.
+        """Record gate ``gate``'s verdict (``pass``/``fail``), failed criteria and what it judged.
 
-        The ONNX engineer's ``export`` records ``parity`` and ``scan`` records ``scan`` this way.
+        ``judged`` maps the artifact paths the gate actually examined to their sha256 (``qcli
+        model scan`` passes the files it scanned); by default the version's recorded artifacts of
+        the gate's roles at this moment. The verdict is signed with the signing key (see the
+        module docstring). ``qcli model export`` records ``parity`` and ``scan`` records ``scan``
+        this way.
         """
-        if not re.match(r"^[a-z_]+$", gate):
+        if not isinstance(gate, str) or not _GATE_RE.match(gate):
             raise InputError(f"`gate` must be a lower-case name, got `gate={gate!r}`")
+        info = self.resolve(name, version)
+        current = {p: a.get("sha256", "") for p, a in info.artifacts.items()}
+        if judged is not None:
+            current = dict(judged)
+        snapshot = judged_snapshot(gate, current, info.tags.get(T.DATASET_SHA256))
+        self._record_signed_verdict(info, gate, passed, reasons, snapshot)
+
+    def _record_signed_verdict(
+        self,
+        info: ModelVersionInfo,
+        gate: str,
+        passed: bool,
+        reasons: list[str],
+        snapshot: dict[str, Any],
+    ) -> None:
+        verdict = T.PASS if passed else T.FAIL
+        reasons_json = json.dumps(list(reasons), sort_keys=True)
+        at = _now()
+        judged = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
+        statement = verdict_statement(
+            info.name, info.version, gate, verdict, reasons_json, at, judged
+        )
+        sig = integrity.sign_message(statement, "signing")
         self.set_version_tags(
-            name,
-            version,
+            info.name,
+            info.version,
             {
-                T.verdict_tag(gate): T.PASS if passed else T.FAIL,
-                T.reasons_tag(gate): list(reasons),
-                T.verdict_at_tag(gate): _now(),
+                T.verdict_tag(gate): verdict,
+                T.reasons_tag(gate): reasons_json,
+                T.verdict_at_tag(gate): at,
+                T.judged_tag(gate): judged,
+                T.verdict_sig_tag(gate): sig,
             },
         )
+
+    def verdict_states(self, info: ModelVersionInfo) -> dict[str, dict[str, Any]]:
+        """:func:`verdict_state` of every recorded gate and every floor gate of ``info``."""
+        keys = integrity.public_keys("signing")
+        gates = sorted(set(info.verdicts) | set(GATE_FLOOR))
+        return {g: verdict_state(info, g, keys) for g in gates}
 
     def add_artifact(
         self, name: str, version: str | int, local_path: str | os.PathLike[str], artifact_path: str
@@ -452,6 +664,16 @@ class ModelRegistry:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _verify_all(self, info: ModelVersionInfo) -> None:
+        """Download every recorded artifact folder of ``info`` and verify each file."""
+        tmp = tempfile.mkdtemp(prefix="qcli-verify-")
+        try:
+            roots = sorted({artifact_role(p) for p in info.artifacts} | {MODEL_ARTIFACT_PATH})
+            for root in roots:
+                self.download_artifacts(info.name, info.version, root, Path(tmp) / root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def _verify_model(self, name: str, version: str) -> None:
         """Download the version's ``model/`` files and verify them (IntegrityError if not)."""
         tmp = tempfile.mkdtemp(prefix="qcli-verify-")
@@ -462,50 +684,71 @@ class ModelRegistry:
 
     # -- gates ----------------------------------------------------------------------------------
     def gate_reasons(self, info: ModelVersionInfo, required: list[str]) -> list[str]:
-        """Why ``info`` may not be promoted under ``required`` (empty when every gate passes)."""
+        """Why ``info`` may not be promoted under ``required`` (empty when every gate passes).
+
+        A gate passes only when its verdict is ``pass``, signed, and nothing it judged changed.
+        """
         reasons: list[str] = []
         hints = {
             "backtest": f"run: qcli model validate {info.name} --version {info.version}",
             "parity": f"run: qcli model export {info.name} --version {info.version}",
             "scan": f"run: qcli model scan {info.name} --version {info.version}",
         }
+        states = info.verdict_states or self.verdict_states(info)
         for gate in required:
-            verdict = info.verdicts.get(gate)
-            if verdict is None:
+            state = states.get(gate) or {"status": "missing", "reasons": []}
+            status = state["status"]
+            if status == "missing":
                 reasons.append(
                     f"verdict '{gate}' not recorded ({hints.get(gate, 'record it first')})"
                 )
-            elif verdict != T.PASS:
+            elif status == "fail":
                 failed = info.tags.get(T.reasons_tag(gate))
-                detail = "; ".join(json.loads(failed)) if failed else "no reasons recorded"
-                reasons.append(f"verdict '{gate}' is {verdict}: {detail}")
+                detail = "; ".join(_json_or_none(failed) or []) or "no reasons recorded"
+                reasons.append(f"verdict '{gate}' is fail: {detail}")
+            elif status != T.PASS:
+                again = hints.get(gate, "record it again")
+                reasons.append(
+                    f"verdict '{gate}' is {status}: " + "; ".join(state["reasons"]) + f" ({again})"
+                )
         return reasons
 
     def validate(
         self, name: str, version: str | int | None = None, *, required: list[str] | None = None
     ) -> dict[str, Any]:
-        """Run the gates of a version and record the verdicts as version tags.
+        """Check a version's model bytes, record its backtest verdict, report every gate.
 
-        The ``backtest`` verdict is the CPCV verdict its training run recorded (tags
-        ``quantcli.backtest.verdict`` / ``quantcli.backtest.reasons``); ``parity`` and ``scan``
-        are read from the version as ``qcli model export`` / ``qcli model scan`` recorded them.
+        The model files are downloaded and verified first (sha256 + signature). The ``backtest``
+        verdict is the CPCV verdict its training run recorded (tags ``quantcli.backtest.verdict``
+        / ``quantcli.backtest.reasons``), bound to the model files and dataset manifest
+        registered with that run; ``parity`` and ``scan`` are read from the version as ``qcli
+        model export`` / ``qcli model scan`` recorded them, and shown ``stale`` when an artifact
+        they judged changed since. ``required`` defaults to the policy (floor + config).
         ``version`` defaults to the ``staging`` version, else the latest.
 
         Raises :class:`GateFailedError` (exit 1, ``result`` attached) unless every required
-        verdict is ``pass``; the verdicts are recorded either way.
+        verdict is ``pass`` and fresh; the backtest verdict is recorded either way.
         """
         required = list(required) if required is not None else required_verdicts()
         info = self.resolve(name, self.candidate_version(name, version)[0])
         if not info.run_id:
             raise NotFoundError(f"{name} v{info.version} has no training run to validate")
+        self._verify_model(name, info.version)
         run = self.client.get_run(info.run_id)
         verdict = run.data.tags.get("quantcli.backtest.verdict")
         if verdict not in T.VERDICT_VALUES:
             run_reasons = [f"training run {info.run_id} recorded no CPCV backtest verdict"]
             verdict = T.FAIL
         else:
-            run_reasons = json.loads(run.data.tags.get("quantcli.backtest.reasons") or "[]")
-        self.record_verdict(name, info.version, "backtest", verdict == T.PASS, run_reasons)
+            run_reasons = _json_or_none(run.data.tags.get("quantcli.backtest.reasons")) or []
+        registered = self._registered_snapshot(info)
+        if registered is None:  # registered before the registration record existed
+            registered = {p: a.get("sha256", "") for p, a in info.artifacts.items()}
+            dataset = info.tags.get(T.DATASET_SHA256)
+        else:
+            registered, dataset = registered["artifacts"], registered["dataset"]
+        snapshot = judged_snapshot("backtest", registered, dataset)
+        self._record_signed_verdict(info, "backtest", verdict == T.PASS, run_reasons, snapshot)
         info = self.resolve(name, info.version)
         reasons = self.gate_reasons(info, required)
         metrics = {
@@ -518,7 +761,8 @@ class ModelRegistry:
             "version": info.version,
             "passed": not reasons,
             "required_verdicts": required,
-            "verdicts": info.verdicts,
+            "verdicts": _statuses(info),
+            "verdict_states": info.verdict_states,
             "reasons": reasons,
             "backtest_metrics": metrics,
         }
@@ -527,6 +771,27 @@ class ModelRegistry:
                 f"{name} v{info.version} did not pass validation", reasons=reasons, result=result
             )
         return result
+
+    def _registered_snapshot(self, info: ModelVersionInfo) -> dict[str, Any] | None:
+        """The signed record of the files registered with the training run (None if absent)."""
+        raw, sig = info.tags.get(T.REGISTERED), info.tags.get(T.REGISTERED_SIG)
+        if raw is None and sig is None:
+            return None
+        try:
+            integrity.verify_message(
+                _registered_statement(info.name, info.version, raw or ""),
+                sig,
+                "signing",
+                what="the registration record",
+            )
+            snap = json.loads(raw or "")
+            return {"artifacts": dict(snap["artifacts"]), "dataset": snap["dataset"]}
+        except (IntegrityError, ValueError, KeyError, TypeError) as exc:
+            why = exc.message if isinstance(exc, IntegrityError) else "unreadable"
+            raise IntegrityError(
+                f"{info.name} v{info.version}: the registration record of its model files was "
+                f"edited ({why}); refusing to bind a backtest verdict to it"
+            ) from None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def candidate_version(self, name: str, version: str | int | None = None) -> tuple[str, str]:
@@ -578,17 +843,20 @@ class ModelRegistry:
                 "--force needs --reason: a governance override must say why",
                 hint='e.g. --force --reason "risk committee approved, ticket RISK-123"',
             )
-        required = list(required) if required is not None else required_verdicts()
+        requested = list(required) if required is not None else required_verdicts()
+        required = with_floor(requested)
+        policy = {"floor": list(GATE_FLOOR), "requested": requested, "required": required}
         target = self._default_version(name, version)
         info = self.resolve(name, target)
-        # integrity is not a gate a human may override: a tampered model is never promoted
-        self._verify_model(name, target)
+        # integrity is not a gate a human may override: a tampered artifact is never promoted
+        self._verify_all(info)
         reasons = self.gate_reasons(info, required)
         result: dict[str, Any] = {
             "name": name,
             "version": target,
             "required_verdicts": required,
-            "verdicts": info.verdicts,
+            "policy": policy,
+            "verdicts": _statuses(info),
             "reasons": reasons,
             "forced": bool(force and reasons),
         }
@@ -620,8 +888,10 @@ class ModelRegistry:
                 forced=result["forced"],
                 details={
                     "required_verdicts": required,
-                    "verdicts": info.verdicts,
+                    "policy": policy,
+                    "verdicts": result["verdicts"],
                     "gate_reasons": reasons,
+                    "overridden": reasons if result["forced"] else [],
                     "history": history,
                 },
             )
@@ -643,6 +913,15 @@ class ModelRegistry:
                     T.PROMOTED_AT: event.ts.isoformat(),
                     T.PROMOTION_REASON: event.reason or "",
                     T.OVERRIDE: "true" if event.forced else "false",
+                    T.OVERRIDE_DETAIL: {
+                        "reason": event.reason,
+                        "os_user": event.actor,
+                        "at": event.ts.isoformat(),
+                        "policy": event.details.get("policy"),
+                        "overridden": event.details.get("overridden", []),
+                    }
+                    if event.forced
+                    else "",
                     T.LAST_EVENT: event.to_tag(),
                 },
             )
@@ -777,6 +1056,23 @@ class ModelRegistry:
         tags = dict(version_tags)
         tags.update(signed)
         tags[T.STATUS] = T.STATUS_STAGING
+        # what the training run's backtest judged: `validate` binds the verdict to these bytes
+        registered = json.dumps(
+            {
+                "artifacts": {
+                    k[len(T.SHA256_PREFIX) :]: v
+                    for k, v in signed.items()
+                    if k.startswith(T.SHA256_PREFIX)
+                },
+                "dataset": tags.get(T.DATASET_SHA256),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        tags[T.REGISTERED] = registered
+        tags[T.REGISTERED_SIG] = integrity.sign_message(
+            _registered_statement(name, mv.version, registered), "signing"
+        )
         self.set_version_tags(name, mv.version, tags)
         if alias:
             self.client.set_registered_model_alias(name, alias, mv.version)

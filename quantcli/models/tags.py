@@ -39,6 +39,19 @@ def verdict_tag(gate: str) -> str:
     return f"quantcli.verdict.{gate}"
 
 
+VERDICT_PREFIX = "quantcli.verdict."
+
+
+def judged_tag(gate: str) -> str:
+    """The tag holding what the verdict of ``gate`` judged: roles and artifact sha256s (JSON)."""
+    return f"quantcli.judged.{gate}"
+
+
+def verdict_sig_tag(gate: str) -> str:
+    """The tag holding the signing key's signature of the verdict of ``gate``."""
+    return f"quantcli.verdict_sig.{gate}"
+
+
 def reasons_tag(gate: str) -> str:
     """The tag holding the JSON list of failed criteria of ``gate``."""
     return f"quantcli.reasons.{gate}"
@@ -88,6 +101,10 @@ PROMOTED_BY = "quantcli.promoted_by"
 PROMOTED_AT = "quantcli.promoted_at"
 PROMOTION_REASON = "quantcli.promotion_reason"
 OVERRIDE = "quantcli.override"  # "true" when promoted with --force
+OVERRIDE_DETAIL = "quantcli.override_detail"  # JSON: reason, OS user, policy, gates overridden
+# JSON {"artifacts": {path: sha256}, "dataset": sha256}, signed: the files registered with the run
+REGISTERED = "quantcli.registered"
+REGISTERED_SIG = "quantcli.registered_sig"
 # registered-model tag: JSON list of the versions that were production before the current one,
 # oldest first; rollback pops the last one.
 PRODUCTION_HISTORY = "quantcli.production_history"

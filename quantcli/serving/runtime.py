@@ -1,8 +1,11 @@
 """The ONE inference class: ``qcli predict``, the HTTP service and shadow evaluation all use it.
 
-:class:`InferenceRuntime` verifies the ONNX file (sha256 and Ed25519 signature) before it creates
-a single onnxruntime session with explicit thread settings, validates every input against the
-model's signature, and returns predictions with the model's audit tags.
+:class:`InferenceRuntime` reads the ONNX file once and verifies those bytes (sha256 and Ed25519
+signature, public keys only; the sha256 the ``parity``/``scan`` verdicts judged), refuses a graph
+outside the scan's operator allow-list whatever the verdicts say, and creates a single
+onnxruntime session *from the verified bytes in memory* -- never by reading the path again, so a
+concurrent writer cannot swap the file between the check and the load. It validates every input
+against the model's signature and returns predictions with the model's audit tags.
 
 Input contract
 --------------
@@ -36,13 +39,18 @@ from quantcli.errors import InputError
 
 
 def make_session(
-    onnx_path: str | os.PathLike[str],
+    onnx_model: str | os.PathLike[str] | bytes,
     *,
     intra_op_threads: int = 1,
     inter_op_threads: int = 1,
     profile_prefix: str | None = None,
+    label: str | None = None,
 ):
     """One onnxruntime ``InferenceSession`` on CPU with explicit thread settings.
+
+    ``onnx_model`` is a path or the graph's bytes (what :class:`InferenceRuntime` passes: the
+    bytes it verified). A graph onnxruntime cannot load raises
+    :class:`~quantcli.errors.IntegrityError` naming ``label`` (default: the path).
 
     ``profile_prefix`` turns on onnxruntime's profiler (per-kernel timings, written to a JSON
     file starting with that path by ``end_profiling()``); off for serving.
@@ -71,7 +79,46 @@ def make_session(
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+    model = bytes(onnx_model) if isinstance(onnx_model, bytes | bytearray) else str(onnx_model)
+    try:
+        return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own classes (Fail, InvalidGraph, ...)
+        from quantcli.errors import IntegrityError
+
+        name = label or (model if isinstance(model, str) else "the ONNX graph")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise IntegrityError(
+            f"{name}: onnxruntime cannot load this graph ({first}); refusing to serve it"
+        ) from None
+
+
+def check_graph(data: bytes, label: str) -> None:
+    """Parse the graph bytes and apply the scan's operator allow-list; IntegrityError if not.
+
+    Enforced on every load, whatever the stored verdicts say: a graph re-signed after its scan
+    still cannot bring an operator the scan would refuse.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from quantcli.errors import IntegrityError
+    from quantcli.serving.scan import operator_findings
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise IntegrityError(
+            f"{label}: not a valid ONNX graph ({str(exc)[:200] or type(exc).__name__}); "
+            "refusing to serve it"
+        ) from None
+    findings, _ = operator_findings(model)
+    if findings:
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise IntegrityError(
+            f"{label}: {findings[0]}{more}: the graph fails the operator allow-list; "
+            "refusing to serve it",
+            hint="re-export the model with quantcli's converters and scan it: qcli model scan",
+        )
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -208,6 +255,7 @@ class OnnxArtifact:
     signature: str | None
     feature_names: list[str]
     audit_tags: dict[str, Any]
+    judged: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_onnx(
@@ -219,8 +267,12 @@ def resolve_onnx(
 ) -> OnnxArtifact:
     """Find and download the exported graph of ``name@alias`` (or version ``alias``).
 
-    The file is downloaded into ``$QCLI_HOME/cache/onnx/<name>/v<version>/`` and verified by the
-    registry (sha256 + signature tags); :class:`InferenceRuntime` verifies it again on load.
+    The cache is ``$QCLI_HOME/cache/onnx/<name>/v<version>/``. A cached file whose sha256 is the
+    recorded one is reused; otherwise the graph is downloaded into a private temporary directory,
+    verified (sha256 + signature tags), and renamed into place, so concurrent processes on a cold
+    cache never see a half-written file. :class:`InferenceRuntime` reads it once and verifies
+    those bytes again on load. ``judged`` holds the sha256 each ``parity``/``scan`` verdict
+    judged for this graph; a verdict made stale by this graph changing refuses the load.
     """
     from quantcli import config
     from quantcli.errors import NotFoundError
@@ -244,8 +296,9 @@ def resolve_onnx(
             hint=f"run: qcli model export {name} --version {info.version}"
             + (" --quantize int8" if chosen == "int8" else ""),
         )
+    judged = _judged_for(info, art_path)
     dst = config.qcli_home(create=True) / "cache" / "onnx" / name / f"v{info.version}"
-    local, _ = reg.download_artifacts(name, info.version, art_path, dst)
+    local = _cached_download(reg, info, art_path, dst, rec.get("sha256"))
     try:
         feature_names = json.loads(info.tags.get(T.FEATURE_NAMES, "[]"))
     except json.JSONDecodeError:
@@ -266,7 +319,56 @@ def resolve_onnx(
         "onnx_precision": chosen,
         "promoted_at": info.tags.get(T.PROMOTED_AT),
     }
-    return OnnxArtifact(Path(local), rec.get("sha256"), rec.get("signature"), feature_names, audit)
+    return OnnxArtifact(
+        Path(local), rec.get("sha256"), rec.get("signature"), feature_names, audit, judged
+    )
+
+
+def _judged_for(info: Any, art_path: str) -> dict[str, str]:
+    """``{gate: sha256}`` the parity/scan verdicts judged for ``art_path``; refuse a stale one."""
+    from quantcli.errors import IntegrityError
+
+    judged: dict[str, str] = {}
+    for gate in ("parity", "scan"):
+        state = (info.verdict_states or {}).get(gate) or {}
+        status = state.get("status")
+        if status in ("stale", "invalid"):
+            mine = [r for r in state.get("reasons", []) if art_path in r]
+            if status == "invalid" or mine:
+                raise IntegrityError(
+                    f"{info.name} v{info.version}: {art_path} is not what the '{gate}' verdict "
+                    f"judged: {(mine or state.get('reasons') or ['verdict edited'])[0]}; "
+                    "refusing to serve it",
+                    hint=f"re-run the gate: qcli model {'export' if gate == 'parity' else 'scan'} "
+                    f"{info.name} --version {info.version}",
+                )
+        sha = (state.get("judged") or {}).get(art_path)
+        if sha:
+            judged[gate] = sha
+    return judged
+
+
+def _cached_download(reg: Any, info: Any, art_path: str, dst: Path, sha256: str | None) -> Path:
+    """The cached graph at ``dst``, downloaded and renamed into place when missing or different."""
+    import shutil
+    import tempfile
+
+    from quantcli.integrity import sha256_file
+
+    final = dst / Path(art_path).name
+    try:
+        if sha256 and final.is_file() and sha256_file(final) == sha256:
+            return final
+    except OSError:
+        pass  # vanished between the two calls: download it
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dst))
+    try:
+        local, _ = reg.download_artifacts(info.name, info.version, art_path, tmp)
+        os.replace(local, final)  # atomic: readers see the old file or the new one, whole
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 @dataclass
@@ -298,7 +400,10 @@ class InferenceRuntime:
     intra_op_threads, inter_op_threads
         onnxruntime thread settings (default one each: latency-bound serving).
     keys_dir
-        Where the public key lives (default ``$QCLI_HOME/keys`` or ``$QCLI_PUBLIC_KEY``).
+        Where the public keyring lives (default: see :mod:`quantcli.integrity`). Only public
+        keys are read: serving never needs the private signing key.
+    judged
+        ``{gate: sha256}`` the verdicts judged for this graph; the loaded bytes must match each.
 
     Examples
     --------
@@ -319,18 +424,31 @@ class InferenceRuntime:
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
         keys_dir: str | os.PathLike[str] | None = None,
+        judged: Mapping[str, str] | None = None,
     ) -> None:
-        from quantcli.integrity import verify_file
+        from quantcli.errors import IntegrityError
+        from quantcli.integrity import read_verified
 
         self.onnx_path = Path(onnx_path)
-        digest = verify_file(self.onnx_path, sha256, signature, keys_dir)
+        # one read: the bytes verified are the bytes the session is built from
+        data, digest = read_verified(self.onnx_path, sha256, signature, keys_dir)
+        for gate, sha in (judged or {}).items():
+            if sha != digest:
+                raise IntegrityError(
+                    f"{self.onnx_path}: these bytes (sha256 {digest[:12]}...) are not the graph "
+                    f"the '{gate}' verdict judged ({sha[:12]}...); refusing to serve it"
+                )
+        check_graph(data, str(self.onnx_path))
         self.feature_names: tuple[str, ...] = tuple(str(f) for f in feature_names)
         if not self.feature_names:
             raise InputError("`feature_names` is empty: the model signature names no feature")
         if len(set(self.feature_names)) != len(self.feature_names):
             raise InputError("`feature_names` has duplicates: the model signature is corrupt")
         self.session = make_session(
-            self.onnx_path, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads
+            data,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            label=str(self.onnx_path),
         )
         inp = self.session.get_inputs()
         if len(inp) != 1:
@@ -379,6 +497,7 @@ class InferenceRuntime:
             art.audit_tags,
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
+            judged=art.judged,
         )
 
     # -- the hot path ---------------------------------------------------------------------------

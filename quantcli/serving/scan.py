@@ -224,23 +224,15 @@ def _check_integrity(p: Path, sha256, signature, required: bool, keys_dir) -> Ch
     return Check("integrity", True, detail={"sha256": digest, "verified": True})
 
 
-def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_dir: Path) -> None:
+def operator_findings(model: Any) -> tuple[list[str], dict[str, int]]:
+    """``(findings, op counts)`` of an ONNX ``ModelProto`` against the operator allow-list.
+
+    A finding for every opset domain or node domain outside :data:`ALLOWED_DOMAINS`, every
+    operator outside :data:`ALLOWED_OPS`, model-local functions and sub-graphs (control flow).
+    The runtime applies the same rule to every graph it loads, whatever the stored verdicts say.
+    """
     import onnx
-    from onnx.external_data_helper import uses_external_data
 
-    size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
-        report.checks.append(
-            Check("shapes", False, [f"file is {size:,} bytes > {MAX_FILE_BYTES:,}"])
-        )
-        return
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # a corrupt protobuf is a finding, not a crash
-        report.checks.append(Check("format", False, [f"not a valid ONNX model: {exc}"]))
-        return
-
-    # operators and domains
     findings = []
     for imp in model.opset_import:
         if imp.domain not in ALLOWED_DOMAINS:
@@ -259,6 +251,27 @@ def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_di
             for a in node.attribute
         ):
             findings.append(f"node '{node.name}' carries a sub-graph (control flow not allowed)")
+    return findings, ops
+
+
+def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_dir: Path) -> None:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        report.checks.append(
+            Check("shapes", False, [f"file is {size:,} bytes > {MAX_FILE_BYTES:,}"])
+        )
+        return
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # a corrupt protobuf is a finding, not a crash
+        report.checks.append(Check("format", False, [f"not a valid ONNX model: {exc}"]))
+        return
+
+    # operators and domains
+    findings, ops = operator_findings(model)
     report.checks.append(
         Check("operators", not findings, findings, {"ops": dict(sorted(ops.items()))})
     )
@@ -440,6 +453,9 @@ def scan_registered(
 ) -> dict[str, Any]:
     """Scan every file of a registered version (``model/`` and ``onnx/``); record ``scan``.
 
+    The verdict records the sha256 of every file scanned: adding or replacing an artifact later
+    makes it ``stale`` (:mod:`quantcli.models.registry`).
+
     Files are downloaded WITHOUT the registry's verification, so a tampered or unsigned file
     becomes a finding instead of an exception. ``.onnx`` and LightGBM ``.txt`` files get the full
     scan (robustness probe bounded by the version's training features when the offline store has
@@ -467,8 +483,11 @@ def scan_registered(
             )
         except QuantCliError:
             reference = None  # no offline store here: probe the default box instead
+    from quantcli.integrity import sha256_file
+
     work = Path(tempfile.mkdtemp(prefix="qcli-scan-"))
     reports: list[ScanReport] = []
+    scanned: dict[str, str] = {}  # what the verdict judged: the bytes scanned, by path
     try:
         roots = sorted({a.split("/", 1)[0] for a in info.artifacts} | {"model"})
         for root in roots:
@@ -480,6 +499,7 @@ def scan_registered(
             files = sorted(q for q in local.rglob("*") if q.is_file())
             for f in files:
                 rel = f"{root}/{f.relative_to(local)}"
+                scanned[rel] = sha256_file(f)
                 rec = info.artifacts.get(rel, {})
                 sha, sig = rec.get("sha256"), rec.get("signature")
                 if f.suffix in (".onnx", ".txt") and f.name not in ("model.export.txt",):
@@ -503,7 +523,7 @@ def scan_registered(
         shutil.rmtree(work, ignore_errors=True)
     passed = all(r.passed for r in reports) and bool(reports)
     findings = [f"{r.path}: {f}" for r in reports for f in r.findings]
-    reg.record_verdict(name, info.version, "scan", passed, findings)
+    reg.record_verdict(name, info.version, "scan", passed, findings, judged=scanned)
     return {
         "name": name,
         "version": info.version,

@@ -180,14 +180,15 @@ def test_failed_mlflow_write_leaves_no_event_and_no_alias(
 ):
     reg = ModelRegistry(embedded_uri)
     helpers.register_model(reg, model_name)
-    reg.record_verdict(model_name, 1, "backtest", True, [])
+    for gate in ("backtest", "parity", "scan"):
+        reg.record_verdict(model_name, 1, gate, True, [])
 
     def boom(*args, **kwargs):
         raise RuntimeError("registry went away")
 
     reg.client.set_model_version_tag = boom  # the alias is set, then tagging fails
     with pytest.raises(RuntimeError, match="went away"):
-        reg.promote(model_name, 1, required=["backtest"])
+        reg.promote(model_name, 1)
     assert ModelRegistry(embedded_uri).alias_version(model_name, "production") is None
     assert _events(model_name) == []
 
@@ -209,8 +210,9 @@ def test_rollback_refuses_a_tampered_target(qcli_home, embedded_uri, model_name,
     reg = ModelRegistry(embedded_uri)
     for seed in (1, 2):
         v = helpers.register_model(reg, model_name, seed=seed)
-        reg.record_verdict(model_name, v, "backtest", True, [])
-        reg.promote(model_name, v, required=["backtest"])
+        for gate in ("backtest", "parity", "scan"):
+            reg.record_verdict(model_name, v, gate, True, [])
+        reg.promote(model_name, v)
     run_id = reg.resolve(model_name, 1).run_id
     stored = helpers.artifact_file(qcli_home / "mlartifacts", run_id, "model/model.json")
     stored.write_text(stored.read_text().replace('"lgbm"', '"mlp"', 1))
