@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,30 +69,94 @@ def reports_dir() -> Path:
     return qcli_home() / "reports"
 
 
+def env_float(name: str, default: float, *, lo: float, hi: float, unit: str = "") -> float:
+    """The number in environment variable ``name`` (unset or empty: ``default``).
+
+    Anything else than a finite number in ``[lo, hi]`` (``nan``, ``abc``, a negative timeout)
+    raises :class:`~quantcli.errors.InputError` naming the variable: silently falling back to
+    the default, or waiting forever on ``nan``, would hide the typo.
+    """
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and lo <= value <= hi):
+        from quantcli.errors import InputError
+
+        raise InputError(
+            f"environment variable {name} must be a number in [{lo:g}, {hi:g}]"
+            f"{' ' + unit if unit else ''}, got {raw[:40]!r}",
+            hint=f"unset it for the default ({default:g})",
+        )
+    return value
+
+
+def env_int(name: str, default: int, *, lo: int, hi: int, unit: str = "") -> int:
+    """The integer in environment variable ``name`` (unset or empty: ``default``); like
+    :func:`env_float`, anything else than an integer in ``[lo, hi]`` raises ``InputError``."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value: int | None = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        from quantcli.errors import InputError
+
+        raise InputError(
+            f"environment variable {name} must be an integer in [{lo}, {hi}]"
+            f"{' ' + unit if unit else ''}, got {raw[:40]!r}",
+            hint=f"unset it for the default ({default})",
+        )
+    return value
+
+
+_MEMORY_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt])(i?)b\s*", re.IGNORECASE)
+MIN_MEMORY_LIMIT = 64 * 2**20
+
+
+def env_memory_limit(name: str, default: str) -> str:
+    """The DuckDB memory size in environment variable ``name`` (unset or empty: ``default``).
+
+    DuckDB itself refuses malformed sizes, but reads ``-1`` as "no limit" and accepts ``0GB``
+    (every query then fails out of memory): both raise :class:`InputError` naming ``name``.
+    """
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    if raw.strip().startswith("-"):
+        small = True
+    else:
+        m = _MEMORY_SIZE.fullmatch(raw)
+        if m is None:
+            return raw  # DuckDB's own parser names the problem
+        base = 1024 if m.group(3) else 1000
+        power = "kmgt".index(m.group(2).lower()) + 1
+        small = float(m.group(1)) * base**power < MIN_MEMORY_LIMIT
+    if small:
+        from quantcli.errors import InputError
+
+        raise InputError(
+            f"environment variable {name} must be a memory size of at least 64MiB, "
+            f"got {raw[:40]!r}",
+            hint=f"use a size such as 2GB or 512MB; unset it for the default ({default})",
+        )
+    return raw
+
+
 # The embedded defaults. ``--config FILE`` (TOML) overrides any key, section by section.
 DEFAULTS: dict[str, dict[str, Any]] = {
+    # the plausibility window of bar timestamps at ingest (quantcli.data.window): from
+    # `earliest` (a date, UTC) to `future_days` days after now
+    "data": {"earliest": "1900-01-01", "future_days": 1.0},
     "features": {"feature_set": "technical_v1"},
     "label": {"name": "fwd_return_5d"},
     "cpcv": {"n_groups": 10, "n_test_groups": 2, "embargo_pct": 0.01, "purge_pct": 0.0},
     "gates": {"min_sharpe": 1.2, "min_psr": 0.95, "max_drawdown": -0.20},
-    # trading costs of the backtest, per unit of turnover (quantcli.backtest.costs.CostModel;
-    # the defaults are for daily bars of liquid large-cap equities, docs/backtest.md says why)
-    "costs": {
-        "commission_bps": 1.0,  # broker and exchange fees, one way
-        "half_spread_bps": 2.0,  # half the quoted bid-ask spread: crossing it once
-        "slippage": "fixed",  # "fixed" (slippage_bps), "volatility" or "atr" (x slippage_mult)
-        "slippage_bps": 2.0,
-        "slippage_mult": 0.05,  # slippage = mult x daily volatility (or ATR / close)
-        "slippage_window": 14,  # bars of the rolling volatility / ATR estimate
-        "borrow_bps_per_year": 30.0,  # stock-loan fee on the short side's value
-    },
-    # how predictions become positions (quantcli.backtest.portfolio)
-    "strategy": {
-        "construction": "sign",  # "sign", "rank" (dollar-neutral long/short) or "vol_target"
-        "target_vol": 0.10,  # vol_target: annualized volatility aimed at
-        "vol_window": 60,  # vol_target: bars of the rolling volatility estimate
-        "max_leverage": 2.0,  # vol_target: cap on gross exposure (sum of |weights|)
-    },
     "lightgbm": {
         "n_estimators": 200,
         "learning_rate": 0.05,
@@ -184,17 +249,9 @@ class Range:
         return float(section[bound]) if isinstance(bound, str) else bound
 
 
-_PERCENT = "the parity loss in percent (0.1 means 0.1 %)"
+_PERCENT = "the parity loss in percent (0.1 means 0.1 %); above 100 % no model fails"
 _EMBARGO = "a fraction of the timestamps, not percent (0.01 means 1 %)"
 _DRAWDOWN = "a negative fraction: -0.20 allows drawdowns up to 20 %"
-_BPS = "basis points per unit of turnover (1 bp = 0.01 %)"
-
-#: The keys that take one of a few words (checked by :func:`load_config` like the ranges).
-CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("costs", "slippage"): ("fixed", "volatility", "atr"),
-    ("strategy", "construction"): ("sign", "rank", "vol_target"),
-}
-
 
 #: The range of every checked config key; checked by :func:`load_config` after the type check,
 #: on the merged config (so a bound naming another key sees its final value). ``[guard]`` is
@@ -204,6 +261,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 #: importing them here would load Numba on every config read (0.8 s), so the ranges are data
 #: here and ``tests/test_config.py`` checks that each class refuses what this table refuses.
 RANGES: dict[tuple[str, str], Range] = {
+    ("data", "future_days"): Range(lo=0, hi=36500, note="days after now a bar may be dated"),
     ("cpcv", "n_groups"): Range(lo=2),
     ("cpcv", "n_test_groups"): Range(lo=1, hi="n_groups", hi_open=True),
     ("cpcv", "embargo_pct"): Range(lo=0, hi=1, hi_open=True, note=_EMBARGO),
@@ -211,15 +269,6 @@ RANGES: dict[tuple[str, str], Range] = {
     ("gates", "min_sharpe"): Range(note="annualized Sharpe ratio"),
     ("gates", "min_psr"): Range(lo=0, hi=1, note="a probability"),
     ("gates", "max_drawdown"): Range(lo=-1, hi=0, note=_DRAWDOWN),
-    ("costs", "commission_bps"): Range(lo=0, hi=1000, note=_BPS),
-    ("costs", "half_spread_bps"): Range(lo=0, hi=1000, note=_BPS),
-    ("costs", "slippage_bps"): Range(lo=0, hi=1000, note=_BPS),
-    ("costs", "slippage_mult"): Range(lo=0, hi=10, note="a multiple of the daily volatility"),
-    ("costs", "slippage_window"): Range(lo=2, note="bars"),
-    ("costs", "borrow_bps_per_year"): Range(lo=0, hi=10_000, note="basis points a year"),
-    ("strategy", "target_vol"): Range(lo=0, hi=5, lo_open=True, note="annualized, 0.10 is 10 %"),
-    ("strategy", "vol_window"): Range(lo=2, note="bars"),
-    ("strategy", "max_leverage"): Range(lo=0, hi=100, lo_open=True, note="gross exposure"),
     ("mlp", "alpha"): Range(lo=0, note="L2 penalty"),
     ("mlp", "learning_rate_init"): Range(lo=0, lo_open=True, note="Adam's step size"),
     ("mlp", "max_iter"): Range(lo=1, note="epochs"),
@@ -227,8 +276,8 @@ RANGES: dict[tuple[str, str], Range] = {
         lo=0, hi=1, lo_open=True, hi_open=True, note="share of the training rows for early stopping"
     ),
     ("mlp", "n_iter_no_change"): Range(lo=1, note="epochs without improvement before stopping"),
-    ("parity", "fp32_max_loss_pct"): Range(lo=0, lo_open=True, note=_PERCENT),
-    ("parity", "int8_max_loss_pct"): Range(lo=0, lo_open=True, note=_PERCENT),
+    ("parity", "fp32_max_loss_pct"): Range(lo=0, hi=100, lo_open=True, note=_PERCENT),
+    ("parity", "int8_max_loss_pct"): Range(lo=0, hi=100, lo_open=True, note=_PERCENT),
     ("drift", "psi_threshold"): Range(lo=0, lo_open=True, note="PSI: 0.1 moderate, 0.25 major"),
     ("drift", "ks_threshold"): Range(lo=0, hi=1, lo_open=True, note="a KS p-value"),
     ("drift", "jsd_threshold"): Range(lo=0, hi=1, lo_open=True, note="JS divergence, base 2"),
@@ -258,9 +307,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
         return cfg
     p = Path(path)
     try:
-        user = tomllib.loads(p.read_text())
+        user = tomllib.loads(p.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InputError(f"{p}: config file not found", hint="--config takes a TOML file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory", hint="--config takes a TOML file") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        byte = exc.object[exc.start]
+        raise InputError(f"{p} line {line}: not UTF-8 (byte {byte:#04x})") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{p}: not valid TOML: {exc}") from None
     for section, values in user.items():
@@ -279,14 +336,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
                 )
             if key in DEFAULTS[section]:
                 _check_type(p, section, key, value, DEFAULTS[section][key])
+            if (section, key) not in RANGES:  # a range rule names its range instead
+                _check_finite(p, section, key, value)
             cfg[section][key] = value
     _check_ranges(p, cfg, set(user))
-    for (section, key), allowed in CHOICES.items():
-        if section in user and cfg[section][key] not in allowed:
-            raise InputError(
-                f"{p}: [{section}] {key} must be one of {', '.join(allowed)}, "
-                f"got {cfg[section][key]!r}"
-            )
+    if "data" in user:  # the date the range table cannot express
+        from quantcli.data.window import parse_instant
+
+        parse_instant(cfg["data"]["earliest"], f"{p}: [data] earliest")
     if "mlp" in user:  # the list and choice keys the range table cannot express
         from quantcli.models.estimators import mlp_params
 
@@ -310,6 +367,20 @@ def _check_ranges(path: Path, cfg: dict[str, dict[str, Any]], sections: set[str]
                 f"{path}: [{section}] {key} must be {rule.describe(values)}, got {values[key]!r}",
                 hint=rule.note,
             )
+
+
+def _check_finite(path: Path, section: str, key: str, value: Any) -> None:
+    """No ``nan``/``inf`` (TOML accepts both) and no integer beyond 64 bits, in any value,
+    lists included, whether or not a range rule covers the key."""
+    from quantcli.errors import InputError
+
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        bad = (isinstance(item, float) and not math.isfinite(item)) or (
+            isinstance(item, int) and not isinstance(item, bool) and abs(item) >= 2**63
+        )
+        if bad:
+            raise InputError(f"{path}: [{section}] {key} must be a finite number, got {value!r}")
 
 
 def _check_type(path: Path, section: str, key: str, value: Any, default: Any) -> None:

@@ -60,6 +60,8 @@ def test_cli_reports_a_wrongly_typed_value_with_exit_2(qcli_home, tmp_path, cli)
 
 # One failing and one passing value per range rule: (section, key, bad, range text, good).
 RANGE_CASES = [
+    ("data", "future_days", -1, "in [0, 36500]", 0),
+    ("data", "future_days", float("nan"), "in [0, 36500]", 30.0),
     ("cpcv", "n_groups", 1, ">= 2", 3),  # 2 leaves no room for the default n_test_groups=2
     ("cpcv", "n_test_groups", 10, "in [1, n_groups) = [1, 10)", 9),
     ("cpcv", "n_test_groups", 0, "in [1, n_groups) = [1, 10)", 1),
@@ -69,17 +71,9 @@ RANGE_CASES = [
     ("gates", "min_psr", 1.01, "in [0, 1]", 1.0),
     ("gates", "max_drawdown", 0.1, "in [-1, 0]", 0),
     ("gates", "max_drawdown", -1.5, "in [-1, 0]", -1),
-    ("costs", "commission_bps", -1, "in [0, 1000]", 0.5),
-    ("costs", "half_spread_bps", 1e4, "in [0, 1000]", 5),
-    ("costs", "slippage_bps", float("nan"), "in [0, 1000]", 0),
-    ("costs", "slippage_mult", -0.1, "in [0, 10]", 0.1),
-    ("costs", "slippage_window", 1, ">= 2", 20),
-    ("costs", "borrow_bps_per_year", -5, "in [0, 10000]", 300),
-    ("strategy", "target_vol", 0.0, "in (0, 5]", 0.15),
-    ("strategy", "vol_window", 1, ">= 2", 20),
-    ("strategy", "max_leverage", 0, "in (0, 100]", 1),
-    ("parity", "fp32_max_loss_pct", 0.0, "> 0", 0.01),
-    ("parity", "int8_max_loss_pct", -1, "> 0", 5),
+    ("parity", "fp32_max_loss_pct", 0.0, "in (0, 100]", 0.01),
+    ("parity", "fp32_max_loss_pct", 1e308, "in (0, 100]", 100),
+    ("parity", "int8_max_loss_pct", -1, "in (0, 100]", 5),
     ("drift", "psi_threshold", 0, "> 0", 2.5),
     ("drift", "psi_threshold", float("inf"), "> 0", 0.25),
     ("drift", "ks_threshold", 1.5, "in (0, 1]", 1.0),
@@ -153,14 +147,6 @@ def _domain_check(section: str, key: str, value: float):
         from quantcli.backtest.gates import BacktestValidator
 
         return BacktestValidator(**cfg["gates"])
-    if section == "costs":
-        from quantcli.backtest.costs import CostModel
-
-        return CostModel.from_config(cfg["costs"])
-    if section == "strategy":
-        from quantcli.backtest.portfolio import Construction
-
-        return Construction.from_config(cfg["strategy"])
     if section == "drift":
         from quantcli.monitoring.drift import DriftDetector
 
@@ -173,6 +159,10 @@ def _domain_check(section: str, key: str, value: float):
         from quantcli.monitoring.retrain import RetrainingTrigger
 
         return RetrainingTrigger(**cfg["retrain"])
+    if section == "data":
+        from quantcli.data.window import TimestampWindow
+
+        return TimestampWindow.from_config(cfg["data"])
     if section == "parity":
         from quantcli.serving.parity import ONNXParityTester
 

@@ -1,6 +1,8 @@
 """`qcli data ...`: ingest, validate and summarise OHLCV bars in the offline store.
 
-Command bodies call :mod:`quantcli.data`; the renderers below only format its results.
+Command bodies call :mod:`quantcli.data`; the renderers below only format its results. Every
+user string they show (file names, symbols, details quoting a cell) is escaped: rich would
+otherwise read ``[red]x[/red]`` in a file as markup.
 """
 
 from __future__ import annotations
@@ -25,6 +27,38 @@ SymbolOpt = Annotated[
     str | None,
     typer.Option("--symbol", "-s", help="Symbol of every row, for files without a symbol column."),
 ]
+IntervalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--interval",
+        help="Expected bar spacing, e.g. 1d, 1h, 5m, 30s, 1w; gaps against it are reported as "
+        "warnings (weekends and single missing weekdays are not gaps). Default: the median "
+        "spacing of the input.",
+        show_default=False,
+    ),
+]
+EarliestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--earliest",
+        help="Earliest plausible bar time (YYYY-MM-DD or ISO datetime, UTC); an older bar "
+        "refuses the input. Default: [data] earliest of --config, else 1900-01-01.",
+        show_default=False,
+    ),
+]
+LatestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--latest",
+        help="Latest plausible bar time; a later bar refuses the input. Default: now plus "
+        "[data] future_days of --config (1 day).",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML file overriding the embedded defaults ([data] section)."),
+]
 OutlierOpt = Annotated[
     float,
     typer.Option(
@@ -35,7 +69,15 @@ OutlierOpt = Annotated[
 ]
 
 
+def _window(config: Path | None, earliest: str | None, latest: str | None):
+    from quantcli.config import load_config
+    from quantcli.data.window import TimestampWindow
+
+    return TimestampWindow.from_config(load_config(config)["data"], earliest, latest)
+
+
 def _quality_table(quality: dict[str, Any]):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"Data quality: {quality['rows']} bars, {quality['symbols']} symbols")
@@ -48,11 +90,14 @@ def _quality_table(quality: dict[str, Any]):
     for w in quality["warnings"]:
         ex = w["examples"][0] if w["examples"] else {}
         where = f"{ex.get('source', '')} {ex.get('location', '')}: {ex.get('detail', '')}"
-        table.add_row(w["check"], f"[yellow]{w['severity']}[/]", str(w["count"]), where.strip())
+        table.add_row(
+            w["check"], f"[yellow]{w['severity']}[/]", str(w["count"]), escape(where.strip())
+        )
     return table
 
 
 def _ingest_table(result: dict[str, Any]):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Ingest", show_header=False)
@@ -61,10 +106,11 @@ def _ingest_table(result: dict[str, Any]):
     for key in ("ingest_id", "rows_in", "rows_inserted", "rows_updated", "rows_unchanged"):
         table.add_row(key, str(result[key]))
     table.add_row(
-        "symbols", ", ".join(result["symbols"][:10]) + (" ..." * (len(result["symbols"]) > 10))
+        "symbols",
+        escape(", ".join(result["symbols"][:10]) + (" ..." * (len(result["symbols"]) > 10))),
     )
     table.add_row("range (UTC)", f"{result['ts_min']} .. {result['ts_max']}")
-    table.add_row("store", result["store"])
+    table.add_row("store", escape(result["store"]))
     return table
 
 
@@ -89,40 +135,52 @@ def ingest(
         bool, typer.Option("--sample", help="Ingest the bundled real sample (SPX and IXIC).")
     ] = False,
     outlier_z: OutlierOpt = DEFAULT_OUTLIER_Z,
+    interval: IntervalOpt = None,
+    earliest: EarliestOpt = None,
+    latest: LatestOpt = None,
+    config: ConfigOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Validate bars and upsert them into the offline store, all or nothing.
 
     Column names are case-insensitive; the time column may be date, timestamp, datetime or ts;
     dates without a time zone are read as UTC. Any error (null, price <= 0, OHLC inconsistent,
-    negative volume, duplicate (symbol, ts), unparseable value) refuses the whole input with
-    exit code 2 and a message naming the file, line and column; warnings (zero volume,
-    unsorted, naive timestamps, outliers) are printed and recorded with the ingest.
+    negative volume, duplicate (symbol, ts) or column name, unparseable value, a symbol that is
+    not 1-32 letters, digits or . - _ ^ = /, a time outside the plausibility window
+    1900-01-01 .. now + 1 day, a leap second) refuses the whole input with exit code 2 and a
+    message naming the file, line and column; warnings (zero volume, unsorted, naive
+    timestamps, outliers, gaps against --interval) are printed and recorded with the ingest.
     Re-ingesting the same bars changes nothing (upsert on (symbol, ts)).
 
     Examples:
 
         qcli data ingest --sample
 
-        qcli data ingest prices/*.csv
+        qcli data ingest prices/*.csv --interval 1d
 
         qcli data ingest aapl.parquet --symbol AAPL --outlier-z 8 --json
+
+        qcli data ingest old_ticks.csv --earliest 1885-01-01 --interval 1h
     """
     from quantcli.data.ingest import ingest_files, ingest_sample
+    from quantcli.data.spacing import parse_interval
     from quantcli.errors import InputError
 
     if sample and paths:
         raise InputError("give either PATH... or --sample, not both")
     if not sample and not paths:
         raise InputError("nothing to ingest", hint="pass CSV/Parquet paths, or --sample")
+    step = parse_interval(interval) if interval is not None else None
+    window = _window(config, earliest, latest)
+    checks = {"outlier_z": outlier_z, "window": window, "interval": step}
     if sample:
         result = _run_with_progress(
-            json_mode, lambda step: ingest_sample(outlier_z=outlier_z, on_step=step)
+            json_mode, lambda on_step: ingest_sample(on_step=on_step, **checks)
         )
     else:
         result = _run_with_progress(
             json_mode,
-            lambda step: ingest_files(paths, symbol, outlier_z=outlier_z, on_step=step),
+            lambda on_step: ingest_files(paths, symbol, on_step=on_step, **checks),
         )
     out = result.to_dict()
     emit(
@@ -137,23 +195,34 @@ def validate(
     paths: Annotated[list[Path], typer.Argument(help="CSV or Parquet files of bars.")],
     symbol: SymbolOpt = None,
     outlier_z: OutlierOpt = DEFAULT_OUTLIER_Z,
+    interval: IntervalOpt = None,
+    earliest: EarliestOpt = None,
+    latest: LatestOpt = None,
+    config: ConfigOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Run the data-quality checks on files without writing anything.
 
     Exit code 0 if the files would be accepted (warnings are listed), 2 with the first error's
-    file, line and column if they would be refused.
+    file, line and column if they would be refused. The checks and options are those of
+    `qcli data ingest`.
 
     Examples:
 
         qcli data validate prices.csv
 
-        qcli data validate aapl.parquet --symbol AAPL --json
+        qcli data validate aapl.parquet --symbol AAPL --interval 5m --json
     """
     from quantcli.data.ingest import read_files
+    from quantcli.data.spacing import parse_interval
 
+    step = parse_interval(interval) if interval is not None else None
+    window = _window(config, earliest, latest)
     _bars, report, _ = _run_with_progress(
-        json_mode, lambda step: read_files(paths, symbol, outlier_z=outlier_z, on_step=step)
+        json_mode,
+        lambda on_step: read_files(
+            paths, symbol, outlier_z=outlier_z, on_step=on_step, window=window, interval=step
+        ),
     )
     out = {"accepted": True, "quality": report.to_dict()}
     emit(out, json_mode, lambda c: c.print(_quality_table(out["quality"])))
@@ -183,9 +252,12 @@ def summary(
 
 
 def _render_summary(console, out: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"bars: {out['rows']} rows, {out['symbols']} symbols ({out['store']})")
+    table = Table(
+        title=f"bars: {out['rows']} rows, {out['symbols']} symbols ({escape(out['store'])})"
+    )
     for col, justify in (
         ("symbol", "left"),
         ("rows", "right"),
@@ -195,7 +267,7 @@ def _render_summary(console, out: dict[str, Any]) -> None:
         table.add_column(col, justify=justify)
     for r in out["by_symbol"]:
         table.add_row(
-            r["symbol"],
+            escape(r["symbol"]),  # bars stored before the symbol rule may hold anything
             str(r["rows"]),
             f"{r['first_ts']:%Y-%m-%d %H:%M}",
             f"{r['last_ts']:%Y-%m-%d %H:%M}",

@@ -7,6 +7,9 @@ Public API (re-exported here, loaded on first use so that ``import quantcli.data
 * :func:`synthetic_universe` -- a seeded GARCH universe for tests and benchmarks.
 * :func:`read_bars` -- one CSV/Parquet file into normal form, rows located.
 * :func:`validate_bars` -- data-quality checks; errors raise, warnings are returned.
+* :func:`check_spacing` -- the ``gap`` warning against an expected bar spacing (``"1d"``).
+* :class:`TimestampWindow` -- the plausibility window of bar timestamps.
+* :func:`is_valid_symbol` -- the one symbol rule of ingest and serving.
 * :func:`ingest_frame`, :func:`ingest_files`, :func:`ingest_sample` -- validated, idempotent,
   all-or-nothing upserts into the offline store's ``bars`` table.
 * :func:`bars_summary` -- symbols, row counts and date ranges of the stored bars.
@@ -29,7 +32,10 @@ _EXPORTS = {
     "synthetic_universe": "quantcli.data.synthetic",
     "QualityIssue": "quantcli.data.validation",
     "QualityReport": "quantcli.data.validation",
+    "check_spacing": "quantcli.data.validation",
     "validate_bars": "quantcli.data.validation",
+    "TimestampWindow": "quantcli.data.window",
+    "is_valid_symbol": "quantcli.data.symbols",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,8 +43,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from quantcli.data.reader import read_bars
     from quantcli.data.sample import load_sample
     from quantcli.data.summary import bars_summary
+    from quantcli.data.symbols import is_valid_symbol
     from quantcli.data.synthetic import synthetic_universe
-    from quantcli.data.validation import QualityIssue, QualityReport, validate_bars
+    from quantcli.data.validation import (
+        QualityIssue,
+        QualityReport,
+        check_spacing,
+        validate_bars,
+    )
+    from quantcli.data.window import TimestampWindow
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -47,10 +60,13 @@ __all__ = [
     "IngestResult",
     "QualityIssue",
     "QualityReport",
+    "TimestampWindow",
     "bars_summary",
+    "check_spacing",
     "ingest_files",
     "ingest_frame",
     "ingest_sample",
+    "is_valid_symbol",
     "load_sample",
     "read_bars",
     "synthetic_universe",

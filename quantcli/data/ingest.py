@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from quantcli.data.validation import (
     check_bars,
     with_locations,
 )
+from quantcli.data.window import TimestampWindow
 from quantcli.errors import InputError
 from quantcli.store.offline import OfflineStore
 
@@ -126,12 +127,14 @@ def bars_sha256(bars: pl.DataFrame) -> str:
 
 
 def _test_hook() -> None:
-    raw = os.environ.get(TEST_HOOK_ENV)
-    if not raw:
+    from quantcli.config import env_float
+
+    seconds = env_float(TEST_HOOK_ENV, 0.0, lo=0.0, hi=3600.0)
+    if not seconds:
         return
     sys.stderr.write(TEST_HOOK_MARKER + "\n")
     sys.stderr.flush()
-    time.sleep(float(raw))
+    time.sleep(seconds)
 
 
 def write_bars(
@@ -210,6 +213,8 @@ def ingest_frame(
     source: str = "<frame>",
     outlier_z: float = DEFAULT_OUTLIER_Z,
     line_numbers: Sequence[int] | None = None,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
 ) -> IngestResult:
     """Validate a frame of bars and upsert it into the offline store.
 
@@ -227,6 +232,11 @@ def ingest_frame(
         Robust z-score threshold of the ``outlier`` warning.
     line_numbers
         Per-row locations for messages (default: the 0-based row index).
+    window
+        The plausibility window of ``ts``
+        (:class:`~quantcli.data.window.TimestampWindow`; default 1900-01-01 to one day after now).
+    interval
+        The expected bar spacing of the ``gap`` warning (``"1d"``, ``"5m"``; default inferred).
 
     Raises
     ------
@@ -239,7 +249,14 @@ def ingest_frame(
         raise InputError(f"{source}: no rows to ingest")
     kind = "line" if line_numbers is not None else "row"
     frame = with_locations(df, source, line_numbers, kind)
-    bars, report = check_bars(frame, source=source, kinds={source: kind}, outlier_z=outlier_z)
+    bars, report = check_bars(
+        frame,
+        source=source,
+        kinds={source: kind},
+        outlier_z=outlier_z,
+        window=window,
+        interval=interval,
+    )
     return write_bars(bars, report, [source], store=store)
 
 
@@ -250,11 +267,13 @@ def read_files(
     outlier_z: float = DEFAULT_OUTLIER_Z,
     labels: Sequence[str] | None = None,
     on_step: Callable[[str], None] | None = None,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
 ) -> tuple[pl.DataFrame, QualityReport, list[str]]:
     """Read and validate files together (duplicates across files are errors too).
 
     Returns the normal-form bars sorted by ``(symbol, ts)``, the quality report and the source
-    names. Nothing is written.
+    names. Nothing is written. ``window`` and ``interval`` as in :func:`ingest_frame`.
     """
     if not paths:
         raise InputError("no input files", hint="pass one or more CSV/Parquet paths, or --sample")
@@ -271,7 +290,9 @@ def read_files(
     frame = pl.concat([r.frame for r in raws], how="vertical")
     kinds = {r.source: r.location_kind for r in raws}
     source = ", ".join(labels)
-    bars, report = check_bars(frame, source=source, kinds=kinds, outlier_z=outlier_z)
+    bars, report = check_bars(
+        frame, source=source, kinds=kinds, outlier_z=outlier_z, window=window, interval=interval
+    )
     return bars, report, labels
 
 
@@ -283,6 +304,8 @@ def ingest_files(
     outlier_z: float = DEFAULT_OUTLIER_Z,
     labels: Sequence[str] | None = None,
     on_step: Callable[[str], None] | None = None,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
 ) -> IngestResult:
     """Read, validate and upsert CSV/Parquet files as ONE ingest (one transaction).
 
@@ -292,7 +315,7 @@ def ingest_files(
         Files to ingest together (see :func:`~quantcli.data.reader.read_bars`).
     symbol
         The symbol of files without a symbol column (``--symbol``).
-    store, outlier_z
+    store, outlier_z, window, interval
         As in :func:`ingest_frame`.
     labels
         How messages name each file (default: the paths as given).
@@ -304,7 +327,13 @@ def ingest_files(
     Shell: ``qcli data ingest prices.csv --symbol AAPL``.
     """
     bars, report, sources = read_files(
-        paths, symbol, outlier_z=outlier_z, labels=labels, on_step=on_step
+        paths,
+        symbol,
+        outlier_z=outlier_z,
+        labels=labels,
+        on_step=on_step,
+        window=window,
+        interval=interval,
     )
     if on_step:
         on_step("writing the offline store")
@@ -316,6 +345,8 @@ def ingest_sample(
     store: OfflineStore | None = None,
     outlier_z: float = DEFAULT_OUTLIER_Z,
     on_step: Callable[[str], None] | None = None,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
 ) -> IngestResult:
     """Ingest the bundled real sample (SPX and IXIC daily bars, see :mod:`quantcli.data.sample`)."""
     paths: list[Path] = sample_paths()
@@ -325,6 +356,8 @@ def ingest_sample(
         outlier_z=outlier_z,
         labels=[f"sample:{p.name}" for p in paths],
         on_step=on_step,
+        window=window,
+        interval=interval,
     )
 
 

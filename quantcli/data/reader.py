@@ -17,12 +17,17 @@ Normal form: columns ``symbol`` (String), ``ts`` (``Datetime("us", "UTC")``), ``
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from quantcli.data.symbols import SYMBOL_RULE, is_valid_symbol, shown
 from quantcli.data.validation import (
     LINE_COL,
     NAIVE_COL,
@@ -31,6 +36,7 @@ from quantcli.data.validation import (
     QualityIssue,
     coerce_columns,
     issue_from_rows,
+    printable,
     raise_for,
 )
 from quantcli.errors import DataValidationError, InputError
@@ -44,6 +50,10 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 # Accepted textual timestamp layouts. "%.f" also matches no fraction at all.
 _NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z")
+# A leap second (second 60): the parser would roll it into the next minute, silently.
+_LEAP_SECOND = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:60(\.\d*)?([zZ]|[+-]\d{2}:?\d{2})?$"
+# How polars renames a repeated header name: "open", "open_duplicated_0", ...
+_POLARS_DUPLICATE = re.compile(r"^(?P<name>.*)_duplicated_\d+$", re.DOTALL)
 
 
 @dataclass
@@ -80,14 +90,28 @@ def _file_kind(path: Path) -> str:
     )
 
 
-def _rename(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str]]:
+def _check_duplicate_columns(columns: list[str], source: str) -> None:
+    """A header naming one column twice is refused: which of the two is meant is a guess."""
+    for i, col in enumerate(columns):
+        m = _POLARS_DUPLICATE.match(col)
+        if m and m["name"] in columns[:i]:
+            first = columns.index(m["name"])
+            raise InputError(
+                f"{source} line 1, column {i + 1}: duplicated column name {shown(m['name'])} "
+                f"(also column {first + 1})",
+                hint="rename or drop one of the two columns",
+            )
+
+
+def _rename(df: pl.DataFrame, source: str, header: str) -> tuple[pl.DataFrame, list[str]]:
     """Map case-insensitive aliases onto the normal column names."""
     lowered: dict[str, str] = {}
     for col in df.columns:
         key = col.strip().lstrip("\ufeff").strip().lower()  # a UTF-8 BOM may lead the header
         if key in lowered:
             raise InputError(
-                f"{source}: columns '{lowered[key]}' and '{col}' differ only by case",
+                f"{source}{header}: columns {shown(lowered[key])} and {shown(col)} "
+                "differ only by case",
                 hint="keep one of them",
             )
         lowered[key] = col
@@ -95,9 +119,9 @@ def _rename(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str]]:
     for target, aliases in (("ts", TS_ALIASES), ("symbol", SYMBOL_ALIASES)):
         found = [a for a in aliases if a in lowered]
         if len(found) > 1:
-            names = ", ".join(lowered[a] for a in found)
+            names = ", ".join(shown(lowered[a]) for a in found)
             raise InputError(
-                f"{source}: ambiguous {target} column: {names}",
+                f"{source}{header}: ambiguous {target} column: {names}",
                 hint=f"keep exactly one of {', '.join(aliases)}",
             )
         if found:
@@ -107,6 +131,63 @@ def _rename(df: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str]]:
             mapping[lowered[name]] = name
     ignored = [c for c in df.columns if c not in mapping]
     return df.select([pl.col(src).alias(dst) for src, dst in mapping.items()]), ignored
+
+
+def _csv_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when they start with the gzip magic number."""
+    with path.open("rb") as fh:
+        data = fh.read()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def _locate_csv_problem(data: bytes) -> str | None:
+    """``"line N[, field K]: what"`` for the first undecodable byte or ragged row, else None.
+
+    Runs only after the fast reader refused a file, to name the line its message does not.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        field = data.count(b",", line_start, exc.start) + 1
+        return f"line {line}, field {field}: invalid UTF-8 byte 0x{data[exc.start]:02x}"
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return None
+        for row in reader:
+            if len(row) > len(header):
+                return f"line {reader.line_num}: {len(row)} fields, the header has {len(header)}"
+    except csv.Error as exc:
+        return f"line {reader.line_num}: {exc}"
+    return None
+
+
+def _read_csv(path: Path, source: str) -> pl.DataFrame:
+    try:
+        # an open file, not the path: polars would expand a name like "m[2].csv" as a glob
+        with path.open("rb") as fh:
+            return pl.read_csv(fh, infer_schema=False, truncate_ragged_lines=False)
+    except pl.exceptions.NoDataError:
+        raise InputError(f"{source}: no rows") from None
+    except (Exception, pl.exceptions.PanicException) as exc:  # polars panics on some bytes
+        if isinstance(exc, OSError):
+            raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        first = _first_line(exc)
+    try:
+        where = _locate_csv_problem(_csv_bytes(path))
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{source}: not a readable gzip file: {_first_line(exc)}") from None
+    if where is None:
+        where = "line unknown"
+    raise InputError(f"{source} {where} (cannot read as CSV: {first})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _parse_text_ts(text: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -148,9 +229,23 @@ def _parse_text_columns(df: pl.DataFrame, source: str, kinds: dict[str, str]) ->
         else:
             parsed[name] = stripped[name].cast(pl.Float64, strict=False)
     issues: list[QualityIssue] = []
+    if "ts" in stripped:
+        leap = stripped["ts"].str.contains(_LEAP_SECOND).fill_null(False)
+        issue = issue_from_rows(
+            "leap_second",
+            "error",
+            df.filter(leap),
+            column="ts",
+            detail=pl.format("{}: second 60 (a leap second) is not a valid UTC bar time", "ts"),
+            kinds=kinds,
+        )
+        if issue is not None:
+            issues.append(issue)
     for name in text_cols:
         text = stripped[name]
         bad_mask = text.is_not_null() & (text != "") & parsed[name].is_null()
+        if name == "ts":
+            bad_mask = bad_mask & ~leap  # reported as leap seconds above
         if not bad_mask.any():
             continue
         what = "date/time" if name == "ts" else "number"
@@ -159,7 +254,7 @@ def _parse_text_columns(df: pl.DataFrame, source: str, kinds: dict[str, str]) ->
             "error",
             df.filter(bad_mask),
             column=name,
-            detail=pl.format("cannot parse {} as a {}", pl.col(name), pl.lit(what)),
+            detail=pl.format("cannot parse '{}' as a {}", printable(pl.col(name)), pl.lit(what)),
             kinds=kinds,
         )
         if issue is not None:
@@ -201,19 +296,19 @@ def read_bars(
     if not p.is_file():
         raise InputError(f"{source}: no such file")
     kind = _file_kind(p)
-    try:
-        # an open file, not the path: polars would expand a name like "m[2].csv" as a glob
-        with p.open("rb") as fh:
-            if kind == "csv":
-                raw = pl.read_csv(fh, infer_schema=False, truncate_ragged_lines=False)
-            else:
+    if kind == "csv":
+        raw = _read_csv(p, source)
+        _check_duplicate_columns(raw.columns, source)
+    else:
+        try:
+            with p.open("rb") as fh:  # an open file: polars would expand "m[2].pq" as a glob
                 raw = pl.read_parquet(fh)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{source}: cannot read as {kind.upper()}: {first}") from None
+        except (Exception, pl.exceptions.PanicException) as exc:
+            raise InputError(f"{source}: cannot read as PARQUET: {_first_line(exc)}") from None
     if raw.height == 0:
         raise InputError(f"{source}: no rows")
-    df, ignored = _rename(raw, source)
+    header = " line 1" if kind == "csv" else ""
+    df, ignored = _rename(raw, source, header)
     loc_kind = "line" if kind == "csv" else "row"
     offset = 2 if kind == "csv" else 0  # CSV: the header is line 1
     df = df.with_columns(
@@ -221,30 +316,29 @@ def read_bars(
         (pl.int_range(0, pl.len(), dtype=pl.Int64) + offset).alias(LINE_COL),
     )
     if symbol is not None:
-        symbol = symbol.strip()
-        if not symbol:
-            raise InputError("--symbol must not be empty")
+        if not is_valid_symbol(symbol):  # not stripped: "SPX\n" is refused, not repaired
+            raise InputError(f"--symbol {shown(symbol)}: a symbol is {SYMBOL_RULE}")
         if "symbol" in df.columns:
             other = df.filter(pl.col("symbol").cast(pl.String).str.strip_chars() != symbol)
             if other.height:
                 line = other[LINE_COL][0]
                 raise InputError(
                     f"{source} {'line' if loc_kind == 'line' else 'row'} {line}: symbol "
-                    f"'{other['symbol'][0]}' contradicts --symbol {symbol}",
+                    f"{shown(other['symbol'][0])} contradicts --symbol {symbol}",
                     hint="drop --symbol: the file has its own symbol column",
                 )
         df = df.with_columns(pl.lit(symbol).alias("symbol"))
     elif "symbol" not in df.columns:
         raise InputError(
-            f"{source}: no symbol column (symbol or ticker)",
+            f"{source}{header}: no symbol column (symbol or ticker)",
             hint="pass --symbol SYMBOL (symbol=...) for single-symbol files",
         )
     kinds = {source: loc_kind}
     missing = [c for c in ("ts", *NUMERIC_COLUMNS) if c not in df.columns]
     if missing:
+        have = ", ".join(shown(c, 30) for c in raw.columns[:20])
         raise DataValidationError(
-            f"{source}: missing required column(s) {', '.join(missing)} "
-            f"(have: {', '.join(raw.columns)})",
+            f"{source}{header}: missing required column(s) {', '.join(missing)} (have: {have})",
             hint="columns are case-insensitive; the time column may be named "
             + ", ".join(TS_ALIASES),
         )

@@ -10,6 +10,11 @@ check                  severity  condition
 ``missing_column``     error     one of ``symbol, ts, open, high, low, close, volume`` is absent
 ``unparseable``        error     a date or a number that cannot be parsed (reader)
 ``null``               error     a null or NaN value in any column, or an empty symbol
+``invalid_symbol``     error     a symbol that breaks the one symbol rule
+                                 (:mod:`quantcli.data.symbols`: 1-32 letters, digits, ``.-_^=/``)
+``implausible_ts``     error     ``ts`` outside the plausibility window (default 1900-01-01 to
+                                 one day after now, :mod:`quantcli.data.window`)
+``leap_second``        error     a ``23:59:60`` time (reader; it would roll into the next minute)
 ``non_finite``         error     a price or volume of +/-inf
 ``non_positive_price`` error     ``open``, ``high``, ``low`` or ``close`` <= 0
 ``ohlc_inconsistent``  error     ``high < max(open, close, low)`` or
@@ -20,6 +25,8 @@ check                  severity  condition
 ``unsorted``           warning   ``ts`` goes backwards within a symbol (input order, files in
                                  the order given); the bars are sorted
 ``naive_timestamp``    warning   a date-only or time-zone-naive timestamp, assumed UTC
+``gap``                warning   bars missing against the expected spacing (``interval``, by
+                                 default the median spacing; :mod:`quantcli.data.spacing`)
 ``outlier``            warning   a one-bar log return of ``close`` whose robust z-score exceeds
                                  ``outlier_z`` (see below)
 =====================  ========  ==============================================================
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from statistics import NormalDist
 from typing import Any
 
@@ -47,6 +55,9 @@ import numpy as np
 import polars as pl
 
 from quantcli.data.defaults import DEFAULT_OUTLIER_Z
+from quantcli.data.spacing import find_gaps, infer_interval, parse_interval, sorted_bars
+from quantcli.data.symbols import POLARS_SYMBOL_PATTERN, SYMBOL_RULE
+from quantcli.data.window import TimestampWindow
 from quantcli.errors import DataValidationError, InputError
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("symbol", "ts", "open", "high", "low", "close", "volume")
@@ -70,6 +81,9 @@ _CHECK_TEXT = {
     "missing_column": "required column missing",
     "unparseable": "value cannot be parsed",
     "null": "null, NaN or empty value",
+    "invalid_symbol": f"symbol is not {SYMBOL_RULE}",
+    "implausible_ts": "timestamp outside the plausibility window",
+    "leap_second": "leap second (23:59:60)",
     "non_finite": "infinite value",
     "non_positive_price": "price <= 0",
     "ohlc_inconsistent": "high/low inconsistent with open/close",
@@ -78,6 +92,7 @@ _CHECK_TEXT = {
     "zero_volume": "volume == 0 (kept)",
     "unsorted": "ts goes backwards within a symbol (bars were sorted)",
     "naive_timestamp": "timestamp without time zone (assumed UTC)",
+    "gap": "bars missing against the expected spacing (kept)",
     "outlier": "one-bar log return beyond the robust z-score threshold (kept)",
 }
 
@@ -199,6 +214,11 @@ def issue_from_rows(
     return QualityIssue(check, severity, rows.height, examples)
 
 
+def printable(expr: pl.Expr, limit: int = 40) -> pl.Expr:
+    """A user string for a one-line message: control characters as ``?``, cut to ``limit``."""
+    return expr.cast(pl.String).str.replace_all(r"[\x00-\x1f\x7f]", "?").str.slice(0, limit)
+
+
 def _ts_text() -> pl.Expr:
     """``ts`` as ``YYYY-MM-DD HH:MM:SS`` (UTC) for messages."""
     return pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S")
@@ -280,7 +300,9 @@ def coerce_columns(df: pl.DataFrame, source: str) -> pl.DataFrame:
     return coerce_ts(df, source).with_columns([pl.col(c).cast(pl.Float64) for c in NUMERIC_COLUMNS])
 
 
-def _error_checks(df: pl.DataFrame, kinds: dict[str, str]) -> list[QualityIssue]:
+def _error_checks(
+    df: pl.DataFrame, kinds: dict[str, str], window: TimestampWindow
+) -> list[QualityIssue]:
     issues: list[QualityIssue | None] = []
     for col in REQUIRED_COLUMNS:
         bad = pl.col(col).is_null()
@@ -293,6 +315,31 @@ def _error_checks(df: pl.DataFrame, kinds: dict[str, str]) -> list[QualityIssue]
         issues.append(
             issue_from_rows("null", "error", rows, column=col, detail=detail, kinds=kinds)
         )
+    sym = pl.col("symbol")
+    rows = df.filter(
+        (sym.str.strip_chars() != "") & ~sym.str.contains(POLARS_SYMBOL_PATTERN).fill_null(True)
+    )
+    issues.append(
+        issue_from_rows(
+            "invalid_symbol",
+            "error",
+            rows,
+            column="symbol",
+            detail=pl.format("symbol '{}' is not {}", printable(sym), pl.lit(SYMBOL_RULE)),
+            kinds=kinds,
+        )
+    )
+    outside = (pl.col("ts") < window.earliest) | (pl.col("ts") > window.latest)
+    issues.append(
+        issue_from_rows(
+            "implausible_ts",
+            "error",
+            df.filter(outside.fill_null(False)),
+            column="ts",
+            detail=pl.format("ts={} is outside {}", _ts_text(), pl.lit(window.describe())),
+            kinds=kinds,
+        )
+    )
     for col in NUMERIC_COLUMNS:
         rows = df.filter(pl.col(col).is_infinite())
         issues.append(
@@ -381,7 +428,11 @@ def _merge(issues: list[QualityIssue]) -> list[QualityIssue]:
 
 
 def _warning_checks(
-    df: pl.DataFrame, srt: pl.DataFrame, kinds: dict[str, str], outlier_z: float
+    df: pl.DataFrame,
+    srt: pl.DataFrame,
+    kinds: dict[str, str],
+    outlier_z: float,
+    interval: str | timedelta | None,
 ) -> list[QualityIssue]:
     """Warnings; ``srt`` is ``df`` stably sorted by ``(symbol, ts)`` (input order on ties)."""
     issues: list[QualityIssue | None] = []
@@ -427,7 +478,68 @@ def _warning_checks(
             )
         )
     issues.append(_outliers(srt, kinds, outlier_z))
+    issues.append(check_spacing(srt, interval, kinds=kinds))
     return [i for i in issues if i is not None]
+
+
+def check_spacing(
+    bars: pl.DataFrame,
+    interval: str | timedelta | None = None,
+    *,
+    kinds: dict[str, str] | None = None,
+) -> QualityIssue | None:
+    """The ``gap`` warning of ``bars`` against the expected bar spacing ``interval``.
+
+    Parameters
+    ----------
+    bars
+        Columns ``symbol`` and ``ts`` (a Datetime; any order, sorted here). The reader's
+        location columns, if present, name the line of the first bar after each gap.
+    interval
+        The expected spacing: ``"1d"``, ``"1h"``, ``"5m"``, ``"30s"``, ``"1w"`` or a
+        ``timedelta``; ``None`` infers it as the median spacing within symbols. What counts as
+        a gap (weekends and single holidays do not) is in :mod:`quantcli.data.spacing`.
+    kinds
+        Location kind per source (``"line"`` or ``"row"``); default ``"row"``.
+
+    Returns
+    -------
+    QualityIssue or None
+        ``check="gap"``, ``severity="warning"``, ``count`` = number of gaps; ``None`` if none.
+
+    Examples
+    --------
+    >>> from quantcli.data import load_sample
+    >>> issue = check_spacing(load_sample(), "1d")
+    >>> issue.count
+    6
+    >>> issue.examples[0]["detail"]
+    'IXIC: 4 weekday(s) without a bar between 2001-09-10 00:00 and 2001-09-17 00:00 (interval 1d)'
+    """
+    step = parse_interval(interval) if isinstance(interval, str) else interval
+    srt = sorted_bars(bars)
+    if step is None:
+        step = infer_interval(srt)
+        if step is None:
+            return None
+    idx, details = find_gaps(srt, step, MAX_EXAMPLES)
+    if idx.size == 0:
+        return None
+    located = SOURCE_COL in srt.columns and LINE_COL in srt.columns
+    kinds = kinds or {}
+    examples = []
+    for i, detail in zip(idx[:MAX_EXAMPLES].tolist(), details, strict=True):
+        source = srt[SOURCE_COL][i] if located else "<frame>"
+        line = int(srt[LINE_COL][i]) if located else i
+        examples.append(
+            {
+                "source": source,
+                "location": location_label(kinds.get(source, "row"), line),
+                "column": "ts",
+                "detail": detail,
+            }
+        )
+    return QualityIssue("gap", "warning", int(idx.size), examples)
 
 
 def _score_sorted(srt: pl.DataFrame) -> pl.DataFrame:
@@ -525,12 +637,20 @@ def check_bars(
     source: str,
     kinds: dict[str, str],
     outlier_z: float,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
 ) -> tuple[pl.DataFrame, QualityReport]:
     """Validate a frame that already carries the location columns; the library's workhorse.
 
     Returns the normalised bars (the seven columns, sorted by ``(symbol, ts)``, location columns
     dropped) and the report. Raises :class:`DataValidationError` on any error-severity finding.
+    ``window`` defaults to :meth:`TimestampWindow.build` (1900-01-01 to one day after now);
+    ``interval`` is the expected bar spacing of the ``gap`` warning (``None``: inferred).
     """
+    if window is None:
+        window = TimestampWindow.build()
+    if isinstance(interval, str):
+        interval = parse_interval(interval)
     if not outlier_z > 0:
         raise InputError(
             f"`outlier_z` (--outlier-z) must be > 0, got `outlier_z={outlier_z}`.",
@@ -539,10 +659,10 @@ def check_bars(
     df = coerce_columns(frame, source).with_row_index(ROW_COL)
     # one stable sort by the key serves the duplicate, order and outlier checks and the output
     srt = df if _is_key_sorted(df) else df.sort("symbol", "ts", ROW_COL)
-    errors = _error_checks(df, kinds)
+    errors = _error_checks(df, kinds, window)
     dups = _duplicates(srt, kinds)
     raise_for(_merge(errors + ([dups] if dups is not None else [])), source)
-    warnings = _warning_checks(df, srt, kinds, outlier_z)
+    warnings = _warning_checks(df, srt, kinds, outlier_z, interval)
     bars = srt.select(REQUIRED_COLUMNS)
     report = QualityReport(
         source=source,
@@ -560,6 +680,8 @@ def validate_bars(
     source: str = "<frame>",
     outlier_z: float = DEFAULT_OUTLIER_Z,
     line_numbers: Sequence[int] | None = None,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
 ) -> QualityReport:
     """Check OHLCV bars; raise on errors, return the warnings.
 
@@ -576,11 +698,16 @@ def validate_bars(
     line_numbers
         The location of each row as reported in messages (e.g. CSV line numbers); by default
         the 0-based row index, reported as ``"row N"``.
+    window
+        The plausibility window of ``ts`` (default: 1900-01-01 to one day after now).
+    interval
+        The expected bar spacing of the ``gap`` warning (``"1d"``, ``"5m"``; default: the
+        median spacing).
 
     Returns
     -------
     QualityReport
-        ``.warnings`` lists zero volume, unsorted input, naive timestamps and outliers.
+        ``.warnings`` lists zero volume, unsorted input, naive timestamps, outliers and gaps.
 
     Raises
     ------
@@ -593,11 +720,18 @@ def validate_bars(
     >>> from quantcli.data import load_sample
     >>> report = validate_bars(load_sample(), source="sample")
     >>> [(w.check, w.count) for w in report.warnings]
-    [('zero_volume', 2)]
+    [('zero_volume', 2), ('gap', 6)]
     """
     kind = "line" if line_numbers is not None else "row"
     frame = with_locations(df, source, line_numbers, kind)
-    return check_bars(frame, source=source, kinds={source: kind}, outlier_z=outlier_z)[1]
+    return check_bars(
+        frame,
+        source=source,
+        kinds={source: kind},
+        outlier_z=outlier_z,
+        window=window,
+        interval=interval,
+    )[1]
 
 
 __all__ = [
@@ -606,6 +740,7 @@ __all__ = [
     "QualityIssue",
     "QualityReport",
     "check_bars",
+    "check_spacing",
     "outlier_scores",
     "validate_bars",
 ]

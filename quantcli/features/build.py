@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import threading
 import time
@@ -60,13 +59,14 @@ import numpy as np
 import polars as pl
 
 from quantcli import __version__, resources
+from quantcli.config import env_memory_limit
 from quantcli.errors import InputError, NotFoundError
 from quantcli.features import hashing, released
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
 from quantcli.features.definitions import load_feature_set
 from quantcli.features.engine import KernelPlan, run_frame
 from quantcli.features.expressions import DEFAULT_ENGINE, check_engine
-from quantcli.store.offline import OfflineStore
+from quantcli.store.offline import OfflineStore, staging_prefix
 
 #: Bars per shard (whole symbols): 250 k bars x 31 columns of float64 is ~60 MB of features.
 DEFAULT_SHARD_ROWS = 250_000
@@ -538,8 +538,9 @@ def build_features(
     t_compute = 0.0
     written: list[ShardResult] | None = None  # the computed wave waiting for the writer
     with (
-        tempfile.TemporaryDirectory(prefix=".feature-build-", dir=store.path.parent) as staging,
-        _memory_limit(store, os.environ.get(ENV_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT)),
+        # the pid in the name lets the next writer remove it if this process is killed
+        tempfile.TemporaryDirectory(prefix=staging_prefix(), dir=store.path.parent) as staging,
+        _memory_limit(store, env_memory_limit(ENV_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT)),
         store.transaction() as con,
     ):
         con.execute(resources.sql("schema_features"))

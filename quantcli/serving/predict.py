@@ -11,7 +11,6 @@ UTC, or when this process loaded the model if the registry does not say), plus `
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -23,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from quantcli.audit import AuditLedger, features_sha256
+from quantcli.data.symbols import SYMBOL_RULE, is_valid_symbol, shown
 from quantcli.errors import InputError, NotFoundError
 
 MAX_SYMBOLS = 100
-# Tickers: letters, digits and . - _ ^ = / (e.g. BRK.B, ^GSPC, ES=F), at most 32 characters.
-_TICKER = re.compile(r"^[A-Za-z0-9.\-_^=/]{1,32}$")
 
 
 def check_symbols(symbols: Any, max_symbols: int = MAX_SYMBOLS) -> list[str]:
@@ -42,8 +40,8 @@ def check_symbols(symbols: Any, max_symbols: int = MAX_SYMBOLS) -> list[str]:
             hint="split the request",
         )
     for s in symbols:
-        if not isinstance(s, str) or not _TICKER.match(s):
-            raise InputError(f"invalid ticker {s!r}: use 1-32 letters, digits or . - _ ^ = /")
+        if not is_valid_symbol(s):  # the ingest's rule: a stored symbol is always servable
+            raise InputError(f"invalid ticker {shown(s)}: use {SYMBOL_RULE}")
     return list(symbols)
 
 

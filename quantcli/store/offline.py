@@ -5,6 +5,9 @@ Guarantees every writer relies on:
 * **One transaction per write.** :meth:`OfflineStore.transaction` wraps ``BEGIN``/``COMMIT`` and
   rolls back on any exception; DuckDB's write-ahead log makes a killed process (``kill -9``) lose
   only the uncommitted transaction, so the file is exactly as before.
+* **No residue.** A build stages rows in ``.feature-build-<pid>-*`` directories beside the file;
+  a build killed with ``kill -9`` cannot remove its own, so every write-open removes those whose
+  process is gone (:func:`remove_orphaned_staging`).
 * **One writer at a time.** DuckDB locks the file per process. A second process that opens the
   store while another holds it waits up to ``busy_timeout`` seconds (``QCLI_BUSY_TIMEOUT``,
   default 2), then gets :class:`~quantcli.errors.StoreBusyError` (exit code 2), never a hang or a
@@ -15,7 +18,10 @@ Schema and queries live in ``sql/*.sql`` and are loaded through :mod:`quantcli.r
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,12 +35,54 @@ from quantcli.errors import NotFoundError, StoreBusyError
 
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "lock on file")
 
+STAGING_PREFIX = ".feature-build-"
+_STAGING_PID = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)-")
+
+
+def staging_prefix() -> str:
+    """The prefix of this process's staging directories: ``.feature-build-<pid>-``."""
+    return f"{STAGING_PREFIX}{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22  # another user's live process; an absurd pid is no process
+    return True
+
+
+def remove_orphaned_staging(directory: Path) -> list[Path]:
+    """Remove the staging directories of builds whose process is gone; returns them.
+
+    A name without a pid (written by older versions) counts as orphaned: the caller holds the
+    store's write lock, so no build of this store is running.
+    """
+    removed = []
+    try:
+        entries = list(directory.glob(STAGING_PREFIX + "*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _STAGING_PID.match(entry.name)
+        if m and _process_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+ENV_BUSY_TIMEOUT = "QCLI_BUSY_TIMEOUT"
+
 
 def _busy_timeout() -> float:
-    try:
-        return float(os.environ.get("QCLI_BUSY_TIMEOUT", "2"))
-    except ValueError:
-        return 2.0
+    """``QCLI_BUSY_TIMEOUT`` seconds, checked: ``nan`` would wait forever, ``abc`` hide a typo."""
+    return config.env_float(ENV_BUSY_TIMEOUT, 2.0, lo=0.0, hi=86_400.0, unit="seconds")
 
 
 class OfflineStore:
@@ -67,9 +115,14 @@ class OfflineStore:
             )
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = self._connect(busy_timeout if busy_timeout is not None else _busy_timeout())
+        if busy_timeout is None:
+            busy_timeout = _busy_timeout()
+        elif not (math.isfinite(busy_timeout) and busy_timeout >= 0):  # nan: wait forever
+            raise ValueError(f"`busy_timeout` must be a finite number >= 0, got {busy_timeout}.")
+        self.con = self._connect(busy_timeout)
         self._in_tx = False
         if not read_only:
+            remove_orphaned_staging(self.path.parent)
             self.ensure_schema("schema_core")
 
     def _connect(self, timeout: float) -> duckdb.DuckDBPyConnection:

@@ -36,7 +36,7 @@ def test_sample_round_trips_and_records_the_ingest(qcli_home):
     con.close()
     assert json.loads(sources) == ["sample:ndx_daily.csv.gz", "sample:spx_daily.csv.gz"]
     warnings = {w["check"]: w["count"] for w in json.loads(quality)["warnings"]}
-    assert warnings == {"zero_volume": 2, "naive_timestamp": 10062}
+    assert warnings == {"zero_volume": 2, "naive_timestamp": 10062, "gap": 6}
     assert ins == 10062
 
 
@@ -216,5 +216,5 @@ def test_cli_shows_user_text_with_brackets_literally(qcli_home, tmp_path, qcli):
     path.write_text(BAD_CSV.replace("10.5,1000", "[/b],1000"))
     code, _, err = qcli("data", "ingest", str(path))
     assert code == 2, err
-    assert f"Error: {path} line 2, column 'close': cannot parse [/b] as a number" in err
+    assert f"Error: {path} line 2, column 'close': cannot parse '[/b]' as a number" in err
     assert snapshot(qcli_home) is None

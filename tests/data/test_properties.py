@@ -17,8 +17,9 @@ from tests.data.conftest import file_digest
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 prices = st.floats(0.01, 1e6, allow_nan=False, allow_infinity=False)
 spreads = st.floats(0.0, 0.5, allow_nan=False)
+# the one symbol rule (quantcli.data.symbols): ASCII letters, digits and . - _ ^ = /
 symbols = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Z"]),
+    alphabet="ABCXYZabcxyz0189.-_^=/",
     min_size=1,
     max_size=8,
 )
@@ -29,7 +30,8 @@ def valid_bars(draw) -> pl.DataFrame:
     """1-3 symbols x 1-12 bars at arbitrary distinct instants; OHLC consistent by construction."""
     rows = []
     for sym in draw(st.lists(symbols, min_size=1, max_size=3, unique=True)):
-        seconds = draw(st.lists(st.integers(0, 10**9), min_size=1, max_size=12, unique=True))
+        # up to 2025: inside the default plausibility window
+        seconds = draw(st.lists(st.integers(0, 8 * 10**8), min_size=1, max_size=12, unique=True))
         for sec in seconds:
             o, c = draw(prices), draw(prices)
             # x * (1 + u) >= x and x * (1 - d) <= x hold exactly in IEEE arithmetic for u, d >= 0
@@ -106,6 +108,12 @@ def _inject(df: pl.DataFrame, row: int, kind: str) -> pl.DataFrame:
         "high_below": lambda: put("high", pl.max_horizontal("open", "close") * 0.5),
         "low_above": lambda: put("low", pl.min_horizontal("open", "close") * 2.0),
         "negative_volume": lambda: put("volume", -pl.col("volume") - 1.0),
+        "newline_symbol": lambda: put("symbol", pl.col("symbol") + "\n"),
+        "long_symbol": lambda: put("symbol", pl.lit("S" * 5000)),
+        "markup_symbol": lambda: put("symbol", pl.lit("[red]rich[/red]")),
+        "year_9999": lambda: put("ts", pl.lit(datetime(9999, 12, 31, tzinfo=UTC))),
+        "year_1": lambda: put("ts", pl.lit(datetime(1, 1, 1, tzinfo=UTC))),
+        "year_1800": lambda: put("ts", pl.lit(datetime(1800, 6, 1, tzinfo=UTC))),
     }
     return df.with_columns(edits[kind]())
 
@@ -121,6 +129,12 @@ EXPECTED_CHECK = {
     "low_above": "ohlc_inconsistent",
     "negative_volume": "negative_volume",
     "duplicate_key": "duplicate_key",
+    "newline_symbol": "invalid_symbol",
+    "long_symbol": "invalid_symbol",
+    "markup_symbol": "invalid_symbol",
+    "year_9999": "implausible_ts",
+    "year_1": "implausible_ts",
+    "year_1800": "implausible_ts",
 }
 
 

@@ -37,7 +37,7 @@ def test_symbol_column_ticker_alias(write_csv):
 
 
 def test_missing_symbol_needs_the_option(write_csv):
-    with pytest.raises(InputError, match=r"a\.csv: no symbol column.*") as info:
+    with pytest.raises(InputError, match=r"a\.csv line 1: no symbol column.*") as info:
         read_bars(write_csv("a.csv", GOOD))
     assert "--symbol" in info.value.hint
 

@@ -54,9 +54,9 @@ def test_sample_first_spx_bar_and_zero_volume_quirk():
     ]
 
 
-def test_sample_validates_with_exactly_the_zero_volume_warnings():
+def test_sample_validates_with_exactly_the_zero_volume_and_market_closure_warnings():
     report = validate_bars(load_sample(), source="sample")
-    assert [(w.check, w.count) for w in report.warnings] == [("zero_volume", 2)]
+    assert [(w.check, w.count) for w in report.warnings] == [("zero_volume", 2), ("gap", 6)]
     assert [e["location"] for e in report.get("zero_volume").examples] == ["row 4114", "row 4785"]
 
 

@@ -1,0 +1,139 @@
+"""Gaps in a symbol's bars against the expected bar spacing (the ``gap`` warning).
+
+The expected spacing is an interval such as ``1d``, ``1h``, ``5m``, ``30s`` or ``1w``
+(:func:`parse_interval`); when none is given it is inferred as the median spacing of
+consecutive bars of the same symbol (:func:`infer_interval`; with fewer than ten spacings
+nothing is inferred and nothing is reported). What counts as a gap between two
+consecutive bars of one symbol:
+
+* daily bars (``1d``), and intraday bars on different UTC dates: two or more **weekdays**
+  without a bar in between. Weekends are not trading days and a single missing weekday is
+  usually an exchange holiday; both would otherwise flood the report.
+* intraday bars on the same UTC date, and bars longer than a day (``1w``): a spacing of at
+  least 1.5 intervals, i.e. at least one bar missing.
+
+Gaps are warnings, never errors: markets close (the bundled sample has SPX and IXIC closed
+four weekdays after 2001-09-11). :func:`quantcli.data.validation.check_spacing` turns the
+gaps into the ``gap`` warning.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from quantcli.errors import InputError
+
+_INTERVAL = re.compile(r"(?P<n>[1-9][0-9]{0,5})(?P<unit>[smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+_DAY_US = 86_400_000_000
+#: Weekdays in a row without a bar before daily (or overnight) spacing counts as a gap.
+MISSING_WEEKDAYS_FOR_GAP: int = 2
+
+
+def parse_interval(text: str, what: str = "--interval") -> timedelta:
+    """``"1d"``, ``"4h"``, ``"5m"``, ``"30s"``, ``"1w"`` as a :class:`~datetime.timedelta`.
+
+    Raises :class:`InputError` naming ``what`` for anything else.
+    """
+    m = _INTERVAL.fullmatch(text.lower()) if isinstance(text, str) else None
+    if m is None:
+        raise InputError(
+            f"{what} must be a count and a unit such as 1d, 1h, 5m, 30s or 1w, got {text!r}"[:200]
+        )
+    return timedelta(seconds=int(m["n"]) * _UNIT_SECONDS[m["unit"]])
+
+
+def format_interval(step: timedelta) -> str:
+    """``timedelta(days=1)`` -> ``"1d"``; a spacing no unit divides is shown in seconds."""
+    seconds = int(step.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{step.total_seconds():g}s"
+
+
+def sorted_bars(bars: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` without null keys, stably sorted by ``(symbol, ts)``."""
+    return bars.filter(pl.col("ts").is_not_null() & pl.col("symbol").is_not_null()).sort(
+        "symbol", "ts", maintain_order=True
+    )
+
+
+def _deltas(srt: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ts in us, previous bar's ts in us, True where the previous bar is the same symbol's)."""
+    ts = srt["ts"].dt.epoch("us").to_numpy()
+    sym = srt["symbol"]
+    same = (sym == sym.shift(1)).fill_null(False).to_numpy()
+    prev = np.empty_like(ts)
+    if ts.size:
+        prev[0] = ts[0]
+        prev[1:] = ts[:-1]
+    return ts, prev, same
+
+
+#: Fewer spacings than this infer nothing (the median of three spacings is noise).
+MIN_SPACINGS_TO_INFER: int = 10
+
+
+def infer_interval(bars: pl.DataFrame) -> timedelta | None:
+    """The median spacing of consecutive bars of the same symbol; ``None`` with fewer than
+    :data:`MIN_SPACINGS_TO_INFER` such pairs."""
+    ts, prev, same = _deltas(sorted_bars(bars))
+    delta = (ts - prev)[same]
+    delta = delta[delta > 0]
+    if delta.size < MIN_SPACINGS_TO_INFER:
+        return None
+    return timedelta(microseconds=int(np.median(delta)))
+
+
+def find_gaps(srt: pl.DataFrame, step: timedelta, max_details: int) -> tuple[np.ndarray, list[str]]:
+    """Row indices of ``srt`` (sorted by ``(symbol, ts)``, no nulls) that follow a gap, and a
+    description of the first ``max_details`` of them."""
+    if step <= timedelta(0):
+        raise InputError(f"`interval` must be positive, got {step}")
+    ts, prev, same = _deltas(srt)
+    step_us = step // timedelta(microseconds=1)
+    day, prev_day = ts // _DAY_US, prev // _DAY_US
+    # weekdays strictly between the two bars' UTC dates
+    between = np.zeros(ts.shape, dtype=np.int64)
+    later = same & (day > prev_day + 1)
+    if later.any():
+        between[later] = np.busday_count(
+            (prev_day[later] + 1).astype("datetime64[D]"), day[later].astype("datetime64[D]")
+        )
+    by_weekdays = same & (between >= MISSING_WEEKDAYS_FOR_GAP)
+    if step_us == _DAY_US:
+        gap = by_weekdays
+    elif step_us < _DAY_US:
+        gap = by_weekdays | (same & (day == prev_day) & (2 * (ts - prev) >= 3 * step_us))
+    else:
+        gap = same & (2 * (ts - prev) >= 3 * step_us)
+    idx = np.flatnonzero(gap)
+    label = format_interval(step)
+    details = []
+    for i in idx[:max_details].tolist():
+        before, after = srt["ts"][i - 1], srt["ts"][i]
+        if step_us <= _DAY_US and day[i] != prev_day[i]:
+            missing = f"{int(between[i])} weekday(s) without a bar"
+        else:
+            missing = f"{round((ts[i] - prev[i]) / step_us) - 1} bar(s) missing"
+        details.append(
+            f"{srt['symbol'][i]}: {missing} between {before:%Y-%m-%d %H:%M} and "
+            f"{after:%Y-%m-%d %H:%M} (interval {label})"
+        )
+    return idx, details
+
+
+__all__ = [
+    "MIN_SPACINGS_TO_INFER",
+    "MISSING_WEEKDAYS_FOR_GAP",
+    "find_gaps",
+    "format_interval",
+    "infer_interval",
+    "parse_interval",
+    "sorted_bars",
+]
