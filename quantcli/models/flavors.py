@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,16 @@ def add_standard_flavors(
     list[str]
         The file names added to ``model_dir``.
     """
-    import mlflow.onnx
     import pandas as pd
     import yaml
 
     from quantcli.models.registry import quiet_mlflow
     from quantcli.serving.onnx_export import to_onnx
 
+    with warnings.catch_warnings():
+        # importing mlflow.pyfunc warns about its own agent schemas, in ANSI yellow
+        warnings.simplefilter("ignore", UserWarning)
+        import mlflow.onnx
     quiet_mlflow()
     target = Path(model_dir)
     clash = sorted(f for f in MLFLOW_FILES if (target / f).exists())
