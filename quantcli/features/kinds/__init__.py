@@ -21,5 +21,11 @@ __all__ = ["BAR_INPUTS", "Kind", "Param", "Scope", "all_kinds", "get_kind", "reg
 from quantcli.features.kinds import (  # noqa: F401, I001
     classic,
     classic_momentum,
+    talib_overlap,
+    talib_momentum,
+    talib_oscillators,
+    talib_volume,
+    transforms,
+    cross_section,
     _legacy,
 )

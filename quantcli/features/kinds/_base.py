@@ -63,7 +63,14 @@ class Param:
     doc: str = ""
 
     def check(self, value: Any, where: str) -> Any:
-        """``value`` converted to ``self.type``; :class:`InputError` naming ``where`` if bad."""
+        """``value`` converted to ``self.type``; :class:`InputError` naming ``where`` if bad.
+
+        A ``str`` param names a feature of the same set (a transform's input, e.g.
+        ``of = "rsi_14"``); the declaration checks that the feature exists."""
+        if self.type is str:
+            if not isinstance(value, str) or not value:
+                raise InputError(f"{where}: param `{self.name}` must name a feature, got {value!r}")
+            return value
         ok_types = (int,) if self.type is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_types):
             raise InputError(

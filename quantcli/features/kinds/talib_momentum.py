@@ -1,0 +1,237 @@
+"""Window oscillators and ranges: CCI, MFI, WILLR and AROON/AROONOSC, each TA-Lib's function
+operation for operation.
+
+One stateful pass per kernel (see :mod:`quantcli.features.kinds._base`); ``state[0]`` counts
+the bars seen, window values live in ring buffers indexed by bar number modulo the window, so a
+continued build reads exactly the values a full one would. Kinds of one TA-Lib call with two
+outputs (AROON) are kinds sharing a kernel, like MACD's. The Polars twins are in
+:mod:`quantcli.features.kinds.momentum_polars`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from quantcli.features.kinds import momentum_polars as twins
+from quantcli.features.kinds._steps import NAN, is_zero
+from quantcli.features.kinds.talib_overlap import WINDOW, WINDOW2, _n, _talib, kind
+
+HLC = ("high", "low", "close")
+
+
+# --- CCI: state [j, ring(n) of typical prices] -----------------------------------------------
+@njit(cache=True, nogil=True)
+def cci_kernel(inputs, params, state, out):
+    n = int(params[0])
+    high, low, close = inputs[0], inputs[1], inputs[2]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        last = (high[i] + low[i] + close[i]) / 3.0
+        state[1 + j % n] = last
+        if j < n - 1:
+            out[0, i] = NAN
+        else:
+            # TA-Lib sums its circular buffer in slot order, not in time order
+            avg = 0.0
+            for k in range(n):
+                avg += state[1 + k]
+            avg /= n
+            dev = 0.0
+            for k in range(n):
+                dev += abs(state[1 + k] - avg)
+            diff = last - avg
+            ok = not is_zero(diff) and not is_zero(dev)
+            out[0, i] = diff / (0.015 * (dev / n)) if ok else 0.0
+        j += 1
+    state[0] = j
+
+
+kind(
+    "cci",
+    params=(WINDOW2,),
+    inputs=HLC,
+    lookback=lambda p: _n(p) - 1,
+    kernel=cci_kernel,
+    size=lambda p: 1 + _n(p),
+    polars=twins.cci,
+    talib=_talib("CCI", *HLC),
+    talib_name="CCI",
+    doc="commodity channel index of the typical price over window bars",
+)
+
+
+# --- MFI: state [j, prev_tp, pos_sum, neg_sum, ring(n) of pos, ring(n) of neg] ---------------
+@njit(cache=True, nogil=True)
+def mfi_kernel(inputs, params, state, out):
+    n = int(params[0])
+    high, low, close, volume = inputs[0], inputs[1], inputs[2], inputs[3]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        tp = (high[i] + low[i] + close[i]) / 3.0
+        if j == 0:
+            state[1] = tp
+            out[0, i] = NAN
+            j += 1
+            continue
+        slot = j % n
+        if j > n:  # the flow leaving the window
+            state[2] -= state[4 + slot]
+            state[3] -= state[4 + n + slot]
+        change = tp - state[1]
+        state[1] = tp
+        flow = tp * volume[i]
+        pos = 0.0
+        neg = 0.0
+        if change < 0.0:
+            neg = flow
+        elif change > 0.0:
+            pos = flow
+        state[2] += pos
+        state[3] += neg
+        state[4 + slot] = pos
+        state[4 + n + slot] = neg
+        if j < n:
+            out[0, i] = NAN
+        else:
+            total = state[2] + state[3]
+            # TA-Lib's MFI: 0 when less than one unit of money flowed over the window
+            out[0, i] = 0.0 if total < 1.0 else 100.0 * (state[2] / total)
+        j += 1
+    state[0] = j
+
+
+kind(
+    "mfi",
+    params=(WINDOW,),
+    inputs=(*HLC, "volume"),
+    lookback=lambda p: _n(p),
+    kernel=mfi_kernel,
+    size=lambda p: 4 + 2 * _n(p),
+    polars=twins.mfi,
+    talib=_talib("MFI", *HLC, "volume"),
+    talib_name="MFI",
+    doc="money flow index over window bars, 0..100; 0 when under 1 unit of flow",
+)
+
+
+# --- WILLR / AROON: window extremes from a ring of highs and lows -----------------------------
+@njit(cache=True, nogil=True)
+def _extremes(state, o, w, j):
+    """Highest high, lowest low of the ring (size ``w``, bars ``j-w+1 .. j``) and their bar
+    numbers; ties go to the newest bar, as TA-Lib's ``>=``/``<=`` scans."""
+    hh = -np.inf
+    ll = np.inf
+    hi = 0
+    lo = 0
+    for t in range(j - w + 1, j + 1):
+        h = state[o + t % w]
+        lw = state[o + w + t % w]
+        if h >= hh:
+            hh = h
+            hi = t
+        if lw <= ll:
+            ll = lw
+            lo = t
+    return hh, ll, hi, lo
+
+
+@njit(cache=True, nogil=True)
+def willr_kernel(inputs, params, state, out):
+    n = int(params[0])
+    high, low, close = inputs[0], inputs[1], inputs[2]
+    j = int(state[0])
+    for i in range(close.shape[0]):
+        state[1 + j % n] = high[i]
+        state[1 + n + j % n] = low[i]
+        if j < n - 1:
+            out[0, i] = NAN
+        else:
+            hh, ll, _, _ = _extremes(state, 1, n, j)
+            rng = hh - ll
+            out[0, i] = ((hh - close[i]) / rng) * -100.0 if rng != 0.0 else 0.0
+        j += 1
+    state[0] = j
+
+
+kind(
+    "willr",
+    params=(WINDOW,),
+    inputs=HLC,
+    lookback=lambda p: _n(p) - 1,
+    kernel=willr_kernel,
+    size=lambda p: 1 + 2 * _n(p),
+    polars=twins.willr,
+    talib=_talib("WILLR", *HLC),
+    talib_name="WILLR",
+    doc="Williams' %R over window bars, -100..0; 0 when high == low",
+)
+
+
+@njit(cache=True, nogil=True)
+def aroon_group(inputs, params, state, out):
+    """Rows: AROON down, AROON up, AROONOSC (window of n + 1 bars)."""
+    n = int(params[0])
+    high, low = inputs[0], inputs[1]
+    j = int(state[0])
+    w = n + 1
+    factor = 100.0 / n
+    for i in range(high.shape[0]):
+        state[1 + j % w] = high[i]
+        state[1 + w + j % w] = low[i]
+        if j < n:
+            for r in range(out.shape[0]):
+                out[r, i] = NAN
+        else:
+            _, _, hi, lo = _extremes(state, 1, w, j)
+            down = factor * (n - (j - lo))
+            up = factor * (n - (j - hi))
+            osc = factor * (hi - lo)
+            if out.shape[0] == 3:
+                out[0, i] = down
+                out[1, i] = up
+                out[2, i] = osc
+            else:
+                out[0, i] = down if params[1] == 0.0 else (up if params[1] == 1.0 else osc)
+        j += 1
+    state[0] = j
+
+
+def _aroon_kind(name: str, row: int, talib_name: str, doc: str) -> None:
+    @njit(cache=True, nogil=True)
+    def picker(inputs, params, state, out):
+        p = np.empty(2)
+        p[0] = params[0]
+        p[1] = float(row)
+        aroon_group(inputs, p, state, out)
+
+    def oracle(cols, p, _r=row):
+        import talib
+
+        if _r == 2:
+            return talib.AROONOSC(cols["high"], cols["low"], _n(p))
+        return talib.AROON(cols["high"], cols["low"], _n(p))[_r]
+
+    kind(
+        name,
+        params=(WINDOW,),
+        inputs=("high", "low"),
+        lookback=lambda p: _n(p),
+        kernel=picker,
+        size=lambda p: 1 + 2 * (_n(p) + 1),
+        polars=twins.aroon(row),
+        talib=oracle,
+        talib_name=talib_name,
+        doc=doc,
+        extra={
+            "group": "aroon",
+            "row": row,
+            "group_kernel": aroon_group,
+            "group_rows": ("aroon_down", "aroon_up", "aroonosc"),
+        },
+    )
+
+
+_aroon_kind("aroon_down", 0, "AROON", "bars since the window's lowest low, scaled 100..0")
+_aroon_kind("aroon_up", 1, "AROON", "bars since the window's highest high, scaled 100..0")
+_aroon_kind("aroonosc", 2, "AROONOSC", "aroon_up - aroon_down, -100..100")
