@@ -663,10 +663,21 @@ class OnlineFeatureStore:
         return sorted(self._entity_ts)
 
     def feature_refs(self, features: Sequence[str] | None = None) -> list[str]:
-        """``view:feature`` references; accepts bare names or full references."""
+        """``view:feature`` references; accepts bare names, full references or the view's name.
+
+        The view's name alone (``technical_features_v1``) stands for all of its features, in
+        declaration order, as Feast's feature services do.
+        """
+        if isinstance(features, str):
+            raise InputError("`features` must be a list of names, got a single string")
         names = self.decl.feature_names if features is None else list(features)
         if not names:
             raise InputError("`feature_refs` is empty: name at least one feature")
+        if self.decl.view_name in names:
+            expanded: list[str] = []
+            for n in names:
+                expanded += self.decl.feature_names if n == self.decl.view_name else [n]
+            names = list(dict.fromkeys(expanded))
         refs = []
         known = set(self.decl.feature_names)
         for n in names:
@@ -756,16 +767,21 @@ class OnlineFeatureStore:
         }
 
     def get_historical_features(
-        self, entity_df: pl.DataFrame, features: Sequence[str] | None = None
-    ) -> pl.DataFrame:
+        self, entity_df: Any, features: Sequence[str] | None = None
+    ) -> Any:
         """Point-in-time correct features for ``entity_df`` through Feast's offline store.
 
-        ``entity_df`` has ``symbol`` and ``ts`` (or ``event_timestamp``), UTC. Each row gets the
+        ``entity_df`` (polars, pandas or pyarrow) has ``symbol`` and ``ts`` (or
+        ``event_timestamp``), timezone-aware. ``features`` are feature names, ``view:feature``
+        references or the view's name for all of its features (default all). Each row gets the
         latest feature row of its symbol with feature ``ts <= `` the row's ``ts``, provided it is
         at most the TTL old; else nulls. Returns ``symbol, ts, <features>`` in ``entity_df``'s
-        row order.
+        row order: a pandas DataFrame for a pandas ``entity_df``, else polars.
         """
-        entities, ts_col = _entity_frame(entity_df)
+        from quantcli._interop import is_pandas, to_polars
+
+        as_pandas = is_pandas(entity_df)
+        entities, ts_col = _entity_frame(to_polars(entity_df, "entity_df"))
         refs = self.feature_refs(features)
         names = [r.rpartition(":")[2] for r in refs]
         pdf = entities.rename({"ts": "event_timestamp"}).to_pandas()
@@ -779,7 +795,8 @@ class OnlineFeatureStore:
             )
             .sort("__row")
         )
-        return frame.drop("__row").rename({"event_timestamp": ts_col})
+        frame = frame.drop("__row").rename({"event_timestamp": ts_col})
+        return frame.to_pandas() if as_pandas else frame
 
     def stats(self) -> dict[str, Any]:
         """Counters plus the store's identity (for ``/metrics`` and ``/health``)."""
