@@ -214,6 +214,9 @@ class DriftDetector:
         source: str = "frame",
     ) -> BaselineProfile:
         """The baseline profile (sorted sample, edges, counts) of ``features`` of a frame."""
+        from quantcli._interop import to_polars
+
+        baseline_df = to_polars(baseline_df, "baseline_df")
         names = _resolve_features(baseline_df, features, "baseline")
         summaries = _summaries(baseline_df, names)
         profiles = [profile_from_summary(s, "baseline") for s in summaries]
@@ -237,15 +240,20 @@ class DriftDetector:
         Parameters
         ----------
         baseline_df
-            The baseline window (Polars frame) or its profile.
+            The baseline window (a polars, pandas or pyarrow frame) or its profile.
         current_df
-            The current window (Polars frame).
+            The current window (a polars, pandas or pyarrow frame).
         features
             Feature columns to test; default every numeric column of the baseline except the
             keys ``symbol`` and ``ts``. Each must exist in both windows.
         timestamp
             The check's timestamp (ISO 8601); default now, UTC.
         """
+        from quantcli._interop import to_polars
+
+        if not isinstance(baseline_df, BaselineProfile) and baseline_df is not None:
+            baseline_df = to_polars(baseline_df, "baseline_df")
+        current_df = to_polars(current_df, "current_df")
         if isinstance(baseline_df, BaselineProfile):
             profile = baseline_df
             names = list(features) if features is not None else list(profile.features)

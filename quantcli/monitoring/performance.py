@@ -187,6 +187,9 @@ class PerformanceMonitor:
         Columns ``ts``, ``prediction``, and optionally ``actual`` (null until known) and
         ``symbol`` (needed to attach outcomes later with :meth:`record_outcomes`).
         """
+        from quantcli._interop import to_polars
+
+        frame = to_polars(frame, "frame")
         missing = [c for c in ("ts", "prediction") if c not in frame.columns]
         if missing:
             raise InputError(
