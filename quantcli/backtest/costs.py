@@ -143,10 +143,12 @@ def rolling_std(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def atr_over_close(high: np.ndarray, low: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
-    """Wilder's ATR (``alpha = 1/window``, seeded with the mean of the first ``window`` true
-    ranges) over the close, per column of ``(bars, symbols)`` arrays; NaN before the seed."""
+    """Wilder's ATR over the close, per column of ``(bars, symbols)`` arrays (TA-Lib's ATR: the
+    first value is the mean of the first ``window`` true ranges, then ``alpha = 1/window``);
+    NaN before it. A missing bar (NaN) keeps the previous ATR."""
     prev = np.vstack([np.full((1, close.shape[1]), np.nan), close[:-1]])
-    tr = np.fmax(high - low, np.fmax(np.abs(high - prev), np.abs(low - prev)))
+    # a true range needs the previous close: none on a symbol's first bar (TA-Lib's convention)
+    tr = np.maximum(high - low, np.maximum(np.abs(high - prev), np.abs(low - prev)))
     out = np.full(close.shape, np.nan)
     for j in range(close.shape[1]):
         col = tr[:, j]

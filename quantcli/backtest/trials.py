@@ -116,7 +116,7 @@ class TrialLog:
 
     def record(self, model_name: str, trials: Sequence[Trial]) -> None:
         """Record ``trials`` under ``model_name``; a known trial id gets its new Sharpe ratio."""
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import Metric
 
         if not model_name or not model_name.strip():
             raise InputError("a trial needs a model name", hint="pass --model NAME")
@@ -126,6 +126,7 @@ class TrialLog:
             if not math.isfinite(trial.sharpe_per_period):
                 continue
             run_id = existing.get(trial.trial_id)
+            step = 0
             if run_id is None:
                 tags = {
                     TAG_MODEL: model_name,
@@ -133,11 +134,10 @@ class TrialLog:
                     TAG_ID: trial.trial_id,
                     TAG_CONFIG: json.dumps(trial.config, sort_keys=True, default=str)[:5000],
                 }
-                run = self.client.create_run(exp_id, run_name=f"trial-{trial.trial_id}")
+                run = self.client.create_run(exp_id, run_name=f"trial-{trial.trial_id}", tags=tags)
                 run_id = run.info.run_id
-                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-                self.client.set_terminated(run_id, "FINISHED")
-            step = len(self.client.get_metric_history(run_id, METRIC))
+            else:  # the trial's history keeps every outcome; the latest counts
+                step = len(self.client.get_metric_history(run_id, METRIC))
             now = _now_ms()
             self.client.log_batch(
                 run_id,
@@ -146,6 +146,8 @@ class TrialLog:
                     Metric("n_periods", float(trial.n_periods), now, step),
                 ],
             )
+            if step == 0:
+                self.client.set_terminated(run_id, "FINISHED")
 
 
 def _now_ms() -> int:
