@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quantcli.cli._choices import Executor, Grid
 from quantcli.cli._common import JsonOpt, emit, progress, stdout
 
 app = typer.Typer(
@@ -44,19 +45,32 @@ def _render(out: dict[str, Any]):
         summary.add_column("metric", style="bold")
         summary.add_column("value", justify="right")
         rows = [
-            ("Sharpe, annualized (gated path)", _f(m["sharpe"])),
-            ("PSR (vs SR = 0)", _f(m["psr"], ".4f")),
-            (f"DSR ({m['n_trials']} trial(s))", _f(m["dsr"], ".4f")),
-            ("PBO (CSCV over the grid)", _f(m["pbo"], ".3f")),
-            ("max drawdown (gated path)", _f(m["max_drawdown"], ".2%")),
-            ("annual return (gated path)", _f(m["annual_return"], ".2%")),
-            ("win rate (gated path)", _f(m["win_rate"], ".2%")),
+            (
+                "Sharpe net / gross, annualized (gated path)",
+                f"{_f(m['sharpe'])} / {_f(m['gross_sharpe'])}",
+            ),
+            ("PSR (net, vs SR = 0)", _f(m["psr"], ".4f")),
+            (f"DSR (net, {m['n_trials']} trial(s))", _f(m["dsr"], ".4f")),
+            ("PBO (CSCV over the grid, net)", _f(m["pbo"], ".3f")),
+            ("max drawdown (net, gated path)", _f(m["max_drawdown"], ".2%")),
+            (
+                "annual return net / gross (gated path)",
+                f"{_f(m['annual_return'], '.2%')} / {_f(m['gross_annual_return'], '.2%')}",
+            ),
+            (
+                "equity net / gross (gated path, from 1)",
+                f"{_f(m['net_equity_final'])} / {_f(m['gross_equity_final'])}",
+            ),
+            ("turnover (x capital a year)", _f(m["turnover_annual"], ".1f")),
+            ("cost drag (a year)", _f(m["cost_drag_annual"], ".2%")),
+            ("break-even cost (bps per unit traded)", _f(m["break_even_cost_bps"], ".1f")),
+            ("win rate (net, gated path)", _f(m["win_rate"], ".2%")),
             ("min track record (periods)", _f(m["min_trl"], ".1f")),
             (
-                "path Sharpe median / min / max",
+                "path net Sharpe median / min / max",
                 f"{_f(m['sharpe_median'])} / {_f(m['sharpe_min'])} / {_f(m['sharpe_max'])}",
             ),
-            ("worst path drawdown", _f(m["max_drawdown_worst"], ".2%")),
+            ("worst path drawdown (net)", _f(m["max_drawdown_worst"], ".2%")),
             (
                 "fold IC mean / RMSE mean",
                 f"{_f(m['ic_mean'], '.4f')} / {_f(m['rmse_mean'], '.4f')}",
@@ -66,23 +80,27 @@ def _render(out: dict[str, Any]):
         for key, value in rows:
             summary.add_row(key, value)
         console.print(summary)
+        console.print(f"strategy: {out['strategy']['rule']}")
 
-        paths = Table(title="Backtest paths")
-        for col in ("path", "Sharpe", "PSR", "max DD", "annual return", "win rate"):
+        paths = Table(title="Backtest paths (net of costs; gross beside)")
+        cols = ("path", "net Sharpe", "gross Sharpe", "PSR", "max DD", "annual return")
+        for col in (*cols, "turnover/yr", "cost drag"):
             paths.add_column(col, justify="right")
         for p in out["paths"]:
             paths.add_row(
                 str(p["path"]) + (" *" if p["path"] == m["gated_path"] else ""),
                 _f(p["sharpe"]),
+                _f(p["gross_sharpe"]),
                 _f(p["psr"], ".4f"),
                 _f(p["max_drawdown"], ".2%"),
                 _f(p["annual_return"], ".2%"),
-                _f(p["win_rate"], ".2%"),
+                _f(p["turnover_annual"], ".1f"),
+                _f(p["cost_drag_annual"], ".2%"),
             )
         console.print(paths)
         if len(out["grid"]) > 1:
             grid = Table(title="Grid (the trials of DSR and PBO)")
-            for col in ("config", "params", "median path Sharpe", "IC mean"):
+            for col in ("config", "params", "median path net Sharpe", "IC mean"):
                 grid.add_column(col)
             for g in out["grid"]:
                 mark = " *" if g["config"] == out["selected_config"] else ""
@@ -121,8 +139,26 @@ def cpcv(
         typer.Option("--purge-pct", help="Extra gap before each test block, share of bars (0)."),
     ] = None,
     grid: Annotated[
-        str, typer.Option("--grid", help="Parameter grid: none (1 trial) or small (4 trials).")
-    ] = "none",
+        Grid,
+        typer.Option(
+            "--grid", help="Parameter grid: small (4 trials, gives PBO) or none (1 trial)."
+        ),
+    ] = Grid.small,
+    model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Name whose trials DSR counts: every configuration backtested under it, "
+            "recorded in MLflow (default: <feature-set>-<label>).",
+        ),
+    ] = None,
+    record_trials: Annotated[
+        bool,
+        typer.Option(
+            "--trials/--no-trials",
+            help="Record this run's configurations as trials and deflate DSR by all of them.",
+        ),
+    ] = True,
     seed: Annotated[
         int | None, typer.Option("--seed", help="LightGBM seed (default: [lightgbm] seed, 42).")
     ] = None,
@@ -142,20 +178,22 @@ def cpcv(
         typer.Option("--report-dir", help="Report directory (default: $QCLI_HOME/reports/...)."),
     ] = None,
     executor: Annotated[
-        str, typer.Option("--executor", help="Run the splits locally or on Ray.")
-    ] = "local",
+        Executor, typer.Option("--executor", help="Run the splits locally or on Ray.")
+    ] = Executor.local,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster address (with ray).")
     ] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Backtest a LightGBM model on stored features with combinatorial purged CV.
+    """Backtest a LightGBM model on stored features with combinatorial purged CV, net of costs.
 
     Each CPCV split trains a fresh model on purged, embargoed rows and
     predicts its test groups; predictions recombine into k/N * C(N, k)
-    backtest paths. Strategy: position = sign(prediction), equal weight
-    across symbols, held one bar, earning fwd_return_1d. The gates judge
-    the median-Sharpe path; DSR and PBO account for the grid's trials.
+    backtest paths. Strategy: the [strategy] construction (sign, rank
+    long/short or vol_target), rebalanced every label horizon (5 bars for
+    fwd_return_5d), net of the [costs] commission, half-spread, slippage
+    and borrow. The gates judge the median net-Sharpe path; DSR counts
+    every configuration recorded under --model, PBO the grid's.
 
     Exit code 0 when the gates pass, 1 when they fail (reasons on stderr,
     the JSON result still on stdout with --json), 2 on bad input.
@@ -164,7 +202,9 @@ def cpcv(
 
         qcli backtest cpcv
 
-        qcli backtest cpcv --label fwd_return_1d --n-groups 8 --grid small --json
+        qcli backtest cpcv --label fwd_return_1d --n-groups 8 --grid none --json
+
+        qcli backtest cpcv --config costs.toml --model momentum-v2
 
         qcli backtest cpcv --min-sharpe 1.0 --max-drawdown -0.25 --report-dir ./bt
     """
@@ -181,20 +221,24 @@ def cpcv(
     ):
         if value is not None:
             cfg["cpcv"][key] = value
+    feature_set = feature_set or cfg["features"]["feature_set"]
+    label = label or cfg["label"]["name"]
+    name = (model_name or f"{feature_set}-{label}") if record_trials else None
     with progress(json_mode) as bar:
         task = bar.add_task("CPCV splits", total=None)
         out = backtest_stored_features(
-            feature_set=feature_set or cfg["features"]["feature_set"],
-            label=label or cfg["label"]["name"],
+            feature_set=feature_set,
+            label=label,
+            model_name=name,
             cfg=cfg,
-            grid=grid,
+            grid=grid.value,
             seed=int(cfg["lightgbm"].get("seed", 42)) if seed is None else seed,
             gate_overrides={
                 "min_sharpe": min_sharpe,
                 "min_psr": min_psr,
                 "max_drawdown": max_drawdown,
             },
-            executor=executor,
+            executor=executor.value,
             ray_address=ray_address,
             report_dir=report_dir,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
