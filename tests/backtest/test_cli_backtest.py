@@ -13,10 +13,13 @@ import pytest
 SMALL_TOML = "[lightgbm]\nn_estimators = 30\nnum_leaves = 7\nmin_child_samples = 20\n"
 
 
-def _store(home: Path, n_symbols: int, seed: int, ar1: float) -> Path:
-    """Ingest a synthetic universe and build technical_v1 into ``home`` (a fresh $QCLI_HOME).
+def _store(home: Path, n_symbols: int, seed: int, ar1: float, mlflow_db: Path) -> Path:
+    """Ingest a synthetic universe and build technical_v1 into ``home`` (a fresh $QCLI_HOME),
+    with an empty migrated MLflow store (where the trials go).
 
     In this process (a fresh interpreter would spend seconds on imports for a fixture)."""
+    import shutil
+
     from quantcli.data.ingest import ingest_frame
     from quantcli.data.synthetic import synthetic_universe
     from quantcli.features.build import build_features
@@ -26,17 +29,22 @@ def _store(home: Path, n_symbols: int, seed: int, ar1: float) -> Path:
         ingest_frame(synthetic_universe(n_symbols, 600, seed=seed, ar1=ar1))
         build_features()
     (home / "small.toml").write_text(SMALL_TOML)
+    shutil.copyfile(mlflow_db, home / "mlflow.db")
     return home
 
 
 @pytest.fixture(scope="module")
-def signal_home(tmp_path_factory) -> Path:
-    return _store(tmp_path_factory.mktemp("signal"), 8, seed=3, ar1=0.4)
+def signal_home(tmp_path_factory, mlflow_template_db) -> Path:
+    return _store(
+        tmp_path_factory.mktemp("signal"), 8, seed=3, ar1=0.4, mlflow_db=mlflow_template_db
+    )
 
 
 @pytest.fixture(scope="module")
-def noise_home(tmp_path_factory) -> Path:
-    return _store(tmp_path_factory.mktemp("noise"), 6, seed=5, ar1=0.0)
+def noise_home(tmp_path_factory, mlflow_template_db) -> Path:
+    return _store(
+        tmp_path_factory.mktemp("noise"), 6, seed=5, ar1=0.0, mlflow_db=mlflow_template_db
+    )
 
 
 def qcli(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -66,12 +74,32 @@ def test_planted_signal_passes_with_report_and_same_bytes_twice(signal_home, cap
         "n_splits": 15,
         "n_paths": 5,
     }
-    assert len(out["paths"]) == 5 and len(out["fold_metrics"]) == 15
+    # the default grid: 4 configurations, so PBO is computed and DSR deflates by 4 trials
+    assert len(out["paths"]) == 5 and len(out["fold_metrics"]) == 15 * 4
+    assert out["metrics"]["n_trials"] == 4 and 0.0 <= out["metrics"]["pbo"] <= 1.0
+    assert out["metrics"]["dsr"] < out["metrics"]["psr"]
+    assert out["metrics"]["trial_model"] == "technical_v1-fwd_return_5d"
+    # net of the default costs, one horizon: rebalanced every 5 bars for the 5-day label
     assert out["strategy"]["return_source"] == "fwd_return_1d"
+    assert out["strategy"]["holding_bars"] == out["strategy"]["label_horizon_bars"] == 5
+    assert out["strategy"]["costs"]["commission_bps"] == 1.0
+    m = out["metrics"]
+    assert m["gross_sharpe"] > m["sharpe"] and m["cost_drag_annual"] > 0
+    assert m["turnover_annual"] > 0 and m["break_even_cost_bps"] > 5.0
+    for p in out["paths"]:
+        assert p["gross_sharpe"] > p["sharpe"] and p["turnover_annual"] > 0
     report = Path(out["report"]["dir"])
     assert report.parent == signal_home / "reports" and report.name.startswith("backtest-")
     for name in ("equity.png", "drawdowns.png", "sharpe_distribution.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (report / "report.html").read_text()
+    for text in ("net Sharpe", "gross Sharpe", "turnover", "cost drag", "break-even cost"):
+        assert text in html
+    assert html.count("data:image/png;base64,") == 3
+    csv_head = (report / "path_returns.csv").read_text().splitlines()[0]
+    assert csv_head.split(",") == ["ts", *[f"path_{p}" for p in range(5)]] + [
+        f"gross_{p}" for p in range(5)
+    ]
     saved = json.loads((report / "metrics.json").read_text())
     assert saved["metrics"]["sharpe"] == out["metrics"]["sharpe"]
     png = (report / "equity.png").read_bytes()
@@ -107,6 +135,9 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
         str(noise_home / "small.toml"),
         "--n-groups",
         "4",
+        "--grid",
+        "none",
+        "--no-trials",
         "--report-dir",
         str(tmp_path / "bt"),
         "--json",
@@ -127,6 +158,9 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
         str(noise_home / "small.toml"),
         "--n-groups",
         "4",
+        "--grid",
+        "none",
+        "--no-trials",
         "--min-sharpe",
         "-5",
         "--min-psr",
@@ -140,13 +174,15 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
     )
     assert code == 0, stderr
     assert "PASS" in stdout and "Backtest paths" in stdout
+    for text in ("Sharpe net / gross", "turnover", "cost drag", "break-even cost", "net Sharpe"):
+        assert text in stdout
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--n-groups", "1"), "`n_groups` must be an integer of at least 2, got `n_groups=1`"),
-        (("--grid", "huge"), "unknown --grid 'huge'"),
+        (("--grid", "huge"), "Invalid value for '--grid'"),
         (("--embargo-pct", "2"), "`embargo_pct` must be a fraction in [0, 1)"),
         (("--label", "fwd_return_9d"), "unknown label 'fwd_return_9d'"),
         (("--max-drawdown", "0.2"), "`max_drawdown` must be a negative fraction"),
@@ -171,3 +207,31 @@ def test_empty_home_says_what_to_run(tmp_path, capsys, monkeypatch):
     code, _, stderr = qcli_in_process(tmp_path, capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2
     assert "Error:" in stderr and "Hint:" in stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[costs]\nslippage = "vwap"\n', "[costs] slippage must be one of fixed, volatility, atr"),
+        ("[costs]\ncommission_bps = -1\n", "[costs] commission_bps must be in [0, 1000]"),
+        ('[strategy]\nconstruction = "kelly"\n', "[strategy] construction must be one of"),
+        ("[strategy]\ntarget_vol = 0\n", "[strategy] target_vol must be in (0, 5]"),
+    ],
+)
+def test_bad_costs_or_strategy_config_exits_2(
+    noise_home, toml, message, tmp_path, capsys, monkeypatch
+):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    code, stdout, stderr = qcli_in_process(
+        noise_home,
+        "--config",
+        str(path),
+        "--report-dir",
+        str(tmp_path / "bt"),
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
+    assert (code, stdout) == (2, "")
+    assert f"Error: {path}: {message}" in stderr
+    assert not (tmp_path / "bt").exists()
