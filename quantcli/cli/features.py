@@ -15,6 +15,29 @@ from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(help="Build, inspect and materialize feature sets.", no_args_is_help=True)
 
+
+@app.callback()
+def _defs(
+    defs: Annotated[
+        str | None,
+        typer.Option(
+            "--defs",
+            metavar="DIR",
+            help="A directory of user feature sets (<name>.toml), searched before "
+            "$QCLI_HOME/feature_defs and the bundled sets; also QCLI_FEATURE_DEFS.",
+        ),
+    ] = None,
+) -> None:
+    """Build, inspect and materialize feature sets; write and check your own."""
+    if defs:
+        import os
+
+        from quantcli.resources import ENV_FEATURE_DEFS
+
+        prior = os.environ.get(ENV_FEATURE_DEFS)
+        os.environ[ENV_FEATURE_DEFS] = os.pathsep.join(p for p in (defs, prior) if p)
+
+
 FeatureSetOpt = Annotated[
     str, typer.Option("--feature-set", help="Declaration under feature_defs/ (e.g. technical_v1).")
 ]
@@ -165,15 +188,32 @@ def build_cmd(
 
 
 @app.command("list")
-def list_cmd(feature_set: FeatureSetOpt = "technical_v1", json_mode: JsonOpt = False) -> None:
+def list_cmd(
+    feature_set: FeatureSetOpt = "technical_v1",
+    all_sets: Annotated[
+        bool, typer.Option("--all", help="List every visible feature set (user sets first).")
+    ] = False,
+    kinds: Annotated[
+        bool, typer.Option("--kinds", help="List every feature kind with its params.")
+    ] = False,
+    json_mode: JsonOpt = False,
+) -> None:
     """List the features of a feature set and the state of its table.
+
+    With --all, every feature set quantcli can see (user directories first, then the bundled
+    ones); with --kinds, every kind a declaration may use, its params and TA-Lib counterpart.
 
     Examples:
 
         qcli features list
 
-        qcli features list --json
+        qcli features list --all
+
+        qcli features --defs ./my_defs list --kinds --json
     """
+    if all_sets or kinds:
+        _list_catalog(all_sets, kinds, json_mode)
+        return
     from quantcli.features.inspect import describe_feature_set
 
     result = describe_feature_set(feature_set)
@@ -242,4 +282,122 @@ def show_cmd(
         con.print(table)
 
     note(f"{len(result['rows'])} rows of {symbol}", json_mode)
+    emit(result, json_mode, render)
+
+
+def _list_catalog(all_sets: bool, kinds: bool, json_mode: bool) -> None:
+    from quantcli.features.authoring import list_feature_sets
+    from quantcli.features.reference import kind_catalog
+
+    result: dict[str, Any] = {}
+    if all_sets:
+        result["feature_sets"] = list_feature_sets()
+    if kinds:
+        result["kinds"] = kind_catalog()
+
+    def render(con) -> None:
+        from rich.table import Table
+
+        if all_sets:
+            table = Table(title="Feature sets")
+            for col in ("name", "origin", "version", "table", "frequency", "features", "path"):
+                table.add_column(col)
+            for row in result["feature_sets"]:
+                if "error" in row:
+                    table.add_row(row["name"], row["origin"], "", "", "", "", row["error"])
+                    continue
+                table.add_row(
+                    *(
+                        str(row[c])
+                        for c in (
+                            "name",
+                            "origin",
+                            "version",
+                            "table",
+                            "frequency",
+                            "features",
+                            "path",
+                        )
+                    )
+                )
+            con.print(table)
+        if kinds:
+            table = Table(title="Feature kinds")
+            for col in ("kind", "reads", "params", "TA-Lib", "description"):
+                table.add_column(col)
+            for k in result["kinds"]:
+                table.add_row(k["kind"], k["reads"], k["params"], k["talib"], k["doc"])
+            con.print(table)
+
+    emit(result, json_mode, render)
+
+
+@app.command("new")
+def new_cmd(
+    name: Annotated[str, typer.Argument(help="<family>_v<version>, e.g. desk_fx_v1.")],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="Start from this feature set's declaration (e.g. technical_v1)."
+        ),
+    ] = None,
+    directory: Annotated[
+        str | None,
+        typer.Option(
+            "--dir", help="Where to write (default: --defs, else $QCLI_HOME/feature_defs)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Write a starting feature-set file NAME.toml that passes `qcli features check`.
+
+    Without --from the file declares a few features of the TA-Lib and transform kinds, a label
+    and the bar frequency, with comments; edit it, then `qcli features check` it and
+    `qcli features build --feature-set NAME`.
+
+    Examples:
+
+        qcli features new desk_v1
+
+        qcli features new desk_v2 --from technical_v1
+
+        qcli features --defs ./feature_defs new fx_hourly_v1 --json
+    """
+    from quantcli.features.authoring import new_feature_set
+
+    result = new_feature_set(name, source=source, directory=directory, force=force)
+    note(
+        f"wrote {result['path']} ({result['features']} features, table {result['table']})",
+        json_mode,
+    )
+    emit(result, json_mode, lambda con: con.print(result["path"]))
+
+
+@app.command("check")
+def check_cmd(
+    path: Annotated[str, typer.Argument(help="The feature-set file (.toml) to check.")],
+    json_mode: JsonOpt = False,
+) -> None:
+    """Check a feature-set file: kinds, params, names, references, frequency, labels.
+
+    Exit 0 when it loads; exit 2 with one line naming the file, the line and the key otherwise.
+
+    Examples:
+
+        qcli features check ~/.qcli/feature_defs/desk_v1.toml
+
+        qcli features check desk_v1.toml --json
+    """
+    from quantcli.features.authoring import check_feature_set_file
+
+    result = check_feature_set_file(path)
+
+    def render(con) -> None:
+        con.print(
+            f"{path}: ok -- {len(result['features'])} features, table {result['table']}, "
+            f"frequency {result['frequency']} ({result['periods_per_year']:g} periods/year), "
+            f"warm-up {result['warmup']} bars"
+        )
+
     emit(result, json_mode, render)

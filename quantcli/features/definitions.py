@@ -306,7 +306,7 @@ def _check_feature(
     if not isinstance(raw, dict):
         raise InputError(_where(path, line, f"[[features]] #{i + 1} must be a table"))
     label = f"[[features]] #{i + 1}" + (f" ({raw['name']})" if "name" in raw else "")
-    for key in ("name", "kind", "description"):
+    for key in ("name", "kind"):
         if key not in raw:
             raise InputError(_where(path, line, f"{label}: missing key `{key}`"))
     for key in sorted(set(raw) - _FEATURE_KEYS):
@@ -388,7 +388,7 @@ def _check_feature(
         kind=kind.name,
         params=params,
         dtype=dtype,
-        description=str(raw["description"]),
+        description=str(raw.get("description", kind.doc)),
         talib=str(raw.get("talib", kind.talib_name)),
         output=output,
         lookback=lookback,

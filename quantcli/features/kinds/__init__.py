@@ -16,8 +16,7 @@ from quantcli.features.kinds._base import (
 
 __all__ = ["BAR_INPUTS", "Kind", "Param", "Scope", "all_kinds", "get_kind", "register"]
 
-# Kind modules register on import. _legacy comes last: it only fills technical_v1's kinds that
-# no module above registered yet.
+# Kind modules register on import.
 from quantcli.features.kinds import (  # noqa: F401, I001
     classic,
     classic_momentum,
@@ -27,5 +26,4 @@ from quantcli.features.kinds import (  # noqa: F401, I001
     talib_volume,
     transforms,
     cross_section,
-    _legacy,
 )

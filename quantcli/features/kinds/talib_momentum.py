@@ -111,6 +111,10 @@ kind(
     polars=twins.mfi,
     talib=_talib("MFI", *HLC, "volume"),
     talib_name="MFI",
+    extra={
+        "parity": "TA-Lib clears the rounding residue its money-flow sums keep after a flat "
+        "or zero-volume stretch; here it stays (below 1e-9 of the 0..100 scale)"
+    },
     doc="money flow index over window bars, 0..100; 0 when under 1 unit of flow",
 )
 

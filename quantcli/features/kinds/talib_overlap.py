@@ -115,6 +115,7 @@ kind(
     polars=twins.wma,
     talib=_talib("WMA", "close"),
     talib_name="WMA",
+    extra={"parity": "TA-Lib's weighted running sum is not reproduced to the last bit"},
     doc="linearly weighted moving average of close (weights 1..window, newest heaviest)",
 )
 
@@ -396,5 +397,6 @@ kind(
     polars=twins.linearreg_slope,
     talib=_talib("LINEARREG_SLOPE", "close"),
     talib_name="LINEARREG_SLOPE",
+    extra={"parity": "TA-Lib's summation order of the window's sums is not reproduced"},
     doc="slope of the least-squares line through the last window closes, price per bar",
 )

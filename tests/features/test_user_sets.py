@@ -1,0 +1,236 @@
+"""User feature sets: where they are found, `qcli features new | check | list --all`, errors
+naming file, line and key, the declaration hash that keeps a released version from changing,
+frequency defaults, and the generated kind reference in docs/features.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from quantcli.cli import main
+from quantcli.data.ingest import ingest_frame
+from quantcli.data.synthetic import synthetic_universe
+from quantcli.errors import InputError, NotFoundError
+from quantcli.features import load_feature_set
+from quantcli.features.definitions import default_periods_per_year, parse_feature_set
+from quantcli.features.reference import BEGIN, END, kinds_markdown
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "features.md"
+
+SMALL = """[feature_set]
+name = "desk"
+version = 1
+table = "desk_features_v1"
+frequency = "1h"
+
+[[features]]
+name = "ema_5"
+kind = "ema"
+params = { window = 5 }
+
+[[features]]
+name = "cci_5"
+kind = "cci"
+params = { window = 5 }
+
+[[features]]
+name = "cci_5_lag"
+kind = "lag"
+params = { of = "cci_5", periods = 2 }
+
+[[labels]]
+name = "fwd_1"
+kind = "forward_return"
+params = { horizon = 1 }
+"""
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_user_sets_are_found_in_qcli_home_and_named_directories_first(qcli_home, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    _write(qcli_home / "feature_defs", "desk_v1", SMALL)
+    fs = load_feature_set("desk_v1")
+    assert fs.path == qcli_home / "feature_defs" / "desk_v1.toml"
+    assert (fs.frequency, fs.interval, fs.periods_per_year) == ("1h", timedelta(hours=1), 6048.0)
+    assert [f.lookback for f in fs.features] == [4, 4, 6] and fs.warmup == 6
+    other = _write(
+        tmp_path / "mine",
+        "desk_v1",
+        SMALL.replace(
+            'window = 5 }\n\n[[features]]\nname = "cci_5"',
+            'window = 7 }\n\n[[features]]\nname = "cci_5"',
+        ),
+    )
+    monkeypatch.setenv("QCLI_FEATURE_DEFS", str(other.parent))
+    assert load_feature_set("desk_v1").path == other  # the named directory comes first
+    assert load_feature_set("desk_v1").features[0].params == {"window": 7}
+    assert load_feature_set("technical_v1").bundled
+
+
+def test_a_user_set_named_like_a_bundled_one_is_refused(qcli_home):
+    _write(qcli_home / "feature_defs", "technical_v1", SMALL)
+    with pytest.raises(InputError, match=r"technical_v1\.toml: feature set 'technical_v1' clashes"):
+        load_feature_set("technical_v1")
+
+
+def test_a_named_directory_that_does_not_exist_is_an_error(qcli_home, monkeypatch):
+    monkeypatch.setenv("QCLI_FEATURE_DEFS", str(qcli_home / "nope"))
+    with pytest.raises(InputError, match=r"QCLI_FEATURE_DEFS / --defs: .*nope is not a directory"):
+        load_feature_set("desk_v1")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ('kind = "cci"', 'kind = "ccx"'),
+            r":14: \[\[features\]\] #2 \(cci_5\): key `kind`: "
+            r"unknown feature kind 'ccx'",
+        ),
+        (
+            (
+                'window = 5 }\n\n[[features]]\nname = "cci_5"',
+                'window = 0 }\n\n[[features]]\nname = "cci_5"',
+            ),
+            r":10: \[\[features\]\] #1 \(ema_5\): key `params`: param `window` "
+            r"must be >= 2, got 0",
+        ),
+        (
+            ('of = "cci_5"', 'of = "rsi_14"'),
+            r":20: .*key `params` names feature 'rsi_14', which "
+            r"is not declared before it",
+        ),
+        (
+            ('frequency = "1h"', 'frequency = "hourly"'),
+            r":5: \[feature_set\]: key `frequency`: "
+            r"must be a bar interval",
+        ),
+        (
+            ("horizon = 1", "horizon = 0"),
+            r":25: label 'fwd_1': key `params.horizon` must be an "
+            r"integer >= 1 \(bars\)",
+        ),
+        (('name = "cci_5_lag"', 'name = "cci_5"'), r":18: duplicate feature name 'cci_5'"),
+        (
+            ("[[labels]]", 'colour = "red"\n\n[[labels]]'),
+            r":22: \[\[features\]\] #3 "
+            r"\(cci_5_lag\): unknown key `colour`",
+        ),
+    ],
+)
+def test_check_names_file_line_and_key(tmp_path, edit, message):
+    path = _write(tmp_path, "desk_v1", SMALL.replace(*edit))
+    with pytest.raises(InputError, match=re.escape(str(path)) + message):
+        parse_feature_set(path)
+
+
+def test_cli_new_check_list_and_the_exit_code_of_a_bad_file(qcli_home, capsys):
+    code, out, _ = run(capsys, "features", "new", "desk_v1", "--json")
+    written = json.loads(out)
+    assert code == 0 and written["path"] == str(qcli_home / "feature_defs" / "desk_v1.toml")
+    code, out, _ = run(capsys, "features", "check", written["path"], "--json")
+    checked = json.loads(out)
+    assert code == 0 and checked["table"] == "desk_features_v1" and checked["warmup"] == 62
+
+    code, out, _ = run(capsys, "features", "new", "copy_v2", "--from", "technical_v1", "--json")
+    copy = load_feature_set("copy_v2")
+    assert code == 0 and (copy.table, copy.version) == ("copy_features_v2", 2)
+    assert copy.feature_hashes() == load_feature_set("technical_v1").feature_hashes()
+
+    code, _, err = run(capsys, "features", "new", "desk_v1")  # exists
+    assert code == 2 and "already exists" in err
+    code, _, err = run(capsys, "features", "new", "technical_v1")
+    assert code == 2 and "bundled feature set" in err
+
+    bad = Path(written["path"])
+    bad.write_text(bad.read_text().replace('kind = "cci"', 'kind = "cci2"'))
+    code, out, err = run(capsys, "features", "check", str(bad))
+    assert code == 2 and out == ""
+    assert re.search(rf"{re.escape(str(bad))}:\d+: \[\[features\]\] #2 \(cci_14\): key `kind`", err)
+
+    code, out, _ = run(capsys, "features", "list", "--all", "--json")
+    sets = {s["name"]: s for s in json.loads(out)["feature_sets"]}
+    assert sets["technical_v1"]["origin"] == "bundled" and sets["copy_v2"]["origin"] == "user"
+    assert "cci2" in sets["desk_v1"]["error"]
+
+
+def test_cli_defs_option_names_a_directory(qcli_home, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("QCLI_FEATURE_DEFS", raising=False)
+    _write(tmp_path / "d", "desk_v1", SMALL)
+    code, out, _ = run(
+        capsys,
+        "features",
+        "--defs",
+        str(tmp_path / "d"),
+        "list",
+        "--feature-set",
+        "desk_v1",
+        "--json",
+    )
+    os.environ.pop("QCLI_FEATURE_DEFS", None)
+    assert code == 0 and [f["name"] for f in json.loads(out)["features"]][2] == "cci_5_lag"
+
+
+def test_a_released_version_cannot_change_silently(qcli_home, capsys):
+    ingest_frame(synthetic_universe(2, 60, seed=3))
+    path = _write(qcli_home / "feature_defs", "desk_v1", SMALL)
+    code, out, _ = run(capsys, "features", "build", "--feature-set", "desk_v1", "--json")
+    assert code == 0 and json.loads(out)["rows_written"] == 2 * (60 - 6)
+    # a reworded description is not a new definition
+    path.write_text(
+        SMALL.replace(
+            'params = { window = 5 }\n\n[[features]]\nname = "cci_5"',
+            'params = { window = 5 }\ndescription = "reworded"\n\n[[features]]\nname = "cci_5"',
+        )
+    )
+    code, _, _ = run(capsys, "features", "build", "--feature-set", "desk_v1", "--json")
+    assert code == 0
+    path.write_text(
+        SMALL.replace(
+            'kind = "cci"\nparams = { window = 5 }', 'kind = "cci"\nparams = { window = 6 }'
+        )
+    )
+    code, out, err = run(capsys, "features", "build", "--feature-set", "desk_v1")
+    assert code == 2 and out == ""
+    assert "version 1 was built with another definition (changed: cci_5, cci_5_lag)" in err
+    assert "desk_v2.toml" in err
+
+
+def test_frequency_defaults():
+    assert default_periods_per_year(timedelta(days=1)) == 252
+    assert default_periods_per_year(timedelta(weeks=1)) == 52
+    assert default_periods_per_year(timedelta(minutes=5)) == 252 * 288
+    with pytest.raises(NotFoundError, match="unknown feature set 'nope_v1'"):
+        load_feature_set("nope_v1")
+
+
+def test_docs_kind_reference_is_generated_from_the_registry():
+    text = DOCS.read_text()
+    section = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert section == "\n" + kinds_markdown()
+
+
+def test_docs_worked_user_set_is_a_valid_declaration(tmp_path):
+    text = DOCS.read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "fx_hourly" in b)
+    fs = parse_feature_set(_write(tmp_path, "fx_hourly_v1", block))
+    assert (fs.frequency, fs.periods_per_year, len(fs.features)) == ("1h", 6240.0, 7)
+    assert fs.feature("cci_20_z").lookback == 19 + 119
