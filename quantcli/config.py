@@ -198,6 +198,23 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # gate verdicts `qcli model promote` requires (quantcli.models.tags)
     "registry": {"required_verdicts": ["backtest", "parity", "scan"]},
+    # `qcli serve` (quantcli.serving.follow.ServingConfig checks these)
+    "serving": {
+        "poll_interval_s": 2.0,  # how often a service re-reads its alias, rollout and halt
+        "max_body_bytes": 1_000_000,  # larger /predict bodies get 413, refused while reading
+        "shadow_queue": 10_000,  # requests waiting for the shadow model; beyond: dropped, counted
+    },
+    # alert delivery (quantcli.monitoring.alerts.AlertConfig checks these); "" disables a route,
+    # "env:NAME" reads the webhook URL from the environment
+    "alerts": {
+        "critical_url": "",
+        "warning_url": "",
+        "info_url": "",
+        "retries": 3,
+        "backoff_s": 0.5,
+        "timeout_s": 5.0,
+        "dead_letter": "",  # default $QCLI_HOME/alerts/dead_letter.jsonl
+    },
 }
 
 

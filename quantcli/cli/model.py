@@ -352,3 +352,143 @@ def _list_models(reg, json_mode: bool) -> None:
             note("no registered model yet: qcli model train --name NAME")
 
     emit(result, json_mode, render)
+
+# -- deployment: canary, shadow, kill switch (quantcli.models.deployment) -------------------------
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded).")]
+
+
+@app.command()
+def rollout(
+    name: NameArg,
+    version: VersionOpt = None,
+    share: Annotated[
+        float | None,
+        typer.Option("--share", help="Candidate's traffic share: 0.1, 0.5, 1.0; 0 aborts."),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="canary: the candidate answers --share of the requests; shadow: it scores "
+            "every request off the hot path and answers none.",
+        ),
+    ] = "canary",
+    promote_: Annotated[
+        bool,
+        typer.Option("--promote", help="Promote the canary at share 1.0 (gated) and end it."),
+    ] = False,
+    reason: ReasonOpt = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Roll a candidate version out to every running service (canary / blue-green, shadow).
+
+    The candidate and its share are stored in the registry, so every replica serves the same
+    split (a request key always gets the same arm). Steps: --share 0.1 -> 0.5 -> 1.0, then
+    --promote (the gated promote; exit 1 if a gate refuses); --share 0 aborts.
+
+    Examples:
+
+        qcli model rollout momentum --version 4 --mode shadow
+
+        qcli model rollout momentum --version 4 --share 0.1
+
+        qcli model rollout momentum --promote --reason "canary clean for 24 h"
+
+        qcli model rollout momentum --share 0 --reason "canary error rate"
+    """
+    from quantcli.errors import InputError
+    from quantcli.models import deployment
+
+    reg = _registry(tracking_uri)
+    if promote_:
+        if share is not None or version is not None:
+            raise InputError("--promote takes no --version or --share (it promotes the canary)")
+        result = deployment.promote_rollout(reg, name, reason=reason, required=_required(config))
+        message = f"promoted canary v{result['candidate']} of {name} to production"
+    else:
+        if share is None and mode == "canary":
+            raise InputError("--share is required for a canary (0.1, 0.5, 1.0; 0 aborts)")
+        if version is None and ((share or 0) > 0 or mode == "shadow"):
+            raise InputError("--version is required (the candidate to roll out)")
+        result = deployment.rollout(
+            reg, name, version or "0", share or 0.0, mode=mode, reason=reason
+        )
+        message = (
+            f"aborted the rollout of v{result['candidate']} of {name}"
+            if result["aborted"]
+            else f"{name} v{result['version']}: {result['mode']} at share {result['share']:g}"
+        )
+    emit(result, json_mode, lambda c: c.print(message + "; services follow at their next poll"))
+
+
+@app.command()
+def halt(
+    name: NameArg,
+    reason: ReasonOpt = None,
+    tracking_uri: TrackingOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Kill switch: every running service of NAME answers 503 with the reason until resumed.
+
+    A registry event; each refused request is audited and /health shows "halted".
+
+    Examples:
+
+        qcli model halt momentum --reason "bad prices from the vendor since 14:02"
+    """
+    from quantcli.models import deployment
+
+    result = deployment.halt(_registry(tracking_uri), name, reason=reason)
+    emit(result, json_mode, lambda c: c.print(f"[bold red]halted[/] {name}: {result['reason']}"))
+
+
+@app.command()
+def resume(
+    name: NameArg,
+    reason: ReasonOpt = None,
+    tracking_uri: TrackingOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Lift the kill switch of NAME: services answer predictions again at their next poll.
+
+    Examples:
+
+        qcli model resume momentum --reason "vendor prices fixed, replayed and checked"
+    """
+    from quantcli.models import deployment
+
+    result = deployment.resume(_registry(tracking_uri), name, reason=reason)
+    emit(result, json_mode, lambda c: c.print(f"[green]resumed[/] {name}: {result['reason']}"))
+
+
+def _list_models(reg, json_mode: bool) -> None:
+    """Every registered model with its aliases (``qcli model list`` without a name)."""
+    models = []
+    for rm in sorted(reg.client.search_registered_models(), key=lambda m: m.name):
+        versions = [int(v.version) for v in reg.client.search_model_versions(f"name = '{rm.name}'")]
+        models.append(
+            {
+                "name": rm.name,
+                "aliases": dict(sorted(reg.alias_map(rm.name).items())),
+                "latest_version": str(max(versions)) if versions else None,
+                "versions": len(versions),
+            }
+        )
+    result = {"tracking_uri": reg.tracking_uri, "models": models}
+
+    def render(console) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"registered models ({reg.tracking_uri})")
+        for col in ("name", "aliases", "latest", "versions"):
+            table.add_column(col)
+        for m in models:
+            aliases = " ".join(f"{a}=v{v}" for a, v in m["aliases"].items()) or "-"
+            table.add_row(m["name"], aliases, m["latest_version"] or "-", str(m["versions"]))
+        console.print(table)
+        if not models:
+            note("no registered model yet: qcli model train --name NAME")
+
+    emit(result, json_mode, render)

@@ -363,6 +363,14 @@ def guard(
         bool,
         typer.Option("--auto-rollback", help="On CRITICAL, roll production back (needs --model)."),
     ] = False,
+    halt_on_critical: Annotated[
+        bool,
+        typer.Option(
+            "--halt/--no-halt",
+            help="On CRITICAL (and no successful --auto-rollback), halt --model: every service "
+            "answers 503 until `qcli model resume`.",
+        ),
+    ] = True,
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow tracking/registry URI.")
     ] = None,
@@ -375,7 +383,10 @@ def guard(
     Default thresholds (config section [guard]): CRITICAL: Sharpe < 0.8 on 3 consecutive
     days, drawdown beyond -25 %, error rate > 1 %. WARNING: latency > 500 ms for > 5 % of
     requests, drift in > 5 features (and early signs). With --auto-rollback a CRITICAL finding
-    moves `production` back to the previous version and records why.
+    moves `production` back to the previous version and records why; every running service
+    serves it within its poll interval. Otherwise a CRITICAL finding halts --model (the kill
+    switch; --no-halt to only alert). Findings go to the [alerts] webhooks of --config
+    (CRITICAL: critical_url, WARNING: warning_url), retried, dead-lettered if undeliverable.
 
     Examples:
 
@@ -384,16 +395,20 @@ def guard(
         qcli monitor guard --config guard.toml   # [guard] max_error_rate = 0.02
     """
     from quantcli.errors import GateFailedError
+    from quantcli.monitoring.alerts import AlertConfig, AlertSink
     from quantcli.monitoring.guard import GuardThresholds, run_guard
 
+    cfg = _cfg(config)
     r = run_guard(
         model=model,
+        halt_on_critical=halt_on_critical,
+        alerts=AlertSink(AlertConfig.from_config(cfg)),
         metrics=metrics,
         token=token,
         auto_rollback=auto_rollback,
         tracking_uri=tracking_uri,
         monitor=monitor,
-        thresholds=GuardThresholds.from_config(_cfg(config), source=config),
+        thresholds=GuardThresholds.from_config(cfg, source=config),
     )
     failure = None
     if r["severity"] == "CRITICAL":
@@ -402,6 +417,8 @@ def guard(
             f"; production rolled back {r['rollback']['from_version']} -> "
             f"{r['rollback']['to_version']}"
             if r["action"] == "rollback"
+            else "; model halted (every service answers 503)"
+            if r["action"] == "halt" and r["halt"].get("halted")
             else ""
         )
         failure = GateFailedError(f"CRITICAL guard finding(s){rolled}", reasons=crit, result=r)

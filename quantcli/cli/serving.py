@@ -8,6 +8,7 @@ import typer
 
 from quantcli.cli._choices import Alias
 from quantcli.cli._common import JsonOpt, emit, note
+from quantcli.errors import InputError
 
 ModelOpt = Annotated[
     str | None,
@@ -28,31 +29,109 @@ def serve_cmd(
     alias: AliasOpt = Alias.production,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    shadow_alias: Annotated[
+        str | None,
+        typer.Option(
+            "--shadow-alias",
+            help="Also score every request with this alias's version (e.g. staging), off the "
+            "hot path; both predictions go to the audit ledger. Default: the shadow stored by "
+            "`qcli model rollout --mode shadow`, if any.",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-interval",
+            help="Seconds between registry reads (default: [serving] poll_interval_s, 2).",
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes",
+            help="Largest /predict body; larger ones get 413 (default: [serving] "
+            "max_body_bytes, 1000000).",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="TOML overriding [serving] and [alerts]."),
+    ] = None,
     tracking_uri: TrackingOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Serve predictions over HTTP (FastAPI under uvicorn) until Ctrl-C.
+    """Serve predictions over HTTP (FastAPI under uvicorn) until Ctrl-C; follow the registry.
 
-    POST /predict {"symbols": ["SPY", "QQQ"]} returns per symbol the prediction and its audit
-    tags; GET /health; GET /metrics (Prometheus). Set QCLI_API_TOKEN to require
-    "Authorization: Bearer TOKEN". Every prediction is appended to the audit ledger.
+    POST /predict {"symbols": ["SPY", "QQQ"]} (Content-Type: application/json) returns per
+    symbol the prediction, the arm that served it and its audit tags; GET /health; GET /metrics
+    (Prometheus); POST /admin/reload re-reads the registry now. Set QCLI_API_TOKEN to require
+    "Authorization: Bearer TOKEN" (QCLI_ADMIN_TOKEN for /admin/reload). Every prediction is
+    appended to the audit ledger.
+
+    The service follows the registry without a restart: every --poll-interval seconds it
+    re-reads the alias, the canary (`qcli model rollout`) and the kill switch (`qcli model
+    halt`), loads and verifies a new version in the background and swaps it in; a version that
+    fails to verify is never served (alert + audit record).
 
     Examples:
 
         qcli serve --model momentum --alias production --port 8000
 
-        curl -s -X POST localhost:8000/predict -d '{"symbols": ["SPY"]}'
-    """
-    from quantcli.serving.http import serve
-    from quantcli.serving.predict import load_predictor
+        qcli serve --model momentum --shadow-alias staging --poll-interval 1
 
-    predictor = load_predictor(model, alias, tracking_uri=tracking_uri)
+        curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"symbols": ["SPY"]}'
+    """
+    from quantcli.config import load_config
+    from quantcli.monitoring.alerts import AlertConfig, AlertSink
+    from quantcli.serving.follow import RegistryFollower, ServingConfig
+    from quantcli.serving.http import serve
+    from quantcli.serving.predict import default_model_name, load_predictor, open_service_ledger
+
+    cfg = load_config(config)
+    overrides = {
+        k: v
+        for k, v in (("poll_interval_s", poll_interval), ("max_body_bytes", max_body_bytes))
+        if v is not None
+    }
+    try:
+        serving = ServingConfig(**{**cfg["serving"], **overrides})
+    except InputError as exc:  # name the option the user typed
+        raise InputError(
+            exc.message.replace("[serving] poll_interval_s", "--poll-interval").replace(
+                "[serving] max_body_bytes", "--max-body-bytes"
+            )
+        ) from None
+    alerts = AlertSink(AlertConfig.from_config(cfg))
+    name = model or default_model_name(tracking_uri)
+    ledger, broken = open_service_ledger()
+    predictor = load_predictor(
+        name, alias, tracking_uri=tracking_uri, ledger=ledger, shadow_queue=serving.shadow_queue
+    )
+    if broken is not None:  # serve 503 with the reason rather than not start
+        predictor.unavailable = broken
+        note(f"every /predict answers 503: {broken}", json_mode)
+    follower = RegistryFollower(
+        predictor,
+        name,
+        alias=alias,
+        shadow_alias=shadow_alias,
+        tracking_uri=tracking_uri,
+        interval_s=serving.poll_interval_s,
+        alerts=alerts,
+    )
+    follower.sync("startup")  # halt, canary and shadow apply from the first request
     tags = predictor.tags
     url = f"http://{host}:{port}"
     # --json: one object describing what is served, printed before the server blocks
     emit({"url": url, **predictor.describe()}, json_mode)
     note(f"serving {tags['model_name']} v{tags['model_version']} (@{alias}) on {url}", json_mode)
-    serve(predictor, host=host, port=port)
+    serve(
+        predictor,
+        host=host,
+        port=port,
+        follower=follower,
+        max_body_bytes=serving.max_body_bytes,
+    )
 
 
 def predict_cmd(

@@ -17,7 +17,7 @@ from typing import Any
 
 from quantcli.store.offline import OfflineStore
 
-ACTIONS = ("promote", "override", "rollback")
+ACTIONS = ("promote", "override", "rollback", "rollout", "halt", "resume")
 
 
 def current_actor() -> str:

@@ -277,13 +277,21 @@ def run_guard(
     monitor: str = "production",
     thresholds: GuardThresholds | None = None,
     store_path: Any = None,
+    halt_on_critical: bool = True,
+    alerts: Any = None,
 ) -> dict[str, Any]:
-    """Gather the inputs, evaluate, roll back on CRITICAL if asked, record the event.
+    """Gather the inputs, evaluate, act on CRITICAL, deliver the alerts, record the event.
 
     Inputs: the performance monitor's daily metrics history (``monitor_metrics``), the latest
     recorded drift check, and the service's ``/metrics`` (URL or snapshot file, optional).
-    With ``auto_rollback`` a CRITICAL finding moves ``production`` of ``model`` back to the
-    previous version through the registry, with the findings as the recorded reason.
+
+    On a CRITICAL finding with ``model`` given: with ``auto_rollback``, ``production`` moves
+    back to the previous version through the registry (the findings are the recorded reason)
+    and every running service follows it; without it, or when the rollback fails, the model is
+    halted (the kill switch, :func:`quantcli.models.deployment.halt`) unless
+    ``halt_on_critical`` is false. Every CRITICAL and WARNING finding is delivered through
+    ``alerts`` (a :class:`quantcli.monitoring.alerts.AlertSink`, default: the embedded
+    ``[alerts]`` config, i.e. the log only).
     """
     from quantcli.errors import InputError
     from quantcli.monitoring.drift_check import latest_drift_run
@@ -311,6 +319,7 @@ def run_guard(
     severity = worst_severity(findings)
     action, detail = "none", {}
     critical = [f for f in findings if f.severity == "CRITICAL"]
+    _deliver(findings, model, alerts)
     if critical and auto_rollback:
         from quantcli.models.registry import ModelRegistry
 
@@ -320,10 +329,14 @@ def run_guard(
             action = "rollback"
         except Exception as exc:  # recorded, then re-raised: the event must say it failed
             action, detail = "rollback-failed", {"error": str(exc), "reason": reason}
+            if halt_on_critical:
+                detail["halt"] = _halt(model, critical, tracking_uri)
             record_guard_event(
                 utc_now(), monitor, severity, findings, action, detail, raw, store_path
             )
             raise
+    elif critical and model and halt_on_critical:
+        action, detail = "halt", _halt(model, critical, tracking_uri)
     evaluated_at = utc_now()
     event_id = record_guard_event(
         evaluated_at, monitor, severity, findings, action, detail, raw, store_path
@@ -336,7 +349,8 @@ def run_guard(
         "severity": severity,
         "findings": [f.to_dict() for f in findings],
         "action": action,
-        "rollback": detail or None,
+        "rollback": (detail or None) if action.startswith("rollback") else None,
+        "halt": detail if action == "halt" else (detail or {}).get("halt"),
         "inputs": {
             "daily_sharpe": [(d.isoformat(), s) for d, s in daily],
             "max_drawdown": drawdown,
@@ -346,6 +360,27 @@ def run_guard(
         },
         "thresholds": asdict(t),
     }
+
+
+def _halt(model: str, critical: list[Finding], tracking_uri: str | None) -> dict[str, Any]:
+    """The kill switch on ``model``, the CRITICAL findings as the reason (its result, or why
+    it could not be set)."""
+    from quantcli.models.deployment import halt
+    from quantcli.models.registry import ModelRegistry
+
+    reason = "guard CRITICAL: " + "; ".join(f.message for f in critical)
+    try:
+        return halt(ModelRegistry(tracking_uri), model, reason=reason[:1000])
+    except Exception as exc:  # the rollback error (if any) is the one re-raised
+        return {"halted": False, "error": str(exc), "reason": reason}
+
+
+def _deliver(findings: list[Finding], model: str | None, alerts: Any) -> None:
+    from quantcli.monitoring.alerts import AlertSink, finding_alerts
+
+    sink = alerts if alerts is not None else AlertSink()
+    for alert in finding_alerts(findings, source="qcli monitor guard", model=model):
+        sink.send(alert)
 
 
 def record_guard_event(

@@ -6,11 +6,21 @@ and the audit tags: ``model_version``, ``model_run_id``, ``feature_version``,
 ``dataset_manifest_id``, ``onnx_model`` (``name``, ``sha256``), ``inference_latency_ms`` (the
 ONNX ``session.run`` of the request, milliseconds), ``deployed_at`` (when the alias was set, ISO
 UTC, or when this process loaded the model if the registry does not say), plus ``fallback``
-(``null`` for an online hit, else ``"missing"``/``"stale"``) and ``feature_ts``.
+(``null`` for an online hit, else ``"missing"``/``"stale"``), ``feature_ts`` and ``arm``
+(``production``, or ``candidate`` for the canary's share of request keys).
+
+A service may also score every request with a shadow version on a background thread (ledger
+records ``event: "shadow"`` with both predictions), refuse everything while the model is halted
+(``event: "refusal"``, :class:`ServiceHalted`), and swap versions while serving
+(``event: "swap"``): see :class:`Deployment` and :mod:`quantcli.serving.follow`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import queue
 import threading
 import time
 import uuid
@@ -21,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from quantcli.audit import AuditLedger, features_sha256
+from quantcli.audit import AuditLedger, LedgerBrokenError, features_sha256
 from quantcli.data.symbols import SYMBOL_RULE, is_valid_symbol, shown
-from quantcli.errors import InputError, NotFoundError
+from quantcli.errors import InputError, NotFoundError, QuantCliError
 
+log = logging.getLogger("quantcli.serving")
 MAX_SYMBOLS = 100
 
 
@@ -51,7 +62,182 @@ class PredictorStats:
 
     requests: int = 0
     symbols: int = 0
+    refusals: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class ServiceHalted(QuantCliError):
+    """The model is halted (the kill switch of ``qcli model halt``): no prediction is served."""
+
+    exit_code = 1
+
+
+ARMS = ("production", "candidate")
+
+
+def open_service_ledger() -> tuple[Any, str | None]:
+    """The service's audit ledger and ``None``, or a :class:`RefusingLedger` and the reason
+    when the ledger is broken: a service then starts and answers 503 saying why."""
+    try:
+        return AuditLedger(), None
+    except LedgerBrokenError as exc:
+        reason = f"audit ledger broken: {exc.message}"
+        return RefusingLedger(reason), reason
+
+
+class RefusingLedger:
+    """Stands in for an audit ledger found broken at start-up: every append raises, so a
+    service started on it answers 503 with the reason instead of serving unaudited."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise LedgerBrokenError(self.reason)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One loaded, verified model version and the role it plays: ``production``, ``candidate``
+    (a canary's share of the traffic) or ``shadow`` (scored off the hot path, never answered)."""
+
+    role: str
+    runtime: Any
+    tags: dict[str, Any]
+    feature_names: tuple[str, ...]
+
+    @property
+    def version(self) -> str | None:
+        return self.tags.get("model_version")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a service serves right now; replaced whole (one attribute store) on every swap, so a
+    request that read it keeps a consistent view until it is answered."""
+
+    production: Arm
+    candidate: Arm | None = None
+    share: float = 0.0
+    shadow: Arm | None = None
+    halted: str | None = None  # the reason, while the kill switch is on
+
+    def arm_for(self, key: str) -> Arm:
+        """The arm serving request ``key``: deterministic, ``candidate`` for a ``share`` of keys."""
+        if self.candidate is None or self.share <= 0.0:
+            return self.production
+        return self.candidate if assignment_point(key) < self.share else self.production
+
+    def describe(self) -> dict[str, Any]:
+        def arm(a: Arm | None) -> dict[str, Any] | None:
+            return None if a is None else {"version": a.version, **_short(a.tags)}
+
+        return {
+            "production": arm(self.production),
+            "candidate": arm(self.candidate),
+            "share": self.share,
+            "shadow": arm(self.shadow),
+            "halted": self.halted is not None,
+            "halt_reason": self.halted,
+        }
+
+
+def _short(tags: dict[str, Any]) -> dict[str, Any]:
+    return {"model_name": tags.get("model_name"), "onnx_sha256": tags["onnx_model"]["sha256"]}
+
+
+def assignment_point(key: str) -> float:
+    """A request key's point in [0, 1): the first 8 bytes of its sha256 over 2**64.
+
+    A key below the candidate's share is served by the candidate, so one key always gets the
+    same arm at a given share, and raising the share only moves keys towards the candidate.
+    """
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+class ShadowScorer:
+    """Scores requests with the shadow arm on a background thread, off the request's path.
+
+    Each scored symbol is one ledger record (``event: "shadow"``) holding both predictions.
+    The queue is bounded: when the shadow model falls behind, requests are dropped (counted in
+    ``dropped``) rather than slowing production or growing memory.
+    """
+
+    def __init__(self, predictor: Predictor, maxsize: int = 10_000) -> None:
+        self.predictor = predictor
+        self.queue: queue.Queue[tuple | None] = queue.Queue(maxsize=maxsize)
+        self.scored = 0
+        self.dropped = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="qcli-shadow", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: tuple) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted request is scored (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self.drain(timeout=5.0)
+        self.queue.put(None)
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                self._score(*item)
+            except Exception:  # a broken shadow model must never take the service down
+                self.failed += 1
+                log.exception("shadow scoring failed")
+            finally:
+                self.queue.task_done()
+
+    def _score(self, shadow: Arm, prod: Arm, request_id: str, syms, feats, X, preds) -> None:
+        if shadow.feature_names != prod.feature_names:
+            feats = self.predictor.store.get_online_features(
+                syms, feature_refs=list(shadow.feature_names)
+            )
+            X = shadow.runtime.validate(feats.values)
+        shadow_preds = shadow.runtime.predict_array(X)
+        now = datetime.now(UTC).isoformat()
+        self.predictor.ledger.append(
+            [
+                {
+                    "recorded_at": now,
+                    "event": "shadow",
+                    "request_id": request_id,
+                    "source": "shadow",
+                    "alias": self.predictor.alias,
+                    "symbol": sym,
+                    "feature_ts": feats.feature_ts[i],
+                    "features_sha256": features_sha256(feats.values[i]),
+                    "shadow_prediction": float(shadow_preds[i]),
+                    "shadow_version": shadow.version,
+                    "production_prediction": float(preds[i]),
+                    "production_version": prod.version,
+                    "model_name": prod.tags["model_name"],
+                }
+                for i, sym in enumerate(syms)
+            ]
+        )
+        self.scored += len(syms)
 
 
 class Predictor:
@@ -70,6 +256,11 @@ class Predictor:
         The registry alias the runtime was loaded from (recorded in the ledger).
     max_symbols
         Largest number of symbols per request.
+    shadow_queue
+        Requests that may wait for the shadow model before further ones are dropped.
+
+    The served versions live in :attr:`deployment` (a :class:`Deployment`), which
+    :class:`quantcli.serving.follow.RegistryFollower` replaces when the registry changes.
     """
 
     def __init__(
@@ -80,40 +271,136 @@ class Predictor:
         *,
         alias: str | None = None,
         max_symbols: int = MAX_SYMBOLS,
+        shadow_queue: int = 10_000,
     ) -> None:
-        self.runtime = runtime
         self.store = store
         self.ledger = ledger if ledger is not None else AuditLedger()
         self.alias = alias
         self.max_symbols = max_symbols
         self.stats = PredictorStats()
         self.loaded_at = datetime.now(UTC).isoformat()
-        self.feature_names = list(runtime.feature_names)
-        known = set(store.decl.feature_names)
-        missing = [f for f in self.feature_names if f not in known]
+        self.deployment = Deployment(self.make_arm(runtime, "production"))
+        self.shadow = ShadowScorer(self, shadow_queue)
+        self.swaps = 0
+        # a broken audit ledger (set at start-up): nothing is served unaudited
+        self.unavailable: str | None = None
+
+    # the production arm, for callers that predate arms
+    @property
+    def runtime(self) -> Any:
+        return self.deployment.production.runtime
+
+    @property
+    def tags(self) -> dict[str, Any]:
+        return self.deployment.production.tags
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.deployment.production.feature_names)
+
+    def make_arm(self, runtime: Any, role: str) -> Arm:
+        """An :class:`Arm` for ``runtime``; InputError if the store lacks one of its features."""
+        names = tuple(runtime.feature_names)
+        known = set(self.store.decl.feature_names)
+        missing = [f for f in names if f not in known]
         if missing:
             raise InputError(
                 f"the model needs feature '{missing[0]}' which feature view "
-                f"'{store.decl.view_name}' does not have",
+                f"'{self.store.decl.view_name}' does not have",
                 hint="serve a model trained on this feature set",
             )
-        self.tags = audit_tags(runtime.audit_tags, store, self.loaded_at)
+        loaded_at = getattr(self, "loaded_at", None) or datetime.now(UTC).isoformat()
+        return Arm(role, runtime, audit_tags(runtime.audit_tags, self.store, loaded_at), names)
+
+    def swap(self, deployment: Deployment, *, reason: str) -> list[dict[str, Any]]:
+        """Serve ``deployment`` from the next request on, and audit every role that changed.
+
+        Requests already running keep the deployment they read, so they finish on the old
+        versions. Returns the audit records (``event: "swap"``, from/to version, reason).
+        """
+        old = self.deployment
+        records = []
+        now = datetime.now(UTC).isoformat()
+        for role in ("production", "candidate", "shadow"):
+            before, after = getattr(old, role), getattr(deployment, role)
+            if (before and before.version) != (after and after.version):
+                records.append(
+                    {
+                        "recorded_at": now,
+                        "event": "swap",
+                        "source": "service",
+                        "alias": self.alias,
+                        "model_name": (after or before).tags["model_name"],
+                        "arm": role,
+                        "from_version": before and before.version,
+                        "to_version": after and after.version,
+                        "reason": reason,
+                        "pid": os.getpid(),
+                    }
+                )
+        if old.share != deployment.share and not any(r["arm"] == "candidate" for r in records):
+            records.append(
+                {
+                    "recorded_at": now,
+                    "event": "share",
+                    "source": "service",
+                    "alias": self.alias,
+                    "model_name": deployment.production.tags["model_name"],
+                    "arm": "candidate",
+                    "from_share": old.share,
+                    "to_share": deployment.share,
+                    "reason": reason,
+                    "pid": os.getpid(),
+                }
+            )
+        if (old.halted is None) != (deployment.halted is None):
+            records.append(
+                {
+                    "recorded_at": now,
+                    "event": "halt" if deployment.halted else "resume",
+                    "source": "service",
+                    "alias": self.alias,
+                    "model_name": deployment.production.tags["model_name"],
+                    "reason": deployment.halted or reason,
+                    "pid": os.getpid(),
+                }
+            )
+        if records:
+            try:
+                self.ledger.append(records)  # audited before the first request sees it
+            except LedgerBrokenError as exc:  # nothing is served then; the state still follows
+                self.unavailable = f"audit ledger broken: {exc.message}"
+        self.deployment = deployment
+        if any(r["event"] == "swap" for r in records):
+            self.swaps += 1
+        return records
 
     def predict(
-        self, symbols: Sequence[str], *, source: str = "cli", request_id: str | None = None
+        self,
+        symbols: Sequence[str],
+        *,
+        source: str = "cli",
+        request_id: str | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Predict for ``symbols``; every prediction is appended to the ledger before returning.
 
-        Raises :class:`InputError` (bad symbols, NaN features) or :class:`NotFoundError`
-        (a symbol with no features anywhere); nothing is written to the ledger then.
+        ``key`` (default: the request id) decides the arm during a canary (see
+        :func:`assignment_point`). Raises :class:`InputError` (bad symbols, NaN features),
+        :class:`NotFoundError` (a symbol with no features anywhere) -- nothing is written to
+        the ledger then -- or :class:`ServiceHalted` (the refusal is audited).
         """
-        syms = check_symbols(symbols, self.max_symbols)
-        feats = self.store.get_online_features(syms, feature_refs=self.feature_names)
-        X = self.runtime.validate(feats.values)
-        t0 = time.perf_counter()
-        preds = self.runtime.predict_array(X)
-        latency_ms = (time.perf_counter() - t0) * 1e3
+        d = self.deployment  # one read: this request stays on these versions
         request_id = request_id or uuid.uuid4().hex
+        if d.halted is not None or self.unavailable is not None:
+            self._refuse(d, request_id, source)
+        syms = check_symbols(symbols, self.max_symbols)
+        arm = d.arm_for(key if key is not None else request_id)
+        feats = self.store.get_online_features(syms, feature_refs=list(arm.feature_names))
+        X = arm.runtime.validate(feats.values)
+        t0 = time.perf_counter()
+        preds = arm.runtime.predict_array(X)
+        latency_ms = (time.perf_counter() - t0) * 1e3
         now = datetime.now(UTC).isoformat()
         rows = []
         for i, sym in enumerate(syms):
@@ -123,7 +410,8 @@ class Predictor:
                     "prediction": float(preds[i]),
                     "fallback": feats.fallback[i],
                     "feature_ts": feats.feature_ts[i],
-                    **self.tags,
+                    **arm.tags,
+                    "arm": arm.role,
                     "inference_latency_ms": latency_ms,
                 }
             )
@@ -140,39 +428,80 @@ class Predictor:
                 for i, row in enumerate(rows)
             ]
         )
+        if d.shadow is not None:
+            self.shadow.submit((d.shadow, arm, request_id, syms, feats, X, preds))
         with self.stats._lock:
             self.stats.requests += 1
             self.stats.symbols += len(syms)
         return {
             "request_id": request_id,
             "alias": self.alias,
-            "model_name": self.tags["model_name"],
+            "arm": arm.role,
+            "model_name": arm.tags["model_name"],
             "predictions": rows,
         }
 
-    def warm_up(self) -> None:
+    def _refuse(self, d: Deployment, request_id: str, source: str) -> None:
+        if self.unavailable is not None:  # a broken ledger cannot take the refusal's record
+            reason = self.unavailable
+        else:
+            reason = f"model halted: {d.halted}"
+            self.ledger.append(
+                [
+                    {
+                        "recorded_at": datetime.now(UTC).isoformat(),
+                        "event": "refusal",
+                        "request_id": request_id,
+                        "source": source,
+                        "alias": self.alias,
+                        "model_name": d.production.tags["model_name"],
+                        "model_version": d.production.version,
+                        "reason": reason,
+                    }
+                ]
+            )
+        with self.stats._lock:
+            self.stats.refusals += 1
+        raise ServiceHalted(reason)
+
+    def warm_up(self, runtime: Any | None = None) -> None:
         """One online read and one inference, not recorded and not counted.
 
         The first Feast read opens the registry and the online store (hundreds of ms); doing it
-        before the service accepts traffic keeps that cost off the first request.
+        before the service accepts traffic keeps that cost off the first request. With
+        ``runtime`` (a version about to be swapped in) it is also the load check: the output
+        must be finite.
         """
+        runtime = runtime if runtime is not None else self.runtime
         symbols = self.store.known_symbols()[:1]
         if not symbols:
             return
         saved = self.store.counters.as_dict()
-        feats = self.store.get_online_features(symbols, feature_refs=self.feature_names)
-        X = np.nan_to_num(feats.values).astype(np.float32)
-        self.runtime.predict_array(X)
-        c = self.store.counters
-        with c._lock:
-            c.hits, c.fallback_missing = saved["hits"], saved["fallback_missing"]
-            c.fallback_stale = saved["fallback_stale"]
+        try:
+            feats = self.store.get_online_features(
+                symbols, feature_refs=list(runtime.feature_names)
+            )
+            X = np.nan_to_num(feats.values).astype(np.float32)
+            out = runtime.predict_array(X)
+        finally:
+            c = self.store.counters
+            with c._lock:
+                c.hits, c.fallback_missing = saved["hits"], saved["fallback_missing"]
+                c.fallback_stale = saved["fallback_stale"]
+        if not np.isfinite(np.asarray(out, dtype=np.float64)).all():
+            raise InputError("the model's output on a live feature row is not finite")
 
     def describe(self) -> dict[str, Any]:
         """The served model and feature store (for ``/health`` and ``qcli predict``)."""
-        return {"alias": self.alias, **self.tags, "online_store": self.store.stats()}
+        return {
+            "alias": self.alias,
+            **self.tags,
+            "deployment": self.deployment.describe(),
+            "online_store": self.store.stats(),
+        }
 
     def close(self) -> None:
+        self.shadow.close()
         self.ledger.close()
 
 
@@ -209,6 +538,7 @@ def load_predictor(
     feature_set: str | None = None,
     tracking_uri: str | None = None,
     ledger: AuditLedger | None = None,
+    shadow_queue: int = 10_000,
 ) -> Predictor:
     """Build a :class:`Predictor` from the registry: ``model@alias`` and its feature set."""
     from quantcli.serving.runtime import InferenceRuntime
@@ -218,7 +548,9 @@ def load_predictor(
     runtime = InferenceRuntime.from_registry(name, alias, tracking_uri=tracking_uri)
     runtime.audit_tags.setdefault("model_name", name)
     fs_name = feature_set or runtime.audit_tags.get("feature_set") or "technical_v1"
-    return Predictor(runtime, get_feature_store(fs_name), ledger, alias=alias)
+    return Predictor(
+        runtime, get_feature_store(fs_name), ledger, alias=alias, shadow_queue=shadow_queue
+    )
 
 
 def default_model_name(tracking_uri: str | None = None) -> str:

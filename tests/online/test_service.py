@@ -48,7 +48,8 @@ def service(module_home, materialized, signed_model):
 
 
 def post(svc, **kwargs) -> httpx.Response:
-    return httpx.post(f"{svc.url}/predict", headers=AUTH, timeout=10, **kwargs)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    return httpx.post(f"{svc.url}/predict", headers=headers, timeout=10, **kwargs)
 
 
 def ledger_records() -> list[dict]:

@@ -1,0 +1,314 @@
+"""What every running service must serve, stored in the registry so that every replica agrees.
+
+The deployment of a registered model is its ``production`` alias plus two registered-model tags:
+
+``quantcli.rollout``
+    JSON ``{"version", "share", "mode", "set_at", "by", "reason"}``: a candidate version and the
+    share of live traffic it serves (``mode="canary"``), or a candidate scored on every request
+    off the hot path without answering any (``mode="shadow"``, share 0).
+``quantcli.halt``
+    JSON ``{"reason", "at", "by"}`` while the kill switch is on: every service answers 503.
+
+A canary moves through :data:`SHARE_STEPS` (0.1 -> 0.5 -> 1.0), one step at a time, then
+:func:`promote_rollout` promotes the candidate through the gated
+:meth:`~quantcli.models.registry.ModelRegistry.promote` and clears the rollout; share 0 aborts.
+Every change is also a row of ``registry_events`` (actions ``rollout``, ``halt``, ``resume``).
+A service reads all of it with one registry call per poll (:func:`read_state`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from quantcli.errors import InputError, NotFoundError
+from quantcli.models import tags as T
+from quantcli.models.events import RegistryEvent, current_actor, insert_event
+
+ROLLOUT_TAG = "quantcli.rollout"
+HALT_TAG = "quantcli.halt"
+#: The canary's traffic shares, in order; 0 aborts the rollout.
+SHARE_STEPS = (0.1, 0.5, 1.0)
+MODES = ("canary", "shadow")
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """One read of a model's deployment (see the module docstring).
+
+    ``candidate``/``share``/``mode`` describe the rollout (``None``/0.0/``None`` without one);
+    ``halt`` is ``None`` or ``{"reason", "at", "by"}``.
+    """
+
+    name: str
+    aliases: dict[str, str]
+    candidate: str | None = None
+    share: float = 0.0
+    mode: str | None = None
+    halt: dict[str, Any] | None = None
+
+    @property
+    def production(self) -> str | None:
+        return self.aliases.get(T.ALIAS_PRODUCTION)
+
+    @property
+    def halted(self) -> bool:
+        return self.halt is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["production"] = self.production
+        d["halted"] = self.halted
+        return d
+
+
+def _parse_tag(raw: str | None, tag: str) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        # a hand-edited tag must not silently disable the kill switch or a rollout
+        raise InputError(f"registry tag {tag} is not a JSON object: {raw[:80]!r}")
+    return value
+
+
+def read_state(registry: Any, name: str) -> DeploymentState:
+    """The deployment of ``name`` in one registry call (NotFoundError if the model is unknown)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = registry.client.get_registered_model(name)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise NotFoundError(
+                f"no registered model '{name}' in {registry.tracking_uri}"
+            ) from None
+        raise
+    tags = dict(rm.tags or {})
+    aliases = {a: str(v) for a, v in (rm.aliases or {}).items()}
+    rollout = _parse_tag(tags.get(ROLLOUT_TAG), ROLLOUT_TAG)
+    halt = _parse_tag(tags.get(HALT_TAG), HALT_TAG)
+    if rollout is None:
+        return DeploymentState(name, aliases, halt=halt)
+    return DeploymentState(
+        name,
+        aliases,
+        candidate=str(rollout.get("version")),
+        share=float(rollout.get("share", 0.0)),
+        mode=str(rollout.get("mode", "canary")),
+        halt=halt,
+    )
+
+
+def _record(
+    registry: Any,
+    event: RegistryEvent,
+    tag: str,
+    value: dict[str, Any] | None,
+    store_path: str | os.PathLike[str] | None,
+) -> None:
+    """Insert ``event`` and set (or delete, ``value=None``) the tag, all or nothing."""
+    from quantcli.store.offline import OfflineStore
+
+    client = registry.client
+    before = (client.get_registered_model(event.model_name).tags or {}).get(tag)
+    with OfflineStore(store_path) as store:
+        store.ensure_schema("schema_registry")
+        try:
+            with store.transaction():
+                insert_event(store, event)
+                if value is None:
+                    if before is not None:
+                        client.delete_registered_model_tag(event.model_name, tag)
+                else:
+                    client.set_registered_model_tag(
+                        event.model_name, tag, json.dumps(value, sort_keys=True)
+                    )
+        except Exception:
+            if before is None:
+                if value is not None:
+                    client.delete_registered_model_tag(event.model_name, tag)
+            else:
+                client.set_registered_model_tag(event.model_name, tag, before)
+            raise
+
+
+def _reason(reason: str | None, option: str = "--reason") -> str:
+    if reason is None or not reason.strip():
+        raise InputError(f"{option} is required: say why (it is recorded)")
+    if len(reason) > 1000:
+        raise InputError(f"{option} is {len(reason)} characters long; at most 1000")
+    return reason.strip()
+
+
+def rollout(
+    registry: Any,
+    name: str,
+    version: str | int,
+    share: float,
+    *,
+    mode: str = "canary",
+    reason: str | None = None,
+    store_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Store ``version`` as the candidate of ``name`` with traffic ``share``; 0 aborts.
+
+    A canary's share moves one step of :data:`SHARE_STEPS` at a time (repeating the current
+    step is a no-op); ``mode="shadow"`` scores every request off the hot path (share 0).
+    """
+    from quantcli.models.registry import check_model_name, registry_lock
+
+    check_model_name(name)
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got --mode {mode!r}")
+    if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share):
+        raise InputError(f"--share must be a number, got --share {share!r}")
+    share = float(share)
+    with registry_lock(name):
+        state = read_state(registry, name)
+        if share == 0.0 and mode == "canary":
+            if state.candidate is None:
+                raise NotFoundError(f"model '{name}' has no rollout to abort")
+            event = RegistryEvent(
+                action="rollout",
+                model_name=name,
+                from_version=state.production,
+                to_version=state.production,
+                reason=reason or "rollout aborted",
+                tracking_uri=registry.tracking_uri,
+                details={"aborted": state.candidate, "share": 0.0, "mode": state.mode},
+            )
+            _record(registry, event, ROLLOUT_TAG, None, store_path)
+            return {"name": name, "aborted": True, "candidate": state.candidate, "share": 0.0}
+        info = registry.resolve(name, version)  # exists (NotFoundError otherwise)
+        version = str(info.version)
+        if version == state.production:
+            raise InputError(f"{name} v{version} is already production: nothing to roll out")
+        if mode == "shadow":
+            share = 0.0
+        else:
+            current = state.share if state.candidate == version and state.mode == "canary" else 0.0
+            following = [s for s in SHARE_STEPS if s > current][:1]
+            if share not in following + ([current] if current else []):
+                step = f"--share {following[0]:g}" if following else "--promote"
+                raise InputError(
+                    f"--share {share:g}: the canary of v{version} is at {current:g}; "
+                    f"the next step is {step}",
+                    hint="steps are 0.1 -> 0.5 -> 1.0, then qcli model rollout NAME --promote; "
+                    "--share 0 aborts",
+                )
+        value = {
+            "version": version,
+            "share": share,
+            "mode": mode,
+            "set_at": datetime.now(UTC).isoformat(),
+            "by": current_actor(),
+            "reason": reason or "",
+        }
+        event = RegistryEvent(
+            action="rollout",
+            model_name=name,
+            from_version=state.production,
+            to_version=state.production,
+            reason=reason or f"{mode} of v{version} at share {share:g}",
+            tracking_uri=registry.tracking_uri,
+            details={"candidate": version, "share": share, "mode": mode},
+        )
+        _record(registry, event, ROLLOUT_TAG, value, store_path)
+    return {"name": name, "aborted": False, "event": event.to_dict(), **value}
+
+
+def promote_rollout(
+    registry: Any,
+    name: str,
+    *,
+    reason: str | None = None,
+    required: list[str] | None = None,
+    store_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Promote the canary at share 1.0 through the gated promote, then clear the rollout."""
+    state = read_state(registry, name)
+    if state.candidate is None or state.mode != "canary" or state.share != 1.0:
+        raise InputError(
+            f"model '{name}' has no canary at share 1.0 to promote "
+            f"(candidate {state.candidate or 'none'}, share {state.share:g})",
+            hint="step the canary first: qcli model rollout NAME --version V --share 1.0",
+        )
+    result = registry.promote(
+        name, state.candidate, reason=reason, required=required, store_path=store_path
+    )
+    clear = RegistryEvent(
+        action="rollout",
+        model_name=name,
+        from_version=result.get("previous_version"),
+        to_version=state.candidate,
+        reason="canary promoted",
+        tracking_uri=registry.tracking_uri,
+        details={"promoted": state.candidate},
+    )
+    _record(registry, clear, ROLLOUT_TAG, None, store_path)
+    return {"name": name, "candidate": state.candidate, "promote": result}
+
+
+def halt(
+    registry: Any,
+    name: str,
+    *,
+    reason: str | None,
+    store_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Turn the kill switch on: every service of ``name`` answers 503 with ``reason``."""
+    from quantcli.models.registry import check_model_name, registry_lock
+
+    check_model_name(name)
+    why = _reason(reason)
+    with registry_lock(name):
+        state = read_state(registry, name)
+        value = {"reason": why, "at": datetime.now(UTC).isoformat(), "by": current_actor()}
+        event = RegistryEvent(
+            action="halt",
+            model_name=name,
+            from_version=state.production,
+            to_version=state.production,
+            reason=why,
+            tracking_uri=registry.tracking_uri,
+            details={"already_halted": state.halted},
+        )
+        _record(registry, event, HALT_TAG, value, store_path)
+    return {"name": name, "halted": True, **value, "event": event.to_dict()}
+
+
+def resume(
+    registry: Any,
+    name: str,
+    *,
+    reason: str | None,
+    store_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Turn the kill switch off (NotFoundError when ``name`` is not halted)."""
+    from quantcli.models.registry import check_model_name, registry_lock
+
+    check_model_name(name)
+    why = _reason(reason)
+    with registry_lock(name):
+        state = read_state(registry, name)
+        if not state.halted:
+            raise NotFoundError(f"model '{name}' is not halted: nothing to resume")
+        event = RegistryEvent(
+            action="resume",
+            model_name=name,
+            from_version=state.production,
+            to_version=state.production,
+            reason=why,
+            tracking_uri=registry.tracking_uri,
+            details={"halt": state.halt},
+        )
+        _record(registry, event, HALT_TAG, None, store_path)
+    return {"name": name, "halted": False, "reason": why, "event": event.to_dict()}

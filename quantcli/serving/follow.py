@@ -1,0 +1,294 @@
+"""A running service follows the registry: alias moves, canary shares, shadows and the kill switch.
+
+:class:`RegistryFollower` re-reads the model's deployment (:func:`quantcli.models.deployment
+.read_state`: one registry call) every ``poll_interval_s`` seconds on a background thread, and
+on demand (the service's authenticated ``POST /admin/reload``). When a version to serve changes
+it is loaded and verified off the request path -- signature and sha256
+(:class:`~quantcli.serving.runtime.InferenceRuntime`), the features it needs exist in the
+store, and one live feature row gives a finite prediction -- and only then swapped in, as one
+new :class:`~quantcli.serving.predict.Deployment` (requests in flight finish on the old one).
+
+A version that fails to load or verify is never served: the old one keeps serving, an alert is
+raised (CRITICAL for the production arm, WARNING for a candidate or shadow) and an audit record
+``event: "swap_refused"`` names the version and the error. The load is retried after
+``retry_after_s``; the alert is raised once per version. A registry that cannot be read keeps
+the last deployment (a service never stops serving because the registry is down).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from quantcli.config import DEFAULTS
+from quantcli.errors import InputError
+
+log = logging.getLogger("quantcli.serving")
+_S = DEFAULTS["serving"]
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The ``[serving]`` section; InputError naming the key for a bad value."""
+
+    poll_interval_s: float = _S["poll_interval_s"]
+    max_body_bytes: int = _S["max_body_bytes"]
+    shadow_queue: int = _S["shadow_queue"]
+
+    def __post_init__(self) -> None:
+        p = self.poll_interval_s
+        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+            raise InputError(f"[serving] poll_interval_s must be seconds, got {p!r}")
+        if not 0.05 <= p <= 300:
+            raise InputError(f"[serving] poll_interval_s must be in [0.05, 300] s, got {p}")
+        for key, lo, hi in (("max_body_bytes", 1024, 1 << 30), ("shadow_queue", 1, 1_000_000)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise InputError(
+                    f"[serving] {key} must be a whole number in [{lo}, {hi}], got {v!r}"
+                )
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, dict[str, Any]]) -> ServingConfig:
+        return cls(**cfg["serving"])
+
+
+class RegistryFollower:
+    """Keeps ``predictor`` serving what the registry says for model ``name``.
+
+    Parameters
+    ----------
+    predictor
+        The service's :class:`~quantcli.serving.predict.Predictor`.
+    name, alias
+        The registered model and the alias the service follows (``production`` or
+        ``staging``); canary shares apply to ``production`` only.
+    shadow_alias
+        Score every request with the version of this alias too (``--shadow-alias``); without
+        it, a shadow stored by ``qcli model rollout --mode shadow`` is used.
+    interval_s
+        Seconds between polls.
+    alerts
+        A :class:`~quantcli.monitoring.alerts.AlertSink` (default: from the embedded config).
+    """
+
+    def __init__(
+        self,
+        predictor: Any,
+        name: str,
+        *,
+        alias: str = "production",
+        shadow_alias: str | None = None,
+        tracking_uri: str | None = None,
+        interval_s: float = _S["poll_interval_s"],
+        alerts: Any = None,
+        registry: Any = None,
+        retry_after_s: float = 30.0,
+    ) -> None:
+        ServingConfig(poll_interval_s=interval_s)
+        self.predictor = predictor
+        self.name = name
+        self.alias = alias
+        self.shadow_alias = shadow_alias
+        self.tracking_uri = tracking_uri
+        self.interval_s = float(interval_s)
+        self.retry_after_s = retry_after_s
+        self._registry = registry
+        self._alerts = alerts
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed: dict[tuple[str, str], tuple[float, str]] = {}
+        self._alerted: set[tuple[str, str]] = set()
+        self._registry_down = False
+        self.polls = 0
+        self.last_sync: dict[str, Any] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="qcli-follow", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.sync("poll")
+            except Exception:  # the loop must survive anything; sync reports what it can
+                log.exception("registry follow: poll failed")
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from quantcli.models.registry import ModelRegistry
+
+            self._registry = ModelRegistry(self.tracking_uri)
+        return self._registry
+
+    @property
+    def alerts(self) -> Any:
+        if self._alerts is None:
+            from quantcli.monitoring.alerts import AlertSink
+
+            self._alerts = AlertSink()
+        return self._alerts
+
+    # -- one synchronisation ------------------------------------------------------------------
+    def sync(self, reason: str = "poll") -> dict[str, Any]:
+        """Read the registry once and swap in whatever changed; returns what is served.
+
+        ``reason`` is recorded on every swap (``poll``, ``admin reload``, ``startup``).
+        """
+        from quantcli.models.deployment import read_state
+        from quantcli.serving.predict import Deployment
+
+        with self._lock:
+            self.polls += 1
+            try:
+                state = read_state(self.registry, self.name)
+            except Exception as exc:
+                if not self._registry_down:
+                    self._registry_down = True
+                    self._alert("WARNING", f"registry unreadable, serving the last state: {exc}")
+                return self._result(errors=[f"registry: {exc}"])
+            self._registry_down = False
+            d = self.predictor.deployment
+            errors: list[str] = []
+            why = self._why(state, reason)
+
+            target = state.aliases.get(self.alias)
+            production = d.production
+            if target is not None and target != production.version:
+                production = self._load(target, "production", errors) or production
+
+            candidate, share = None, 0.0
+            canary = (
+                self.alias == "production"
+                and state.mode == "canary"
+                and state.candidate not in (None, production.version)
+                and state.share > 0
+            )
+            if canary:
+                candidate = self._reuse(d.candidate, state.candidate) or self._load(
+                    state.candidate, "candidate", errors
+                )
+                share = state.share if candidate is not None else 0.0
+
+            shadow_version = (
+                state.aliases.get(self.shadow_alias)
+                if self.shadow_alias
+                else (state.candidate if state.mode == "shadow" else None)
+            )
+            shadow = None
+            if shadow_version is not None and shadow_version != production.version:
+                shadow = self._reuse(d.shadow, shadow_version) or self._load(
+                    shadow_version, "shadow", errors
+                )
+
+            halted = state.halt.get("reason", "halted") if state.halt else None
+            new = Deployment(production, candidate, share, shadow, halted)
+            if new != d:
+                self.predictor.swap(new, reason=why)
+            return self._result(errors=errors, state=state.to_dict())
+
+    def _why(self, state: Any, reason: str) -> str:
+        return f"{reason}: registry {self.name}@{self.alias}"
+
+    @staticmethod
+    def _reuse(arm: Any, version: str | None) -> Any:
+        return arm if arm is not None and arm.version == version else None
+
+    def _load(self, version: str, role: str, errors: list[str]) -> Any:
+        """The verified :class:`Arm` of ``version``, or ``None`` (error recorded and alerted)."""
+        key = (role, str(version))
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() - failed[0] < self.retry_after_s:
+            errors.append(f"{role} v{version}: {failed[1]} (retry pending)")
+            return None
+        try:
+            from quantcli.serving.runtime import InferenceRuntime
+
+            runtime = InferenceRuntime.from_registry(
+                self.name, str(version), tracking_uri=self.tracking_uri
+            )
+            runtime.audit_tags.setdefault("model_name", self.name)
+            runtime.audit_tags.setdefault("model_version", str(version))
+            arm = self.predictor.make_arm(runtime, "shadow" if role == "shadow" else role)
+            self.predictor.warm_up(runtime)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+            self._failed[key] = (time.monotonic(), message)
+            errors.append(f"{role} v{version}: {message}")
+            self._refused(role, str(version), message)
+            return None
+        self._failed.pop(key, None)
+        self._alerted.discard(key)
+        return arm
+
+    def _refused(self, role: str, version: str, message: str) -> None:
+        d = self.predictor.deployment
+        current = getattr(d, role)
+        self.predictor.ledger.append(
+            [
+                {
+                    "recorded_at": datetime.now(UTC).isoformat(),
+                    "event": "swap_refused",
+                    "source": "service",
+                    "alias": self.alias,
+                    "model_name": self.name,
+                    "arm": role,
+                    "from_version": current.version if current is not None else None,
+                    "to_version": version,
+                    "reason": message,
+                }
+            ]
+        )
+        if (role, version) not in self._alerted:
+            self._alerted.add((role, version))
+            severity = "CRITICAL" if role == "production" else "WARNING"
+            self._alert(
+                severity,
+                f"{self.name} v{version} ({role}) failed to load or verify; "
+                f"still serving v{current.version if current is not None else 'none'}: {message}",
+            )
+
+    def _alert(self, severity: str, title: str) -> None:
+        from quantcli.monitoring.alerts import Alert
+
+        log.warning("%s", title)
+        try:
+            self.alerts.send_in_background(
+                Alert(severity, title, source="qcli serve", details={"model": self.name})
+            )
+        except Exception:
+            log.exception("alert delivery could not start")
+
+    def _result(self, *, errors: list[str], state: dict[str, Any] | None = None) -> dict[str, Any]:
+        d = self.predictor.deployment
+        self.last_sync = {
+            "at": datetime.now(UTC).isoformat(),
+            "serving": d.describe(),
+            "registry": state,
+            "errors": errors,
+        }
+        return self.last_sync
+
+    def request_sync(self) -> None:
+        """Wake the poll thread now (non-blocking)."""
+        self._wake.set()

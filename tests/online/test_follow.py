@@ -1,0 +1,320 @@
+"""A running service follows the registry: hot swap, rollback, canary shares, shadow, kill switch.
+
+Real components throughout: the embedded MLflow registry, signed ONNX graphs loaded by the real
+runtime, the materialized Feast online store, the hash-chained ledger. Each version's graph
+predicts its own bias (``tests/online/_deploy.py``), so a prediction names the version behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+
+from online._deploy import ThreadedService, force_promote, register_version
+from quantcli.audit._ledger import ledger_path
+from quantcli.errors import InputError, NotFoundError
+from quantcli.models import deployment
+from quantcli.models.registry import ModelRegistry
+from quantcli.serving.follow import RegistryFollower, ServingConfig
+from quantcli.serving.predict import ServiceHalted, assignment_point, load_predictor
+from quantcli.store.feast_store import load_declaration
+
+NAMES = load_declaration().feature_names
+SYM = ["SYM0001"]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def registry_home(module_home, materialized, mlflow_template_db):
+    shutil.copy(mlflow_template_db, module_home / "mlflow.db")
+    return module_home
+
+
+class Sink:
+    """Collects alerts instead of posting them (delivery itself: tests/monitoring/test_alerts)."""
+
+    def __init__(self) -> None:
+        self.alerts: list = []
+
+    def send_in_background(self, alert) -> None:
+        self.alerts.append(alert)
+
+
+@pytest.fixture
+def model(registry_home):
+    """A fresh model: v1 (predicts 1.0) in production, v2 (predicts 2.0) at staging."""
+    name = f"m{uuid.uuid4().hex[:8]}"
+    v1 = register_version(name, NAMES, bias=1.0)
+    force_promote(name, v1)
+    register_version(name, NAMES, bias=2.0)
+    return name
+
+
+@pytest.fixture
+def served(model):
+    predictor = load_predictor(model, "production")
+    sink = Sink()
+    follower = RegistryFollower(predictor, model, interval_s=0.1, alerts=sink)
+    follower.sink = sink
+    yield predictor, follower
+    follower.stop()
+    predictor.close()
+
+
+def ledger(model: str, event: str | None = None) -> list[dict]:
+    recs = [json.loads(line) for line in ledger_path().read_text().splitlines()]
+    return [r for r in recs if r.get("model_name") == model and r.get("event") == event]
+
+
+def value(predictor, key: str | None = None) -> float:
+    return predictor.predict(SYM, source="test", key=key)["predictions"][0]["prediction"]
+
+
+def test_promote_and_rollback_are_followed_and_every_swap_is_audited(model, served):
+    predictor, follower = served
+    assert value(predictor) == 1.0
+    force_promote(model, "2")
+    assert value(predictor) == 1.0  # nothing changes before the service reads the registry
+    out = follower.sync("poll")
+    assert out["serving"]["production"]["version"] == "2" and out["errors"] == []
+    assert value(predictor) == 2.0
+    ModelRegistry().rollback(model, reason="test")
+    follower.sync("admin reload")
+    assert value(predictor) == 1.0
+    swaps = [(r["arm"], r["from_version"], r["to_version"]) for r in ledger(model, "swap")]
+    assert swaps == [("production", "1", "2"), ("production", "2", "1")]
+    assert [r["reason"] for r in ledger(model, "swap")] == [
+        f"poll: registry {model}@production",
+        f"admin reload: registry {model}@production",
+    ]
+    assert predictor.swaps == 2
+
+
+def test_the_poll_thread_follows_a_rollback_within_the_interval(model, served):
+    predictor, follower = served
+    force_promote(model, "2")
+    follower.sync()
+    assert value(predictor) == 2.0
+    follower.start()
+    t0 = time.monotonic()
+    ModelRegistry().rollback(model, reason="test: rollback reaches production")
+    while value(predictor) != 1.0:
+        assert time.monotonic() - t0 < 10, "rollback not served within 10 s"
+        time.sleep(0.02)
+    # the poll interval is 0.1 s; loading v1 again is a download + verify + warm-up
+    assert time.monotonic() - t0 < 10
+
+
+class GatedStore:
+    """The real online store, with a gate that holds the first read of a request open."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def get_online_features(self, *args, **kwargs):
+        self.entered.set()
+        assert self.release.wait(10)
+        return self._store.get_online_features(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_request_in_flight_finishes_on_the_old_version(model, served):
+    predictor, follower = served
+    gated = GatedStore(predictor.store)
+    predictor.store = gated
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(predictor.predict(SYM, source="test")))
+    t.start()
+    assert gated.entered.wait(10)
+    predictor.store = gated._store  # the swap's warm-up reads the real store
+    force_promote(model, "2")
+    follower.sync()  # swaps while the request is between its feature read and its inference
+    gated.release.set()
+    t.join(10)
+    assert out["predictions"][0]["prediction"] == 1.0
+    assert out["predictions"][0]["model_version"] == "1"
+    assert value(predictor) == 2.0
+
+
+def test_a_version_that_fails_to_verify_is_never_swapped_in(model, served):
+    predictor, follower = served
+    bad = register_version(model, NAMES, bias=3.0, graph=b"\x08\x07not a graph")
+    force_promote(model, bad)
+    out = follower.sync()
+    assert value(predictor) == 1.0  # the old version keeps serving
+    assert len(out["errors"]) == 1 and out["errors"][0].startswith(f"production v{bad}: ")
+    refused = ledger(model, "swap_refused")
+    assert [(r["from_version"], r["to_version"]) for r in refused] == [("1", bad)]
+    assert [a.severity for a in follower.sink.alerts] == ["CRITICAL"]
+    assert f"v{bad} (production) failed to load or verify; still serving v1" in (
+        follower.sink.alerts[0].title
+    )
+    follower.sync()  # retried later, alerted once
+    assert len(follower.sink.alerts) == 1 and value(predictor) == 1.0
+    force_promote(model, "2")
+    follower.sync()
+    assert value(predictor) == 2.0
+
+
+def test_canary_shares_are_stored_stepped_deterministic_and_binomial(model, served):
+    predictor, follower = served
+    reg = ModelRegistry()
+    with pytest.raises(InputError, match=r"the next step is --share 0\.1"):
+        deployment.rollout(reg, model, "2", 0.5)
+    deployment.rollout(reg, model, "2", 0.1, reason="canary")
+    follower.sync()
+    n = 1500
+    keys = [f"client-{i}" for i in range(n)]
+    arms = {k: predictor.predict(SYM, source="test", key=k)["arm"] for k in keys}
+    for share in (0.1,):
+        hits = sum(a == "candidate" for a in arms.values())
+        sigma = math.sqrt(n * share * (1 - share))
+        assert abs(hits - n * share) < 4 * sigma, (hits, n * share)
+    # the arm is a function of the key: the same keys give the same arms, and the candidate
+    # arm predicts with v2
+    again = predictor.predict(SYM, source="test", key=keys[0])
+    assert again["arm"] == arms[keys[0]]
+    cand = next(k for k, a in arms.items() if a == "candidate")
+    res = predictor.predict(SYM, source="test", key=cand)
+    assert (
+        res["predictions"][0]["prediction"] == 2.0 and res["predictions"][0]["arm"] == "candidate"
+    )
+    assert {k for k, a in arms.items() if a == "candidate"} == {
+        k for k in keys if assignment_point(k) < 0.1
+    }
+    deployment.rollout(reg, model, "2", 0.5)
+    follower.sync()
+    arms5 = {k: predictor.predict(SYM, source="test", key=k)["arm"] for k in keys}
+    hits = sum(a == "candidate" for a in arms5.values())
+    assert abs(hits - n * 0.5) < 4 * math.sqrt(n * 0.25)
+    # raising the share only moves keys towards the candidate
+    assert all(arms5[k] == "candidate" for k, a in arms.items() if a == "candidate")
+    recs = [r for r in ledger(model) if r.get("source") == "test" and r.get("arm") == "candidate"]
+    assert recs and all(r["model_version"] == "2" for r in recs)
+    deployment.rollout(reg, model, "2", 0.0, reason="abort")  # share 0 aborts
+    follower.sync()
+    assert {predictor.predict(SYM, source="test", key=k)["arm"] for k in keys[:200]} == {
+        "production"
+    }
+    assert deployment.read_state(reg, model).candidate is None
+    share_events = [(r["from_share"], r["to_share"]) for r in ledger(model, "share")]
+    assert share_events == [(0.1, 0.5)]
+
+
+def test_the_canary_is_promoted_through_the_gated_promote(model):
+    reg = ModelRegistry()
+    for share in (0.1, 0.5, 1.0):
+        deployment.rollout(reg, model, "2", share)
+    from quantcli.errors import GateFailedError
+
+    with pytest.raises(GateFailedError, match="gate"):  # v2 has no verdicts: refused
+        deployment.promote_rollout(reg, model)
+    assert deployment.read_state(reg, model).candidate == "2"
+    with pytest.raises(InputError, match="next step is --promote"):
+        deployment.rollout(reg, model, "2", 0.5)
+
+
+def test_halt_and_resume_are_registry_events_and_refusals_are_audited(model, served):
+    predictor, follower = served
+    reg = ModelRegistry()
+    with pytest.raises(InputError, match="--reason is required"):
+        deployment.halt(reg, model, reason=" ")
+    deployment.halt(reg, model, reason="vendor prices bad since 14:02")
+    follower.sync()
+    with pytest.raises(ServiceHalted, match="model halted: vendor prices bad since 14:02"):
+        predictor.predict(SYM, source="test")
+    refusals = ledger(model, "refusal")
+    assert len(refusals) == 1 and refusals[0]["reason"].endswith("vendor prices bad since 14:02")
+    assert predictor.describe()["deployment"]["halted"] is True
+    deployment.resume(reg, model, reason="fixed")
+    follower.sync()
+    assert value(predictor) == 1.0
+    with pytest.raises(NotFoundError, match="not halted"):
+        deployment.resume(reg, model, reason="again")
+    import duckdb
+
+    from quantcli.config import offline_store_path
+
+    con = duckdb.connect(str(offline_store_path()), read_only=True)
+    actions = con.execute(
+        "SELECT action, reason FROM registry_events WHERE model_name = ? ORDER BY ts", [model]
+    ).fetchall()
+    con.close()
+    assert [a for a, _ in actions][-2:] == ["halt", "resume"]
+    assert [(r["event"]) for r in ledger(model, "halt") + ledger(model, "resume")] == [
+        "halt",
+        "resume",
+    ]
+
+
+def test_shadow_scores_every_request_off_the_hot_path_and_records_both(model, registry_home):
+    predictor = load_predictor(model, "production")
+    follower = RegistryFollower(predictor, model, shadow_alias="staging", alerts=Sink())
+    try:
+        follower.sync("startup")
+        res = predictor.predict(["SYM0001", "SYM0002"], source="test")
+        assert [p["prediction"] for p in res["predictions"]] == [1.0, 1.0]
+        predictor.shadow.drain()
+        recs = [r for r in ledger(model, "shadow") if r["request_id"] == res["request_id"]]
+        assert [
+            (r["symbol"], r["production_prediction"], r["shadow_prediction"]) for r in recs
+        ] == [
+            ("SYM0001", 1.0, 2.0),
+            ("SYM0002", 1.0, 2.0),
+        ]
+        assert {r["shadow_version"] for r in recs} == {"2"} and "prediction" not in recs[0]
+        assert predictor.shadow.scored == 2 and predictor.shadow.dropped == 0
+    finally:
+        predictor.close()
+
+
+def test_stored_shadow_rollout_is_followed(model, served):
+    predictor, follower = served
+    deployment.rollout(ModelRegistry(), model, "2", 0, mode="shadow")
+    follower.sync()
+    assert predictor.deployment.shadow.version == "2" and predictor.deployment.candidate is None
+    assert predictor.predict(SYM, source="test")["arm"] == "production"
+
+
+def test_http_halt_503_health_and_admin_reload(model, served, monkeypatch):
+    from quantcli.serving.http import create_app
+
+    predictor, follower = served
+    app = create_app(predictor, api_token="tok", admin_token="adm", follower=follower)
+    auth = {"Authorization": "Bearer tok", "Content-Type": "application/json"}
+    with ThreadedService(app) as svc:
+        r = httpx.post(f"{svc.url}/predict", json={"symbols": SYM}, headers=auth)
+        assert r.status_code == 200 and r.json()["arm"] == "production"
+        deployment.halt(ModelRegistry(), model, reason="kill switch test")
+        r = httpx.post(f"{svc.url}/admin/reload", headers={"Authorization": "Bearer tok"})
+        assert r.status_code == 401  # the API token is not the admin token
+        r = httpx.post(f"{svc.url}/admin/reload", headers={"Authorization": "Bearer adm"})
+        assert r.status_code == 200 and r.json()["serving"]["halted"] is True
+        r = httpx.post(f"{svc.url}/predict", json={"symbols": SYM}, headers=auth)
+        assert r.status_code == 503 and r.json() == {"error": "model halted: kill switch test"}
+        h = httpx.get(f"{svc.url}/health").json()
+        assert h["status"] == "halted" and h["reason"] == "kill switch test"
+        text = httpx.get(f"{svc.url}/metrics", headers=auth).text
+        assert 'qcli_http_requests_total{endpoint="/predict",status="503"} 1.0' in text
+        assert "qcli_halted 1.0" in text and "qcli_refusals_total 1.0" in text
+        assert 'qcli_arm_requests_total{arm="production",model_version="1"} 1.0' in text
+
+
+def test_serving_config_is_checked():
+    with pytest.raises(InputError, match=r"\[serving\] poll_interval_s must be in"):
+        ServingConfig(poll_interval_s=0)
+    with pytest.raises(InputError, match=r"\[serving\] max_body_bytes"):
+        ServingConfig(max_body_bytes=10)
+    assert ServingConfig().poll_interval_s <= 5
