@@ -33,37 +33,26 @@ from typing import Any
 from quantcli import resources
 from quantcli.errors import InputError, NotFoundError
 from quantcli.features.kinds import Kind, get_kind
+from quantcli.frequency import (
+    TRADING_DAYS,
+    default_periods_per_year,
+    parse_frequency,
+)
 
-#: Trading days a year: the periods per year of daily bars unless a set says otherwise.
-TRADING_DAYS = 252
-_FREQUENCY = re.compile(r"([1-9][0-9]{0,4})(s|m|h|d|w)")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _HEAD_KEYS = {
-    "name", "version", "table", "entity", "timestamp", "inputs", "online_ttl_days",
-    "description", "frequency", "periods_per_year",
-}  # fmt: skip
+    "name",
+    "version",
+    "table",
+    "entity",
+    "timestamp",
+    "inputs",
+    "online_ttl_days",
+    "description",
+    "frequency",
+    "periods_per_year",
+}
 _FEATURE_KEYS = {"name", "kind", "params", "output", "dtype", "description", "talib"}
-
-
-def parse_frequency(raw: str, where: str = "frequency") -> timedelta:
-    """The bar interval of ``"1d"``, ``"1h"``, ``"5m"``, ``"30s"``, ``"1w"``."""
-    m = _FREQUENCY.fullmatch(raw) if isinstance(raw, str) else None
-    if m is None:
-        raise InputError(f'{where}: must be a bar interval such as "1d", "1h", "5m", got {raw!r}')
-    return timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
-
-
-def default_periods_per_year(interval: timedelta) -> float:
-    """Periods per year implied by the bar interval: 252 trading days for daily bars, 52 for
-    weekly; an intraday interval counts its bars in a 24-hour day on 252 days (24/5 markets).
-    Declare ``periods_per_year`` for anything else (equity sessions, 24/7 crypto)."""
-    day = timedelta(days=1)
-    if interval >= timedelta(days=7):
-        return 52.0 * (timedelta(days=7) / interval)
-    if interval >= day:
-        return TRADING_DAYS * (day / interval)
-    return TRADING_DAYS * (day / interval)
 
 
 @dataclass(frozen=True)
@@ -552,11 +541,3 @@ def load_feature_set(name: str = "technical_v1") -> FeatureSet:
 def feature_names(feature_set: str = "technical_v1") -> list[str]:
     """The feature columns of ``feature_set``, in declaration (= table) order."""
     return load_feature_set(feature_set).feature_names
-
-
-def annualization(feature_set: str | FeatureSet | None) -> float:
-    """Periods per year of ``feature_set`` (252 when no set is named: daily bars)."""
-    if feature_set is None:
-        return float(TRADING_DAYS)
-    fs = feature_set if isinstance(feature_set, FeatureSet) else load_feature_set(feature_set)
-    return fs.periods_per_year

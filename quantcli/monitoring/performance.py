@@ -6,8 +6,10 @@ Conventions (stated in every result):
   a logged prediction is ``sign(prediction) * actual`` (``sign(0) = 0``, no position).
 * Predictions sharing a timestamp form one period; the period return is their mean (an
   equal-weighted book across symbols). Sharpe and drawdown are computed on period returns.
-* **Sharpe**: ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` (annualized, rf = 0,
-  ``periods_per_year`` = 252 for daily predictions); NaN below 2 periods or for zero variance.
+* **Sharpe**: ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` (annualized, rf = 0);
+  ``periods_per_year`` is the model's feature set's (its declared bar frequency: 252 for daily
+  bars, e.g. 6,048 for hourly ones), or given explicitly. NaN below 2 periods or for zero
+  variance.
 * **Max drawdown**: on compounded wealth ``prod(1 + r)`` starting at 1 (a first-period loss
   counts), a negative fraction: -0.20 is a 20 % drawdown.
 * **Win rate**: share of positioned predictions (``sign(prediction) != 0``) with a positive return.
@@ -30,9 +32,9 @@ import numpy as np
 import polars as pl
 
 from quantcli.errors import InputError
+from quantcli.frequency import TRADING_DAYS
+from quantcli.frequency import periods_per_year as resolve_periods
 from quantcli.monitoring.state import as_utc, monitoring_store, utc_now
-
-PERIODS_PER_YEAR = 252
 
 _WINDOW_SQL = """
 SELECT ts, prediction, actual FROM (
@@ -51,7 +53,7 @@ def rolling_metrics(
     ts: Sequence[Any] | np.ndarray,
     prediction: np.ndarray,
     actual: np.ndarray,
-    periods_per_year: int = PERIODS_PER_YEAR,
+    periods_per_year: float = TRADING_DAYS,
 ) -> dict[str, float | int]:
     """The window's metrics from plain arrays (a pure function; see the module conventions).
 
@@ -132,7 +134,11 @@ class PerformanceMonitor:
     store_path
         The offline store file; default ``$QCLI_HOME/offline.duckdb``.
     periods_per_year
-        Annualization factor of the Sharpe ratio (252 for daily periods).
+        Annualization factor of the Sharpe ratio; default the declared periods per year of
+        ``feature_set``.
+    feature_set
+        The feature set the model was trained on: its ``periods_per_year`` annualizes the
+        Sharpe ratio. Neither given: daily bars, 252.
     """
 
     def __init__(
@@ -143,7 +149,8 @@ class PerformanceMonitor:
         *,
         name: str = "production",
         store_path: str | os.PathLike[str] | None = None,
-        periods_per_year: int = PERIODS_PER_YEAR,
+        periods_per_year: float | None = None,
+        feature_set: str | None = None,
     ) -> None:
         if not isinstance(window_size, int) or window_size < 2:
             raise InputError(
@@ -154,16 +161,13 @@ class PerformanceMonitor:
                 f"`max_drawdown` must be a negative fraction in [-1, 0] (e.g. -0.25), "
                 f"got `max_drawdown={max_drawdown!r}`"
             )
-        if not isinstance(periods_per_year, int) or periods_per_year < 1:
-            raise InputError(
-                f"`periods_per_year` must be a positive integer, got {periods_per_year!r}"
-            )
         self.window_size = window_size
         self.min_sharpe = float(min_sharpe)
         self.max_drawdown = float(max_drawdown)
         self.name = name
         self.store_path = store_path
-        self.periods_per_year = periods_per_year
+        self.feature_set = feature_set
+        self.periods_per_year = resolve_periods(feature_set, periods_per_year)
 
     # -- logging --------------------------------------------------------------------------
     def log_prediction(
@@ -304,10 +308,11 @@ class PerformanceMonitor:
             "degraded": bool(reasons),
             "reasons": reasons,
             "thresholds": {"min_sharpe": self.min_sharpe, "max_drawdown": self.max_drawdown},
+            "periods_per_year": self.periods_per_year,
             "conventions": {
                 "strategy": "sign(prediction) * actual; predictions sharing ts average into one "
                 "period",
-                "sharpe": f"mean/std(ddof=1) * sqrt({self.periods_per_year}), rf = 0",
+                "sharpe": f"mean/std(ddof=1) * sqrt({self.periods_per_year:g}), rf = 0",
                 "max_drawdown": "compounded wealth from 1, negative fraction",
             },
         }
