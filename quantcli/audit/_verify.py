@@ -115,6 +115,7 @@ def verify_ledger(
     prev, expected, broken = GENESIS_HASH, 0, None
     last_signed: tuple[int, str] | None = None
     pin_seq = None
+    head_matches = head is not None and head.count == 0
     for i, raw in enumerate(lines, start=1):
         if trailing_partial and i == len(lines):
             rec, reason = None, "incomplete record (no trailing newline): a write was cut short"
@@ -131,26 +132,42 @@ def verify_ledger(
             )
             break
         if reason is not None:
-            broken = _broken("record", i, expected, reason)
+            first = 0 if last_signed is None else last_signed[0] + 1
+            if first < expected:  # no signature vouches for the records since the last one
+                reason += (
+                    f"; records seq {first}..{expected - 1} before it are not covered by a "
+                    "signature, so they cannot be trusted either"
+                )
+                broken = _broken("record", first + 1, first, f"seq {expected}: {reason}")
+            else:
+                broken = _broken("record", i, expected, reason)
             break
         assert rec is not None
         prev = rec["hash"]
         if "sig" in rec:
             last_signed = (expected, prev)
-        if head is not None and expected == head.count - 1 and prev != head.head_hash:
-            broken = _broken(
-                "head",
-                i,
-                expected,
-                f"record seq {expected} is not the record the signed head names "
-                "(the ledger was rewritten)",
-            )
-            break
+        if head is not None and expected == head.count - 1:
+            head_matches = prev == head.head_hash
         if expect_head is not None and prev == expect_head:
             pin_seq = expected
         expected += 1
     intact = expected
     tail = intact - (last_signed[0] + 1 if last_signed else 0)
+    if broken is None and head is not None and head.count > intact:
+        first = intact - tail
+        unverifiable = (
+            f"; records seq {first}..{intact - 1} after the last signature cannot be verified"
+            if tail
+            else ""
+        )
+        broken = _broken(
+            "truncated",
+            first + 1,
+            first,
+            f"the ledger ends after {intact} records but its signed head counts {head.count}: "
+            f"{head.count - intact} trailing record(s) were removed{unverifiable}",
+        )
+        intact = first
     if broken is None and tail > 0:
         first = intact - tail
         broken = _broken(
@@ -161,6 +178,15 @@ def verify_ledger(
             "appended without the ledger key",
         )
         intact = first
+    if broken is None and head is not None and not head_matches:
+        broken = _broken(
+            "head",
+            head.count,
+            head.count - 1,
+            f"record seq {head.count - 1} is not the record the signed head names "
+            "(the ledger was rewritten)",
+        )
+        intact = head.count - 1
     if broken is None and head is None:
         broken = _broken(
             "head",
@@ -168,14 +194,6 @@ def verify_ledger(
             intact,
             f"no valid signed head: {head_path(p).name} is missing, unreadable or not signed by "
             "a ledger key in the keyring",
-        )
-    if broken is None and head is not None and head.count > intact:
-        broken = _broken(
-            "truncated",
-            intact + 1,
-            intact,
-            f"the ledger ends after {intact} records but its signed head counts {head.count}: "
-            f"{head.count - intact} trailing record(s) were removed",
         )
     if broken is None and expect_head is not None and pin_seq is None:
         broken = _broken(

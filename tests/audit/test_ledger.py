@@ -162,11 +162,22 @@ def test_edit_with_recomputed_hash_is_named_at_that_record(qcli_home):
 
 
 def test_deleted_record_is_detected(qcli_home):
-    write_records(5)
+    write_records(5, per_call=1)
     _rewrite_line(1, lambda s: "")
     broken = verify_ledger()["first_broken"]
     assert (broken["seq"], broken["line"]) == (1, 2)
     assert "seq is 2, expected 1" in broken["reason"]
+
+
+def test_a_break_inside_an_append_is_named_at_the_first_record_no_signature_vouches_for(
+    qcli_home,
+):
+    write_records(5, per_call=2)  # signatures on seq 1 and 3 (the last record of each append)
+    _rewrite_line(3, lambda s: "")  # delete the signed seq 3: seq 2 is vouched for by nothing
+    broken = verify_ledger()["first_broken"]
+    assert (broken["seq"], broken["line"]) == (2, 3)
+    assert broken["reason"].startswith("seq 3: seq is 4, expected 3")
+    assert "records seq 2..2 before it are not covered by a signature" in broken["reason"]
 
 
 def test_truncated_last_record_is_detected_and_writer_refuses_to_extend(qcli_home):
