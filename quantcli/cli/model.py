@@ -156,10 +156,13 @@ def validate(
     config: ConfigOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Run the gates of a version and record the verdicts as version tags (exit 1 on failure).
+    """Check a version's gates: every verdict pass and fresh, or exit 1 saying why.
 
-    The backtest verdict comes from the training run; parity and scan verdicts are the ones
-    `qcli model export` and `qcli model scan` recorded. Default version: the staging one.
+    The model files are verified (sha256 + signature) first. The backtest verdict comes from the
+    training run, bound to the model files and dataset registered with it; parity and scan are
+    the verdicts `qcli model export` and `qcli model scan` recorded. A verdict whose judged
+    artifacts were added, replaced or removed since shows [bold]stale[/] with the reason; an
+    edited verdict shows [bold]invalid[/]. Default version: the staging one.
 
     Examples:
 
@@ -180,6 +183,7 @@ def validate(
 
 
 def _render_verdicts(result: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from quantcli.cli._common import stdout
@@ -188,12 +192,15 @@ def _render_verdicts(result: dict[str, Any]) -> None:
     table.add_column("gate")
     table.add_column("required")
     table.add_column("verdict")
+    table.add_column("why")
+    states = result.get("verdict_states") or {}
     gates = sorted(set(result["verdicts"]) | set(result["required_verdicts"]))
     for gate in gates:
         verdict = result["verdicts"].get(gate, "not recorded")
         style = "green" if verdict == "pass" else "red"
         required = "yes" if gate in result["required_verdicts"] else "no"
-        table.add_row(gate, required, f"[{style}]{verdict}[/]")
+        why = "; ".join((states.get(gate) or {}).get("reasons") or [])
+        table.add_row(gate, required, f"[{style}]{verdict}[/]", escape(why))
     stdout.print(table)
 
 
@@ -211,10 +218,13 @@ def promote(
 ) -> None:
     """Move alias [bold]production[/] to a version whose recorded verdicts all pass.
 
-    Default version: the staging one. Required verdicts: `[registry] required_verdicts` of the
-    config (default backtest, parity, scan). A refusal exits 1 with the reasons and changes
-    nothing. The previous production version is tagged archived and kept for rollback. Every
-    promotion is recorded (who, when, why) in version tags and in `registry_events`.
+    Default version: the staging one. Required verdicts: backtest, parity and scan always (a
+    floor), plus any gate `[registry] required_verdicts` of the config adds; each must be pass
+    and fresh (nothing it judged changed since). Every artifact is verified first. A refusal
+    exits 1 with the reasons and changes nothing; --force --reason overrides the gates (never
+    integrity) and is recorded as an override with the reason, your OS user and the policy.
+    The previous production version is tagged archived and kept for rollback. Every promotion
+    is recorded (who, when, why) in version tags and in `registry_events`.
 
     Examples:
 
@@ -300,18 +310,33 @@ def list_versions(
         v.pop("tags")
 
     def render(console) -> None:
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table(title=f"{name}: versions")
-        for col in ("version", "aliases", "status", "kind", "verdicts", "dataset", "features"):
+        cols = ("version", "aliases", "status", "override", "kind", "verdicts", "dataset")
+        for col in (*cols, "features"):
             table.add_column(col)
         for v in versions:
             d = v.to_dict()
-            verdicts = " ".join(f"{g}={x}" for g, x in d["verdicts"].items()) or "-"
+            states = d["verdict_states"]
+            verdicts = (
+                " ".join(
+                    f"{g}={st['status']}" for g, st in states.items() if st["status"] != "missing"
+                )
+                or "-"
+            )
+            detail = d["override_detail"] or {}
+            forced = (
+                f"forced by {detail.get('os_user', '?')}: {detail.get('reason', '')}"
+                if d["override"]
+                else "-"
+            )
             table.add_row(
                 d["version"],
                 ",".join(d["aliases"]) or "-",
                 d["status"] or "-",
+                escape(forced),
                 d["model_kind"] or "-",
                 verdicts,
                 (d["dataset_sha256"] or "-")[:12],
