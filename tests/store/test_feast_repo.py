@@ -129,3 +129,45 @@ def test_redis_password_is_not_written_to_the_repo(tmp_path, monkeypatch):
     cfg = load_repo_config(repo, repo / "feature_store.yaml")
     assert cfg.online_store.connection_string == "127.0.0.1:6399,db=2,password=s3cret"
     assert cfg.batch_engine_config["type"] == "ray.engine"
+
+
+def test_feast_ui_opens_the_repo(repo, tmp_path):
+    """`feast -c $QCLI_HOME/feast ui` (as docs/online.md shows) serves the quantcli project."""
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "ui.log").open("w")
+    proc = subprocess.Popen(
+        ["feast", "-c", str(repo.path), "ui", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            try:
+                url = f"http://127.0.0.1:{port}/projects-list.json"
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    projects = json.loads(resp.read())["projects"]
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "feast ui did not start in 240 s"
+            time.sleep(0.5)
+        assert [p["id"] for p in projects] == ["quantcli"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
