@@ -1,5 +1,6 @@
 -- Store the kernel states of this build (staged_stream_state: symbol, layout_sha256, n_bars,
--- last_bar_ts, state).
+-- last_bar_ts, state, bars_fingerprint).
 INSERT OR REPLACE INTO feature_stream_state
-SELECT ? AS feature_set, symbol, layout_sha256, n_bars, last_bar_ts, state
+    (feature_set, symbol, layout_sha256, n_bars, last_bar_ts, state, bars_fingerprint)
+SELECT ? AS feature_set, symbol, layout_sha256, n_bars, last_bar_ts, state, bars_fingerprint
 FROM staged_stream_state

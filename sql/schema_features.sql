@@ -50,5 +50,7 @@ CREATE TABLE IF NOT EXISTS feature_stream_state (
     n_bars         BIGINT  NOT NULL,   -- bars of the symbol the state has seen
     last_bar_ts    TIMESTAMP WITH TIME ZONE NOT NULL,
     state          BLOB    NOT NULL,
+    bars_fingerprint VARCHAR NOT NULL DEFAULT '',  -- of the bars it has seen (features_stream_check)
     PRIMARY KEY (feature_set, symbol)
 );
+ALTER TABLE feature_stream_state ADD COLUMN IF NOT EXISTS bars_fingerprint VARCHAR DEFAULT '';

@@ -100,8 +100,11 @@ class ShardTask:
     # symbol -> rows of the symbol in the feature table now (an append needs them all present)
     stored_rows: dict[str, int] = field(default_factory=dict)
     engine: str = DEFAULT_ENGINE  # kernel | polars (quantcli.features.expressions.ENGINES)
-    # symbol -> (layout_sha256, n_bars, state bytes) of the stored kernel states
-    kernel_state: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)
+    # symbol -> (bars already computed, kernel state bytes, history_sha256) of the symbols the
+    # driver found unchanged with a usable stored state: ``bars`` then holds only their new bars
+    stream: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
+    # symbol -> fingerprint of all its bars (stored with the new state; see features_stream_check)
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,8 +124,8 @@ class ShardResult:
     # symbol -> how it was computed: stream (continued from its stored state, only the new bars),
     # recompute (from its first bar, only the new rows written), rewrite, since
     paths: dict[str, str] = field(default_factory=dict)
-    # (symbol, layout_sha256, n_bars, last_bar_ts_us, state bytes) to store (kernel engine)
-    stream_states: list[tuple[str, str, int, int, bytes]] = field(default_factory=list)
+    # (symbol, layout_sha256, n_bars, last_bar_ts_us, state bytes, bars fingerprint) to store
+    stream_states: list[tuple[str, str, int, int, bytes, str]] = field(default_factory=list)
     drop_stream: list[str] = field(default_factory=list)  # symbols whose kernel state goes
 
 
@@ -148,16 +151,16 @@ def _stats(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, list[float]]:
 def compute_shard(task: ShardTask) -> ShardResult:
     """Compute one shard's features and decide, per symbol, what to write. Pure: no I/O.
 
-    With the kernel engine an unchanged symbol whose kernel state is stored (same plan layout,
-    same bar count) is continued from that state over its new bars only; every other symbol is
-    computed from its first bar. Both give the same bytes (see :mod:`quantcli.features.engine`).
+    A symbol in ``task.stream`` continues from its stored kernel state over its new bars only
+    (``task.bars`` holds no older bar of it); every other symbol is computed from its first bar.
+    Both give the same bytes (see :mod:`quantcli.features.engine`).
     """
     fs = load_feature_set(task.feature_set)
     plan = compile_plan(fs, task.engine)
     srt = sort_bars(task.bars)
     starts, _symbols = block_starts(srt)
-    hashes = hashing.symbol_hashes(srt, starts)
     ts_us = srt["ts"].dt.epoch("us").to_numpy()
+    cols = {c: srt[c].to_numpy() for c in hashing.HASHED_COLUMNS}
     kplan = KernelPlan.of(fs) if task.engine == "kernel" else None
     layout = kplan.layout_sha256 if kplan is not None else ""
 
@@ -165,19 +168,32 @@ def compute_shard(task: ShardTask) -> ShardResult:
     since_delete: list[str] = []
     drop_state: list[str] = []
     paths: dict[str, str] = {}
+    hashes: list[tuple[str, int, str]] = []
     resume: dict[int, np.ndarray] = {}  # block -> stored kernel state to continue from
-    offsets = np.zeros(len(hashes), dtype=np.int64)  # bars of each block already computed
+    base = np.zeros(starts.shape[0] - 1, dtype=np.int64)  # index of each block's first bar
     cutoffs: dict[str, int | None] = {}  # symbol -> write rows with ts_us > cutoff (None: all)
-    for k, (symbol, n, _sha) in enumerate(hashes):
-        a = int(starts[k])
+    for k, symbol in enumerate(_symbols):
+        a, b = int(starts[k]), int(starts[k + 1])
+        sha = hashing.history_sha256(ts_us[a:b], (c[a:b] for c in cols.values()))
+        streamed = task.stream.get(symbol)
+        if streamed is not None:
+            prior_n, blob, prior_sha = streamed
+            resume[k] = np.frombuffer(blob, dtype="<f8")
+            base[k] = prior_n
+            # the history hash chains the stored one with the new bars' (not reread here)
+            hashes.append((symbol, prior_n + b - a, hashlib.sha256(
+                f"{prior_sha}+{sha}".encode()).hexdigest()))  # fmt: skip
+            cutoffs[symbol] = None
+            paths[symbol] = "stream"
+            continue
+        hashes.append((symbol, b - a, sha))
         prior = task.state.get(symbol)
         unchanged = False
         if prior is not None:
             last_us, prior_n, prior_sha = prior
-            if prior_n <= n and int(ts_us[a + prior_n - 1]) == last_us:
+            if prior_n <= b - a and int(ts_us[a + prior_n - 1]) == last_us:
                 prefix_sha = hashing.history_sha256(
-                    ts_us[a : a + prior_n],
-                    (srt[c].to_numpy()[a : a + prior_n] for c in hashing.HASHED_COLUMNS),
+                    ts_us[a : a + prior_n], (c[a : a + prior_n] for c in cols.values())
                 )
                 # the table must also still hold every row the previous build wrote (a table
                 # emptied or edited by hand is rewritten, not appended to)
@@ -197,47 +213,35 @@ def compute_shard(task: ShardTask) -> ShardResult:
                 drop_state.append(symbol)
         elif unchanged:
             cutoffs[symbol] = prior[0]  # type: ignore[index]
-            stored = task.kernel_state.get(symbol)
-            if (
-                kplan is not None
-                and stored is not None
-                and stored[0] == layout
-                and stored[1] == prior[1]  # type: ignore[index]
-                and len(stored[2]) == 8 * kplan.state_size
-            ):
-                resume[k] = np.frombuffer(stored[2], dtype="<f8")
-                offsets[k] = prior[1]  # type: ignore[index]
-                paths[symbol] = "stream"
-            else:
-                paths[symbol] = "recompute"
+            paths[symbol] = "recompute"
         else:
             rewrite.append(symbol)
             cutoffs[symbol] = None
             paths[symbol] = "rewrite"
+    last_us_of = {s: int(ts_us[int(starts[k + 1]) - 1]) for k, s in enumerate(_symbols)}
+    # streamed symbols without a new bar: nothing to compute, their stored state stays
+    idle = sorted(set(task.stream) - set(_symbols))
+    for symbol in idle:
+        hashes.append((symbol, task.stream[symbol][0], task.stream[symbol][2]))
+        paths[symbol] = "stream"
+    hashes.sort()
 
-    stream_states: list[tuple[str, str, int, int, bytes]] = []
+    stream_states: list[tuple[str, str, int, int, bytes, str]] = []
     if kplan is not None:
-        lengths = np.diff(starts)
-        if resume:  # the bars each block still needs: streamed blocks start at their new bars
-            position = np.arange(srt.height, dtype=np.int64) - np.repeat(starts[:-1], lengths)
-            work = srt.filter(pl.Series(position >= np.repeat(offsets, lengths)))
-        else:
-            work = srt
-        todo = lengths - offsets
-        work_starts = np.zeros(len(hashes) + 1, dtype=np.int64)
-        np.cumsum(todo, out=work_starts[1:])
-        skips = np.maximum(plan.warmup - offsets, 0)
-        states = kplan.init_states(len(hashes))
+        states = kplan.init_states(len(_symbols))
         for k, vec in resume.items():
             states[k] = vec
-        frame, states = run_frame(kplan, work, work_starts, skips, states)
-        warmup_dropped = work.height - frame.height
+        skips = np.maximum(plan.warmup - base, 0)
+        frame, states = run_frame(kplan, srt, starts, skips, states)
+        n_of = dict((s, n) for s, n, _sha in hashes)
         stream_states = [
-            (symbol, layout, n, int(ts_us[int(starts[k + 1]) - 1]), states[k].tobytes())
-            for k, (symbol, n, _sha) in enumerate(hashes)
-        ]
+            (symbol, layout, n_of[symbol], last_us_of[symbol], states[k].tobytes(),
+             task.fingerprints.get(symbol, ""))
+            for k, symbol in enumerate(_symbols)
+        ]  # fmt: skip
     else:
-        frame, warmup_dropped = compute_sorted(srt, plan, starts)
+        frame, _ = compute_sorted(srt, plan, starts)
+    warmup_dropped = srt.height - frame.height
 
     cut = pl.DataFrame(
         {
@@ -252,9 +256,9 @@ def compute_shard(task: ShardTask) -> ShardResult:
         .drop("__cut")
     )
     new_state = [
-        (symbol, int(ts_us[int(starts[k + 1]) - 1]), n, sha)
-        for k, (symbol, n, sha) in enumerate(hashes)
-        if symbol not in drop_state
+        (symbol, last_us_of[symbol], n, sha)
+        for symbol, n, sha in hashes
+        if symbol not in drop_state and symbol in last_us_of
     ]
     return ShardResult(
         rows=rows,
@@ -269,7 +273,7 @@ def compute_shard(task: ShardTask) -> ShardResult:
         stats=_stats(frame, plan.names),
         paths=paths,
         stream_states=stream_states,
-        drop_stream=[] if kplan is not None else [s for s, _n, _sha in hashes],
+        drop_stream=[] if kplan is not None else list(_symbols),
     )
 
 
@@ -512,7 +516,13 @@ def build_features(
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    counts = [(str(s), int(n)) for s, n in store.query("features_bar_counts").fetchall()]
+    fingerprints: dict[str, tuple[int, int]] = {}  # symbol -> (hash sum, hash xor) of its bars
+    if engine == "kernel":  # the counts and the fingerprints a streaming build checks, one scan
+        rows = store.query("features_bar_fingerprints").fetchall()
+        counts = [(str(s), int(n)) for s, n, _sum, _xor in rows]
+        fingerprints = {str(s): (int(fp_sum), int(fp_xor)) for s, _n, fp_sum, fp_xor in rows}
+    else:
+        counts = [(str(s), int(n)) for s, n in store.query("features_bar_counts").fetchall()]
     if symbols:
         known = dict(counts)
         wanted = sorted(set(symbols))
@@ -526,7 +536,6 @@ def build_features(
         counts = [(s, known[s]) for s in wanted]
     if not counts:
         raise NotFoundError("the bars table is empty", hint="run `qcli data ingest PATH` first")
-    shards = _plan_shards(counts, shard_rows)
     since_us = int(since_dt.timestamp() * 1_000_000) if since_dt is not None else None
 
     built_at = datetime.now(UTC)
@@ -558,12 +567,16 @@ def build_features(
                 f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
             ).fetchall()
         }
-        kernel_state = {
-            str(sym): (str(layout), int(n), bytes(blob))
-            for sym, layout, n, _ts, blob in con.execute(
-                resources.sql("features_stream_state"), [feature_set]
-            ).fetchall()
-        }
+        t0 = time.perf_counter()
+        stream, new_bars = _stream_plan(
+            con, fs, engine, mode, counts, state, stored_rows, fingerprints
+        )
+        timings["stream_check"] = round(time.perf_counter() - t0, 4)
+        fp_text = {s: f"{fp_sum}/{fp_xor}" for s, (fp_sum, fp_xor) in fingerprints.items()}
+        # a streamed symbol's shard holds only its new bars
+        shards = _plan_shards(
+            [(s, n - stream[s][0] if s in stream else n) for s, n in counts], shard_rows
+        )
         previous_engine = _stored_engine(con, feature_set, table) if stored_rows else None
         if previous_engine not in (None, engine) and (mode != "full" or symbols):
             raise InputError(
@@ -592,13 +605,14 @@ def build_features(
                 tasks = [
                     ShardTask(
                         feature_set=feature_set,
-                        bars=_read_bars(con, shard, bool(symbols)),
+                        bars=_shard_bars(con, shard, bool(symbols), stream, new_bars),
                         mode=mode,
                         since_us=since_us,
                         state={s: state[s] for s, _ in shard if s in state},
                         stored_rows={s: stored_rows[s] for s, _ in shard if s in stored_rows},
                         engine=engine,
-                        kernel_state={s: kernel_state[s] for s, _ in shard if s in kernel_state},
+                        stream={s: stream[s] for s, _ in shard if s in stream},
+                        fingerprints={s: fp_text[s] for s, _ in shard if s in fp_text},
                     )
                     for shard in shards[w : w + per_wave]
                 ]
@@ -639,6 +653,8 @@ def build_features(
             raise
         finally:
             writer.close()
+            if stream:
+                con.unregister("stream_cut")
         rows_deleted += writer.rows_deleted
         t_write, t_wait = writer.seconds, writer.waited_s
         quality = _quality(stats, fs.feature_names)
@@ -747,9 +763,22 @@ def _insert_rows(con, table: str, rows: pl.DataFrame, staging: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _read_bars(con, shard: list[tuple[str, int]], scoped: bool) -> pl.DataFrame:
-    """One shard's bars (its symbols' whole history) from the store, inside the transaction."""
-    bars = con.sql(resources.sql("features_read_bars"), params=[shard[0][0], shard[-1][0]]).pl()
+def _shard_bars(con, shard, scoped: bool, stream: dict, new_bars: pl.DataFrame | None):
+    """One shard's bars: the whole history of its symbols that are not streamed (read from the
+    store), the new bars of those that are (read once for the build by :func:`_stream_plan`)."""
+    parts = []
+    if any(s not in stream for s, _ in shard):
+        parts.append(_read_bars(con, shard, scoped or bool(stream), bool(stream)))
+    if new_bars is not None and any(s in stream for s, _ in shard):
+        parts.append(new_bars.filter(pl.col("symbol").is_in([s for s, _ in shard if s in stream])))
+    return parts[0] if len(parts) == 1 else pl.concat(parts)
+
+
+def _read_bars(con, shard: list[tuple[str, int]], scoped: bool, cut: bool = False) -> pl.DataFrame:
+    """One shard's bars (its symbols' whole history) from the store, inside the transaction;
+    with ``cut`` without the streamed symbols (the ``stream_cut`` table)."""
+    query = resources.sql("features_read_bars_after" if cut else "features_read_bars")
+    bars = con.sql(query, params=[shard[0][0], shard[-1][0]]).pl()
     if scoped:  # --symbols: the name range may hold symbols outside the build
         bars = bars.filter(pl.col("symbol").is_in([s for s, _ in shard]))
     return bars
@@ -857,6 +886,73 @@ class _WaveWriter:
 _PARTIAL = {"incremental": "an incremental", "since": "a --since", "full": "a --symbols"}
 
 
+def _stream_plan(con, fs, engine, mode, counts, state, stored_rows, fingerprints):
+    """Which symbols continue from their stored kernel state, and their new bars.
+
+    Returns ``(stream, new_bars)``: ``stream`` maps a symbol to (bars already computed, state
+    bytes, history hash) when the build is incremental with the kernel engine, the state belongs
+    to the current plan layout, the table still holds every row written for it, and the
+    symbol's bars up to the state's last bar are unchanged: as many as the state has seen, with
+    the fingerprint stored with it (``features_bar_fingerprints.sql``; the prefix's is all bars'
+    minus the new bars'). Revised, back-filled or deleted bars change it. ``new_bars`` holds the
+    streamed symbols' bars after their state (``None`` without a streamed symbol); the
+    ``stream_cut`` table (the streamed symbols) stays registered for :func:`_read_bars`.
+    """
+    if engine != "kernel" or mode != "incremental":
+        return {}, None
+    layout = KernelPlan.of(fs).layout_sha256
+    stored = {
+        str(sym): (str(lay), int(n), bytes(blob), str(fp))
+        for sym, lay, n, _ts, blob, fp in con.execute(
+            resources.sql("features_stream_state"), [fs.name]
+        ).fetchall()
+    }
+    candidates = []
+    for sym, n_all in counts:
+        st, prior = stored.get(sym), state.get(sym)
+        if st is None or prior is None or st[0] != layout or not st[3]:
+            continue
+        if st[1] == prior[1] <= n_all and stored_rows.get(sym, 0) == max(st[1] - fs.warmup, 0):
+            candidates.append(sym)
+    if not candidates:
+        return {}, None
+    _register_cut(con, [(s, state[s][0]) for s in candidates])
+    new = con.sql(resources.sql("features_new_bars")).pl()
+    starts = np.zeros(1, dtype=np.int64)
+    syms: list[str] = []
+    if new.height:
+        starts, syms = block_starts(new)
+    h = new["__hash"].to_numpy().astype(np.uint64)
+    lo, hi = (h & np.uint64(0xFFFFFFFF)).astype(np.uint64), (h >> np.uint64(32)).astype(np.uint64)
+    new_fp: dict[str, tuple[int, int, int]] = {}  # symbol -> (bars, hash sum, hash xor)
+    for k, sym in enumerate(syms):
+        a, b = int(starts[k]), int(starts[k + 1])
+        total = (int(hi[a:b].sum()) << 32) + int(lo[a:b].sum())
+        new_fp[sym] = (b - a, total, int(np.bitwise_xor.reduce(h[a:b])))
+    stream: dict[str, tuple[int, bytes, str]] = {}
+    n_all = dict(counts)
+    for sym in candidates:
+        _lay, n, blob, fp = stored[sym]
+        n_new, sum_new, xor_new = new_fp.get(sym, (0, 0, 0))
+        fp_sum, fp_xor = fingerprints[sym]
+        prefix = f"{fp_sum - sum_new}/{fp_xor ^ xor_new}"
+        if n_all[sym] - n_new == n and prefix == fp:
+            stream[sym] = (n, blob, state[sym][2])
+    con.unregister("stream_cut")
+    if not stream:
+        return {}, None
+    _register_cut(con, [(s, state[s][0]) for s in stream])
+    return stream, new.filter(pl.col("symbol").is_in(list(stream))).drop("__hash")
+
+
+def _register_cut(con, rows: list[tuple[str, int]]) -> None:
+    cut = pl.DataFrame(
+        rows, schema={"symbol": pl.String, "last_us": pl.Int64}, orient="row"
+    ).select("symbol", pl.from_epoch("last_us", time_unit="us").dt.replace_time_zone("UTC")
+             .alias("last_bar_ts"))  # fmt: skip
+    con.register("stream_cut", cut.to_arrow())
+
+
 def _stored_engine(con, feature_set: str, table: str) -> str | None:
     """The engine of the newest build of ``table``: every stored row was computed by it, since a
     build with another engine must rewrite the whole table. ``None`` without a recorded build."""
@@ -913,12 +1009,13 @@ def _apply(con, table: str, feature_set: str, res: ShardResult, since_dt, mode: 
         staged = pl.DataFrame(
             res.stream_states,
             schema={"symbol": pl.String, "layout_sha256": pl.String, "n_bars": pl.Int64,
-                    "last_bar_us": pl.Int64, "state": pl.Binary},
+                    "last_bar_us": pl.Int64, "state": pl.Binary, "bars_fingerprint": pl.String},
             orient="row",
         ).with_columns(
             pl.from_epoch("last_bar_us", time_unit="us").dt.replace_time_zone("UTC")
             .alias("last_bar_ts")
-        ).select("symbol", "layout_sha256", "n_bars", "last_bar_ts", "state")  # fmt: skip
+        ).select("symbol", "layout_sha256", "n_bars", "last_bar_ts", "state",
+                 "bars_fingerprint")  # fmt: skip
         con.register("staged_stream_state", staged.to_arrow())
         try:
             con.execute(resources.sql("features_stream_state_upsert"), [feature_set])

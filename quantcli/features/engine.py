@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quantcli.config import env_int
 from quantcli.errors import InputError
 from quantcli.features.definitions import FeatureSet
 from quantcli.features.kinds import BAR_INPUTS, get_kind
@@ -217,7 +218,13 @@ def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> 
     where = {n: g.row0 + r for g in plan.groups for n, r in g.members.items()}
     width = int(skips[lo:hi].max()) if hi > lo else 0
     scratch = np.empty((plan.n_rows, width), dtype=np.float64)
-    calls = [(g, np.asarray(g.params, dtype=np.float64)) for g in plan.groups]
+    # everything a call needs, looked up once (this loop runs symbols x groups times)
+    calls = [
+        (g.kernel, np.asarray(g.params, dtype=np.float64), g.state0, g.state0 + g.state_size,
+         g.row0, g.row0 + g.rows, stacks.get(g.inputs) if g.scope == "bars" else None,
+         [where[n] for n in g.inputs] if g.scope != "bars" else None)
+        for g in plan.groups
+    ]  # fmt: skip
     for s in range(lo, hi):
         a = int(starts[s])
         b = int(starts[s + 1])
@@ -225,23 +232,19 @@ def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> 
         o = int(out_starts[s])
         kept = b - a - w
         state = states[s]
-        for g, pv in calls:
-            st = state[g.state0 : g.state0 + g.state_size]
-            r0, r1 = g.row0, g.row0 + g.rows
-            if g.scope == "bars":
-                x = stacks[g.inputs]
+        for kernel, pv, s0, s1, r0, r1, x, rows in calls:
+            st = state[s0:s1]
+            if x is not None:
                 if w:
-                    g.kernel(x[:, a : a + w], pv, st, scratch[r0:r1, :w])
+                    kernel(x[:, a : a + w], pv, st, scratch[r0:r1, :w])
                 if kept:
-                    g.kernel(x[:, a + w : b], pv, st, out[r0:r1, o : o + kept])
-            else:
-                rows = [where[n] for n in g.inputs]
+                    kernel(x[:, a + w : b], pv, st, out[r0:r1, o : o + kept])
+            else:  # a feature of features: its inputs are rows computed just before
                 if w:
-                    g.kernel(np.stack([scratch[r, :w] for r in rows]), pv, st,
-                             scratch[r0:r1, :w])  # fmt: skip
+                    kernel(np.stack([scratch[r, :w] for r in rows]), pv, st, scratch[r0:r1, :w])
                 if kept:
-                    g.kernel(np.stack([out[r, o : o + kept] for r in rows]), pv, st,
-                             out[r0:r1, o : o + kept])  # fmt: skip
+                    kernel(np.stack([out[r, o : o + kept] for r in rows]), pv, st,
+                           out[r0:r1, o : o + kept])  # fmt: skip
 
 
 def bar_arrays(sorted_bars: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -308,13 +311,8 @@ def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.n
 
 def n_threads() -> int:
     """Threads for the kernels: ``QCLI_FEATURE_THREADS`` or the number of CPUs."""
-    raw = os.environ.get("QCLI_FEATURE_THREADS")
-    if raw:
-        try:
-            return max(1, int(raw))
-        except ValueError:
-            raise InputError(f"QCLI_FEATURE_THREADS must be an integer, got {raw!r}") from None
-    return max(1, os.cpu_count() or 1)
+    # checked: a negative count is refused, not silently read as 1
+    return env_int("QCLI_FEATURE_THREADS", max(1, os.cpu_count() or 1), lo=1, hi=1024)
 
 
 def thread_ranges(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:

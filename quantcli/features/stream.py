@@ -64,7 +64,7 @@ class FeatureStream:
         rows = store.con.execute(
             resources.sql("features_stream_state"), [self.feature_set.name]
         ).fetchall()
-        for symbol, row_layout, n, last_ts, blob in rows:
+        for symbol, row_layout, n, last_ts, blob, _fingerprint in rows:
             if row_layout != layout or len(blob) != 8 * self.plan.state_size:
                 continue
             self._state[str(symbol)] = np.frombuffer(bytes(blob), dtype="<f8").copy()
