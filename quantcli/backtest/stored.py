@@ -61,9 +61,42 @@ def load_backtest_frame(
 
 
 def _periods_per_year(feature_set: str) -> float | None:
+    """The declared bars per year of ``feature_set``; ``None`` (the daily convention) for a name
+    with no declaration (a Python caller's own frame)."""
     from quantcli.features.definitions import load_feature_set
 
-    return getattr(load_feature_set(feature_set), "periods_per_year", None)
+    try:
+        fs = load_feature_set(feature_set)
+    except NotFoundError:
+        return None
+    return getattr(fs, "periods_per_year", None)
+
+
+def backtest_options(cfg: dict[str, dict[str, Any]], feature_set: str) -> dict[str, Any]:
+    """The keyword arguments of :func:`run_cpcv_backtest` a config and a feature set fix:
+    ``costs`` (``[costs]``), ``construction`` (``[strategy]``) and ``periods_per_year`` (the
+    feature set's declaration)."""
+    return {
+        "costs": CostModel.from_config(cfg.get("costs")),
+        "construction": Construction.from_config(cfg.get("strategy")),
+        "periods_per_year": _periods_per_year(feature_set),
+    }
+
+
+def trial_context(
+    cfg: dict[str, dict[str, Any]], feature_set: str, label: str, model: Any, seed: int
+) -> dict[str, Any]:
+    """What, besides a grid entry's params, defines a trial: the data, model, costs, strategy
+    and CV (:func:`quantcli.backtest.trials.trial_id` hashes it)."""
+    return {
+        "feature_set": feature_set,
+        "label": label,
+        "model": model,
+        "seed": seed,
+        "cpcv": dict(cfg["cpcv"]),
+        "costs": CostModel.from_config(cfg.get("costs")).to_dict(),
+        "strategy": Construction.from_config(cfg.get("strategy")).to_dict(),
+    }
 
 
 def _with_prices(frame: pl.DataFrame, store: Any = None) -> pl.DataFrame:
@@ -110,10 +143,9 @@ def backtest_stored_features(
         purge_pct=c["purge_pct"],
     )
     validator = BacktestValidator.from_config(cfg["gates"], **(gate_overrides or {}))
-    costs = CostModel.from_config(cfg.get("costs"))
-    construction = Construction.from_config(cfg.get("strategy"))
+    options = backtest_options(cfg, feature_set)
     frame, names = load_backtest_frame(feature_set, label)
-    if costs.slippage == "atr":
+    if options["costs"].slippage == "atr":
         frame = _with_prices(frame)
     result = run_cpcv_backtest(
         frame,
@@ -122,24 +154,15 @@ def backtest_stored_features(
         cv=cv,
         param_grid=GRIDS[grid],
         gates=validator,
-        costs=costs,
-        construction=construction,
-        periods_per_year=_periods_per_year(feature_set),
         executor=executor,
         ray_address=ray_address,
         seed=seed,
         progress=progress,
+        **options,
     )
     if model_name is not None:
-        context = {
-            "feature_set": feature_set,
-            "label": label,
-            "lightgbm": {k: v for k, v in cfg["lightgbm"].items() if k != "seed"},
-            "seed": seed,
-            "cpcv": dict(c),
-            "costs": costs.to_dict(),
-            "strategy": construction.to_dict(),
-        }
+        lgbm = {k: v for k, v in cfg["lightgbm"].items() if k != "seed"}
+        context = trial_context(cfg, feature_set, label, {"lgbm": lgbm}, seed)
         record_and_deflate(TrialLog(), model_name, result, context)
     out_dir = Path(report_dir) if report_dir else reports_dir() / f"backtest-{report_id(result)}"
     files = write_report(result, out_dir)

@@ -145,8 +145,12 @@ def _run_backtest(
     seed: int,
     executor: str,
     progress: Any,
+    **options: Any,
 ) -> tuple[dict[str, Any], Any]:
-    """Run the CPCV engine (:mod:`quantcli.backtest.engine`); return (normalised dict, result)."""
+    """Run the CPCV engine (:mod:`quantcli.backtest.engine`); return (normalised dict, result).
+
+    ``options``: costs, construction and periods per year
+    (:func:`quantcli.backtest.stored.backtest_options`)."""
     from quantcli.backtest import CombinatorialPurgedCV
     from quantcli.backtest.engine import run_cpcv_backtest
 
@@ -165,6 +169,7 @@ def _run_backtest(
         seed=seed,
         progress=progress,
         gates=gates,
+        **options,
     )
     return _normalise_backtest(result), result
 
@@ -434,6 +439,7 @@ class MLflowTrainer:
         )
         run_id = run.info.run_id
         model_dir: Path | None = None
+        self._trial_name = register_as or f"{self.experiment_name}/{factory.kind}"
         try:
             result, model_dir = self._run(
                 run_id,
@@ -540,10 +546,26 @@ class MLflowTrainer:
     ):
         from mlflow.entities import Metric, Param, RunTag
 
+        from quantcli.backtest.stored import backtest_options, trial_context
+        from quantcli.backtest.trials import TrialLog, record_and_deflate
+
         gates = dict(self.cfg["gates"])
+        feature_set, label = lineage[T.FEATURE_SET], lineage[T.LABEL]
         bt, bt_result = _run_backtest(
-            frame, feature_names, factory, cv_cfg, gates, seed, executor, bar
+            frame,
+            feature_names,
+            factory,
+            cv_cfg,
+            gates,
+            seed,
+            executor,
+            bar,
+            **backtest_options(self.cfg, feature_set),
         )
+        # DSR counts every configuration ever backtested under this model name, across runs
+        context = trial_context(self.cfg, feature_set, label, _model_params(factory), seed)
+        record_and_deflate(TrialLog(client=self.client), self._trial_name, bt_result, context)
+        bt = _normalise_backtest(bt_result)
         per_fold, cv_means = _fold_metrics(bt["folds"])
         bt_metrics = _scalar_metrics(bt["metrics"])
 
