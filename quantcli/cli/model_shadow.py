@@ -57,8 +57,22 @@ def _shadow_table(r: dict[str, Any]):
 def shadow(
     name: NameArg,
     since: Annotated[
-        str, typer.Option("--since", help="Replay stored features from this date (YYYY-MM-DD).")
-    ],
+        str | None,
+        typer.Option(
+            "--since",
+            help="Replay: stored features from this date (YYYY-MM-DD), required. --live: "
+            "shadow records from this date or ISO time (default: all).",
+        ),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Compare the live shadow a running `qcli serve` recorded in the audit ledger "
+            "(prediction divergence now, realized P&L divergence once returns are known) "
+            "instead of replaying stored features.",
+        ),
+    ] = False,
     candidate: Annotated[
         str, typer.Option("--candidate", help="Alias or version of the candidate.")
     ] = "staging",
@@ -88,23 +102,43 @@ def shadow(
     tracking_uri: TrackingOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Shadow a candidate against production on recent stored features; exit 1 if P&L diverges.
+    """Shadow a candidate against production; exit 1 if the P&L diverges beyond the limit.
 
-    Both exported ONNX graphs (the real runtime, signatures verified) predict the same rows;
-    the report compares predictions and the sign(prediction) strategy P&L.
+    Replay (default): both exported ONNX graphs (the real runtime, signatures verified) predict
+    the stored rows since --since; the report compares predictions and the sign(prediction)
+    strategy P&L. --live: the predictions a running service's shadow made (`qcli serve
+    --shadow-alias staging`, or a `qcli model rollout --mode shadow`) against the production
+    predictions of the same requests, from the audit ledger; the P&L uses the forward returns
+    known so far. A divergence beyond the limit also alerts ([alerts] warning_url).
 
     Examples:
 
         qcli model shadow momentum --since 2024-01-01
         qcli model shadow momentum --candidate 7 --against production --since 2024-03-01 --json
+        qcli model shadow momentum --live --since 2026-06-01
     """
     from quantcli.config import load_config
-    from quantcli.errors import GateFailedError
-    from quantcli.monitoring.shadow import run_shadow
+    from quantcli.errors import GateFailedError, InputError
+    from quantcli.monitoring.shadow import run_live_shadow, run_shadow
 
+    cfg = load_config(config)
     limit = max_pnl_divergence
     if limit is None:
-        limit = load_config(config)["shadow"]["max_pnl_divergence"]
+        limit = cfg["shadow"]["max_pnl_divergence"]
+    if not (limit >= 0 and limit < float("inf")):
+        raise InputError(f"--max-pnl-divergence must be a fraction >= 0, got {limit}")
+    if live:
+        r = run_live_shadow(
+            name,
+            since=since,
+            feature_set=feature_set,
+            label=label,
+            max_pnl_divergence=limit,
+        )
+        _finish_live(r, limit, cfg, json_mode)
+        return
+    if since is None:
+        raise InputError("--since is required to replay stored features (or use --live)")
     with progress(json_mode) as bar:
         bar.add_task("replaying features through both models", total=None)
         r = run_shadow(
@@ -128,6 +162,33 @@ def shadow(
             ],
             result=r,
         )
+
+
+def _finish_live(r: dict[str, Any], limit: float, cfg: dict, json_mode: bool) -> None:
+    from quantcli.errors import GateFailedError
+    from quantcli.monitoring.alerts import Alert, AlertConfig, AlertSink
+
+    p = r["prediction"]
+
+    def render(con) -> None:
+        pnl = _num(r["pnl_divergence"], ".2%")
+        con.print(
+            f"live shadow of {r['model']}: {r['n_records']} records (shadow v"
+            f"{', v'.join(r['shadow_versions'])} vs production v"
+            f"{', v'.join(r['production_versions'])}); prediction |diff| mean "
+            f"{p['mean_abs_diff']:.3g}, max {p['max_abs_diff']:.3g}, sign agreement "
+            f"{p['sign_agreement']:.1%}; realized P&L divergence {pnl} over "
+            f"{r['n_realized']} records with known returns (max {limit:.0%})"
+        )
+
+    if r["passed"] or not json_mode:
+        emit(r, json_mode, render)
+    if not r["passed"]:
+        message = f"live shadow P&L divergence {r['pnl_divergence']:.2%} beyond {limit:.0%}"
+        AlertSink(AlertConfig.from_config(cfg)).send(
+            Alert("WARNING", message, source="qcli model shadow", details={"model": r["model"]})
+        )
+        raise GateFailedError(message, reasons=[message], result=r)
 
 
 __all__ = ["app"]

@@ -22,6 +22,7 @@ import math
 import os
 import uuid
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,3 +185,165 @@ def _record(result: dict[str, Any], store_path: str | os.PathLike[str] | None) -
             ],
         )
     return run_id
+
+
+def read_live_shadow(
+    name: str,
+    *,
+    since: str | date | datetime | None = None,
+    ledger: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The live shadow records of model ``name`` in the audit ledger (``event: "shadow"``,
+    written by ``qcli serve`` for every request it scored with a shadow), recorded at or
+    after ``since``; one per ``(symbol, feature_ts, shadow and production versions)``, the
+    latest, so a feature row requested many times counts once."""
+    from quantcli.audit import ledger_path
+    from quantcli.audit._export import parse_since
+
+    path = Path(ledger) if ledger is not None else ledger_path()
+    if not path.is_file():
+        raise InputError(
+            f"no audit ledger at {path}",
+            hint="serve with a shadow first: qcli serve --shadow-alias staging",
+        )
+    since_dt = parse_since(since)
+    latest: dict[tuple, dict[str, Any]] = {}
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if b'"event":"shadow"' not in raw:
+                continue  # most records are predictions: skip them unparsed
+            try:
+                rec = json.loads(raw)
+            except (ValueError, RecursionError):
+                continue  # `qcli audit verify` reports broken records; here they are skipped
+            if rec.get("event") != "shadow" or rec.get("model_name") != name:
+                continue
+            if since_dt is not None and datetime.fromisoformat(rec["recorded_at"]) < since_dt:
+                continue
+            key = (
+                rec["symbol"],
+                rec.get("feature_ts"),
+                rec.get("shadow_version"),
+                rec.get("production_version"),
+            )
+            latest[key] = rec
+    return sorted(latest.values(), key=lambda r: (str(r.get("feature_ts")), r["symbol"]))
+
+
+def run_live_shadow(
+    name: str,
+    *,
+    since: str | date | datetime | None = None,
+    feature_set: str = "technical_v1",
+    label: str = "fwd_return_5d",
+    max_pnl_divergence: float = 0.05,
+    ledger: str | os.PathLike[str] | None = None,
+    store_path: str | os.PathLike[str] | None = None,
+    record: bool = True,
+) -> dict[str, Any]:
+    """Compare the live shadow with production from what the service recorded.
+
+    **Prediction divergence** (every shadow record): mean and max ``|shadow - production|``
+    and sign agreement. **Realized P&L divergence** (:func:`shadow_compare`'s
+    ``|W_shadow / W_production - 1|``) over the records whose forward return is known by now:
+    the label of ``feature_ts`` computed from the stored bars (``label`` of ``feature_set``,
+    e.g. the 5-bar forward return). ``passed`` is false when that divergence exceeds
+    ``max_pnl_divergence``; ``pnl_divergence`` is ``None`` (and ``passed`` true) until some
+    returns are known.
+    """
+    import polars as pl
+
+    from quantcli.features.definitions import load_feature_set
+    from quantcli.features.labels import compute_labels
+    from quantcli.store.offline import OfflineStore
+
+    recs = read_live_shadow(name, since=since, ledger=ledger)
+    if not recs:
+        raise InputError(
+            f"no live shadow records of model '{name}' in the audit ledger"
+            + (f" since {since}" if since else ""),
+            hint="serve with a shadow: qcli serve --shadow-alias staging, or "
+            "qcli model rollout NAME --version V --mode shadow",
+        )
+    shadow = np.array([r["shadow_prediction"] for r in recs], dtype=np.float64)
+    prod = np.array([r["production_prediction"] for r in recs], dtype=np.float64)
+    diff = np.abs(shadow - prod)
+    horizon = load_feature_set(feature_set).label(label).horizon
+    frame = pl.DataFrame(
+        {
+            "symbol": [r["symbol"] for r in recs],
+            "ts": [r.get("feature_ts") for r in recs],
+            "shadow": shadow,
+            "production": prod,
+        },
+        schema={
+            "symbol": pl.String,
+            "ts": pl.String,
+            "shadow": pl.Float64,
+            "production": pl.Float64,
+        },
+    ).with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", strict=False))
+    with OfflineStore(store_path, read_only=True) as store:
+        store.require_table("bars", hint="run `qcli data ingest PATH` first")
+        symbols = sorted(set(frame["symbol"].to_list()))
+        bars = (
+            store.con.cursor()
+            .sql(
+                "SELECT symbol, ts, close FROM bars WHERE symbol IN (SELECT unnest(?))",
+                params=[symbols],
+            )
+            .pl()
+            .with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
+        )
+    labels = compute_labels(bars, horizon).collect()
+    known = (
+        frame.join(labels, on=["symbol", "ts"], how="inner")
+        .filter(pl.col("label").is_not_null())
+        .sort("ts", "symbol")
+    )
+    result: dict[str, Any] = {
+        "model": name,
+        "mode": "live",
+        "since": None if since is None else str(since),
+        "label": label,
+        "n_records": len(recs),
+        "n_realized": known.height,
+        "shadow_versions": sorted({str(r.get("shadow_version")) for r in recs}),
+        "production_versions": sorted({str(r.get("production_version")) for r in recs}),
+        "prediction": {
+            "mean_abs_diff": float(diff.mean()),
+            "max_abs_diff": float(diff.max()),
+            "sign_agreement": float(np.mean(np.sign(shadow) == np.sign(prod))),
+        },
+        "max_pnl_divergence": max_pnl_divergence,
+        "pnl_divergence": None,
+        "passed": True,
+    }
+    if known.height:
+        cmp = shadow_compare(
+            known["ts"].to_list(),
+            known["shadow"].to_numpy(),
+            known["production"].to_numpy(),
+            known["label"].to_numpy(),
+            max_pnl_divergence,
+        )
+        result.update(
+            pnl_divergence=cmp["pnl_divergence"],
+            passed=cmp["passed"],
+            n_periods=cmp["n_periods"],
+            candidate=cmp["candidate"],
+            against=cmp["production"],
+            conventions=cmp["conventions"],
+        )
+    if record:
+        result["candidate_alias"] = "shadow"
+        result["run_id"] = _record(
+            {
+                **result,
+                "candidate": {"alias": "live-shadow", **result.get("candidate", {})},
+                "against": {"alias": "production", **result.get("against", {})},
+                "since": result["since"] or "",
+            },
+            store_path,
+        )
+    return result

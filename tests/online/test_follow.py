@@ -318,3 +318,59 @@ def test_serving_config_is_checked():
     with pytest.raises(InputError, match=r"\[serving\] max_body_bytes"):
         ServingConfig(max_body_bytes=10)
     assert ServingConfig().poll_interval_s <= 5
+
+
+def _bars_with_known_returns(ret: float) -> None:
+    """The stand-in features' bars, plus 6 later bars per symbol at (1 + ret) x the last close:
+    every served feature row's 5-bar forward return is then exactly ``ret``."""
+    from datetime import timedelta
+
+    import duckdb
+    import polars as pl
+
+    from quantcli.config import offline_store_path
+    from quantcli.data.synthetic import synthetic_universe
+
+    bars = synthetic_universe(n_symbols=6, n_days=80, seed=3).select("symbol", "ts", "close")
+    last = bars.sort("ts").group_by("symbol").last()
+    extra = pl.concat(
+        last.with_columns(pl.col("ts") + timedelta(days=d), pl.col("close") * (1 + ret))
+        for d in range(1, 7)
+    )
+    frame = pl.concat([bars, extra]).sort("symbol", "ts")
+    con = duckdb.connect(str(offline_store_path()))
+    try:
+        con.register("b", frame.to_arrow())
+        con.execute("CREATE OR REPLACE TABLE bars AS SELECT * FROM b")
+    finally:
+        con.close()
+
+
+def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_home, cli):
+    """Shadow v3 (predicts -1: the opposite trade) against production v1 (predicts +1); every
+    realized 5-bar return is +10 %: production's wealth 1.1, the shadow's 0.9."""
+    v3 = register_version(model, NAMES, bias=-1.0)
+    deployment.rollout(ModelRegistry(), model, v3, 0, mode="shadow")
+    predictor = load_predictor(model, "production")
+    follower = RegistryFollower(predictor, model, alerts=Sink())
+    try:
+        follower.sync("startup")
+        for _ in range(3):  # the same feature rows three times: counted once
+            predictor.predict(["SYM0001", "SYM0002", "SYM0003"], source="test")
+        predictor.shadow.drain()
+    finally:
+        predictor.close()
+    _bars_with_known_returns(0.10)
+    code, out, err = cli("model", "shadow", model, "--live", "--json")
+    assert code == 1, err
+    r = json.loads(out)
+    assert r["n_records"] == 3 and r["n_realized"] == 3
+    assert r["prediction"] == {"mean_abs_diff": 2.0, "max_abs_diff": 2.0, "sign_agreement": 0.0}
+    assert r["against"]["cumulative_return"] == pytest.approx(0.10)
+    assert r["candidate"]["cumulative_return"] == pytest.approx(-0.10)
+    assert r["pnl_divergence"] == pytest.approx(1 - 0.9 / 1.1)
+    assert "live shadow P&L divergence 18.18% beyond 5%" in err
+    code, out, err = cli(
+        "model", "shadow", model, "--live", "--max-pnl-divergence", "0.5", "--json"
+    )
+    assert code == 0 and json.loads(out)["passed"] is True
