@@ -1,5 +1,6 @@
 """CPCV backtesting: combinatorial purged cross-validation, honest statistics, gates, reports."""
 
 from quantcli.backtest.cpcv import CombinatorialPurgedCV
+from quantcli.backtest.gates import BacktestValidator
 
-__all__ = ["CombinatorialPurgedCV"]
+__all__ = ["BacktestValidator", "CombinatorialPurgedCV"]

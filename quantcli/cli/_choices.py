@@ -45,6 +45,11 @@ class OnlineStore(StrEnum):
     redis = "redis"
 
 
+class ExportFormat(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
 class Grid(StrEnum):
     none = "none"
     small = "small"

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quantcli.cli._choices import ExportFormat
 from quantcli.cli._common import JsonOpt, emit, note, progress
 from quantcli.data.defaults import DEFAULT_OUTLIER_Z
 
@@ -288,3 +289,83 @@ def _render_summary(console, out: dict[str, Any]) -> None:
                 ", ".join(f"{k} x{v}" for k, v in i["warnings"].items()) or "-",
             )
         console.print(ing)
+
+
+ExportOutputOpt = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="The file to write; an existing file is replaced.",
+        show_default=False,
+    ),
+]
+ExportFormatOpt = Annotated[
+    ExportFormat | None,
+    typer.Option(
+        "--format",
+        help="File format. Default: csv for a .csv output, else parquet.",
+        show_default=False,
+    ),
+]
+ExportSymbolsOpt = Annotated[
+    str | None,
+    typer.Option("--symbols", help="Comma-separated symbols (default: every stored symbol)."),
+]
+ExportSinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="Keep rows at or after this date (YYYY-MM-DD, UTC)."),
+]
+ExportUntilOpt = Annotated[
+    str | None,
+    typer.Option("--until", help="Keep rows at or before this date (YYYY-MM-DD, UTC)."),
+]
+
+
+def split_symbols(symbols: str | None) -> list[str] | None:
+    """``--symbols A,B`` as a list (``None`` when not given)."""
+    if symbols is None:
+        return None
+    return [s.strip() for s in symbols.split(",") if s.strip()]
+
+
+def export_summary(out: dict[str, Any]) -> str:
+    return (
+        f"{out['rows']} rows of {len(out['symbols'])} symbol(s) from {out['table']} "
+        f"({out['start']} .. {out['end']}) -> {out['path']} ({out['format']})"
+    )
+
+
+@app.command("export")
+def export_cmd(
+    output: ExportOutputOpt,
+    fmt: ExportFormatOpt = None,
+    symbols: ExportSymbolsOpt = None,
+    since: ExportSinceOpt = None,
+    until: ExportUntilOpt = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Write the stored bars to a Parquet or CSV file, sorted by (symbol, ts), ts in UTC.
+
+    The same store and options write the same bytes. The file is written under a temporary
+    name and renamed, so a failed export leaves nothing under --output.
+
+    Examples:
+
+        qcli data export --output bars.parquet
+
+        qcli data export -o spx.csv --symbols SPX --since 2018-01-01 --json
+    """
+    from rich.markup import escape
+
+    from quantcli.store.export import export_table
+
+    out = export_table(
+        "bars",
+        output,
+        fmt=None if fmt is None else fmt.value,
+        symbols=split_symbols(symbols),
+        since=since,
+        until=until,
+    )
+    emit(out, json_mode, lambda c: c.print(escape(export_summary(out))))

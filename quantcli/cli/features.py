@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quantcli.cli._choices import Engine, Executor, OnlineStore
+from quantcli.cli._choices import Engine, Executor, ExportFormat, OnlineStore
 from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(help="Build, inspect and materialize feature sets.", no_args_is_help=True)
@@ -283,6 +283,70 @@ def show_cmd(
 
     note(f"{len(result['rows'])} rows of {symbol}", json_mode)
     emit(result, json_mode, render)
+
+
+@app.command("export")
+def export_cmd(
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The file to write; an existing file is replaced.",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            help="File format. Default: csv for a .csv output, else parquet.",
+            show_default=False,
+        ),
+    ] = None,
+    feature_set: FeatureSetOpt = "technical_v1",
+    symbols: Annotated[
+        str | None,
+        typer.Option("--symbols", help="Comma-separated symbols (default: every stored symbol)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Keep rows at or after this date (YYYY-MM-DD, UTC)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Keep rows at or before this date (YYYY-MM-DD, UTC)."),
+    ] = None,
+    json_mode: JsonOpt = False,
+) -> None:
+    """Write a built feature table to a Parquet or CSV file, sorted by (symbol, ts).
+
+    Columns: symbol, ts (UTC) and the features, as stored by `qcli features build`. The same
+    store and options write the same bytes; a failed export leaves nothing under --output.
+    pandas reads the result with pd.read_parquet, polars with pl.read_parquet.
+
+    Examples:
+
+        qcli features export --output features.parquet
+
+        qcli features export -o spx.csv --symbols SPX --since 2018-01-01 --json
+    """
+    from rich.markup import escape
+
+    from quantcli.cli.data import export_summary, split_symbols
+    from quantcli.features.definitions import load_feature_set
+    from quantcli.store.export import export_table
+
+    out = export_table(
+        load_feature_set(feature_set).table,
+        output,
+        fmt=None if fmt is None else fmt.value,
+        symbols=split_symbols(symbols),
+        since=since,
+        until=until,
+    )
+    out["feature_set"] = feature_set
+    emit(out, json_mode, lambda c: c.print(escape(export_summary(out))))
 
 
 def _list_catalog(all_sets: bool, kinds: bool, json_mode: bool) -> None:
