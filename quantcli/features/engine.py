@@ -170,11 +170,10 @@ class KernelPlan:
         out_starts = np.zeros(n_sym + 1, dtype=np.int64)
         np.cumsum(lengths - skips, out=out_starts[1:])
         out = np.empty((self.n_rows, int(out_starts[-1])), dtype=np.float64)
-        stacks = {
-            g.inputs: np.ascontiguousarray(np.stack([bars[c] for c in g.inputs]))
-            for g in self.groups
-            if g.scope == "bars"
-        }
+        stacks: dict[tuple[str, ...], np.ndarray] = {}
+        for g in self.groups:
+            if g.scope == "bars" and g.inputs not in stacks:
+                stacks[g.inputs] = np.stack([bars[c] for c in g.inputs])
         ranges = thread_ranges(starts, threads if threads is not None else n_threads())
 
         def work(lo: int, hi: int) -> None:

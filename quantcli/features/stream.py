@@ -28,7 +28,38 @@ import polars as pl
 from quantcli.errors import InputError
 from quantcli.features.compute import block_starts, sort_bars
 from quantcli.features.definitions import FeatureSet, load_feature_set
-from quantcli.features.engine import KernelPlan, run_frame
+from quantcli.features.engine import KernelPlan
+
+_BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def _presorted(bars: pl.DataFrame) -> bool:
+    """Whether ``bars`` are few, typed and already in order (one symbol, rising ``ts``, finite
+    prices): a live loop's update, read column by column without the general path's sort and
+    lazy plan (which cost more than the kernels for one bar)."""
+    if bars.height > 64:
+        return False
+    schema = bars.schema
+    if schema.get("symbol") != pl.String or not isinstance(schema.get("ts"), pl.Datetime):
+        return False
+    if any(c not in schema for c in _BAR_COLUMNS[1:]):
+        return False
+    prices = [c for c in _BAR_COLUMNS if c in schema]
+    if any(schema[c] != pl.Float64 or bars[c].null_count() for c in prices):
+        return False
+    if bars["symbol"].null_count() or bars["ts"].null_count():
+        return False
+    if len(set(bars["symbol"].to_list())) != 1:
+        return False
+    ts = bars["ts"].to_numpy().astype("datetime64[us]").view(np.int64)
+    if (ts[1:] <= ts[:-1]).any():
+        return False
+    return all(np.isfinite(bars[c].to_numpy()).all() for c in prices)
+
+
+def _frame(values: np.ndarray, names: list[str]) -> pl.DataFrame:
+    """Feature columns from the engine's rows (one row per feature)."""
+    return pl.from_numpy(values, schema=names, orient="col")
 
 
 class FeatureStream:
@@ -52,6 +83,9 @@ class FeatureStream:
         self._state: dict[str, np.ndarray] = {}
         self._bars: dict[str, int] = {}  # bars seen per symbol
         self._last_us: dict[str, int] = {}  # last bar's ts, epoch microseconds
+        self._init = self.plan.init_states(1)[0]
+        self._rows = self.plan.feature_rows()
+        self._names = self.feature_set.feature_names
         if store is not None:
             self._load(store)
 
@@ -94,33 +128,46 @@ class FeatureStream:
         symbol's warm-up (its first ``FeatureSet.warmup`` bars) update the state but give no
         row. Nothing changes when a bar is refused (:class:`InputError` naming it).
         """
-        srt = sort_bars(bars)
-        if srt.height == 0:
+        if bars.height == 0:
             return self._empty()
-        starts, symbols = block_starts(srt)
-        ts_us = srt["ts"].dt.epoch("us").to_numpy()
+        if _presorted(bars):
+            srt = bars
+            ts_us = bars["ts"].to_numpy().astype("datetime64[us]").view(np.int64)
+            starts = np.array([0, bars.height], dtype=np.int64)
+            symbols = [bars["symbol"][0]]
+        else:
+            srt = sort_bars(bars)
+            ts_us = srt["ts"].dt.epoch("us").to_numpy()
+            starts, symbols = block_starts(srt)
         for k, symbol in enumerate(symbols):
             last = self._last_us.get(symbol)
-            first = int(ts_us[int(starts[k])])
-            if last is not None and first <= last:
+            if last is not None and int(ts_us[int(starts[k])]) <= last:
                 raise InputError(
                     f"FeatureStream.update: bar (symbol {symbol}, ts {srt['ts'][int(starts[k])]})"
                     " is not after the symbol's last bar",
                     hint="a revised or back-filled bar needs a rebuild: qcli features build",
                 )
         seen = np.array([self._bars.get(s, 0) for s in symbols], dtype=np.int64)
-        states = self.plan.init_states(len(symbols))
+        states = np.empty((len(symbols), self.plan.state_size), dtype=np.float64)
         for k, symbol in enumerate(symbols):
-            if symbol in self._state:
-                states[k] = self._state[symbol]
+            states[k] = self._state.get(symbol, self._init)
         skips = np.maximum(self.plan.warmup - seen, 0)
-        frame, states = run_frame(self.plan, srt, starts, skips, states)
         lengths = np.diff(starts)
+        arrays = {c: srt[c].to_numpy() for c in _BAR_COLUMNS if c in srt.columns}
+        threads = 1 if srt.height < 20_000 else None
+        out, _ = self.plan.run(arrays, starts, skips, states, threads=threads)
         for k, symbol in enumerate(symbols):
             self._state[symbol] = states[k].copy()
             self._bars[symbol] = int(seen[k] + lengths[k])
             self._last_us[symbol] = int(ts_us[int(starts[k + 1]) - 1])
-        return frame
+        if not out.shape[1]:
+            return self._empty()
+        keys = pl.DataFrame([srt["symbol"], srt["ts"]])
+        if (skips > 0).any():
+            position = np.arange(srt.height) - np.repeat(starts[:-1], lengths)
+            keys = keys.filter(pl.Series(position >= np.repeat(skips, lengths)))
+        values = out[self._rows]
+        return keys.hstack(_frame(values, self._names))
 
     def _empty(self) -> pl.DataFrame:
         schema = {"symbol": pl.String, "ts": pl.Datetime("us", "UTC")}
