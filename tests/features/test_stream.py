@@ -63,3 +63,21 @@ def test_a_bar_not_after_the_last_one_is_refused_and_changes_nothing():
 def test_empty_update_returns_the_feature_columns():
     out = FeatureStream().update(synthetic_universe(1, 5, seed=1).head(0))
     assert out.height == 0 and out.columns[:3] == ["symbol", "ts", "nma_9"]
+
+
+def test_one_symbol_bar_by_bar_takes_the_fast_path_and_equals_the_batch_build(monkeypatch):
+    from quantcli.features import stream as stream_mod
+
+    bars = synthetic_universe(1, 230, seed=12)
+    general = []
+    real = stream_mod.sort_bars
+    monkeypatch.setattr(stream_mod, "sort_bars", lambda b: general.append(1) or real(b))
+    stream = FeatureStream()
+    rows = pl.concat([stream.update(bars.slice(i, 1)) for i in range(bars.height)])
+    assert general == []  # every update was one in-order bar of one symbol
+    assert rows.equals(compute_features(bars))
+    # out of order or several symbols: the general path, same rows
+    two = synthetic_universe(2, 230, seed=12)
+    again = FeatureStream()
+    assert again.update(two.reverse()).equals(compute_features(two))
+    assert general == [1]
