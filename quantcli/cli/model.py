@@ -48,6 +48,14 @@ def _required(config_path: str | None) -> list[str]:
     return required_verdicts(load_config(config_path))
 
 
+def _requested(config_path: str | None) -> list[str]:
+    """The config's own gate list: promote raises it to the floor and records both."""
+    from quantcli.config import load_config
+    from quantcli.models.registry import gate_policy
+
+    return gate_policy(load_config(config_path))["config"]
+
+
 def _kv_table(title: str, rows: list[tuple[str, Any]]):
     from rich.table import Table
 
@@ -233,7 +241,7 @@ def promote(
         qcli model promote momentum --version 3 --force --reason "risk committee RISK-123"
     """
     reg = _registry(tracking_uri)
-    result = reg.promote(name, version, force=force, reason=reason, required=_required(config))
+    result = reg.promote(name, version, force=force, reason=reason, required=_requested(config))
 
     def render(console) -> None:
         if not result["promoted"]:
@@ -347,36 +355,6 @@ def list_versions(
 
     emit(result, json_mode, render)
 
-
-def _list_models(reg, json_mode: bool) -> None:
-    """Every registered model with its aliases (``qcli model list`` without a name)."""
-    models = []
-    for rm in sorted(reg.client.search_registered_models(), key=lambda m: m.name):
-        versions = [int(v.version) for v in reg.client.search_model_versions(f"name = '{rm.name}'")]
-        models.append(
-            {
-                "name": rm.name,
-                "aliases": dict(sorted(reg.alias_map(rm.name).items())),
-                "latest_version": str(max(versions)) if versions else None,
-                "versions": len(versions),
-            }
-        )
-    result = {"tracking_uri": reg.tracking_uri, "models": models}
-
-    def render(console) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"registered models ({reg.tracking_uri})")
-        for col in ("name", "aliases", "latest", "versions"):
-            table.add_column(col)
-        for m in models:
-            aliases = " ".join(f"{a}=v{v}" for a, v in m["aliases"].items()) or "-"
-            table.add_row(m["name"], aliases, m["latest_version"] or "-", str(m["versions"]))
-        console.print(table)
-        if not models:
-            note("no registered model yet: qcli model train --name NAME")
-
-    emit(result, json_mode, render)
 
 # -- deployment: canary, shadow, kill switch (quantcli.models.deployment) -------------------------
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded).")]

@@ -77,6 +77,16 @@ def qcli(capsys, *args: str) -> tuple[int, dict | None, str]:
     return exc.value.code, parsed, out.err
 
 
+PASSED = {"backtest": "pass", "parity": "pass", "scan": "pass"}
+
+
+def _onnx_gates_pass(name: str, version: str) -> None:
+    """What `qcli model export` and `qcli model scan` record (the config cannot drop them)."""
+    reg = ModelRegistry()
+    for gate in ("parity", "scan"):
+        reg.record_verdict(name, version, gate, True, [])
+
+
 def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_store):
     home = _home_from(signal_store, qcli_home, mlflow_template_db)
     cfg = str(home / "small.toml")
@@ -95,8 +105,9 @@ def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_sto
     ]
     assert "promotion of sig v1 refused" in err
 
+    _onnx_gates_pass("sig", "1")
     code, out, _ = qcli(capsys, "model", "validate", "sig", "--config", cfg, "--json")
-    assert (code, out["passed"], out["verdicts"]) == (0, True, {"backtest": "pass"})
+    assert (code, out["passed"], out["verdicts"]) == (0, True, PASSED)
     code, out, _ = qcli(capsys, "model", "promote", "sig", "--config", cfg, "--json")
     assert (code, out["promoted"], out["previous_version"]) == (0, True, None)
 
@@ -104,6 +115,7 @@ def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_sto
         capsys, "model", "train", "--name", "sig", "--seed", "7", "--config", cfg, "--json"
     )
     assert code == 0, err
+    _onnx_gates_pass("sig", "2")
     assert qcli(capsys, "model", "validate", "sig", "--config", cfg)[0] == 0
     code, out, _ = qcli(capsys, "model", "promote", "sig", "--config", cfg, "--json")
     assert (code, out["version"], out["previous_version"]) == (0, "2", "1")
@@ -120,7 +132,7 @@ def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_sto
         ("1", "production"),
         ("2", "rolled_back"),
     ]
-    assert all(v["verdicts"] == {"backtest": "pass"} for v in out["versions"])
+    assert all(v["verdicts"] == PASSED for v in out["versions"])
     assert all(v["feature_set_version"] == "1" for v in out["versions"])
     assert out["versions"][0]["dataset_sha256"] == out["versions"][1]["dataset_sha256"]
 
@@ -188,7 +200,8 @@ def test_concurrent_promotes_leave_one_consistent_production(qcli_home, embedded
     for seed in (1, 2, 3):
         v = helpers.register_model(reg, name, seed=seed)
         reg.record_verdict(name, v, "backtest", True, [])
-    reg.promote(name, 1, required=["backtest"])
+        _onnx_gates_pass(name, v)
+    reg.promote(name, 1)
     cfg = qcli_home / "race.toml"
     cfg.write_text('[registry]\nrequired_verdicts = ["backtest"]\n')
 

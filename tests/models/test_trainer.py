@@ -136,11 +136,16 @@ def test_train_register_validate_promote_rollback(
     assert info.tags["quantcli.dataset_sha256"] == manifest["sha256"]
 
     assert reg.validate(model_name, 1, required=required)["passed"]
+    onnx_gates = ("parity", "scan")  # the floor promote keeps: what export and scan record
+    for gate in onnx_gates:
+        reg.record_verdict(model_name, 1, gate, True, [])
     reg.promote(model_name, 1, required=required)
 
     second = _train(uri, signal_frame_b, model_name)
     assert second.passed, second.reasons
     reg.validate(model_name, second.version, required=required)
+    for gate in onnx_gates:
+        reg.record_verdict(model_name, second.version, gate, True, [])
     reg.promote(model_name, second.version, required=required)
     assert reg.alias_map(model_name) == {"production": "2", "staging": "2"}
 
