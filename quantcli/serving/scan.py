@@ -31,6 +31,7 @@ Checks
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,11 @@ def sniff_format(head: bytes) -> str:
         return "zip"
     if head[:1] == b"\x08":
         return "onnx"
-    # protocol 0/1 pickles are text opcodes: "(dp0", "(lp0", "cbuiltins\n", "}q\x00" ...
-    if (head[:1] in (b"(", b"}", b"]", b"c") and b"\n" in head[:64]) or head[:2] == b"}q":
+    # protocol 0/1 pickles are text opcodes: "(dp0", "(lp0", "cbuiltins\neval\n", "}q\x00" ...
+    # (a GLOBAL "c" needs "module\nname\n", so YAML such as "channels:\n" is not one)
+    if (head[:1] in (b"(", b"}", b"]") and b"\n" in head[:64]) or head[:2] == b"}q":
+        return "pickle"
+    if re.match(rb"c[\w.]+\n[\w.]+\n", head):
         return "pickle"
     return "unknown"
 
@@ -428,7 +432,14 @@ def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanRep
             findings.append(f"{p.name}: refused ({exc})")
     elif report.format == "pickle":
         findings.append(f"{p.name} is a Python pickle: refused unopened")
-    elif p.suffix == ".txt":  # the export report: plain UTF-8 text, never executed
+    elif p.name == "MLmodel" or p.suffix == ".yaml":  # the MLflow model's descriptors
+        import yaml
+
+        try:  # safe_load builds plain data only: no tags, no objects
+            yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            findings.append(f"{p.name}: not valid YAML ({exc})")
+    elif p.suffix == ".txt":  # export report, pip requirements: plain UTF-8 text, never executed
         try:
             p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
@@ -436,8 +447,8 @@ def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanRep
     elif report.format not in ("onnx", "lightgbm_text"):
         findings.append(f"{p.name}: unexpected file type in a model artifact")
     if report.format != "pickle":
-        report.format = {".json": "json", ".npz": "npz", ".txt": "text"}.get(
-            p.suffix, report.format
+        report.format = {".json": "json", ".npz": "npz", ".txt": "text", ".yaml": "yaml"}.get(
+            p.suffix, "yaml" if p.name == "MLmodel" else report.format
         )
     report.checks.append(Check("format", not findings, findings, {"magic": head[:8].hex()}))
     report.checks.append(_check_integrity(p, sha256, signature, True, None))
@@ -502,7 +513,11 @@ def scan_registered(
                 scanned[rel] = sha256_file(f)
                 rec = info.artifacts.get(rel, {})
                 sha, sig = rec.get("sha256"), rec.get("signature")
-                if f.suffix in (".onnx", ".txt") and f.name not in ("model.export.txt",):
+                # text files that are not LightGBM models: the export report, pip requirements
+                if f.suffix in (".onnx", ".txt") and f.name not in (
+                    "model.export.txt",
+                    "requirements.txt",
+                ):
                     r = scan_artifact(
                         f,
                         sha256=sha,

@@ -70,6 +70,8 @@ def test_pyfunc_and_models_serve_equal_qcli_predict(
     train_from_store(model_name, cfg=cfg, tracking_uri=uri)  # the trainer logs the flavors
     for args in (
         ("model", "export", model_name, "--sample-rows", "200", "--json"),
+        # the scan reads the MLflow files as data (YAML, JSON, text), none as a pickle
+        ("model", "scan", model_name, "--sample-rows", "200", "--json"),
         ("features", "materialize", "--json"),
         ("model", "promote", model_name, "--force", "--reason", "flavor test", "--json"),
     ):
