@@ -72,12 +72,10 @@ def verify_cmd(
     emit(result, json_mode)  # the JSON result, then the one-line error on stderr
     anchored = result["last_anchored"]
     where = (
-        f"record seq {b['seq']} (line {b['line']})"
-        if b["kind"] in ("record", "tail")
-        else f"after {result['records']} records"
+        f" at record seq {b['seq']} (line {b['line']})" if b["kind"] in ("record", "tail") else ""
     )
     raise IntegrityError(
-        f"{result['path']}: broken at {where}: {b['reason']}",
+        f"{result['path']}: broken{where}: {b['reason']}",
         hint=f"{result['records']} records before it are intact; last anchored record: "
         + (f"seq {anchored['seq']}" if anchored else "none")
         + f"; unanchored tail: {result['unanchored_tail']} records",
