@@ -178,3 +178,132 @@ def true_range(high, low, prev_close):
     if t > out:
         out = t
     return out
+
+
+# --- whole-segment forms: the same arithmetic as the pushes above, state held in locals ------
+# A kernel that feeds every bar of a call through one of these keeps its running sums in
+# registers for the whole loop (the pushes load and store them on every value, which made the
+# variance kernels 5-9x slower than a plain loop).
+@njit(cache=True, nogil=True)
+def sma_run(x, st, o, n, j, out):
+    """:func:`sma_push` of ``x[0], x[1], ...`` (values ``j, j + 1, ...``) into ``out``."""
+    total = st[o]
+    ring = st[o + 1 : o + 1 + n]
+    pos = j % n  # the slot of value j
+    for i in range(x.shape[0]):
+        v = x[i]
+        total += v
+        ring[pos] = v
+        pos += 1
+        if pos == n:
+            pos = 0
+        if j + i < n - 1:
+            out[i] = NAN
+        else:
+            tmp = total
+            total -= ring[pos]  # value j + i - n + 1, the one leaving the window
+            out[i] = tmp / n
+    st[o] = total
+
+
+@njit(cache=True, nogil=True)
+def var_run(x, st, o, n, j, out):
+    """:func:`var_push` of ``x[0], x[1], ...`` (values ``j, j + 1, ...``) into ``out``."""
+    shift = st[o]
+    s1 = st[o + 1]
+    s2 = st[o + 2]
+    countdown = st[o + 3]
+    ring = st[o + 4 : o + 4 + n]
+    inv_n = 1.0 / n
+    pos = j % n
+    for i in range(x.shape[0]):
+        jj = j + i
+        v = x[i]
+        ring[pos] = v
+        pos += 1
+        if pos == n:
+            pos = 0  # now the slot of value jj - n + 1, the oldest of the window
+        if jj == 0:
+            shift = v
+        d = v - shift
+        if jj < n - 1:
+            s1 += d
+            s2 += d * d
+            out[i] = NAN
+            continue
+        if jj == n - 1:
+            countdown = 32 * n
+        s1 += d
+        s2 += d * d
+        m1 = s1 * inv_n
+        var = s2 * inv_n - m1 * m1
+        d = ring[pos] - shift
+        s1 -= d
+        d *= d
+        s2 -= d
+        countdown -= 1.0
+        if var < 0.000001 * (s2 * inv_n) or d > 1000000.0 * s2 or countdown <= 0:
+            countdown = 32 * n
+            total = 0.0
+            q = pos
+            for _ in range(n):
+                total += ring[q]
+                q += 1
+                if q == n:
+                    q = 0
+            shift = total * inv_n
+            s1 = 0.0
+            s2 = 0.0
+            q = pos
+            for _ in range(n):
+                e = ring[q] - shift
+                s1 += e
+                s2 += e * e
+                q += 1
+                if q == n:
+                    q = 0
+            m1 = s1 * inv_n
+            var = s2 * inv_n - m1 * m1
+            if var < 0.000000000001 * (s2 * inv_n):
+                var = 0.0
+            d = ring[pos] - shift
+            s1 -= d
+            s2 -= d * d
+        out[i] = var
+    st[o] = shift
+    st[o + 1] = s1
+    st[o + 2] = s2
+    st[o + 3] = countdown
+
+
+@njit(cache=True, nogil=True)
+def std_of(v):
+    """TA_STDDEV from a variance (NaN stays NaN, 0 stays 0)."""
+    if v != v or v == 0.0:
+        return v if v != v else 0.0
+    return np.sqrt(v)
+
+
+@njit(cache=True, nogil=True)
+def ema_run(x, st, o, n, j, seed_from, out):
+    """:func:`ema_push` of ``x[0], x[1], ...`` (values ``j, j + 1, ...``) into ``out``."""
+    total = st[o]
+    prev = st[o + 1]
+    seed_end = seed_from + n - 1
+    k = 2.0 / (n + 1)
+    for i in range(x.shape[0]):
+        jj = j + i
+        v = x[i]
+        if jj < seed_end:
+            if jj >= seed_from:
+                total += v
+            out[i] = NAN
+        elif jj == seed_end:
+            total += v
+            prev = total / n
+            out[i] = prev
+        else:
+            prev = fma(v - prev, k, prev)
+            out[i] = prev
+    st[o] = total
+    st[o + 1] = prev

@@ -26,9 +26,11 @@ from quantcli.features.kinds._steps import (
     EMA_SIZE,
     NAN,
     ema_push,
-    sma_push,
+    ema_run,
+    sma_run,
     sma_size,
-    std_push,
+    std_of,
+    var_run,
     var_size,
 )
 
@@ -83,15 +85,15 @@ def nma_kernel(inputs, params, state, out):
     n = int(params[0])
     close = inputs[0]
     j = int(state[0])
-    for i in range(close.shape[0]):
-        c = close[i]
-        m = sma_push(state, 1, n, j, c)
-        if j < n - 1:
+    k = close.shape[0]
+    m = np.empty(k)
+    sma_run(close, state, 1, n, j, m)
+    for i in range(k):
+        if j + i < n - 1:
             out[0, i] = NAN
         else:
-            out[0, i] = c / m - 1.0 if m != 0.0 else 0.0
-        j += 1
-    state[0] = j
+            out[0, i] = close[i] / m[i] - 1.0 if m[i] != 0.0 else 0.0
+    state[0] = j + k
 
 
 def _talib_nma(cols, p):
@@ -126,23 +128,24 @@ def bbands_kernel(inputs, params, state, out):
     nbdev = params[1]
     close = inputs[0]
     j = int(state[0])
-    o_std = 1 + 1 + n
-    for i in range(close.shape[0]):
-        c = close[i]
-        middle = sma_push(state, 1, n, j, c)
-        std = std_push(state, o_std, n, j, c)
-        if j < n - 1:
+    k = close.shape[0]
+    middle = np.empty(k)
+    var = np.empty(k)
+    sma_run(close, state, 1, n, j, middle)
+    var_run(close, state, 1 + 1 + n, n, j, var)
+    for i in range(k):
+        if j + i < n - 1:
             out[0, i] = NAN
             out[1, i] = NAN
         else:
-            dev = std * nbdev
-            upper = middle + dev
-            lower = middle - dev
+            c = close[i]
+            dev = std_of(var[i]) * nbdev
+            upper = middle[i] + dev
+            lower = middle[i] - dev
             width = upper - lower
             out[0, i] = (c - lower) / width if width != 0.0 else 0.0
-            out[1, i] = width / middle if middle != 0.0 else 0.0
-        j += 1
-    state[0] = j
+            out[1, i] = width / middle[i] if middle[i] != 0.0 else 0.0
+    state[0] = j + k
 
 
 def _bb_state(p):
@@ -198,17 +201,18 @@ def volume_z_kernel(inputs, params, state, out):
     n = int(params[0])
     volume = inputs[0]
     j = int(state[0])
-    o_std = 1 + 1 + n
-    for i in range(volume.shape[0]):
-        v = volume[i]
-        m = sma_push(state, 1, n, j, v)
-        sd = std_push(state, o_std, n, j, v)
-        if j < n - 1:
+    k = volume.shape[0]
+    m = np.empty(k)
+    var = np.empty(k)
+    sma_run(volume, state, 1, n, j, m)
+    var_run(volume, state, 1 + 1 + n, n, j, var)
+    for i in range(k):
+        if j + i < n - 1:
             out[0, i] = NAN
         else:
-            out[0, i] = (v - m) / sd if sd != 0.0 else 0.0
-        j += 1
-    state[0] = j
+            sd = std_of(var[i])
+            out[0, i] = (volume[i] - m[i]) / sd if sd != 0.0 else 0.0
+    state[0] = j + k
 
 
 def _talib_volume_z(cols, p):
@@ -329,42 +333,41 @@ register_group(
 
 # --- OBV and its EMA ------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _obv_step(state, j, c, v):
+def _obv_run(close, volume, state, j, out):
     """TA_OBV: OBV[0] = volume[0]; add/subtract the bar's volume on an up/down close.
     State: [acc, prev close] at ``state[1:3]``."""
-    if j == 0:
-        state[1] = v
-        state[2] = c
+    acc = state[1]
     prev = state[2]
-    if c > prev:
-        state[1] += v
-    elif c < prev:
-        state[1] -= v
-    state[2] = c
-    return state[1]
+    for i in range(close.shape[0]):
+        c = close[i]
+        if j + i == 0:
+            acc = volume[0]
+            prev = c
+        if c > prev:
+            acc += volume[i]
+        elif c < prev:
+            acc -= volume[i]
+        out[i] = acc
+        prev = c
+    state[1] = acc
+    state[2] = prev
 
 
 @njit(cache=True, nogil=True)
 def obv_kernel(inputs, params, state, out):
-    close = inputs[0]
-    volume = inputs[1]
     j = int(state[0])
-    for i in range(close.shape[0]):
-        out[0, i] = _obv_step(state, j, close[i], volume[i])
-        j += 1
-    state[0] = j
+    _obv_run(inputs[0], inputs[1], state, j, out[0])
+    state[0] = j + inputs.shape[1]
 
 
 @njit(cache=True, nogil=True)
 def obv_ema_kernel(inputs, params, state, out):
     n = int(params[0])
-    close = inputs[0]
-    volume = inputs[1]
     j = int(state[0])
-    for i in range(close.shape[0]):
-        out[0, i] = ema_push(state, 3, n, j, _obv_step(state, j, close[i], volume[i]), 0)
-        j += 1
-    state[0] = j
+    obv = np.empty(inputs.shape[1])
+    _obv_run(inputs[0], inputs[1], state, j, obv)
+    ema_run(obv, state, 3, n, j, 0, out[0])
+    state[0] = j + inputs.shape[1]
 
 
 def _talib_obv(cols, p):
@@ -421,22 +424,25 @@ def _rate_kernel(inputs, params, state, out, percent):
     n = int(params[0])
     close = inputs[0]
     j = int(state[0])
+    ring = state[1 : 1 + n]
+    pos = j % n  # the slot of close[j - n], overwritten by close[j]
     for i in range(close.shape[0]):
         c = close[i]
-        slot = 1 + j % n
-        if j < n:
+        if j + i < n:
             out[0, i] = NAN
         else:
-            prev = state[slot]  # close[j - n]
+            prev = ring[pos]
             if prev == 0.0:
                 out[0, i] = 0.0
             elif percent:
                 out[0, i] = ((c / prev) - 1.0) * 100.0
             else:
                 out[0, i] = (c - prev) / prev
-        state[slot] = c
-        j += 1
-    state[0] = j
+        ring[pos] = c
+        pos += 1
+        if pos == n:
+            pos = 0
+    state[0] = j + close.shape[0]
 
 
 @njit(cache=True, nogil=True)
@@ -455,17 +461,24 @@ def volatility_kernel(inputs, params, state, out):
     n = int(params[0])
     close = inputs[0]
     j = int(state[0])
-    for i in range(close.shape[0]):
+    k = close.shape[0]
+    first = 1 if j == 0 else 0  # bar 0 has no return
+    if first and k:
+        out[0, 0] = NAN
+        state[1] = close[0]
+    r = np.empty(k - first if k > first else 0)
+    prev = state[1]
+    for i in range(first, k):
         c = close[i]
-        if j == 0:
-            out[0, i] = NAN
-        else:
-            prev = state[1]
-            r = (c - prev) / prev if prev != 0.0 else 0.0
-            out[0, i] = std_push(state, 2, n, j - 1, r)
-        state[1] = c
-        j += 1
-    state[0] = j
+        r[i - first] = (c - prev) / prev if prev != 0.0 else 0.0
+        prev = c
+    if k > first:
+        state[1] = prev
+    var = np.empty(r.shape[0])
+    var_run(r, state, 2, n, j + first - 1, var)
+    for i in range(r.shape[0]):
+        out[0, i + first] = std_of(var[i])
+    state[0] = j + k
 
 
 def _talib_roc(cols, p):

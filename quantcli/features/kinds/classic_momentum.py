@@ -12,7 +12,7 @@ from numba import njit
 
 from quantcli.features.kinds import classic_polars as twins
 from quantcli.features.kinds._base import Kind, Param, register
-from quantcli.features.kinds._steps import NAN, fma, is_zero, sma_push, sma_size, true_range
+from quantcli.features.kinds._steps import NAN, fma, is_zero, sma_run, sma_size, true_range
 from quantcli.features.kinds.classic import WINDOW, _n, _zeros, register_group
 
 
@@ -90,24 +90,25 @@ def atr_kernel(inputs, params, state, out):
     alpha = 1.0 - beta
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
+    prev_close, total, atr = state[1], state[2], state[3]
     for i in range(close.shape[0]):
-        if j == 0:
+        jj = j + i
+        if jj == 0:
             out[0, i] = NAN
         else:
-            tr = true_range(high[i], low[i], state[1])
-            if j < n:
-                state[2] += tr
+            tr = true_range(high[i], low[i], prev_close)
+            if jj < n:
+                total += tr
                 out[0, i] = NAN
-            elif j == n:
-                state[2] += tr
-                state[3] = state[2] / n
-                out[0, i] = state[3]
+            elif jj == n:
+                total += tr
+                atr = total / n
+                out[0, i] = atr
             else:
-                state[3] = fma(beta, state[3], alpha * tr)
-                out[0, i] = state[3]
-        state[1] = close[i]
-        j += 1
-    state[0] = j
+                atr = fma(beta, atr, alpha * tr)
+                out[0, i] = atr
+        prev_close = close[i]
+    state[0], state[1], state[2], state[3] = j + close.shape[0], prev_close, total, atr
 
 
 def _talib_atr(cols, p):
@@ -282,57 +283,70 @@ def stoch_kernel(inputs, params, state, out):
     slowd = int(params[2])
     first_fast = fastk - 1
     start = first_fast + slowk - 1 + slowd - 1
-    ring_h = 5
-    ring_l = 5 + fastk
     o_k = 5 + 2 * fastk
     o_d = o_k + 1 + slowk
+    ring_h = state[5 : 5 + fastk]
+    ring_l = state[5 + fastk : 5 + 2 * fastk]
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
+    k = close.shape[0]
     hi_idx = int(state[1]) if j > 0 else -1
     lo_idx = int(state[2]) if j > 0 else -1
     hh, ll = state[3], state[4]
-    for i in range(close.shape[0]):
-        state[ring_h + j % fastk] = high[i]
-        state[ring_l + j % fastk] = low[i]
-        if j < first_fast:
-            out[0, i] = NAN
-            out[1, i] = NAN
-            j += 1
+    fast = np.empty(k)
+    nf = 0
+    pos = j % fastk
+    for i in range(k):
+        jj = j + i
+        ring_h[pos] = high[i]
+        ring_l[pos] = low[i]
+        pos += 1
+        if pos == fastk:
+            pos = 0
+        if jj < first_fast:
             continue
-        w0 = j - fastk + 1
+        w0 = jj - fastk + 1
         if hi_idx < w0:
             hi_idx = w0
-            hh = state[ring_h + w0 % fastk]
-            for q in range(w0 + 1, j + 1):
-                v = state[ring_h + q % fastk]
+            hh = ring_h[w0 % fastk]
+            for q in range(w0 + 1, jj + 1):
+                v = ring_h[q % fastk]
                 if v >= hh:
                     hh = v
                     hi_idx = q
         elif high[i] >= hh:
             hh = high[i]
-            hi_idx = j
+            hi_idx = jj
         if lo_idx < w0:
             lo_idx = w0
-            ll = state[ring_l + w0 % fastk]
-            for q in range(w0 + 1, j + 1):
-                v = state[ring_l + q % fastk]
+            ll = ring_l[w0 % fastk]
+            for q in range(w0 + 1, jj + 1):
+                v = ring_l[q % fastk]
                 if v <= ll:
                     ll = v
                     lo_idx = q
         elif low[i] <= ll:
             ll = low[i]
-            lo_idx = j
+            lo_idx = jj
         rng = hh - ll
-        fast = ((close[i] - ll) / rng) * 100.0 if rng != 0.0 else 0.0
-        jk = j - first_fast
-        k = sma_push(state, o_k, slowk, jk, fast)
-        d = NAN
-        if jk >= slowk - 1:
-            d = sma_push(state, o_d, slowd, jk - slowk + 1, k)
-        out[0, i] = k if j >= start else NAN
-        out[1, i] = d
-        j += 1
-    state[0], state[1], state[2], state[3], state[4] = j, hi_idx, lo_idx, hh, ll
+        fast[nf] = ((close[i] - ll) / rng) * 100.0 if rng != 0.0 else 0.0
+        nf += 1
+    i0 = k - nf  # the call's first bar with a fast %K
+    jk0 = j + i0 - first_fast  # its index among the fast %K values
+    slow_k = np.empty(nf)
+    sma_run(fast[:nf], state, o_k, slowk, jk0, slow_k)
+    m0 = min(max(slowk - 1 - jk0, 0), nf)  # the first defined slow %K
+    slow_d = np.empty(nf - m0)
+    sma_run(slow_k[m0:], state, o_d, slowd, jk0 + m0 - (slowk - 1), slow_d)
+    for i in range(k):
+        t = i - i0
+        if t < 0:
+            out[0, i] = NAN
+            out[1, i] = NAN
+        else:
+            out[0, i] = slow_k[t] if j + i >= start else NAN
+            out[1, i] = slow_d[t - m0] if t >= m0 else NAN
+    state[0], state[1], state[2], state[3], state[4] = j + k, hi_idx, lo_idx, hh, ll
 
 
 def _stoch_lookback(p):
