@@ -1,0 +1,146 @@
+"""Several `qcli predict` and `qcli serve` processes started together on one cold ONNX cache.
+
+Each process resolves the registered graph, finds the cache empty, downloads it and loads it.
+The cache file is written to a private temporary directory and renamed into place, and each
+runtime builds its session from the bytes it verified, so no process may crash, and all of them
+serve the same graph.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# four interpreters importing MLflow and Feast at once: about a minute on an idle 2-core box
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N_PREDICT, N_SERVE = 2, 2
+
+
+def _register(home: Path, frame) -> str:
+    """A registered version with a signed ONNX graph at onnx/model.fp32.onnx, alias staging."""
+    import shutil
+    import tempfile
+
+    from online._model import make_signed_model
+    from quantcli.models import tags as T
+    from quantcli.models.registry import ModelRegistry
+
+    meta = make_signed_model(home, frame)
+    reg = ModelRegistry()
+    exp = reg.client.create_experiment("race", artifact_location=(home / "mlartifacts").as_uri())
+    run_id = reg.client.create_run(exp).info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        model_dir.mkdir()
+        (model_dir / "model.json").write_text('{"kind": "onnx-only test model"}')
+        reg.client.log_artifacts(run_id, str(model_dir), "model")
+        info = reg.register_version(
+            "race",
+            run_id,
+            model_dir,
+            {T.FEATURE_NAMES: meta["feature_names"], T.FEATURE_SET: "technical_v1"},
+        )
+        graph = Path(tmp) / "model.fp32.onnx"
+        shutil.copy(meta["onnx_path"], graph)
+        reg.add_artifact("race", info.version, graph, "onnx/model.fp32.onnx")
+    return info.version
+
+
+def test_predict_and_serve_processes_on_one_cold_cache(qcli_home, mlflow_template_db, tmp_path):
+    import shutil
+
+    import httpx
+
+    from online._features import feature_frame, write_feature_table
+    from online.conftest import free_port
+    from quantcli.store.feast_store import materialize
+
+    shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
+    frame = feature_frame()
+    write_feature_table(frame)
+    materialize("technical_v1")
+    _register(qcli_home, frame)
+    cache = qcli_home / "cache" / "onnx"
+    assert not cache.exists()
+
+    env = {**os.environ, "QCLI_HOME": str(qcli_home)}
+    env.pop("QCLI_API_TOKEN", None)
+    qcli = [sys.executable, "-m", "quantcli"]
+    procs, ports = [], []
+    for _ in range(N_SERVE):
+        port = free_port()
+        ports.append(port)
+        log = open(tmp_path / f"serve_{port}.log", "wb")  # noqa: SIM115 (a file, not a pipe)
+        procs.append(
+            subprocess.Popen(
+                [*qcli, "serve", "--model", "race", "--alias", "staging", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        log.close()
+    predicts = [
+        subprocess.Popen(
+            [*qcli, "predict", "SYM0000", "--model", "race", "--alias", "staging", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(N_PREDICT)
+    ]
+    try:
+        outs = [p.communicate(timeout=300) for p in predicts]
+        for p, (_out, err) in zip(predicts, outs, strict=True):
+            assert p.returncode == 0, err.decode()[-2000:]
+            assert b"Traceback" not in err
+        preds = [json.loads(out)["predictions"][0] for out, _ in outs]
+        assert len({p["prediction"] for p in preds}) == 1
+        assert len({p["onnx_model"]["sha256"] for p in preds}) == 1
+        deadline = time.monotonic() + 300
+        for port, proc in zip(ports, procs, strict=True):
+            while True:
+                assert proc.poll() is None, (tmp_path / f"serve_{port}.log").read_text()[-2000:]
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "service did not become healthy"
+                time.sleep(0.2)
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/predict", json={"symbols": ["SYM0000"]}, timeout=30
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"][0]["prediction"] == preds[0]["prediction"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for p in predicts:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for port in ports:
+        assert "Traceback" not in (tmp_path / f"serve_{port}.log").read_text()
+    # one graph in the cache, no temporary download left behind
+    files = sorted(p.relative_to(cache) for p in cache.rglob("*") if p.is_file())
+    assert [f.name for f in files] == ["model.fp32.onnx"]
+    assert not [p for p in cache.rglob(".download-*")]
+    from quantcli.audit import verify_ledger
+
+    res = verify_ledger()
+    assert res["ok"], res["first_broken"]
+    assert res["records"] == N_PREDICT + N_SERVE
