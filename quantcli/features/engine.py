@@ -277,7 +277,7 @@ def run_frame(
     keep = position >= np.repeat(kept_skip, lengths)
     keys = sorted_bars.select("symbol", "ts").filter(pl.Series(keep))
     cols = {name: out[row] for name, row in zip(plan.names, plan.feature_rows(), strict=True)}
-    return keys.with_columns(pl.DataFrame(cols)), states
+    return keys.hstack(pl.DataFrame(cols)), states
 
 
 def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.ndarray):
