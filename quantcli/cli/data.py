@@ -139,6 +139,14 @@ def ingest(
     interval: IntervalOpt = None,
     earliest: EarliestOpt = None,
     latest: LatestOpt = None,
+    feature_set: Annotated[
+        str | None,
+        typer.Option(
+            "--feature-set",
+            help="Check the bars against this feature set's declared frequency: it is the "
+            "default --interval, and a symbol whose bar spacing contradicts it is a warning.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
@@ -162,6 +170,8 @@ def ingest(
         qcli data ingest aapl.parquet --symbol AAPL --outlier-z 8 --json
 
         qcli data ingest old_ticks.csv --earliest 1885-01-01 --interval 1h
+
+        qcli data ingest fx_hourly.parquet --feature-set fx_hourly_v1
     """
     from quantcli.data.ingest import ingest_files, ingest_sample
     from quantcli.data.spacing import parse_interval
@@ -171,6 +181,12 @@ def ingest(
         raise InputError("give either PATH... or --sample, not both")
     if not sample and not paths:
         raise InputError("nothing to ingest", hint="pass CSV/Parquet paths, or --sample")
+    fs = None
+    if feature_set is not None:
+        from quantcli.features.definitions import load_feature_set
+
+        fs = load_feature_set(feature_set)
+        interval = interval or fs.frequency
     step = parse_interval(interval) if interval is not None else None
     window = _window(config, earliest, latest)
     checks = {"outlier_z": outlier_z, "window": window, "interval": step}
@@ -184,6 +200,15 @@ def ingest(
             lambda on_step: ingest_files(paths, symbol, on_step=on_step, **checks),
         )
     out = result.to_dict()
+    if fs is not None:
+        from quantcli.features.bar_spacing import check_stored_bars
+        from quantcli.store.offline import OfflineStore
+
+        with OfflineStore(read_only=True) as store:
+            spacing = check_stored_bars(store, fs, out["symbols"], gaps=False)
+        out["spacing"] = spacing.to_dict()
+        for message in spacing.messages():
+            note(f"Warning: {message}", json_mode)
     emit(
         out,
         json_mode,

@@ -234,3 +234,24 @@ def test_docs_worked_user_set_is_a_valid_declaration(tmp_path):
     fs = parse_feature_set(_write(tmp_path, "fx_hourly_v1", block))
     assert (fs.frequency, fs.periods_per_year, len(fs.features)) == ("1h", 6240.0, 7)
     assert fs.feature("cci_20_z").lookback == 19 + 119
+
+
+def test_ingest_warns_when_bar_spacing_contradicts_the_sets_frequency(qcli_home, capsys):
+    _write(qcli_home / "feature_defs", "desk_v1", SMALL)  # frequency = "1h"
+    code, out, _ = run(capsys, "data", "ingest", "--sample", "--feature-set", "desk_v1", "--json")
+    spacing = json.loads(out)["spacing"]
+    assert code == 0 and spacing["frequency"] == "1h"
+    assert spacing["mismatched"] == {"IXIC": "1 day, 0:00:00", "SPX": "1 day, 0:00:00"}
+    code, out, _ = run(
+        capsys, "data", "ingest", "--sample", "--feature-set", "technical_v1", "--json"
+    )
+    assert code == 0 and json.loads(out)["spacing"]["mismatched"] == {}
+
+
+def test_bar_spacing_report_counts_gaps_against_the_interval():
+    from quantcli.data import load_sample
+    from quantcli.features.bar_spacing import check_bar_spacing
+
+    report = check_bar_spacing(load_sample(), load_feature_set("technical_v1"))
+    assert report.mismatched == {} and report.gaps == 6  # market closures, e.g. 2001-09-11
+    assert "2001-09-10" in report.messages()[0]
