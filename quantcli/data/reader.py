@@ -52,6 +52,10 @@ _NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f")
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%:z")
 # A leap second (second 60): the parser would roll it into the next minute, silently.
 _LEAP_SECOND = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:60(\.\d*)?([zZ]|[+-]\d{2}:?\d{2})?$"
+# How polars names a value it cannot read, e.g. an opening quote never closed.
+_POLARS_UNPARSED = re.compile(
+    r"could not parse `(?P<text>[^`]+)` as dtype .*?at column '(?P<column>[^']*)'", re.DOTALL
+)
 # How polars renames a repeated header name: "open", "open_duplicated_0", ...
 _POLARS_DUPLICATE = re.compile(r"^(?P<name>.*)_duplicated_\d+$", re.DOTALL)
 
@@ -140,8 +144,9 @@ def _csv_bytes(path: Path) -> bytes:
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
-def _locate_csv_problem(data: bytes) -> str | None:
-    """``"line N[, field K]: what"`` for the first undecodable byte or ragged row, else None.
+def _locate_csv_problem(data: bytes, polars_message: str) -> str | None:
+    """``"line N[, field K]: what"`` for the first undecodable byte, unparseable quoted value,
+    unbalanced quote or ragged row, else None.
 
     Runs only after the fast reader refused a file, to name the line its message does not.
     """
@@ -152,6 +157,16 @@ def _locate_csv_problem(data: bytes) -> str | None:
         line = data.count(b"\n", 0, exc.start) + 1
         field = data.count(b",", line_start, exc.start) + 1
         return f"line {line}, field {field}: invalid UTF-8 byte 0x{data[exc.start]:02x}"
+    m = _POLARS_UNPARSED.search(polars_message)
+    if m:  # polars quotes the raw text it could not read: find it after the header
+        body = text.find("\n") + 1
+        at = text.find(m["text"], body) if body else -1
+        if at >= 0:
+            line = text.count("\n", 0, at) + 1
+            return f"line {line}, column {shown(m['column'])}: bad quoting"
+    for number, row in enumerate(text.split("\n"), start=1):
+        if row.count('"') % 2:  # bar files have no multi-line quoted fields
+            return f"line {number}: unbalanced quote"
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -171,18 +186,62 @@ def _read_csv(path: Path, source: str) -> pl.DataFrame:
         with path.open("rb") as fh:
             return pl.read_csv(fh, infer_schema=False, truncate_ragged_lines=False)
     except pl.exceptions.NoDataError:
-        raise InputError(f"{source}: no rows") from None
+        raise InputError(f"{source} line 1: empty file, no header") from None
     except (Exception, pl.exceptions.PanicException) as exc:  # polars panics on some bytes
         if isinstance(exc, OSError):
             raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from None
-        first = _first_line(exc)
+        first, message = _first_line(exc), str(exc)
     try:
-        where = _locate_csv_problem(_csv_bytes(path))
+        where = _locate_csv_problem(_csv_bytes(path), message)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{source}: not a readable gzip file: {_first_line(exc)}") from None
     if where is None:
         where = "line unknown"
     raise InputError(f"{source} {where} (cannot read as CSV: {first})")
+
+
+def _read_parquet(path: Path, source: str) -> pl.DataFrame:
+    """Through DuckDB, which reports a corrupt file as an error. polars' own decoder may panic
+    (a Rust backtrace on stderr) and pyarrow's may abort() the process at exit on the same
+    bytes; DuckDB also refuses strings that are not UTF-8."""
+    import tempfile
+
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="qcli-parquet-") as tmp:
+        # a plain name: DuckDB would expand "m[2].parquet" as a glob pattern
+        link = Path(tmp) / "input.parquet"
+        link.symlink_to(path.resolve())
+        con = duckdb.connect()
+        try:
+            con.execute("SET enable_progress_bar = false")
+            con.execute("SET TimeZone = 'UTC'")
+            query = con.sql("SELECT * FROM read_parquet(?)", params=[str(link)])
+            table = query.to_arrow_table()
+            # DuckDB renames a repeated column ("open", "open_1"): refuse it as the CSV reader does
+            names = [
+                row[0]
+                for row in con.sql(
+                    "SELECT name FROM parquet_schema(?) WHERE num_children IS NULL",
+                    params=[str(link)],
+                ).fetchall()
+            ]
+        except Exception as exc:  # duckdb.Error, or the binding's RuntimeError on a bad name
+            message = _first_line(exc).replace(str(link), "the file")
+            raise InputError(f"{source}: cannot read as PARQUET: {message}") from None
+        finally:
+            con.close()
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise InputError(
+                f"{source}: column {i + 1}: duplicated column name {shown(name)} "
+                f"(also column {names.index(name) + 1})",
+                hint="rename or drop one of the two columns",
+            )
+    try:
+        return pl.from_arrow(table)
+    except (Exception, pl.exceptions.PanicException) as exc:
+        raise InputError(f"{source}: cannot read as PARQUET: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -300,14 +359,10 @@ def read_bars(
         raw = _read_csv(p, source)
         _check_duplicate_columns(raw.columns, source)
     else:
-        try:
-            with p.open("rb") as fh:  # an open file: polars would expand "m[2].pq" as a glob
-                raw = pl.read_parquet(fh)
-        except (Exception, pl.exceptions.PanicException) as exc:
-            raise InputError(f"{source}: cannot read as PARQUET: {_first_line(exc)}") from None
-    if raw.height == 0:
-        raise InputError(f"{source}: no rows")
+        raw = _read_parquet(p, source)
     header = " line 1" if kind == "csv" else ""
+    if raw.height == 0:
+        raise InputError(f"{source}{' line 2' if kind == 'csv' else ''}: no rows after the header")
     df, ignored = _rename(raw, source, header)
     loc_kind = "line" if kind == "csv" else "row"
     offset = 2 if kind == "csv" else 0  # CSV: the header is line 1

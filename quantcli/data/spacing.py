@@ -79,10 +79,11 @@ def _deltas(srt: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 MIN_SPACINGS_TO_INFER: int = 10
 
 
-def infer_interval(bars: pl.DataFrame) -> timedelta | None:
+def infer_interval(bars: pl.DataFrame, *, presorted: bool = False) -> timedelta | None:
     """The median spacing of consecutive bars of the same symbol; ``None`` with fewer than
-    :data:`MIN_SPACINGS_TO_INFER` such pairs."""
-    ts, prev, same = _deltas(sorted_bars(bars))
+    :data:`MIN_SPACINGS_TO_INFER` such pairs. ``presorted``: ``bars`` are already sorted by
+    ``(symbol, ts)`` without null keys."""
+    ts, prev, same = _deltas(bars if presorted else sorted_bars(bars))
     delta = (ts - prev)[same]
     delta = delta[delta > 0]
     if delta.size < MIN_SPACINGS_TO_INFER:

@@ -316,9 +316,10 @@ def _error_checks(
             issue_from_rows("null", "error", rows, column=col, detail=detail, kinds=kinds)
         )
     sym = pl.col("symbol")
-    rows = df.filter(
-        (sym.str.strip_chars() != "") & ~sym.str.contains(POLARS_SYMBOL_PATTERN).fill_null(True)
-    )
+    # the rule is checked once per distinct symbol, not once per bar
+    names = df.select(sym.unique()).filter(sym.is_not_null() & (sym.str.strip_chars() != ""))
+    bad = names.filter(~sym.str.contains(POLARS_SYMBOL_PATTERN))["symbol"]
+    rows = df.filter(sym.is_in(bad.implode())) if bad.len() else df.clear()
     issues.append(
         issue_from_rows(
             "invalid_symbol",
@@ -478,7 +479,7 @@ def _warning_checks(
             )
         )
     issues.append(_outliers(srt, kinds, outlier_z))
-    issues.append(check_spacing(srt, interval, kinds=kinds))
+    issues.append(_gap_issue(srt, interval, kinds))
     return [i for i in issues if i is not None]
 
 
@@ -517,16 +518,21 @@ def check_spacing(
     'IXIC: 4 weekday(s) without a bar between 2001-09-10 00:00 and 2001-09-17 00:00 (interval 1d)'
     """
     step = parse_interval(interval) if isinstance(interval, str) else interval
-    srt = sorted_bars(bars)
+    return _gap_issue(sorted_bars(bars), step, kinds or {})
+
+
+def _gap_issue(
+    srt: pl.DataFrame, step: timedelta | None, kinds: dict[str, str]
+) -> QualityIssue | None:
+    """The ``gap`` warning of bars already sorted by ``(symbol, ts)``, without null keys."""
     if step is None:
-        step = infer_interval(srt)
+        step = infer_interval(srt, presorted=True)
         if step is None:
             return None
     idx, details = find_gaps(srt, step, MAX_EXAMPLES)
     if idx.size == 0:
         return None
     located = SOURCE_COL in srt.columns and LINE_COL in srt.columns
-    kinds = kinds or {}
     examples = []
     for i, detail in zip(idx[:MAX_EXAMPLES].tolist(), details, strict=True):
         source = srt[SOURCE_COL][i] if located else "<frame>"

@@ -108,6 +108,22 @@ def test_a_hostile_file_is_refused_naming_file_line_and_column(
     assert snapshot(qcli_home) is None  # refused before the store was created
 
 
+def test_a_parquet_file_naming_a_column_twice_is_refused(qcli_home, tmp_path, qcli):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = ["date", "open", "high", "open", "low", "close", "volume"]
+    columns = [pa.array(["2020-01-02"])] + [pa.array([v]) for v in (1.0, 2.0, 2.0, 1.0, 1.5, 10.0)]
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table(columns, names=names), path)
+    code, _, err = qcli("data", "ingest", str(path), "--symbol", "SPX")
+    assert code == 2
+    assert err.startswith(
+        f"Error: {path}: column 4: duplicated column name 'open' (also column 2)"
+    ), err
+    assert snapshot(qcli_home) is None
+
+
 @pytest.mark.parametrize(
     ("symbol", "shown"),
     [
