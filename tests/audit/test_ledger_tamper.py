@@ -342,3 +342,22 @@ def test_the_ledger_key_is_private_and_separate_from_the_signing_key(qcli_home):
     os.chmod(keys / "ledger.key", 0o644)
     with pytest.raises(Exception, match="looser than 0600"):
         AuditLedger()
+
+
+def test_ledger_key_rotation_keeps_old_records_verifiable(qcli_home, cli):
+    write(2)
+    code, out, err = cli("audit", "rotate-key", "--purpose", "ledger", "--json")
+    assert code == 0, err
+    rotated = json.loads(out)
+    write(2)
+    sigs = [json.loads(line)["sig"].split(":")[1] for line in lines_of()]
+    assert sigs == [rotated["old_fingerprint"]] * 2 + [rotated["new_fingerprint"]] * 2
+    res = verify_ledger()
+    assert res["ok"] and res["signed_head"]["key"] == rotated["new_fingerprint"]
+    # retiring the old public key makes its records unverifiable: named, exit 1
+    ring = qcli_home / "keys" / "keyring"
+    (ring / f"ledger-{rotated['old_fingerprint']}.pub").unlink()
+    broken = verify_ledger()["first_broken"]
+    assert broken["seq"] == 0 and "not in the ledger keyring" in broken["reason"]
+    code, _, err = cli("audit", "rotate-key", "--purpose", "artifacts")
+    assert code == 2 and "--purpose" in err
