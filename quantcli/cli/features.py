@@ -102,14 +102,16 @@ def build_cmd(
 ) -> None:
     """Compute a feature set from `bars` and write its table, in one transaction.
 
-    Every symbol is computed over its full history (the indicators are recursive); its first
-    bars (199 for technical_v1) are warm-up and dropped. By default the build is incremental:
-    only rows after the last bar seen by the previous build are written, unless a symbol's
-    earlier bars changed (then it is rewritten). The result equals a full rebuild.
+    The indicators are recursive: every value depends on the symbol's history from its first
+    bar; the first bars (199 for technical_v1) are warm-up and dropped. By default the build is
+    incremental: only rows after the last bar seen by the previous build are written, unless a
+    symbol's earlier bars changed (then it is rewritten). The result equals a full rebuild.
 
     Streaming: each symbol's kernel state is stored with its rows, so an unchanged symbol is
     continued from that state over its new bars only (path "stream" in the JSON `paths`);
     revised or back-filled bars rebuild the symbol ("rewrite"). Both give the same bytes.
+    --online then writes each symbol's latest row to the online store (exit 1 if that fails
+    after the offline commit; a re-run repairs it).
 
     The engine (kernel or polars) is recorded with the build. A table holds one engine's
     values: a build with the other engine must rewrite every symbol (--full, no --symbols),
@@ -127,7 +129,7 @@ def build_cmd(
 
         qcli features build --full --engine polars
 
-        qcli features build --online --online-store redis --redis-url redis://localhost:6379/0
+        qcli features build --online --online-store redis
     """
     from quantcli.features.build import build_features
 
