@@ -137,7 +137,9 @@ def test_an_old_store_is_migrated_and_its_builds_count_as_kernel(qcli_home, univ
         con.execute("CREATE TABLE old AS SELECT * EXCLUDE (engine) FROM feature_builds")
         con.execute("DROP TABLE feature_builds")
         con.execute(OLD_FEATURE_BUILDS)
-        con.execute("INSERT INTO feature_builds SELECT * FROM old")
+        # only the old shape's columns (later columns, such as the declaration's, did not exist)
+        cols = ", ".join(r[0] for r in con.execute("DESCRIBE feature_builds").fetchall())
+        con.execute(f"INSERT INTO feature_builds SELECT {cols} FROM old")
         con.execute("DROP TABLE old")
     # read-only views work on the old shape, before any build migrates it
     from quantcli.features.inspect import describe_feature_set, recent_builds
@@ -153,7 +155,7 @@ def test_an_old_store_is_migrated_and_its_builds_count_as_kernel(qcli_home, univ
     build_features()  # migrates: the old row gets engine 'kernel', the new row too
     with OfflineStore(read_only=True) as store:
         cols = [r[0] for r in store.con.execute("DESCRIBE feature_builds").fetchall()]
-    assert cols[-1] == "engine"
+    assert "engine" in cols
     assert [b[0] for b in _builds()] == ["kernel", "kernel"]
     build_features(engine="polars", full=True)
     assert [b[0] for b in _builds()] == ["kernel", "kernel", "polars"]
@@ -181,7 +183,9 @@ def test_cli_engine_option_json_human_and_refusal(qcli_home, cli):
     assert "engine" in out and "polars" in out and "replaced engine" not in out
 
     code, _, err = cli("features", "build", "--engine", "numpy")
-    assert code == 2 and "`engine` must be one of kernel, polars" in err
+    # refused by the option parser: the option, the bad value and the choices, exit 2
+    assert code == 2 and "--engine" in err and "'numpy'" in err
+    assert "kernel" in err and "polars" in err
 
     code, out, _ = cli("features", "build", "--help")
     text = " ".join(out.replace("│", " ").split())  # rich wraps the help in a box
