@@ -6,8 +6,8 @@ Guarantees every writer relies on:
   rolls back on any exception; DuckDB's write-ahead log makes a killed process (``kill -9``) lose
   only the uncommitted transaction, so the file is exactly as before.
 * **No residue.** A build stages rows in ``.feature-build-<pid>-*`` directories beside the file;
-  a build killed with ``kill -9`` cannot remove its own, so every write-open removes those whose
-  process is gone (:func:`remove_orphaned_staging`).
+  a build killed with ``kill -9`` cannot remove its own, so every open of the store (the next
+  command) removes those whose process is gone (:func:`remove_orphaned_staging`).
 * **One writer at a time.** DuckDB locks the file per process. A second process that opens the
   store while another holds it waits up to ``busy_timeout`` seconds (``QCLI_BUSY_TIMEOUT``,
   default 2), then gets :class:`~quantcli.errors.StoreBusyError` (exit code 2), never a hang or a
@@ -56,11 +56,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_orphaned_staging(directory: Path) -> list[Path]:
+def remove_orphaned_staging(directory: Path, *, unnamed: bool = True) -> list[Path]:
     """Remove the staging directories of builds whose process is gone; returns them.
 
-    A name without a pid (written by older versions) counts as orphaned: the caller holds the
-    store's write lock, so no build of this store is running.
+    ``unnamed``: also remove names without a pid (written by older versions); only a caller
+    holding the store's write lock may, since then no build of this store is running.
     """
     removed = []
     try:
@@ -69,7 +69,7 @@ def remove_orphaned_staging(directory: Path) -> list[Path]:
         return removed
     for entry in entries:
         m = _STAGING_PID.match(entry.name)
-        if m and _process_alive(int(m.group(1))):
+        if (m and _process_alive(int(m.group(1)))) or (m is None and not unnamed):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -121,8 +121,8 @@ class OfflineStore:
             raise ValueError(f"`busy_timeout` must be a finite number >= 0, got {busy_timeout}.")
         self.con = self._connect(busy_timeout)
         self._in_tx = False
+        remove_orphaned_staging(self.path.parent, unnamed=not read_only)
         if not read_only:
-            remove_orphaned_staging(self.path.parent)
             self.ensure_schema("schema_core")
 
     def _connect(self, timeout: float) -> duckdb.DuckDBPyConnection:
