@@ -30,7 +30,8 @@ def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
 
     Returns a dict with ``feature_set``, ``version``, ``table``, ``warmup``, ``features`` (name,
     kind, params, lookback, description), ``labels`` and ``table_status`` (``None`` when there
-    is no store or no table yet; else rows, symbols, ``ts_min``, ``ts_max`` and the last build).
+    is no store or no table yet; else rows, symbols, ``ts_min``, ``ts_max``, the last build and
+    ``stream_state``: how many symbols have a stored kernel state, its bytes per symbol).
     """
     fs = load_feature_set(feature_set)
     status: dict[str, Any] | None = None
@@ -48,7 +49,20 @@ def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
                     "ts_min": lo,
                     "ts_max": hi,
                     "last_build": None,
+                    "stream_state": None,
                 }
+                if store.table_exists("feature_stream_state"):
+                    # the kernel states the next incremental build can continue from
+                    k, size, last = _rows(
+                        cur,
+                        "SELECT count(*), max(octet_length(state)), max(last_bar_ts) "
+                        "FROM feature_stream_state WHERE feature_set = ?",
+                        [feature_set],
+                    )[0]
+                    if k:
+                        status["stream_state"] = {
+                            "symbols": k, "bytes_per_symbol": size, "last_bar_ts_max": last,
+                        }  # fmt: skip
                 if store.table_exists("feature_builds"):
                     last = _rows(
                         cur,

@@ -120,3 +120,8 @@ def test_json_output_reports_the_path_of_every_symbol(qcli_home, universe):
     # only the new bars were computed
     assert out["rows_computed"] == 5 * 119
     assert np.isfinite(out["quality"]["features"]["rsi_14"]["mean"])
+    from quantcli.features.inspect import describe_feature_set
+
+    state = describe_feature_set()["table_status"]["stream_state"]
+    plan = KernelPlan.of(load_feature_set("technical_v1"))
+    assert (state["symbols"], state["bytes_per_symbol"]) == (5, 8 * plan.state_size)
