@@ -3,7 +3,8 @@
 Flow of :func:`build_features`:
 
 1. Plan shards: the symbols in scope, in name order, cut into shards of about
-   ``shard_rows`` bars (whole symbols only).
+   ``shard_rows`` bars (whole symbols only). A symbol that streams (below) counts its new bars
+   only.
 2. For each shard the driver reads the bars from DuckDB and hands them to
    :func:`compute_shard`, a pure top-level function mapped through
    :func:`quantcli.scale.get_executor` (``local`` or ``ray``) in waves of
@@ -15,17 +16,19 @@ Flow of :func:`build_features`:
    thread at a time (the driver reads the next wave's bars before handing a wave to the writer
    and joins it before reading again). ``overlap=False`` alternates compute and write instead;
    the bytes written are the same.
-4. The writes, ``feature_build_state`` and the ``feature_builds`` record are ONE transaction: a
-   failed build (a shard, the writer, Ctrl-C) stops the writer, waits for its thread, and rolls
-   back -- the store is exactly as it was, and the wave computed meanwhile is never written.
+4. The writes, ``feature_build_state``, the kernels' states (``feature_stream_state``) and the
+   ``feature_builds`` record are ONE transaction: a failed build (a shard, the writer, Ctrl-C)
+   stops the writer, waits for its thread, and rolls back -- the store is exactly as it was, and
+   the wave computed meanwhile is never written.
 
-Modes, per symbol (indicators are recursive, so a symbol is always recomputed from its first
-bar; only what is written differs):
+Modes and paths, per symbol (``BuildResult.paths``):
 
 * ``incremental`` (default): if the symbol's bars up to the last bar the previous build saw are
-  unchanged (same count, same history hash), only rows with ``ts`` after that bar are written;
-  otherwise (bars revised or back-filled, or a first build) the symbol is rewritten. The table is
-  then identical to a full rebuild.
+  unchanged, only rows with ``ts`` after that bar are written. With the kernel engine the symbol
+  then continues from its stored kernel state over its new bars only (path ``stream``: see
+  :func:`_stream_plan` for the checks), else it is recomputed from its first bar (``recompute``);
+  otherwise (bars revised or back-filled, or a first build) the symbol is rewritten
+  (``rewrite``). The table is then identical to a full rebuild, bit for bit.
 * ``full``: every symbol in scope is deleted and rewritten.
 * ``since``: rows with ``ts >= since`` are deleted and rewritten; older rows are kept.
 
