@@ -143,16 +143,19 @@ def predict_cmd(
 ) -> None:
     """Predict in-process (same path as the service) and record it in the audit ledger.
 
+    A halted model (`qcli model halt`) is refused here too: exit 1 with the reason.
+
     Examples:
 
         qcli predict SPY QQQ
 
         qcli predict SPY --model momentum --alias staging --json
     """
-    from quantcli.serving.predict import load_predictor
+    from quantcli.serving.predict import apply_halt, load_predictor
 
     predictor = load_predictor(model, alias, tracking_uri=tracking_uri)
     try:
+        apply_halt(predictor, tracking_uri)
         result = predictor.predict(symbols, source="cli")
     finally:
         predictor.close()

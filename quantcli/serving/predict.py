@@ -553,6 +553,20 @@ def load_predictor(
     )
 
 
+def apply_halt(predictor: Predictor, tracking_uri: str | None = None) -> None:
+    """Refuse predictions from ``predictor`` while its model is halted in the registry (the
+    one-shot ``qcli predict``; a service follows the halt flag through its poll)."""
+    from dataclasses import replace
+
+    from quantcli.models.deployment import read_state
+    from quantcli.models.registry import ModelRegistry
+
+    state = read_state(ModelRegistry(tracking_uri), predictor.tags["model_name"])
+    if state.halt is not None:
+        reason = state.halt.get("reason", "halted")
+        predictor.deployment = replace(predictor.deployment, halted=reason)
+
+
 def default_model_name(tracking_uri: str | None = None) -> str:
     """The only registered model, when ``--model`` is not given."""
     import os

@@ -374,3 +374,56 @@ def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_h
         "model", "shadow", model, "--live", "--max-pnl-divergence", "0.5", "--json"
     )
     assert code == 0 and json.loads(out)["passed"] is True
+
+
+def test_cli_rollout_halt_resume_exit_codes(model, cli):
+    code, out, err = cli("model", "halt", model, "--json")
+    assert code == 2 and "--reason is required" in err
+    code, out, err = cli("model", "rollout", model, "--version", "2", "--share", "0.5")
+    assert code == 2 and "the next step is --share 0.1" in err
+    code, out, err = cli("model", "rollout", model, "--version", "2", "--share", "0.1", "--json")
+    assert code == 0, err
+    assert json.loads(out) | {"set_at": None, "by": None, "event": None} == {
+        "name": model,
+        "aborted": False,
+        "version": "2",
+        "share": 0.1,
+        "mode": "canary",
+        "reason": "",
+        "set_at": None,
+        "by": None,
+        "event": None,
+    }
+    code, out, err = cli("model", "rollout", model, "--promote")
+    assert code == 2 and "no canary at share 1.0" in err
+    code, out, err = cli("model", "rollout", model, "--share", "0", "--json")
+    assert code == 0 and json.loads(out)["aborted"] is True
+    code, out, err = cli("model", "rollout", model, "--share", "0")
+    assert code == 2 and "no rollout to abort" in err
+    code, out, err = cli("model", "resume", model, "--reason", "x")
+    assert code == 2 and "not halted" in err
+    code, out, err = cli("model", "halt", model, "--reason", "test halt", "--json")
+    assert code == 0 and json.loads(out)["halted"] is True
+    code, out, err = cli("predict", "SYM0001", "--model", model, "--json")
+    assert code == 1 and "model halted: test halt" in err  # the one-shot CLI refuses too
+    code, out, err = cli("model", "resume", model, "--reason", "ok", "--json")
+    assert code == 0 and json.loads(out)["halted"] is False
+    code, out, err = cli("predict", "SYM0001", "--model", model, "--json")
+    assert code == 0 and json.loads(out)["predictions"][0]["prediction"] == 1.0
+
+
+def test_guard_critical_halts_every_service(model, served, cli, tmp_path):
+    predictor, follower = served
+    snapshot = tmp_path / "metrics.json"
+    snapshot.write_text(json.dumps({"requests": 1000, "errors": 50, "slow_requests": 0}))
+    code, out, _ = cli("monitor", "guard", "--model", model, "--metrics", str(snapshot), "--json")
+    assert code == 1
+    r = json.loads(out)
+    assert r["action"] == "halt" and r["halt"]["halted"] is True
+    assert r["halt"]["reason"] == "guard CRITICAL: error rate 5.00% above 1%"
+    follower.sync()
+    with pytest.raises(ServiceHalted, match=r"guard CRITICAL: error rate 5\.00% above 1%"):
+        predictor.predict(SYM, source="test")
+    deployment.resume(ModelRegistry(), model, reason="checked")
+    follower.sync()
+    assert value(predictor) == 1.0
