@@ -19,6 +19,7 @@ run on threads (the kernels release the GIL); a thread pool is kept for the proc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -128,6 +129,19 @@ class KernelPlan:
     def names(self) -> list[str]:
         return self.feature_set.feature_names
 
+    @functools.cached_property
+    def calls(self) -> list[tuple]:
+        """Per group, what a call needs, looked up once (the engine's loop runs symbols x groups
+        times): kernel, params, state slice, output rows, the bar inputs' key (or ``None``) and
+        the input features' rows (features of features)."""
+        where = {n: g.row0 + r for g in self.groups for n, r in g.members.items()}
+        return [
+            (g.kernel, np.asarray(g.params, dtype=np.float64), g.state0, g.state0 + g.state_size,
+             g.row0, g.row0 + g.rows, g.inputs if g.scope == "bars" else None,
+             [where[n] for n in g.inputs] if g.scope != "bars" else None)
+            for g in self.groups
+        ]  # fmt: skip
+
     @property
     def warmup(self) -> int:
         return self.feature_set.warmup
@@ -214,16 +228,9 @@ def _dependency_order(groups: list[KernelGroup]) -> tuple[KernelGroup, ...]:
 
 
 def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> None:
-    where = {n: g.row0 + r for g in plan.groups for n, r in g.members.items()}
     width = int(skips[lo:hi].max()) if hi > lo else 0
     scratch = np.empty((plan.n_rows, width), dtype=np.float64)
-    # everything a call needs, looked up once (this loop runs symbols x groups times)
-    calls = [
-        (g.kernel, np.asarray(g.params, dtype=np.float64), g.state0, g.state0 + g.state_size,
-         g.row0, g.row0 + g.rows, stacks.get(g.inputs) if g.scope == "bars" else None,
-         [where[n] for n in g.inputs] if g.scope != "bars" else None)
-        for g in plan.groups
-    ]  # fmt: skip
+    calls = [(*c[:6], stacks.get(c[6]) if c[6] is not None else None, c[7]) for c in plan.calls]
     for s in range(lo, hi):
         a = int(starts[s])
         b = int(starts[s + 1])
