@@ -27,6 +27,17 @@ def root():
     return command()
 
 
+_RENDERED: dict[tuple[tuple[str, ...], int], str] = {}
+
+
+def _help(root, path: list[str], width: int = WIDTH) -> str:
+    """``help_text`` memoized: several checks read the same screens."""
+    key = (tuple(path), width)
+    if key not in _RENDERED:
+        _RENDERED[key] = help_text(root, path, width)
+    return _RENDERED[key]
+
+
 @pytest.fixture(scope="module")
 def commands(root):
     return [(path, cmd) for path, cmd in walk(root) if path]
@@ -73,7 +84,7 @@ def test_every_word_of_every_help_text_is_shown(root, commands):
     """Rich markup must not eat bracketed words such as [drift] or [lightgbm]."""
     seen_brackets = 0
     for path, cmd in commands:
-        shown = _squash(help_text(root, path, width=100))
+        shown = _squash(_help(root, path, width=200))
         for text in _source_texts(cmd):
             for word in text.split():
                 seen_brackets += word.startswith("[")
@@ -82,7 +93,7 @@ def test_every_word_of_every_help_text_is_shown(root, commands):
 
 
 def test_monitor_drift_help_names_its_config_sections(root):
-    text = help_text(root, ["monitor", "drift"], width=200)
+    text = _help(root, ["monitor", "drift"], width=200)
     assert "[drift], [monitor], [retrain] and [guard] sections" in text
 
 
@@ -90,7 +101,7 @@ def test_paragraphs_reflow_to_the_terminal_width(root, commands):
     """At 200 columns a prose paragraph of the source is one line, not its source lines."""
     checked = 0
     for path, cmd in commands:
-        text = help_text(root, path, width=200)
+        text = _help(root, path, width=200)
         for para in (cmd.help or "").split("\n\n")[1:]:
             if para.startswith((" ", "\b")) or "\n" in para or len(para) > 180:
                 continue  # examples, lists and long paragraphs wrap on their own
@@ -98,15 +109,15 @@ def test_paragraphs_reflow_to_the_terminal_width(root, commands):
             assert plain in text, f"qcli {' '.join(path)}: paragraph not on one line: {plain!r}"
             checked += 1
     assert checked > 20
-    assert "empty-bin shares floored at 1e-4, natural log;" in help_text(
+    assert "empty-bin shares floored at 1e-4, natural log;" in _help(
         root, ["monitor", "drift"], width=200
     )
 
 
 def test_flags_show_no_value_placeholder(commands, root):
     for path, _ in commands:
-        assert "<bool>" not in help_text(root, path), f"qcli {' '.join(path)}"
-    train = help_text(root, ["model", "train"])
+        assert "<bool>" not in _help(root, path, width=200), f"qcli {' '.join(path)}"
+    train = _help(root, ["model", "train"])
     assert re.search(r"--json +Print one JSON", train)
 
 
@@ -127,7 +138,7 @@ def test_flags_show_no_value_placeholder(commands, root):
     ],
 )
 def test_choices_are_listed_in_help(root, path, option, choices):
-    assert re.search(rf"{option} +{re.escape(choices)}", help_text(root, path, width=120))
+    assert re.search(rf"{option} +{re.escape(choices)}", _help(root, path, width=120))
 
 
 def test_choices_complete_in_the_shell():

@@ -113,7 +113,7 @@ def _qcli_commands(block: DocBlock) -> list[list[str]]:
                 continue  # output
             line = line[2:]
         line = line.split(" #", 1)[0]
-        for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):
+        for part in re.split(r"\s*(?:&&|\|\||;|\||&)\s*", line):  # & : a background job
             if not re.match(r"(?:[A-Z_][A-Z0-9_]*=\S*\s+)*qcli\b", part):
                 continue  # curl, cat, echo: not quantcli's to check
             words = shlex.split(part)
