@@ -13,7 +13,12 @@ from __future__ import annotations
 from quantcli.audit._chain import GENESIS_HASH, features_sha256, record_hash
 from quantcli.audit._export import export_ledger
 from quantcli.audit._head import SignedHead, head_path, read_head
-from quantcli.audit._ledger import AuditLedger, LedgerBrokenError, ledger_path
+from quantcli.audit._ledger import (
+    AuditLedger,
+    LedgerBrokenError,
+    adopt_unsigned_ledger,
+    ledger_path,
+)
 from quantcli.audit._verify import verify_ledger
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "AuditLedger",
     "LedgerBrokenError",
     "SignedHead",
+    "adopt_unsigned_ledger",
     "export_ledger",
     "features_sha256",
     "head_path",

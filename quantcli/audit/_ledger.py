@@ -128,9 +128,24 @@ class AuditLedger:
         self._keys = public_keys("ledger")
         self._closed = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() and self.head_path.exists():
+            raise _broken(self.path, "the ledger was deleted but its signed head remains")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o644)
+            # a head is created only with a new (empty) ledger: never beside existing records
+            flags = os.O_RDWR | (os.O_CREAT if os.fstat(self._fd).st_size == 0 else 0)
+            self._head_fd = os.open(self.head_path, flags, 0o644)
+        except FileNotFoundError:
+            os.close(self._fd)
+            err = _broken(
+                self.path,
+                f"no signed head ({self.head_path.name} is missing) beside existing records",
+            )
+            err.hint = (
+                "a ledger written before records were signed is taken over with `qcli audit "
+                "adopt`; otherwise run `qcli audit verify` to locate the break"
+            )
+            raise err from None
         except OSError:
             os.close(self._fd)
             raise
@@ -178,11 +193,16 @@ class AuditLedger:
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
             return
         if head is None:
-            raise _broken(
+            err = _broken(
                 self.path,
                 f"no valid signed head ({self.head_path.name} is missing, unreadable or not "
                 "signed by a ledger key in the keyring)",
             )
+            err.hint = (
+                "a ledger written before records were signed is taken over with `qcli audit "
+                "adopt`; otherwise run `qcli audit verify` to locate the break"
+            )
+            raise err
         self._load_tail(size)
         if self._next_seq < head.count:
             raise _broken(
@@ -345,3 +365,57 @@ class AuditLedger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def adopt_unsigned_ledger(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Sign a ledger written before records were signed, so it can be verified and extended.
+
+    Such a ledger has a hash chain but no signatures and no signed head; ``AuditLedger`` refuses
+    it. Adoption walks the chain (every record must be intact and unsigned, the head file must
+    not exist), then appends one signed record ``{"event": "adopted", "adopted_records": N}``:
+    through the chain, its signature vouches for the N records as they are *now*. Edits made
+    before adoption cannot be detected; every edit after it can.
+    """
+    from quantcli.audit._verify import check_record
+    from quantcli.integrity import load_private_key, public_keys, sign_message
+
+    p = Path(path) if path is not None else ledger_path()
+    if not p.is_file():
+        raise InputError(f"no audit ledger at {p} to adopt")
+    hp = head_path(p)
+    if hp.exists() and hp.stat().st_size > 0:
+        raise InputError(
+            f"{p} already has a signed head ({hp.name}): nothing to adopt",
+            hint="run `qcli audit verify`",
+        )
+    key = load_private_key("ledger")
+    keys = public_keys("ledger")
+    fd = os.open(p, os.O_RDWR | os.O_APPEND)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        data = p.read_bytes()
+        if data and not data.endswith(b"\n"):
+            raise _broken(p, "the last record is incomplete (no trailing newline)")
+        prev, seq = GENESIS_HASH, 0
+        for line in data.splitlines():
+            rec, reason = check_record(line, seq, prev, keys)
+            if rec is None:
+                raise _broken(p, f"record seq {seq} is not intact ({reason}): not adopting it")
+            if "sig" in rec:
+                raise _broken(p, f"record seq {seq} is already signed but the head is missing")
+            prev, seq = rec["hash"], seq + 1
+        rec = {"event": "adopted", "adopted_records": seq, "seq": seq, "prev_hash": prev}
+        body = canonical_bytes(rec)
+        digest = hashlib.sha256(body).hexdigest()
+        sig = sign_message(head_statement(seq + 1, digest), "ledger", key=key)
+        os.write(fd, record_line(body, digest, sig) + b"\n")
+        os.fsync(fd)
+        head_fd = os.open(hp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_slot(head_fd, seq + 1, digest, sig)
+            os.fsync(head_fd)
+        finally:
+            os.close(head_fd)
+    finally:
+        os.close(fd)
+    return {"path": str(p), "adopted_records": seq, "head_hash": digest, "key": key[1]}

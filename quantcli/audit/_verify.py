@@ -97,6 +97,13 @@ def verify_ledger(
             f"--expect-head: {expect_head[:80]!r} is not a 64-digit lower-case hex hash",
             hint="use the head_hash printed by `qcli audit anchor`",
         )
+    if not p.exists() and head_path(p).exists():
+        head = read_head(head_path(p), keys if keys is not None else _ledger_keys())
+        counted = f"its signed head counts {head.count} records" if head else "its head remains"
+        raise IntegrityError(
+            f"{p}: the audit ledger was deleted ({counted})",
+            hint=f"restore it from a backup; {head_path(p).name} is still there",
+        )
     if not p.exists():
         raise NotFoundError(
             f"no audit ledger at {p}",

@@ -133,6 +133,30 @@ def anchor_cmd(ledger: LedgerOpt = None, json_mode: JsonOpt = False) -> None:
     )
 
 
+@app.command("adopt")
+def adopt_cmd(ledger: LedgerOpt = None, json_mode: JsonOpt = False) -> None:
+    """Sign a ledger written by a quantcli that did not sign records, so it can be extended.
+
+    The hash chain must be intact. One signed record is appended; its signature vouches for
+    every record before it as it is now (edits made before adoption cannot be detected).
+
+    Examples:
+
+        qcli audit adopt
+    """
+    from quantcli.audit import adopt_unsigned_ledger
+
+    result = adopt_unsigned_ledger(ledger)
+    emit(
+        result,
+        json_mode,
+        lambda con: con.print(
+            f"adopted {result['adopted_records']} records of {result['path']} "
+            f"(head {result['head_hash'][:16]}..., key {result['key']})"
+        ),
+    )
+
+
 @app.command("rotate-key")
 def rotate_key_cmd(
     purpose: Annotated[

@@ -361,3 +361,49 @@ def test_ledger_key_rotation_keeps_old_records_verifiable(qcli_home, cli):
     assert broken["seq"] == 0 and "not in the ledger keyring" in broken["reason"]
     code, _, err = cli("audit", "rotate-key", "--purpose", "artifacts")
     assert code == 2 and "--purpose" in err
+
+
+def test_a_ledger_from_before_signatures_is_adopted_then_protected(qcli_home, cli):
+    out, prev = [], "0" * 64
+    for seq in range(3):  # what the unsigned writer stored: canonical body + hash, no head
+        body = {**rec(seq), "seq": seq, "prev_hash": prev}
+        prev = record_hash(body)
+        out.append(record_line(canonical_bytes(body), prev) + b"\n")
+    p = ledger_path()
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"".join(out))
+    with pytest.raises(LedgerBrokenError) as exc:
+        AuditLedger()
+    assert "qcli audit adopt" in exc.value.hint
+    code, res, err = cli("audit", "adopt", "--json")
+    assert code == 0, err
+    assert json.loads(res)["adopted_records"] == 3
+    write(1)
+    res = verify_ledger()
+    assert res["ok"] and res["records"] == 5 and res["last_anchored"]["seq"] == 4
+    assert json.loads(lines_of()[3])["event"] == "adopted"
+    code, _, err = cli("audit", "adopt")
+    assert code == 2 and "nothing to adopt" in err
+    # edits after adoption are caught as usual
+    p.write_bytes(b"".join(lines_of()[:4]))
+    assert verify_ledger()["first_broken"]["kind"] == "truncated"
+
+
+def test_adoption_refuses_a_broken_chain(qcli_home, cli):
+    body = {**rec(0), "seq": 0, "prev_hash": "0" * 64}
+    line = record_line(canonical_bytes(body), "f" * 64) + b"\n"  # wrong hash
+    ledger_path().parent.mkdir(parents=True)
+    ledger_path().write_bytes(line)
+    code, _, err = cli("audit", "adopt")
+    assert code == 2 and "record seq 0 is not intact" in err
+    assert not head_path(ledger_path()).exists()
+
+
+def test_a_deleted_ledger_is_reported_while_its_head_remains(qcli_home, cli):
+    write(3)
+    ledger_path().unlink()
+    code, _, err = cli("audit", "verify")
+    assert code == 1 and "was deleted (its signed head counts 3 records)" in err
+    with pytest.raises(LedgerBrokenError, match="deleted but its signed head remains"):
+        AuditLedger()  # not a fresh start
+    assert not ledger_path().exists()  # the refusal wrote nothing
