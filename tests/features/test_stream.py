@@ -81,3 +81,25 @@ def test_one_symbol_bar_by_bar_takes_the_fast_path_and_equals_the_batch_build(mo
     again = FeatureStream()
     assert again.update(two.reverse()).equals(compute_features(two))
     assert general == [1]
+
+
+def test_a_user_set_with_features_of_features_streams_like_the_batch_build(tmp_path, monkeypatch):
+    (tmp_path / "stream_user_v1.toml").write_text(
+        '[feature_set]\nname = "stream_user"\nversion = 1\ntable = "stream_user_features_v1"\n'
+        '[[features]]\nname = "rsi_14"\nkind = "rsi"\nparams = { window = 14 }\n'
+        '[[features]]\nname = "ema_10"\nkind = "ema"\nparams = { window = 10 }\n'
+        '[[features]]\nname = "rsi_lag"\nkind = "lag"\nparams = { of = "rsi_14", periods = 3 }\n'
+        '[[features]]\nname = "rsi_z"\nkind = "zscore"\nparams = { of = "rsi_lag", window = 20 }\n'
+        '[[features]]\nname = "ratio_x"\nkind = "ratio"\n'
+        'params = { of = "rsi_14", other = "ema_10" }\n'
+    )
+    monkeypatch.setenv("QCLI_FEATURE_DEFS", str(tmp_path))
+    from quantcli.features import load_feature_set
+
+    fs = load_feature_set("stream_user_v1")
+    assert fs.warmup == 36  # rsi 14 + lag 3 + zscore 19: inputs' warm-up comes first
+    bars = synthetic_universe(2, 120, seed=1)
+    batch = compute_features(bars, "stream_user_v1")
+    stream = FeatureStream(fs)
+    parts = [stream.update(g) for _, g in bars.sort("ts").group_by("ts", maintain_order=True)]
+    assert pl.concat(parts).sort("symbol", "ts").equals(batch)
