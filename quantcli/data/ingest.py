@@ -245,6 +245,9 @@ def ingest_frame(
     StoreBusyError
         Another process holds the store (exit code 2).
     """
+    from quantcli._interop import to_polars
+
+    df = to_polars(df, "df")  # pandas and pyarrow bars are accepted wherever polars is
     if df.height == 0:
         raise InputError(f"{source}: no rows to ingest")
     kind = "line" if line_numbers is not None else "row"

@@ -728,6 +728,9 @@ def validate_bars(
     >>> [(w.check, w.count) for w in report.warnings]
     [('zero_volume', 2), ('gap', 6)]
     """
+    from quantcli._interop import to_polars
+
+    df = to_polars(df, "df")  # pandas and pyarrow bars are accepted wherever polars is
     kind = "line" if line_numbers is not None else "row"
     frame = with_locations(df, source, line_numbers, kind)
     return check_bars(

@@ -191,6 +191,10 @@ def compute_features(
     >>> feats.shape  # 2 symbols x (300 - 199 warm-up bars), symbol + ts + 29 features
     (202, 31)
     """
+    from quantcli._interop import to_polars
+
+    if not isinstance(bars, pl.LazyFrame):
+        bars = to_polars(bars, "bars")  # pandas and pyarrow bars are accepted too
     plan = compile_plan(load_feature_set(feature_set), engine)
     srt = sort_bars(bars)
     starts, _ = block_starts(srt)
