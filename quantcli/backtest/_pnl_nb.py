@@ -64,3 +64,37 @@ def simulate(
         for i in range(n_sym):
             w[i] = w[i] * (1.0 + returns[t, i]) / growth if growth != 0.0 else 0.0
     return gross, net, turnover, trading, borrowed
+
+
+@njit(cache=True)
+def rank_weights_sorted(predictions: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Dollar-neutral rank weights per row: ``(q - mean q) / sum |q - mean q|``, ``q`` the
+    average ranks (1-based, ties share theirs) of the row's finite predictions; 0 for NaN and
+    for a row whose predictions all tie. ``order`` is each row's argsort with NaN last."""
+    n_rows, n_sym = predictions.shape
+    out = np.zeros((n_rows, n_sym))
+    q = np.empty(n_sym)
+    for t in range(n_rows):
+        m = 0
+        for i in range(n_sym):
+            if predictions[t, i] == predictions[t, i]:  # not NaN
+                m += 1
+        if m < 2:
+            continue
+        j = 0
+        while j < m:
+            v = predictions[t, order[t, j]]
+            k = j
+            while k + 1 < m and predictions[t, order[t, k + 1]] == v:
+                k += 1
+            for r in range(j, k + 1):
+                q[r] = 0.5 * (j + k) + 1.0
+            j = k + 1
+        mean = 0.5 * (m + 1)
+        norm = 0.0
+        for r in range(m):
+            norm += abs(q[r] - mean)
+        if norm > 0.0:
+            for r in range(m):
+                out[t, order[t, r]] = (q[r] - mean) / norm
+    return out

@@ -80,11 +80,13 @@ class Construction:
         ``bar_returns[t]`` is what a position held from bar ``t`` earns (used by
         ``vol_target`` only through earlier bars). Rows of bars that do not rebalance are 0.
         """
-        rank = self.construction == "rank"
-        w = rank_weights(predictions) if rank else sign_weights(predictions)
+        # only the rebalance bars trade: weights of the other bars are never read
+        rows = np.flatnonzero(rebalance)
+        p = np.asarray(predictions, dtype=np.float64)[rows]
+        w = np.zeros(np.shape(predictions))
+        w[rows] = rank_weights(p) if self.construction == "rank" else sign_weights(p)
         if self.construction == "vol_target":
             w = w * self._scale(w, bar_returns, rebalance, periods_per_year)[:, None]
-        w[~rebalance] = 0.0
         return w
 
     def _scale(
@@ -121,16 +123,8 @@ def sign_weights(predictions: np.ndarray) -> np.ndarray:
 def rank_weights(predictions: np.ndarray) -> np.ndarray:
     """Dollar-neutral rank weights per bar: ``(q - mean q) / sum |q - mean q|``, ``q`` the
     average ranks of the finite predictions; 0 for NaN and for a bar whose predictions all tie."""
-    from scipy.stats import rankdata
+    from quantcli.backtest._pnl_nb import rank_weights_sorted
 
-    p = np.asarray(predictions, dtype=np.float64)
-    has = np.isfinite(p)
-    # NaN ranks last in rankdata; they are masked out before the centering
-    q = rankdata(np.where(has, p, np.inf), axis=1, method="average")
-    n = has.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(has, q, 0.0).sum(axis=1, keepdims=True) / n
-        c = np.where(has, q - mean, 0.0)
-        norm = np.abs(c).sum(axis=1, keepdims=True)
-        w = np.where(norm > 0, c / norm, 0.0)
-    return w
+    p = np.ascontiguousarray(predictions, dtype=np.float64)
+    # NumPy sorts NaN last; ties end up adjacent whatever the sort's stability
+    return rank_weights_sorted(p, np.argsort(p, axis=1))

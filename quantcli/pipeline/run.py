@@ -201,9 +201,12 @@ def run_pipeline(
         verdict = T.PASS if res.passed else T.FAIL
         reasons = "; ".join(res.reasons) if res.reasons else "all gates passed"
         return StageOutcome(
-            f"{model_name} v{res.version} @staging; CPCV Sharpe {_num(m.get('sharpe'))}, "
-            f"PSR {_num(m.get('psr'))}, DSR {_num(m.get('dsr'))}, "
-            f"max DD {_num(m.get('max_drawdown'))}; backtest gate {verdict}: {reasons}",
+            f"{model_name} v{res.version} @staging; CPCV net of costs: Sharpe "
+            f"{_num(m.get('sharpe'))} (gross {_num(m.get('gross_sharpe'))}), "
+            f"PSR {_num(m.get('psr'))}, DSR {_num(m.get('dsr'))} "
+            f"({int(m.get('n_trials', 1))} trial(s)), max DD {_num(m.get('max_drawdown'))}, "
+            f"cost drag {_num(m.get('cost_drag_annual'))}/yr, break-even "
+            f"{_num(m.get('break_even_cost_bps'))} bps; backtest gate {verdict}: {reasons}",
             {
                 **d,
                 "fingerprint": fp,

@@ -23,7 +23,12 @@ from quantcli.data.synthetic import synthetic_universe
 
 pytestmark = pytest.mark.slow
 
+# the planted AR(1) signal lives at one bar, so the label (whose horizon is the backtest's
+# holding period) is the next bar's return
 FAST_CONFIG = """
+[label]
+name = "fwd_return_1d"
+
 [cpcv]
 n_groups = 6
 n_test_groups = 2
