@@ -35,7 +35,7 @@ TALIB_KINDS: dict[str, list[dict]] = {
     "aroonosc": [{"window": 25}],
     "mom": [{"window": 10}],
     "cmo": [{"window": 14}],
-    "ppo": [{}, {"fast": 5, "slow": 20}],
+    "ppo": [{}, {"fast": 5, "slow": 20, "matype": 0}],
     "ultosc": [{}, {"window1": 5, "window2": 10, "window3": 20}],
     "natr": [{"window": 14}],
     "bop": [{}],

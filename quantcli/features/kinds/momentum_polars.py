@@ -90,8 +90,12 @@ def cmo(g: PolarsGraph, p: dict[str, Any], src: dict[str, str]) -> Out:
 
 def ppo(g: PolarsGraph, p: dict[str, Any], src: dict[str, str]) -> Out:
     fast, slow = sorted((int(p["fast"]), int(p["slow"])))
-    f = pl.col(g.rolling("mean", "close", fast))
-    s = pl.col(g.rolling("mean", "close", slow))
+    if int(p["matype"]) == 1:  # EMAs, each seeded on its own first window
+        f = pl.col(g.ema("close", fast))
+        s = pl.col(g.ema("close", slow))
+    else:
+        f = pl.col(g.rolling("mean", "close", fast))
+        s = pl.col(g.rolling("mean", "close", slow))
     return {"value": (_zero_guard(s, 100.0 * (f - s) / s), slow - 1)}
 
 

@@ -15,7 +15,7 @@ from numba import njit
 
 from quantcli.features.kinds import momentum_polars as twins
 from quantcli.features.kinds._steps import NAN, is_zero
-from quantcli.features.kinds.talib_overlap import WINDOW, WINDOW2, _n, _talib, kind
+from quantcli.features.kinds.talib_overlap import WINDOW2, _n, _talib, kind
 
 HLC = ("high", "low", "close")
 
@@ -103,7 +103,7 @@ def mfi_kernel(inputs, params, state, out):
 
 kind(
     "mfi",
-    params=(WINDOW,),
+    params=(WINDOW2,),
     inputs=(*HLC, "volume"),
     lookback=lambda p: _n(p),
     kernel=mfi_kernel,
@@ -119,25 +119,47 @@ kind(
 )
 
 
-# --- WILLR / AROON: window extremes from a ring of highs and lows -----------------------------
-@njit(cache=True, nogil=True)
-def _extremes(state, o, w, j):
-    """Highest high, lowest low of the ring (size ``w``, bars ``j-w+1 .. j``) and their bar
-    numbers; ties go to the newest bar, as TA-Lib's ``>=``/``<=`` scans."""
-    hh = -np.inf
-    ll = np.inf
-    hi = 0
-    lo = 0
-    for t in range(j - w + 1, j + 1):
-        h = state[o + t % w]
-        lw = state[o + w + t % w]
-        if h >= hh:
-            hh = h
-            hi = t
-        if lw <= ll:
-            ll = lw
-            lo = t
-    return hh, ll, hi, lo
+# --- WILLR / AROON: window extremes, state [j, hh, hi, ll, lo, ring(w) highs, ring(w) lows] ---
+@njit(cache=True, nogil=True, inline="always")
+def _rescan(state, o, w, first, last, newest_max):
+    """The extreme of ring ``state[o:o+w]`` over bars ``first .. last`` and its bar number,
+    scanned oldest to newest so that ties go to the newest bar."""
+    slot = first % w
+    best = state[o + slot]
+    at = first
+    for t in range(first + 1, last + 1):
+        slot += 1
+        if slot == w:
+            slot = 0
+        v = state[o + slot]
+        if (v >= best) if newest_max else (v <= best):
+            best = v
+            at = t
+    return best, at
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _track(state, w, j, h, lw, hh, hi, ll, lo):
+    """Push bar ``j`` and return the extremes of bars ``j-w+1 .. j`` and their bar numbers.
+
+    As TA-Lib: a new bar at least as extreme takes over (ties go to the newest bar); when the
+    extreme leaves the window the window is rescanned. Amortized O(1), and the same choices
+    whether the window was reached in one call or two."""
+    slot = j % w
+    state[5 + slot] = h
+    state[5 + w + slot] = lw
+    start = max(j - w + 1, 0)
+    if hi < start or j == 0:
+        hh, hi = _rescan(state, 5, w, start, j, True)
+    elif h >= hh:
+        hh = h
+        hi = j
+    if lo < start or j == 0:
+        ll, lo = _rescan(state, 5 + w, w, start, j, False)
+    elif lw <= ll:
+        ll = lw
+        lo = j
+    return hh, hi, ll, lo
 
 
 @njit(cache=True, nogil=True)
@@ -145,26 +167,25 @@ def willr_kernel(inputs, params, state, out):
     n = int(params[0])
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
+    hh, hi, ll, lo = state[1], int(state[2]), state[3], int(state[4])
     for i in range(close.shape[0]):
-        state[1 + j % n] = high[i]
-        state[1 + n + j % n] = low[i]
+        hh, hi, ll, lo = _track(state, n, j, high[i], low[i], hh, hi, ll, lo)
         if j < n - 1:
             out[0, i] = NAN
         else:
-            hh, ll, _, _ = _extremes(state, 1, n, j)
             rng = hh - ll
             out[0, i] = ((hh - close[i]) / rng) * -100.0 if rng != 0.0 else 0.0
         j += 1
-    state[0] = j
+    state[0], state[1], state[2], state[3], state[4] = j, hh, hi, ll, lo
 
 
 kind(
     "willr",
-    params=(WINDOW,),
+    params=(WINDOW2,),
     inputs=HLC,
     lookback=lambda p: _n(p) - 1,
     kernel=willr_kernel,
-    size=lambda p: 1 + 2 * _n(p),
+    size=lambda p: 5 + 2 * _n(p),
     polars=twins.willr,
     talib=_talib("WILLR", *HLC),
     talib_name="WILLR",
@@ -178,27 +199,31 @@ def aroon_group(inputs, params, state, out):
     n = int(params[0])
     high, low = inputs[0], inputs[1]
     j = int(state[0])
+    hh, hi, ll, lo = state[1], int(state[2]), state[3], int(state[4])
     w = n + 1
     factor = 100.0 / n
+    rows = out.shape[0]
+    pick = params[1] if rows == 1 else 0.0
     for i in range(high.shape[0]):
-        state[1 + j % w] = high[i]
-        state[1 + w + j % w] = low[i]
+        hh, hi, ll, lo = _track(state, w, j, high[i], low[i], hh, hi, ll, lo)
         if j < n:
-            for r in range(out.shape[0]):
+            for r in range(rows):
                 out[r, i] = NAN
         else:
-            _, _, hi, lo = _extremes(state, 1, w, j)
             down = factor * (n - (j - lo))
             up = factor * (n - (j - hi))
-            osc = factor * (hi - lo)
-            if out.shape[0] == 3:
+            if rows == 3:
                 out[0, i] = down
                 out[1, i] = up
-                out[2, i] = osc
+                out[2, i] = factor * (hi - lo)
+            elif pick == 0.0:
+                out[0, i] = down
+            elif pick == 1.0:
+                out[0, i] = up
             else:
-                out[0, i] = down if params[1] == 0.0 else (up if params[1] == 1.0 else osc)
+                out[0, i] = factor * (hi - lo)
         j += 1
-    state[0] = j
+    state[0], state[1], state[2], state[3], state[4] = j, hh, hi, ll, lo
 
 
 def _aroon_kind(name: str, row: int, talib_name: str, doc: str) -> None:
@@ -218,11 +243,11 @@ def _aroon_kind(name: str, row: int, talib_name: str, doc: str) -> None:
 
     kind(
         name,
-        params=(WINDOW,),
+        params=(WINDOW2,),
         inputs=("high", "low"),
         lookback=lambda p: _n(p),
         kernel=picker,
-        size=lambda p: 1 + 2 * (_n(p) + 1),
+        size=lambda p: 5 + 2 * (_n(p) + 1),
         polars=twins.aroon(row),
         talib=oracle,
         talib_name=talib_name,

@@ -15,7 +15,7 @@ from numba import njit
 from quantcli.features.kinds import momentum_polars as twins
 from quantcli.features.kinds._base import Param
 from quantcli.features.kinds._steps import NAN, fma, is_zero, sma_push, true_range
-from quantcli.features.kinds.talib_overlap import WINDOW, _n, _talib, kind
+from quantcli.features.kinds.talib_overlap import WINDOW, WINDOW2, _n, _talib, ema_step, kind
 
 HLC = ("high", "low", "close")
 
@@ -83,7 +83,7 @@ def cmo_kernel(inputs, params, state, out):
 
 kind(
     "cmo",
-    params=(WINDOW,),
+    params=(WINDOW2,),
     lookback=lambda p: _n(p),
     kernel=cmo_kernel,
     size=lambda p: 4,
@@ -94,20 +94,34 @@ kind(
 )
 
 
-# --- PPO (SMA, TA-Lib's default MA type) -------------------------------------------------------
+# --- PPO: SMAs (matype 0) or EMAs (matype 1, TA-Lib's default) ---------------------------------
 @njit(cache=True, nogil=True)
 def ppo_kernel(inputs, params, state, out):
-    # state [j, sma_fast(1 + fast), sma_slow(1 + slow)]
+    # state [j, sma_fast(1 + fast), sma_slow(1 + slow), ema_fast(2), ema_slow(2)]
     fast = int(params[0])
     slow = int(params[1])
+    use_ema = params[2] == 1.0
     if slow < fast:
         fast, slow = slow, fast
     x = inputs[0]
     j = int(state[0])
     o_slow = 1 + 1 + fast
+    o_ema = o_slow + 1 + slow
+    fk = 2.0 / (fast + 1)
+    sk = 2.0 / (slow + 1)
     for i in range(x.shape[0]):
-        f = sma_push(state, 1, fast, j, x[i])
-        s = sma_push(state, o_slow, slow, j, x[i])
+        v = x[i]
+        if use_ema:
+            # both EMAs seeded on their own first window (unlike MACD's fast one)
+            state[o_ema], state[o_ema + 1], f = ema_step(
+                fast, fk, j, v, state[o_ema], state[o_ema + 1]
+            )
+            state[o_ema + 2], state[o_ema + 3], s = ema_step(
+                slow, sk, j, v, state[o_ema + 2], state[o_ema + 3]
+            )
+        else:
+            f = sma_push(state, 1, fast, j, v)
+            s = sma_push(state, o_slow, slow, j, v)
         if j < slow - 1:
             out[0, i] = NAN
         else:
@@ -123,16 +137,17 @@ def _slow(p: Mapping[str, Any]) -> int:
 kind(
     "ppo",
     params=(
-        Param("fast", int, min=2, default=12, doc="fast SMA bars"),
-        Param("slow", int, min=2, default=26, doc="slow SMA bars"),
+        Param("fast", int, min=2, default=12, doc="fast average bars"),
+        Param("slow", int, min=2, default=26, doc="slow average bars"),
+        Param("matype", int, min=0, max=1, default=1, doc="0 SMA, 1 EMA (TA-Lib's default)"),
     ),
     lookback=lambda p: _slow(p) - 1,
     kernel=ppo_kernel,
-    size=lambda p: 1 + 2 + int(p["fast"]) + int(p["slow"]),
+    size=lambda p: 1 + 2 + int(p["fast"]) + int(p["slow"]) + 4,
     polars=twins.ppo,
-    talib=lambda cols, p: __import__("talib").PPO(cols["close"], p["fast"], p["slow"], 0),
+    talib=_talib("PPO", "close"),
     talib_name="PPO",
-    doc="percentage price oscillator with SMAs: (fast - slow) / slow * 100",
+    doc="percentage price oscillator: (fast - slow) / slow * 100 of two SMAs or EMAs of close",
 )
 
 

@@ -17,7 +17,7 @@ from numba import njit
 
 from quantcli.features.kinds import talib_polars as twins
 from quantcli.features.kinds._base import Kind, Param, register
-from quantcli.features.kinds._steps import EMA_SIZE, NAN, ema_push, fma, is_zero
+from quantcli.features.kinds._steps import NAN, fma, is_zero
 
 WINDOW = Param("window", int, min=1, doc="bars in the window")
 WINDOW2 = Param("window", int, min=2, doc="bars in the window")
@@ -56,16 +56,33 @@ def kind(name: str, **kw: Any) -> Kind:
     )
 
 
-# --- EMA -----------------------------------------------------------------------------------
+# --- EMA: state [j, seed sum, ema] --------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def ema_step(n, k, j, x, total, prev):
+    """TA_EMA(n) on value ``j``: ``(total, prev, value)`` after it. The seed is the mean of the
+    first ``n`` values; then ``ema = (x - ema) * k + ema`` as one fused multiply-add, as in
+    TA-Lib's build. The state lives in locals (a kernel loads and stores it once per call)."""
+    if j < n - 1:
+        return total + x, prev, NAN
+    if j == n - 1:
+        total += x
+        prev = total / n
+        return total, prev, prev
+    prev = fma(x - prev, k, prev)
+    return total, prev, prev
+
+
 @njit(cache=True, nogil=True)
 def ema_kernel(inputs, params, state, out):
     n = int(params[0])
+    k = 2.0 / (n + 1)
     x = inputs[0]
     j = int(state[0])
+    total, prev = state[1], state[2]
     for i in range(x.shape[0]):
-        out[0, i] = ema_push(state, 1, n, j, x[i], 0)
+        total, prev, out[0, i] = ema_step(n, k, j, x[i], total, prev)
         j += 1
-    state[0] = j
+    state[0], state[1], state[2] = j, total, prev
 
 
 kind(
@@ -73,7 +90,7 @@ kind(
     params=(WINDOW2,),
     lookback=lambda p: _n(p) - 1,
     kernel=ema_kernel,
-    size=lambda p: 1 + EMA_SIZE,
+    size=lambda p: 3,
     polars=twins.ema,
     talib=_talib("EMA", "close"),
     talib_name="EMA",
@@ -87,23 +104,23 @@ def wma_kernel(inputs, params, state, out):
     n = int(params[0])
     x = inputs[0]
     j = int(state[0])
+    sub, total, trailing = state[1], state[2], state[3]
     divider = float((n * (n + 1)) >> 1)
     for i in range(x.shape[0]):
         v = x[i]
         state[4 + j % n] = v
+        sub += v
         if j < n - 1:
-            state[1] += v
-            state[2] += v * float(j + 1)
+            total += v * float(j + 1)
             out[0, i] = NAN
         else:
-            state[1] += v
-            state[1] -= state[3]
-            state[2] += v * float(n)
-            state[3] = state[4 + (j + 1) % n]  # the value leaving the window next bar
-            out[0, i] = state[2] / divider
-            state[2] -= state[1]
+            sub -= trailing
+            total += v * float(n)
+            trailing = state[4 + (j + 1) % n]  # the value leaving the window next bar
+            out[0, i] = total / divider
+            total -= sub
         j += 1
-    state[0] = j
+    state[0], state[1], state[2], state[3] = j, sub, total, trailing
 
 
 kind(
@@ -122,59 +139,61 @@ kind(
 
 # --- DEMA / TEMA / TRIX: chained EMAs ------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _chain(state, n, j, v, depth):
-    """Feed ``v`` (bar ``j``) through ``depth`` chained EMAs at state[1..]; returns the EMAs."""
-    e1 = ema_push(state, 1, n, j, v, 0)
-    e2 = NAN
-    e3 = NAN
-    if depth > 1 and j >= n - 1:
-        e2 = ema_push(state, 3, n, j - (n - 1), e1, 0)
-        if depth > 2 and j >= 2 * (n - 1):
-            e3 = ema_push(state, 5, n, j - 2 * (n - 1), e2, 0)
-    return e1, e2, e3
+def chain_kernel(inputs, params, state, out):
+    """``depth`` chained EMAs (state [j, sum1, ema1, sum2, ema2, sum3, ema3, prev e3]) and the
+    kind's output from them: DEMA (``params[1] == 2``), TEMA (3) or TRIX (4: TEMA's chain)."""
+    n = int(params[0])
+    kind = int(params[1])
+    k = 2.0 / (n + 1)
+    x = inputs[0]
+    j = int(state[0])
+    s1, e1, s2, e2, s3, e3, prev3 = (
+        state[1],
+        state[2],
+        state[3],
+        state[4],
+        state[5],
+        state[6],
+        state[7],
+    )
+    lag2 = n - 1
+    lag3 = 2 * (n - 1)
+    for i in range(x.shape[0]):
+        s1, e1, v1 = ema_step(n, k, j, x[i], s1, e1)
+        v2 = NAN
+        v3 = NAN
+        if j >= lag2:
+            s2, e2, v2 = ema_step(n, k, j - lag2, v1, s2, e2)
+            if kind != 2 and j >= lag3:
+                s3, e3, v3 = ema_step(n, k, j - lag3, v2, s3, e3)
+        if kind == 2:
+            out[0, i] = (2.0 * v1) - v2 if j >= lag3 else NAN
+        elif kind == 3:
+            out[0, i] = v3 + ((3.0 * v1) - (3.0 * v2)) if j >= 3 * (n - 1) else NAN
+        else:
+            if j > 3 * (n - 1):
+                out[0, i] = ((v3 / prev3) - 1.0) * 100.0 if prev3 != 0.0 else 0.0
+            else:
+                out[0, i] = NAN
+            prev3 = v3
+        j += 1
+    state[0], state[1], state[2], state[3], state[4] = j, s1, e1, s2, e2
+    state[5], state[6], state[7] = s3, e3, prev3
 
 
 @njit(cache=True, nogil=True)
 def dema_kernel(inputs, params, state, out):
-    n = int(params[0])
-    x = inputs[0]
-    j = int(state[0])
-    for i in range(x.shape[0]):
-        e1, e2, _ = _chain(state, n, j, x[i], 2)
-        out[0, i] = (2.0 * e1) - e2 if j >= 2 * (n - 1) else NAN
-        j += 1
-    state[0] = j
+    chain_kernel(inputs, np.array([params[0], 2.0]), state, out)
 
 
 @njit(cache=True, nogil=True)
 def tema_kernel(inputs, params, state, out):
-    n = int(params[0])
-    x = inputs[0]
-    j = int(state[0])
-    for i in range(x.shape[0]):
-        e1, e2, e3 = _chain(state, n, j, x[i], 3)
-        out[0, i] = e3 + ((3.0 * e1) - (3.0 * e2)) if j >= 3 * (n - 1) else NAN
-        j += 1
-    state[0] = j
+    chain_kernel(inputs, np.array([params[0], 3.0]), state, out)
 
 
 @njit(cache=True, nogil=True)
 def trix_kernel(inputs, params, state, out):
-    # state [j, ema1(2), ema2(2), ema3(2), previous triple EMA]
-    n = int(params[0])
-    x = inputs[0]
-    j = int(state[0])
-    first = 3 * (n - 1)
-    for i in range(x.shape[0]):
-        _, _, e3 = _chain(state, n, j, x[i], 3)
-        if j > first:
-            prev = state[7]
-            out[0, i] = ((e3 / prev) - 1.0) * 100.0 if prev != 0.0 else 0.0
-        else:
-            out[0, i] = NAN
-        state[7] = e3
-        j += 1
-    state[0] = j
+    chain_kernel(inputs, np.array([params[0], 4.0]), state, out)
 
 
 kind(
@@ -182,7 +201,7 @@ kind(
     params=(WINDOW2,),
     lookback=lambda p: 2 * (_n(p) - 1),
     kernel=dema_kernel,
-    size=lambda p: 1 + 2 * EMA_SIZE,
+    size=lambda p: 8,
     polars=twins.dema,
     talib=_talib("DEMA", "close"),
     talib_name="DEMA",
@@ -193,7 +212,7 @@ kind(
     params=(WINDOW2,),
     lookback=lambda p: 3 * (_n(p) - 1),
     kernel=tema_kernel,
-    size=lambda p: 1 + 3 * EMA_SIZE,
+    size=lambda p: 8,
     polars=twins.tema,
     talib=_talib("TEMA", "close"),
     talib_name="TEMA",
@@ -204,7 +223,7 @@ kind(
     params=(WINDOW,),
     lookback=lambda p: 3 * (_n(p) - 1) + 1,
     kernel=trix_kernel,
-    size=lambda p: 2 + 3 * EMA_SIZE,
+    size=lambda p: 8,
     polars=twins.trix,
     talib=_talib("TRIX", "close"),
     talib_name="TRIX",
@@ -218,15 +237,16 @@ def kama_kernel(inputs, params, state, out):
     n = int(params[0])
     x = inputs[0]
     j = int(state[0])
+    noise, kama, trailing = state[1], state[2], state[3]
     w = n + 1
     const_max = 2.0 / (30.0 + 1.0)
     const_diff = 2.0 / (2.0 + 1.0) - const_max
     for i in range(x.shape[0]):
         v = x[i]
+        prev = state[4 + (j - 1) % w]  # x[j - 1] (unused at j == 0)
         state[4 + j % w] = v
         if j >= 1 and j <= n:
-            # the seed: sum of |x[t-1] - x[t]| over bars 1..n
-            state[1] += abs(state[4 + (j - 1) % w] - v)
+            noise += abs(prev - v)  # the seed: |x[t-1] - x[t]| over bars 1..n
         if j < n:
             out[0, i] = NAN
             j += 1
@@ -234,24 +254,23 @@ def kama_kernel(inputs, params, state, out):
         oldest = state[4 + (j - n) % w]  # x[j - n]
         period_roc = v - oldest
         if j == n:
-            state[2] = state[4 + (j - 1) % w]  # KAMA starts from the previous close
+            kama = prev  # KAMA starts from the previous close
         else:
-            state[1] -= abs(state[3] - oldest)
-            state[1] += abs(v - state[4 + (j - 1) % w])
-        state[3] = oldest
-        s = state[1]
-        er = 1.0 if s <= period_roc or is_zero(s) else abs(period_roc / s)
+            noise -= abs(trailing - oldest)
+            noise += abs(v - prev)
+        trailing = oldest
+        er = 1.0 if noise <= period_roc or is_zero(noise) else abs(period_roc / noise)
         sc = fma(er, const_diff, const_max)
         sc *= sc
-        state[2] = fma(v - state[2], sc, state[2])
-        out[0, i] = state[2]
+        kama = fma(v - kama, sc, kama)
+        out[0, i] = kama
         j += 1
-    state[0] = j
+    state[0], state[1], state[2], state[3] = j, noise, kama, trailing
 
 
 kind(
     "kama",
-    params=(WINDOW,),
+    params=(WINDOW2,),
     lookback=lambda p: _n(p),
     kernel=kama_kernel,
     size=lambda p: 4 + _n(p) + 1,
@@ -363,29 +382,35 @@ kind(
 )
 
 
-# --- LINEARREG_SLOPE: state [j, ring(n)] -----------------------------------------------------
+# --- LINEARREG_SLOPE: state [j, sum_xy, sum_y, ring(n)] --------------------------------------
 @njit(cache=True, nogil=True)
 def linreg_slope_kernel(inputs, params, state, out):
+    # x[j - i] weighs i (the newest 0), as TA-Lib; sums rolled forward one bar at a time: every
+    # weight grows by 1 and the value leaving the window (weight n) is dropped
     n = int(params[0])
     x = inputs[0]
     j = int(state[0])
+    sum_xy, sum_y = state[1], state[2]
     sum_x = n * (n - 1) * 0.5
     sum_x_sqr = n * (n - 1) * (2 * n - 1) / 6.0
     divisor = sum_x * sum_x - n * sum_x_sqr
     for i in range(x.shape[0]):
-        state[1 + j % n] = x[i]
-        if j < n - 1:
-            out[0, i] = NAN
+        v = x[i]
+        slot = 3 + j % n
+        if j < n:
+            sum_xy += sum_y  # the values so far each weigh one more
+            sum_y += v
+            state[slot] = v
         else:
-            sum_xy = 0.0
-            sum_y = 0.0
-            for k in range(n - 1, -1, -1):  # x[j - k] weighs k, as TA-Lib's loop
-                v = state[1 + (j - k) % n]
-                sum_y += v
-                sum_xy = fma(float(k), v, sum_xy)
-            out[0, i] = (n * sum_xy - sum_x * sum_y) / divisor
+            old = state[slot]  # x[j - n]
+            sum_xy += sum_y
+            sum_xy -= n * old
+            sum_y -= old
+            sum_y += v
+            state[slot] = v
+        out[0, i] = (n * sum_xy - sum_x * sum_y) / divisor if j >= n - 1 else NAN
         j += 1
-    state[0] = j
+    state[0], state[1], state[2] = j, sum_xy, sum_y
 
 
 kind(
@@ -393,10 +418,10 @@ kind(
     params=(WINDOW2,),
     lookback=lambda p: _n(p) - 1,
     kernel=linreg_slope_kernel,
-    size=lambda p: 1 + _n(p),
+    size=lambda p: 3 + _n(p),
     polars=twins.linearreg_slope,
     talib=_talib("LINEARREG_SLOPE", "close"),
     talib_name="LINEARREG_SLOPE",
-    extra={"parity": "TA-Lib's summation order of the window's sums is not reproduced"},
+    extra={"parity": "TA-Lib's rolled sums are not reproduced to the last bit"},
     doc="slope of the least-squares line through the last window closes, price per bar",
 )
