@@ -722,17 +722,10 @@ def _training_frame(X: Any, y: Any) -> tuple[pl.DataFrame, list[str]]:
     return frame.sort("ts", "symbol", maintain_order=True), feature_names
 
 
-def _feature_set_version(feature_set: str) -> int | str:
-    try:
-        from quantcli.features.definitions import load_feature_set
+def _feature_set_version(feature_set: str) -> int:
+    from quantcli.features.definitions import load_feature_set
 
-        return load_feature_set(feature_set).version
-    except ImportError:  # features package not installed in this checkout: read the TOML
-        import tomllib
-
-        from quantcli.resources import feature_def_path
-
-        return tomllib.loads(feature_def_path(feature_set).read_text())["feature_set"]["version"]
+    return load_feature_set(feature_set).version
 
 
 def train_from_store(
