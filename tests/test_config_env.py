@@ -124,3 +124,20 @@ def test_a_python_caller_cannot_pass_a_nan_busy_timeout(tmp_path):
 
     with pytest.raises(ValueError, match="`busy_timeout` must be a finite number >= 0"):
         OfflineStore(tmp_path / "s.duckdb", busy_timeout=float("nan"))
+
+
+def test_a_qcli_home_that_is_a_file_exits_2_naming_it(tmp_path, monkeypatch, cli):
+    home = tmp_path / "not_a_dir"
+    home.write_text("x")
+    monkeypatch.setenv("QCLI_HOME", str(home))
+    code, _, err = cli("data", "ingest", "--sample")
+    assert code == 2
+    assert err.startswith(f"Error: {home}: cannot create the state directory: File exists"), err
+
+
+def test_a_store_file_that_is_not_duckdb_exits_2_naming_it(qcli_home, cli):
+    (qcli_home / "offline.duckdb").write_bytes(b"not a database" * 100)
+    code, _, err = cli("data", "ingest", "--sample")
+    assert code == 2
+    store = qcli_home / "offline.duckdb"
+    assert err.startswith(f"Error: {store}: cannot open the offline store"), err

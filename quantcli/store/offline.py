@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 
 from quantcli import config, resources
-from quantcli.errors import NotFoundError, StoreBusyError
+from quantcli.errors import InputError, NotFoundError, StoreBusyError
 
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "lock on file")
 
@@ -114,7 +114,13 @@ class OfflineStore:
                 hint="run `qcli data ingest PATH` (or `qcli data ingest --sample`) first",
             )
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # e.g. $QCLI_HOME names a file
+                raise InputError(
+                    f"{self.path.parent}: cannot create the state directory: {exc.strerror or exc}",
+                    hint=f"point {config.ENV_HOME} at a directory",
+                ) from None
         if busy_timeout is None:
             busy_timeout = _busy_timeout()
         elif not (math.isfinite(busy_timeout) and busy_timeout >= 0):  # nan: wait forever
@@ -138,7 +144,10 @@ class OfflineStore:
                 return con
             except duckdb.IOException as exc:
                 if not any(m in str(exc).lower() for m in _LOCK_MARKERS):
-                    raise
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "I/O error"
+                    raise InputError(
+                        f"{self.path}: cannot open the offline store: {first}"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(
                         f"store is busy: another process holds {self.path}",
