@@ -135,6 +135,9 @@ def test_flags_show_no_value_placeholder(commands, root):
         (["pipeline", "run"], "--family", "<lgbm|mlp|ensemble>"),
         (["serve"], "--alias", "<production|staging>"),
         (["predict"], "--alias", "<production|staging>"),
+        (["model", "export"], "--quantize", "<int8>"),
+        (["model", "export"], "--int8-method", "<dynamic|static|weight-only>"),
+        (["model", "rollout"], "--mode", "<canary|shadow>"),
     ],
 )
 def test_choices_are_listed_in_help(root, path, option, choices):

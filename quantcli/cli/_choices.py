@@ -55,6 +55,21 @@ class Grid(StrEnum):
     small = "small"
 
 
+class Quantize(StrEnum):
+    int8 = "int8"
+
+
+class Int8Method(StrEnum):
+    dynamic = "dynamic"
+    static = "static"
+    weight_only = "weight-only"
+
+
+class RolloutMode(StrEnum):
+    canary = "canary"
+    shadow = "shadow"
+
+
 def deprecated_alias(old: str, new: str, old_value: Any, new_value: Any, default: Any) -> Any:
     """The value of ``new``, taking ``old``'s (with a warning on stderr) when only it was given.
 
@@ -83,6 +98,9 @@ __all__ = [
     "Executor",
     "Family",
     "Grid",
+    "Int8Method",
     "OnlineStore",
+    "Quantize",
+    "RolloutMode",
     "deprecated_alias",
 ]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quantcli.cli._choices import Executor, Family, deprecated_alias
+from quantcli.cli._choices import Executor, Family, RolloutMode, deprecated_alias
 from quantcli.cli._common import JsonOpt, emit, note, progress
 
 app = typer.Typer(
@@ -369,13 +369,13 @@ def rollout(
         typer.Option("--share", help="Candidate's traffic share: 0.1, 0.5, 1.0; 0 aborts."),
     ] = None,
     mode: Annotated[
-        str,
+        RolloutMode,
         typer.Option(
             "--mode",
             help="canary: the candidate answers --share of the requests; shadow: it scores "
             "every request off the hot path and answers none.",
         ),
-    ] = "canary",
+    ] = RolloutMode.canary,
     promote_: Annotated[
         bool,
         typer.Option("--promote", help="Promote the canary at share 1.0 (gated) and end it."),
@@ -416,7 +416,7 @@ def rollout(
         if version is None and ((share or 0) > 0 or mode == "shadow"):
             raise InputError("--version is required (the candidate to roll out)")
         result = deployment.rollout(
-            reg, name, version or "0", share or 0.0, mode=mode, reason=reason
+            reg, name, version or "0", share or 0.0, mode=mode.value, reason=reason
         )
         message = (
             f"aborted the rollout of v{result['candidate']} of {name}"

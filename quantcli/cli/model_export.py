@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quantcli.cli._choices import Int8Method, Quantize
 from quantcli.cli._common import JsonOpt, emit, note, progress
 from quantcli.cli.model import ConfigOpt, NameArg, TrackingOpt, VersionOpt, app
 from quantcli.errors import GateFailedError
@@ -27,21 +28,21 @@ def export(
     name: NameArg,
     version: VersionOpt = None,
     quantize: Annotated[
-        str | None,
+        Quantize | None,
         typer.Option(
             "--quantize",
-            help="Also write an INT8 graph: 'int8'. A pure tree model has no MatMul/Gemm "
+            help="Also write an INT8 graph. A pure tree model has no MatMul/Gemm "
             "operator: it is reported not quantizable and only FP32 is written.",
         ),
     ] = None,
     int8_method: Annotated[
-        str,
+        Int8Method,
         typer.Option(
             "--int8-method",
             help="dynamic (activations quantized per call), static (calibrated on training "
             "features) or weight-only (INT8 weights, FP32 activations).",
         ),
-    ] = "dynamic",
+    ] = Int8Method.dynamic,
     sample_rows: SampleOpt = 2000,
     no_benchmark: Annotated[
         bool, typer.Option("--no-benchmark", help="Skip the latency report.")
@@ -68,10 +69,6 @@ def export(
     """
     from quantcli.serving.onnx_export import export_registered
 
-    if quantize not in (None, "int8"):
-        from quantcli.errors import InputError
-
-        raise InputError(f"`--quantize {quantize}`: the only quantization is 'int8'")
     version, source = _default_version(name, version, tracking_uri)
     note(f"exporting {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
     with progress(json_mode) as bar:
@@ -79,8 +76,8 @@ def export(
         result = export_registered(
             name,
             version,
-            quantize=quantize,
-            int8_method=int8_method,
+            quantize=None if quantize is None else quantize.value,
+            int8_method=int8_method.value,
             sample_rows=sample_rows,
             tracking_uri=tracking_uri,
             config_path=config,
