@@ -275,8 +275,9 @@ def run_cpcv_backtest(
         A :class:`CostModel` / :class:`Construction` or a ``[costs]`` / ``[strategy]`` dict;
         default the config's defaults. ``CostModel.zero()`` gives the gross backtest.
     periods_per_year
-        Bars per year of the feature set (its declaration's ``periods_per_year``); default the
-        daily convention of :mod:`quantcli.backtest.stats`.
+        Bars per year of the feature set (its declaration's ``periods_per_year``); default
+        inferred from the median spacing of the timestamps by the convention of
+        :func:`quantcli.frequency.default_periods_per_year` (daily bars: 252).
     horizon
         The label horizon in bars, the holding period; default from ``label_end``. When given
         it must agree with ``label_end``.
@@ -305,7 +306,10 @@ def run_cpcv_backtest(
         costs = CostModel.from_config(costs)
     if not isinstance(construction, Construction):
         construction = Construction.from_config(construction)
-    bars_per_year = float(periods_per_year or stats.PERIODS_PER_YEAR)
+    if periods_per_year is None:
+        bars_per_year = _bars_per_year(frame["ts"])
+    else:
+        bars_per_year = float(periods_per_year)
     if not (math.isfinite(bars_per_year) and bars_per_year > 0):
         raise InputError(f"`periods_per_year` must be positive, got `{periods_per_year}`.")
 
@@ -555,6 +559,20 @@ def _distribution(name: str, values: np.ndarray) -> dict[str, float]:
         f"{name}_min": float(v.min()),
         f"{name}_max": float(v.max()),
     }
+
+
+def _bars_per_year(ts: pl.Series) -> float:
+    """Periods per year implied by the median spacing of the distinct timestamps (a calendar
+    gap, e.g. a weekend, does not move the median of daily bars off one day)."""
+    from datetime import timedelta
+
+    from quantcli.frequency import TRADING_DAYS, default_periods_per_year
+
+    uniq = np.unique(_ns(ts.to_numpy()))
+    if uniq.size < 2:
+        return float(TRADING_DAYS)
+    step_ns = float(np.median(np.diff(uniq)))
+    return default_periods_per_year(timedelta(microseconds=step_ns / 1000.0))
 
 
 def _ns(values: np.ndarray) -> np.ndarray:

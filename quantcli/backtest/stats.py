@@ -29,8 +29,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from quantcli.frequency import TRADING_DAYS
+
 EULER_GAMMA = 0.5772156649015329
-PERIODS_PER_YEAR = 252
+#: The default annualization of a caller that names no feature set: daily bars. The backtest
+#: engine takes the feature set's ``periods_per_year`` (or infers it from the bar spacing).
+PERIODS_PER_YEAR = TRADING_DAYS
 
 
 def _norm_cdf(x: float) -> float:

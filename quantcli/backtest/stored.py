@@ -63,13 +63,12 @@ def load_backtest_frame(
 def _periods_per_year(feature_set: str) -> float | None:
     """The declared bars per year of ``feature_set``; ``None`` (the daily convention) for a name
     with no declaration (a Python caller's own frame)."""
-    from quantcli.features.definitions import load_feature_set
+    from quantcli.frequency import periods_per_year
 
     try:
-        fs = load_feature_set(feature_set)
+        return periods_per_year(feature_set)
     except NotFoundError:
         return None
-    return getattr(fs, "periods_per_year", None)
 
 
 def backtest_options(cfg: dict[str, dict[str, Any]], feature_set: str) -> dict[str, Any]:

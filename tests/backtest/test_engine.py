@@ -166,3 +166,19 @@ def test_frame_errors(signal_frame):
     )
     with pytest.raises(InputError, match="column `label` has 1 null/NaN value"):
         run_cpcv_backtest(bad, FEATURES)
+
+
+def test_periods_per_year_from_the_caller_or_the_bar_spacing(signal_frame):
+    kw = {"model_factory": LightGBMFactory(SMALL_LGBM, seed=1), "cv": small_cv()}
+    weekly = run_cpcv_backtest(signal_frame, FEATURES, periods_per_year=52, **kw)
+    m = weekly.metrics
+    assert weekly.strategy["periods_per_year"] == 52
+    assert m["sharpe"] == pytest.approx(m["sharpe_per_period"] * np.sqrt(52), rel=1e-12)
+    # no value given: daily bars (one-day median spacing) annualize with 252, hourly with 24x
+    daily = run_cpcv_backtest(signal_frame, FEATURES, **kw)
+    assert daily.strategy["periods_per_year"] == 252
+    t0 = signal_frame["ts"].min()
+    hourly = signal_frame.with_columns(
+        ts=t0 + (pl.col("ts") - t0) / 24, label_end=t0 + (pl.col("label_end") - t0) / 24
+    )
+    assert run_cpcv_backtest(hourly, FEATURES, **kw).strategy["periods_per_year"] == 252 * 24
