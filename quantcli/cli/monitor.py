@@ -237,6 +237,14 @@ def performance(
         ),
     ] = None,
     window: Annotated[int | None, typer.Option("--window", help="Rolling window size.")] = None,
+    feature_set: Annotated[
+        str | None,
+        typer.Option(
+            "--feature-set",
+            help="The model's feature set: its periods_per_year annualizes the Sharpe ratio "
+            "(default: 252, daily bars).",
+        ),
+    ] = None,
     monitor: MonitorOpt = "production",
     config: ConfigOpt = None,
     json_mode: JsonOpt = False,
@@ -244,8 +252,9 @@ def performance(
     """Rolling Sharpe, drawdown, win rate, direction accuracy, correlation; exit 1 if degraded.
 
     The strategy takes sign(prediction) of the realised forward return; predictions sharing a
-    timestamp form one period. Sharpe is annualized with sqrt(252); drawdown is on compounded
-    wealth. Each run is recorded (the guard reads the daily history).
+    timestamp form one period. Sharpe is annualized with the square root of the feature set's
+    periods per year (252 for daily bars, e.g. 6240 for 24/5 hourly FX); drawdown is on
+    compounded wealth. Each run is recorded (the guard reads the daily history).
 
     Examples:
 
@@ -263,6 +272,7 @@ def performance(
         min_sharpe=cfg["min_sharpe"],
         max_drawdown=cfg["max_drawdown"],
         name=monitor,
+        feature_set=feature_set,
     )
     if log is not None:
         n = mon.log_predictions(read_feature_file(log, "--log"))

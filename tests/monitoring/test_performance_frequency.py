@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -46,3 +47,24 @@ def test_sharpe_is_annualized_with_the_feature_sets_periods(qcli_home):
     assert daily["sharpe"] == pytest.approx(m["sharpe"] * math.sqrt(252 / 6240), rel=1e-12)
     with pytest.raises(InputError, match="periods_per_year"):
         PerformanceMonitor(periods_per_year=0)
+
+
+def test_cli_performance_takes_the_feature_sets_periods(qcli_home, cli, tmp_path):
+    (qcli_home / "feature_defs").mkdir()
+    (qcli_home / "feature_defs" / "fx_v1.toml").write_text(HOURLY)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    log = tmp_path / "preds.parquet"
+    pl.DataFrame(
+        {
+            "ts": [t0 + timedelta(hours=i) for i in range(50)],
+            "prediction": [1.0] * 50,
+            "actual": [0.001 * (i % 7 - 2) for i in range(50)],
+        }
+    ).write_parquet(log)
+    code, out, err = cli(
+        "monitor", "performance", "--log", str(log), "--feature-set", "fx_v1", "--json"
+    )
+    assert code in (0, 1), err  # 1: degraded
+    result = json.loads(out)
+    assert result["periods_per_year"] == 6240.0
+    assert "sqrt(6240)" in result["conventions"]["sharpe"]
