@@ -53,20 +53,28 @@ def _register(home: Path, frame) -> str:
     return info.version
 
 
-def test_predict_and_serve_processes_on_one_cold_cache(qcli_home, mlflow_template_db, tmp_path):
+@pytest.fixture(scope="module")
+def registered_home(module_home, mlflow_template_db):
+    """Features materialized and version 1 of model ``race`` registered with its ONNX graph."""
     import shutil
 
-    import httpx
-
     from online._features import feature_frame, write_feature_table
-    from online.conftest import free_port
     from quantcli.store.feast_store import materialize
 
-    shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
+    shutil.copy(mlflow_template_db, module_home / "mlflow.db")
     frame = feature_frame()
     write_feature_table(frame)
     materialize("technical_v1")
-    _register(qcli_home, frame)
+    _register(module_home, frame)
+    return module_home
+
+
+def test_predict_and_serve_processes_on_one_cold_cache(registered_home, tmp_path):
+    import httpx
+
+    from online.conftest import free_port
+
+    qcli_home = registered_home
     cache = qcli_home / "cache" / "onnx"
     assert not cache.exists()
 
@@ -144,3 +152,18 @@ def test_predict_and_serve_processes_on_one_cold_cache(qcli_home, mlflow_templat
     res = verify_ledger()
     assert res["ok"], res["first_broken"]
     assert res["records"] == N_PREDICT + N_SERVE
+
+
+def test_predict_refuses_to_extend_a_truncated_ledger(registered_home, cli):
+    from quantcli.audit import ledger_path, verify_ledger
+
+    code, _, err = cli("predict", "SYM0001", "--model", "race", "--alias", "staging")
+    assert code == 0, err
+    before = verify_ledger()["records"]
+    lines = ledger_path().read_bytes().splitlines(keepends=True)
+    ledger_path().write_bytes(b"".join(lines[:-1]))  # the last prediction removed
+    code, out, err = cli("predict", "SYM0001", "--model", "race", "--alias", "staging")
+    assert code == 2
+    assert "its signed head counts" in err and "refusing to append" in err
+    assert "Traceback" not in err and out == ""
+    assert len(ledger_path().read_bytes().splitlines()) == before - 1  # nothing appended
