@@ -166,6 +166,18 @@ def test_a_graph_replaced_after_its_verdicts_voids_them(gated, model_name, tmp_p
     with pytest.raises(IntegrityError, match="is not what the 'parity' verdict judged"):
         InferenceRuntime.from_registry(model_name, v)
 
+    # adding a file to a judged role voids too; the backtest still judged only model + dataset
+    extra = tmp_path / "extra" / "notes.txt"
+    extra.parent.mkdir()
+    extra.write_text("added after the scan")
+    reg.add_artifact(model_name, v, extra, "onnx/notes.txt")
+    states = reg.resolve(model_name, v).verdict_states
+    assert (
+        "onnx/notes.txt was added after the 'scan' verdict judged its role"
+        in (states["scan"]["reasons"])
+    )
+    assert states["backtest"]["status"] == "pass"
+
 
 def test_the_runtime_enforces_the_allow_list_whatever_the_verdicts_say(gated, model_name, tmp_path):
     from quantcli.integrity import sign_file
