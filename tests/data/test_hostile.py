@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcli.data import check_spacing, ingest_frame, is_valid_symbol, validate_bars
 from quantcli.data.spacing import infer_interval, parse_interval
@@ -300,3 +302,37 @@ def test_the_sample_reports_exactly_its_three_market_closures_per_symbol():
     after = sorted(e["detail"].split(" and ")[1][:10] for e in issue.examples)
     assert issue.count == 6
     assert after == ["2001-09-17", "2001-09-17", "2007-01-03", "2007-01-03", "2012-10-31"]
+
+
+@settings(max_examples=2 * settings.default.max_examples, deadline=None)
+@given(symbol=st.text(max_size=40) | st.from_regex(r"[A-Za-z0-9.\-_^=/]{1,34}\n?", fullmatch=True))
+def test_ingest_and_serving_agree_on_every_string(symbol):
+    """One rule: a symbol ingest stores is one serving accepts, and the other way round."""
+    from quantcli.serving.predict import check_symbols
+
+    try:
+        check_symbols([symbol])
+        served = True
+    except InputError:
+        served = False
+    try:
+        validate_bars(_bars(symbol, ["2020-01-02"]))
+        stored = True
+    except DataValidationError:
+        stored = False
+    assert served == stored == is_valid_symbol(symbol)
+
+
+def test_stored_symbols_are_shown_literally_not_as_markup(qcli_home, qcli):
+    """A store written before the rule may hold any symbol: the summary escapes it."""
+    import duckdb
+
+    ingest_frame(_bars("SPX", ["2020-01-02"]))
+    con = duckdb.connect(str(qcli_home / "offline.duckdb"))
+    con.execute(
+        "INSERT INTO bars SELECT '[red]rich[/red]', ts, open, high, low, close, volume FROM bars"
+    )
+    con.close()
+    code, out, err = qcli("data", "summary")
+    assert code == 0, err
+    assert "[red]rich[/red]" in out
