@@ -219,13 +219,11 @@ def _read_parquet(path: Path, source: str) -> pl.DataFrame:
             query = con.sql("SELECT * FROM read_parquet(?)", params=[str(link)])
             table = query.to_arrow_table()
             # DuckDB renames a repeated column ("open", "open_1"): refuse it as the CSV reader does
-            names = [
-                row[0]
-                for row in con.sql(
-                    "SELECT name FROM parquet_schema(?) WHERE num_children IS NULL",
-                    params=[str(link)],
+            names = _top_level_names(
+                con.sql(
+                    "SELECT name, num_children FROM parquet_schema(?)", params=[str(link)]
                 ).fetchall()
-            ]
+            )
         except Exception as exc:  # duckdb.Error, or the binding's RuntimeError on a bad name
             message = _first_line(exc).replace(str(link), "the file")
             raise InputError(f"{source}: cannot read as PARQUET: {message}") from None
@@ -242,6 +240,21 @@ def _read_parquet(path: Path, source: str) -> pl.DataFrame:
         return pl.from_arrow(table)
     except (Exception, pl.exceptions.PanicException) as exc:
         raise InputError(f"{source}: cannot read as PARQUET: {_first_line(exc)}") from None
+
+
+def _top_level_names(schema: list[tuple[str, int | None]]) -> list[str]:
+    """The top-level column names of a flattened Parquet schema (root first, depth-first)."""
+    names: list[str] = []
+    pending = [schema[0][1] or 0]  # children left to visit per open group, the root first
+    for name, children in schema[1:]:
+        if len(pending) == 1:
+            names.append(name)
+        pending[-1] -= 1
+        if children:
+            pending.append(children)
+        while len(pending) > 1 and pending[-1] == 0:
+            pending.pop()
+    return names
 
 
 def _first_line(exc: BaseException) -> str:

@@ -152,3 +152,13 @@ def test_utf8_bom_header_and_short_row(tmp_path):
     assert raw.frame["volume"].to_list() == [1000.0, None]
     with pytest.raises(DataValidationError, match=r"bom\.csv line 3, column 'volume': null"):
         read_files([path])
+
+
+def test_parquet_duplicate_check_looks_at_top_level_columns_only():
+    from quantcli.data.reader import _top_level_names
+
+    schema = [
+        ("duckdb_schema", 3), ("a", None), ("l1", 1), ("list", 1), ("element", None),
+        ("l2", 1), ("list", 1), ("element", None),
+    ]  # fmt: skip
+    assert _top_level_names(schema) == ["a", "l1", "l2"]  # "element" twice is no duplicate
