@@ -73,6 +73,8 @@ class ServiceHalted(QuantCliError):
 
 
 ARMS = ("production", "candidate")
+SHADOW_BATCH = 64  # requests scored per ledger write by the shadow worker
+SHADOW_DELAY_S = 0.002
 
 
 def open_service_ledger() -> tuple[Any, str | None]:
@@ -198,27 +200,41 @@ class ShadowScorer:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
+            batch = [self.queue.get()]
+            # let the request that queued this finish sending its answer first, then drain what
+            # is waiting: one ledger write for many requests keeps the worker's share of the
+            # interpreter lock (and so its cost to the requests) small
+            if batch[0] is not None:
+                time.sleep(SHADOW_DELAY_S)
+            while len(batch) < SHADOW_BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
             try:
-                if item is None:
-                    return
-                self._score(*item)
+                if items:
+                    self._score(items)
             except Exception:  # a broken shadow model must never take the service down
-                self.failed += 1
+                self.failed += sum(len(item[3]) for item in items)
                 log.exception("shadow scoring failed")
             finally:
-                self.queue.task_done()
+                for _ in batch:
+                    self.queue.task_done()
+            if len(items) < len(batch):
+                return
 
-    def _score(self, shadow: Arm, prod: Arm, request_id: str, syms, feats, X, preds) -> None:
-        if shadow.feature_names != prod.feature_names:
-            feats = self.predictor.store.get_online_features(
-                syms, feature_refs=list(shadow.feature_names)
-            )
-            X = shadow.runtime.validate(feats.values)
-        shadow_preds = shadow.runtime.predict_array(X)
+    def _score(self, items: list[tuple]) -> None:
+        records = []
         now = datetime.now(UTC).isoformat()
-        self.predictor.ledger.append(
-            [
+        for shadow, prod, request_id, syms, feats, X, preds in items:
+            if shadow.feature_names != prod.feature_names:
+                feats = self.predictor.store.get_online_features(
+                    syms, feature_refs=list(shadow.feature_names)
+                )
+                X = shadow.runtime.validate(feats.values)
+            shadow_preds = shadow.runtime.predict_array(X)
+            records += [
                 {
                     "recorded_at": now,
                     "event": "shadow",
@@ -236,8 +252,8 @@ class ShadowScorer:
                 }
                 for i, sym in enumerate(syms)
             ]
-        )
-        self.scored += len(syms)
+        self.predictor.ledger.append(records)
+        self.scored += len(records)
 
 
 class Predictor:
