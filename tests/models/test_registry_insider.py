@@ -249,3 +249,14 @@ def test_an_edited_verdict_tag_is_invalid(gated, model_name):
     with pytest.raises(GateFailedError) as exc:
         reg.promote(model_name, v)
     assert exc.value.reasons[0].startswith("verdict 'scan' is invalid")
+
+
+def test_serving_needs_no_private_key(gated, model_name, qcli_home):
+    from quantcli.serving.runtime import InferenceRuntime
+
+    _, v = gated
+    (qcli_home / "keys" / "signing.key").unlink()  # a serving host holds the keyring only
+    rt = InferenceRuntime.from_registry(model_name, v)
+    out = rt.predict(np.ones((2, 3), dtype=np.float32)).predictions
+    np.testing.assert_allclose(out, [0.3, 0.3], rtol=1e-6)  # the MatMul graph: 3 x 0.1
+    assert not (qcli_home / "keys" / "signing.key").exists()
