@@ -260,6 +260,8 @@ def kama_kernel(inputs, params, state, out):
             noise += abs(v - prev)
         trailing = oldest
         er = 1.0 if noise <= period_roc or is_zero(noise) else abs(period_roc / noise)
+        if er > 1.0:  # rounding of the running noise sum on a one-way window: TA-Lib caps it
+            er = 1.0
         sc = fma(er, const_diff, const_max)
         sc *= sc
         kama = fma(v - kama, sc, kama)

@@ -107,7 +107,7 @@ def _kama_py(arrays: list[np.ndarray], n: int) -> np.ndarray:
     for t in range(n, len(x)):
         change = abs(x[t] - x[t - n])
         noise = float(np.abs(np.diff(x[t - n : t + 1])).sum())
-        er = 1.0 if noise <= x[t] - x[t - n] or abs(noise) < 1e-8 else change / noise
+        er = 1.0 if noise <= x[t] - x[t - n] or abs(noise) < 1e-8 else min(change / noise, 1.0)
         sc = (er * (fast - slow) + slow) ** 2
         kama = kama + sc * (x[t] - kama)
         out[t] = kama
