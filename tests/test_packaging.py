@@ -23,15 +23,20 @@ def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _imported_top_levels() -> set[str]:
+def _imported_top_levels() -> tuple[set[str], set[str]]:
+    """Third-party top-level modules imported by quantcli: (at module level, anywhere)."""
+    eager: set[str] = set()
     tops: set[str] = set()
     for path in (ROOT / "quantcli").rglob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
+        guarded = [stmt for stmt in tree.body if isinstance(stmt, ast.Try | ast.If)]
+        module_level = {id(n) for n in tree.body} | {id(n) for g in guarded for n in ast.walk(g)}
         for node in ast.walk(tree):
+            names: list[str] = []
             if isinstance(node, ast.Import):
-                tops.update(alias.name.split(".")[0] for alias in node.names)
+                names = [alias.name.split(".")[0] for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                tops.add(node.module.split(".")[0])
+                names = [node.module.split(".")[0]]
             elif (  # import_optional("ray") and importlib.import_module("feast")
                 isinstance(node, ast.Call)
                 and getattr(node.func, "attr", getattr(node.func, "id", None))
@@ -40,8 +45,12 @@ def _imported_top_levels() -> set[str]:
                 and isinstance(node.args[0], ast.Constant)
                 and isinstance(node.args[0].value, str)
             ):
-                tops.add(node.args[0].value.split(".")[0])
-    return tops - set(sys.stdlib_module_names) - {"quantcli", "__future__"}
+                names = [node.args[0].value.split(".")[0]]
+            tops.update(names)
+            if id(node) in module_level:
+                eager.update(names)
+    ignore = set(sys.stdlib_module_names) | {"quantcli", "__future__"}
+    return eager - ignore, tops - ignore
 
 
 def _distributions(tops: set[str], declared: set[str]) -> dict[str, str]:
@@ -59,14 +68,18 @@ def _distributions(tops: set[str], declared: set[str]) -> dict[str, str]:
 def test_declared_dependencies_are_exactly_the_imported_ones():
     runtime = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     extras = PYPROJECT["project"]["optional-dependencies"]
-    optional = {_name(r) for group in ("ray",) for r in extras[group]}
-    imported = _distributions(_imported_top_levels(), runtime | optional)
+    optional = {_name(r) for group in ("ray", "dev") for r in extras[group]}
+    eager_tops, all_tops = _imported_top_levels()
+    imported = _distributions(all_tops, runtime | optional)
 
     undeclared = {top: d for top, d in imported.items() if d not in runtime | optional}
     assert not undeclared, f"imported but not declared: {undeclared}"
     unused = runtime - set(imported.values()) - INDIRECT
     assert not unused, f"declared but never imported: {sorted(unused)}"
-    # the import that only the ray extra satisfies goes through import_optional
+    # an extra (Ray; TA-Lib, the indicators' test oracle) is imported only inside the function
+    # that needs it, never when a module loads
+    eager_extras = {t: imported[t] for t in eager_tops if imported[t] not in runtime}
+    assert not eager_extras, f"optional packages imported at module level: {eager_extras}"
     assert imported["ray"] == "ray" and "ray" not in runtime
 
 
