@@ -317,3 +317,23 @@ def test_api_reference_builds_with_warnings_fatal(tmp_path: Path):
     # numpydoc sections render as headings (docformat numpy), the new parameters included
     assert page.count('<h6 id="parameters">Parameters</h6>') >= 10
     assert "n_splits" in page and "trial_sharpes" in page
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "quantcli",
+        "quantcli.backtest.cpcv",
+        "quantcli.backtest.gates",
+        "quantcli.features.generator",
+    ],
+)
+def test_docstring_examples_of_the_public_api_run(module: str):
+    """The Examples sections of the front-door classes print what they say."""
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{module} has no docstring example"
+    assert result.failed == 0, f"{module}: {result.failed} docstring example(s) failed"
