@@ -564,12 +564,7 @@ def build_features(
             for s, ts, n, sha in con.execute(resources.sql("features_state"), [feature_set])
             .fetchall()
         }  # fmt: skip
-        stored_rows = {
-            str(sym): int(n)
-            for sym, n in con.execute(
-                f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
-            ).fetchall()
-        }
+        stored_rows = _stored_rows(con, table, state, fs.warmup)
         t0 = time.perf_counter()
         stream, new_bars = _stream_plan(
             con, fs, engine, mode, counts, state, stored_rows, fingerprints
@@ -887,6 +882,22 @@ class _WaveWriter:
 
 #: how the refusal of an engine switch names a build that is not a full rebuild of every symbol
 _PARTIAL = {"incremental": "an incremental", "since": "a --since", "full": "a --symbols"}
+
+
+def _stored_rows(con, table: str, state: dict, warmup: int) -> dict[str, int]:
+    """Rows per symbol in the feature table.
+
+    When the table holds exactly the rows the recorded builds wrote (its total row count, which
+    DuckDB answers from its row-group metadata, equals the sum over ``feature_build_state`` of
+    ``n_bars - warmup``), those are the counts; any difference (rows deleted or added by hand,
+    rows kept after a state was dropped) falls back to counting per symbol, a scan of the table.
+    """
+    total = _scalar(con, f"SELECT count(*) FROM {table}")
+    expected = {s: max(n - warmup, 0) for s, (_ts, n, _sha) in state.items()}
+    if total == sum(expected.values()):
+        return {s: n for s, n in expected.items() if n}
+    query = f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
+    return {str(sym): int(n) for sym, n in con.execute(query).fetchall()}
 
 
 def _stream_plan(con, fs, engine, mode, counts, state, stored_rows, fingerprints):
