@@ -427,3 +427,28 @@ def test_guard_critical_halts_every_service(model, served, cli, tmp_path):
     deployment.resume(ModelRegistry(), model, reason="checked")
     follower.sync()
     assert value(predictor) == 1.0
+
+
+def test_guard_auto_rollback_reaches_the_service(model, served, cli, tmp_path):
+    predictor, follower = served
+    force_promote(model, "2")
+    follower.sync()
+    assert value(predictor) == 2.0
+    snapshot = tmp_path / "metrics.json"
+    snapshot.write_text(json.dumps({"requests": 1000, "errors": 50, "slow_requests": 0}))
+    code, out, _ = cli(
+        "monitor",
+        "guard",
+        "--model",
+        model,
+        "--metrics",
+        str(snapshot),
+        "--auto-rollback",
+        "--json",
+    )
+    assert code == 1
+    r = json.loads(out)
+    assert r["action"] == "rollback" and r["halt"] is None
+    assert (r["rollback"]["from_version"], r["rollback"]["to_version"]) == ("2", "1")
+    follower.sync()
+    assert value(predictor) == 1.0  # the previous version serves; not halted
