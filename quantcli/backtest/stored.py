@@ -23,7 +23,7 @@ from quantcli.backtest.engine import SMALL_GRID, LightGBMFactory, run_cpcv_backt
 from quantcli.backtest.gates import BacktestValidator
 from quantcli.backtest.portfolio import Construction
 from quantcli.backtest.report import report_id, write_report
-from quantcli.backtest.trials import TrialLog, record_and_deflate
+from quantcli.backtest.trials import TrialLog, check_trial_name, record_and_deflate
 from quantcli.config import reports_dir
 from quantcli.errors import InputError, NotFoundError
 
@@ -142,6 +142,8 @@ def backtest_stored_features(
         purge_pct=c["purge_pct"],
     )
     validator = BacktestValidator.from_config(cfg["gates"], **(gate_overrides or {}))
+    if model_name is not None:
+        check_trial_name(model_name)
     options = backtest_options(cfg, feature_set)
     frame, names = load_backtest_frame(feature_set, label)
     if options["costs"].slippage == "atr":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,20 @@ def trial_id(config: dict[str, Any]) -> str:
     """The first 16 hex digits of the sha256 of the canonical JSON of ``config``."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-/ ]{1,200}")
+
+
+def check_trial_name(model_name: str) -> str:
+    """``model_name`` if it can name a trial log (letters, digits, ``_ . - /`` and spaces, at
+    most 200 characters), else :class:`~quantcli.errors.InputError` (exit 2)."""
+    if not isinstance(model_name, str) or not _NAME.fullmatch(model_name):
+        raise InputError(
+            f"invalid model name {str(model_name)[:60]!r} for the trial log",
+            hint="use letters, digits, spaces, '_', '.', '-', '/' (at most 200 characters)",
+        )
+    return model_name
 
 
 def _model_key(model_name: str) -> str:
@@ -118,8 +133,7 @@ class TrialLog:
         """Record ``trials`` under ``model_name``; a known trial id gets its new Sharpe ratio."""
         from mlflow.entities import Metric
 
-        if not model_name or not model_name.strip():
-            raise InputError("a trial needs a model name", hint="pass --model NAME")
+        check_trial_name(model_name)
         existing = {r.data.tags.get(TAG_ID): r.info.run_id for r in self._runs(model_name)}
         exp_id = self._experiment_id(create=True)
         for trial in trials:

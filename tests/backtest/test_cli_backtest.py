@@ -186,6 +186,7 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
         (("--embargo-pct", "2"), "`embargo_pct` must be a fraction in [0, 1)"),
         (("--label", "fwd_return_9d"), "unknown label 'fwd_return_9d'"),
         (("--max-drawdown", "0.2"), "`max_drawdown` must be a negative fraction"),
+        (("--model", "a b;rm"), "invalid model name 'a b;rm' for the trial log"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(noise_home, args, message, tmp_path, capsys, monkeypatch):

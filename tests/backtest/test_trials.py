@@ -106,11 +106,17 @@ def test_the_same_configuration_twice_is_one_trial(trial_log):
     assert changed.metrics["n_trials"] == 3 and changed.metrics["n_prior_trials"] == 2
 
 
-def test_a_hostile_model_name_is_only_a_tag_value(trial_log):
+def test_a_hostile_model_name_is_refused_and_never_reaches_a_filter(trial_log):
+    from quantcli.errors import InputError
+
     name = "x' OR tags.`quantcli.trial.id` != '"
-    trial_log.record(name, [Trial("a" * 16, {}, 0.1, 10)])
+    with pytest.raises(InputError, match="invalid model name"):
+        trial_log.record(name, [Trial("a" * 16, {}, 0.1, 10)])
+    with pytest.raises(InputError, match="invalid model name"):
+        trial_log.record("x" * 201, [Trial("a" * 16, {}, 0.1, 10)])
     trial_log.record("plain", [Trial("b" * 16, {}, 0.2, 10)])
-    assert trial_log.sharpes(name) == {"a" * 16: 0.1}
+    # reading searches by a hash of the name: a hostile one finds nothing, raises nothing
+    assert trial_log.sharpes(name) == {}
     assert trial_log.sharpes("plain") == {"b" * 16: 0.2}
 
 
