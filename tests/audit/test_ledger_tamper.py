@@ -193,7 +193,7 @@ def test_verify_does_not_crash_on_nan_or_deep_nesting(qcli_home, cli):
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
