@@ -165,8 +165,8 @@ def write_bars(
         t0 = time.perf_counter()
         with store.transaction() as con:
             existing, unchanged = con.execute(resources.sql("ingest_count_existing")).fetchone()
-            # a fresh key set takes the plain INSERT: ON CONFLICT costs about 2x on DuckDB's ART
-            # primary-key index (measured: 2.5 M bars, 6 s vs 11 s)
+            # a fresh key set takes the plain INSERT: ON CONFLICT costs about twice as much on
+            # DuckDB's ART primary-key index
             con.execute(resources.sql("ingest_upsert" if existing else "ingest_insert"))
             con.execute(
                 resources.sql("ingest_record"),
