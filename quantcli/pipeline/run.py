@@ -205,7 +205,7 @@ def run_pipeline(
             f"{_num(m.get('sharpe'))} (gross {_num(m.get('gross_sharpe'))}), "
             f"PSR {_num(m.get('psr'))}, DSR {_num(m.get('dsr'))} "
             f"({int(m.get('n_trials', 1))} trial(s)), max DD {_num(m.get('max_drawdown'))}, "
-            f"cost drag {_num(m.get('cost_drag_annual'))}/yr, break-even "
+            f"cost drag {_pct(m.get('cost_drag_annual'))} a year, break-even cost "
             f"{_num(m.get('break_even_cost_bps'))} bps; backtest gate {verdict}: {reasons}",
             {
                 **d,
@@ -405,6 +405,10 @@ def _backtest_report(registry: Any, name: str, version: str | int, report_dir: P
 
 def _num(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.2%}"
 
 
 def _drift_report(feature_set: str, report_dir: Path) -> tuple[dict[str, Any], Path]:
