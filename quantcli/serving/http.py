@@ -359,10 +359,12 @@ def create_app(
             status, reason = "ok", None
         body = {"status": status, "reason": reason, **predictor.describe()}
         if follower is not None:
+            # /health is unauthenticated: the errors' text (paths, URIs) is for /admin/reload
             body["follow"] = {
                 "interval_s": follower.interval_s,
                 "polls": follower.polls,
-                "last_errors": (follower.last_sync or {}).get("errors", []),
+                "last_sync_at": (follower.last_sync or {}).get("at"),
+                "last_sync_errors": len((follower.last_sync or {}).get("errors", [])),
             }
         return reply("/health", t0, 200, body)
 
