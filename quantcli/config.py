@@ -157,6 +157,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "label": {"name": "fwd_return_5d"},
     "cpcv": {"n_groups": 10, "n_test_groups": 2, "embargo_pct": 0.01, "purge_pct": 0.0},
     "gates": {"min_sharpe": 1.2, "min_psr": 0.95, "max_drawdown": -0.20},
+    # trading costs of the backtest, per unit of turnover (quantcli.backtest.costs.CostModel;
+    # the defaults are for daily bars of liquid large-cap equities, docs/backtest.md says why)
+    "costs": {
+        "commission_bps": 1.0,  # broker and exchange fees, one way
+        "half_spread_bps": 2.0,  # half the quoted bid-ask spread: crossing it once
+        "slippage": "fixed",  # "fixed" (slippage_bps), "volatility" or "atr" (x slippage_mult)
+        "slippage_bps": 2.0,
+        "slippage_mult": 0.05,  # slippage = mult x daily volatility (or ATR / close)
+        "slippage_window": 14,  # bars of the rolling volatility / ATR estimate
+        "borrow_bps_per_year": 30.0,  # stock-loan fee on the short side's value
+    },
+    # how predictions become positions (quantcli.backtest.portfolio)
+    "strategy": {
+        "construction": "sign",  # "sign", "rank" (dollar-neutral long/short) or "vol_target"
+        "target_vol": 0.10,  # vol_target: annualized volatility aimed at
+        "vol_window": 60,  # vol_target: bars of the rolling volatility estimate
+        "max_leverage": 2.0,  # vol_target: cap on gross exposure (sum of |weights|)
+    },
     "lightgbm": {
         "n_estimators": 200,
         "learning_rate": 0.05,
@@ -269,6 +287,14 @@ class Range:
 _PERCENT = "the parity loss in percent (0.1 means 0.1 %); above 100 % no model fails"
 _EMBARGO = "a fraction of the timestamps, not percent (0.01 means 1 %)"
 _DRAWDOWN = "a negative fraction: -0.20 allows drawdowns up to 20 %"
+_BPS = "basis points per unit of turnover (1 bp = 0.01 %)"
+
+#: The keys that take one of a few words (checked by :func:`load_config` like the ranges).
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("costs", "slippage"): ("fixed", "volatility", "atr"),
+    ("strategy", "construction"): ("sign", "rank", "vol_target"),
+}
+
 
 #: The range of every checked config key; checked by :func:`load_config` after the type check,
 #: on the merged config (so a bound naming another key sees its final value). ``[guard]`` is
@@ -286,6 +312,15 @@ RANGES: dict[tuple[str, str], Range] = {
     ("gates", "min_sharpe"): Range(note="annualized Sharpe ratio"),
     ("gates", "min_psr"): Range(lo=0, hi=1, note="a probability"),
     ("gates", "max_drawdown"): Range(lo=-1, hi=0, note=_DRAWDOWN),
+    ("costs", "commission_bps"): Range(lo=0, hi=1000, note=_BPS),
+    ("costs", "half_spread_bps"): Range(lo=0, hi=1000, note=_BPS),
+    ("costs", "slippage_bps"): Range(lo=0, hi=1000, note=_BPS),
+    ("costs", "slippage_mult"): Range(lo=0, hi=10, note="a multiple of the daily volatility"),
+    ("costs", "slippage_window"): Range(lo=2, note="bars"),
+    ("costs", "borrow_bps_per_year"): Range(lo=0, hi=10_000, note="basis points a year"),
+    ("strategy", "target_vol"): Range(lo=0, hi=5, lo_open=True, note="annualized, 0.10 is 10 %"),
+    ("strategy", "vol_window"): Range(lo=2, note="bars"),
+    ("strategy", "max_leverage"): Range(lo=0, hi=100, lo_open=True, note="gross exposure"),
     ("mlp", "alpha"): Range(lo=0, note="L2 penalty"),
     ("mlp", "learning_rate_init"): Range(lo=0, lo_open=True, note="Adam's step size"),
     ("mlp", "max_iter"): Range(lo=1, note="epochs"),
@@ -357,6 +392,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
                 _check_finite(p, section, key, value)
             cfg[section][key] = value
     _check_ranges(p, cfg, set(user))
+    for (section, key), allowed in CHOICES.items():
+        if section in user and cfg[section][key] not in allowed:
+            raise InputError(
+                f"{p}: [{section}] {key} must be one of {', '.join(allowed)}, "
+                f"got {cfg[section][key]!r}"
+            )
     if "data" in user:  # the date the range table cannot express
         from quantcli.data.window import parse_instant
 

@@ -71,6 +71,15 @@ RANGE_CASES = [
     ("gates", "min_psr", 1.01, "in [0, 1]", 1.0),
     ("gates", "max_drawdown", 0.1, "in [-1, 0]", 0),
     ("gates", "max_drawdown", -1.5, "in [-1, 0]", -1),
+    ("costs", "commission_bps", -1, "in [0, 1000]", 0.5),
+    ("costs", "half_spread_bps", 1e4, "in [0, 1000]", 5),
+    ("costs", "slippage_bps", float("nan"), "in [0, 1000]", 0),
+    ("costs", "slippage_mult", -0.1, "in [0, 10]", 0.1),
+    ("costs", "slippage_window", 1, ">= 2", 20),
+    ("costs", "borrow_bps_per_year", -5, "in [0, 10000]", 300),
+    ("strategy", "target_vol", 0.0, "in (0, 5]", 0.15),
+    ("strategy", "vol_window", 1, ">= 2", 20),
+    ("strategy", "max_leverage", 0, "in (0, 100]", 1),
     ("parity", "fp32_max_loss_pct", 0.0, "in (0, 100]", 0.01),
     ("parity", "fp32_max_loss_pct", 1e308, "in (0, 100]", 100),
     ("parity", "int8_max_loss_pct", -1, "in (0, 100]", 5),
@@ -147,6 +156,14 @@ def _domain_check(section: str, key: str, value: float):
         from quantcli.backtest.gates import BacktestValidator
 
         return BacktestValidator(**cfg["gates"])
+    if section == "costs":
+        from quantcli.backtest.costs import CostModel
+
+        return CostModel.from_config(cfg["costs"])
+    if section == "strategy":
+        from quantcli.backtest.portfolio import Construction
+
+        return Construction.from_config(cfg["strategy"])
     if section == "drift":
         from quantcli.monitoring.drift import DriftDetector
 
