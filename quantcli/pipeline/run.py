@@ -116,8 +116,14 @@ def run_pipeline(
     # 1. ingest -------------------------------------------------------------------------------
     def ingest() -> StageOutcome:
         from quantcli.data.ingest import ingest_files, ingest_sample
+        from quantcli.data.window import TimestampWindow
 
-        res = ingest_sample() if sample else ingest_files(list(inputs), symbol=symbol)
+        window = TimestampWindow.from_config(cfg["data"])  # the --config file's [data] window
+        res = (
+            ingest_sample(window=window)
+            if sample
+            else ingest_files(list(inputs), symbol=symbol, window=window)
+        )
         d = res.to_dict()
         warnings = d.get("quality", {}).get("warnings", [])
         found = ", ".join(
