@@ -346,8 +346,10 @@ def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
     assert run.data.metrics["cv_ic_mean"] == pytest.approx(np.mean([m.value for m in history]))
     # dataset hash and feature names of the frame actually trained on
     frame, names = _training_frame(training.X_train, training.y_train)
-    assert run.data.tags["quantcli.dataset.sha256"] == dataset_manifest(frame)["sha256"]
-    assert json.loads(run.data.tags["quantcli.feature_names"]) == names
+    from quantcli.models import tags as T
+
+    assert run.data.tags[T.DATASET_SHA256] == dataset_manifest(frame)["sha256"]
+    assert json.loads(run.data.tags[T.FEATURE_NAMES]) == names
     assert names == [c for c in training.X_train.columns if c != "label_end"]
     # signature, validation results, training date
     artifacts = {f.path for f in client.list_artifacts(results.run_id, "model")}
@@ -355,7 +357,7 @@ def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
     assert run.data.tags["quantcli.backtest.verdict"] == ("pass" if results.passed else "fail")
     assert json.loads(run.data.tags["quantcli.backtest.reasons"]) == results.reasons
     assert "backtest_dsr" in run.data.metrics
-    trained_at = datetime.fromisoformat(run.data.tags["quantcli.trained_at"])
+    trained_at = datetime.fromisoformat(run.data.tags[T.TRAINED_AT])
     assert abs((datetime.now(UTC) - trained_at).total_seconds()) < 3600
     # registered as a new version with the staging alias; the caller's estimator untouched
     assert (results.registered_name, results.version, results.aliases) == (
@@ -363,10 +365,11 @@ def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
         "1",
         ["staging"],
     )
-    assert trained.model.get_params()["n_estimators"] == 100 or not hasattr(
-        trained.model, "booster_"
-    )
-    assert not hasattr(trained.model, "booster_")  # never fitted in place
+    import lightgbm
+
+    # the caller's estimator is neither fitted nor re-parametrised in place
+    assert not hasattr(trained.model, "booster_")
+    assert trained.model.get_params() == lightgbm.LGBMRegressor(verbose=-1).get_params()
 
 
 def test_promotion_is_gated_and_load_production_model_reads_the_production_alias(
@@ -404,8 +407,12 @@ def test_promotion_is_gated_and_load_production_model_reads_the_production_alias
         X_all, frame["label"].to_numpy()
     )
     np.testing.assert_array_equal(model.predict(X_all[:200]), refit.predict(X_all[:200]))
-    # the same version, now production: promoting it again is a no-op that reports success
-    assert trainer.promote_model_to_production(model_name="ensemble_v1", version=None) is True
+    # an override does not make the version pass its gates: the API still says no
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="quantcli.models.trainer"):
+        assert trainer.promote_model_to_production(model_name="ensemble_v1") is False
+    assert trainer.last_promotion["reasons"] == reasons and reasons[0] in caplog.text
+    assert trainer.registry.alias_version("ensemble_v1", "production") == "1"
     staged = trainer.load_production_model(model_name="ensemble_v1", stage="Staging")
     assert staged.alias == "staging" and staged.version == "1"
     with pytest.raises(ValueError, match="stage"):

@@ -511,8 +511,9 @@ class MLflowTrainer:
         Returns
         -------
         bool
-            True when the version is production afterwards (also when it already was); False
-            when a gate refused it, with each reason logged as a warning on the
+            True when every gate passed and the version is production (also when it already
+            was); False when a gate refused it -- even for a version an override made
+            production -- with each reason logged as a warning on the
             ``quantcli.models.trainer`` logger and kept in :attr:`last_promotion`.
         """
         from quantcli.models.registry import required_verdicts
