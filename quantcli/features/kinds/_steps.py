@@ -182,8 +182,8 @@ def true_range(high, low, prev_close):
 
 # --- whole-segment forms: the same arithmetic as the pushes above, state held in locals ------
 # A kernel that feeds every bar of a call through one of these keeps its running sums in
-# registers for the whole loop (the pushes load and store them on every value, which made the
-# variance kernels 5-9x slower than a plain loop).
+# registers for the whole loop; the pushes load and store them on every value, since the state
+# array may alias the kernel's other arrays.
 @njit(cache=True, nogil=True)
 def sma_run(x, st, o, n, j, out):
     """:func:`sma_push` of ``x[0], x[1], ...`` (values ``j, j + 1, ...``) into ``out``."""
