@@ -163,16 +163,18 @@ def verdict_statement(
 def verdict_state(info: ModelVersionInfo, gate: str, keys: dict[str, Any]) -> dict[str, Any]:
     """``{"verdict", "status", "reasons"}`` of ``gate`` on ``info``.
 
-    ``status``: ``pass`` / ``fail`` (signed, and nothing it judged changed since), ``stale``
-    (an artifact of a judged role was added, replaced or removed, or the dataset manifest changed,
-    or the verdict predates content binding), ``invalid`` (the verdict tags were edited: the
-    signature does not verify) or ``missing``.
+    ``status``: ``pass`` (signed, and nothing it judged changed since), ``fail``, ``stale`` (a
+    pass, but an artifact of a judged role was added, replaced or removed since, the dataset
+    manifest changed, or the verdict predates content binding), ``invalid`` (the verdict tags
+    were edited: the signature does not verify) or ``missing``.
     """
     tags = info.tags
     verdict = tags.get(T.verdict_tag(gate))
     if verdict is None:
         return {"verdict": None, "status": "missing", "reasons": []}
     judged_raw, sig = tags.get(T.judged_tag(gate)), tags.get(T.verdict_sig_tag(gate))
+    if (judged_raw is None or sig is None) and verdict != T.PASS:
+        return {"verdict": verdict, "status": verdict, "reasons": []}
     if judged_raw is None or sig is None:
         return {
             "verdict": verdict,
@@ -202,6 +204,8 @@ def verdict_state(info: ModelVersionInfo, gate: str, keys: dict[str, Any]) -> di
             "status": "invalid",
             "reasons": [f"verdict '{gate}' is not the one its gate recorded ({why})"],
         }
+    if verdict != T.PASS:  # a failed verdict fails whatever changed since
+        return {"verdict": verdict, "status": verdict, "reasons": [], "judged": then}
     now = {
         path: rec.get("sha256", "")
         for path, rec in info.artifacts.items()
