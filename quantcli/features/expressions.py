@@ -10,7 +10,7 @@ Engines
 ``"polars"``
     Native Polars expressions only (no Python function): the readable, reviewable definition
     of every feature. Conventions (TA-Lib's, see the module docstring of
-    :mod:`quantcli.features._nb`):
+    :mod:`quantcli.features.kinds._steps`):
 
     * Rolling windows: SMA = ``rolling_mean(n)``, STDDEV = ``rolling_var(n, ddof=0)`` clipped at
       0, then ``sqrt`` (running sums: evaluated over the symbol); ``rolling_max/min``,
@@ -24,24 +24,19 @@ Engines
     * A zero denominator gives 0, as TA-Lib does: ``pl.when`` guards every division (RSI,
       +DI/-DI/DX within 1e-8 of 0, HH == LL, zero variance, a zero price).
     * Shared intermediates are ``__``-prefixed columns in staged ``with_columns`` (see
-      :class:`_Graph`).
+      :class:`quantcli.features.polars_graph.PolarsGraph`).
 
     Agrees with the kernel engine to a relative 1e-9 (not bit for bit: Polars sums windows in
     its own order); ``tests/features/test_expressions.py`` checks it.
 ``"kernel"`` (default)
-    The same expressions API, but each indicator GROUP -- features of one TA-Lib call with
-    equal parameters (``macd, macd_signal, macd_hist``; ``adx_14, plus_di_14, minus_di_14``;
-    ``bb_pct, bb_width``; ``stoch_k, stoch_d``; any other single feature) -- is ONE
-    ``map_batches`` expression that runs the Numba kernel of :mod:`quantcli.features._nb` over
-    the contiguous symbol blocks and returns the member's column, or a struct of the group's
-    outputs. The block offsets and the sorted frame's price columns are bound at plan time
-    (:class:`BoundFrame`: the frame is sorted once), and the warm-up filter runs *before* the
-    groups, so each kernel writes the kept rows once while still reading every symbol's history
-    from its first bar. Polars' common subexpression elimination does not merge identical
-    Python UDFs (measured on Polars 2.1: a struct UDF referenced by two ``struct.field`` calls
-    ran twice), so a multi-output group is a temporary ``__group_<members>`` struct column and a
-    second ``with_columns`` takes one ``struct.field`` per feature: each group runs once per
-    evaluation. Bit-identical to TA-Lib.
+    The same expressions API, but the features are computed by
+    :class:`quantcli.features.engine.KernelPlan`: each kind's stateful Numba kernel over the
+    contiguous symbol blocks, one call per TA-Lib call with equal parameters (``macd,
+    macd_signal, macd_hist`` share one), every symbol from its first bar with one state vector
+    that a streaming build stores and continues. The plan is the kept rows' keys after the lazy
+    warm-up filter, then ONE ``map_batches`` expression returning a struct of the features
+    (unnested); the warm-up bars go through the kernels into a scratch buffer, never into the
+    frame. Bit-identical to TA-Lib.
 
 Example
 -------
