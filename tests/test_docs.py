@@ -337,3 +337,19 @@ def test_docstring_examples_of_the_public_api_run(module: str):
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f"{module} has no docstring example"
     assert result.failed == 0, f"{module}: {result.failed} docstring example(s) failed"
+
+
+# read-only commands need no more than the sample: these are run, not only parsed
+READ_ONLY_COMMANDS = {("data", "summary"), ("features", "list"), ("features", "show")}
+
+
+def test_read_only_qcli_commands_of_the_docs_run(docs_home: Path, monkeypatch, cli):
+    monkeypatch.setenv("QCLI_HOME", str(docs_home))
+    ran = []
+    for block in _shell_blocks():
+        for argv in _qcli_commands(block):
+            if tuple(argv[:2]) in READ_ONLY_COMMANDS:
+                code, _, err = cli(*argv)
+                assert code == 0, f"{block.path}:{block.line}: `qcli {shlex.join(argv)}`: {err}"
+                ran.append(tuple(argv[:2]))
+    assert set(ran) == READ_ONLY_COMMANDS  # the docs still show each of them
