@@ -26,9 +26,13 @@ def cci_kernel(inputs, params, state, out):
     n = int(params[0])
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
+    slot = j % n
     for i in range(close.shape[0]):
         last = (high[i] + low[i] + close[i]) / 3.0
-        state[1 + j % n] = last
+        state[1 + slot] = last
+        slot += 1
+        if slot == n:
+            slot = 0
         if j < n - 1:
             out[0, i] = NAN
         else:
@@ -67,19 +71,21 @@ def mfi_kernel(inputs, params, state, out):
     n = int(params[0])
     high, low, close, volume = inputs[0], inputs[1], inputs[2], inputs[3]
     j = int(state[0])
+    s1, s2, s3 = state[1], state[2], state[3]
+    slot = j % n
     for i in range(close.shape[0]):
         tp = (high[i] + low[i] + close[i]) / 3.0
         if j == 0:
-            state[1] = tp
+            s1 = tp
             out[0, i] = NAN
             j += 1
+            slot = 1 % n
             continue
-        slot = j % n
         if j > n:  # the flow leaving the window
-            state[2] -= state[4 + slot]
-            state[3] -= state[4 + n + slot]
-        change = tp - state[1]
-        state[1] = tp
+            s2 -= state[4 + slot]
+            s3 -= state[4 + n + slot]
+        change = tp - s1
+        s1 = tp
         flow = tp * volume[i]
         pos = 0.0
         neg = 0.0
@@ -87,17 +93,21 @@ def mfi_kernel(inputs, params, state, out):
             neg = flow
         elif change > 0.0:
             pos = flow
-        state[2] += pos
-        state[3] += neg
+        s2 += pos
+        s3 += neg
         state[4 + slot] = pos
         state[4 + n + slot] = neg
+        slot += 1
+        if slot == n:
+            slot = 0
         if j < n:
             out[0, i] = NAN
         else:
-            total = state[2] + state[3]
+            total = s2 + s3
             # TA-Lib's MFI: 0 when less than one unit of money flowed over the window
-            out[0, i] = 0.0 if total < 1.0 else 100.0 * (state[2] / total)
+            out[0, i] = 0.0 if total < 1.0 else 100.0 * (s2 / total)
         j += 1
+    state[1], state[2], state[3] = s1, s2, s3
     state[0] = j
 
 
@@ -139,13 +149,12 @@ def _rescan(state, o, w, first, last, newest_max):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _track(state, w, j, h, lw, hh, hi, ll, lo):
+def _track(state, w, j, slot, h, lw, hh, hi, ll, lo):
     """Push bar ``j`` and return the extremes of bars ``j-w+1 .. j`` and their bar numbers.
 
     As TA-Lib: a new bar at least as extreme takes over (ties go to the newest bar); when the
     extreme leaves the window the window is rescanned. Amortized O(1), and the same choices
-    whether the window was reached in one call or two."""
-    slot = j % w
+    whether the window was reached in one call or two. ``slot`` is ``j % w``."""
     state[5 + slot] = h
     state[5 + w + slot] = lw
     start = max(j - w + 1, 0)
@@ -168,8 +177,12 @@ def willr_kernel(inputs, params, state, out):
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
     hh, hi, ll, lo = state[1], int(state[2]), state[3], int(state[4])
+    slot = j % n
     for i in range(close.shape[0]):
-        hh, hi, ll, lo = _track(state, n, j, high[i], low[i], hh, hi, ll, lo)
+        hh, hi, ll, lo = _track(state, n, j, slot, high[i], low[i], hh, hi, ll, lo)
+        slot += 1
+        if slot == n:
+            slot = 0
         if j < n - 1:
             out[0, i] = NAN
         else:
@@ -204,8 +217,12 @@ def aroon_group(inputs, params, state, out):
     factor = 100.0 / n
     rows = out.shape[0]
     pick = params[1] if rows == 1 else 0.0
+    slot = j % w
     for i in range(high.shape[0]):
-        hh, hi, ll, lo = _track(state, w, j, high[i], low[i], hh, hi, ll, lo)
+        hh, hi, ll, lo = _track(state, w, j, slot, high[i], low[i], hh, hi, ll, lo)
+        slot += 1
+        if slot == w:
+            slot = 0
         if j < n:
             for r in range(rows):
                 out[r, i] = NAN

@@ -27,9 +27,11 @@ def mom_kernel(inputs, params, state, out):
     x = inputs[0]
     j = int(state[0])
     w = n + 1
+    slot = j % w
     for i in range(x.shape[0]):
-        state[1 + j % w] = x[i]
-        out[0, i] = x[i] - state[1 + (j - n) % w] if j >= n else NAN
+        state[1 + slot] = x[i]
+        slot = slot + 1 if slot + 1 < w else 0  # also the slot of bar j - n
+        out[0, i] = x[i] - state[1 + slot] if j >= n else NAN
         j += 1
     state[0] = j
 
@@ -54,30 +56,32 @@ def cmo_kernel(inputs, params, state, out):
     n = int(params[0])
     close = inputs[0]
     j = int(state[0])
+    s1, s2, s3 = state[1], state[2], state[3]
     keep = float(n - 1)
     for i in range(close.shape[0]):
         c = close[i]
         if j == 0:
-            state[1] = c
+            s1 = c
             out[0, i] = NAN
             j += 1
             continue
-        d = c - state[1]
-        state[1] = c
+        d = c - s1
+        s1 = c
         if j > n:
-            state[3] *= keep
-            state[2] *= keep
+            s3 *= keep
+            s2 *= keep
         up = d if d > 0.0 else 0.0
-        state[2] += up
-        state[3] += up - d
+        s2 += up
+        s3 += up - d
         if j >= n:
-            state[3] /= n  # a division here, where TA-Lib's RSI multiplies by 1 / n
-            state[2] /= n
-            s = state[2] + state[3]
-            out[0, i] = 100.0 * ((state[2] - state[3]) / s) if not is_zero(s) else 0.0
+            s3 /= n  # a division here, where TA-Lib's RSI multiplies by 1 / n
+            s2 /= n
+            s = s2 + s3
+            out[0, i] = 100.0 * ((s2 - s3) / s) if not is_zero(s) else 0.0
         else:
             out[0, i] = NAN
         j += 1
+    state[1], state[2], state[3] = s1, s2, s3
     state[0] = j
 
 
@@ -159,50 +163,72 @@ def ultosc_kernel(inputs, params, state, out):
     p1, p2, p3 = int(ps[0]), int(ps[1]), int(ps[2])
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
+    s1, s2, s3, s4, s5, s6, s7 = (
+        state[1],
+        state[2],
+        state[3],
+        state[4],
+        state[5],
+        state[6],
+        state[7],
+    )
     w = p3
     for i in range(close.shape[0]):
         if j == 0:
-            state[1] = close[i]
+            s1 = close[i]
             out[0, i] = NAN
             j += 1
             continue
-        prev = state[1]
-        state[1] = close[i]
+        prev = s1
+        s1 = close[i]
         true_low = min(low[i], prev)
         a = close[i] - true_low
         b = true_range(high[i], low[i], prev)
-        state[8 + j % w] = a
-        state[8 + w + j % w] = b
+        slot = j % w
+        state[8 + slot] = a
+        state[8 + w + slot] = b
         # each sum is primed with the bars of its own window ending at bar p3
         if j >= p3 - p1 + 1:
-            state[2] += a
-            state[3] += b
+            s2 += a
+            s3 += b
         if j >= p3 - p2 + 1:
-            state[4] += a
-            state[5] += b
-        state[6] += a
-        state[7] += b
+            s4 += a
+            s5 += b
+        s6 += a
+        s7 += b
         if j < p3:
             out[0, i] = NAN
         else:
             total = 0.0
-            if not is_zero(state[3]):
-                total = fma(4.0, state[2] / state[3], total)
-            if not is_zero(state[5]):
-                total = fma(2.0, state[4] / state[5], total)
-            if not is_zero(state[7]):
-                total += state[6] / state[7]
-            t = (j - p1 + 1) % w
-            state[2] -= state[8 + t]
-            state[3] -= state[8 + w + t]
-            t = (j - p2 + 1) % w
-            state[4] -= state[8 + t]
-            state[5] -= state[8 + w + t]
-            t = (j - p3 + 1) % w
-            state[6] -= state[8 + t]
-            state[7] -= state[8 + w + t]
+            if not is_zero(s3):
+                total = fma(4.0, s2 / s3, total)
+            if not is_zero(s5):
+                total = fma(2.0, s4 / s5, total)
+            if not is_zero(s7):
+                total += s6 / s7
+            # the slots of bars j - p + 1, p = p1, p2, p3 (= w) leaving their windows
+            t = slot - p1 + 1
+            t = t + w if t < 0 else t
+            s2 -= state[8 + t]
+            s3 -= state[8 + w + t]
+            t = slot - p2 + 1
+            t = t + w if t < 0 else t
+            s4 -= state[8 + t]
+            s5 -= state[8 + w + t]
+            t = slot + 1 if slot + 1 < w else 0
+            s6 -= state[8 + t]
+            s7 -= state[8 + w + t]
             out[0, i] = 100.0 * (total / 7.0)
         j += 1
+    state[1], state[2], state[3], state[4], state[5], state[6], state[7] = (
+        s1,
+        s2,
+        s3,
+        s4,
+        s5,
+        s6,
+        s7,
+    )
     state[0] = j
 
 
@@ -234,26 +260,28 @@ def natr_kernel(inputs, params, state, out):
     n = int(params[0])
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
+    s1, s2 = state[1], state[2]
     for i in range(close.shape[0]):
         if j == 0:
-            state[1] = close[i]
+            s1 = close[i]
             out[0, i] = NAN
             j += 1
             continue
-        tr = true_range(high[i], low[i], state[1])
-        state[1] = close[i]
+        tr = true_range(high[i], low[i], s1)
+        s1 = close[i]
         if j < n:
-            state[2] += tr
+            s2 += tr
             out[0, i] = NAN
         else:
             if j == n:
-                state[2] = (state[2] + tr) / n
+                s2 = (s2 + tr) / n
             else:  # Wilder's step as one fused multiply-add, as TA-Lib's ATR
                 beta = (n - 1) / n
-                state[2] = fma(beta, state[2], (1.0 - beta) * tr)
+                s2 = fma(beta, s2, (1.0 - beta) * tr)
             c = close[i]
-            out[0, i] = (state[2] / c) * 100.0 if not is_zero(c) else 0.0
+            out[0, i] = (s2 / c) * 100.0 if not is_zero(c) else 0.0
         j += 1
+    state[1], state[2] = s1, s2
     state[0] = j
 
 
@@ -303,6 +331,7 @@ def stochrsi_group(inputs, params, state, out):
     n, k, d = int(params[0]), int(params[1]), int(params[2])
     close = inputs[0]
     j = int(state[0])
+    s1, s2, s3 = state[1], state[2], state[3]
     inv_n = 1.0 / n
     keep = float(n - 1)
     o_sma = 4 + k
@@ -311,21 +340,21 @@ def stochrsi_group(inputs, params, state, out):
         c = close[i]
         rsi = NAN
         if j == 0:
-            state[1] = c
+            s1 = c
         else:
-            dlt = c - state[1]
-            state[1] = c
+            dlt = c - s1
+            s1 = c
             if j > n:
-                state[3] *= keep
-                state[2] *= keep
+                s3 *= keep
+                s2 *= keep
             up = dlt if dlt > 0.0 else 0.0
-            state[2] += up
-            state[3] += up - dlt
+            s2 += up
+            s3 += up - dlt
             if j >= n:
-                state[3] *= inv_n
-                state[2] *= inv_n
-                s = state[2] + state[3]
-                rsi = 100.0 * (state[2] / s) if s > 0.0 else 0.0
+                s3 *= inv_n
+                s2 *= inv_n
+                s = s2 + s3
+                rsi = 100.0 * (s2 / s) if s > 0.0 else 0.0
         fk = NAN
         fd = NAN
         if j >= n:
@@ -350,6 +379,7 @@ def stochrsi_group(inputs, params, state, out):
         else:
             out[0, i] = fk if params[3] == 0.0 else fd
         j += 1
+    state[1], state[2], state[3] = s1, s2, s3
     state[0] = j
 
 

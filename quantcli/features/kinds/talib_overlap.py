@@ -106,9 +106,11 @@ def wma_kernel(inputs, params, state, out):
     j = int(state[0])
     sub, total, trailing = state[1], state[2], state[3]
     divider = float((n * (n + 1)) >> 1)
+    slot = j % n
     for i in range(x.shape[0]):
         v = x[i]
-        state[4 + j % n] = v
+        state[4 + slot] = v
+        slot = slot + 1 if slot + 1 < n else 0  # now the slot of bar j + 1 - n
         sub += v
         if j < n - 1:
             total += v * float(j + 1)
@@ -116,7 +118,7 @@ def wma_kernel(inputs, params, state, out):
         else:
             sub -= trailing
             total += v * float(n)
-            trailing = state[4 + (j + 1) % n]  # the value leaving the window next bar
+            trailing = state[4 + slot]  # the value leaving the window next bar
             out[0, i] = total / divider
             total -= sub
         j += 1
@@ -241,17 +243,23 @@ def kama_kernel(inputs, params, state, out):
     w = n + 1
     const_max = 2.0 / (30.0 + 1.0)
     const_diff = 2.0 / (2.0 + 1.0) - const_max
+    slot = j % w
     for i in range(x.shape[0]):
         v = x[i]
-        prev = state[4 + (j - 1) % w]  # x[j - 1] (unused at j == 0)
-        state[4 + j % w] = v
+        # ring slots of bars j, j - 1 and j - n (= j + 1 modulo the ring of n + 1)
+        cur = slot
+        before = cur - 1 if cur > 0 else w - 1
+        after = cur + 1 if cur + 1 < w else 0
+        slot = after
+        prev = state[4 + before]  # x[j - 1] (unused at j == 0)
+        state[4 + cur] = v
         if j >= 1 and j <= n:
             noise += abs(prev - v)  # the seed: |x[t-1] - x[t]| over bars 1..n
         if j < n:
             out[0, i] = NAN
             j += 1
             continue
-        oldest = state[4 + (j - n) % w]  # x[j - n]
+        oldest = state[4 + after]  # x[j - n]
         period_roc = v - oldest
         if j == n:
             kama = prev  # KAMA starts from the previous close
@@ -291,40 +299,41 @@ def sar_kernel(inputs, params, state, out):
     high = inputs[0]
     low = inputs[1]
     j = int(state[0])
+    s1, s2, s3, s4, s5, s6 = state[1], state[2], state[3], state[4], state[5], state[6]
     for i in range(high.shape[0]):
         if j == 0:
-            state[5] = high[i]
-            state[6] = low[i]
+            s5 = high[i]
+            s6 = low[i]
             out[0, i] = NAN
             j += 1
             continue
         if j == 1:
             # the first direction: short when bar 1's -DM(1) is positive, as TA-Lib decides
-            diff_p = high[i] - state[5]
-            diff_m = state[6] - low[i]
+            diff_p = high[i] - s5
+            diff_m = s6 - low[i]
             is_long = not (diff_m > 0.0 and diff_p < diff_m)
-            state[1] = 1.0 if is_long else 0.0
+            s1 = 1.0 if is_long else 0.0
             if is_long:
-                state[3] = high[i]
-                state[2] = state[6]
+                s3 = high[i]
+                s2 = s6
             else:
-                state[3] = low[i]
-                state[2] = state[5]
-            state[4] = min(acc, af_max)
-            state[5] = high[i]
-            state[6] = low[i]
-        prev_high = state[5]
-        prev_low = state[6]
+                s3 = low[i]
+                s2 = s5
+            s4 = min(acc, af_max)
+            s5 = high[i]
+            s6 = low[i]
+        prev_high = s5
+        prev_low = s6
         new_high = high[i]
         new_low = low[i]
-        state[5] = new_high
-        state[6] = new_low
-        sar = state[2]
-        ep = state[3]
-        af = state[4]
-        if state[1] == 1.0:
+        s5 = new_high
+        s6 = new_low
+        sar = s2
+        ep = s3
+        af = s4
+        if s1 == 1.0:
             if new_low <= sar:
-                state[1] = 0.0
+                s1 = 0.0
                 sar = ep
                 sar = max(sar, prev_high, new_high)
                 out[0, i] = sar
@@ -343,7 +352,7 @@ def sar_kernel(inputs, params, state, out):
                 sar = min(sar, prev_low, new_low)
         else:
             if new_high >= sar:
-                state[1] = 1.0
+                s1 = 1.0
                 sar = ep
                 sar = min(sar, prev_low, new_low)
                 out[0, i] = sar
@@ -360,10 +369,11 @@ def sar_kernel(inputs, params, state, out):
                         af = af_max
                 sar = fma(af, ep - sar, sar)
                 sar = max(sar, prev_high, new_high)
-        state[2] = sar
-        state[3] = ep
-        state[4] = af
+        s2 = sar
+        s3 = ep
+        s4 = af
         j += 1
+    state[1], state[2], state[3], state[4], state[5], state[6] = s1, s2, s3, s4, s5, s6
     state[0] = j
 
 
@@ -396,9 +406,11 @@ def linreg_slope_kernel(inputs, params, state, out):
     sum_x = n * (n - 1) * 0.5
     sum_x_sqr = n * (n - 1) * (2 * n - 1) / 6.0
     divisor = sum_x * sum_x - n * sum_x_sqr
+    ring = j % n
     for i in range(x.shape[0]):
         v = x[i]
-        slot = 3 + j % n
+        slot = 3 + ring
+        ring = ring + 1 if ring + 1 < n else 0
         if j < n:
             sum_xy += sum_y  # the values so far each weigh one more
             sum_y += v

@@ -29,9 +29,11 @@ def _ad_step(h, lo, c, v, ad):
 @njit(cache=True, nogil=True)
 def ad_kernel(inputs, params, state, out):
     high, low, close, volume = inputs[0], inputs[1], inputs[2], inputs[3]
+    ad = state[1]
     for i in range(close.shape[0]):
-        state[1] = _ad_step(high[i], low[i], close[i], volume[i], state[1])
-        out[0, i] = state[1]
+        ad = _ad_step(high[i], low[i], close[i], volume[i], ad)
+        out[0, i] = ad
+    state[1] = ad
     state[0] += close.shape[0]
 
 
@@ -58,18 +60,20 @@ def adosc_kernel(inputs, params, state, out):
     fk = 2.0 / (fast + 1)
     sk = 2.0 / (slow + 1)
     j = int(state[0])
+    s1, s2, s3 = state[1], state[2], state[3]
     first = max(fast, slow) - 1
     for i in range(close.shape[0]):
-        ad = _ad_step(high[i], low[i], close[i], volume[i], state[1])
-        state[1] = ad
+        ad = _ad_step(high[i], low[i], close[i], volume[i], s1)
+        s1 = ad
         if j == 0:
-            state[2] = ad
-            state[3] = ad
+            s2 = ad
+            s3 = ad
         else:
-            state[2] = fma(1.0 - fk, state[2], fk * ad)
-            state[3] = fma(1.0 - sk, state[3], sk * ad)
-        out[0, i] = state[2] - state[3] if j >= first else NAN
+            s2 = fma(1.0 - fk, s2, fk * ad)
+            s3 = fma(1.0 - sk, s3, sk * ad)
+        out[0, i] = s2 - s3 if j >= first else NAN
         j += 1
+    state[1], state[2], state[3] = s1, s2, s3
     state[0] = j
 
 
