@@ -236,3 +236,28 @@ def test_bad_costs_or_strategy_config_exits_2(
     assert (code, stdout) == (2, "")
     assert f"Error: {path}: {message}" in stderr
     assert not (tmp_path / "bt").exists()
+
+
+def test_atr_slippage_and_rank_from_the_config(noise_home, tmp_path, capsys, monkeypatch):
+    """The stored backtest joins the bars' high/low/close for ATR slippage; costs rise with it."""
+    path = tmp_path / "atr.toml"
+    path.write_text(
+        SMALL_TOML + '[costs]\nslippage = "atr"\nslippage_mult = 0.5\n'
+        '[strategy]\nconstruction = "rank"\n'
+    )
+    args = ("--n-groups", "4", "--grid", "none", "--no-trials", "--json")
+    code, stdout, stderr = qcli_in_process(
+        noise_home, "--config", str(path), "--report-dir", str(tmp_path / "a"), *args,
+        capsys=capsys, monkeypatch=monkeypatch,
+    )  # fmt: skip
+    assert code in (0, 1), stderr
+    atr = json.loads(stdout)
+    assert atr["strategy"]["costs"]["slippage"] == "atr"
+    assert atr["strategy"]["construction"]["construction"] == "rank"
+    code, stdout, stderr = qcli_in_process(
+        noise_home, "--config", str(noise_home / "small.toml"), "--report-dir",
+        str(tmp_path / "b"), *args, capsys=capsys, monkeypatch=monkeypatch,
+    )  # fmt: skip
+    fixed = json.loads(stdout)
+    # half the average true range of a daily bar costs far more than the fixed 2 bps
+    assert atr["metrics"]["cost_drag_annual"] > 2 * fixed["metrics"]["cost_drag_annual"]
