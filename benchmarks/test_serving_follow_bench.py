@@ -208,7 +208,7 @@ def test_rollback_command_to_first_previous_prediction(benchmark, served):
             ]["prediction"]
             == 2.0
         )
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         proc = subprocess.Popen(
             [sys.executable, "-m", "quantcli", "model", "rollback", name, "--reason", "bench"],
             env=served["env"],
@@ -227,9 +227,25 @@ def test_rollback_command_to_first_previous_prediction(benchmark, served):
             time.sleep(0.01)
     proc.wait(timeout=60)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    # when the registry moved (the event's timestamp): the rest is the service's part
+    import duckdb
+
+    from quantcli.config import offline_store_path
+
+    con = duckdb.connect(str(offline_store_path()), read_only=True)
+    try:
+        (moved,) = con.execute(
+            "SELECT max(ts) FROM registry_events WHERE action = 'rollback' AND model_name = ?",
+            [name],
+        ).fetchone()
+    finally:
+        con.close()
+    registry_moved_s = moved.timestamp() - wall0
     benchmark.pedantic(lambda: None, rounds=1)
     stats = {
         "rollback_to_served_s": served_s,
+        "command_to_registry_moved_s": registry_moved_s,
+        "registry_moved_to_served_s": served_s - registry_moved_s,
         "rollback_command_s": command_s,
         "poll_interval_s": 2.0,
         "load_1min": os.getloadavg()[0],
