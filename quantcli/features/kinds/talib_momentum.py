@@ -131,18 +131,31 @@ kind(
 
 # --- WILLR / AROON: window extremes, state [j, hh, hi, ll, lo, ring(w) highs, ring(w) lows] ---
 @njit(cache=True, nogil=True, inline="always")
-def _rescan(state, o, w, first, last, newest_max):
-    """The extreme of ring ``state[o:o+w]`` over bars ``first .. last`` and its bar number,
-    scanned oldest to newest so that ties go to the newest bar."""
+def _rescan_max(state, o, w, first, last):
+    """The highest value of ring ``state[o:o+w]`` over bars ``first .. last`` and its bar
+    number, scanned oldest to newest so that ties go to the newest bar."""
     slot = first % w
     best = state[o + slot]
     at = first
     for t in range(first + 1, last + 1):
-        slot += 1
-        if slot == w:
-            slot = 0
+        slot = slot + 1 if slot + 1 < w else 0
         v = state[o + slot]
-        if (v >= best) if newest_max else (v <= best):
+        if v >= best:
+            best = v
+            at = t
+    return best, at
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rescan_min(state, o, w, first, last):
+    """:func:`_rescan_max` for the lowest value."""
+    slot = first % w
+    best = state[o + slot]
+    at = first
+    for t in range(first + 1, last + 1):
+        slot = slot + 1 if slot + 1 < w else 0
+        v = state[o + slot]
+        if v <= best:
             best = v
             at = t
     return best, at
@@ -159,12 +172,12 @@ def _track(state, w, j, slot, h, lw, hh, hi, ll, lo):
     state[5 + w + slot] = lw
     start = max(j - w + 1, 0)
     if hi < start or j == 0:
-        hh, hi = _rescan(state, 5, w, start, j, True)
+        hh, hi = _rescan_max(state, 5, w, start, j)
     elif h >= hh:
         hh = h
         hi = j
     if lo < start or j == 0:
-        ll, lo = _rescan(state, 5 + w, w, start, j, False)
+        ll, lo = _rescan_min(state, 5 + w, w, start, j)
     elif lw <= ll:
         ll = lw
         lo = j
