@@ -520,12 +520,14 @@ def build_features(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     fingerprints: dict[str, tuple[int, int]] = {}  # symbol -> (hash sum, hash xor) of its bars
+    t_scan = time.perf_counter()
     if engine == "kernel":  # the counts and the fingerprints a streaming build checks, one scan
         rows = store.query("features_bar_fingerprints").fetchall()
         counts = [(str(s), int(n)) for s, n, _sum, _xor in rows]
         fingerprints = {str(s): (int(fp_sum), int(fp_xor)) for s, _n, fp_sum, fp_xor in rows}
     else:
         counts = [(str(s), int(n)) for s, n in store.query("features_bar_counts").fetchall()]
+    timings["bar_scan"] = round(time.perf_counter() - t_scan, 4)
     if symbols:
         known = dict(counts)
         wanted = sorted(set(symbols))
@@ -559,13 +561,13 @@ def build_features(
         con.execute(fs.table_ddl())
         # a released set cannot change silently (exits 2 naming the changed features)
         released.check_declaration(con, fs)
+        t0 = time.perf_counter()
         state = {
             s: (int(ts.timestamp() * 1_000_000), int(n), sha)
             for s, ts, n, sha in con.execute(resources.sql("features_state"), [feature_set])
             .fetchall()
         }  # fmt: skip
         stored_rows = _stored_rows(con, table, state, fs.warmup)
-        t0 = time.perf_counter()
         stream, new_bars = _stream_plan(
             con, fs, engine, mode, counts, state, stored_rows, fingerprints
         )
