@@ -52,7 +52,7 @@ DEFAULT_EXPERIMENT = "quantcli"
 #: Artifact folder of a training run holding the CPCV report (metrics, plots, path returns).
 BACKTEST_ARTIFACT_PATH = "backtest"
 #: The registry-stage names of MLflow's deprecated stages, mapped to quantcli's aliases.
-STAGE_ALIASES = {"production": "production", "staging": "staging"}
+STAGE_ALIASES = {"production": T.ALIAS_PRODUCTION, "staging": T.ALIAS_STAGING}
 _log = logging.getLogger(__name__)
 
 
