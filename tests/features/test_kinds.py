@@ -228,3 +228,27 @@ def test_cross_sectional_rank_and_zscore_at_each_timestamp(datasets, every_kind)
         np.testing.assert_allclose(g["cci_cs_z"].to_numpy(), want, rtol=1e-12, atol=1e-12)
     one = frame.group_by("ts").len().filter(pl.col("len") == 3)
     assert one.height > 300  # the three symbols overlap: the check above saw real cross-sections
+
+
+TRANSFORMS = [
+    ("lag", {"of": "a", "periods": 3}),
+    ("ratio", {"of": "a", "other": "b"}),
+    ("difference", {"of": "a", "other": "b"}),
+    ("zscore", {"of": "a", "window": 20}),
+]
+
+
+@pytest.mark.parametrize(("name", "raw"), TRANSFORMS, ids=[t[0] for t in TRANSFORMS])
+@given(cut=st.floats(0.0, 1.0), seed=st.integers(0, 3))
+def test_transform_continued_from_its_state_is_bit_identical(name, raw, cut, seed):
+    kind = get_kind(name)
+    params = kind.check_params(raw, "test")
+    bars = sort_bars(_flat_and_dry(synthetic_universe(1, 160, seed=seed)))
+    a = bars["close"].to_numpy().copy()
+    a[:14] = np.nan  # an input feature's warm-up
+    b = np.where(bars["volume"].to_numpy() > 0, bars["open"].to_numpy(), 0.0)  # zeros: ratio 0
+    x = np.vstack([a, b][: len(kind.inputs)])
+    whole = run_kernel(kind, params, x)
+    np.testing.assert_array_equal(run_kernel(kind, params, x, split=int(cut * 160)), whole)
+    want = kind.talib({"of": x[0], "other": x[-1]}, params)  # the NumPy definition
+    np.testing.assert_allclose(whole, want, rtol=1e-12, atol=1e-12)
