@@ -452,3 +452,16 @@ def test_guard_auto_rollback_reaches_the_service(model, served, cli, tmp_path):
     assert (r["rollback"]["from_version"], r["rollback"]["to_version"]) == ("2", "1")
     follower.sync()
     assert value(predictor) == 1.0  # the previous version serves; not halted
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--poll-interval", "0"], "--poll-interval must be in [0.05, 300] s, got 0"),
+        (["--poll-interval", "nan"], "--poll-interval must be seconds, got nan"),
+        (["--max-body-bytes", "10"], "--max-body-bytes must be a whole number in [1024,"),
+    ],
+)
+def test_serve_refuses_bad_options_naming_them(qcli_home, cli, args, message):
+    code, _, err = cli("serve", "--model", "m", *args)
+    assert code == 2 and message in err
