@@ -283,7 +283,8 @@ def create_app(
         """The body, refused (413) as soon as it passes ``max_body_bytes``."""
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit() or len(declared) > 18:
+            # isascii: "²" (latin-1 \xb2) is a digit to str.isdigit but not to int()
+            if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
                 raise BadRequest(400, "bad_request", "Content-Length is not a byte count")
             if int(declared) > max_body_bytes:
                 raise BadRequest(
