@@ -7,6 +7,8 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantcli._interop import to_polars
 from quantcli.errors import InputError
@@ -94,3 +96,45 @@ def test_drift_detector_takes_pandas_and_pyarrow():
     assert det.detect_feature_drift(base.to_pandas(), cur.to_arrow(), timestamp="t").to_dict() == (
         want
     )
+
+
+@settings(deadline=None)
+@given(
+    n_symbols=st.integers(1, 3),
+    n_dates=st.integers(12, 40),
+    spans=st.lists(st.integers(0, 4), min_size=3, max_size=3),
+    k=st.integers(1, 2),
+    embargo=st.sampled_from([0.0, 0.05]),
+    seed=st.integers(0, 2**16),
+)
+def test_cpcv_on_a_shuffled_pandas_panel_equals_the_time_sorted_polars_split(
+    n_symbols, n_dates, spans, k, embargo, seed
+):
+    """Same rows, two inputs: a pandas (symbol, ts, label_end)-indexed panel in any row order,
+    and the polars frame sorted by time. The splits must name the same rows."""
+    from quantcli import CombinatorialPurgedCV
+
+    dates = pd.date_range("2021-01-01", periods=n_dates, freq="D", tz="UTC")
+    panel = pd.DataFrame(
+        {
+            "symbol": np.repeat([f"S{i}" for i in range(n_symbols)], n_dates),
+            "ts": np.tile(dates, n_symbols),
+        }
+    )
+    span = np.repeat(spans[:n_symbols], n_dates)
+    panel["label_end"] = panel["ts"] + pd.to_timedelta(span, unit="D")
+    panel = panel.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    X = panel.set_index(["symbol", "ts", "label_end"]).assign(f=1.0)
+    cv = CombinatorialPurgedCV(n_splits=4, test_size=k, embargo_pct=embargo)
+    by_time = panel.sort_values(["ts", "symbol"], kind="stable")
+    pos = by_time.index.to_numpy()
+    want = [
+        (np.sort(pos[tr]), np.sort(pos[te]))
+        for tr, te in cv.split(pl.from_pandas(by_time[["ts", "label_end"]]))
+    ]
+    got = list(cv.split(X))
+    assert len(got) == cv.get_n_splits() == len(want)
+    for (tr, te), (tr_w, te_w) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(tr, tr_w)
+        np.testing.assert_array_equal(te, te_w)
+        assert not set(tr) & set(te)
