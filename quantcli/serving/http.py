@@ -229,6 +229,13 @@ def create_app(
     from quantcli.audit import LedgerBrokenError
     from quantcli.serving.predict import ServiceHalted
 
+    class AsciiJSON(JSONResponse):
+        """Errors and admin answers as ASCII JSON: text echoed from a request (a lone surrogate,
+        say) can never make encoding the answer fail."""
+
+        def render(self, content: Any) -> bytes:
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
     token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
     admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
     admin = admin or token
@@ -265,7 +272,7 @@ def create_app(
         latency.labels(endpoint).observe(time.perf_counter() - t0)
         # an oversized body is not drained: closing the connection stops the client sending it
         headers = {"Connection": "close"} if status == 413 else None
-        return JSONResponse(body, status_code=status, headers=headers)
+        return AsciiJSON(body, status_code=status, headers=headers)
 
     def fail(endpoint: str, t0: float, status: int, kind: str, message: str) -> JSONResponse:
         errors.labels(kind).inc()
@@ -403,7 +410,7 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException):
         errors.labels("http").inc()
         requests.labels("other", str(exc.status_code)).inc()
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return AsciiJSON({"error": str(exc.detail)}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

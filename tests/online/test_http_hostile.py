@@ -99,6 +99,8 @@ def test_malformed_json_is_400(client, body, needle):
     ("body", "needle"),
     [
         ({"symbols": ["SPX\n"]}, "invalid ticker"),
+        ({"symbols": ["\ud800"]}, "invalid ticker"),  # a lone surrogate, echoed escaped
+        ({"symbols": ["SYM0001"], "\udfff": 1}, "unknown field"),
         ({"symbols": ["SYM0001"], "key": 5}, "`key` must be a string"),
         ({"symbols": ["SYM0001"], "key": "k" * 257}, "`key` must be a string"),
         ({"symbols": ["SYM0001"], "x" * 5000: 1}, "unknown field"),
