@@ -90,6 +90,7 @@ def add_standard_flavors(
         # importing mlflow.pyfunc warns about its own agent schemas, in ANSI yellow
         warnings.simplefilter("ignore", UserWarning)
         import mlflow.onnx
+        import mlflow.pyfunc  # mlflow.onnx.save_model would import it lazily, warnings and all
     quiet_mlflow()
     target = Path(model_dir)
     clash = sorted(f for f in MLFLOW_FILES if (target / f).exists())
@@ -103,6 +104,7 @@ def add_standard_flavors(
             f"got shape {tuple(np.asarray(X_example).shape)}"
         )
     graph = to_onnx(model, len(feature_names))
+    graph.graph.name = "quantcli"  # the converter names the graph with a random uuid
     tmp = Path(tempfile.mkdtemp(prefix="qcli-flavors-"))
     try:
         out = tmp / "mlflow"
