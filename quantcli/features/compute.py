@@ -150,12 +150,20 @@ def compute_sorted(
 ) -> tuple[pl.DataFrame, int]:
     """Features of bars already passed through :func:`sort_bars`; returns (frame, warm-up rows).
 
-    Evaluates :func:`quantcli.features.expressions.lazy_features` (``LazyFrame.with_columns``
-    of the compiled expressions, then a lazy filter dropping the warm-up rows) with
-    ``plan.engine``. ``starts`` (from :func:`block_starts`) saves recomputing the symbol blocks.
+    The ``polars`` engine evaluates :func:`quantcli.features.expressions.lazy_features`
+    (``LazyFrame.with_columns`` of the compiled expressions, then a lazy filter dropping the
+    warm-up rows); the ``kernel`` engine runs the same computation as its lazy plan eagerly
+    (:func:`quantcli.features.engine.run_frame`), joining the kernels' output columns to the
+    kept rows' keys without copying them. ``starts`` (from :func:`block_starts`) saves
+    recomputing the symbol blocks.
     """
     if starts is None:
         starts, _ = block_starts(sorted_bars)
+    if plan.engine == "kernel":
+        from quantcli.features.engine import KernelPlan, run_frame
+
+        frame, _ = run_frame(KernelPlan.of(plan.feature_set), sorted_bars, starts)
+        return frame, sorted_bars.height - frame.height
     frame = lazy_features(sorted_bars, plan.feature_set, plan.engine, starts).collect()
     return frame, sorted_bars.height - frame.height
 
