@@ -316,6 +316,9 @@ def to_onnx(model: Any, n_features: int | None = None):
     if members is not None:
         return compose_average(members, n)
     onx = _convert_single(model, n)
+    # the converters name the graph with a random uuid; a fixed name keeps the bytes (and so the
+    # sha256 that signatures and verdicts bind to) equal for the same model
+    onx.graph.name = "quantcli"
     onnx.checker.check_model(onx)
     return onx
 

@@ -62,15 +62,18 @@ def test_ensemble_is_one_graph_averaging_both_members(models, synthetic_data, tm
     np.testing.assert_allclose(_onnx_predict(path, X), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_export_is_deterministic(models, synthetic_data, qcli_home, tmp_path):
-    ens = models[("synthetic", "ensemble")]
+@pytest.mark.parametrize("kind", ["lgbm", "mlp", "ensemble"])
+def test_export_is_deterministic(kind, models, synthetic_data, qcli_home, tmp_path):
+    # the converters name single-model graphs with a random uuid: the bytes must not follow it
+    model = models[("synthetic", kind)]
     a = convert_and_validate_pipeline(
-        ens, "m", synthetic_data.X_test, tmp_path / "a", benchmark=False
+        model, "m", synthetic_data.X_test, tmp_path / "a", benchmark=False, quantize=None
     )
     b = convert_and_validate_pipeline(
-        ens, "m", synthetic_data.X_test, tmp_path / "b", benchmark=False
+        model, "m", synthetic_data.X_test, tmp_path / "b", benchmark=False, quantize=None
     )
     assert a.fp32.sha256 == b.fp32.sha256
+    assert onnx.load(a.fp32.path).graph.name == "quantcli" or kind == "ensemble"
 
 
 def test_tree_model_is_not_quantizable(models, real_data, qcli_home, tmp_path):
