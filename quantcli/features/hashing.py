@@ -1,8 +1,10 @@
 """Content hashes of the bars a feature computation reads.
 
 A symbol's *history hash* is the SHA-256 of its bars sorted by ``ts``: ``ts`` as little-endian
-int64 microseconds since the Unix epoch (UTC), then ``high, low, close, volume`` as little-endian
-float64 (the inputs of ``technical_v1``; ``open`` is not read, so revising it changes nothing).
+int64 microseconds since the Unix epoch (UTC), then ``open, high, low, close, volume`` as
+little-endian float64: every price a kind can read (``bop`` reads ``open``), so a revised bar of
+any column changes the hash. A hash stored by a version that left ``open`` out simply differs,
+so the next build recomputes that symbol once instead of misreading the store.
 
 The *input hash* of a frame of bars composes the symbols' history hashes in symbol order,
 ``sha256("<symbol>:<n_bars>:<history sha256>\\n" ...)``, so it can be computed shard by shard
@@ -19,7 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
-HASHED_COLUMNS: tuple[str, ...] = ("high", "low", "close", "volume")
+HASHED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 
 def history_sha256(ts_us: np.ndarray, columns: Iterable[np.ndarray]) -> str:

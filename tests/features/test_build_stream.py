@@ -125,3 +125,40 @@ def test_json_output_reports_the_path_of_every_symbol(qcli_home, universe):
     state = describe_feature_set()["table_status"]["stream_state"]
     plan = KernelPlan.of(load_feature_set("technical_v1"))
     assert (state["symbols"], state["bytes_per_symbol"]) == (5, 8 * plan.state_size)
+
+
+def test_a_revised_open_is_seen_by_the_history_hash(qcli_home, universe):
+    from quantcli.features.hashing import input_sha256
+
+    revised = universe.with_columns(
+        pl.when((pl.col("symbol") == "SYM0004") & (pl.col("ts") == _days(universe)[10]))
+        .then(pl.col("open") * 1.001)
+        .otherwise(pl.col("open"))
+        .alias("open")
+    )
+    assert input_sha256(revised) != input_sha256(universe)
+    # the polars engine keeps no kernel state: its incremental build relies on the history hash
+    ingest_frame(universe.filter(pl.col("ts") <= _days(universe)[300]))
+    build_features(engine="polars")
+    ingest_frame(revised)
+    result = build_features(engine="polars")
+    assert result.paths == {
+        "recompute": ["SYM0000", "SYM0001", "SYM0002", "SYM0003"],
+        "rewrite": ["SYM0004"],
+    }
+
+
+def test_a_history_hash_of_an_older_column_set_rebuilds_once(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
+    build_features(engine="polars")
+    with OfflineStore() as store:  # a store written when the hash left `open` out
+        store.con.execute("UPDATE feature_build_state SET history_sha256 = 'f' || history_sha256")
+    ingest_frame(universe)
+    assert build_features(engine="polars").paths == {"rewrite": sorted(universe["symbol"].unique())}
+    assert build_features(engine="polars").paths == {
+        "recompute": sorted(universe["symbol"].unique())
+    }
+    incremental = _table()
+    build_features(full=True, engine="polars")
+    assert _table().equals(incremental)
