@@ -64,7 +64,7 @@ import polars as pl
 from quantcli import __version__, resources
 from quantcli.config import env_memory_limit
 from quantcli.errors import InputError, NotFoundError
-from quantcli.features import hashing, released
+from quantcli.features import cross_section_stage, hashing, released
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
 from quantcli.features.definitions import load_feature_set
 from quantcli.features.engine import KernelPlan, run_frame
@@ -519,14 +519,9 @@ def build_features(
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    fingerprints: dict[str, tuple[int, int]] = {}  # symbol -> (hash sum, hash xor) of its bars
     t_scan = time.perf_counter()
-    if engine == "kernel":  # the counts and the fingerprints a streaming build checks, one scan
-        rows = store.query("features_bar_fingerprints").fetchall()
-        counts = [(str(s), int(n)) for s, n, _sum, _xor in rows]
-        fingerprints = {str(s): (int(fp_sum), int(fp_xor)) for s, _n, fp_sum, fp_xor in rows}
-    else:
-        counts = [(str(s), int(n)) for s, n in store.query("features_bar_counts").fetchall()]
+    # the counts and the fingerprints a streaming build checks
+    counts, fingerprints, refresh_fingerprints = _bar_fingerprints(store)
     timings["bar_scan"] = round(time.perf_counter() - t_scan, 4)
     if symbols:
         known = dict(counts)
@@ -559,6 +554,9 @@ def build_features(
     ):
         con.execute(resources.sql("schema_features"))
         con.execute(fs.table_ddl())
+        if refresh_fingerprints:  # the next build reads them instead of every bar
+            con.execute(resources.sql("schema_bar_fingerprints"))
+            con.execute(resources.sql("bar_fingerprints_refresh"))
         # a released set cannot change silently (exits 2 naming the changed features)
         released.check_declaration(con, fs)
         t0 = time.perf_counter()
@@ -598,6 +596,7 @@ def build_features(
             waves_alive=2 if overlap else 1,
         )
         writer = _WaveWriter(con, table, feature_set, since_dt, mode, bool(symbols), staging)
+        touched = cross_section_stage.Touched(fs, table)
         try:
             for w in range(0, len(shards), per_wave):
                 t0 = time.perf_counter()
@@ -631,6 +630,7 @@ def build_features(
                 t_compute += time.perf_counter() - t0
                 writer.wait()
                 for res in results:  # shard order, as the writer writes them
+                    touched.note(con, res, since_dt)  # before the writer deletes its rows
                     rows_written += res.rows.height
                     bars_read += res.bars_read
                     rows_computed += res.rows_computed
@@ -656,6 +656,13 @@ def build_features(
             if stream:
                 con.unregister("stream_cut")
         rows_deleted += writer.rows_deleted
+        if touched.active:  # cross-sectional columns need every symbol's rows: after all shards
+            t0 = time.perf_counter()
+            everything = mode == "full" and not symbols
+            stats.update(
+                cross_section_stage.apply_table(con, table, fs, touched.timestamps(), everything)
+            )
+            timings["cross_section"] = round(time.perf_counter() - t0, 4)
         t_write, t_wait = writer.seconds, writer.waited_s
         quality = _quality(stats, fs.feature_names)
         if quality["non_finite"]:
@@ -900,6 +907,24 @@ def _stored_rows(con, table: str, state: dict, warmup: int) -> dict[str, int]:
         return {s: n for s, n in expected.items() if n}
     query = f"SELECT symbol, count(*) FROM {table} GROUP BY symbol"
     return {str(sym): int(n) for sym, n in con.execute(query).fetchall()}
+
+
+def _bar_fingerprints(store) -> tuple[list[tuple[str, int]], dict[str, tuple[int, int]], bool]:
+    """``(counts, fingerprints, stale)``: bars per symbol, ``symbol -> (hash sum, hash xor)`` of
+    its bars, and whether ``bar_fingerprints`` must be recomputed.
+
+    Ingest keeps ``bar_fingerprints`` in the transaction that writes the bars, so it is read in
+    O(symbols). A store from before that table, or bars written past ingest (their total no
+    longer matches), are scanned instead (``features_bar_fingerprints.sql``) and ``stale`` is set.
+    """
+    if store.table_exists("bar_fingerprints"):
+        rows = store.query("bar_fingerprints_read").fetchall()
+        if rows and sum(int(r[1]) for r in rows) == int(rows[0][4]):
+            counts = [(str(s), int(n)) for s, n, *_ in rows]
+            return counts, {str(s): (int(a), int(x)) for s, _n, a, x, _t in rows}, False
+    rows = store.query("features_bar_fingerprints").fetchall()
+    counts = [(str(s), int(n)) for s, n, _sum, _xor in rows]
+    return counts, {str(s): (int(a), int(x)) for s, _n, a, x in rows}, True
 
 
 def _stream_plan(con, fs, engine, mode, counts, state, stored_rows, fingerprints):

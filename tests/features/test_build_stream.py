@@ -162,3 +162,57 @@ def test_a_history_hash_of_an_older_column_set_rebuilds_once(qcli_home, universe
     incremental = _table()
     build_features(full=True, engine="polars")
     assert _table().equals(incremental)
+
+
+def _kept_and_scanned() -> tuple[list, list]:
+    from quantcli import resources
+
+    with OfflineStore(read_only=True) as store:
+        kept = store.con.execute(
+            "SELECT symbol, n_bars, fp_sum, fp_xor FROM bar_fingerprints ORDER BY symbol"
+        ).fetchall()
+        scanned = store.con.execute(resources.sql("features_bar_fingerprints")).fetchall()
+    return kept, scanned
+
+
+def test_ingest_keeps_the_bar_fingerprints_a_scan_computes(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[200]))
+    kept, scanned = _kept_and_scanned()
+    assert kept == scanned and len(kept) == 5
+    revised = universe.with_columns(
+        pl.when((pl.col("symbol") == "SYM0002") & (pl.col("ts") == days[20]))
+        .then(pl.col("open") * 1.01)
+        .otherwise(pl.col("open"))
+        .alias("open")
+    )
+    ingest_frame(revised.filter(pl.col("ts") <= days[250]))  # 1 revised, 49 new per symbol
+    ingest_frame(revised.filter(pl.col("ts") <= days[250]))  # unchanged: nothing moves
+    kept, scanned = _kept_and_scanned()
+    assert kept == scanned
+    assert [n for _, n, _, _ in kept] == [251] * 5
+    # a store from before the table: the next ingest fingerprints every bar once
+    with OfflineStore() as store:
+        store.con.execute("DROP TABLE bar_fingerprints")
+    ingest_frame(revised)
+    kept, scanned = _kept_and_scanned()
+    assert kept == scanned and [n for _, n, _, _ in kept] == [420] * 5
+
+
+def test_bars_written_past_ingest_are_scanned_and_refingerprinted(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
+    build_features()
+    ingest_frame(universe)
+    with OfflineStore() as store:  # a bar inserted without `qcli data ingest`
+        store.con.execute(
+            "INSERT INTO bars SELECT symbol, ts + INTERVAL 1000 DAY, open, high, low, close, "
+            "volume FROM bars WHERE symbol = 'SYM0001' ORDER BY ts DESC LIMIT 1"
+        )
+    result = build_features()
+    assert result.paths == {"stream": ["SYM0000", "SYM0001", "SYM0002", "SYM0003", "SYM0004"]}
+    kept, scanned = _kept_and_scanned()
+    assert kept == scanned and kept[1][1] == 421
+    incremental = _table()
+    build_features(full=True)
+    assert _table().equals(incremental)
