@@ -69,14 +69,12 @@ def _group_key(spec) -> tuple[str, Any, tuple, tuple[str, ...], int, int]:
     if kind.kernel is None:
         raise InputError(f"feature '{spec.name}': kind '{kind.name}' has no kernel yet",
                          hint="build with --engine polars")  # fmt: skip
-    if kind.scope == "cross_section":
-        raise InputError(
-            f"feature '{spec.name}': kind '{kind.name}' is cross-sectional, which the kernel "
-            "engine does not compute",
-            hint="build with --engine polars",
-        )
     params = dict(spec.params)
     pvec = tuple(kind.param_vector(params).tolist())
+    if kind.scope == "cross_section":  # pending here, filled by the cross-sectional post-stage
+        from quantcli.features.cross_section_stage import pending_kernel
+
+        return kind.name, pending_kernel, pvec, (str(params["of"]),), 0, 1
     if kind.scope == "bars":
         inputs = tuple(kind.inputs)
     else:
@@ -101,6 +99,9 @@ class KernelPlan:
 
     @classmethod
     def of(cls, fs: FeatureSet) -> KernelPlan:
+        from quantcli.features import cross_section_stage
+
+        cross_section_stage.check(fs)
         keyed: dict[tuple, dict[str, int]] = {}
         meta: dict[tuple, tuple] = {}
         for spec in fs.features:
@@ -284,7 +285,9 @@ def run_frame(
     keep = position >= np.repeat(kept_skip, lengths)
     keys = sorted_bars.select("symbol", "ts").filter(pl.Series(keep))
     cols = {name: out[row] for name, row in zip(plan.names, plan.feature_rows(), strict=True)}
-    return keys.hstack(pl.DataFrame(cols)), states
+    from quantcli.features.cross_section_stage import apply_frame
+
+    return apply_frame(keys.hstack(pl.DataFrame(cols)), plan.feature_set), states
 
 
 def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.ndarray):

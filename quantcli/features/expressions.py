@@ -86,6 +86,7 @@ def polars_stages(fs: FeatureSet) -> list[list[pl.Expr]]:
     first stage after the columns it reads. Native expressions only, except the kinds whose
     twin says otherwise in its docstring (see ``docs/features.md``)."""
     g = PolarsGraph()
+    g.warmup = fs.warmup  # a cross-sectional twin compares the rows kept past the warm-up only
     for spec in fs.features:
         kind = get_kind(spec.kind)
         if kind.scope == "bars":

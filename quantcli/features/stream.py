@@ -86,6 +86,8 @@ class FeatureStream:
         self._init = self.plan.init_states(1)[0]
         self._rows = self.plan.feature_rows()
         self._names = self.feature_set.feature_names
+        self._store = store  # a cross-sectional feature also ranks against its stored rows
+        self._cross = any(g.scope == "cross_section" for g in self.plan.groups)
         if store is not None:
             self._load(store)
 
@@ -167,7 +169,12 @@ class FeatureStream:
             position = np.arange(srt.height) - np.repeat(starts[:-1], lengths)
             keys = keys.filter(pl.Series(position >= np.repeat(skips, lengths)))
         values = out[self._rows]
-        return keys.hstack(_frame(values, self._names))
+        rows = keys.hstack(_frame(values, self._names))
+        if self._cross:
+            from quantcli.features.cross_section_stage import apply_stream
+
+            rows = apply_stream(rows, self.feature_set, self._store, self.feature_set.table)
+        return rows
 
     def _empty(self) -> pl.DataFrame:
         schema = {"symbol": pl.String, "ts": pl.Datetime("us", "UTC")}

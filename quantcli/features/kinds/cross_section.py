@@ -2,8 +2,8 @@
 
 Scope ``"cross_section"`` (see :mod:`quantcli.features.kinds._base`): the value of a row
 depends on every symbol's row at the same ``ts``, not on the symbol's history, so these kinds
-have no per-symbol state. They are computed after the per-symbol stage over the rows at hand, on
-the symbols whose input is defined at that ``ts``:
+have no per-symbol state. They are computed after the per-symbol stage, over the rows kept at
+that ``ts`` (each symbol past the set's warm-up) whose input is defined (not NaN):
 
 * ``cs_rank``: the fractional rank ``(r - 1) / (m - 1)`` in ``[0, 1]``, ``r`` the average rank
   (ties share it) among ``m`` defined values; 0.5 when ``m == 1``.
@@ -12,7 +12,9 @@ the symbols whose input is defined at that ``ts``:
 
 The kernel is :func:`cross_section_kernel` over rows sorted by ``ts`` (``starts`` delimits the
 timestamps): ``kernel(values, starts, params, out)``, where ``params[0]`` is 0 for rank, 1 for
-z-score. A build computes a cross-sectional feature over all symbols of the rows it writes.
+z-score. With the kernel engine, :mod:`quantcli.features.cross_section_stage` runs it over every
+symbol's rows (a build: the stored rows at each timestamp it touched); the Polars twins
+compute the same values over one frame (to 1e-12: other summation order).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import polars as pl
 from numba import njit
 
 from quantcli.features.kinds._base import Kind, Param, register
-from quantcli.features.polars_graph import _ZERO, PolarsGraph
+from quantcli.features.polars_graph import _POS, _ZERO, PolarsGraph
 
 OF = Param("of", str, min=None, doc="the feature compared across symbols")
 
@@ -79,8 +81,14 @@ def cross_section_kernel(values, starts, params, out):
                     out[i] = (v - mean) / std
 
 
+def _kept(g: PolarsGraph, name: str) -> pl.Expr:
+    """``name`` on the rows a build keeps (past the set's warm-up), null before: the table holds
+    no warm-up row, so a symbol still in its warm-up takes no part in a cross-section."""
+    return pl.when(pl.col(_POS) >= getattr(g, "warmup", 0)).then(pl.col(name))
+
+
 def _rank_polars(g: PolarsGraph, p: dict[str, Any], src: dict[str, str]):
-    x = pl.col(src["of"])
+    x = _kept(g, src["of"])
     m = x.count().over("ts")
     r = x.rank("average").over("ts")
     value = pl.when(m == 1).then(0.5).otherwise((r - 1.0) / (m - 1).cast(pl.Float64))
@@ -88,7 +96,7 @@ def _rank_polars(g: PolarsGraph, p: dict[str, Any], src: dict[str, str]):
 
 
 def _zscore_polars(g: PolarsGraph, p: dict[str, Any], src: dict[str, str]):
-    x = pl.col(src["of"])
+    x = _kept(g, src["of"])
     mean = x.mean().over("ts")
     std = x.std(ddof=0).over("ts")
     m = x.count().over("ts")
