@@ -294,6 +294,8 @@ def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.n
     """The kernel engine as a lazy plan: the kept rows' keys, then ONE Python function
     (``map_batches``) that runs every group and returns a struct of the features."""
     plan = KernelPlan.of(fs)
+    if any(g.scope == "cross_section" for g in plan.groups):  # needs every row: eager
+        return run_frame(plan, sorted_bars, starts)[0].lazy()
     lengths = np.diff(starts)
     position = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], lengths)
     skips = np.full(lengths.shape[0], fs.warmup, dtype=np.int64)

@@ -129,6 +129,8 @@ class FeatureStream:
         any number of symbols, each symbol's bars after its last one. Bars still inside a
         symbol's warm-up (its first ``FeatureSet.warmup`` bars) update the state but give no
         row. Nothing changes when a bar is refused (:class:`InputError` naming it).
+        A cross-sectional feature (``cs_rank``, ``cs_zscore``) is computed over the rows of this
+        call plus, with a ``store``, the stored rows of the other symbols at the same ``ts``.
         """
         if bars.height == 0:
             return self._empty()

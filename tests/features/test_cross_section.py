@@ -205,6 +205,37 @@ def test_incremental_builds_with_staggered_symbols_equal_a_full_rebuild(desk, un
     assert full.quality == build_features(feature_set="desk_cs_v1", full=True).quality
 
 
+def test_revised_bars_since_and_symbols_builds_equal_a_full_rebuild(desk, universe):
+    days = universe["ts"].unique().sort()
+    ingest_frame(universe)
+    build_features(feature_set="desk_cs_v1")
+    later = (pl.col("symbol") == "SYM0003") & (pl.col("ts") >= days[150])
+    revised = universe.with_columns(  # prices scaled from day 150 on: a revised history
+        pl.when(later).then(pl.col(c) * 1.01).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low", "close")
+    )
+    ingest_frame(revised)
+    step = build_features(feature_set="desk_cs_v1")
+    assert step.paths["rewrite"] == ["SYM0003"]
+    after_rewrite = _table()
+    build_features(feature_set="desk_cs_v1", since=days[200].date())
+    after_since = _table()
+    build_features(feature_set="desk_cs_v1", symbols=["SYM0001"], full=True)
+    after_symbols = _table()
+    build_features(feature_set="desk_cs_v1", full=True)
+    rebuilt = _table()
+    assert after_rewrite.equals(rebuilt)
+    assert after_since.equals(rebuilt)
+    assert after_symbols.equals(rebuilt)
+    # the revision moved other symbols' ranks: the post-stage rewrote their rows too
+    with OfflineStore() as store:
+        store.con.execute(f"UPDATE {TABLE} SET rsi_rank = -1")
+    build_features(feature_set="desk_cs_v1", symbols=["SYM0003"], full=True)
+    touched = _table().filter(pl.col("rsi_rank") != -1)
+    assert set(touched["symbol"]) == set(universe["symbol"])  # every symbol at SYM0003's ts
+    assert set(touched["ts"]) == set(rebuilt.filter(pl.col("symbol") == "SYM0003")["ts"])
+
+
 def test_feature_stream_ranks_against_the_stored_rows(desk, universe):
     days = universe["ts"].unique().sort()
     late = pl.col("symbol").is_in(["SYM0001", "SYM0004"])

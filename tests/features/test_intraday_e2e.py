@@ -1,5 +1,6 @@
-"""End to end on hourly bars with a user feature set of the new kinds: ingest -> build ->
-backtest -> train -> export -> materialize -> predict, annualized with the declared periods."""
+"""End to end on hourly bars with a user feature set of the new kinds, cross-sectional ones
+included: ingest -> build (incremental, equal to the full rebuild) -> backtest -> train ->
+export -> materialize -> predict, annualized with the declared periods."""
 
 from __future__ import annotations
 
@@ -62,6 +63,16 @@ name = "cci_z"
 kind = "zscore"
 params = {{ of = "cci_14", window = 24 }}
 
+[[features]]
+name = "trend_rank"
+kind = "cs_rank"
+params = {{ of = "trend" }}
+
+[[features]]
+name = "cci_cs_z"
+kind = "cs_zscore"
+params = {{ of = "cci_14" }}
+
 [[labels]]
 name = "fwd_return_4"
 kind = "forward_return"
@@ -77,6 +88,13 @@ def _hourly_bars() -> pl.DataFrame:
     return bars.with_columns((pl.lit(datetime(2024, 1, 1, tzinfo=UTC)) + hour).alias("ts"))
 
 
+def _features() -> pl.DataFrame:
+    from quantcli.store.offline import OfflineStore
+
+    with OfflineStore(read_only=True) as store:
+        return store.con.sql("SELECT * FROM fx_hourly_features_v1 ORDER BY symbol, ts").pl()
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore:.*noload.*")  # MLflow's SQLAlchemy store (SADeprecationWarning)
 def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_db):
@@ -89,11 +107,26 @@ def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_
     small = qcli_home / "small.toml"  # a small CPCV and model: the flow is under test, not fit
     small.write_text("[cpcv]\nn_groups = 4\nn_test_groups = 1\n\n[lightgbm]\nn_estimators = 20\n")
 
-    result = ingest_frame(_hourly_bars(), interval="1h")
-    assert result.rows_inserted == 4 * 700 and not result.quality.warnings
-
-    code, out, err = cli("features", "build", "--feature-set", "fx_hourly_v1", "--json")
+    bars = _hourly_bars()
+    hours = bars["ts"].unique().sort()
+    early = pl.col("symbol").is_in(["SYM0000", "SYM0001"])
+    # the last hours arrive for two symbols first: incremental builds with cross-sectional
+    # features, then the full rebuild they must equal
+    inserted = 0
+    for keep in (pl.col("ts") < hours[690], (pl.col("ts") < hours[690]) | early, pl.lit(True)):
+        result = ingest_frame(bars.filter(keep), interval="1h")
+        inserted += result.rows_inserted
+        assert not result.quality.warnings
+        code, out, err = cli("features", "build", "--feature-set", "fx_hourly_v1", "--json")
+        assert code == 0, err
+    assert inserted == 4 * 700
+    assert json.loads(out)["paths"] == {"stream": ["SYM0000", "SYM0001", "SYM0002", "SYM0003"]}
+    incremental = _features()
+    code, out, err = cli("features", "build", "--feature-set", "fx_hourly_v1", "--full", "--json")
     assert code == 0, err
+    assert _features().equals(incremental)
+    at_last = incremental.filter(pl.col("ts") == hours[699]).sort("trend")
+    assert at_last["trend_rank"].to_list() == [0.0, 1 / 3, 2 / 3, 1.0]
     build = json.loads(out)
     assert build["table"] == "fx_hourly_features_v1"
     assert build["warmup_rows_dropped"] == 4 * (13 + 23)  # cci_z: CCI's 13 + the z-score's 23
@@ -120,7 +153,8 @@ def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_
     code, out, err = cli("features", "materialize", "--feature-set", "fx_hourly_v1", "--json")
     assert code == 0, err
     mat = json.loads(out)
-    assert (mat["feature_view"], mat["features"], mat["symbols"]) == ("fx_hourly_features_v1", 8, 4)
+    assert (mat["feature_view"], mat["features"]) == ("fx_hourly_features_v1", 10)
+    assert mat["symbols"] == 4
 
     code, out, err = cli(
         "predict", "SYM0000", "SYM0003", "--model", "fx", "--alias", "staging", "--json"

@@ -232,7 +232,7 @@ def test_docs_worked_user_set_is_a_valid_declaration(tmp_path):
     text = DOCS.read_text()
     block = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "fx_hourly" in b)
     fs = parse_feature_set(_write(tmp_path, "fx_hourly_v1", block))
-    assert (fs.frequency, fs.periods_per_year, len(fs.features)) == ("1h", 6240.0, 7)
+    assert (fs.frequency, fs.periods_per_year, len(fs.features)) == ("1h", 6240.0, 8)
     assert fs.feature("cci_20_z").lookback == 19 + 119
 
 
