@@ -235,7 +235,8 @@ def compute_shard(task: ShardTask) -> ShardResult:
         for k, vec in resume.items():
             states[k] = vec
         skips = np.maximum(plan.warmup - base, 0)
-        frame, states = run_frame(kplan, srt, starts, skips, states)
+        # cross-sectional columns stay pending: the post-stage sees every symbol's rows
+        frame, states = run_frame(kplan, srt, starts, skips, states, cross_section=False)
         n_of = dict((s, n) for s, n, _sha in hashes)
         stream_states = [
             (symbol, layout, n_of[symbol], last_us_of[symbol], states[k].tobytes(),

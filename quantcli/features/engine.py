@@ -269,10 +269,12 @@ def run_frame(
     starts: np.ndarray,
     skips: np.ndarray | None = None,
     states: np.ndarray | None = None,
+    cross_section: bool = True,
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """``symbol, ts, <features>`` of ``sorted_bars`` from bar ``skips[s]`` of each block on
     (default: the set's warm-up), and the symbols' states after their last bar (continued from
-    ``states`` when given, else from the start)."""
+    ``states`` when given, else from the start). Cross-sectional features are computed over the
+    frame's rows, or left NaN when not ``cross_section`` (a build's shard: the build fills them)."""
     n_sym = starts.shape[0] - 1
     if skips is None:
         skips = np.full(n_sym, plan.warmup, dtype=np.int64)
@@ -285,9 +287,12 @@ def run_frame(
     keep = position >= np.repeat(kept_skip, lengths)
     keys = sorted_bars.select("symbol", "ts").filter(pl.Series(keep))
     cols = {name: out[row] for name, row in zip(plan.names, plan.feature_rows(), strict=True)}
+    frame = keys.hstack(pl.DataFrame(cols))
+    if not cross_section:
+        return frame, states
     from quantcli.features.cross_section_stage import apply_frame
 
-    return apply_frame(keys.hstack(pl.DataFrame(cols)), plan.feature_set), states
+    return apply_frame(frame, plan.feature_set), states
 
 
 def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.ndarray):

@@ -44,25 +44,26 @@ def cross_section_kernel(values, starts, params, out):
                 m += 1
                 total += values[i]
         if mode == 0:
+            # sorted once per timestamp (O(m log m)): a run of e equal values after p smaller
+            # ones shares the 1-based average rank p + (e + 1) / 2
+            defined = np.empty(m, dtype=np.int64)
+            k = 0
             for i in range(a, b):
-                v = values[i]
-                if v != v:
+                if values[i] == values[i]:
+                    defined[k] = i
+                    k += 1
+                else:
                     out[i] = np.nan
-                    continue
-                if m == 1:
-                    out[i] = 0.5
-                    continue
-                below = 0
-                equal = 0
-                for t in range(a, b):
-                    u = values[t]
-                    if u == u:
-                        if u < v:
-                            below += 1
-                        elif u == v:
-                            equal += 1
-                rank = below + (equal + 1) / 2.0  # average rank, 1-based
-                out[i] = (rank - 1.0) / (m - 1)
+            order = defined[np.argsort(values[defined], kind="mergesort")]
+            p = 0
+            while p < m:
+                e = 1
+                while p + e < m and values[order[p + e]] == values[order[p]]:
+                    e += 1
+                rank = p + (e + 1) / 2.0
+                for j in range(p, p + e):
+                    out[order[j]] = 0.5 if m == 1 else (rank - 1.0) / (m - 1)
+                p += e
         else:
             mean = total / m if m > 0 else np.nan
             ss = 0.0
@@ -84,7 +85,8 @@ def cross_section_kernel(values, starts, params, out):
 def _kept(g: PolarsGraph, name: str) -> pl.Expr:
     """``name`` on the rows a build keeps (past the set's warm-up), null before: the table holds
     no warm-up row, so a symbol still in its warm-up takes no part in a cross-section."""
-    return pl.when(pl.col(_POS) >= getattr(g, "warmup", 0)).then(pl.col(name))
+    # NaN is undefined, as in the kernel (Polars would count it and rank it last)
+    return pl.when(pl.col(_POS) >= getattr(g, "warmup", 0)).then(pl.col(name).fill_nan(None))
 
 
 def _rank_polars(g: PolarsGraph, p: dict[str, Any], src: dict[str, str]):
