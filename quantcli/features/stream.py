@@ -59,6 +59,9 @@ def _presorted(bars: pl.DataFrame) -> bool:
 
 def _frame(values: np.ndarray, names: list[str]) -> pl.DataFrame:
     """Feature columns from the engine's rows (one row per feature)."""
+    if values.shape[1] == 1:
+        # a live loop's one bar: one Series transposed in Rust, not one Series per feature
+        return pl.DataFrame({"v": values[:, 0]}).transpose(column_names=names)
     return pl.from_numpy(values, schema=names, orient="col")
 
 

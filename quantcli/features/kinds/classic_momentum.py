@@ -306,11 +306,16 @@ def stoch_kernel(inputs, params, state, out):
         if jj < first_fast:
             continue
         w0 = jj - fastk + 1
+        # ``pos`` is now the slot of value w0, the window's oldest: a rescan steps from it
         if hi_idx < w0:
             hi_idx = w0
-            hh = ring_h[w0 % fastk]
+            p = pos
+            hh = ring_h[p]
             for q in range(w0 + 1, jj + 1):
-                v = ring_h[q % fastk]
+                p += 1
+                if p == fastk:
+                    p = 0
+                v = ring_h[p]
                 if v >= hh:
                     hh = v
                     hi_idx = q
@@ -319,9 +324,13 @@ def stoch_kernel(inputs, params, state, out):
             hi_idx = jj
         if lo_idx < w0:
             lo_idx = w0
-            ll = ring_l[w0 % fastk]
+            p = pos
+            ll = ring_l[p]
             for q in range(w0 + 1, jj + 1):
-                v = ring_l[q % fastk]
+                p += 1
+                if p == fastk:
+                    p = 0
+                v = ring_l[p]
                 if v <= ll:
                     ll = v
                     lo_idx = q
