@@ -157,6 +157,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "label": {"name": "fwd_return_5d"},
     "cpcv": {"n_groups": 10, "n_test_groups": 2, "embargo_pct": 0.01, "purge_pct": 0.0},
     "gates": {"min_sharpe": 1.2, "min_psr": 0.95, "max_drawdown": -0.20},
+    # the training backtest's grid: "small" tries the configured model and a few variations
+    # (so PBO is computed) and registers the best; "none" tries the configured one only
+    "train": {"grid": "small"},
     # trading costs of the backtest, per unit of turnover (quantcli.backtest.costs.CostModel;
     # the defaults are for daily bars of liquid large-cap equities, docs/backtest.md says why)
     "costs": {
@@ -293,6 +296,7 @@ _BPS = "basis points per unit of turnover (1 bp = 0.01 %)"
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("costs", "slippage"): ("fixed", "volatility", "atr"),
     ("strategy", "construction"): ("sign", "rank", "vol_target"),
+    ("train", "grid"): ("small", "none"),
 }
 
 

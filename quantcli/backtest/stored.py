@@ -11,6 +11,7 @@ config over a grid (default ``small``, so PBO is always computed), net of ``[cos
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,77 @@ from quantcli.config import reports_dir
 from quantcli.errors import InputError, NotFoundError
 
 GRIDS: dict[str, list[dict[str, Any]]] = {"none": [{}], "small": SMALL_GRID}
+
+#: The values of ``[train] grid``: the configurations the training backtest tries.
+TRAIN_GRIDS = ("small", "none")
+# the MLP's variations: its L2 penalty a decade either side of the configured one
+_MLP_ALPHA_STEPS = (0.1, 10.0)
+
+
+def training_grid(factory: Any, grid: str = "small") -> list[dict[str, Any]]:
+    """The configurations the trainer's CPCV backtest tries, as ``factory(params)`` overrides.
+
+    The configured parameters (``{}``) come first, so a tie in median path net Sharpe keeps
+    them. ``grid = "small"`` adds, for a LightGBM model (or the ensemble's LightGBM member),
+    each :data:`SMALL_GRID` entry that differs from the configured values, and for an MLP the
+    configured ``alpha`` divided and multiplied by 10. ``"none"`` (or a model whose parameters
+    quantcli cannot vary: an ensemble object, an unknown factory) is the one configuration.
+    """
+    if grid not in TRAIN_GRIDS:
+        raise InputError(
+            f"unknown [train] grid '{grid}'", hint=f"use one of: {', '.join(TRAIN_GRIDS)}"
+        )
+    if grid == "none":
+        return [{}]
+    from quantcli.models.estimators import lgbm_params, mlp_params
+
+    kind = getattr(factory, "kind", None)
+    estimator = getattr(factory, "estimator", None)
+    params = getattr(factory, "params", None)
+    out: list[dict[str, Any]] = [{}]
+    if kind == "lgbm":
+        base = estimator.get_params() if estimator is not None else lgbm_params(params)
+        out += [g for g in SMALL_GRID if any(base.get(k) != v for k, v in g.items())]
+    elif kind == "ensemble" and estimator is None and isinstance(params, dict):
+        member = dict(params.get("lgbm") or {})
+        base = lgbm_params(member)
+        out += [
+            {"lgbm": {**member, **g}}
+            for g in SMALL_GRID
+            if any(base.get(k) != v for k, v in g.items())
+        ]
+    elif kind == "mlp":
+        if estimator is not None:
+            alpha, key = float(estimator.get_params()["mlp__alpha"]), "mlp__alpha"
+        else:
+            alpha, key = float(mlp_params(params)["alpha"]), "alpha"
+        if alpha > 0:  # no penalty has no decade either side
+            out += [{key: alpha * step} for step in _MLP_ALPHA_STEPS]
+    return out
+
+
+def with_selected_params(factory: Any, params: dict[str, Any]) -> Any:
+    """A copy of ``factory`` whose own parameters are the selected configuration's: what the
+    trainer refits, logs and registers, so the gated backtest judges the registered model."""
+    import copy
+
+    if not params:
+        return factory
+    chosen = copy.copy(factory)
+    if getattr(factory, "estimator", None) is not None:
+        chosen.estimator = factory(params)  # a fresh copy with the params applied
+    chosen.params = {**(getattr(factory, "params", None) or {}), **params}
+    return chosen
+
+
+def pbo_statement(metrics: dict[str, Any]) -> str:
+    """``PBO 0.25 over 5 configurations``, or ``PBO n/a`` with the reason."""
+    pbo, n = metrics.get("pbo"), int(metrics.get("n_configs") or 1)
+    if isinstance(pbo, int | float) and math.isfinite(pbo):
+        return f"PBO {pbo:.2f} over {n} configurations"
+    if n < 2:
+        return "PBO n/a: one configuration tried (grid none)"
+    return f"PBO n/a: too few periods to split {n} configurations' returns into CSCV blocks"
 
 
 def load_backtest_frame(

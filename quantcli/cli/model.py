@@ -105,7 +105,9 @@ def train(
     """Train on the stored features with CPCV, log the run to MLflow, register a version.
 
     The new version gets alias [bold]staging[/]. The CPCV backtest verdict is logged on the run;
-    `qcli model validate` copies it onto the version before `promote`.
+    `qcli model validate` copies it onto the version before `promote`. The backtest tries the
+    configured model and a few variations ([train] grid = "small", so PBO is computed) and
+    registers the one with the best median path net Sharpe; grid = "none" tries one (PBO n/a).
 
     Examples:
 

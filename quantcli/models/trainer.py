@@ -547,11 +547,18 @@ class MLflowTrainer:
     ):
         from mlflow.entities import Metric, Param, RunTag
 
-        from quantcli.backtest.stored import backtest_options, trial_context
+        from quantcli.backtest.stored import (
+            backtest_options,
+            pbo_statement,
+            training_grid,
+            trial_context,
+            with_selected_params,
+        )
         from quantcli.backtest.trials import TrialLog, record_and_deflate
 
         gates = dict(self.cfg["gates"])
         feature_set, label = lineage[T.FEATURE_SET], lineage[T.LABEL]
+        grid_name = self.cfg.get("train", {}).get("grid", "small")
         bt, bt_result = _run_backtest(
             frame,
             feature_names,
@@ -561,17 +568,26 @@ class MLflowTrainer:
             seed,
             executor,
             bar,
+            param_grid=training_grid(factory, grid_name),
             **backtest_options(self.cfg, feature_set),
         )
         # DSR counts every configuration ever backtested under this model name, across runs
         context = trial_context(self.cfg, feature_set, label, _model_params(factory), seed)
         record_and_deflate(TrialLog(client=self.client), self._trial_name, bt_result, context)
         bt = _normalise_backtest(bt_result)
-        per_fold, cv_means = _fold_metrics(bt["folds"])
+        # the gates judged the selected configuration's paths: refit and register that one
+        selected = bt_result.configs[bt_result.selected_config]
+        factory = with_selected_params(factory, selected)
+        # the cv_ metrics describe the registered configuration, not the grid's other trials
+        per_fold, cv_means = _fold_metrics(
+            [f for f in bt["folds"] if f.get("config", 0) == bt_result.selected_config]
+        )
         bt_metrics = _scalar_metrics(bt["metrics"])
 
         now = int(datetime.now(UTC).timestamp() * 1000)
         params = {**_model_params(factory), "seed": seed, "n_features": len(feature_names)}
+        params["train_grid"] = grid_name
+        params["backtest_selected_params"] = json.dumps(selected, sort_keys=True)
         params.update({f"cpcv_{k}": v for k, v in cv_cfg.items()})
         params.update({f"gate_{k}": v for k, v in gates.items()})
         metrics = [Metric(k, v, now, 0) for k, v in cv_means.items()]
@@ -582,6 +598,7 @@ class MLflowTrainer:
             T.FEATURE_NAMES: json.dumps(feature_names),
             "quantcli.backtest.verdict": T.PASS if bt["passed"] else T.FAIL,
             "quantcli.backtest.reasons": json.dumps(bt["reasons"]),
+            "quantcli.backtest.pbo": pbo_statement(bt["metrics"]),
             "quantcli.dataset.manifest": json.dumps(
                 {k: v for k, v in manifest.items() if k != "columns"}, sort_keys=True
             ),

@@ -202,6 +202,8 @@ def run_pipeline(
         )
         registry.set_version_tags(model_name, res.version, {FINGERPRINT_TAG: fp})
         state["version"] = str(res.version)
+        from quantcli.backtest.stored import pbo_statement
+
         d = res.to_dict()
         m = d.get("backtest_metrics", {})
         verdict = T.PASS if res.passed else T.FAIL
@@ -210,7 +212,8 @@ def run_pipeline(
             f"{model_name} v{res.version} @staging; CPCV net of costs: Sharpe "
             f"{_num(m.get('sharpe'))} (gross {_num(m.get('gross_sharpe'))}), "
             f"PSR {_num(m.get('psr'))}, DSR {_num(m.get('dsr'))} "
-            f"({int(m.get('n_trials', 1))} trial(s)), max DD {_num(m.get('max_drawdown'))}, "
+            f"({int(m.get('n_trials', 1))} trial(s)), {pbo_statement(m)}, "
+            f"max DD {_num(m.get('max_drawdown'))}, "
             f"cost drag {_pct(m.get('cost_drag_annual'))} a year, break-even cost "
             f"{_num(m.get('break_even_cost_bps'))} bps; backtest gate {verdict}: {reasons}",
             {

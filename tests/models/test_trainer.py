@@ -40,6 +40,7 @@ def small_cfg(**cpcv) -> dict:
     cfg = load_config()
     cfg["cpcv"].update({"n_groups": 6, "n_test_groups": 2, **cpcv})
     cfg["lightgbm"].update(SMALL_LGBM)
+    cfg["train"]["grid"] = "none"  # one configuration: the grid has its own test
     return cfg
 
 
@@ -50,7 +51,8 @@ def signal_frame() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def signal_frame_b() -> pl.DataFrame:
-    return training_frame(8, 600, seed=9, ar1=0.4)
+    # net of the default costs seed 9 needs a slightly stronger signal to pass the gates
+    return training_frame(8, 600, seed=9, ar1=0.45)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,7 @@ def test_train_register_validate_promote_rollback(
             "backtest/equity.png",
             "backtest/drawdowns.png",
             "backtest/sharpe_distribution.png",
+            "backtest/report.html",
         }
     )
     signature = json.loads(
@@ -233,3 +236,94 @@ def test_bad_training_input_names_the_problem(qcli_home, embedded_uri, signal_fr
         trainer.train_with_cpcv("lgbm", X, y.head(10))
     with pytest.raises(InputError, match="unknown model kind `--model svm`"):
         trainer.train_with_cpcv("svm", X, y)
+
+
+def test_training_grid_registers_the_selected_configuration_and_logs_pbo(
+    qcli_home, embedded_uri, signal_frame
+):
+    """`[train] grid = "small"`: PBO over the configured model and its variations; the
+    configuration the gates judged is the one refit, logged and registered."""
+    from quantcli.backtest.engine import SMALL_GRID
+
+    cfg = small_cfg(n_groups=4, n_test_groups=1)
+    cfg["train"]["grid"] = "small"
+    cfg["lightgbm"]["learning_rate"] = 0.01  # a weak configured model, so a variation wins
+    trainer = MLflowTrainer(tracking_uri=embedded_uri, cfg=cfg)
+    X, y = signal_frame.drop("label"), signal_frame["label"]
+    res = trainer.train_with_cpcv("lgbm", X, y, register_as="grid_sel")
+    m = res.backtest_metrics
+    assert m["n_configs"] == 1 + len(SMALL_GRID)  # none of the four equals (7, 0.01)
+    assert 0.0 <= m["pbo"] <= 1.0
+    run = trainer.client.get_run(res.run_id)
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert metrics["backtest_pbo"] == m["pbo"]
+    assert metrics["backtest_n_trials"] == 5 and metrics["backtest_n_configs"] == 5
+    assert tags["quantcli.backtest.pbo"] == f"PBO {m['pbo']:.2f} over 5 configurations"
+    assert params["train_grid"] == "small"
+
+    path = trainer.client.download_artifacts(res.run_id, "backtest/result.json")
+    with open(path) as fh:
+        raw = json.load(fh)
+    selected = raw["configs"][raw["selected_config"]]
+    assert raw["selected_config"] != 0 and selected in SMALL_GRID
+    assert json.loads(params["backtest_selected_params"]) == selected
+    assert params["lgbm_num_leaves"] == str(selected["num_leaves"])
+    assert params["lgbm_learning_rate"] == str(selected["learning_rate"])
+    assert params["lgbm_n_estimators"] == "20"  # the configured keys the grid does not vary
+    # the cv_ metrics are the selected configuration's folds: C(4, 1) = 4 splits
+    ic = trainer.client.get_metric_history(res.run_id, "cv_ic")
+    assert sorted(x.step for x in ic) == [0, 1, 2, 3]
+
+    # the registered model is the selected configuration refit on every row
+    model, _ = ModelRegistry(embedded_uri).load_native_model("grid_sel", 1)
+    frame, names = _training_frame(X, y)
+    Xa, ya = frame.select(names).to_numpy(), frame["label"].to_numpy()
+    lgbm = {**cfg["lightgbm"], "seed": 42}
+    want = ModelFactory("lgbm", {**lgbm, **selected}, 42)().fit(Xa, ya).predict(Xa[:50])
+    np.testing.assert_allclose(model.predict(Xa[:50]), want, rtol=1e-9, atol=1e-12)
+    base = ModelFactory("lgbm", lgbm, 42)().fit(Xa, ya).predict(Xa[:50])
+    assert not np.allclose(model.predict(Xa[:50]), base)
+
+    # grid none: one configuration, PBO n/a with the reason
+    cfg["train"]["grid"] = "none"
+    one = MLflowTrainer(tracking_uri=embedded_uri, cfg=cfg).train_with_cpcv(
+        "lgbm", X, y, register_as="grid_none"
+    )
+    assert one.backtest_metrics["n_configs"] == 1 and "pbo" not in one.backtest_metrics
+    tags = trainer.client.get_run(one.run_id).data.tags
+    assert tags["quantcli.backtest.pbo"] == "PBO n/a: one configuration tried (grid none)"
+
+
+def test_training_grid_per_model_kind():
+    """The variations each model kind gets; the configured parameters always come first."""
+    from quantcli.backtest.stored import training_grid, with_selected_params
+    from quantcli.models.estimators import make_model
+
+    lgbm = ModelFactory("lgbm", {"num_leaves": 31, "learning_rate": 0.1}, 42)
+    # (31, 0.1) is a SMALL_GRID entry: it is the configured one, not tried twice
+    assert training_grid(lgbm, "small") == [
+        {},
+        {"num_leaves": 7, "learning_rate": 0.03},
+        {"num_leaves": 7, "learning_rate": 0.1},
+        {"num_leaves": 31, "learning_rate": 0.03},
+    ]
+    assert training_grid(lgbm, "none") == [{}]
+    ens = ModelFactory("ensemble", {"lgbm": {"n_estimators": 9}, "mlp": {"max_iter": 5}}, 42)
+    grid = training_grid(ens, "small")
+    assert grid[0] == {} and len(grid) == 5
+    assert grid[1] == {"lgbm": {"n_estimators": 9, "num_leaves": 7, "learning_rate": 0.03}}
+    chosen = with_selected_params(ens, grid[1])
+    assert chosen.params["mlp"] == {"max_iter": 5} and chosen.params["lgbm"] == grid[1]["lgbm"]
+    assert ens.params["lgbm"] == {"n_estimators": 9}  # the caller's factory is untouched
+    mlp = ModelFactory("mlp", {"alpha": 1e-3}, 42)
+    assert training_grid(mlp, "small") == [{}, {"alpha": pytest.approx(1e-4)}, {"alpha": 1e-2}]
+    from quantcli.models.trainer import EstimatorFactory
+
+    est = EstimatorFactory(make_model("mlp", {"alpha": 1e-3}, 42), None, 42)
+    grid = training_grid(est, "small")
+    assert [g.get("mlp__alpha") for g in grid] == [None, pytest.approx(1e-4), 1e-2]
+    picked = with_selected_params(est, grid[2])
+    assert picked.estimator.get_params()["mlp__alpha"] == 1e-2
+    assert est.estimator.get_params()["mlp__alpha"] == 1e-3
+    with pytest.raises(InputError, match=r"\[train\] grid 'big'"):
+        training_grid(lgbm, "big")

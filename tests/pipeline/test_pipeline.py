@@ -94,6 +94,10 @@ def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path, cli,
     stages = {s["name"]: s for s in out["stages"]}
     assert [s["status"] for s in out["stages"]] == ["ok"] * 10, out["stages"]
     assert stages["train"]["gate"] == "pass", stages["train"]["summary"]
+    # the default [train] grid: the configured model and its four variations, PBO over them
+    pbo = stages["train"]["details"]["backtest_metrics"]["pbo"]
+    assert 0.0 <= pbo <= 1.0
+    assert f"PBO {pbo:.2f} over 5 configurations" in stages["train"]["summary"]
     assert stages["export"]["gate"] == "pass"
     assert stages["scan"]["gate"] == "pass", stages["scan"]["summary"]
     assert stages["promote"]["details"]["promoted"] is True
@@ -130,7 +134,7 @@ def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
     home.mkdir()
     shutil.copy(mlflow_template_db, home / "mlflow.db")
     cfg = tmp_path / "fast.toml"
-    cfg.write_text(FAST_CONFIG)
+    cfg.write_text(FAST_CONFIG + '\n[train]\ngrid = "none"\n')
     bars = _bars_csv(tmp_path, ar1=0.0, seed=12)
 
     # in-process: exit 1 comes from the same `main` and error handler a shell runs (the planted
@@ -146,6 +150,7 @@ def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
     assert [s["status"] for s in out["stages"]] == ["ok"] * 10
     stages = {s["name"]: s for s in out["stages"]}
     assert stages["train"]["gate"] == "fail"
+    assert "PBO n/a: one configuration tried (grid none)" in stages["train"]["summary"]
     assert stages["promote"]["details"]["promoted"] is False
     assert out["served_alias"] == "staging"
     assert "STAGING" in stages["predict"]["summary"]
