@@ -25,8 +25,8 @@ from quantcli.features.kinds._base import Kind, Param, register
 from quantcli.features.kinds._steps import (
     EMA_SIZE,
     NAN,
-    ema_push,
     ema_run,
+    fma,
     sma_run,
     sma_size,
     std_of,
@@ -249,30 +249,62 @@ def macd_kernel(inputs, params, state, out):
     if slow < fast:
         fast, slow = slow, fast
     seed_end = slow - 1
-    start = seed_end + signal - 1
     close = inputs[0]
     j = int(state[0])
+    # ema_push's three states held in locals over the call (same arithmetic, same order); the
+    # fast EMA is seeded from bar slow - fast so that both seeds end on bar seed_end
+    fast_from = slow - fast
+    s_tot, s_ema = state[1], state[2]
+    f_tot, f_ema = state[3], state[4]
+    g_tot, g_ema = state[5], state[6]
+    k_slow = 2.0 / (slow + 1)
+    k_fast = 2.0 / (fast + 1)
+    k_sig = 2.0 / (signal + 1)
     for i in range(close.shape[0]):
         c = close[i]
-        slow_ema = ema_push(state, 1, slow, j, c, 0)
-        fast_ema = ema_push(state, 1 + 2, fast, j, c, slow - fast)
         if j < seed_end:
+            s_tot += c
+            if j >= fast_from:
+                f_tot += c
+            out[0, i] = NAN
+            out[1, i] = NAN
+            out[2, i] = NAN
+            j += 1
+            continue
+        if j == seed_end:
+            s_tot += c
+            s_ema = s_tot / slow
+            f_tot += c
+            f_ema = f_tot / fast
+        else:
+            s_ema = fma(c - s_ema, k_slow, s_ema)
+            f_ema = fma(c - f_ema, k_fast, f_ema)
+        raw = f_ema - s_ema
+        js = j - seed_end  # the signal EMA's value index
+        if js < signal - 1:
+            g_tot += raw
             out[0, i] = NAN
             out[1, i] = NAN
             out[2, i] = NAN
         else:
-            raw = fast_ema - slow_ema
-            sig = ema_push(state, 1 + 4, signal, j - seed_end, raw, 0)
-            if j < start:
-                out[0, i] = NAN
-                out[1, i] = NAN
-                out[2, i] = NAN
+            if js == signal - 1:
+                g_tot += raw
+                g_ema = g_tot / signal
             else:
-                out[0, i] = raw
-                out[1, i] = sig
-                out[2, i] = raw - sig
+                g_ema = fma(raw - g_ema, k_sig, g_ema)
+            out[0, i] = raw
+            out[1, i] = g_ema
+            out[2, i] = raw - g_ema
         j += 1
     state[0] = j
+    state[1], state[2], state[3], state[4], state[5], state[6] = (
+        s_tot,
+        s_ema,
+        f_tot,
+        f_ema,
+        g_tot,
+        g_ema,
+    )
 
 
 def _macd_lookback(p):
