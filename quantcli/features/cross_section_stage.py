@@ -148,43 +148,66 @@ class Touched:
         return pl.concat([p.cast(self._parts[0].dtype) for p in self._parts]).unique().sort()
 
 
+#: Rows the post-stage holds at once (whole timestamps): bounds its memory in a 25 M row build.
+CHUNK_ROWS = 2_000_000
+
+
 def apply_table(con, table: str, fs: FeatureSet, touched: pl.Series | None,
                 everything: bool = False) -> dict[str, list[float]]:  # fmt: skip
     """Recompute the cross-sectional columns of ``table`` at the ``touched`` timestamps (every
-    row when ``everything``), from every symbol's stored row there; returns the build's
-    per-feature stats for those columns (over the rows rewritten)."""
+    row when ``everything``), from every symbol's stored row there, in chunks of whole
+    timestamps; returns the build's per-feature stats for those columns (over the rows
+    rewritten)."""
     cross = cross_features(fs)
     if not cross:
         return {}
+    names = [c.name for c in cross]
+    stats = {n: [0.0, 0.0, 0.0, float("inf"), float("-inf"), 0.0, 0.0] for n in names}
+    if not everything and (touched is None or touched.len() == 0):
+        return stats
     inputs = sorted({c.of for c in cross})
     # rowid: the update joins on one integer instead of (symbol, ts); stable in the transaction
     select = ", ".join(["rowid AS __rowid", *(f'"{n}"' for n in ("symbol", "ts", *inputs))])
-    if everything:
-        frame = _frame(con, f"SELECT {select} FROM {table} ORDER BY ts, symbol")
-    elif touched is None or touched.len() == 0:
-        frame = None
-    else:
+    among = "" if everything else " AND ts IN (SELECT ts FROM cs_touched)"
+    if not everything:
         con.register("cs_touched", pl.DataFrame({"ts": touched}).to_arrow())
-        try:
+    try:
+        per_ts = _frame(
+            con, f"SELECT ts, count(*) AS n FROM {table} WHERE true{among} GROUP BY ts ORDER BY ts"
+        )
+        chunk = (per_ts["n"].cum_sum() - per_ts["n"]) // CHUNK_ROWS
+        bounds = per_ts.group_by(chunk.alias("c"), maintain_order=True).agg(
+            pl.col("ts").first().alias("lo"), pl.col("ts").last().alias("hi")
+        )
+        for lo, hi in bounds.select("lo", "hi").iter_rows():
             frame = _frame(
                 con,
-                f"SELECT {select} FROM {table} WHERE ts IN (SELECT ts FROM cs_touched) "
-                "ORDER BY ts, symbol",
+                f"SELECT {select} FROM {table} WHERE ts BETWEEN ? AND ?{among} ORDER BY ts, symbol",
+                [lo, hi],
             )
-        finally:
-            con.unregister("cs_touched")
-    names = [c.name for c in cross]
-    if frame is None or frame.height == 0:
-        return {n: [0.0, 0.0, 0.0, float("inf"), float("-inf"), 0.0, 0.0] for n in names}
-    done = compute_cross_section(frame, cross, presorted=True)
-    staged = done.drop("symbol", "ts").with_columns(frame["__rowid"])
-    con.register("cs_done", staged.to_arrow())
-    try:
-        sets = ", ".join(f'"{n}" = cs_done."{n}"' for n in names)
-        con.execute(f"UPDATE {table} SET {sets} FROM cs_done WHERE {table}.rowid = cs_done.__rowid")
+            done = compute_cross_section(frame, cross, presorted=True)
+            staged = done.drop("symbol", "ts").with_columns(frame["__rowid"])
+            con.register("cs_done", staged.to_arrow())
+            try:
+                sets = ", ".join(f'"{n}" = cs_done."{n}"' for n in names)
+                con.execute(
+                    f"UPDATE {table} SET {sets} FROM cs_done WHERE {table}.rowid = cs_done.__rowid"
+                )
+            finally:
+                con.unregister("cs_done")
+            for n in names:
+                _merge(stats[n], _stats(done[n].to_numpy()))
     finally:
-        con.unregister("cs_done")
-    return {n: _stats(done[n].to_numpy()) for n in names}
+        if not everything:
+            con.unregister("cs_touched")
+    return stats
+
+
+def _merge(total: list[float], part: list[float]) -> None:
+    for k in (0, 1, 2, 5, 6):
+        total[k] += part[k]
+    total[3] = min(total[3], part[3])
+    total[4] = max(total[4], part[4])
 
 
 def _stats(v: np.ndarray) -> list[float]:

@@ -160,7 +160,10 @@ def test_the_stage_matches_the_declared_semantics():
     assert (row["r"][0], row["z"][0]) == (0.5, 0.0)
 
 
-def test_kernel_build_in_shards_equals_the_polars_engine(desk, universe):
+def test_kernel_build_in_shards_equals_the_polars_engine(desk, universe, monkeypatch):
+    from quantcli.features import cross_section_stage
+
+    monkeypatch.setattr(cross_section_stage, "CHUNK_ROWS", 100)  # the post-stage in chunks
     ingest_frame(universe)
     build = build_features(feature_set="desk_cs_v1", shard_rows=500)  # several shards
     assert build.quality["non_finite"] == 0
@@ -185,7 +188,12 @@ def test_kernel_build_in_shards_equals_the_polars_engine(desk, universe):
     assert any(len(set(r)) < len(r) for r in ranks.to_list())  # ties share an average rank
 
 
-def test_incremental_builds_with_staggered_symbols_equal_a_full_rebuild(desk, universe):
+def test_incremental_builds_with_staggered_symbols_equal_a_full_rebuild(
+    desk, universe, monkeypatch
+):
+    from quantcli.features import cross_section_stage
+
+    monkeypatch.setattr(cross_section_stage, "CHUNK_ROWS", 100)
     days = universe["ts"].unique().sort()
     early = pl.col("symbol").is_in(["SYM0000", "SYM0001"])
     stages = [
