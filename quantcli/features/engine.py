@@ -11,9 +11,11 @@ slots): a full build starts it from :meth:`KernelPlan.init_states`, a streaming 
 state stored after the symbol's last computed bar, and both run the same arithmetic in the same
 order, so their rows are bit-identical (the contract of :mod:`quantcli.features.kinds`).
 
-Warm-up rows are never materialized: a block's first ``skip`` bars go through each kernel into a
-small scratch buffer, then the rest straight into the kept rows of the output (a kernel that
-continues from its own state computes what one call over the whole block would). Symbol ranges
+Warm-up rows are never kept: the output holds only each block's rows after its first ``skip``
+bars. Blocks run last to first, so a block's warm-up rows land, for the moment, in the columns of
+the blocks before it, which overwrite them later; one kernel call covers the whole block. The
+first block of a thread's range sends its warm-up bars through a small scratch buffer instead
+(a kernel that continues from its own state computes what one call over the whole block would). Symbol ranges
 run on threads (the kernels release the GIL); a thread pool is kept for the process.
 """
 
@@ -232,13 +234,27 @@ def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> 
     width = int(skips[lo:hi].max()) if hi > lo else 0
     scratch = np.empty((plan.n_rows, width), dtype=np.float64)
     calls = [(*c[:6], stacks.get(c[6]) if c[6] is not None else None, c[7]) for c in plan.calls]
-    for s in range(lo, hi):
+    base = int(out_starts[lo])
+    # Symbols run last to first: a block's warm-up rows then fit in the output columns of the
+    # blocks before it in this range (written after it), so one kernel call covers the whole
+    # block instead of a warm-up call into the scratch buffer and a second one. The range's
+    # first block (whose warm-up would reach another thread's columns) keeps the two calls.
+    for s in range(hi - 1, lo - 1, -1):
         a = int(starts[s])
         b = int(starts[s + 1])
         w = int(skips[s])
         o = int(out_starts[s])
         kept = b - a - w
         state = states[s]
+        if b > a and (w == 0 or o - w >= base):
+            p = o - w
+            for kernel, pv, s0, s1, r0, r1, x, rows in calls:
+                if x is not None:
+                    kernel(x[:, a:b], pv, state[s0:s1], out[r0:r1, p : o + kept])
+                else:  # a feature of features: its inputs are rows computed just before
+                    kernel(np.stack([out[r, p : o + kept] for r in rows]), pv, state[s0:s1],
+                           out[r0:r1, p : o + kept])  # fmt: skip
+            continue
         for kernel, pv, s0, s1, r0, r1, x, rows in calls:
             st = state[s0:s1]
             if x is not None:
@@ -246,7 +262,7 @@ def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> 
                     kernel(x[:, a : a + w], pv, st, scratch[r0:r1, :w])
                 if kept:
                     kernel(x[:, a + w : b], pv, st, out[r0:r1, o : o + kept])
-            else:  # a feature of features: its inputs are rows computed just before
+            else:
                 if w:
                     kernel(np.stack([scratch[r, :w] for r in rows]), pv, st, scratch[r0:r1, :w])
                 if kept:
