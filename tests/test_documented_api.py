@@ -403,7 +403,13 @@ def test_promotion_is_gated_and_load_production_model_reads_the_production_alias
     assert (model.version, model.alias) == ("1", "production")
     frame = training.frame.sort(["ts", "symbol"], maintain_order=True)
     X_all = frame.select(model.feature_names).to_numpy().astype(np.float64)
-    refit = lightgbm.LGBMRegressor(verbose=-1, n_estimators=100).fit(
+    # the refit is the estimator with the params given and the grid configuration the CPCV
+    # backtest selected (logged with the run)
+    from mlflow import MlflowClient
+
+    run = MlflowClient(api.tracking_uri).get_run(trained.results.run_id)
+    selected = json.loads(run.data.params["backtest_selected_params"])
+    refit = lightgbm.LGBMRegressor(verbose=-1, n_estimators=100, **selected).fit(
         X_all, frame["label"].to_numpy()
     )
     np.testing.assert_array_equal(model.predict(X_all[:200]), refit.predict(X_all[:200]))
