@@ -3,7 +3,7 @@
 Two feature sets over the same bars: ``desk_cs`` (per-symbol features plus a ``cs_rank`` and a
 ``cs_zscore``) and its peer ``desk_plain`` (the per-symbol features only). For a full rebuild
 and for one new bar per symbol (the streaming path), the time with the post-stage over the time
-without it; budgets: a full rebuild at most 2.0x its peer, one new bar per symbol at most 3.0x
+without it; budgets: a full rebuild at most 2.5x its peer, one new bar per symbol at most 3.0x
 its peer and under 1 s (the post-stage reads and rewrites only the new bars' timestamps). The
 incremental table equals the full rebuild's bit for bit.
 """
@@ -99,7 +99,7 @@ def _cross_section_cost(benchmark, qcli_home, bars: pl.DataFrame, budget_s: floa
     print(f"\n{bars.height} bars: full rebuild {full['desk_cs_v1']:.3f} s with the post-stage, "
           f"{full['desk_plain_v1']:.3f} s without ({full_ratio:.2f}x); one new bar/symbol "
           f"{new_cs:.3f} s vs {new_plain:.3f} s ({new_ratio:.2f}x); {step.timings_s}")  # fmt: skip
-    assert full_ratio <= 2.0, f"full rebuild {full_ratio:.2f}x its peer"
+    assert full_ratio <= 2.5, f"full rebuild {full_ratio:.2f}x its peer"
     assert new_ratio <= 3.0, f"one new bar {new_ratio:.2f}x its peer"
     assert new_cs <= budget_s, f"one new bar {new_cs:.2f} s over {budget_s} s"
 
