@@ -277,6 +277,86 @@ def var_run(x, st, o, n, j, out):
 
 
 @njit(cache=True, nogil=True)
+def sma_var_run(x, st, o_sma, o_var, n, j, mean, var_out):
+    """:func:`sma_run` (state at ``o_sma``) and :func:`var_run` (state at ``o_var``) of the same
+    values in one pass: Bollinger bands and the volume z-score read both of one window."""
+    total = st[o_sma]
+    ring_m = st[o_sma + 1 : o_sma + 1 + n]
+    shift = st[o_var]
+    s1 = st[o_var + 1]
+    s2 = st[o_var + 2]
+    countdown = st[o_var + 3]
+    ring = st[o_var + 4 : o_var + 4 + n]
+    inv_n = 1.0 / n
+    pos = j % n
+    for i in range(x.shape[0]):
+        jj = j + i
+        v = x[i]
+        total += v
+        ring_m[pos] = v
+        ring[pos] = v
+        pos += 1
+        if pos == n:
+            pos = 0  # now the slot of value jj - n + 1, the oldest of the window
+        if jj == 0:
+            shift = v
+        d = v - shift
+        if jj < n - 1:
+            s1 += d
+            s2 += d * d
+            mean[i] = NAN
+            var_out[i] = NAN
+            continue
+        tmp = total
+        total -= ring_m[pos]
+        mean[i] = tmp / n
+        if jj == n - 1:
+            countdown = 32 * n
+        s1 += d
+        s2 += d * d
+        m1 = s1 * inv_n
+        var = s2 * inv_n - m1 * m1
+        d = ring[pos] - shift
+        s1 -= d
+        d *= d
+        s2 -= d
+        countdown -= 1.0
+        if var < 0.000001 * (s2 * inv_n) or d > 1000000.0 * s2 or countdown <= 0:
+            countdown = 32 * n
+            acc = 0.0
+            q = pos
+            for _ in range(n):
+                acc += ring[q]
+                q += 1
+                if q == n:
+                    q = 0
+            shift = acc * inv_n
+            s1 = 0.0
+            s2 = 0.0
+            q = pos
+            for _ in range(n):
+                e = ring[q] - shift
+                s1 += e
+                s2 += e * e
+                q += 1
+                if q == n:
+                    q = 0
+            m1 = s1 * inv_n
+            var = s2 * inv_n - m1 * m1
+            if var < 0.000000000001 * (s2 * inv_n):
+                var = 0.0
+            d = ring[pos] - shift
+            s1 -= d
+            s2 -= d * d
+        var_out[i] = var
+    st[o_sma] = total
+    st[o_var] = shift
+    st[o_var + 1] = s1
+    st[o_var + 2] = s2
+    st[o_var + 3] = countdown
+
+
+@njit(cache=True, nogil=True)
 def std_of(v):
     """TA_STDDEV from a variance (NaN stays NaN, 0 stays 0)."""
     if v != v or v == 0.0:

@@ -29,6 +29,7 @@ from quantcli.features.kinds._steps import (
     fma,
     sma_run,
     sma_size,
+    sma_var_run,
     std_of,
     var_run,
     var_size,
@@ -131,8 +132,7 @@ def bbands_kernel(inputs, params, state, out):
     k = close.shape[0]
     middle = np.empty(k)
     var = np.empty(k)
-    sma_run(close, state, 1, n, j, middle)
-    var_run(close, state, 1 + 1 + n, n, j, var)
+    sma_var_run(close, state, 1, 1 + 1 + n, n, j, middle, var)
     for i in range(k):
         if j + i < n - 1:
             out[0, i] = NAN
@@ -204,8 +204,7 @@ def volume_z_kernel(inputs, params, state, out):
     k = volume.shape[0]
     m = np.empty(k)
     var = np.empty(k)
-    sma_run(volume, state, 1, n, j, m)
-    var_run(volume, state, 1 + 1 + n, n, j, var)
+    sma_var_run(volume, state, 1, 1 + 1 + n, n, j, m, var)
     for i in range(k):
         if j + i < n - 1:
             out[0, i] = NAN
