@@ -15,8 +15,8 @@ Warm-up rows are never kept: the output holds only each block's rows after its f
 bars. Blocks run last to first, so a block's warm-up rows land, for the moment, in the columns of
 the blocks before it, which overwrite them later; one kernel call covers the whole block. The
 first block of a thread's range sends its warm-up bars through a small scratch buffer instead
-(a kernel that continues from its own state computes what one call over the whole block would). Symbol ranges
-run on threads (the kernels release the GIL); a thread pool is kept for the process.
+(a kernel that continues from its own state computes what one call over the whole block would).
+Symbol ranges run on threads (the kernels release the GIL); a thread pool is kept for the process.
 """
 
 from __future__ import annotations
@@ -188,9 +188,18 @@ class KernelPlan:
         np.cumsum(lengths - skips, out=out_starts[1:])
         out = np.empty((self.n_rows, int(out_starts[-1])), dtype=np.float64)
         stacks: dict[tuple[str, ...], np.ndarray] = {}
+        # one copy of the bar columns the groups read, in BAR_INPUTS order: a group whose inputs
+        # are consecutive in it (high, low, close; close, volume; ...) reads a view of its rows
+        used = {c for g in self.groups if g.scope == "bars" for c in g.inputs}
+        order = [c for c in BAR_INPUTS if c in used]
+        matrix = np.stack([bars[c] for c in order]) if order else None
         for g in self.groups:
             if g.scope == "bars" and g.inputs not in stacks:
-                stacks[g.inputs] = np.stack([bars[c] for c in g.inputs])
+                first = order.index(g.inputs[0])
+                if tuple(order[first : first + len(g.inputs)]) == g.inputs:
+                    stacks[g.inputs] = matrix[first : first + len(g.inputs)]
+                else:
+                    stacks[g.inputs] = np.stack([bars[c] for c in g.inputs])
         ranges = thread_ranges(starts, threads if threads is not None else n_threads())
 
         def work(lo: int, hi: int) -> None:
