@@ -7,7 +7,11 @@ config over a grid (default ``small``, so PBO is always computed), net of ``[cos
 ``[strategy]`` construction, annualized with the feature set's ``periods_per_year``, gates with
 ``[gates]``, deflates DSR by every trial recorded under the model name
 (:mod:`quantcli.backtest.trials`) and writes the report directory (default
-``$QCLI_HOME/reports/backtest-<id>/``, ``<id>`` a content hash)."""
+``$QCLI_HOME/reports/backtest-<id>/``, ``<id>`` a content hash).
+
+The trainer's backtest shares the pieces: :func:`training_grid` (``[train] grid``: the
+configured model and its variations), :func:`with_selected_params` (the selected configuration,
+the one registered) and :func:`pbo_statement`."""
 
 from __future__ import annotations
 
