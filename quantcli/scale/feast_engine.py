@@ -1,4 +1,4 @@
-"""Feast's Ray batch engine (``ray.engine``) for ``qcli features materialize --engine ray``.
+"""Feast's Ray batch engine (``ray.engine``) for ``qcli features materialize --executor ray``.
 
 Two things quantcli adds around Feast's engine:
 
@@ -50,7 +50,7 @@ def ray_batch_engine(address: str | None = None, **options: Any) -> dict[str, An
     >>> ray_batch_engine("ray://raycluster-head-svc:10001")  # doctest: +SKIP
     {'type': 'ray.engine', 'ray_address': 'ray://raycluster-head-svc:10001'}
     """
-    import_optional("ray", purpose="--engine ray")
+    import_optional("ray", purpose="--executor ray")
     config: dict[str, Any] = {"type": RAY_ENGINE_TYPE, **options}
     resolved = resolve_ray_address(address)
     if resolved and resolved != "local":
@@ -76,7 +76,7 @@ def check_ray_materialization_window(
     ------
     InputError
         Every row would be dropped by Feast's Ray engine (see the module docstring); the hint
-        says to use ``--engine local`` for a historical backfill.
+        says to use ``--executor local`` for a historical backfill.
     """
     now = now or datetime.now(UTC)
     if data_end.tzinfo is None:
@@ -84,10 +84,10 @@ def check_ray_materialization_window(
     cutoff = now - ttl
     if data_end < cutoff:
         raise InputError(
-            f"--engine ray: the newest feature row ({data_end.isoformat()}) is older than "
+            f"--executor ray: the newest feature row ({data_end.isoformat()}) is older than "
             f"now - TTL ({cutoff.isoformat()}, TTL {ttl}); Feast's Ray engine would drop "
             "every row and write nothing to the online store",
-            hint="materialize historical data with --engine local (same online values)",
+            hint="materialize historical data with --executor local (same online values)",
         )
 
 
@@ -113,7 +113,7 @@ def prepare_ray_materialization(feature_set: str = "technical_v1", address: str 
     from quantcli.store.feast_store import load_declaration
     from quantcli.store.offline import OfflineStore
 
-    import_optional("ray", purpose="--engine ray")
+    import_optional("ray", purpose="--executor ray")
     resolve_ray_address(address)  # a malformed address fails before anything else
     decl = load_declaration(feature_set)
     with OfflineStore(read_only=True) as store:

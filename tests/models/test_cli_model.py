@@ -34,6 +34,10 @@ min_child_samples = 20
 
 [registry]
 required_verdicts = ["backtest"]
+
+# one configuration: the training grid is tested in test_trainer.py and the pipeline test
+[train]
+grid = "none"
 """
 
 
@@ -190,8 +194,8 @@ def test_cli_usage_errors_exit_2(capsys, qcli_home, embedded_uri):
     assert code == 2 and "invalid model name" in err
     code, _, err = qcli(capsys, "model", "list", "nothing_here")
     assert code == 2 and "no registered model 'nothing_here'" in err
-    code, _, err = qcli(capsys, "model", "train", "--name", "x", "--model", "svm")
-    assert code == 2 and "unknown model kind" in err
+    code, _, err = qcli(capsys, "model", "train", "--name", "x", "--family", "svm")
+    assert code == 2 and "'svm' is not one of 'lgbm', 'mlp', 'ensemble'" in err
 
 
 def test_concurrent_promotes_leave_one_consistent_production(qcli_home, embedded_uri, helpers):

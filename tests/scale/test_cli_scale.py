@@ -102,16 +102,23 @@ def test_materialize_on_the_ray_engine_refuses_old_history_and_bad_addresses(
     home = qcli_home
     monkeypatch.delenv("QCLI_RAY_ADDRESS", raising=False)
     _home_with_bars(home, build=True)  # synthetic bars of 2000-2001: far older than the TTL
-    code, out, err = cli("features", "materialize", "--engine", "ray", "--json")
+    code, out, err = cli("features", "materialize", "--executor", "ray", "--json")
     assert code == 2, err
     lines = err.strip().splitlines()
-    assert lines[0].startswith("Error: --engine ray: the newest feature row (2001-02-23")
+    assert lines[0].startswith("Error: --executor ray: the newest feature row (2001-02-23")
     assert lines[0].endswith("Feast's Ray engine would drop every row and write nothing to the "
                              "online store")  # fmt: skip
-    assert lines[1] == "Hint: materialize historical data with --engine local (same online values)"
+    hint = "Hint: materialize historical data with --executor local (same online values)"
+    assert lines[1] == hint
     assert out == "" and not (home / "feast").exists()
+    # the old spelling still works for one release, with a warning first
+    code, out, err = cli("features", "materialize", "--engine", "ray", "--json")
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("Warning: --engine is deprecated here; use --executor ray")
+    assert lines[1].startswith("Error: --executor ray: the newest feature row (2001-02-23")
     code, _, err = cli(
-        "features", "materialize", "--engine", "ray", "--ray-address", "nope", "--json"
+        "features", "materialize", "--executor", "ray", "--ray-address", "nope", "--json"
     )  # fmt: skip
     assert code == 2
     assert err.splitlines()[0] == "Error: --ray-address 'nope' is not a Ray address"

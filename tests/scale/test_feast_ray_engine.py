@@ -52,7 +52,7 @@ def test_window_check_names_the_dates():
             datetime(2001, 2, 23, tzinfo=UTC), timedelta(days=5), now=now
         )
     assert str(info.value) == (
-        "--engine ray: the newest feature row (2001-02-23T00:00:00+00:00) is older than now - "
+        "--executor ray: the newest feature row (2001-02-23T00:00:00+00:00) is older than now - "
         "TTL (2026-11-24T12:00:00+00:00, TTL 5 days, 0:00:00); Feast's Ray engine would drop "
         "every row and write nothing to the online store"
     )
@@ -100,7 +100,7 @@ def test_old_history_on_the_ray_engine_is_refused_before_feast_runs(
     with pytest.raises(InputError) as info:
         prepare_ray_materialization()
     assert str(info.value).startswith(
-        f"--engine ray: the newest feature row ({newest.astimezone(UTC).isoformat()}) is older "
+        f"--executor ray: the newest feature row ({newest.astimezone(UTC).isoformat()}) is older "
         "than now - TTL ("
     )
     assert not (qcli_home / "feast").exists()  # nothing exported, applied or materialized
