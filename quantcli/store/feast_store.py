@@ -888,9 +888,7 @@ class OnlineFeatureStore:
             for r in rows
         }
 
-    def get_historical_features(
-        self, entity_df: Any, features: Sequence[str] | None = None
-    ) -> Any:
+    def get_historical_features(self, entity_df: Any, features: Sequence[str] | None = None) -> Any:
         """Point-in-time correct features for ``entity_df`` through Feast's offline store.
 
         ``entity_df`` (polars, pandas or pyarrow) has ``symbol`` and ``ts`` (or
