@@ -112,6 +112,7 @@ def _crashed(out: dict[str, Any]) -> bool:
 
 
 def _render(console: Any, out: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"quantcli pipeline {out['run_id']}")
@@ -128,7 +129,10 @@ def _render(console: Any, out: dict[str, Any]) -> None:
             s["summary"],
         )
     console.print(table)
-    if out["gates_passed"]:
+    failed = [s["title"] for s in out["stages"] if s["status"] == "failed"]
+    if failed:
+        console.print(f"[red]The pipeline stopped[/]: {escape(failed[0])} failed (see its row).")
+    elif out["gates_passed"]:
         console.print("[green]All gates passed[/]: the model is in production.")
     else:
         console.print(

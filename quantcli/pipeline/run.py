@@ -60,7 +60,8 @@ class PipelineResult:
 
     @property
     def gates_passed(self) -> bool:
-        return all(v == "pass" for v in self.gates.values() if v is not None)
+        """Every stage ran and every gate judged passed: a run cut short passed no gate."""
+        return self.ok and bool(self.gates) and all(v == "pass" for v in self.gates.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {

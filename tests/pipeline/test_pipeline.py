@@ -154,3 +154,20 @@ def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
     assert stages["promote"]["details"]["promoted"] is False
     assert out["served_alias"] == "staging"
     assert "STAGING" in stages["predict"]["summary"]
+
+
+def test_a_run_cut_short_has_not_passed_its_gates():
+    # no gate judged (ingest failed) is not "all gates passed": the model is not in production
+    from quantcli.pipeline.run import PipelineResult
+    from quantcli.pipeline.stages import StageResult
+
+    stages = [
+        StageResult("ingest", "Ingest and validate bars", status="failed", error="bad file"),
+        StageResult("features", "Build features", status="skipped"),
+    ]
+    cut = PipelineResult("r", stages, "m", Path("."), gates={})
+    assert not cut.ok and not cut.gates_passed and cut.to_dict()["gates_passed"] is False
+    done = [StageResult("train", "Train", status="ok", gate="pass")]
+    assert PipelineResult("r", done, "m", Path("."), gates={"train": "pass"}).gates_passed
+    failed_gate = PipelineResult("r", done, "m", Path("."), gates={"train": "fail"})
+    assert not failed_gate.gates_passed
