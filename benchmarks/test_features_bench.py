@@ -4,7 +4,7 @@
   one ``map_batches`` expression per indicator group running the Numba kernels on contiguous
   symbol blocks, a lazy warm-up filter) against TA-Lib called per symbol for the same 29
   outputs, in the same run (interleaved rounds), on the seeded synthetic universe; the outputs
-  must be bit-identical. Goal (issue 3): ratio >= 1.0 on 500 x 5000.
+  must be bit-identical. Goal: ratio >= 1.0 on 500 x 5000.
 * The ``polars`` engine (native expressions) in the same rounds: reported (seconds, ratio to
   TA-Lib) and held to a time budget only; it must agree with the kernel engine to 1e-9.
 * ``build_features`` on 5,000 symbols x 5,000 days (25 M bars) in a child process: peak RSS under

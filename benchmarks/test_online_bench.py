@@ -1,7 +1,7 @@
 """Online serving latency: the feature-store wrapper vs the raw Feast SDK, in-process predict,
 ``/predict`` over HTTP (single client p50/p99, 8 concurrent clients throughput).
 
-Peers and budgets (issue 7):
+Peers and budgets:
 
 * ``get_online_features`` for 2 symbols x 29 features through quantcli's wrapper vs the raw
   ``feast.FeatureStore.get_online_features(...).to_dict()`` on the same store, calls interleaved
@@ -12,7 +12,7 @@ Peers and budgets (issue 7):
 * ``POST /predict`` for 2 symbols over loopback HTTP, one client: p99 < 10 ms; throughput with
   8 concurrent clients is reported (not budgeted).
 
-Universe: 500 symbols x 60 days (the size of the figure quoted in docs/STACK.md), SQLite online
+Universe: 500 symbols x 60 days (a desk's daily universe over a quarter), SQLite online
 store. Under ``--benchmark-disable`` (the CI smoke run) the loops are short and only correctness
 is asserted; the HTTP benchmark starts a server process and is marked ``slow``.
 """

@@ -1,6 +1,6 @@
 """ONNX serving latency against the peer, native LightGBM ``Booster.predict``, in the same run.
 
-Model (the STACK.md reference): LightGBM, 300 trees, 31 leaves, 29 features, one thread; and
+Model: LightGBM, 300 trees, 31 leaves, 29 features, one thread; and
 the ensemble (those trees + the MLP of ``make_model("mlp")``) as one ONNX graph, FP32 and INT8.
 Latencies are per call, p50 over interleaved repeats (``perf_counter_ns``), in microseconds.
 
@@ -16,11 +16,11 @@ The ONNX engine is quantcli's own call path, :class:`quantcli.serving.runtime.On
 checks cost ~18 us per cold call, which is why the runtime does not use it for one row.
 
 The one-row test also measures each engine warm, in alternating blocks of consecutive calls
-(each engine as in a process that serves only it; the way STACK.md's 24 us / 7.4 us reference
-was taken, from which the 3x goal comes). Both figures are printed.
+(each engine as in a process that serves only it, the usual way a single-row latency is
+quoted, and the basis of the 3x goal). Both figures are printed.
 
 Budgets and goals:
-* one row: ONNX (the runtime's call) at least 3x faster than ``Booster.predict`` warm (issue 6),
+* one row: ONNX (the runtime's call) at least 3x faster than ``Booster.predict`` warm,
   at least 2x with cold caches (a regression guard), ONNX p50 < 100 us;
 * 1,000 rows: ONNX not slower than ``Booster.predict`` (ratio >= 1), ONNX p50 < 20 ms;
 * ``InferenceRuntime.predict`` of one validated float64 row (the ``qcli predict`` and HTTP hot
@@ -88,7 +88,7 @@ def bench_models(tmp_path_factory):
 
 
 def _native_fn(booster):
-    """``Booster.predict`` on one thread, like the ONNX session (and STACK.md's reference)."""
+    """``Booster.predict`` on one thread, like the ONNX session."""
     return lambda A: booster.predict(A, num_threads=1)
 
 
@@ -153,9 +153,9 @@ def _after_native_p50(native, x_native, fns: dict, args: dict, repeats: int) -> 
 def _blocks_p50(fns: dict, args: dict, block: int, rounds: int) -> dict[str, float]:
     """p50 (us) of each fn, run in alternating blocks of ``block`` consecutive calls.
 
-    Each engine runs warm, as it does in a process that serves only it (and as STACK.md's
-    reference figures were taken); alternating the blocks spreads machine load over every
-    engine alike. The first call of each block is dropped (it pays the other engine's misses).
+    Each engine runs warm, as it does in a process that serves only it; alternating the
+    blocks spreads machine load over every engine alike. The first call of each block is
+    dropped (it pays the other engine's misses).
     """
     for name, fn in fns.items():
         for _ in range(50):
@@ -195,7 +195,7 @@ def test_onnx_vs_native_single_row_ratio(benchmark, bench_models):
     )
     ratio = p50["native"] / p50["onnx"]
     ratio_raw = p50["native"] / p50["onnx_session_run"]
-    # warm: each engine in alternating blocks, the way STACK.md's 24 us / 7.4 us were measured
+    # warm: each engine in alternating blocks, as a serving process runs it
     warm = _blocks_p50(
         {"native": native, **fns},
         {"native": X[:1], **dict.fromkeys(fns, x32)},
@@ -221,7 +221,7 @@ def test_onnx_vs_native_single_row_ratio(benchmark, bench_models):
     )
     if benchmark.disabled:
         return
-    assert ratio_warm >= 3.0, warm  # the goal of issue 6, measured as its reference figures
+    assert ratio_warm >= 3.0, warm  # the single-row goal, measured warm
     assert ratio >= 2.0, p50  # cold caches: a regression guard, not the goal
     assert p50["onnx"] < 100.0, p50
 

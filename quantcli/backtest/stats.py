@@ -1,4 +1,4 @@
-"""Backtest statistics, with the conventions of ``docs/backtest.md`` (and STACK.md).
+"""Backtest statistics, with the conventions of ``docs/backtest.md``.
 
 Returns are simple per-period returns as fractions (``0.01`` is +1 %), one per period, in time
 order; the risk-free rate ``rf`` is per period too. Conventions:
