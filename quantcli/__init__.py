@@ -55,6 +55,9 @@ _EXPORTS = {
     "detect_feature_drift": "quantcli.monitoring.drift",
     "run_pipeline": "quantcli.pipeline.run",
     "verify_ledger": "quantcli.audit",
+    # the workspace and the typed results every workflow returns
+    "Workspace": "quantcli.workspace",
+    "Result": "quantcli.results",
     # the error hierarchy, so a script can catch quantcli's errors by name
     "QuantCliError": "quantcli.errors",
     "InputError": "quantcli.errors",
@@ -81,9 +84,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from quantcli.monitoring.performance import PerformanceMonitor
     from quantcli.monitoring.retrain import RetrainingTrigger
     from quantcli.pipeline.run import run_pipeline
+    from quantcli.results import Result
     from quantcli.serving.onnx_export import convert_and_validate_pipeline, export_registered
     from quantcli.serving.parity import ONNXParityTester
     from quantcli.store.feast_store import get_feature_store, materialize
+    from quantcli.workspace import Workspace
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -100,7 +105,9 @@ __all__ = [
     "ONNXParityTester",
     "PerformanceMonitor",
     "QuantCliError",
+    "Result",
     "RetrainingTrigger",
+    "Workspace",
     "__version__",
     "build_features",
     "compute_features",

@@ -7,18 +7,16 @@ stdout carries exactly one JSON object, the command's result, and nothing else.
 from __future__ import annotations
 
 import inspect
-import json
-import math
 import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from quantcli.results import to_json
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object (the result) on stdout, nothing else.")
@@ -26,35 +24,6 @@ JsonOpt = Annotated[
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays
-        return obj.tolist()
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    return str(obj)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def to_json(result: Any) -> str:
-    return json.dumps(_finite(json.loads(json.dumps(result, default=_default))), indent=2)
 
 
 def emit(result: dict[str, Any], json_mode: bool, render: Callable[[Console], None] | None = None):

@@ -70,7 +70,7 @@ def write_report(result: Any) -> Path:
     out_dir: Path = result.report_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
-    from quantcli.cli._common import to_json
+    from quantcli.results import to_json
 
     (out_dir / "report.json").write_text(to_json(data) + "\n")
 
