@@ -1,8 +1,13 @@
-"""Shared fixtures: an isolated $QCLI_HOME per test, Hypothesis profiles, small synthetic data."""
+"""Shared fixtures: an isolated $QCLI_HOME per test, Hypothesis profiles, small synthetic data,
+the one CLI runner (``qcli``) and the one model-registration fixture (``register_lgbm``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -177,3 +182,57 @@ def register_lgbm(qcli_home: Path, mlflow_template_db: Path):
         return names
 
     return register
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One ``qcli`` invocation: exit ``code``, captured ``out`` and ``err``."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        """stdout parsed as the one JSON object ``--json`` promises."""
+        return json.loads(self.out)
+
+    def __iter__(self):  # ``code, out, err = qcli(...)``
+        return iter((self.code, self.out, self.err))
+
+
+@pytest.fixture
+def qcli(capsys):
+    """Run ``qcli ARGS`` in this process through the real ``main`` and its one error handler.
+
+    ``qcli(*args)`` returns a :class:`CliRun`; ``qcli.subprocess(*args, env=..., timeout=...)``
+    runs a fresh interpreter instead, for what needs a real process (signals, import cost,
+    a second writer). In-process is the default because a fresh interpreter spends seconds
+    importing Feast and MLflow.
+    """
+
+    def run(*args: str) -> CliRun:
+        from quantcli.cli import main
+
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        else:  # pragma: no cover - main always exits
+            code = 0
+        out, err = capsys.readouterr()
+        return CliRun(code, out, err)
+
+    def in_subprocess(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+        proc = subprocess.run(
+            [sys.executable, "-m", "quantcli", *[str(a) for a in args]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
+        return CliRun(proc.returncode, proc.stdout, proc.stderr)
+
+    run.subprocess = in_subprocess
+    return run
