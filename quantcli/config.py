@@ -20,8 +20,11 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+from quantcli.errors import InputError
 
 ENV_HOME = "QCLI_HOME"
 DEFAULT_HOME = ".qcli"
@@ -84,8 +87,6 @@ def env_float(name: str, default: float, *, lo: float, hi: float, unit: str = ""
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and lo <= value <= hi):
-        from quantcli.errors import InputError
-
         raise InputError(
             f"environment variable {name} must be a number in [{lo:g}, {hi:g}]"
             f"{' ' + unit if unit else ''}, got {raw[:40]!r}",
@@ -105,8 +106,6 @@ def env_int(name: str, default: int, *, lo: int, hi: int, unit: str = "") -> int
     except ValueError:
         value = None
     if value is None or not lo <= value <= hi:
-        from quantcli.errors import InputError
-
         raise InputError(
             f"environment variable {name} must be an integer in [{lo}, {hi}]"
             f"{' ' + unit if unit else ''}, got {raw[:40]!r}",
@@ -138,8 +137,6 @@ def env_memory_limit(name: str, default: str) -> str:
         power = "kmgt".index(m.group(2).lower()) + 1
         small = float(m.group(1)) * base**power < MIN_MEMORY_LIMIT
     if small:
-        from quantcli.errors import InputError
-
         raise InputError(
             f"environment variable {name} must be a memory size of at least 64MiB, "
             f"got {raw[:40]!r}",
@@ -349,6 +346,62 @@ RANGES: dict[tuple[str, str], Range] = {
 }
 
 
+#: The activations of the ``[mlp]`` section (sklearn's ``MLPRegressor`` accepts these).
+MLP_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+
+
+def mlp_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """MLP parameters: the ``[mlp]`` defaults overridden by ``params``, with the list and choice
+    keys the range table cannot express checked (:class:`InputError` otherwise)."""
+    defaults = DEFAULTS["mlp"]
+    merged = dict(defaults)
+    merged.update(params or {})
+    unknown = set(merged) - set(defaults)
+    if unknown:
+        raise InputError(
+            f"unknown MLP parameter(s) {sorted(unknown)}",
+            hint=f"known: {', '.join(sorted(defaults))}",
+        )
+    sizes = merged["hidden_layer_sizes"]
+    if (
+        not isinstance(sizes, (list, tuple))
+        or not sizes
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)
+    ):
+        raise InputError(
+            f"MLP parameter hidden_layer_sizes must be a non-empty list of integers >= 1, "
+            f"got {sizes!r}",
+            hint="one width per hidden layer, e.g. [32, 16]",
+        )
+    if merged["activation"] not in MLP_ACTIVATIONS:
+        raise InputError(
+            f"MLP parameter activation must be one of {', '.join(MLP_ACTIVATIONS)}, "
+            f"got {merged['activation']!r}"
+        )
+    return merged
+
+
+def parse_instant(text: str, what: str) -> datetime:
+    """``YYYY-MM-DD`` or an ISO datetime as an aware UTC datetime (naive means UTC).
+
+    Raises :class:`InputError` naming ``what`` (an option or a config key) otherwise.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a date such as 1900-01-01, got {text!r}")
+    try:
+        if len(text.strip()) == 10:
+            parsed = datetime.combine(date.fromisoformat(text.strip()), datetime.min.time())
+        else:
+            parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(
+            f"{what} must be a date (YYYY-MM-DD) or an ISO datetime, got {text[:40]!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
     """The embedded defaults, overridden section by section by the TOML file ``path``.
 
@@ -356,8 +409,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
     :class:`~quantcli.errors.InputError` (exit code 2) names the file, section, key, value and
     the allowed range.
     """
-    from quantcli.errors import InputError
-
     cfg = {section: dict(values) for section, values in DEFAULTS.items()}
     if path is None:
         return cfg
@@ -403,12 +454,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
                 f"got {cfg[section][key]!r}"
             )
     if "data" in user:  # the date the range table cannot express
-        from quantcli.data.window import parse_instant
-
         parse_instant(cfg["data"]["earliest"], f"{p}: [data] earliest")
     if "mlp" in user:  # the list and choice keys the range table cannot express
-        from quantcli.models.estimators import mlp_params
-
         try:
             mlp_params(cfg["mlp"])
         except InputError as exc:
@@ -418,8 +465,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, dict[st
 
 def _check_ranges(path: Path, cfg: dict[str, dict[str, Any]], sections: set[str]) -> None:
     """Every :data:`RANGES` rule of the sections the file set, in table order."""
-    from quantcli.errors import InputError
-
     for (section, key), rule in RANGES.items():
         if section not in sections:
             continue  # the defaults are in range (tests/test_config.py checks)
@@ -434,8 +479,6 @@ def _check_ranges(path: Path, cfg: dict[str, dict[str, Any]], sections: set[str]
 def _check_finite(path: Path, section: str, key: str, value: Any) -> None:
     """No ``nan``/``inf`` (TOML accepts both) and no integer beyond 64 bits, in any value,
     lists included, whether or not a range rule covers the key."""
-    from quantcli.errors import InputError
-
     items = value if isinstance(value, list) else [value]
     for item in items:
         bad = (isinstance(item, float) and not math.isfinite(item)) or (
@@ -451,8 +494,6 @@ def _check_type(path: Path, section: str, key: str, value: Any, default: Any) ->
     Raises :class:`~quantcli.errors.InputError` naming the file, section and key, so a quoted
     number or a fraction where a count is expected fails at load, not deep inside a run.
     """
-    from quantcli.errors import InputError
-
     if isinstance(default, bool):
         ok, want = isinstance(value, bool), "true or false"
     elif isinstance(default, int):

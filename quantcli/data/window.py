@@ -6,42 +6,23 @@ window runs from 1900-01-01 00:00 UTC to one day after now (a day of slack for b
 an exchange's time zone ahead of UTC); ``[data] earliest`` / ``future_days`` of a ``--config``
 file and the ``--earliest`` / ``--latest`` options of ``qcli data ingest`` move it.
 
-Light on purpose (no polars): :mod:`quantcli.config` checks the ``[data]`` keys with it.
+The date parser, :func:`quantcli.config.parse_instant`, lives in the config layer, which checks
+the ``[data]`` keys with it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from quantcli.config import parse_instant
 from quantcli.errors import InputError
 
 DEFAULT_EARLIEST = "1900-01-01"
 DEFAULT_FUTURE_DAYS = 1.0
 # beyond this a window's end would not fit a datetime; no bar is a century ahead either
 MAX_FUTURE_DAYS = 36_500.0
-
-
-def parse_instant(text: str, what: str) -> datetime:
-    """``YYYY-MM-DD`` or an ISO datetime as an aware UTC datetime (naive means UTC).
-
-    Raises :class:`InputError` naming ``what`` (an option or a config key) otherwise.
-    """
-    if not isinstance(text, str):
-        raise InputError(f"{what} must be a date such as 1900-01-01, got {text!r}")
-    try:
-        if len(text.strip()) == 10:
-            parsed = datetime.combine(date.fromisoformat(text.strip()), datetime.min.time())
-        else:
-            parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InputError(
-            f"{what} must be a date (YYYY-MM-DD) or an ISO datetime, got {text[:40]!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def check_future_days(value: object, what: str) -> float:
