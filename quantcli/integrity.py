@@ -40,11 +40,17 @@ import binascii
 import hashlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from quantcli import config
 from quantcli.errors import InputError, IntegrityError
+from quantcli.results import Result
 
 PURPOSES = ("signing", "ledger")
 ENV_KEYS_DIR = "QCLI_KEYS_DIR"
@@ -126,15 +132,11 @@ def _check_mode(path: Path, st: os.stat_result) -> None:
 # -- keys ---------------------------------------------------------------------------------------
 def fingerprint(public_key: Any) -> str:
     """First 16 hex digits of the sha256 of the raw 32-byte Ed25519 public key."""
-    from cryptography.hazmat.primitives import serialization
-
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _pem_public(public_key: Any) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -167,9 +169,6 @@ def _publish(purpose: str, public_key: Any, keys_dir) -> str:
 
 
 def _new_private_key(path: Path, *, replace: bool) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
@@ -206,8 +205,6 @@ def load_private_key(
     Raises :class:`KeyPermissionError` when the key lies in the artifact tree or its mode is
     looser than 0600, and :class:`IntegrityError` when it is missing and ``create`` is False.
     """
-    from cryptography.hazmat.primitives import serialization
-
     path = private_key_path(purpose, keys_dir)
     _check_private_location(path)
     try:
@@ -225,8 +222,6 @@ def load_private_key(
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError):
         raise KeyPermissionError(f"{path} is not a PEM Ed25519 private key") from None
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyPermissionError(f"{path} is not an Ed25519 private key")
     fp = _publish(purpose, key.public_key(), keys_dir)
@@ -239,10 +234,34 @@ def ensure_keypair(keys_dir: str | os.PathLike[str] | None = None, purpose="sign
     return resolve_keys_dir(keys_dir)
 
 
-def rotate_key(purpose: str = "signing", keys_dir: str | os.PathLike[str] | None = None):
+@dataclass(frozen=True, kw_only=True)
+class KeyRotation(Result):
+    """A rotated key: ``purpose``, the old and new fingerprints (``old_fingerprint`` ``None``
+    when there was no key), the private key's path and the keyring directory."""
+
+    purpose: str
+    old_fingerprint: str | None
+    new_fingerprint: str
+    private_key: str
+    keyring: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "purpose": self.purpose,
+            "old_fingerprint": self.old_fingerprint,
+            "new_fingerprint": self.new_fingerprint,
+            "private_key": self.private_key,
+            "keyring": self.keyring,
+        }
+
+
+def rotate_key(
+    purpose: str = "signing", keys_dir: str | os.PathLike[str] | None = None
+) -> KeyRotation:
     """Replace the private key of ``purpose`` by a new one; old public keys stay trusted.
 
-    Returns ``{"purpose", "old_fingerprint", "new_fingerprint", "private_key", "keyring"}``.
+    The result's JSON keys: ``purpose``, ``old_fingerprint``, ``new_fingerprint``,
+    ``private_key``, ``keyring``.
     """
     path = private_key_path(purpose, keys_dir)
     old = None
@@ -251,21 +270,18 @@ def rotate_key(purpose: str = "signing", keys_dir: str | os.PathLike[str] | None
     _check_private_location(path)
     _new_private_key(path, replace=True)
     new = load_private_key(purpose, keys_dir, create=False)[1]
-    return {
-        "purpose": purpose,
-        "old_fingerprint": old,
-        "new_fingerprint": new,
-        "private_key": str(path),
-        "keyring": str(keyring_dir(keys_dir)),
-    }
+    return KeyRotation(
+        passed=True,
+        purpose=purpose,
+        old_fingerprint=old,
+        new_fingerprint=new,
+        private_key=str(path),
+        keyring=str(keyring_dir(keys_dir)),
+    )
 
 
 def public_keys(purpose: str = "signing", keys_dir=None) -> dict[str, Any]:
     """``{fingerprint: public key}`` of every trusted key of ``purpose`` (never a private key)."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     _purpose(purpose)
     files = []
     ring = keyring_dir(keys_dir)
@@ -319,8 +335,6 @@ def verify_message(
     Raises :class:`IntegrityError` naming ``what`` when the signature is malformed, names a key
     outside the keyring, or does not verify.
     """
-    from cryptography.exceptions import InvalidSignature
-
     if not isinstance(signature, str) or not signature:
         raise IntegrityError(f"{what} is missing")
     ring = keys if keys is not None else public_keys(purpose, keys_dir)

@@ -89,12 +89,19 @@ class Result:
         """The one-line failure message (first reason when the class names none better)."""
         return self.failure_message
 
+    def failure_hint(self) -> str | None:
+        """A second line naming what would help, printed as the error's ``Hint:`` (none here)."""
+        return None
+
     def raise_if_failed(self) -> Self:
         """Return ``self`` if it passed, else raise :class:`~quantcli.errors.GateFailedError`
-        (exit code 1) carrying ``reasons`` and the JSON-able result."""
+        (exit code 1) carrying ``reasons``, the JSON-able result and :meth:`failure_hint`."""
         if not self.passed:
             raise GateFailedError(
-                self.message(), reasons=list(self.reasons), result=jsonable(self.to_dict())
+                self.message(),
+                reasons=list(self.reasons),
+                result=jsonable(self.to_dict()),
+                hint=self.failure_hint(),
             )
         return self
 

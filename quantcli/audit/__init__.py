@@ -10,23 +10,29 @@ reordering or truncating records, or appending without the key, is reported by
 
 from __future__ import annotations
 
-from quantcli.audit._chain import GENESIS_HASH, features_sha256, record_hash
-from quantcli.audit._export import export_ledger
-from quantcli.audit._head import SignedHead, head_path, read_head
-from quantcli.audit._ledger import (
-    AuditLedger,
-    LedgerBrokenError,
+from quantcli.audit._anchor import (
+    LedgerAdoption,
+    LedgerAnchor,
     adopt_unsigned_ledger,
-    ledger_path,
+    anchor_ledger,
 )
-from quantcli.audit._verify import verify_ledger
+from quantcli.audit._chain import GENESIS_HASH, features_sha256, record_hash
+from quantcli.audit._export import LedgerExport, export_ledger
+from quantcli.audit._head import SignedHead, head_path, ledger_path, read_head
+from quantcli.audit._ledger import AuditLedger, LedgerBrokenError
+from quantcli.audit._verify import LedgerVerification, verify_ledger
 
 __all__ = [
     "GENESIS_HASH",
     "AuditLedger",
+    "LedgerAdoption",
+    "LedgerAnchor",
     "LedgerBrokenError",
+    "LedgerExport",
+    "LedgerVerification",
     "SignedHead",
     "adopt_unsigned_ledger",
+    "anchor_ledger",
     "export_ledger",
     "features_sha256",
     "head_path",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import polars as pl
 
 from quantcli.audit._verify import verify_ledger
 from quantcli.errors import InputError, IntegrityError
+from quantcli.results import Result
 
 # The exported columns, in order. ``onnx_model`` is flattened into name and sha256.
 EXPORT_SCHEMA: dict[str, pl.DataType] = {
@@ -37,6 +39,27 @@ EXPORT_SCHEMA: dict[str, pl.DataType] = {
     "prev_hash": pl.String(),
     "hash": pl.String(),
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerExport(Result):
+    """``rows`` records (of the ``ledger_records`` verified, ending in ``head_hash``) recorded at
+    or after ``since`` (ISO-8601 UTC, or ``None`` for all), written to the Parquet ``output``."""
+
+    output: str
+    rows: int
+    since: str | None
+    ledger_records: int
+    head_hash: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "rows": self.rows,
+            "since": self.since,
+            "ledger_records": self.ledger_records,
+            "head_hash": self.head_hash,
+        }
 
 
 def parse_since(since: str | date | datetime | None) -> datetime | None:
@@ -76,7 +99,7 @@ def export_ledger(
     *,
     since: str | date | datetime | None = None,
     path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> LedgerExport:
     """Write the ledger's records recorded at or after ``since`` to the Parquet file ``output``.
 
     The chain is verified first: a broken ledger is not exported (:class:`IntegrityError`, exit
@@ -90,15 +113,15 @@ def export_ledger(
     if not out.parent.is_dir():
         raise InputError(f"--output: the directory {out.parent} does not exist")
     check = verify_ledger(path)
-    if not check["ok"]:
-        b = check["first_broken"]
+    if not check.passed:
+        b = check.first_broken
         raise IntegrityError(
-            f"{check['path']}: record seq {b['seq']} (line {b['line']}) is broken: {b['reason']}; "
+            f"{check.path}: record seq {b['seq']} (line {b['line']}) is broken: {b['reason']}; "
             "refusing to export",
             hint="run `qcli audit verify` for details",
         )
     rows = []
-    with open(check["path"], "rb") as fh:
+    with open(check.path, "rb") as fh:
         for raw in fh:
             row = _row(json.loads(raw))
             if since_dt is None or row["recorded_at"] >= since_dt:
@@ -110,10 +133,11 @@ def export_ledger(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return {
-        "output": str(out),
-        "rows": frame.height,
-        "since": since_dt.isoformat() if since_dt else None,
-        "ledger_records": check["records"],
-        "head_hash": check["head_hash"],
-    }
+    return LedgerExport(
+        passed=True,
+        output=str(out),
+        rows=frame.height,
+        since=since_dt.isoformat() if since_dt else None,
+        ledger_records=check.records,
+        head_hash=check.head_hash,
+    )

@@ -1,4 +1,4 @@
-"""The signed head: ``<ledger>.head``, the ledger's record count and last hash, signed.
+"""Where the ledger lives, and its signed head: ``<ledger>.head``, the record count and last hash.
 
 The file holds two fixed-size slots; the writer overwrites slot ``count % 2`` in place after every
 append (one ``pwrite``), so a write torn by a crash leaves the other slot, one append older,
@@ -21,11 +21,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from quantcli import config
 from quantcli.audit._chain import head_statement
 from quantcli.errors import IntegrityError
+from quantcli.integrity import verify_message
 
+LEDGER_FILE = "ledger.jsonl"
 SLOT_BYTES = 512
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def ledger_path() -> Path:
+    """``$QCLI_HOME/audit/ledger.jsonl``."""
+    return config.audit_dir() / LEDGER_FILE
 
 
 def head_path(ledger: str | os.PathLike[str]) -> Path:
@@ -77,8 +85,6 @@ def write_slot(fd: int, count: int, head_hash: str, sig: str) -> None:
 
 def parse_slot(raw: bytes, keys: dict[str, Any]) -> SignedHead | None:
     """The slot's head if it parses and its signature verifies with ``keys``, else ``None``."""
-    from quantcli.integrity import verify_message
-
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError):

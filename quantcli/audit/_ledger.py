@@ -40,12 +40,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from quantcli import config
 from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, head_statement, record_line
-from quantcli.audit._head import head_path, read_head, write_slot
+from quantcli.audit._head import head_path, ledger_path, read_head, write_slot
+from quantcli.audit._verify import check_record
 from quantcli.errors import InputError, IntegrityError
+from quantcli.integrity import load_private_key, public_keys, sign_message
 
-LEDGER_FILE = "ledger.jsonl"
 _DURABILITY = ("batch", "always")
 
 
@@ -59,11 +59,6 @@ class LedgerBrokenError(IntegrityError):
     exit_code = 2
 
 
-def ledger_path() -> Path:
-    """``$QCLI_HOME/audit/ledger.jsonl``."""
-    return config.audit_dir() / LEDGER_FILE
-
-
 def _json_clean(value: Any) -> Any:
     """JSON has no NaN/Infinity: store them as null (the hash covers exactly what is stored)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -75,7 +70,8 @@ def _json_clean(value: Any) -> Any:
     return value
 
 
-def _broken(path: Path, what: str) -> LedgerBrokenError:
+def refusal(path: Path, what: str) -> LedgerBrokenError:
+    """The error refusing to extend the ledger at ``path``, broken as ``what`` says."""
     return LedgerBrokenError(
         f"{path}: {what}; refusing to append to a broken audit ledger",
         hint="run `qcli audit verify` to locate the break; the ledger is never repaired "
@@ -110,8 +106,6 @@ class AuditLedger:
         durability: str = "batch",
         fsync_interval_s: float = 0.02,
     ) -> None:
-        from quantcli.integrity import load_private_key, public_keys
-
         if durability not in _DURABILITY:
             raise InputError(
                 f"`durability` must be one of {_DURABILITY}, got `durability={durability!r}`."
@@ -129,7 +123,7 @@ class AuditLedger:
         self._closed = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists() and self.head_path.exists():
-            raise _broken(self.path, "the ledger was deleted but its signed head remains")
+            raise refusal(self.path, "the ledger was deleted but its signed head remains")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             # a head is created only with a new (empty) ledger: never beside existing records
@@ -137,7 +131,7 @@ class AuditLedger:
             self._head_fd = os.open(self.head_path, flags, 0o644)
         except FileNotFoundError:
             os.close(self._fd)
-            err = _broken(
+            err = refusal(
                 self.path,
                 f"no signed head ({self.head_path.name} is missing) beside existing records",
             )
@@ -181,19 +175,19 @@ class AuditLedger:
         head = read_head(self.head_path, self._keys)
         if size == 0:
             if head is not None and head.count > 0:
-                raise _broken(
+                raise refusal(
                     self.path,
                     f"the ledger is empty but its signed head counts {head.count} records "
                     "(it was truncated)",
                 )
             if head is None:
                 if os.fstat(self._head_fd).st_size > 0:
-                    raise _broken(self.path, "its signed head does not verify")
+                    raise refusal(self.path, "its signed head does not verify")
                 self._write_head(0, GENESIS_HASH)
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
             return
         if head is None:
-            err = _broken(
+            err = refusal(
                 self.path,
                 f"no valid signed head ({self.head_path.name} is missing, unreadable or not "
                 "signed by a ledger key in the keyring)",
@@ -205,18 +199,16 @@ class AuditLedger:
             raise err
         self._load_tail(size)
         if self._next_seq < head.count:
-            raise _broken(
+            raise refusal(
                 self.path,
                 f"the ledger ends after {self._next_seq} records but its signed head counts "
                 f"{head.count} (it was truncated)",
             )
         if self._next_seq == head.count and self._prev_hash != head.head_hash:
-            raise _broken(self.path, "its last record is not the one the signed head names")
+            raise refusal(self.path, "its last record is not the one the signed head names")
 
     def _load_tail(self, size: int) -> None:
         """Read and check the last record (seq, hash, signature) of a file of ``size`` bytes."""
-        from quantcli.audit._verify import check_record
-
         if size == 0:
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
             return
@@ -225,7 +217,7 @@ class AuditLedger:
             start = max(0, size - chunk)
             data = os.pread(self._fd, size - start, start)
             if not data.endswith(b"\n"):
-                raise _broken(self.path, "the last record is incomplete (no trailing newline)")
+                raise refusal(self.path, "the last record is incomplete (no trailing newline)")
             body = data[:-1]
             cut = body.rfind(b"\n")
             if cut >= 0 or start == 0:
@@ -234,9 +226,9 @@ class AuditLedger:
             chunk *= 4
         rec, reason = check_record(last, None, None, self._keys)
         if rec is None:
-            raise _broken(self.path, f"the last record is not intact: {reason}")
+            raise refusal(self.path, f"the last record is not intact: {reason}")
         if "sig" not in rec:
-            raise _broken(
+            raise refusal(
                 self.path,
                 f"the last record (seq {rec['seq']}) carries no ledger signature: it was "
                 "appended without the ledger key",
@@ -246,8 +238,6 @@ class AuditLedger:
         self._size = size
 
     def _write_head(self, count: int, head_hash: str, sig: str | None = None) -> str:
-        from quantcli.integrity import sign_message
-
         if sig is None:
             sig = sign_message(head_statement(count, head_hash), "ledger", key=self._key)
         write_slot(self._head_fd, count, head_hash, sig)
@@ -261,8 +251,6 @@ class AuditLedger:
         even when another process appends at the same time. The last one carries ``sig``.
         Raises :class:`LedgerBrokenError` when someone else left the ledger's end broken.
         """
-        from quantcli.integrity import sign_message
-
         if self._closed:
             raise RuntimeError("AuditLedger is closed")
         if not entries:
@@ -273,7 +261,7 @@ class AuditLedger:
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
                     if size < self._size:
-                        raise _broken(
+                        raise refusal(
                             self.path, f"it shrank from {self._size} to {size} bytes (truncated)"
                         )
                     self._load_tail(size)
@@ -365,57 +353,3 @@ class AuditLedger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def adopt_unsigned_ledger(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Sign a ledger written before records were signed, so it can be verified and extended.
-
-    Such a ledger has a hash chain but no signatures and no signed head; ``AuditLedger`` refuses
-    it. Adoption walks the chain (every record must be intact and unsigned, the head file must
-    not exist), then appends one signed record ``{"event": "adopted", "adopted_records": N}``:
-    through the chain, its signature vouches for the N records as they are *now*. Edits made
-    before adoption cannot be detected; every edit after it can.
-    """
-    from quantcli.audit._verify import check_record
-    from quantcli.integrity import load_private_key, public_keys, sign_message
-
-    p = Path(path) if path is not None else ledger_path()
-    if not p.is_file():
-        raise InputError(f"no audit ledger at {p} to adopt")
-    hp = head_path(p)
-    if hp.exists() and hp.stat().st_size > 0:
-        raise InputError(
-            f"{p} already has a signed head ({hp.name}): nothing to adopt",
-            hint="run `qcli audit verify`",
-        )
-    key = load_private_key("ledger")
-    keys = public_keys("ledger")
-    fd = os.open(p, os.O_RDWR | os.O_APPEND)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        data = p.read_bytes()
-        if data and not data.endswith(b"\n"):
-            raise _broken(p, "the last record is incomplete (no trailing newline)")
-        prev, seq = GENESIS_HASH, 0
-        for line in data.splitlines():
-            rec, reason = check_record(line, seq, prev, keys)
-            if rec is None:
-                raise _broken(p, f"record seq {seq} is not intact ({reason}): not adopting it")
-            if "sig" in rec:
-                raise _broken(p, f"record seq {seq} is already signed but the head is missing")
-            prev, seq = rec["hash"], seq + 1
-        rec = {"event": "adopted", "adopted_records": seq, "seq": seq, "prev_hash": prev}
-        body = canonical_bytes(rec)
-        digest = hashlib.sha256(body).hexdigest()
-        sig = sign_message(head_statement(seq + 1, digest), "ledger", key=key)
-        os.write(fd, record_line(body, digest, sig) + b"\n")
-        os.fsync(fd)
-        head_fd = os.open(hp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_slot(head_fd, seq + 1, digest, sig)
-            os.fsync(head_fd)
-        finally:
-            os.close(head_fd)
-    finally:
-        os.close(fd)
-    return {"path": str(p), "adopted_records": seq, "head_hash": digest, "key": key[1]}

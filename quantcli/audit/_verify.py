@@ -6,12 +6,15 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, head_statement, record_line
-from quantcli.audit._head import head_path, read_head
+from quantcli.audit._head import SignedHead, head_path, ledger_path, read_head
 from quantcli.errors import InputError, IntegrityError, NotFoundError
+from quantcli.integrity import public_keys, verify_message
+from quantcli.results import Result
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -24,8 +27,6 @@ def check_record(
     ``expected_seq``/``prev_hash`` ``None`` skip the link checks (the writer's tail check).
     Never raises on hostile bytes.
     """
-    from quantcli.integrity import verify_message
-
     try:
         rec = json.loads(raw)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -57,10 +58,78 @@ def check_record(
     return rec, None
 
 
-def _ledger_keys() -> dict[str, Any]:
-    from quantcli.integrity import public_keys
+@dataclass(frozen=True, kw_only=True)
+class LedgerVerification(Result):
+    """The verdict of :func:`verify_ledger`; ``passed`` (``ok`` in the JSON) when nothing broke.
 
-    return public_keys("ledger")
+    ``records`` counts the intact records before the first break, ``head_hash`` is the hash of
+    the last of them (``None`` when broken), ``last_anchored`` the ``{"seq", "hash"}`` of the
+    last record a valid signature covers, ``unanchored_tail`` the records after it,
+    ``signed_head`` the verified head (or ``None``), ``pinned_seq`` the seq of ``expect_head``,
+    and ``first_broken`` ``None`` or ``{"kind": record | tail | truncated | head | pin, "line":
+    1-based line, "seq": the seq expected there, "reason": ...}``; ``reasons`` holds its reason.
+    """
+
+    path: str
+    records: int
+    head_hash: str | None
+    last_anchored: dict[str, Any] | None
+    unanchored_tail: int
+    signed_head: dict[str, Any] | None
+    expect_head: str | None
+    pinned_seq: int | None
+    first_broken: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.passed,
+            "records": self.records,
+            "head_hash": self.head_hash,
+            "last_anchored": self.last_anchored,
+            "unanchored_tail": self.unanchored_tail,
+            "signed_head": self.signed_head,
+            "expect_head": self.expect_head,
+            "pinned_seq": self.pinned_seq,
+            "first_broken": self.first_broken,
+        }
+
+    def message(self) -> str:
+        b = self.first_broken or {}
+        where = (
+            f" at record seq {b['seq']} (line {b['line']})"
+            if b.get("kind") in ("record", "tail")
+            else ""
+        )
+        return f"{self.path}: broken{where}"
+
+    def failure_hint(self) -> str | None:
+        anchored = self.last_anchored
+        return (
+            f"{self.records} records before it are intact; last anchored record: "
+            + (f"seq {anchored['seq']}" if anchored else "none")
+            + f"; unanchored tail: {self.unanchored_tail} records"
+        )
+
+
+@dataclass
+class _Walk:
+    """The state of one pass over the records."""
+
+    prev: str = GENESIS_HASH
+    expected: int = 0  # the next seq, i.e. the intact records so far
+    broken: dict[str, Any] | None = None
+    last_signed: tuple[int, str] | None = None
+    pin_seq: int | None = None
+    head_matches: bool = False
+
+    @property
+    def first_unsigned(self) -> int:
+        return 0 if self.last_signed is None else self.last_signed[0] + 1
 
 
 def verify_ledger(
@@ -68,7 +137,7 @@ def verify_ledger(
     *,
     expect_head: str | None = None,
     keys: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> LedgerVerification:
     """Verify every record of the ledger, its signatures and its signed head, in order.
 
     A record is intact when its line is the canonical JSON the writer stores, its ``seq`` is the
@@ -83,22 +152,50 @@ def verify_ledger(
 
     Returns
     -------
-    dict
-        ``path``, ``ok``, ``records`` (intact records before the first break), ``head_hash`` (hash
-        of the last of them), ``last_anchored`` (``{"seq", "hash"}`` of the last record a valid
-        signature covers, or ``None``), ``unanchored_tail`` (records after it), ``signed_head``
-        (the verified head, or ``None``), ``expect_head`` and ``first_broken``: ``None`` or
-        ``{"kind": record | tail | truncated | head | pin, "line": 1-based line, "seq": the seq
-        expected there, "reason": ...}``.
+    LedgerVerification
+        ``passed`` and the first break, if any (see the class); ``to_dict()`` gives the JSON keys
+        ``path``, ``ok``, ``records``, ``head_hash``, ``last_anchored``, ``unanchored_tail``,
+        ``signed_head``, ``expect_head``, ``pinned_seq`` and ``first_broken``.
     """
-    p = Path(path) if path is not None else _default_path()
+    p = Path(path) if path is not None else ledger_path()
     if expect_head is not None and not _HEX64.match(expect_head):
         raise InputError(
             f"--expect-head: {expect_head[:80]!r} is not a 64-digit lower-case hex hash",
             hint="use the head_hash printed by `qcli audit anchor`",
         )
+    keys = keys if keys is not None else public_keys("ledger")
+    data = _read_ledger(p, keys)
+    head = read_head(head_path(p), keys)
+    walk = _walk_records(data, keys, head, expect_head)
+    intact = walk.expected
+    tail = intact - walk.first_unsigned
+    if walk.broken is None:
+        intact = _check_end(walk, head, p, tail, expect_head)
+    broken = walk.broken
+    if broken is not None and broken["kind"] == "record":
+        intact = broken["seq"]
+    last = walk.last_signed
+    return LedgerVerification(
+        passed=broken is None,
+        reasons=() if broken is None else (broken["reason"],),
+        path=str(p),
+        records=intact,
+        head_hash=walk.prev if broken is None else None,
+        last_anchored=None
+        if last is None or (broken is not None and last[0] >= intact)
+        else {"seq": last[0], "hash": last[1]},
+        unanchored_tail=tail,
+        signed_head=head.to_dict() if head is not None else None,
+        expect_head=expect_head,
+        pinned_seq=walk.pin_seq,
+        first_broken=broken,
+    )
+
+
+def _read_ledger(p: Path, keys: dict[str, Any]) -> bytes:
+    """The ledger's bytes; a deleted ledger whose head remains is an :class:`IntegrityError`."""
     if not p.exists() and head_path(p).exists():
-        head = read_head(head_path(p), keys if keys is not None else _ledger_keys())
+        head = read_head(head_path(p), keys)
         counted = f"its signed head counts {head.count} records" if head else "its head remains"
         raise IntegrityError(
             f"{p}: the audit ledger was deleted ({counted})",
@@ -110,129 +207,119 @@ def verify_ledger(
             hint="the ledger is created by the first prediction (`qcli predict` or `qcli serve`)",
         )
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except (IsADirectoryError, PermissionError) as exc:
         raise InputError(f"{p}: cannot read the ledger ({exc.strerror})") from None
-    keys = keys if keys is not None else _ledger_keys()
-    head = read_head(head_path(p), keys)
+
+
+def _walk_records(
+    data: bytes, keys: dict[str, Any], head: SignedHead | None, expect_head: str | None
+) -> _Walk:
+    """Check the records in order; stop at the first broken one."""
     lines = data.split(b"\n")
     trailing_partial = lines[-1] != b""
     if not trailing_partial:
         lines = lines[:-1]
-    prev, expected, broken = GENESIS_HASH, 0, None
-    last_signed: tuple[int, str] | None = None
-    pin_seq = None
-    head_matches = head is not None and head.count == 0
+    walk = _Walk(head_matches=head is not None and head.count == 0)
     for i, raw in enumerate(lines, start=1):
+        expected = walk.expected
         if trailing_partial and i == len(lines):
             rec, reason = None, "incomplete record (no trailing newline): a write was cut short"
         else:
-            rec, reason = check_record(raw, expected, prev, keys)
-        if reason is not None and "ledger signature" in reason:
-            first = 0 if last_signed is None else last_signed[0] + 1
-            broken = _broken(
-                "record",
-                first + 1,
-                first,
-                f"records seq {first}..{expected} are not covered by a valid signature "
-                f"(seq {expected}: {reason.split(': ', 1)[-1]}); one of them was altered",
-            )
-            break
+            rec, reason = check_record(raw, expected, walk.prev, keys)
         if reason is not None:
-            first = 0 if last_signed is None else last_signed[0] + 1
-            if first < expected:  # no signature vouches for the records since the last one
-                reason += (
-                    f"; records seq {first}..{expected - 1} before it are not covered by a "
-                    "signature, so they cannot be trusted either"
-                )
-                broken = _broken("record", first + 1, first, f"seq {expected}: {reason}")
-            else:
-                broken = _broken("record", i, expected, reason)
-            break
+            walk.broken = _record_break(walk, i, reason)
+            return walk
         assert rec is not None
-        prev = rec["hash"]
+        walk.prev = rec["hash"]
         if "sig" in rec:
-            last_signed = (expected, prev)
+            walk.last_signed = (expected, walk.prev)
         if head is not None and expected == head.count - 1:
-            head_matches = prev == head.head_hash
-        if expect_head is not None and prev == expect_head:
-            pin_seq = expected
-        expected += 1
-    intact = expected
-    tail = intact - (last_signed[0] + 1 if last_signed else 0)
-    if broken is None and head is not None and head.count > intact:
+            walk.head_matches = walk.prev == head.head_hash
+        if expect_head is not None and walk.prev == expect_head:
+            walk.pin_seq = expected
+        walk.expected += 1
+    return walk
+
+
+def _record_break(walk: _Walk, line: int, reason: str) -> dict[str, Any]:
+    """The break at record ``walk.expected``, named at the first record no signature vouches for."""
+    first, expected = walk.first_unsigned, walk.expected
+    if "ledger signature" in reason:
+        return _broken(
+            "record",
+            first + 1,
+            first,
+            f"records seq {first}..{expected} are not covered by a valid signature "
+            f"(seq {expected}: {reason.split(': ', 1)[-1]}); one of them was altered",
+        )
+    if first < expected:  # no signature vouches for the records since the last one
+        reason += (
+            f"; records seq {first}..{expected - 1} before it are not covered by a "
+            "signature, so they cannot be trusted either"
+        )
+        return _broken("record", first + 1, first, f"seq {expected}: {reason}")
+    return _broken("record", line, expected, reason)
+
+
+def _check_end(
+    walk: _Walk, head: SignedHead | None, p: Path, tail: int, expect_head: str | None
+) -> int:
+    """Every record is intact: check the end against the signed head and the pin. Sets
+    ``walk.broken`` on a break; returns the count of records that remain trusted."""
+    intact = walk.expected
+    if head is not None and head.count > intact:
         first = intact - tail
         unverifiable = (
             f"; records seq {first}..{intact - 1} after the last signature cannot be verified"
             if tail
             else ""
         )
-        broken = _broken(
+        walk.broken = _broken(
             "truncated",
             first + 1,
             first,
             f"the ledger ends after {intact} records but its signed head counts {head.count}: "
             f"{head.count - intact} trailing record(s) were removed{unverifiable}",
         )
-        intact = first
-    if broken is None and tail > 0:
+        return first
+    if tail > 0:
         first = intact - tail
-        broken = _broken(
+        walk.broken = _broken(
             "tail",
             first + 1,
             first,
             f"record seq {first} and the {tail - 1} after it carry no valid ledger signature: "
             "appended without the ledger key",
         )
-        intact = first
-    if broken is None and head is not None and not head_matches:
-        broken = _broken(
+        return first
+    if head is not None and not walk.head_matches:
+        walk.broken = _broken(
             "head",
             head.count,
             head.count - 1,
             f"record seq {head.count - 1} is not the record the signed head names "
             "(the ledger was rewritten)",
         )
-        intact = head.count - 1
-    if broken is None and head is None:
-        broken = _broken(
+        return head.count - 1
+    if head is None:
+        walk.broken = _broken(
             "head",
             intact + 1,
             intact,
             f"no valid signed head: {head_path(p).name} is missing, unreadable or not signed by "
             "a ledger key in the keyring",
         )
-    if broken is None and expect_head is not None and pin_seq is None:
-        broken = _broken(
+    elif expect_head is not None and walk.pin_seq is None:
+        walk.broken = _broken(
             "pin",
             intact + 1,
             intact,
             f"the pinned head {expect_head[:16]}... is not in the ledger: it was truncated or "
             "rewritten before that record",
         )
-    if broken is not None and broken["kind"] == "record":
-        intact = broken["seq"]
-    return {
-        "path": str(p),
-        "ok": broken is None,
-        "records": intact,
-        "head_hash": prev if broken is None else None,
-        "last_anchored": None
-        if last_signed is None or (broken is not None and last_signed[0] >= intact)
-        else {"seq": last_signed[0], "hash": last_signed[1]},
-        "unanchored_tail": tail,
-        "signed_head": head.to_dict() if head is not None else None,
-        "expect_head": expect_head,
-        "pinned_seq": pin_seq,
-        "first_broken": broken,
-    }
+    return intact
 
 
 def _broken(kind: str, line: int, seq: int, reason: str) -> dict[str, Any]:
     return {"kind": kind, "line": line, "seq": seq, "reason": reason}
-
-
-def _default_path() -> Path:
-    from quantcli.audit._ledger import ledger_path
-
-    return ledger_path()

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from quantcli.audit import adopt_unsigned_ledger, anchor_ledger, export_ledger, verify_ledger
 from quantcli.cli._common import JsonOpt, emit
-from quantcli.errors import IntegrityError
+from quantcli.errors import InputError
+from quantcli.integrity import PURPOSES, rotate_key
 
 app = typer.Typer(
     help="Verify, anchor and export the tamper-evident prediction audit ledger.",
@@ -50,36 +52,19 @@ def verify_cmd(
 
         qcli audit verify --expect-head 3f2a...c9 --json
     """
-    from quantcli.audit import verify_ledger
+    result = verify_ledger(ledger, expect_head=expect_head).raise_if_failed()
 
-    result = verify_ledger(ledger, expect_head=expect_head)
-    if result["ok"]:
+    def render(con) -> None:
+        anchored = result.last_anchored
+        last = f"seq {anchored['seq']}" if anchored else "none (empty ledger)"
+        con.print(
+            f"[green]OK[/]: {result.records} records, chain and signatures intact, "
+            f"last anchored record {last}, no unanchored tail (head {result.head_hash[:16]}...)"
+        )
+        if result.pinned_seq is not None:
+            con.print(f"pinned head found at seq {result.pinned_seq}")
 
-        def render(con) -> None:
-            anchored = result["last_anchored"]
-            last = f"seq {anchored['seq']}" if anchored else "none (empty ledger)"
-            con.print(
-                f"[green]OK[/]: {result['records']} records, chain and signatures intact, "
-                f"last anchored record {last}, no unanchored tail "
-                f"(head {result['head_hash'][:16]}...)"
-            )
-            if result["pinned_seq"] is not None:
-                con.print(f"pinned head found at seq {result['pinned_seq']}")
-
-        emit(result, json_mode, render)
-        return
-    b = result["first_broken"]
-    emit(result, json_mode)  # the JSON result, then the one-line error on stderr
-    anchored = result["last_anchored"]
-    where = (
-        f" at record seq {b['seq']} (line {b['line']})" if b["kind"] in ("record", "tail") else ""
-    )
-    raise IntegrityError(
-        f"{result['path']}: broken{where}: {b['reason']}",
-        hint=f"{result['records']} records before it are intact; last anchored record: "
-        + (f"seq {anchored['seq']}" if anchored else "none")
-        + f"; unanchored tail: {result['unanchored_tail']} records",
-    )
+    emit(result, json_mode, render)
 
 
 @app.command("anchor")
@@ -96,39 +81,13 @@ def anchor_cmd(ledger: LedgerOpt = None, json_mode: JsonOpt = False) -> None:
 
         qcli audit anchor --json >> /mnt/worm/quantcli-anchors.jsonl
     """
-    from quantcli.audit import verify_ledger
-    from quantcli.audit._ledger import ledger_path
-
-    result = verify_ledger(ledger)
-    if not result["ok"]:
-        b = result["first_broken"]
-        raise IntegrityError(
-            f"{result['path']}: not anchoring a broken ledger: {b['reason']}",
-            hint="run `qcli audit verify` for details",
-        )
-    import json
-
-    path = Path(result["path"]) if ledger is None else ledger
-    anchored = result["last_anchored"]
-    sig = None
-    if anchored is not None:
-        lines = (ledger or ledger_path()).read_bytes().splitlines()
-        sig = json.loads(lines[anchored["seq"]]).get("sig")
-    head = result["signed_head"] or {}
-    out = {
-        "path": str(path),
-        "count": result["records"],
-        "head_hash": result["head_hash"],
-        "sig": sig or head.get("sig"),
-        "key": (sig or head.get("sig") or "::").split(":")[1] or None,
-        "statement": f"quantcli-ledger-head:v1:{result['records']}:{result['head_hash']}",
-    }
+    out = anchor_ledger(ledger)
     emit(
         out,
         json_mode,
         lambda con: con.print(
-            f"count {out['count']}\nhead_hash {out['head_hash']}\nkey {out['key']}\n"
-            f"sig {out['sig']}\nverify later: qcli audit verify --expect-head {out['head_hash']}"
+            f"count {out.count}\nhead_hash {out.head_hash}\nkey {out.key}\n"
+            f"sig {out.sig}\nverify later: qcli audit verify --expect-head {out.head_hash}"
         ),
     )
 
@@ -144,15 +103,13 @@ def adopt_cmd(ledger: LedgerOpt = None, json_mode: JsonOpt = False) -> None:
 
         qcli audit adopt
     """
-    from quantcli.audit import adopt_unsigned_ledger
-
     result = adopt_unsigned_ledger(ledger)
     emit(
         result,
         json_mode,
         lambda con: con.print(
-            f"adopted {result['adopted_records']} records of {result['path']} "
-            f"(head {result['head_hash'][:16]}..., key {result['key']})"
+            f"adopted {result.adopted_records} records of {result.path} "
+            f"(head {result.head_hash[:16]}..., key {result.key})"
         ),
     )
 
@@ -175,9 +132,6 @@ def rotate_key_cmd(
 
         qcli audit rotate-key --purpose signing
     """
-    from quantcli.errors import InputError
-    from quantcli.integrity import PURPOSES, rotate_key
-
     if purpose not in PURPOSES:
         raise InputError(f"--purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
     result = rotate_key(purpose)
@@ -185,8 +139,8 @@ def rotate_key_cmd(
         result,
         json_mode,
         lambda con: con.print(
-            f"{purpose} key rotated: {result['old_fingerprint'] or 'none'} -> "
-            f"{result['new_fingerprint']} (keyring {result['keyring']})"
+            f"{purpose} key rotated: {result.old_fingerprint or 'none'} -> "
+            f"{result.new_fingerprint} (keyring {result.keyring})"
         ),
     )
 
@@ -209,11 +163,7 @@ def export_cmd(
 
         qcli audit export --since 2026-01-01 --output january.parquet --json
     """
-    from quantcli.audit import export_ledger
-
     result = export_ledger(output, since=since, path=ledger)
     emit(
-        result,
-        json_mode,
-        lambda con: con.print(f"wrote {result['rows']} records to {result['output']}"),
+        result, json_mode, lambda con: con.print(f"wrote {result.rows} records to {result.output}")
     )
