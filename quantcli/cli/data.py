@@ -11,10 +11,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from quantcli.cli._choices import ExportFormat
 from quantcli.cli._common import JsonOpt, emit, note, progress
 from quantcli.data.defaults import DEFAULT_OUTLIER_Z
+from quantcli.data.export import export_bars
+from quantcli.data.ingest import ingest_files, ingest_sample, validate_files
+from quantcli.data.spacing import parse_interval
+from quantcli.data.summary import bars_summary
+from quantcli.data.window import TimestampWindow
+from quantcli.errors import InputError
+from quantcli.features.bar_spacing import declared_interval
+from quantcli.workspace import Workspace
 
 app = typer.Typer(
     help="Ingest, validate and summarise OHLCV bars in the offline store.", no_args_is_help=True
@@ -70,17 +80,11 @@ OutlierOpt = Annotated[
 ]
 
 
-def _window(config: Path | None, earliest: str | None, latest: str | None):
-    from quantcli.config import load_config
-    from quantcli.data.window import TimestampWindow
-
-    return TimestampWindow.from_config(load_config(config)["data"], earliest, latest)
+def _window(ws: Workspace, earliest: str | None, latest: str | None) -> TimestampWindow:
+    return TimestampWindow.from_config(ws.section("data"), earliest, latest)
 
 
-def _quality_table(quality: dict[str, Any]):
-    from rich.markup import escape
-    from rich.table import Table
-
+def _quality_table(quality: dict[str, Any]) -> Table:
     table = Table(title=f"Data quality: {quality['rows']} bars, {quality['symbols']} symbols")
     table.add_column("check")
     table.add_column("severity")
@@ -97,10 +101,7 @@ def _quality_table(quality: dict[str, Any]):
     return table
 
 
-def _ingest_table(result: dict[str, Any]):
-    from rich.markup import escape
-    from rich.table import Table
-
+def _ingest_table(result: dict[str, Any]) -> Table:
     table = Table(title="Ingest", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
@@ -121,8 +122,6 @@ def _run_with_progress(json_mode: bool, fn):
     Step descriptions quote user data (file names) that may contain ``[...]``: escaped so rich
     shows them as written. Error messages are escaped once, by the root error handler.
     """
-    from rich.markup import escape
-
     with progress(json_mode) as bar:
         task = bar.add_task("starting", total=None)
         return fn(lambda step: bar.update(task, description=escape(step)))
@@ -173,42 +172,32 @@ def ingest(
 
         qcli data ingest fx_hourly.parquet --feature-set fx_hourly_v1
     """
-    from quantcli.data.ingest import ingest_files, ingest_sample
-    from quantcli.data.spacing import parse_interval
-    from quantcli.errors import InputError
-
     if sample and paths:
         raise InputError("give either PATH... or --sample, not both")
     if not sample and not paths:
         raise InputError("nothing to ingest", hint="pass CSV/Parquet paths, or --sample")
-    fs = None
-    if feature_set is not None:
-        from quantcli.features.definitions import load_feature_set
-
-        fs = load_feature_set(feature_set)
-        interval = interval or fs.frequency
-    step = parse_interval(interval) if interval is not None else None
-    window = _window(config, earliest, latest)
-    checks = {"outlier_z": outlier_z, "window": window, "interval": step}
+    ws = Workspace.from_env(config=config)
+    declared, declared_by = declared_interval(feature_set, interval, ws.section("features"))
+    gaps_against = interval or (declared if feature_set is not None else None)
+    checks: dict[str, Any] = {
+        "outlier_z": outlier_z,
+        "window": _window(ws, earliest, latest),
+        "interval": parse_interval(gaps_against) if gaps_against is not None else None,
+        "workspace": ws,
+        "declared_interval": declared,
+        "declared_by": declared_by,
+    }
     if sample:
         result = _run_with_progress(
             json_mode, lambda on_step: ingest_sample(on_step=on_step, **checks)
         )
     else:
         result = _run_with_progress(
-            json_mode,
-            lambda on_step: ingest_files(paths, symbol, on_step=on_step, **checks),
+            json_mode, lambda on_step: ingest_files(paths, symbol, on_step=on_step, **checks)
         )
+    for message in result.warnings:
+        note(f"Warning: {escape(message)}", json_mode)
     out = result.to_dict()
-    if fs is not None:
-        from quantcli.features.bar_spacing import check_stored_bars
-        from quantcli.store.offline import OfflineStore
-
-        with OfflineStore(read_only=True) as store:
-            spacing = check_stored_bars(store, fs, out["symbols"], gaps=False)
-        out["spacing"] = spacing.to_dict()
-        for message in spacing.messages():
-            note(f"Warning: {message}", json_mode)
     emit(
         out,
         json_mode,
@@ -239,18 +228,15 @@ def validate(
 
         qcli data validate aapl.parquet --symbol AAPL --interval 5m --json
     """
-    from quantcli.data.ingest import read_files
-    from quantcli.data.spacing import parse_interval
-
     step = parse_interval(interval) if interval is not None else None
-    window = _window(config, earliest, latest)
-    _bars, report, _ = _run_with_progress(
+    window = _window(Workspace.from_env(config=config), earliest, latest)
+    result = _run_with_progress(
         json_mode,
-        lambda on_step: read_files(
+        lambda on_step: validate_files(
             paths, symbol, outlier_z=outlier_z, on_step=on_step, window=window, interval=step
         ),
     )
-    out = {"accepted": True, "quality": report.to_dict()}
+    out = result.to_dict()
     emit(out, json_mode, lambda c: c.print(_quality_table(out["quality"])))
 
 
@@ -269,8 +255,6 @@ def summary(
 
         qcli data summary --json
     """
-    from quantcli.data.summary import bars_summary
-
     out = bars_summary(recent_ingests=recent)
     if not json_mode and out["symbols"] == 0:
         note("the bars table is empty: run `qcli data ingest PATH` (or --sample)")
@@ -278,9 +262,6 @@ def summary(
 
 
 def _render_summary(console, out: dict[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(
         title=f"bars: {out['rows']} rows, {out['symbols']} symbols ({escape(out['store'])})"
     )
@@ -354,13 +335,6 @@ def split_symbols(symbols: str | None) -> list[str] | None:
     return [s.strip() for s in symbols.split(",") if s.strip()]
 
 
-def export_summary(out: dict[str, Any]) -> str:
-    return (
-        f"{out['rows']} rows of {len(out['symbols'])} symbol(s) from {out['table']} "
-        f"({out['start']} .. {out['end']}) -> {out['path']} ({out['format']})"
-    )
-
-
 @app.command("export")
 def export_cmd(
     output: ExportOutputOpt,
@@ -381,16 +355,11 @@ def export_cmd(
 
         qcli data export -o spx.csv --symbols SPX --since 2018-01-01 --json
     """
-    from rich.markup import escape
-
-    from quantcli.store.export import export_table
-
-    out = export_table(
-        "bars",
+    result = export_bars(
         output,
         fmt=None if fmt is None else fmt.value,
         symbols=split_symbols(symbols),
         since=since,
         until=until,
     )
-    emit(out, json_mode, lambda c: c.print(escape(export_summary(out))))
+    emit(result.to_dict(), json_mode, lambda c: c.print(escape(result.summary())))

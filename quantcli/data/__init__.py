@@ -12,7 +12,9 @@ Public API (re-exported here, loaded on first use so that ``import quantcli.data
 * :func:`is_valid_symbol` -- the one symbol rule of ingest and serving.
 * :func:`ingest_frame`, :func:`ingest_files`, :func:`ingest_sample` -- validated, idempotent,
   all-or-nothing upserts into the offline store's ``bars`` table.
+* :func:`validate_files` -- the ingest's checks on files, nothing written.
 * :func:`bars_summary` -- symbols, row counts and date ranges of the stored bars.
+* :func:`export_bars` -- the stored bars written to a Parquet or CSV file.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ _EXPORTS = {
     "load_sample": "quantcli.data.sample",
     "bars_summary": "quantcli.data.summary",
     "synthetic_universe": "quantcli.data.synthetic",
-    "QualityIssue": "quantcli.data.validation",
-    "QualityReport": "quantcli.data.validation",
+    "QualityIssue": "quantcli.data.quality",
+    "QualityReport": "quantcli.data.quality",
+    "ValidationResult": "quantcli.data.quality",
+    "validate_files": "quantcli.data.ingest",
+    "ExportResult": "quantcli.data.export",
+    "export_bars": "quantcli.data.export",
     "check_spacing": "quantcli.data.validation",
     "validate_bars": "quantcli.data.validation",
     "TimestampWindow": "quantcli.data.window",
@@ -39,30 +45,36 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from quantcli.data.ingest import IngestResult, ingest_files, ingest_frame, ingest_sample
+    from quantcli.data.export import ExportResult, export_bars
+    from quantcli.data.ingest import (
+        IngestResult,
+        ingest_files,
+        ingest_frame,
+        ingest_sample,
+        validate_files,
+    )
+    from quantcli.data.quality import QualityIssue, QualityReport, ValidationResult
     from quantcli.data.reader import read_bars
     from quantcli.data.sample import load_sample
     from quantcli.data.summary import bars_summary
     from quantcli.data.symbols import is_valid_symbol
     from quantcli.data.synthetic import synthetic_universe
-    from quantcli.data.validation import (
-        QualityIssue,
-        QualityReport,
-        check_spacing,
-        validate_bars,
-    )
+    from quantcli.data.validation import check_spacing, validate_bars
     from quantcli.data.window import TimestampWindow
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    "ExportResult",
     "IngestResult",
     "QualityIssue",
     "QualityReport",
     "TimestampWindow",
+    "ValidationResult",
     "bars_summary",
     "check_spacing",
+    "export_bars",
     "ingest_files",
     "ingest_frame",
     "ingest_sample",
@@ -71,4 +83,5 @@ __all__ = [
     "read_bars",
     "synthetic_universe",
     "validate_bars",
+    "validate_files",
 ]

@@ -37,26 +37,33 @@ import numpy as np
 import polars as pl
 
 from quantcli import __version__, resources
+from quantcli._interop import to_polars
+from quantcli.config import env_float
+from quantcli.data.defaults import DEFAULT_OUTLIER_Z
+from quantcli.data.normal_form import with_locations
+from quantcli.data.quality import REQUIRED_COLUMNS, QualityReport, ValidationResult
 from quantcli.data.reader import read_bars
 from quantcli.data.sample import sample_paths
-from quantcli.data.validation import (
-    DEFAULT_OUTLIER_Z,
-    REQUIRED_COLUMNS,
-    QualityReport,
-    check_bars,
-    with_locations,
+from quantcli.data.spacing import (
+    SpacingReport,
+    mismatched_spacing,
+    parse_interval,
+    stored_bar_times,
 )
+from quantcli.data.validation import check_bars
 from quantcli.data.window import TimestampWindow
 from quantcli.errors import InputError
+from quantcli.results import Result
 from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
 
 TEST_HOOK_ENV = "QCLI_TEST_INGEST_SLEEP"
 TEST_HOOK_MARKER = "QCLI_TEST_HOOK inside-ingest-transaction"
 
 
-@dataclass
-class IngestResult:
-    """What one ingest did.
+@dataclass(frozen=True, kw_only=True)
+class IngestResult(Result):
+    """What one ingest did (a bad input raises instead, so a result has passed).
 
     Attributes
     ----------
@@ -78,8 +85,12 @@ class IngestResult:
         The :class:`~quantcli.data.validation.QualityReport` (warnings).
     store
         Path of the DuckDB file written.
+    spacing
+        With ``declared_interval``: the ingested symbols whose stored bars' median spacing
+        contradicts it (a warning; ``None`` when no interval was declared).
     """
 
+    passed: bool = True
     ingest_id: str
     ingested_at: datetime
     sources: list[str]
@@ -94,9 +105,10 @@ class IngestResult:
     quality: QualityReport
     store: str
     timings_s: dict[str, float] = field(default_factory=dict)
+    spacing: SpacingReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "ingest_id": self.ingest_id,
             "ingested_at": self.ingested_at.isoformat(),
             "sources": list(self.sources),
@@ -111,6 +123,14 @@ class IngestResult:
             "quality": self.quality.to_dict(),
             "store": self.store,
         }
+        if self.spacing is not None:
+            out["spacing"] = self.spacing.to_dict()
+        return out
+
+    @property
+    def warnings(self) -> list[str]:
+        """The spacing warnings, one line each (the quality warnings are in ``quality``)."""
+        return self.spacing.messages() if self.spacing is not None else []
 
 
 def bars_sha256(bars: pl.DataFrame) -> str:
@@ -127,8 +147,6 @@ def bars_sha256(bars: pl.DataFrame) -> str:
 
 
 def _test_hook() -> None:
-    from quantcli.config import env_float
-
     seconds = env_float(TEST_HOOK_ENV, 0.0, lo=0.0, hi=3600.0)
     if not seconds:
         return
@@ -177,15 +195,24 @@ def write_bars(
     sources: Sequence[str],
     *,
     store: OfflineStore | None = None,
+    workspace: Workspace | None = None,
+    declared_interval: str | None = None,
+    declared_by: str = "--interval",
 ) -> IngestResult:
     """Upsert validated normal-form ``bars`` and record the ingest, in ONE transaction.
 
     Most callers want :func:`ingest_frame` or :func:`ingest_files`, which validate first.
-    ``store`` defaults to the offline store of ``$QCLI_HOME`` (opened and closed here).
+    ``store`` defaults to the offline store of ``workspace`` (default
+    :meth:`Workspace.from_env`), opened and closed here. ``declared_interval`` (``"1d"``):
+    after the commit, the ingested symbols' stored bars are checked against it
+    (:class:`~quantcli.data.spacing.SpacingReport`, named ``declared_by`` in its message).
     """
     if store is None:
-        with OfflineStore() as own:
-            return write_bars(bars, report, sources, store=own)
+        with (workspace or Workspace.from_env()).offline() as own:
+            return write_bars(
+                bars, report, sources, store=own,
+                declared_interval=declared_interval, declared_by=declared_by,
+            )  # fmt: skip
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sha = bars_sha256(bars)
@@ -193,38 +220,18 @@ def write_bars(
     now = datetime.now(UTC)
     ingest_id = hashlib.sha256(f"{sha}|{now.isoformat()}".encode()).hexdigest()[:16]
     symbols = bars["symbol"].unique().sort().to_list()
-    staged = bars.select(REQUIRED_COLUMNS).to_arrow()
-    store.con.register("staged_bars", staged)
-    try:
-        t0 = time.perf_counter()
-        with store.transaction() as con:
-            existing, unchanged = con.execute(resources.sql("ingest_count_existing")).fetchone()
-            _ensure_fingerprints(store, con)
-            before = _staged_fingerprints(con) if existing else {}
-            # a fresh key set takes the plain INSERT: ON CONFLICT costs about twice as much on
-            # DuckDB's ART primary-key index
-            con.execute(resources.sql("ingest_upsert" if existing else "ingest_insert"))
-            _update_fingerprints(con, before, _staged_fingerprints(con))
-            con.execute(
-                resources.sql("ingest_record"),
-                [
-                    ingest_id,
-                    now,
-                    json.dumps(list(sources)),
-                    sha,
-                    bars.height,
-                    bars.height - existing,
-                    existing - unchanged,
-                    unchanged,
-                    json.dumps(symbols),
-                    json.dumps(report.to_dict(), sort_keys=True, default=str),
-                    __version__,
-                ],
-            )
-            _test_hook()
-        timings["write"] = time.perf_counter() - t0
-    finally:
-        store.con.unregister("staged_bars")
+    t0 = time.perf_counter()
+    record = [ingest_id, now, json.dumps(list(sources)), sha]
+    existing, unchanged = _upsert(store, bars, report, record, symbols)
+    timings["write"] = time.perf_counter() - t0
+    spacing = None
+    if declared_interval is not None:
+        stored = stored_bar_times(store, symbols)
+        spacing = SpacingReport(
+            frequency=declared_interval,
+            mismatched=mismatched_spacing(stored, parse_interval(declared_interval)),
+            declared_by=declared_by,
+        )
     return IngestResult(
         ingest_id=ingest_id,
         ingested_at=now,
@@ -240,7 +247,42 @@ def write_bars(
         quality=report,
         store=str(store.path),
         timings_s=timings,
+        spacing=spacing,
     )
+
+
+def _upsert(
+    store: OfflineStore, bars: pl.DataFrame, report: QualityReport, record: list, symbols: list
+) -> tuple[int, int]:
+    """The one transaction of an ingest: upsert ``bars``, keep ``bar_fingerprints``, record the
+    ingest (``record`` = id, time, sources, hash). Returns (keys that existed, unchanged)."""
+    store.con.register("staged_bars", bars.select(REQUIRED_COLUMNS).to_arrow())
+    try:
+        with store.transaction() as con:
+            existing, unchanged = con.execute(resources.sql("ingest_count_existing")).fetchone()
+            _ensure_fingerprints(store, con)
+            before = _staged_fingerprints(con) if existing else {}
+            # a fresh key set takes the plain INSERT: ON CONFLICT costs about twice as much on
+            # DuckDB's ART primary-key index
+            con.execute(resources.sql("ingest_upsert" if existing else "ingest_insert"))
+            _update_fingerprints(con, before, _staged_fingerprints(con))
+            con.execute(
+                resources.sql("ingest_record"),
+                [
+                    *record,
+                    bars.height,
+                    bars.height - existing,
+                    existing - unchanged,
+                    unchanged,
+                    json.dumps(symbols),
+                    json.dumps(report.to_dict(), sort_keys=True, default=str),
+                    __version__,
+                ],
+            )
+            _test_hook()
+    finally:
+        store.con.unregister("staged_bars")
+    return existing, unchanged
 
 
 def ingest_frame(
@@ -252,6 +294,9 @@ def ingest_frame(
     line_numbers: Sequence[int] | None = None,
     window: TimestampWindow | None = None,
     interval: str | timedelta | None = None,
+    workspace: Workspace | None = None,
+    declared_interval: str | None = None,
+    declared_by: str = "--interval",
 ) -> IngestResult:
     """Validate a frame of bars and upsert it into the offline store.
 
@@ -261,8 +306,9 @@ def ingest_frame(
         Columns ``symbol, ts, open, high, low, close, volume`` (see
         :func:`~quantcli.data.validation.validate_bars` for accepted ``ts`` types).
     store
-        An open :class:`~quantcli.store.offline.OfflineStore`; default: ``$QCLI_HOME``'s, opened
-        only after validation passed (a refused input never creates or touches the file).
+        An open :class:`~quantcli.store.offline.OfflineStore`; default: the offline store of
+        ``workspace`` (default :meth:`Workspace.from_env`), opened only after validation
+        passed (a refused input never creates or touches the file).
     source
         How messages and the ``ingests`` record name the input.
     outlier_z
@@ -274,6 +320,9 @@ def ingest_frame(
         (:class:`~quantcli.data.window.TimestampWindow`; default 1900-01-01 to one day after now).
     interval
         The expected bar spacing of the ``gap`` warning (``"1d"``, ``"5m"``; default inferred).
+    declared_interval, declared_by
+        The bar interval the bars should have (``"1d"``) and who declared it; the result's
+        ``spacing`` then names the symbols whose median spacing contradicts it (a warning).
 
     Raises
     ------
@@ -282,8 +331,6 @@ def ingest_frame(
     StoreBusyError
         Another process holds the store (exit code 2).
     """
-    from quantcli._interop import to_polars
-
     df = to_polars(df, "df")  # pandas and pyarrow bars are accepted wherever polars is
     if df.height == 0:
         raise InputError(f"{source}: no rows to ingest")
@@ -297,7 +344,10 @@ def ingest_frame(
         window=window,
         interval=interval,
     )
-    return write_bars(bars, report, [source], store=store)
+    return write_bars(
+        bars, report, [source], store=store, workspace=workspace,
+        declared_interval=declared_interval, declared_by=declared_by,
+    )  # fmt: skip
 
 
 def read_files(
@@ -346,6 +396,9 @@ def ingest_files(
     on_step: Callable[[str], None] | None = None,
     window: TimestampWindow | None = None,
     interval: str | timedelta | None = None,
+    workspace: Workspace | None = None,
+    declared_interval: str | None = None,
+    declared_by: str = "--interval",
 ) -> IngestResult:
     """Read, validate and upsert CSV/Parquet files as ONE ingest (one transaction).
 
@@ -355,7 +408,7 @@ def ingest_files(
         Files to ingest together (see :func:`~quantcli.data.reader.read_bars`).
     symbol
         The symbol of files without a symbol column (``--symbol``).
-    store, outlier_z, window, interval
+    store, workspace, outlier_z, window, interval, declared_interval, declared_by
         As in :func:`ingest_frame`.
     labels
         How messages name each file (default: the paths as given).
@@ -377,7 +430,10 @@ def ingest_files(
     )
     if on_step:
         on_step("writing the offline store")
-    return write_bars(bars, report, sources, store=store)
+    return write_bars(
+        bars, report, sources, store=store, workspace=workspace,
+        declared_interval=declared_interval, declared_by=declared_by,
+    )  # fmt: skip
 
 
 def ingest_sample(
@@ -387,8 +443,12 @@ def ingest_sample(
     on_step: Callable[[str], None] | None = None,
     window: TimestampWindow | None = None,
     interval: str | timedelta | None = None,
+    workspace: Workspace | None = None,
+    declared_interval: str | None = None,
+    declared_by: str = "--interval",
 ) -> IngestResult:
-    """Ingest the bundled real sample (SPX and IXIC daily bars, see :mod:`quantcli.data.sample`)."""
+    """Ingest the bundled real sample (SPX and IXIC daily bars, see :mod:`quantcli.data.sample`);
+    the keywords as in :func:`ingest_files`."""
     paths: list[Path] = sample_paths()
     return ingest_files(
         paths,
@@ -398,7 +458,30 @@ def ingest_sample(
         on_step=on_step,
         window=window,
         interval=interval,
+        workspace=workspace,
+        declared_interval=declared_interval,
+        declared_by=declared_by,
     )
+
+
+def validate_files(
+    paths: Sequence[str | os.PathLike[str]],
+    symbol: str | None = None,
+    *,
+    outlier_z: float = DEFAULT_OUTLIER_Z,
+    on_step: Callable[[str], None] | None = None,
+    window: TimestampWindow | None = None,
+    interval: str | timedelta | None = None,
+) -> ValidationResult:
+    """The checks of :func:`ingest_files` without writing anything (``qcli data validate``).
+
+    A refused input raises :class:`~quantcli.errors.DataValidationError` (exit code 2), as the
+    ingest would; the result lists the warnings.
+    """
+    _bars, report, _sources = read_files(
+        paths, symbol, outlier_z=outlier_z, on_step=on_step, window=window, interval=interval
+    )
+    return ValidationResult(quality=report)
 
 
 __all__ = [
@@ -408,5 +491,6 @@ __all__ = [
     "ingest_frame",
     "ingest_sample",
     "read_files",
+    "validate_files",
     "write_bars",
 ]

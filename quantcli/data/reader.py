@@ -27,18 +27,18 @@ from pathlib import Path
 
 import polars as pl
 
-from quantcli.data.symbols import SYMBOL_RULE, is_valid_symbol, shown
-from quantcli.data.validation import (
+from quantcli.data.normal_form import coerce_columns
+from quantcli.data.quality import (
     LINE_COL,
     NAIVE_COL,
     NUMERIC_COLUMNS,
     SOURCE_COL,
     QualityIssue,
-    coerce_columns,
     issue_from_rows,
     printable,
     raise_for,
 )
+from quantcli.data.symbols import SYMBOL_RULE, is_valid_symbol, shown
 from quantcli.errors import DataValidationError, InputError
 
 TS_ALIASES: tuple[str, ...] = ("ts", "date", "timestamp", "datetime")

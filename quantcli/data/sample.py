@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
+from quantcli.data.quality import REQUIRED_COLUMNS
 from quantcli.data.reader import read_bars
-from quantcli.data.validation import REQUIRED_COLUMNS
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "_sample"
 SAMPLE_FILES: tuple[str, ...] = ("ndx_daily.csv.gz", "spx_daily.csv.gz")

@@ -15,12 +15,19 @@ consecutive bars of one symbol:
 Gaps are warnings, never errors: markets close (the bundled sample has SPX and IXIC closed
 four weekdays after 2001-09-11). :func:`quantcli.data.validation.check_spacing` turns the
 gaps into the ``gap`` warning.
+
+A second finding, also a warning: a symbol whose **median** spacing differs from a declared
+interval (``--interval``, or a feature set's ``frequency``) by more than a factor
+:data:`SPACING_FACTOR` -- daily bars under an hourly declaration, or the reverse -- would be
+mis-annualized and its labels mis-timed (:func:`mismatched_spacing`, :class:`SpacingReport`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -129,12 +136,90 @@ def find_gaps(srt: pl.DataFrame, step: timedelta, max_details: int) -> tuple[np.
     return idx, details
 
 
+#: How far a symbol's median bar spacing may stray from the declared interval.
+SPACING_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class SpacingReport:
+    """Symbols whose bars contradict a declared interval, and the gaps against it (warnings).
+
+    ``frequency`` is the declared interval as written (``"1d"``), ``declared_by`` who declared
+    it (``"--interval"``, ``"the feature set technical_v1"``); ``mismatched`` maps a symbol to
+    its median spacing (``str`` of a :class:`~datetime.timedelta`).
+    """
+
+    frequency: str
+    mismatched: dict[str, str] = field(default_factory=dict)
+    gaps: int = 0
+    gap_examples: list[str] = field(default_factory=list)
+    declared_by: str = "the feature set"
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched and not self.gaps
+
+    def messages(self) -> list[str]:
+        out = []
+        if self.mismatched:
+            shown = ", ".join(f"{s} ({d})" for s, d in list(self.mismatched.items())[:5])
+            more = len(self.mismatched) - 5
+            out.append(
+                f"bars of {len(self.mismatched)} symbol(s) are not spaced {self.frequency} as "
+                f"{self.declared_by} declares (median spacing): {shown}"
+                + (f" and {more} more" if more > 0 else "")
+            )
+        if self.gaps:
+            out.append(
+                f"{self.gaps} gap(s) against the {self.frequency} interval, e.g. "
+                + "; ".join(self.gap_examples[:2])
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frequency": self.frequency, "mismatched": self.mismatched, "gaps": self.gaps,
+                "messages": self.messages()}  # fmt: skip
+
+
+def mismatched_spacing(bars: pl.DataFrame, interval: timedelta) -> dict[str, str]:
+    """``symbol -> median spacing`` of the symbols of ``bars`` (columns ``symbol, ts``, any
+    order) whose median spacing is more than :data:`SPACING_FACTOR` away from ``interval``."""
+    medians = (
+        bars.select("symbol", "ts")
+        .sort("symbol", "ts")
+        .with_columns(pl.col("ts").diff().over("symbol").alias("step"))
+        .group_by("symbol", maintain_order=True)
+        .agg(pl.col("step").drop_nulls().median())
+        .drop_nulls("step")
+    )
+    mismatched = {}
+    for symbol, step in medians.iter_rows():
+        ratio = step / interval
+        if ratio > SPACING_FACTOR or ratio < 1 / SPACING_FACTOR:
+            mismatched[str(symbol)] = str(step)
+    return mismatched
+
+
+def stored_bar_times(store: Any, symbols: list[str] | None = None) -> pl.DataFrame:
+    """``symbol, ts`` of the offline store's ``bars`` (only ``symbols`` if given)."""
+    sql = "SELECT symbol, ts FROM bars"
+    params: list[Any] = []
+    if symbols:
+        sql += " WHERE symbol IN (SELECT unnest(?))"
+        params.append(list(symbols))
+    return store.con.sql(sql, params=params).pl()
+
+
 __all__ = [
     "MIN_SPACINGS_TO_INFER",
     "MISSING_WEEKDAYS_FOR_GAP",
+    "SPACING_FACTOR",
+    "SpacingReport",
     "find_gaps",
     "format_interval",
     "infer_interval",
+    "mismatched_spacing",
     "parse_interval",
     "sorted_bars",
+    "stored_bar_times",
 ]

@@ -6,16 +6,23 @@ import json
 from typing import Any
 
 from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
 
 
-def bars_summary(store: OfflineStore | None = None, *, recent_ingests: int = 5) -> dict[str, Any]:
+def bars_summary(
+    store: OfflineStore | None = None,
+    *,
+    recent_ingests: int = 5,
+    workspace: Workspace | None = None,
+) -> dict[str, Any]:
     """Symbols, bar counts and first/last timestamps (UTC) of the ``bars`` table.
 
     Parameters
     ----------
     store
-        An open store; default: ``$QCLI_HOME``'s, opened read-only (a missing store raises
-        :class:`~quantcli.errors.NotFoundError` telling the user to ingest first).
+        An open store; default: ``workspace``'s (:meth:`Workspace.from_env`), opened read-only
+        (a missing store raises :class:`~quantcli.errors.NotFoundError` telling the user to
+        ingest first).
     recent_ingests
         How many of the latest ingests to list (newest first).
 
@@ -27,7 +34,7 @@ def bars_summary(store: OfflineStore | None = None, *, recent_ingests: int = 5) 
         ``ingests`` (the recent ingest records with their warning counts).
     """
     if store is None:
-        with OfflineStore(read_only=True) as own:
+        with (workspace or Workspace.from_env()).offline(read_only=True) as own:
             return bars_summary(own, recent_ingests=recent_ingests)
     store.require_table("bars", hint="run `qcli data ingest PATH` (or --sample) first")
     by_symbol = [

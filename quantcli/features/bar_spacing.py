@@ -4,86 +4,72 @@ Two findings, both warnings (the build still runs; the numbers would be mis-annu
 labels mis-timed, so the user must see them):
 
 * ``spacing``: a symbol whose median spacing between bars differs from the declared interval by
-  more than a factor 1.5 (daily bars under a ``frequency = "1h"`` set, or the reverse);
+  more than a factor 1.5 (daily bars under a ``frequency = "1h"`` set, or the reverse;
+  :func:`quantcli.data.spacing.mismatched_spacing`);
 * ``gap``: missing bars against the interval (:func:`quantcli.data.validation.check_spacing`,
   which does not count weekends or single holidays).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
-from quantcli.features.definitions import FeatureSet
+from quantcli.data.spacing import (
+    SPACING_FACTOR,
+    SpacingReport,
+    mismatched_spacing,
+    stored_bar_times,
+)
+from quantcli.data.validation import check_spacing
+from quantcli.errors import NotFoundError
+from quantcli.features.definitions import FeatureSet, load_feature_set
 
-#: How far a symbol's median bar spacing may stray from the declared interval.
-SPACING_FACTOR = 1.5
+__all__ = [
+    "SPACING_FACTOR",
+    "SpacingReport",
+    "check_bar_spacing",
+    "check_stored_bars",
+    "declared_interval",
+]
 
 
-@dataclass(frozen=True)
-class SpacingReport:
-    """Symbols whose bars contradict the interval, and the gap finding."""
+def declared_interval(
+    feature_set: str | None, interval: str | None, features_config: dict[str, Any]
+) -> tuple[str | None, str]:
+    """The bar interval ingested bars are checked against, and who declared it.
 
-    frequency: str
-    mismatched: dict[str, str] = field(default_factory=dict)  # symbol -> its median spacing
-    gaps: int = 0
-    gap_examples: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatched and not self.gaps
-
-    def messages(self) -> list[str]:
-        out = []
-        if self.mismatched:
-            shown = ", ".join(f"{s} ({d})" for s, d in list(self.mismatched.items())[:5])
-            more = len(self.mismatched) - 5
-            out.append(
-                f"bars of {len(self.mismatched)} symbol(s) are not spaced {self.frequency} as the "
-                f"feature set declares (median spacing): {shown}"
-                + (f" and {more} more" if more > 0 else "")
-            )
-        if self.gaps:
-            out.append(
-                f"{self.gaps} gap(s) against the {self.frequency} interval, e.g. "
-                + "; ".join(self.gap_examples[:2])
-            )
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"frequency": self.frequency, "mismatched": self.mismatched, "gaps": self.gaps,
-                "messages": self.messages()}  # fmt: skip
+    ``feature_set``'s frequency if given (``--feature-set``), else ``interval`` (``--interval``),
+    else the frequency of the configured feature set (``[features] feature_set``, by default
+    ``technical_v1``); ``(None, "")`` when that set cannot be found, since a plain ingest must
+    not fail on a declaration it was not asked about.
+    """
+    if feature_set is not None:
+        fs = load_feature_set(feature_set)
+        return fs.frequency, f"the feature set {fs.name}"
+    if interval is not None:
+        return interval, "--interval"
+    name = str(features_config.get("feature_set", "technical_v1"))
+    try:
+        return load_feature_set(name).frequency, f"the feature set {name}"
+    except NotFoundError:
+        return None, ""
 
 
 def check_bar_spacing(bars: pl.DataFrame, fs: FeatureSet, *, gaps: bool = True) -> SpacingReport:
     """Compare ``bars`` (columns ``symbol, ts``) with ``fs``'s declared interval; ``gaps=False``
     skips the gap count (ingest with ``--interval`` reports gaps itself)."""
-    from quantcli.data.validation import check_spacing
-
-    interval = fs.interval
-    medians = (
-        bars.select("symbol", "ts")
-        .sort("symbol", "ts")
-        .with_columns(pl.col("ts").diff().over("symbol").alias("step"))
-        .group_by("symbol", maintain_order=True)
-        .agg(pl.col("step").drop_nulls().median())
-        .drop_nulls("step")
-    )
-    mismatched = {}
-    for symbol, step in medians.iter_rows():
-        ratio = step / interval
-        if ratio > SPACING_FACTOR or ratio < 1 / SPACING_FACTOR:
-            mismatched[str(symbol)] = str(step)
+    mismatched = mismatched_spacing(bars, fs.interval)
     issue = None
     if gaps and not mismatched:
-        issue = check_spacing(bars.select("symbol", "ts"), interval)
+        issue = check_spacing(bars.select("symbol", "ts"), fs.interval)
     return SpacingReport(
         frequency=fs.frequency,
         mismatched=mismatched,
         gaps=issue.count if issue else 0,
         gap_examples=[e["detail"] for e in issue.examples] if issue else [],
+        declared_by=f"the feature set {fs.name}",
     )
 
 
@@ -91,9 +77,4 @@ def check_stored_bars(
     store: Any, fs: FeatureSet, symbols: list[str] | None = None, *, gaps: bool = True
 ) -> SpacingReport:
     """:func:`check_bar_spacing` of the offline store's ``bars`` (only ``symbols`` if given)."""
-    sql = "SELECT symbol, ts FROM bars"
-    params: list[Any] = []
-    if symbols:
-        sql += " WHERE symbol IN (SELECT unnest(?))"
-        params.append(list(symbols))
-    return check_bar_spacing(store.con.sql(sql, params=params).pl(), fs, gaps=gaps)
+    return check_bar_spacing(stored_bar_times(store, symbols), fs, gaps=gaps)
