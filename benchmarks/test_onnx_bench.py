@@ -52,7 +52,7 @@ def bench_models(tmp_path_factory):
     from sklearn.exceptions import ConvergenceWarning
 
     from quantcli.models.estimators import EnsembleRegressor, make_model
-    from quantcli.serving.onnx_export import to_onnx
+    from quantcli.serving.convert import to_onnx
     from quantcli.serving.quantize import quantize_int8
 
     rng = np.random.default_rng(0)
@@ -94,7 +94,7 @@ def _native_fn(booster):
 
 def _session_fn(path):
     """The raw ``InferenceSession.run`` (the session quantcli makes: one thread, all opts)."""
-    from quantcli.serving.runtime import make_session
+    from quantcli.serving.session import make_session
 
     sess = make_session(path)
     name, outs = sess.get_inputs()[0].name, [sess.get_outputs()[0].name]
@@ -103,7 +103,7 @@ def _session_fn(path):
 
 def _runner_fn(path):
     """quantcli's ONNX call (``OnnxRunner``, what ``InferenceRuntime.predict_array`` runs)."""
-    from quantcli.serving.runtime import OnnxRunner, make_session
+    from quantcli.serving.session import OnnxRunner, make_session
 
     return OnnxRunner(make_session(path))
 

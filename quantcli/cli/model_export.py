@@ -6,14 +6,15 @@ requires. onnx, onnxruntime, lightgbm and mlflow load inside the commands.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import typer
 
 from quantcli.cli._choices import Int8Method, Quantize
-from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.cli._common import JsonOpt, emit, note, progress, stderr
 from quantcli.cli.model import ConfigOpt, NameArg, TrackingOpt, VersionOpt, app
-from quantcli.errors import GateFailedError
+from quantcli.workspace import Workspace
 
 SampleOpt = Annotated[
     int,
@@ -69,7 +70,8 @@ def export(
     """
     from quantcli.serving.onnx_export import export_registered
 
-    version, source = _default_version(name, version, tracking_uri)
+    ws = Workspace.from_env(tracking_uri=tracking_uri, config=config)
+    version, source = _default_version(name, version, ws)
     note(f"exporting {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
     with progress(json_mode) as bar:
         bar.add_task("exporting, checking parity, benchmarking", total=None)
@@ -79,24 +81,14 @@ def export(
             quantize=None if quantize is None else quantize.value,
             int8_method=int8_method.value,
             sample_rows=sample_rows,
-            tracking_uri=tracking_uri,
-            config_path=config,
+            workspace=ws,
             benchmark=not no_benchmark,
         )
-    report = result.pop("report")
-    result["version_source"] = source
-    if not result["passed"]:
-        if not json_mode:  # show what failed before the one-line error
-            from quantcli.cli._common import stderr
-
-            stderr.print(report, highlight=False, markup=False)
-        raise GateFailedError(
-            f"ONNX parity failed for {name} v{result['version']} (verdict 'parity' = fail)",
-            reasons=result["failures"],
-            result=result,
-            hint="see the report: onnx/model.export.txt in the version's run artifacts",
-        )
-    emit(result, json_mode, lambda console: _render_export(console, result, report))
+    result = dataclasses.replace(result, version_source=source)
+    if result.failed and not json_mode:  # show what failed before the one-line error
+        stderr.print(result.report, highlight=False, markup=False)
+    result.raise_if_failed()
+    emit(result, json_mode, lambda console: _render_export(console, result))
 
 
 _SOURCE_TEXT = {
@@ -106,18 +98,18 @@ _SOURCE_TEXT = {
 }
 
 
-def _default_version(name: str, version: str | None, tracking_uri: str | None) -> tuple[str, str]:
+def _default_version(name: str, version: str | None, ws: Workspace) -> tuple[str, str]:
     """The version to export or scan and how it was chosen (see ``candidate_version``)."""
     from quantcli.models.registry import ModelRegistry
 
-    return ModelRegistry(tracking_uri).candidate_version(name, version)
+    return ModelRegistry(ws.tracking_uri).candidate_version(name, version)
 
 
-def _render_export(console: Any, result: dict[str, Any], report: str) -> None:
-    console.print(report, highlight=False, markup=False)
+def _render_export(console: Any, result: Any) -> None:
+    console.print(result.report, highlight=False, markup=False)
     console.print(
-        f"{result['name']} v{result['version']}: verdict parity = {result['verdict']}; "
-        f"serving graph: {result['recommended']}",
+        f"{result.name} v{result.version}: verdict parity = {result.verdict}; "
+        f"serving graph: {result.recommended}",
         highlight=False,
     )
 
@@ -147,33 +139,28 @@ def scan(
     """
     from quantcli.serving.scan import scan_registered
 
-    version, source = _default_version(name, version, tracking_uri)
+    ws = Workspace.from_env(tracking_uri=tracking_uri)
+    version, source = _default_version(name, version, ws)
     note(f"scanning {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
     with progress(json_mode) as bar:
         bar.add_task("scanning artifacts", total=None)
-        result = scan_registered(name, version, tracking_uri=tracking_uri, sample_rows=sample_rows)
-    result["version_source"] = source
-    if not result["passed"]:
-        raise GateFailedError(
-            f"model scan failed for {name} v{result['version']} (verdict 'scan' = fail)",
-            reasons=result["findings"],
-            result=result,
-        )
+        result = scan_registered(name, version, workspace=ws, sample_rows=sample_rows)
+    result = dataclasses.replace(result, version_source=source).raise_if_failed()
     emit(result, json_mode, lambda console: _render_scan(console, result))
-    note(f"probe bounds: {result['probe_bounds']}", json_mode)
+    note(f"probe bounds: {result.probe_bounds}", json_mode)
 
 
-def _render_scan(console: Any, result: dict[str, Any]) -> None:
+def _render_scan(console: Any, result: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"scan of {result['name']} v{result['version']}")
+    table = Table(title=f"scan of {result.name} v{result.version}")
     for col in ("file", "format", "checks", "verdict"):
         table.add_column(col)
-    for f in result["files"]:
-        checks = ", ".join(c["name"] for c in f["checks"])
-        table.add_row(f["path"], f["format"], checks, "PASS" if f["passed"] else "FAIL")
+    for f in result.files:
+        checks = ", ".join(c.name for c in f.checks)
+        table.add_row(f.path, f.format, checks, "PASS" if f.passed else "FAIL")
     console.print(table)
-    console.print(f"verdict scan = {result['verdict']}", highlight=False)
+    console.print(f"verdict scan = {result.verdict}", highlight=False)
 
 
 __all__ = ["app"]

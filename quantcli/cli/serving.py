@@ -9,6 +9,7 @@ import typer
 from quantcli.cli._choices import Alias
 from quantcli.cli._common import JsonOpt, emit, note
 from quantcli.errors import InputError
+from quantcli.workspace import Workspace
 
 ModelOpt = Annotated[
     str | None,
@@ -81,45 +82,22 @@ def serve_cmd(
 
         curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"symbols": ["SPY"]}'
     """
-    from quantcli.config import load_config
-    from quantcli.monitoring.alerts import AlertConfig, AlertSink
-    from quantcli.serving.follow import RegistryFollower, ServingConfig
     from quantcli.serving.http import serve
-    from quantcli.serving.predict import default_model_name, load_predictor, open_service_ledger
+    from quantcli.serving.service import open_service
 
-    cfg = load_config(config)
-    overrides = {
-        k: v
-        for k, v in (("poll_interval_s", poll_interval), ("max_body_bytes", max_body_bytes))
-        if v is not None
-    }
-    try:
-        serving = ServingConfig(**{**cfg["serving"], **overrides})
-    except InputError as exc:  # name the option the user typed
-        raise InputError(
-            exc.message.replace("[serving] poll_interval_s", "--poll-interval").replace(
-                "[serving] max_body_bytes", "--max-body-bytes"
-            )
-        ) from None
-    alerts = AlertSink(AlertConfig.from_config(cfg))
-    name = model or default_model_name(tracking_uri)
-    ledger, broken = open_service_ledger()
-    predictor = load_predictor(
-        name, alias, tracking_uri=tracking_uri, ledger=ledger, shadow_queue=serving.shadow_queue
-    )
-    if broken is not None:  # serve 503 with the reason rather than not start
-        predictor.unavailable = broken
-        note(f"every /predict answers 503: {broken}", json_mode)
-    follower = RegistryFollower(
-        predictor,
-        name,
-        alias=alias,
+    ws = Workspace.from_env(tracking_uri=tracking_uri, config=config)
+    settings = _serving_config(ws, poll_interval, max_body_bytes)
+    service = open_service(
+        model,
+        alias,
+        workspace=ws,
         shadow_alias=shadow_alias,
-        tracking_uri=tracking_uri,
-        interval_s=serving.poll_interval_s,
-        alerts=alerts,
+        config=settings,
+        alert=_alert_sender(ws),
     )
-    follower.sync("startup")  # halt, canary and shadow apply from the first request
+    if service.broken is not None:
+        note(f"every /predict answers 503: {service.broken}", json_mode)
+    predictor = service.predictor
     tags = predictor.tags
     url = f"http://{host}:{port}"
     # --json: one object describing what is served, printed before the server blocks
@@ -129,9 +107,41 @@ def serve_cmd(
         predictor,
         host=host,
         port=port,
-        follower=follower,
-        max_body_bytes=serving.max_body_bytes,
+        follower=service.follower,
+        max_body_bytes=settings.max_body_bytes,
     )
+
+
+def _serving_config(ws: Workspace, poll_interval: float | None, max_body_bytes: int | None):
+    """The ``[serving]`` section with the command's options over it; errors name the option."""
+    from quantcli.serving.follow import ServingConfig
+
+    overrides = {
+        k: v
+        for k, v in (("poll_interval_s", poll_interval), ("max_body_bytes", max_body_bytes))
+        if v is not None
+    }
+    try:
+        return ServingConfig(**{**ws.section("serving"), **overrides})
+    except InputError as exc:  # name the option the user typed
+        raise InputError(
+            exc.message.replace("[serving] poll_interval_s", "--poll-interval").replace(
+                "[serving] max_body_bytes", "--max-body-bytes"
+            )
+        ) from None
+
+
+def _alert_sender(ws: Workspace):
+    """``alert(severity, title, details)`` delivering through the ``[alerts]`` routes, off the
+    request path (the follower calls it; serving itself does not know the monitoring layer)."""
+    from quantcli.monitoring.alerts import Alert, AlertConfig, AlertSink
+
+    sink = AlertSink(AlertConfig.from_config(ws.config))
+
+    def send(severity: str, title: str, details: dict) -> None:
+        sink.send_in_background(Alert(severity, title, source="qcli serve", details=details))
+
+    return send
 
 
 def predict_cmd(
@@ -151,28 +161,24 @@ def predict_cmd(
 
         qcli predict SPY --model momentum --alias staging --json
     """
-    from quantcli.serving.predict import apply_halt, load_predictor
+    from quantcli.serving.predict import predict_once
 
-    predictor = load_predictor(model, alias, tracking_uri=tracking_uri)
-    try:
-        apply_halt(predictor, tracking_uri)
-        result = predictor.predict(symbols, source="cli")
-    finally:
-        predictor.close()
+    ws = Workspace.from_env(tracking_uri=tracking_uri)
+    result = predict_once(symbols, model, alias, workspace=ws, source="cli")
     emit(result, json_mode, lambda con: _render_predictions(con, result))
 
 
-def _render_predictions(con, result: dict) -> None:
+def _render_predictions(con, result) -> None:
     from rich.table import Table
 
-    first = result["predictions"][0]
+    first = result.predictions[0]
     table = Table(
-        title=f"{result['model_name']} v{first['model_version']} @{result['alias']} "
+        title=f"{result.model_name} v{first['model_version']} @{result.alias} "
         f"(features {first['feature_version']})"
     )
     for col in ("symbol", "prediction", "feature_ts", "source", "latency ms"):
         table.add_column(col, justify="right" if col in ("prediction", "latency ms") else "left")
-    for row in result["predictions"]:
+    for row in result.predictions:
         table.add_row(
             row["symbol"],
             f"{row['prediction']:+.6f}",
@@ -181,7 +187,7 @@ def _render_predictions(con, result: dict) -> None:
             f"{row['inference_latency_ms']:.3f}",
         )
     con.print(table)
-    con.print(f"request {result['request_id']} recorded in the audit ledger")
+    con.print(f"request {result.request_id} recorded in the audit ledger")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,15 +6,15 @@ on demand (the service's authenticated ``POST /admin/reload``). When a version t
 it is loaded and verified off the request path -- signature and sha256
 (:class:`~quantcli.serving.runtime.InferenceRuntime`), the features it needs exist in the
 store, and one live feature row gives a finite prediction -- and only then swapped in, as one
-new :class:`~quantcli.serving.predict.Deployment` (requests in flight finish on the old one).
+new :class:`~quantcli.serving.deployment.Deployment` (requests in flight finish on the old one).
 
 A version that fails to load or verify is never served: the old one keeps serving, an alert is
-raised (CRITICAL for the production arm, WARNING for a candidate or shadow) and an audit record
-``event: "swap_refused"`` names the version and the error. The load is retried after
-``retry_after_s``; the alert is raised once per version. A registry that cannot be read keeps
-the last deployment (a service never stops serving because the registry is down). The last
-``RUNTIME_CACHE`` verified runtimes stay loaded, so going back to one of them (a rollback, a
-canary aborted) swaps without loading anything.
+raised through the ``alert`` callable the caller passes in (CRITICAL for the production arm,
+WARNING for a candidate or shadow) and an audit record ``event: "swap_refused"`` names the
+version and the error. The load is retried after ``retry_after_s``; the alert is raised once
+per version. A registry that cannot be read keeps the last deployment (a service never stops
+serving because the registry is down). The last ``RUNTIME_CACHE`` verified runtimes stay
+loaded, so going back to one of them (a rollback, a canary aborted) swaps without loading anything.
 """
 
 from __future__ import annotations
@@ -24,14 +24,23 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from quantcli.config import DEFAULTS
 from quantcli.errors import InputError
+from quantcli.models.deployment import read_state
+from quantcli.models.registry import ModelRegistry
+from quantcli.serving.deployment import Deployment
+from quantcli.serving.registered import resolve_workspace
+from quantcli.serving.runtime import InferenceRuntime
+from quantcli.workspace import Workspace
 
 log = logging.getLogger("quantcli.serving")
+# alert(severity, title, details): CRITICAL or WARNING, a one-line title, a JSON-able dict
+AlertFn = Callable[[str, str, dict[str, Any]], None]
 _S = DEFAULTS["serving"]
 RUNTIME_CACHE = 4
 
@@ -77,8 +86,13 @@ class RegistryFollower:
         it, a shadow stored by ``qcli model rollout --mode shadow`` is used.
     interval_s
         Seconds between polls.
-    alerts
-        A :class:`~quantcli.monitoring.alerts.AlertSink` (default: from the embedded config).
+    alert
+        Called as ``alert(severity, title, details)`` for a version that fails to load and for
+        an unreadable registry; ``qcli serve`` passes one that delivers through the
+        ``[alerts]`` routes. Default: log only.
+    workspace
+        Where the registry is (default :meth:`Workspace.from_env`); ``tracking_uri`` is a
+        deprecated alias.
     """
 
     def __init__(
@@ -88,22 +102,23 @@ class RegistryFollower:
         *,
         alias: str = "production",
         shadow_alias: str | None = None,
-        tracking_uri: str | None = None,
+        workspace: Workspace | None = None,
         interval_s: float = _S["poll_interval_s"],
-        alerts: Any = None,
+        alert: AlertFn | None = None,
         registry: Any = None,
         retry_after_s: float = 30.0,
+        tracking_uri: str | None = None,
     ) -> None:
         ServingConfig(poll_interval_s=interval_s)
         self.predictor = predictor
         self.name = name
         self.alias = alias
         self.shadow_alias = shadow_alias
-        self.tracking_uri = tracking_uri
+        self.workspace = resolve_workspace(workspace, tracking_uri)
         self.interval_s = float(interval_s)
         self.retry_after_s = retry_after_s
         self._registry = registry
-        self._alerts = alerts
+        self._send_alert = alert
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -145,18 +160,8 @@ class RegistryFollower:
     @property
     def registry(self) -> Any:
         if self._registry is None:
-            from quantcli.models.registry import ModelRegistry
-
-            self._registry = ModelRegistry(self.tracking_uri)
+            self._registry = ModelRegistry(self.workspace.tracking_uri)
         return self._registry
-
-    @property
-    def alerts(self) -> Any:
-        if self._alerts is None:
-            from quantcli.monitoring.alerts import AlertSink
-
-            self._alerts = AlertSink()
-        return self._alerts
 
     # -- one synchronisation ------------------------------------------------------------------
     def sync(self, reason: str = "poll") -> dict[str, Any]:
@@ -164,9 +169,6 @@ class RegistryFollower:
 
         ``reason`` is recorded on every swap (``poll``, ``admin reload``, ``startup``).
         """
-        from quantcli.models.deployment import read_state
-        from quantcli.serving.predict import Deployment
-
         with self._lock:
             self.polls += 1
             try:
@@ -235,10 +237,8 @@ class RegistryFollower:
             errors.append(f"{role} v{version}: {failed[1]} (retry pending)")
             return None
         try:
-            from quantcli.serving.runtime import InferenceRuntime
-
             runtime = InferenceRuntime.from_registry(
-                self.name, str(version), tracking_uri=self.tracking_uri
+                self.name, str(version), workspace=self.workspace
             )
             runtime.audit_tags.setdefault("model_name", self.name)
             runtime.audit_tags.setdefault("model_version", str(version))
@@ -285,14 +285,12 @@ class RegistryFollower:
             )
 
     def _alert(self, severity: str, title: str) -> None:
-        from quantcli.monitoring.alerts import Alert
-
         log.warning("%s", title)
+        if self._send_alert is None:
+            return
         try:
-            self.alerts.send_in_background(
-                Alert(severity, title, source="qcli serve", details={"model": self.name})
-            )
-        except Exception:
+            self._send_alert(severity, title, {"model": self.name})
+        except Exception:  # a broken alert route must not stop the follower
             log.exception("alert delivery could not start")
 
     def _result(self, *, errors: list[str], state: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -39,7 +39,9 @@ import os
 import time
 from typing import Any
 
+from quantcli.audit import LedgerBrokenError
 from quantcli.errors import InputError, NotFoundError, QuantCliError, StoreBusyError
+from quantcli.serving.predict import ServiceHalted
 
 TOKEN_ENV = "QCLI_API_TOKEN"
 ADMIN_TOKEN_ENV = "QCLI_ADMIN_TOKEN"
@@ -226,9 +228,6 @@ def create_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
 
-    from quantcli.audit import LedgerBrokenError
-    from quantcli.serving.predict import ServiceHalted
-
     class AsciiJSON(JSONResponse):
         """Errors and admin answers as ASCII JSON: text echoed from a request (a lone surrogate,
         say) can never make encoding the answer fail."""
@@ -344,12 +343,12 @@ def create_app(
         except Exception as exc:  # a fault of ours: logged here, one line to the client
             log.exception("/predict failed")
             return fail("/predict", t0, 500, "server", f"internal error ({type(exc).__name__})")
-        response = JSONResponse(result)
-        arm = result["arm"]
+        response = JSONResponse(result.to_dict())
+        arm = result.arm
         elapsed = time.perf_counter() - t0
         predict_ok.inc()
         predict_latency.observe(elapsed)
-        arm_requests.labels(arm, str(result["predictions"][0]["model_version"])).inc()
+        arm_requests.labels(arm, str(result.predictions[0]["model_version"])).inc()
         per_arm_latency[arm].observe(elapsed)
         return response
 

@@ -32,6 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from quantcli.results import Result
+from quantcli.serving.native import ensemble_members, single_model
+from quantcli.serving.session import OnnxRunner, make_session
+
 BATCH_ROWS = 1000
 # INT8 must beat FP32's p50 by this factor to be recommended (5 %: above run-to-run noise)
 MIN_SPEEDUP = 1.05
@@ -51,10 +55,14 @@ class EngineTiming:
     size_bytes: int | None
 
 
-@dataclass
-class LatencyReport:
-    """Timings of every engine, the ratios that matter, and the recommendation."""
+@dataclass(frozen=True, kw_only=True)
+class LatencyReport(Result):
+    """Timings of every engine, the ratios that matter, and the recommendation.
 
+    A measurement, not a gate: ``passed`` is always True.
+    """
+
+    passed: bool = True
     repeats: int
     batch_rows: int
     engines: list[EngineTiming] = field(default_factory=list)
@@ -68,7 +76,9 @@ class LatencyReport:
     int8_ceiling: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        del d["passed"], d["reasons"]
+        return d
 
 
 def _time_calls(fn, arg, repeats: int, warmup: int = 10) -> tuple[float, float]:
@@ -107,9 +117,7 @@ def _native_fn(model: Any):
     OpenMP worker threads would otherwise spin between calls and skew both engines' timings.
     An ensemble is timed as the weighted sum of its members, exactly as it predicts.
     """
-    from quantcli.serving.onnx_export import _single, ensemble_members
-
-    model = _single(model)
+    model = single_model(model)
     members = ensemble_members(model)
     if members is not None:
         fns = [(_native_fn(m), w) for m, w in members]
@@ -130,8 +138,6 @@ def matmul_share(onnx_path: str | os.PathLike[str], X: np.ndarray, runs: int = 2
     """
     import json
     import tempfile
-
-    from quantcli.serving.runtime import make_session
 
     with tempfile.TemporaryDirectory(prefix="qcli-profile-") as tmp:
         sess = make_session(onnx_path, profile_prefix=os.path.join(tmp, "run"))
@@ -161,19 +167,12 @@ def benchmark_latency(
     int8_parity_passed: bool | None = None,
 ) -> LatencyReport:
     """Time native, ONNX FP32 and (if given) ONNX INT8 on rows of ``X`` (float features)."""
-    from quantcli.serving.runtime import OnnxRunner, make_session
-
     X = np.asarray(X, dtype=np.float64)
     reps = max(int(repeats), 20)
     batch_idx = np.arange(BATCH_ROWS) % X.shape[0]
     one64, batch64 = X[:1], X[batch_idx]
     one32, batch32 = one64.astype(np.float32), batch64.astype(np.float32)
-    report = LatencyReport(repeats=reps, batch_rows=BATCH_ROWS)
-
-    native = _native_fn(model)
-    s1 = _time_calls(native, one64, reps)
-    sb = _time_calls(native, batch64, max(reps // 10, 20))
-    report.engines.append(EngineTiming("native", *s1, *sb, size_bytes=None))
+    engines = [EngineTiming("native", *_time_native(model, one64, batch64, reps), size_bytes=None)]
 
     # FP32 and INT8 are timed interleaved (call by call), so load from other processes hits
     # both alike: their ratio decides the recommendation. Each runs through the runtime's call.
@@ -187,33 +186,50 @@ def benchmark_latency(
     for engine, path in (("onnx_fp32", fp32_path), ("onnx_int8", int8_path)):
         if engine in runners:
             size = os.path.getsize(path)
-            report.engines.append(EngineTiming(engine, *single[engine], *batch[engine], size))
+            engines.append(EngineTiming(engine, *single[engine], *batch[engine], size))
 
-    by = {e.engine: e for e in report.engines}
-    nat, fp = by["native"], by["onnx_fp32"]
-    report.ratios["native_over_fp32_single"] = nat.single_p50_us / fp.single_p50_us
-    report.ratios["native_over_fp32_batch"] = nat.batch_p50_us / fp.batch_p50_us
-    int8 = by.get("onnx_int8")
+    by = {e.engine: e for e in engines}
+    nat, fp, int8 = by["native"], by["onnx_fp32"], by.get("onnx_int8")
+    ratios = {
+        "native_over_fp32_single": nat.single_p50_us / fp.single_p50_us,
+        "native_over_fp32_batch": nat.batch_p50_us / fp.batch_p50_us,
+    }
     if int8 is not None:
-        report.ratios["fp32_over_int8_single"] = fp.single_p50_us / int8.single_p50_us
-        report.ratios["fp32_over_int8_batch"] = fp.batch_p50_us / int8.batch_p50_us
-        report.ratios["int8_size_over_fp32"] = int8.size_bytes / fp.size_bytes
+        ratios["fp32_over_int8_single"] = fp.single_p50_us / int8.single_p50_us
+        ratios["fp32_over_int8_batch"] = fp.batch_p50_us / int8.batch_p50_us
+        ratios["int8_size_over_fp32"] = int8.size_bytes / fp.size_bytes
+    ceiling = {}
     for which, rows in (("single", one32), ("batch", batch32)):
         share = matmul_share(fp32_path, rows, runs=max(reps // 10, 20))
-        report.int8_ceiling[which] = {"matmul_share": share, "int8_ceiling": 1 / (1 - share)}
-    cases = (("", "single", "one row"), ("_batch", "batch", f"{BATCH_ROWS} rows"))
-    for attr, which, label in cases:
+        ceiling[which] = {"matmul_share": share, "int8_ceiling": 1 / (1 - share)}
+    recs = {}
+    for which, label in (("single", "one row"), ("batch", f"{BATCH_ROWS} rows")):
         choice, why = _recommend(fp, int8, int8_parity_passed, which, label)
         if choice == "fp32" and int8 is not None:
-            c = report.int8_ceiling[which]
+            c = ceiling[which]
             why += (
                 f"; MatMul/Gemm kernels are {100 * c['matmul_share']:.1f} % of FP32's time for "
                 f"{label}, so no INT8 graph of this model can be more than "
                 f"{c['int8_ceiling']:.2f}x faster"
             )
-        setattr(report, f"recommendation{attr}", choice)
-        setattr(report, f"rationale{attr}", why)
-    return report
+        recs[which] = (choice, why)
+    return LatencyReport(
+        repeats=reps,
+        batch_rows=BATCH_ROWS,
+        engines=engines,
+        ratios=ratios,
+        recommendation=recs["single"][0],
+        rationale=recs["single"][1],
+        recommendation_batch=recs["batch"][0],
+        rationale_batch=recs["batch"][1],
+        int8_ceiling=ceiling,
+    )
+
+
+def _time_native(model: Any, one: np.ndarray, batch: np.ndarray, reps: int) -> tuple:
+    """``(single p50, single p99, batch p50, batch p99)`` of the native model, microseconds."""
+    native = _native_fn(model)
+    return (*_time_calls(native, one, reps), *_time_calls(native, batch, max(reps // 10, 20)))
 
 
 def _recommend(

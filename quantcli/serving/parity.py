@@ -28,12 +28,18 @@ graph, not the file name.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from quantcli.config import DEFAULTS
 from quantcli.errors import InputError
+from quantcli.results import Result
+from quantcli.serving.native import as_matrix, native_predict
+from quantcli.serving.quantize import INT8_OPS, count_ops
+from quantcli.serving.session import make_session
 
 
 def parity_metrics(
@@ -66,6 +72,43 @@ def parity_metrics(
         "atol": atol,
         "rtol": rtol,
     }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ParityResult(Result):
+    """The parity verdict of one graph: the metrics of the module docstring and the gate.
+
+    ``reasons`` names every failed criterion; :meth:`to_dict` is the ``fp32_parity`` /
+    ``int8_parity`` object of the export report.
+    """
+
+    n: int
+    mae: float
+    rmse: float
+    max_abs_diff: float
+    relative_error_pct: float
+    flipped_decisions: int
+    decided_rows: int
+    flipped_pct: float
+    within_tolerance_pct: float
+    all_finite: bool
+    atol: float
+    rtol: float
+    loss_pct: float
+    precision: str
+    max_loss_pct: float
+
+    failure_message: ClassVar[str] = "ONNX parity failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("passed", "reasons")
+        }
+        d["passed"] = self.passed
+        d["reasons"] = list(self.reasons)
+        return d
 
 
 class ONNXParityTester:
@@ -111,21 +154,18 @@ class ONNXParityTester:
 
     def test_parity(
         self, original_model: Any, onnx_path: str | os.PathLike[str], X_sample: Any
-    ) -> tuple[bool, dict[str, Any]]:
+    ) -> tuple[bool, ParityResult]:
         """``(passed, metrics)``: run both models on ``X_sample`` and apply the gate.
 
         ``X_sample`` is a NumPy, polars, pandas or pyarrow table of feature rows in the model's
         input order. ``metrics`` holds ``mae``, ``rmse``, ``max_abs_diff``,
         ``relative_error_pct``, ``flipped_pct``, ``within_tolerance_pct``, ``precision``
         (``"int8"`` or ``"fp32"``, read from the graph), ``max_loss_pct``, ``passed`` and
-        ``reasons``.
+        ``reasons`` (a :class:`ParityResult`, readable as ``metrics["mae"]`` too).
         """
-        from quantcli.serving.onnx_export import _as_matrix, native_predict
-        from quantcli.serving.runtime import make_session
-
         if not os.path.isfile(onnx_path):
             raise InputError(f"onnx_path '{os.fspath(onnx_path)}' is not a file")
-        X, _ = _as_matrix(X_sample)
+        X, _ = as_matrix(X_sample)
         precision = graph_precision(onnx_path)
         ref = native_predict(original_model, X)
         sess = make_session(onnx_path, intra_op_threads=self.threads)
@@ -136,20 +176,15 @@ class ONNXParityTester:
         """The loss limit in percent for a graph of ``precision`` (``"int8"`` or ``"fp32"``)."""
         if self.max_loss_pct is not None:
             return float(self.max_loss_pct)
-        from quantcli.config import DEFAULTS
-
         key = "int8_max_loss_pct" if precision == "int8" else "fp32_max_loss_pct"
         return float(DEFAULTS["parity"][key])
 
     def evaluate(
         self, ref: np.ndarray, got: np.ndarray, *, precision: str = "fp32"
-    ) -> tuple[bool, dict[str, Any]]:
+    ) -> tuple[bool, ParityResult]:
         """Apply the gate to given prediction vectors (native ``ref``, ONNX ``got``)."""
         limit = self.limit_for(precision)
         m = parity_metrics(ref, got, atol=self.atol, rtol=self.rtol)
-        m["loss_pct"] = max(m["relative_error_pct"], m["flipped_pct"])
-        m["precision"] = precision
-        m["max_loss_pct"] = limit
         reasons = []
         if not m["all_finite"]:
             reasons.append("the ONNX graph returned non-finite predictions")
@@ -160,17 +195,21 @@ class ONNXParityTester:
                 f"{m['flipped_decisions']} flipped long/short decisions "
                 f"({m['flipped_pct']:.3f} % >= {limit} %)"
             )
-        m["passed"] = not reasons
-        m["reasons"] = reasons
-        return m["passed"], m
+        result = ParityResult(
+            passed=not reasons,
+            reasons=reasons,
+            **m,
+            loss_pct=max(m["relative_error_pct"], m["flipped_pct"]),
+            precision=precision,
+            max_loss_pct=limit,
+        )
+        return result.passed, result
 
 
 def graph_precision(onnx_path: str | os.PathLike[str]) -> str:
     """``"int8"`` when the graph holds an INT8 operator, else ``"fp32"``."""
     import onnx
     from google.protobuf.message import DecodeError
-
-    from quantcli.serving.quantize import INT8_OPS, count_ops
 
     try:
         model = onnx.load(os.fspath(onnx_path), load_external_data=False)

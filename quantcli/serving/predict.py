@@ -17,10 +17,9 @@ records ``event: "shadow"`` with both predictions), refuse everything while the 
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -34,6 +33,15 @@ import numpy as np
 from quantcli.audit import AuditLedger, LedgerBrokenError, features_sha256
 from quantcli.data.symbols import SYMBOL_RULE, is_valid_symbol, shown
 from quantcli.errors import InputError, NotFoundError, QuantCliError
+from quantcli.models.deployment import read_state
+from quantcli.models.registry import ModelRegistry
+from quantcli.online.store import get_feature_store
+from quantcli.results import Result
+from quantcli.serving.deployment import Arm, Deployment, swap_records
+from quantcli.serving.registered import resolve_workspace
+from quantcli.serving.runtime import InferenceRuntime
+from quantcli.serving.shadow import ShadowScorer
+from quantcli.workspace import Workspace
 
 log = logging.getLogger("quantcli.serving")
 MAX_SYMBOLS = 100
@@ -72,11 +80,6 @@ class ServiceHalted(QuantCliError):
     exit_code = 1
 
 
-ARMS = ("production", "candidate")
-SHADOW_BATCH = 64  # requests scored per ledger write by the shadow worker
-SHADOW_DELAY_S = 0.002
-
-
 def open_service_ledger() -> tuple[Any, str | None]:
     """The service's audit ledger and ``None``, or a :class:`RefusingLedger` and the reason
     when the ledger is broken: a service then starts and answers 503 saying why."""
@@ -104,156 +107,29 @@ class RefusingLedger:
         pass
 
 
-@dataclass(frozen=True)
-class Arm:
-    """One loaded, verified model version and the role it plays: ``production``, ``candidate``
-    (a canary's share of the traffic) or ``shadow`` (scored off the hot path, never answered)."""
+@dataclass(frozen=True, kw_only=True)
+class PredictResponse(Result):
+    """One answered request: its id, the arm and model that served it, one row per symbol.
 
-    role: str
-    runtime: Any
-    tags: dict[str, Any]
-    feature_names: tuple[str, ...]
+    Always ``passed``: a request that cannot be answered raises instead. :meth:`to_dict` is the
+    ``/predict`` body and ``qcli predict --json``.
+    """
 
-    @property
-    def version(self) -> str | None:
-        return self.tags.get("model_version")
+    passed: bool = True
+    request_id: str
+    alias: str | None
+    arm: str
+    model_name: str
+    predictions: list[dict[str, Any]]
 
-
-@dataclass(frozen=True)
-class Deployment:
-    """What a service serves right now; replaced whole (one attribute store) on every swap, so a
-    request that read it keeps a consistent view until it is answered."""
-
-    production: Arm
-    candidate: Arm | None = None
-    share: float = 0.0
-    shadow: Arm | None = None
-    halted: str | None = None  # the reason, while the kill switch is on
-
-    def arm_for(self, key: str) -> Arm:
-        """The arm serving request ``key``: deterministic, ``candidate`` for a ``share`` of keys."""
-        if self.candidate is None or self.share <= 0.0:
-            return self.production
-        return self.candidate if assignment_point(key) < self.share else self.production
-
-    def describe(self) -> dict[str, Any]:
-        def arm(a: Arm | None) -> dict[str, Any] | None:
-            return None if a is None else {"version": a.version, **_short(a.tags)}
-
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "production": arm(self.production),
-            "candidate": arm(self.candidate),
-            "share": self.share,
-            "shadow": arm(self.shadow),
-            "halted": self.halted is not None,
-            "halt_reason": self.halted,
+            "request_id": self.request_id,
+            "alias": self.alias,
+            "arm": self.arm,
+            "model_name": self.model_name,
+            "predictions": self.predictions,
         }
-
-
-def _short(tags: dict[str, Any]) -> dict[str, Any]:
-    return {"model_name": tags.get("model_name"), "onnx_sha256": tags["onnx_model"]["sha256"]}
-
-
-def assignment_point(key: str) -> float:
-    """A request key's point in [0, 1): the first 8 bytes of its sha256 over 2**64.
-
-    A key below the candidate's share is served by the candidate, so one key always gets the
-    same arm at a given share, and raising the share only moves keys towards the candidate.
-    """
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-class ShadowScorer:
-    """Scores requests with the shadow arm on a background thread, off the request's path.
-
-    Each scored symbol is one ledger record (``event: "shadow"``) holding both predictions.
-    The queue is bounded: when the shadow model falls behind, requests are dropped (counted in
-    ``dropped``) rather than slowing production or growing memory.
-    """
-
-    def __init__(self, predictor: Predictor, maxsize: int = 10_000) -> None:
-        self.predictor = predictor
-        self.queue: queue.Queue[tuple | None] = queue.Queue(maxsize=maxsize)
-        self.scored = 0
-        self.dropped = 0
-        self.failed = 0
-        self._thread = threading.Thread(target=self._run, name="qcli-shadow", daemon=True)
-        self._thread.start()
-
-    def submit(self, item: tuple) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
-
-    def drain(self, timeout: float = 10.0) -> None:
-        """Wait until every submitted request is scored (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-
-    def close(self) -> None:
-        self.drain(timeout=5.0)
-        self.queue.put(None)
-        self._thread.join(timeout=5.0)
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.queue.get()]
-            # let the request that queued this finish sending its answer first, then drain what
-            # is waiting: one ledger write for many requests keeps the worker's share of the
-            # interpreter lock (and so its cost to the requests) small
-            if batch[0] is not None:
-                time.sleep(SHADOW_DELAY_S)
-            while len(batch) < SHADOW_BATCH:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            items = [item for item in batch if item is not None]
-            try:
-                if items:
-                    self._score(items)
-            except Exception:  # a broken shadow model must never take the service down
-                self.failed += sum(len(item[3]) for item in items)
-                log.exception("shadow scoring failed")
-            finally:
-                for _ in batch:
-                    self.queue.task_done()
-            if len(items) < len(batch):
-                return
-
-    def _score(self, items: list[tuple]) -> None:
-        records = []
-        now = datetime.now(UTC).isoformat()
-        for shadow, prod, request_id, syms, feats, X, preds in items:
-            if shadow.feature_names != prod.feature_names:
-                feats = self.predictor.store.get_online_features(
-                    syms, feature_refs=list(shadow.feature_names)
-                )
-                X = shadow.runtime.validate(feats.values)
-            shadow_preds = shadow.runtime.predict_array(X)
-            records += [
-                {
-                    "recorded_at": now,
-                    "event": "shadow",
-                    "request_id": request_id,
-                    "source": "shadow",
-                    "alias": self.predictor.alias,
-                    "symbol": sym,
-                    "feature_ts": feats.feature_ts[i],
-                    "features_sha256": features_sha256(feats.values[i]),
-                    "shadow_prediction": float(shadow_preds[i]),
-                    "shadow_version": shadow.version,
-                    "production_prediction": float(preds[i]),
-                    "production_version": prod.version,
-                    "model_name": prod.tags["model_name"],
-                }
-                for i, sym in enumerate(syms)
-            ]
-        self.predictor.ledger.append(records)
-        self.scored += len(records)
 
 
 class Predictor:
@@ -265,7 +141,7 @@ class Predictor:
         A :class:`quantcli.serving.runtime.InferenceRuntime` (verified ONNX session); its
         ``feature_names`` say which online features are read, in order.
     store
-        The online feature store wrapper (:func:`quantcli.store.feast_store.get_feature_store`).
+        The online feature store wrapper (:func:`quantcli.online.get_feature_store`).
     ledger
         The audit ledger every prediction is appended to (default ``$QCLI_HOME/audit``).
     alias
@@ -335,52 +211,7 @@ class Predictor:
         versions. Returns the audit records (``event: "swap"``, from/to version, reason).
         """
         old = self.deployment
-        records = []
-        now = datetime.now(UTC).isoformat()
-        for role in ("production", "candidate", "shadow"):
-            before, after = getattr(old, role), getattr(deployment, role)
-            if (before and before.version) != (after and after.version):
-                records.append(
-                    {
-                        "recorded_at": now,
-                        "event": "swap",
-                        "source": "service",
-                        "alias": self.alias,
-                        "model_name": (after or before).tags["model_name"],
-                        "arm": role,
-                        "from_version": before and before.version,
-                        "to_version": after and after.version,
-                        "reason": reason,
-                        "pid": os.getpid(),
-                    }
-                )
-        if old.share != deployment.share and not any(r["arm"] == "candidate" for r in records):
-            records.append(
-                {
-                    "recorded_at": now,
-                    "event": "share",
-                    "source": "service",
-                    "alias": self.alias,
-                    "model_name": deployment.production.tags["model_name"],
-                    "arm": "candidate",
-                    "from_share": old.share,
-                    "to_share": deployment.share,
-                    "reason": reason,
-                    "pid": os.getpid(),
-                }
-            )
-        if (old.halted is None) != (deployment.halted is None):
-            records.append(
-                {
-                    "recorded_at": now,
-                    "event": "halt" if deployment.halted else "resume",
-                    "source": "service",
-                    "alias": self.alias,
-                    "model_name": deployment.production.tags["model_name"],
-                    "reason": deployment.halted or reason,
-                    "pid": os.getpid(),
-                }
-            )
+        records = swap_records(old, deployment, alias=self.alias, reason=reason)
         if records:
             try:
                 self.ledger.append(records)  # audited before the first request sees it
@@ -398,7 +229,7 @@ class Predictor:
         source: str = "cli",
         request_id: str | None = None,
         key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> PredictResponse:
         """Predict for ``symbols``; every prediction is appended to the ledger before returning.
 
         ``key`` (default: the request id) decides the arm during a canary (see
@@ -449,13 +280,13 @@ class Predictor:
         with self.stats._lock:
             self.stats.requests += 1
             self.stats.symbols += len(syms)
-        return {
-            "request_id": request_id,
-            "alias": self.alias,
-            "arm": arm.role,
-            "model_name": arm.tags["model_name"],
-            "predictions": rows,
-        }
+        return PredictResponse(
+            request_id=request_id,
+            alias=self.alias,
+            arm=arm.role,
+            model_name=arm.tags["model_name"],
+            predictions=rows,
+        )
 
     def _refuse(self, d: Deployment, request_id: str, source: str) -> None:
         if self.unavailable is not None:  # a broken ledger cannot take the refusal's record
@@ -552,16 +383,18 @@ def load_predictor(
     alias: str = "production",
     *,
     feature_set: str | None = None,
-    tracking_uri: str | None = None,
+    workspace: Workspace | None = None,
     ledger: AuditLedger | None = None,
     shadow_queue: int = 10_000,
+    tracking_uri: str | None = None,
 ) -> Predictor:
-    """Build a :class:`Predictor` from the registry: ``model@alias`` and its feature set."""
-    from quantcli.serving.runtime import InferenceRuntime
-    from quantcli.store.feast_store import get_feature_store
+    """Build a :class:`Predictor` from the registry: ``model@alias`` and its feature set.
 
-    name = model or default_model_name(tracking_uri)
-    runtime = InferenceRuntime.from_registry(name, alias, tracking_uri=tracking_uri)
+    ``tracking_uri`` is a deprecated alias of ``workspace``.
+    """
+    ws = resolve_workspace(workspace, tracking_uri)
+    name = model or default_model_name(ws)
+    runtime = InferenceRuntime.from_registry(name, alias, workspace=ws)
     runtime.audit_tags.setdefault("model_name", name)
     fs_name = feature_set or runtime.audit_tags.get("feature_set") or "technical_v1"
     return Predictor(
@@ -569,30 +402,36 @@ def load_predictor(
     )
 
 
-def apply_halt(predictor: Predictor, tracking_uri: str | None = None) -> None:
+def apply_halt(
+    predictor: Predictor,
+    workspace: Workspace | str | None = None,
+    *,
+    tracking_uri: str | None = None,
+) -> None:
     """Refuse predictions from ``predictor`` while its model is halted in the registry (the
-    one-shot ``qcli predict``; a service follows the halt flag through its poll)."""
-    from dataclasses import replace
+    one-shot ``qcli predict``; a service follows the halt flag through its poll).
 
-    from quantcli.models.deployment import read_state
-    from quantcli.models.registry import ModelRegistry
-
-    state = read_state(ModelRegistry(tracking_uri), predictor.tags["model_name"])
+    A string ``workspace`` (or ``tracking_uri``) is the deprecated tracking URI form."""
+    if isinstance(workspace, str):
+        workspace, tracking_uri = None, workspace
+    ws = resolve_workspace(workspace, tracking_uri)
+    state = read_state(ModelRegistry(ws.tracking_uri), predictor.tags["model_name"])
     if state.halt is not None:
         reason = state.halt.get("reason", "halted")
-        predictor.deployment = replace(predictor.deployment, halted=reason)
+        predictor.deployment = dataclasses.replace(predictor.deployment, halted=reason)
 
 
-def default_model_name(tracking_uri: str | None = None) -> str:
-    """The only registered model, when ``--model`` is not given."""
-    import os
+def default_model_name(workspace: Workspace | str | None = None) -> str:
+    """The only registered model, when ``--model`` is not given (``$QCLI_MODEL`` first).
 
+    A string ``workspace`` is the deprecated tracking URI form."""
     env = os.environ.get("QCLI_MODEL")
     if env:
         return env
-    from quantcli.models.registry import ModelRegistry
-
-    names = sorted(m.name for m in ModelRegistry(tracking_uri).client.search_registered_models())
+    if isinstance(workspace, str):
+        workspace = resolve_workspace(None, workspace)
+    ws = resolve_workspace(workspace)
+    names = sorted(m.name for m in ModelRegistry(ws.tracking_uri).client.search_registered_models())
     if len(names) == 1:
         return names[0]
     if not names:
@@ -604,3 +443,22 @@ def default_model_name(tracking_uri: str | None = None) -> str:
         f"{len(names)} registered models: choose one with --model",
         hint=f"registered: {', '.join(names)}",
     )
+
+
+def predict_once(
+    symbols: Sequence[str],
+    model: str | None = None,
+    alias: str = "production",
+    *,
+    workspace: Workspace | None = None,
+    source: str = "cli",
+) -> PredictResponse:
+    """One in-process request (``qcli predict``): load ``model@alias``, refuse it while it is
+    halted, predict ``symbols`` into the audit ledger, close the ledger."""
+    ws = resolve_workspace(workspace)
+    predictor = load_predictor(model, alias, workspace=ws)
+    try:
+        apply_halt(predictor, ws)
+        return predictor.predict(symbols, source=source)
+    finally:
+        predictor.close()

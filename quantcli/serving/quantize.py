@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from quantcli.errors import InputError
+from quantcli.results import Result
 
 QUANTIZABLE_OPS = ("MatMul", "Gemm")
 INT8_METHODS = ("dynamic", "static", "weight-only")
@@ -41,10 +42,14 @@ INT8_OPS = frozenset(
 NOT_QUANTIZABLE = "not quantizable: no MatMul/Gemm operators"
 
 
-@dataclass
-class QuantizationResult:
-    """What :func:`quantize_int8` did. ``quantized`` is False when no INT8 file exists."""
+@dataclass(frozen=True, kw_only=True)
+class QuantizationResult(Result):
+    """What :func:`quantize_int8` did. ``quantized`` is False when no INT8 file exists.
 
+    Not a gate: a graph that is not quantizable is a fact, not a failure (``passed`` is True).
+    """
+
+    passed: bool = True
     requested: bool
     quantized: bool
     method: str
@@ -56,7 +61,9 @@ class QuantizationResult:
     int8_size_bytes: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        del d["passed"], d["reasons"]
+        return d
 
 
 def count_ops(model, ops) -> int:

@@ -30,63 +30,28 @@ Checks
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-ALLOWED_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
-# What quantcli's converters and quantizers emit, plus a few harmless shape/arith operators.
-ALLOWED_OPS = frozenset(
-    {
-        # trees and sklearn preprocessing (ai.onnx.ml)
-        "TreeEnsembleRegressor",
-        "TreeEnsembleClassifier",
-        "TreeEnsemble",
-        "Scaler",
-        "Normalizer",
-        # dense layers and activations
-        "MatMul",
-        "Gemm",
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Sum",
-        "Mean",
-        "Relu",
-        "Tanh",
-        "Sigmoid",
-        "Softmax",
-        "LeakyRelu",
-        "Clip",
-        "Abs",
-        "Neg",
-        "Identity",
-        "Cast",
-        "Reshape",
-        "Flatten",
-        "Squeeze",
-        "Unsqueeze",
-        "Concat",
-        "Transpose",
-        "ReduceMean",
-        "ReduceSum",
-        "Constant",
-        # INT8 (dynamic QOperator, static QDQ, onnxruntime fused kernels)
-        "DynamicQuantizeLinear",
-        "MatMulInteger",
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "QLinearMatMul",
-        "QGemm",
-        "DynamicQuantizeMatMul",
-        "MatMulIntegerToFloat",
-    }
-)
+from quantcli.errors import IntegrityError, QuantCliError
+from quantcli.integrity import sha256_file, verify_file
+from quantcli.models import tags as T
+from quantcli.models.registry import ModelRegistry
+from quantcli.results import Result
+from quantcli.serving.operators import ALLOWED_DOMAINS, ALLOWED_OPS, operator_findings
+from quantcli.serving.registered import resolve_workspace, training_sample
+from quantcli.serving.session import make_session
+from quantcli.workspace import Workspace
+
 MAX_FEATURES = 4096
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_PARAMETERS = 200_000_000
@@ -103,21 +68,31 @@ class Check:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class ScanReport:
-    """The result of :func:`scan_artifact`."""
+@dataclass(frozen=True, kw_only=True)
+class ScanReport(Result):
+    """The result of :func:`scan_artifact`: ``passed`` when no check found anything."""
 
     path: str
-    format: str  # "onnx" | "lightgbm_text" | "pickle" | "unknown"
-    checks: list[Check] = field(default_factory=list)
+    format: str  # "onnx" | "lightgbm_text" | "pickle" | "unknown" (or a sidecar's type)
+    checks: tuple[Check, ...] = ()
 
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+    failure_message: ClassVar[str] = "the model scan found problems"
+
+    @classmethod
+    def of(cls, path: str, fmt: str, checks: list[Check]) -> ScanReport:
+        """The report of ``checks``; its reasons are their findings, each named by check."""
+        findings = [f"{c.name}: {f}" for c in checks for f in c.findings]
+        return cls(
+            passed=all(c.passed for c in checks),
+            reasons=findings,
+            path=path,
+            format=fmt,
+            checks=tuple(checks),
+        )
 
     @property
     def findings(self) -> list[str]:
-        return [f"{c.name}: {f}" for c in self.checks for f in c.findings]
+        return list(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +102,42 @@ class ScanReport:
             "findings": self.findings,
             "checks": [asdict(c) for c in self.checks],
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisteredScan(Result):
+    """:func:`scan_registered`'s outcome; :meth:`to_dict` is ``qcli model scan --json``."""
+
+    name: str
+    version: str
+    probe_bounds: str
+    files: tuple[ScanReport, ...] = ()
+    version_source: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        return T.PASS if self.passed else T.FAIL
+
+    @property
+    def findings(self) -> list[str]:
+        return list(self.reasons)
+
+    def message(self) -> str:
+        return f"model scan failed for {self.name} v{self.version} (verdict 'scan' = fail)"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "name": self.name,
+            "version": self.version,
+            "passed": self.passed,
+            "verdict": self.verdict,
+            "findings": self.findings,
+            "probe_bounds": self.probe_bounds,
+            "files": [r.to_dict() for r in self.files],
+        }
+        if self.version_source is not None:
+            out["version_source"] = self.version_source
+        return out
 
 
 def sniff_format(head: bytes) -> str:
@@ -186,37 +197,29 @@ def scan_artifact(
     """
     p = Path(path)
     if not p.is_file():
-        report = ScanReport(str(p), "unknown")
-        report.checks.append(Check("format", False, [f"{p}: no such file"]))
-        return report
+        return ScanReport.of(str(p), "unknown", [Check("format", False, [f"{p}: no such file"])])
     with open(p, "rb") as fh:
         head = fh.read(64)
     fmt = sniff_format(head)
-    report = ScanReport(str(p), fmt)
     if fmt not in ("onnx", "lightgbm_text"):
         what = {"pickle": "a Python pickle (can run code on load)", "zip": "a zip/torch archive"}
-        report.checks.append(
-            Check(
-                "format",
-                False,
-                [f"{p.name} is {what.get(fmt, 'not ONNX or LightGBM text')}: refused unopened"],
-                {"magic": head[:8].hex()},
-            )
+        refused = Check(
+            "format",
+            False,
+            [f"{p.name} is {what.get(fmt, 'not ONNX or LightGBM text')}: refused unopened"],
+            {"magic": head[:8].hex()},
         )
-        return report
-    report.checks.append(Check("format", True, detail={"magic": head[:8].hex()}))
-    report.checks.append(_check_integrity(p, sha256, signature, require_signature, keys_dir))
+        return ScanReport.of(str(p), fmt, [refused])
+    checks = [Check("format", True, detail={"magic": head[:8].hex()})]
+    checks.append(_check_integrity(p, sha256, signature, require_signature, keys_dir))
     if fmt == "onnx":
-        _scan_onnx(p, report, n_features, reference_X, Path(artifact_dir or p.parent))
+        _scan_onnx(p, checks, n_features, reference_X, Path(artifact_dir or p.parent))
     else:
-        _scan_lightgbm(p, report, n_features, reference_X)
-    return report
+        _scan_lightgbm(p, checks, n_features, reference_X)
+    return ScanReport.of(str(p), fmt, checks)
 
 
 def _check_integrity(p: Path, sha256, signature, required: bool, keys_dir) -> Check:
-    from quantcli.errors import IntegrityError
-    from quantcli.integrity import sha256_file, verify_file
-
     if not sha256 or not signature:
         if required:
             return Check("integrity", False, ["no recorded sha256/signature: the file is unsigned"])
@@ -228,57 +231,23 @@ def _check_integrity(p: Path, sha256, signature, required: bool, keys_dir) -> Ch
     return Check("integrity", True, detail={"sha256": digest, "verified": True})
 
 
-def operator_findings(model: Any) -> tuple[list[str], dict[str, int]]:
-    """``(findings, op counts)`` of an ONNX ``ModelProto`` against the operator allow-list.
-
-    A finding for every opset domain or node domain outside :data:`ALLOWED_DOMAINS`, every
-    operator outside :data:`ALLOWED_OPS`, model-local functions and sub-graphs (control flow).
-    The runtime applies the same rule to every graph it loads, whatever the stored verdicts say.
-    """
-    import onnx
-
-    findings = []
-    for imp in model.opset_import:
-        if imp.domain not in ALLOWED_DOMAINS:
-            findings.append(f"opset domain '{imp.domain}' is not allowed")
-    if len(model.functions):
-        findings.append(f"{len(model.functions)} model-local functions (not allowed)")
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        if node.domain not in ALLOWED_DOMAINS:
-            findings.append(f"node '{node.name}' uses domain '{node.domain}'")
-        elif node.op_type not in ALLOWED_OPS:
-            findings.append(f"operator '{node.op_type}' (node '{node.name}') is not allowed")
-        if any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-            for a in node.attribute
-        ):
-            findings.append(f"node '{node.name}' carries a sub-graph (control flow not allowed)")
-    return findings, ops
-
-
-def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_dir: Path) -> None:
+def _scan_onnx(p: Path, checks: list[Check], n_features, reference_X, artifact_dir: Path) -> None:
     import onnx
     from onnx.external_data_helper import uses_external_data
 
     size = p.stat().st_size
     if size > MAX_FILE_BYTES:
-        report.checks.append(
-            Check("shapes", False, [f"file is {size:,} bytes > {MAX_FILE_BYTES:,}"])
-        )
+        checks.append(Check("shapes", False, [f"file is {size:,} bytes > {MAX_FILE_BYTES:,}"]))
         return
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # a corrupt protobuf is a finding, not a crash
-        report.checks.append(Check("format", False, [f"not a valid ONNX model: {exc}"]))
+        checks.append(Check("format", False, [f"not a valid ONNX model: {exc}"]))
         return
 
     # operators and domains
     findings, ops = operator_findings(model)
-    report.checks.append(
-        Check("operators", not findings, findings, {"ops": dict(sorted(ops.items()))})
-    )
+    checks.append(Check("operators", not findings, findings, {"ops": dict(sorted(ops.items()))}))
 
     # external data
     findings = []
@@ -294,7 +263,7 @@ def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_di
             findings.append(f"initializer '{init.name}' points outside the artifact dir: {loc!r}")
         elif not target.is_file():
             findings.append(f"initializer '{init.name}' external file missing: {loc!r}")
-    report.checks.append(Check("external_data", not findings, findings))
+    checks.append(Check("external_data", not findings, findings))
 
     # shapes and sizes
     findings = []
@@ -324,7 +293,7 @@ def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_di
             findings.append("output is not one value per row ([N, 1])")
     if n_params > MAX_PARAMETERS:
         findings.append(f"{n_params:,} parameters > {MAX_PARAMETERS:,}")
-    report.checks.append(
+    checks.append(
         Check(
             "shapes",
             not findings,
@@ -333,49 +302,47 @@ def _scan_onnx(p: Path, report: ScanReport, n_features, reference_X, artifact_di
         )
     )
 
-    if width is None or not all(c.passed for c in report.checks):
-        report.checks.append(Check("robustness", False, ["not probed: earlier checks failed"]))
+    if width is None or not all(c.passed for c in checks):
+        checks.append(Check("robustness", False, ["not probed: earlier checks failed"]))
         return
     try:
-        from quantcli.serving.runtime import make_session
-
         sess = make_session(p)
         name = sess.get_inputs()[0].name
 
         def predict(X: np.ndarray) -> np.ndarray:
             return sess.run(None, {name: X.astype(np.float32)})[0]
 
-        report.checks.append(_probe(predict, width, reference_X))
+        checks.append(_probe(predict, width, reference_X))
     except Exception as exc:  # onnxruntime refusing the graph is a finding
-        report.checks.append(Check("robustness", False, [f"onnxruntime could not run it: {exc}"]))
+        checks.append(Check("robustness", False, [f"onnxruntime could not run it: {exc}"]))
 
 
-def _scan_lightgbm(p: Path, report: ScanReport, n_features, reference_X) -> None:
+def _scan_lightgbm(p: Path, checks: list[Check], n_features, reference_X) -> None:
     import lightgbm
 
     findings = []
     size = p.stat().st_size
     if size > MAX_FILE_BYTES:
         findings.append(f"file is {size:,} bytes > {MAX_FILE_BYTES:,}")
-        report.checks.append(Check("shapes", False, findings))
+        checks.append(Check("shapes", False, findings))
         return
     try:
         booster = lightgbm.Booster(model_file=str(p))
     except Exception as exc:
-        report.checks.append(Check("format", False, [f"not a valid LightGBM text model: {exc}"]))
+        checks.append(Check("format", False, [f"not a valid LightGBM text model: {exc}"]))
         return
     width = booster.num_feature()
     if width > MAX_FEATURES:
         findings.append(f"model takes {width} features > {MAX_FEATURES}")
     if n_features is not None and width != n_features:
         findings.append(f"model takes {width} features, the signature names {n_features}")
-    report.checks.append(
+    checks.append(
         Check("shapes", not findings, findings, {"n_features": width, "trees": booster.num_trees()})
     )
-    if findings or not all(c.passed for c in report.checks):
-        report.checks.append(Check("robustness", False, ["not probed: earlier checks failed"]))
+    if findings or not all(c.passed for c in checks):
+        checks.append(Check("robustness", False, ["not probed: earlier checks failed"]))
         return
-    report.checks.append(_probe(lambda X: booster.predict(X), width, reference_X))
+    checks.append(_probe(lambda X: booster.predict(X), width, reference_X))
 
 
 def _probe(predict, width: int, reference_X: np.ndarray | None) -> Check:
@@ -412,11 +379,23 @@ def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanRep
     """A non-model file of a version (manifest JSON, ``.npz`` weights): no pickle, signed."""
     with open(p, "rb") as fh:
         head = fh.read(64)
-    report = ScanReport(str(p), sniff_format(head))
+    fmt = sniff_format(head)
+    findings = _sidecar_findings(p, fmt)
+    if fmt != "pickle":
+        fmt = {".json": "json", ".npz": "npz", ".txt": "text", ".yaml": "yaml"}.get(
+            p.suffix, "yaml" if p.name == "MLmodel" else fmt
+        )
+    checks = [
+        Check("format", not findings, findings, {"magic": head[:8].hex()}),
+        _check_integrity(p, sha256, signature, True, None),
+    ]
+    return ScanReport.of(str(p), fmt, checks)
+
+
+def _sidecar_findings(p: Path, fmt: str) -> list[str]:
+    """What is wrong with a sidecar's content for its type (``fmt`` sniffed from its bytes)."""
     findings: list[str] = []
     if p.suffix == ".json":
-        import json
-
         try:
             json.loads(p.read_text())
         except (UnicodeDecodeError, ValueError) as exc:
@@ -430,7 +409,7 @@ def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanRep
             ]
         except ValueError as exc:
             findings.append(f"{p.name}: refused ({exc})")
-    elif report.format == "pickle":
+    elif fmt == "pickle":
         findings.append(f"{p.name} is a Python pickle: refused unopened")
     elif p.name == "MLmodel" or p.suffix == ".yaml":  # the MLflow model's descriptors
         import yaml
@@ -444,24 +423,19 @@ def _scan_sidecar(p: Path, sha256: str | None, signature: str | None) -> ScanRep
             p.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             findings.append(f"{p.name}: not UTF-8 text")
-    elif report.format not in ("onnx", "lightgbm_text"):
+    elif fmt not in ("onnx", "lightgbm_text"):
         findings.append(f"{p.name}: unexpected file type in a model artifact")
-    if report.format != "pickle":
-        report.format = {".json": "json", ".npz": "npz", ".txt": "text", ".yaml": "yaml"}.get(
-            p.suffix, "yaml" if p.name == "MLmodel" else report.format
-        )
-    report.checks.append(Check("format", not findings, findings, {"magic": head[:8].hex()}))
-    report.checks.append(_check_integrity(p, sha256, signature, True, None))
-    return report
+    return findings
 
 
 def scan_registered(
     name: str,
     version: str | None = None,
     *,
-    tracking_uri: str | None = None,
+    workspace: Workspace | None = None,
     sample_rows: int = 2000,
-) -> dict[str, Any]:
+    tracking_uri: str | None = None,
+) -> RegisteredScan:
     """Scan every file of a registered version (``model/`` and ``onnx/``); record ``scan``.
 
     The verdict records the sha256 of every file scanned: adding or replacing an artifact later
@@ -470,87 +444,100 @@ def scan_registered(
     Files are downloaded WITHOUT the registry's verification, so a tampered or unsigned file
     becomes a finding instead of an exception. ``.onnx`` and LightGBM ``.txt`` files get the full
     scan (robustness probe bounded by the version's training features when the offline store has
-    them); JSON and ``.npz`` sidecars get the format and integrity checks. Returns the report dict;
-    ``passed`` is False when any finding exists (the CLI exits 1).
+    them); JSON and ``.npz`` sidecars get the format and integrity checks. ``passed`` is False
+    when any finding exists; ``raise_if_failed()`` makes that exit code 1 (the CLI).
+    ``tracking_uri`` is a deprecated alias of ``workspace``.
     """
-    import json
-    import shutil
-    import tempfile
-
-    from quantcli.errors import QuantCliError
-    from quantcli.models import tags as T
-    from quantcli.models.registry import ModelRegistry
-
-    reg = ModelRegistry(tracking_uri)
+    ws = resolve_workspace(workspace, tracking_uri)
+    reg = ModelRegistry(ws.tracking_uri)
     info = reg.resolve(name, version)
     feature_names = json.loads(info.tags.get(T.FEATURE_NAMES, "[]")) or None
     reference = None
     if feature_names:
-        from quantcli.serving.onnx_export import training_sample
-
         try:
             reference = training_sample(
-                info, feature_names, sample_rows, tracking_client=reg.client
+                info, feature_names, sample_rows, tracking_client=reg.client, workspace=ws
             )
         except QuantCliError:
             reference = None  # no offline store here: probe the default box instead
-    from quantcli.integrity import sha256_file
-
     work = Path(tempfile.mkdtemp(prefix="qcli-scan-"))
-    reports: list[ScanReport] = []
     scanned: dict[str, str] = {}  # what the verdict judged: the bytes scanned, by path
     try:
-        roots = sorted({a.split("/", 1)[0] for a in info.artifacts} | {"model"})
-        for root in roots:
-            try:
-                local = Path(reg.client.download_artifacts(info.run_id, root, str(work)))
-            except Exception:  # an artifact folder recorded in tags but absent
-                reports.append(_missing(f"{root}/", "artifact folder missing from the run"))
-                continue
-            files = sorted(q for q in local.rglob("*") if q.is_file())
-            for f in files:
-                rel = f"{root}/{f.relative_to(local)}"
-                scanned[rel] = sha256_file(f)
-                rec = info.artifacts.get(rel, {})
-                sha, sig = rec.get("sha256"), rec.get("signature")
-                # text files that are not LightGBM models: the export report, pip requirements
-                if f.suffix in (".onnx", ".txt") and f.name not in (
-                    "model.export.txt",
-                    "requirements.txt",
-                ):
-                    r = scan_artifact(
-                        f,
-                        sha256=sha,
-                        signature=sig,
-                        n_features=len(feature_names) if feature_names else None,
-                        reference_X=reference,
-                        artifact_dir=local,
-                    )
-                else:
-                    r = _scan_sidecar(f, sha, sig)
-                r.path = rel
-                reports.append(r)
-            present = {f"{root}/{f.relative_to(local)}" for f in files}
-            for rel in sorted(a for a in info.artifacts if a.startswith(root + "/")):
-                if rel not in present:
-                    reports.append(_missing(rel, "recorded in the registry but missing"))
+        reports = _scan_run_files(reg, info, work, feature_names, reference, scanned)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     passed = all(r.passed for r in reports) and bool(reports)
     findings = [f"{r.path}: {f}" for r in reports for f in r.findings]
     reg.record_verdict(name, info.version, "scan", passed, findings, judged=scanned)
-    return {
-        "name": name,
-        "version": info.version,
-        "passed": passed,
-        "verdict": T.PASS if passed else T.FAIL,
-        "findings": findings,
-        "probe_bounds": "training features" if reference is not None else "default box +-1e3",
-        "files": [r.to_dict() for r in reports],
-    }
+    return RegisteredScan(
+        passed=passed,
+        reasons=findings,
+        name=name,
+        version=info.version,
+        probe_bounds="training features" if reference is not None else "default box +-1e3",
+        files=tuple(reports),
+    )
+
+
+def _scan_run_files(
+    reg: ModelRegistry,
+    info: Any,
+    work: Path,
+    feature_names: list[str] | None,
+    reference: Any,
+    scanned: dict[str, str],
+) -> list[ScanReport]:
+    """Download each artifact folder of the version's run into ``work`` and scan every file;
+    ``scanned`` receives the sha256 of each file, by artifact path."""
+    reports: list[ScanReport] = []
+    roots = sorted({a.split("/", 1)[0] for a in info.artifacts} | {"model"})
+    for root in roots:
+        try:
+            local = Path(reg.client.download_artifacts(info.run_id, root, str(work)))
+        except Exception:  # an artifact folder recorded in tags but absent
+            reports.append(_missing(f"{root}/", "artifact folder missing from the run"))
+            continue
+        files = sorted(q for q in local.rglob("*") if q.is_file())
+        for f in files:
+            rel = f"{root}/{f.relative_to(local)}"
+            scanned[rel] = sha256_file(f)
+            rec = info.artifacts.get(rel, {})
+            sha, sig = rec.get("sha256"), rec.get("signature")
+            # text files that are not LightGBM models: the export report, pip requirements
+            if f.suffix in (".onnx", ".txt") and f.name not in (
+                "model.export.txt",
+                "requirements.txt",
+            ):
+                r = scan_artifact(
+                    f,
+                    sha256=sha,
+                    signature=sig,
+                    n_features=len(feature_names) if feature_names else None,
+                    reference_X=reference,
+                    artifact_dir=local,
+                )
+            else:
+                r = _scan_sidecar(f, sha, sig)
+            reports.append(dataclasses.replace(r, path=rel))
+        present = {f"{root}/{f.relative_to(local)}" for f in files}
+        for rel in sorted(a for a in info.artifacts if a.startswith(root + "/")):
+            if rel not in present:
+                reports.append(_missing(rel, "recorded in the registry but missing"))
+    return reports
 
 
 def _missing(path: str, why: str) -> ScanReport:
-    r = ScanReport(path, "unknown")
-    r.checks.append(Check("integrity", False, [why]))
-    return r
+    return ScanReport.of(path, "unknown", [Check("integrity", False, [why])])
+
+
+__all__ = [
+    "ALLOWED_DOMAINS",
+    "ALLOWED_OPS",
+    "Check",
+    "RegisteredScan",
+    "ScanReport",
+    "operator_findings",
+    "scan_artifact",
+    "scan_registered",
+    "sniff_format",
+]

@@ -10,15 +10,11 @@ import onnx
 import pytest
 
 from quantcli.errors import InputError
-from quantcli.serving.onnx_export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    convert_and_validate_pipeline,
-    native_predict,
-    to_onnx,
-)
+from quantcli.serving.convert import INPUT_NAME, OUTPUT_NAME, to_onnx
+from quantcli.serving.native import native_predict
+from quantcli.serving.onnx_export import convert_and_validate_pipeline
 from quantcli.serving.quantize import NOT_QUANTIZABLE, quantize_int8
-from quantcli.serving.runtime import make_session
+from quantcli.serving.session import make_session
 
 
 def _onnx_predict(path, X: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from quantcli.errors import InputError, IntegrityError
 from quantcli.integrity import sign_file
-from quantcli.serving.onnx_export import native_predict, to_onnx
+from quantcli.serving.convert import to_onnx
+from quantcli.serving.native import native_predict
 from quantcli.serving.runtime import InferenceRuntime
 
 AUDIT = {
@@ -143,7 +144,7 @@ def test_any_reordering_is_refused_naming_the_first_misplaced_column(runtime, sy
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_runtime_equals_a_bare_session_on_any_finite_rows(runtime, signed, rows):
     """Validation never changes the numbers: the runtime equals a raw onnxruntime call."""
-    from quantcli.serving.runtime import make_session
+    from quantcli.serving.session import make_session
 
     X = np.array(rows, dtype=np.float64)
     sess = make_session(signed[0])
@@ -152,7 +153,7 @@ def test_runtime_equals_a_bare_session_on_any_finite_rows(runtime, signed, rows)
 
 
 def _session_predict(path, X: np.ndarray) -> np.ndarray:
-    from quantcli.serving.runtime import make_session
+    from quantcli.serving.session import make_session
 
     sess = make_session(path)
     return sess.run(None, {"input": X.astype(np.float32)})[0].reshape(-1).astype(np.float64)
@@ -237,7 +238,7 @@ class _PublicOnly:
 def test_one_row_runner_falls_back_to_the_public_api(signed, synthetic_data):
     """OnnxRunner uses onnxruntime's C++ session when present; without it (a future onnxruntime),
     the public ``run_with_iobinding`` path gives the same numbers."""
-    from quantcli.serving.runtime import OnnxRunner, make_session
+    from quantcli.serving.session import OnnxRunner, make_session
 
     X = synthetic_data.X_test[:10].astype(np.float32)
     expected = _session_predict(signed[0], X).astype(np.float32)

@@ -1,0 +1,70 @@
+"""A prediction service's start-up: the predictor on the audit ledger and the registry follower.
+
+:func:`open_service` is what ``qcli serve`` runs before it binds the port: the model to serve, the
+ledger (a broken one still starts the service, which then answers 503 saying why), the verified
+runtime, and one registry read so the kill switch, canary and shadow apply from the first
+request. :func:`quantcli.serving.http.serve` then runs the HTTP app over the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantcli.serving.follow import AlertFn, RegistryFollower, ServingConfig
+from quantcli.serving.predict import (
+    Predictor,
+    default_model_name,
+    load_predictor,
+    open_service_ledger,
+)
+from quantcli.serving.registered import resolve_workspace
+from quantcli.workspace import Workspace
+
+
+@dataclass
+class Service:
+    """A started service: what it serves, how it follows the registry, and why it refuses
+    every request (``broken``: the audit ledger's fault, else ``None``)."""
+
+    predictor: Predictor
+    follower: RegistryFollower
+    broken: str | None = None
+
+
+def open_service(
+    model: str | None = None,
+    alias: str = "production",
+    *,
+    workspace: Workspace | None = None,
+    shadow_alias: str | None = None,
+    config: ServingConfig | None = None,
+    alert: AlertFn | None = None,
+) -> Service:
+    """Load ``model@alias`` (default: the only registered model) for serving and sync once.
+
+    ``config`` is the ``[serving]`` section (poll interval, shadow queue); ``alert`` is called
+    for versions that fail to load (see :class:`~quantcli.serving.follow.RegistryFollower`).
+    """
+    ws = resolve_workspace(workspace)
+    config = config or ServingConfig.from_config(ws.config)
+    name = model or default_model_name(ws)
+    ledger, broken = open_service_ledger()
+    predictor = load_predictor(
+        name, alias, workspace=ws, ledger=ledger, shadow_queue=config.shadow_queue
+    )
+    if broken is not None:  # serve 503 with the reason rather than not start
+        predictor.unavailable = broken
+    follower = RegistryFollower(
+        predictor,
+        name,
+        alias=alias,
+        shadow_alias=shadow_alias,
+        workspace=ws,
+        interval_s=config.poll_interval_s,
+        alert=alert,
+    )
+    follower.sync("startup")  # halt, canary and shadow apply from the first request
+    return Service(predictor, follower, broken)
+
+
+__all__ = ["Service", "open_service"]
