@@ -369,15 +369,16 @@ def _obv_run(close, volume, state, j, out):
     State: [acc, prev close] at ``state[1:3]``."""
     acc = state[1]
     prev = state[2]
+    if j == 0 and close.shape[0]:
+        acc = volume[0]
+        prev = close[0]
     for i in range(close.shape[0]):
         c = close[i]
-        if j + i == 0:
-            acc = volume[0]
-            prev = c
-        if c > prev:
-            acc += volume[i]
-        elif c < prev:
-            acc -= volume[i]
+        # the direction as -1, 0 or 1 and a select, not branches: the close's direction is a
+        # coin flip to the branch predictor; v * -1.0 added is exactly a subtraction of v
+        sign = (1.0 if c > prev else 0.0) - (1.0 if c < prev else 0.0)
+        moved = acc + volume[i] * sign
+        acc = moved if sign != 0.0 else acc
         out[i] = acc
         prev = c
     state[1] = acc

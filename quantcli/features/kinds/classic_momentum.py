@@ -295,27 +295,18 @@ def stoch_kernel(inputs, params, state, out):
     hh, ll = state[3], state[4]
     fast = np.empty(k)
     nf = 0
-    pos = j % fastk
+    # Bar q (q >= j) is read from this call's inputs; only the bars before the call come from
+    # the rings (slot q % fastk), which are brought up to date once, after the loop.
     for i in range(k):
         jj = j + i
-        ring_h[pos] = high[i]
-        ring_l[pos] = low[i]
-        pos += 1
-        if pos == fastk:
-            pos = 0
         if jj < first_fast:
             continue
         w0 = jj - fastk + 1
-        # ``pos`` is now the slot of value w0, the window's oldest: a rescan steps from it
         if hi_idx < w0:
             hi_idx = w0
-            p = pos
-            hh = ring_h[p]
+            hh = high[w0 - j] if w0 >= j else ring_h[w0 % fastk]
             for q in range(w0 + 1, jj + 1):
-                p += 1
-                if p == fastk:
-                    p = 0
-                v = ring_h[p]
+                v = high[q - j] if q >= j else ring_h[q % fastk]
                 if v >= hh:
                     hh = v
                     hi_idx = q
@@ -324,13 +315,9 @@ def stoch_kernel(inputs, params, state, out):
             hi_idx = jj
         if lo_idx < w0:
             lo_idx = w0
-            p = pos
-            ll = ring_l[p]
+            ll = low[w0 - j] if w0 >= j else ring_l[w0 % fastk]
             for q in range(w0 + 1, jj + 1):
-                p += 1
-                if p == fastk:
-                    p = 0
-                v = ring_l[p]
+                v = low[q - j] if q >= j else ring_l[q % fastk]
                 if v <= ll:
                     ll = v
                     lo_idx = q
@@ -340,6 +327,9 @@ def stoch_kernel(inputs, params, state, out):
         rng = hh - ll
         fast[nf] = ((close[i] - ll) / rng) * 100.0 if rng != 0.0 else 0.0
         nf += 1
+    for q in range(max(j, j + k - fastk), j + k):
+        ring_h[q % fastk] = high[q - j]
+        ring_l[q % fastk] = low[q - j]
     i0 = k - nf  # the call's first bar with a fast %K
     jk0 = j + i0 - first_fast  # its index among the fast %K values
     slow_k = np.empty(nf)
