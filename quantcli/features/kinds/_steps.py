@@ -387,3 +387,52 @@ def ema_run(x, st, o, n, j, seed_from, out):
             out[i] = prev
     st[o] = total
     st[o + 1] = prev
+
+
+@njit(cache=True, nogil=True)
+def window_extremes(xh, xl, w, hi, lo):
+    """``hi[t] = max(xh[t-w+1 .. t])`` and ``lo[t] = min(xl[t-w+1 .. t])`` for ``t >= w - 1``
+    (``hi[:w-1]``, ``lo[:w-1]`` are left as they are).
+
+    van Herk / Gil-Werman: the suffix extremes of aligned blocks of ``w`` bars, then per bar
+    one comparison with the running prefix extreme of its block. Branch-free, so the cost does
+    not depend on how often the extreme leaves the window (a running extreme's rescans are
+    data-dependent branches); the values are the window's own, equal to a running extreme's.
+    """
+    m = xh.shape[0]
+    if m < w:
+        return
+    suf_h = np.empty(m)
+    suf_l = np.empty(m)
+    for b0 in range(0, m, w):
+        b1 = min(b0 + w, m) - 1
+        sh = xh[b1]
+        sl = xl[b1]
+        suf_h[b1] = sh
+        suf_l[b1] = sl
+        for t in range(b1 - 1, b0 - 1, -1):
+            v = xh[t]
+            sh = v if v > sh else sh
+            suf_h[t] = sh
+            v = xl[t]
+            sl = v if v < sl else sl
+            suf_l[t] = sl
+    ph = xh[0]
+    pl = xl[0]
+    left = 0  # bars left in the current block
+    for t in range(m):
+        vh = xh[t]
+        vl = xl[t]
+        if left == 0:
+            left = w
+            ph = vh
+            pl = vl
+        else:
+            ph = vh if vh > ph else ph
+            pl = vl if vl < pl else pl
+        left -= 1
+        if t >= w - 1:
+            a = suf_h[t - w + 1]
+            c = suf_l[t - w + 1]
+            hi[t] = a if a > ph else ph
+            lo[t] = c if c < pl else pl

@@ -12,7 +12,15 @@ from numba import njit
 
 from quantcli.features.kinds import classic_polars as twins
 from quantcli.features.kinds._base import Kind, Param, register
-from quantcli.features.kinds._steps import NAN, fma, is_zero, sma_run, sma_size, true_range
+from quantcli.features.kinds._steps import (
+    NAN,
+    fma,
+    is_zero,
+    sma_run,
+    sma_size,
+    true_range,
+    window_extremes,
+)
 from quantcli.features.kinds.classic import WINDOW, _n, _zeros, register_group
 
 
@@ -274,8 +282,8 @@ def _stoch_sizes(p):
 def stoch_kernel(inputs, params, state, out):
     """TA_STOCH with SMA smoothing: rows (slow %K, slow %D).
 
-    fast %K = ((C - LL) / (HH - LL)) * 100, 0 when HH == LL, over ``fastk`` bars; the running
-    extremes rescan the window (kept in ring buffers) only when the extreme falls out of it.
+    fast %K = ((C - LL) / (HH - LL)) * 100, 0 when HH == LL, over ``fastk`` bars; the window
+    extremes come from :func:`window_extremes`, the bars before the call from ring buffers.
     Slow %K is reported from %D's first bar on, as TA-Lib does.
     """
     fastk = int(params[0])
@@ -293,40 +301,36 @@ def stoch_kernel(inputs, params, state, out):
     hi_idx = int(state[1]) if j > 0 else -1
     lo_idx = int(state[2]) if j > 0 else -1
     hh, ll = state[3], state[4]
+    # the call's bars after the (up to fastk - 1) bars before it that its windows reach
+    before = min(j, first_fast)
+    m = before + k
+    bh = np.empty(m)
+    bl = np.empty(m)
+    for q in range(j - before, j):
+        bh[q - j + before] = ring_h[q % fastk]
+        bl[q - j + before] = ring_l[q % fastk]
+    bh[before:] = high
+    bl[before:] = low
+    hh_at = np.empty(m)
+    ll_at = np.empty(m)
+    window_extremes(bh, bl, fastk, hh_at, ll_at)
     fast = np.empty(k)
     nf = 0
-    # Bar q (q >= j) is read from this call's inputs; only the bars before the call come from
-    # the rings (slot q % fastk), which are brought up to date once, after the loop.
-    for i in range(k):
-        jj = j + i
-        if jj < first_fast:
-            continue
-        w0 = jj - fastk + 1
-        if hi_idx < w0:
-            hi_idx = w0
-            hh = high[w0 - j] if w0 >= j else ring_h[w0 % fastk]
-            for q in range(w0 + 1, jj + 1):
-                v = high[q - j] if q >= j else ring_h[q % fastk]
-                if v >= hh:
-                    hh = v
-                    hi_idx = q
-        elif high[i] >= hh:
-            hh = high[i]
-            hi_idx = jj
-        if lo_idx < w0:
-            lo_idx = w0
-            ll = low[w0 - j] if w0 >= j else ring_l[w0 % fastk]
-            for q in range(w0 + 1, jj + 1):
-                v = low[q - j] if q >= j else ring_l[q % fastk]
-                if v <= ll:
-                    ll = v
-                    lo_idx = q
-        elif low[i] <= ll:
-            ll = low[i]
-            lo_idx = jj
-        rng = hh - ll
-        fast[nf] = ((close[i] - ll) / rng) * 100.0 if rng != 0.0 else 0.0
+    for t in range(max(before, first_fast), m):
+        rng = hh_at[t] - ll_at[t]
+        fast[nf] = ((close[t - before] - ll_at[t]) / rng) * 100.0 if rng != 0.0 else 0.0
         nf += 1
+    if nf:  # the state keeps the last bar of the window holding each extreme
+        first = m - fastk
+        hi_idx = lo_idx = first
+        for t in range(first + 1, m):
+            if bh[t] >= bh[hi_idx]:
+                hi_idx = t
+            if bl[t] <= bl[lo_idx]:
+                lo_idx = t
+        hh, ll = bh[hi_idx], bl[lo_idx]
+        hi_idx += j - before
+        lo_idx += j - before
     for q in range(max(j, j + k - fastk), j + k):
         ring_h[q % fastk] = high[q - j]
         ring_l[q % fastk] = low[q - j]
