@@ -1,27 +1,33 @@
 """`qcli model shadow`: replay stored features through a candidate and production, compare.
 
 Added onto the `qcli model` sub-app (one owner per file); the work is
-:func:`quantcli.monitoring.shadow.run_shadow`.
+:func:`quantcli.monitoring.shadow.run_shadow` (replay) or
+:func:`quantcli.monitoring.shadow_live.run_live_shadow` (``--live``).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from quantcli.cli._common import JsonOpt, emit, progress
+from quantcli.cli._common import JsonOpt, progress
 from quantcli.cli.model import NameArg, TrackingOpt, app
+from quantcli.cli.monitor import finish
+from quantcli.errors import InputError
+from quantcli.monitoring.shadow import run_shadow
+from quantcli.monitoring.shadow_live import run_live_shadow
+from quantcli.workspace import Workspace
 
 
 def _num(x: Any, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def _shadow_table(r: dict[str, Any]):
-    from rich.table import Table
-
+def _shadow_table(r: dict[str, Any]) -> Table:
     verdict = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/]"
     table = Table(
         title=f"Shadow {r['model']}: {r['candidate']['alias']} (v{r['candidate']['version']}) vs "
@@ -117,25 +123,21 @@ def shadow(
         qcli model shadow momentum --candidate 7 --against production --since 2024-03-01 --json
         qcli model shadow momentum --live --since 2026-06-01
     """
-    from quantcli.config import load_config
-    from quantcli.errors import GateFailedError, InputError
-    from quantcli.monitoring.shadow import run_live_shadow, run_shadow
-
-    cfg = load_config(config)
-    limit = max_pnl_divergence
-    if limit is None:
-        limit = cfg["shadow"]["max_pnl_divergence"]
-    if not (limit >= 0 and limit < float("inf")):
-        raise InputError(f"--max-pnl-divergence must be a fraction >= 0, got {limit}")
+    if max_pnl_divergence is not None and not (
+        max_pnl_divergence >= 0 and math.isfinite(max_pnl_divergence)
+    ):
+        raise InputError(f"--max-pnl-divergence must be a fraction >= 0, got {max_pnl_divergence}")
+    ws = Workspace.from_env(tracking_uri=tracking_uri, config=config)
     if live:
         r = run_live_shadow(
             name,
             since=since,
             feature_set=feature_set,
             label=label,
-            max_pnl_divergence=limit,
+            max_pnl_divergence=max_pnl_divergence,
+            workspace=ws,
         )
-        _finish_live(r, limit, cfg, json_mode)
+        finish(r, json_mode, lambda con: con.print(_live_summary(r.to_dict())))
         return
     if since is None:
         raise InputError("--since is required to replay stored features (or use --live)")
@@ -148,47 +150,22 @@ def shadow(
             since=since,
             feature_set=feature_set,
             label=label,
-            max_pnl_divergence=limit,
-            tracking_uri=tracking_uri,
+            max_pnl_divergence=max_pnl_divergence,
+            workspace=ws,
         )
-    if r["passed"] or not json_mode:
-        emit(r, json_mode, lambda con: con.print(_shadow_table(r)))
-    if not r["passed"]:
-        raise GateFailedError(
-            f"shadow: P&L divergence {r['pnl_divergence']:.2%} beyond {limit:.0%}",
-            reasons=[
-                f"candidate cumulative return {r['candidate']['cumulative_return']:.2%} vs "
-                f"{r['against']['cumulative_return']:.2%}"
-            ],
-            result=r,
-        )
+    finish(r, json_mode, lambda con: con.print(_shadow_table(r.to_dict())))
 
 
-def _finish_live(r: dict[str, Any], limit: float, cfg: dict, json_mode: bool) -> None:
-    from quantcli.errors import GateFailedError
-    from quantcli.monitoring.alerts import Alert, AlertConfig, AlertSink
-
+def _live_summary(r: dict[str, Any]) -> str:
     p = r["prediction"]
-
-    def render(con) -> None:
-        pnl = _num(r["pnl_divergence"], ".2%")
-        con.print(
-            f"live shadow of {r['model']}: {r['n_records']} records (shadow v"
-            f"{', v'.join(r['shadow_versions'])} vs production v"
-            f"{', v'.join(r['production_versions'])}); prediction |diff| mean "
-            f"{p['mean_abs_diff']:.3g}, max {p['max_abs_diff']:.3g}, sign agreement "
-            f"{p['sign_agreement']:.1%}; realized P&L divergence {pnl} over "
-            f"{r['n_realized']} records with known returns (max {limit:.0%})"
-        )
-
-    if r["passed"] or not json_mode:
-        emit(r, json_mode, render)
-    if not r["passed"]:
-        message = f"live shadow P&L divergence {r['pnl_divergence']:.2%} beyond {limit:.0%}"
-        AlertSink(AlertConfig.from_config(cfg)).send(
-            Alert("WARNING", message, source="qcli model shadow", details={"model": r["model"]})
-        )
-        raise GateFailedError(message, reasons=[message], result=r)
+    return (
+        f"live shadow of {r['model']}: {r['n_records']} records (shadow v"
+        f"{', v'.join(r['shadow_versions'])} vs production v"
+        f"{', v'.join(r['production_versions'])}); prediction |diff| mean "
+        f"{p['mean_abs_diff']:.3g}, max {p['max_abs_diff']:.3g}, sign agreement "
+        f"{p['sign_agreement']:.1%}; realized P&L divergence {_num(r['pnl_divergence'], '.2%')} "
+        f"over {r['n_realized']} records with known returns (max {r['max_pnl_divergence']:.0%})"
+    )
 
 
 __all__ = ["app"]

@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.monitoring.drift_check import run_drift_check
+from quantcli.monitoring.guard import run_guard
+from quantcli.monitoring.performance import check_performance
+from quantcli.monitoring.retrain import RetrainingTrigger, check_retrain
+from quantcli.results import Result
+from quantcli.workspace import Workspace
 
 app = typer.Typer(
     help="Drift, rolling performance, retraining triggers and alert guards.", no_args_is_help=True
@@ -34,19 +41,14 @@ _BAND_STYLE = {"significant": "bold red", "moderate": "yellow", "none": "green"}
 _SEV_STYLE = {"CRITICAL": "bold red", "WARNING": "yellow", "INFO": "green"}
 
 
-def _cfg(path: Path | None) -> dict[str, dict[str, Any]]:
-    from quantcli.config import load_config
+def finish(result: Result, json_mode: bool, render) -> None:
+    """Render ``result``, then apply the one gate rule: ``raise_if_failed`` (exit 1).
 
-    return load_config(path)
-
-
-def _finish(out: dict[str, Any], json_mode: bool, render, failure: Exception | None) -> None:
-    """Emit ``out``; on a failed check raise ``failure`` instead of emitting JSON (the one
-    error handler prints the GateFailedError's result, so stdout holds one JSON object)."""
-    if failure is None or not json_mode:
-        emit(out, json_mode, render)
-    if failure is not None:
-        raise failure
+    A failed result's JSON is printed by the error handler (from the GateFailedError), so it
+    is not emitted here too: stdout holds one JSON object either way."""
+    if result.passed or not json_mode:
+        emit(result.to_dict(), json_mode, render)
+    result.raise_if_failed()
 
 
 def _num(x: Any, spec: str = ".4f") -> str:
@@ -54,9 +56,7 @@ def _num(x: Any, spec: str = ".4f") -> str:
 
 
 # -- drift ---------------------------------------------------------------------------------
-def _drift_table(result: dict[str, Any]):
-    from rich.table import Table
-
+def _drift_table(result: dict[str, Any]) -> Table:
     table = Table(
         title=f"Feature drift: {result['n_drifted']} of {result['n_features']} drifted "
         f"(baseline {result['baseline_source']}; current {result['current_source']})"
@@ -155,53 +155,41 @@ def drift(
             --save-profile base2017.npz
         qcli monitor drift --baseline base2017.npz --current today.parquet --json
     """
-    from quantcli.errors import GateFailedError
-    from quantcli.monitoring.drift_check import run_drift_check
-
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
     with progress(json_mode) as bar:
         task = bar.add_task("drift", total=None)
-        result, written = run_drift_check(
+        result = run_drift_check(
             baseline,
             current,
             last=last,
             baseline_last=baseline_last,
             features=feats,
             feature_set=feature_set,
-            thresholds=_cfg(config)["drift"],
             save_profile=save_profile,
             report=None if no_report else (report or "auto"),
             max_plots=max_plots,
+            workspace=Workspace.from_env(config=config),
             on_step=lambda s: bar.update(task, description=s),
         )
-    out = {**result.to_dict(), **written}
-    win = written["windows"]
+    _drift_notes(result.to_dict(), json_mode)
+    finish(result, json_mode, lambda con: con.print(_drift_table(result.to_dict())))
+
+
+def _drift_notes(out: dict[str, Any], json_mode: bool) -> None:
+    """Where relative windows resolved to, and the files the check wrote (stderr)."""
+    win = out["windows"]
     for side in ("baseline", "current"):
         if win[f"{side}_option"] not in ("--baseline", "--current"):
             note(f"{side}: {win[f'{side}_option']} = {win[side]}", json_mode)
     if win["latest_bar"]:
         note(f"latest stored bar: {win['latest_bar']}", json_mode)
     for key in ("report", "profile"):
-        if written[key]:
-            note(f"{key}: {written[key]}", json_mode)
-    failure = None
-    if result.significant_features:
-        failure = GateFailedError(
-            f"significant drift (PSI >= 0.25) in {len(result.significant_features)} feature(s)",
-            reasons=[
-                f"{f.feature}: PSI {f.psi:.4f}, KS p {f.ks_pvalue:.3g}, JS {f.js_divergence:.4f}"
-                for f in result.features
-                if f.psi_band == "significant"
-            ],
-            result=out,
-        )
-    _finish(out, json_mode, lambda con: con.print(_drift_table(out)), failure)
+        if out[key]:
+            note(f"{key}: {out[key]}", json_mode)
 
 
 # -- performance ---------------------------------------------------------------------------
-def _metrics_table(m: dict[str, Any]):
-    from rich.table import Table
-
+def _metrics_table(m: dict[str, Any]) -> Table:
     table = Table(title=f"Rolling performance of '{m['monitor']}'", show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
@@ -262,31 +250,16 @@ def performance(
         qcli monitor performance --outcomes outcomes_2024-06-10.csv   # labels known later
         qcli monitor performance --window 500 --json
     """
-    from quantcli.errors import GateFailedError
-    from quantcli.monitoring.performance import PerformanceMonitor
-    from quantcli.monitoring.windows import read_feature_file
-
-    cfg = _cfg(config)["monitor"]
-    mon = PerformanceMonitor(
-        window_size=window or cfg["window_size"],
-        min_sharpe=cfg["min_sharpe"],
-        max_drawdown=cfg["max_drawdown"],
-        name=monitor,
+    m = check_performance(
+        log=log,
+        outcomes=outcomes,
+        window=window,
         feature_set=feature_set,
+        monitor=monitor,
+        workspace=Workspace.from_env(config=config),
+        on_note=lambda message: note(message, json_mode),
     )
-    if log is not None:
-        n = mon.log_predictions(read_feature_file(log, "--log"))
-        note(f"logged {n} predictions from {log}", json_mode)
-    if outcomes is not None:
-        n = mon.record_outcomes(read_feature_file(outcomes, "--outcomes"))
-        note(f"attached {n} outcomes from {outcomes}", json_mode)
-    m = mon.calculate_metrics()
-    failure = (
-        GateFailedError("performance degraded", reasons=m["reasons"], result=m)
-        if m["degraded"]
-        else None
-    )
-    _finish(m, json_mode, lambda con: con.print(_metrics_table(m)), failure)
+    finish(m, json_mode, lambda con: con.print(_metrics_table(m.to_dict())))
 
 
 # -- retrain-check -------------------------------------------------------------------------
@@ -310,39 +283,25 @@ def retrain_check(
         qcli monitor retrain-check            # cron: exit 1 means retrain
         qcli monitor retrain-check --mark-trained
     """
-    from quantcli.errors import GateFailedError
-    from quantcli.monitoring.drift_check import latest_drift_run
-    from quantcli.monitoring.performance import PerformanceMonitor
-    from quantcli.monitoring.retrain import RetrainingTrigger
-
-    cfg = _cfg(config)
-    trigger = RetrainingTrigger(**cfg["retrain"], name=monitor)
+    ws = Workspace.from_env(config=config)
     if mark_trained:
+        trigger = RetrainingTrigger(**ws.section("retrain"), name=monitor, workspace=ws)
         when = trigger.mark_training_completed()
         out = {"monitor": monitor, "marked_trained_at": when.isoformat()}
         emit(out, json_mode, lambda con: con.print(f"training recorded at {when.isoformat()}"))
         return
-    metrics = PerformanceMonitor(**cfg["monitor"], name=monitor).calculate_metrics(record=False)
-    decision = trigger.evaluate(latest_drift_run(), metrics)
-    failure = (
-        GateFailedError("retraining is due", reasons=decision["reasons"], result=decision)
-        if decision["due"]
-        else None
-    )
-    _finish(
+    decision = check_retrain(monitor=monitor, workspace=ws)
+    finish(
         decision,
         json_mode,
         lambda con: con.print(
-            "[bold red]retraining due[/]" if decision["due"] else "[green]retraining not due[/]"
+            "[bold red]retraining due[/]" if decision.due else "[green]retraining not due[/]"
         ),
-        failure,
     )
 
 
 # -- guard ---------------------------------------------------------------------------------
-def _guard_table(r: dict[str, Any]):
-    from rich.table import Table
-
+def _guard_table(r: dict[str, Any]) -> Table:
     table = Table(title=f"Guard: {r['severity']} (action: {r['action']})")
     table.add_column("check")
     table.add_column("severity")
@@ -404,32 +363,13 @@ def guard(
         qcli monitor guard --model ndx_lgbm --metrics metrics.prom --auto-rollback --json
         qcli monitor guard --config guard.toml   # [guard] max_error_rate = 0.02
     """
-    from quantcli.errors import GateFailedError
-    from quantcli.monitoring.alerts import AlertConfig, AlertSink
-    from quantcli.monitoring.guard import GuardThresholds, run_guard
-
-    cfg = _cfg(config)
     r = run_guard(
         model=model,
-        halt_on_critical=halt_on_critical,
-        alerts=AlertSink(AlertConfig.from_config(cfg)),
         metrics=metrics,
         token=token,
         auto_rollback=auto_rollback,
-        tracking_uri=tracking_uri,
+        halt_on_critical=halt_on_critical,
         monitor=monitor,
-        thresholds=GuardThresholds.from_config(cfg, source=config),
+        workspace=Workspace.from_env(tracking_uri=tracking_uri, config=config),
     )
-    failure = None
-    if r["severity"] == "CRITICAL":
-        crit = [f["message"] for f in r["findings"] if f["severity"] == "CRITICAL"]
-        rolled = (
-            f"; production rolled back {r['rollback']['from_version']} -> "
-            f"{r['rollback']['to_version']}"
-            if r["action"] == "rollback"
-            else "; model halted (every service answers 503)"
-            if r["action"] == "halt" and r["halt"].get("halted")
-            else ""
-        )
-        failure = GateFailedError(f"CRITICAL guard finding(s){rolled}", reasons=crit, result=r)
-    _finish(r, json_mode, lambda con: con.print(_guard_table(r)), failure)
+    finish(r, json_mode, lambda con: con.print(_guard_table(r.to_dict())))

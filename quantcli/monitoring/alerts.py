@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from quantcli.config import DEFAULTS
+from quantcli.config import DEFAULTS, qcli_home
 from quantcli.errors import InputError
+from quantcli.results import Result
 
 log = logging.getLogger("quantcli.alerts")
 SEVERITIES = ("CRITICAL", "WARNING", "INFO")
@@ -104,8 +105,6 @@ class AlertConfig:
     def dead_letter_path(self) -> Path:
         if self.dead_letter:
             return Path(self.dead_letter)
-        from quantcli.config import qcli_home
-
         return qcli_home() / "alerts" / "dead_letter.jsonl"
 
 
@@ -142,9 +141,11 @@ class Alert:
         }
 
 
-@dataclass
-class Delivery:
-    """What happened to one alert: ``delivered`` after ``attempts``, or ``dead_lettered``."""
+@dataclass(frozen=True, kw_only=True)
+class Delivery(Result):
+    """What happened to one alert: ``delivered`` after ``attempts``, or ``dead_lettered``
+    (``route`` None: no webhook for its severity, logged only). ``passed`` is false when the
+    alert was dead-lettered; ``reasons`` then holds the last error."""
 
     severity: str
     route: str | None
@@ -153,8 +154,12 @@ class Delivery:
     dead_lettered: bool = False
     error: str | None = None
 
+    def message(self) -> str:
+        return f"{self.severity} alert to {self.route} dead-lettered after {self.attempts} attempts"
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        keys = ("severity", "route", "delivered", "attempts", "dead_lettered", "error")
+        return {k: getattr(self, k) for k in keys}
 
 
 class AlertSink:
@@ -170,7 +175,9 @@ class AlertSink:
         log.log(level or logging.INFO, "%s", alert.payload()["text"])
         url = self.config.url_for(alert.severity)
         if not url:
-            return Delivery(alert.severity, None, False, 0)
+            return Delivery(
+                passed=True, severity=alert.severity, route=None, delivered=False, attempts=0
+            )
         route = redact_url(url)
         body = json.dumps(alert.payload(), default=str).encode()
         error, attempts = None, 0
@@ -178,12 +185,27 @@ class AlertSink:
             attempts = attempt + 1
             error = self._post(url, body)
             if error is None:
-                return Delivery(alert.severity, route, True, attempts)
+                return Delivery(
+                    passed=True,
+                    severity=alert.severity,
+                    route=route,
+                    delivered=True,
+                    attempts=attempts,
+                )
             log.warning("alert to %s failed (attempt %d): %s", route, attempts, error)
             if attempt < self.config.retries:
                 time.sleep(self.config.backoff_s * 2**attempt)
         self._dead_letter(alert, route, attempts, error)
-        return Delivery(alert.severity, route, False, attempts, dead_lettered=True, error=error)
+        return Delivery(
+            passed=False,
+            reasons=[error or "undeliverable"],
+            severity=alert.severity,
+            route=route,
+            delivered=False,
+            attempts=attempts,
+            dead_lettered=True,
+            error=error,
+        )
 
     def send_in_background(self, alert: Alert) -> threading.Thread:
         """:meth:`send` on a daemon thread (a service must not wait on a webhook)."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from quantcli._interop import to_polars
 from quantcli.errors import InputError
 from quantcli.monitoring.drift_stats import (
     PSI_FLOOR,
@@ -214,8 +215,6 @@ class DriftDetector:
         source: str = "frame",
     ) -> BaselineProfile:
         """The baseline profile (sorted sample, edges, counts) of ``features`` of a frame."""
-        from quantcli._interop import to_polars
-
         baseline_df = to_polars(baseline_df, "baseline_df")
         names = _resolve_features(baseline_df, features, "baseline")
         summaries = _summaries(baseline_df, names)
@@ -249,8 +248,6 @@ class DriftDetector:
         timestamp
             The check's timestamp (ISO 8601); default now, UTC.
         """
-        from quantcli._interop import to_polars
-
         if not isinstance(baseline_df, BaselineProfile) and baseline_df is not None:
             baseline_df = to_polars(baseline_df, "baseline_df")
         current_df = to_polars(current_df, "current_df")

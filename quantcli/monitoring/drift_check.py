@@ -6,19 +6,59 @@ Every run is recorded in ``monitor_drift_runs`` (one transaction) so that ``retr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from quantcli import config
 from quantcli.monitoring.drift import DriftDetector, DriftResult
 from quantcli.monitoring.profile import BaselineProfile
-from quantcli.monitoring.state import as_utc, monitoring_store
+from quantcli.monitoring.report import write_drift_report
+from quantcli.monitoring.state import as_utc, monitoring_store, store_file
 from quantcli.monitoring.windows import load_window, resolve_windows
+from quantcli.results import Result
+from quantcli.workspace import Workspace
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DriftCheck(Result):
+    """One recorded drift check: the :class:`DriftResult` and what the check wrote.
+
+    ``passed`` is false when any feature's PSI is in the significant band (>= 0.25), the
+    check's exit-1 condition; ``reasons`` name those features and their statistics.
+    """
+
+    drift: DriftResult
+    report: str | None = None
+    profile: str | None = None
+    run_id: str | None = None
+    windows: dict[str, str | None] = dataclasses.field(default_factory=dict)
+
+    def message(self) -> str:
+        n = len(self.drift.significant_features)
+        return f"significant drift (PSI >= 0.25) in {n} feature(s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The drift result's keys, then ``report``, ``profile``, ``run_id``, ``windows``."""
+        return {
+            **self.drift.to_dict(),
+            "report": self.report,
+            "profile": self.profile,
+            "run_id": self.run_id,
+            "windows": self.windows,
+        }
+
+
+def _significant_reasons(result: DriftResult) -> list[str]:
+    return [
+        f"{f.feature}: PSI {f.psi:.4f}, KS p {f.ks_pvalue:.3g}, JS {f.js_divergence:.4f}"
+        for f in result.features
+        if f.psi_band == "significant"
+    ]
 
 
 def run_drift_check(
@@ -34,9 +74,9 @@ def run_drift_check(
     report: str | Path | None = "auto",
     max_plots: int = 60,
     record: bool = True,
-    store_path: str | os.PathLike[str] | None = None,
-    on_step=None,
-) -> tuple[DriftResult, dict[str, Any]]:
+    workspace: Workspace | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> DriftCheck:
     """Run one drift check; returns the result and what was written (report, profile, run id).
 
     Parameters
@@ -48,13 +88,18 @@ def run_drift_check(
         Instead of ``current`` / ``baseline``: a DURATION (``63d``, ``13w``, ``3m``, ``1y``).
         ``last`` is the window ending on the latest stored bar; ``baseline_last`` the window
         just before the current one (:func:`quantcli.monitoring.windows.resolve_windows`).
-        The resolved windows are returned under ``written["windows"]``.
+        The resolved windows are returned as ``windows``.
+    thresholds
+        The :class:`DriftDetector` thresholds; default the ``[drift]`` section of the
+        workspace's config.
     report
         ``"auto"`` writes ``$QCLI_HOME/reports/drift-<timestamp>.html``; a path writes there;
         ``None`` writes no report.
     """
+    ws = workspace or Workspace.from_env()
+    store_path = ws.offline_path
     step = on_step or (lambda _msg: None)
-    detector = DriftDetector(**(thresholds or {}))
+    detector = DriftDetector(**(thresholds if thresholds is not None else ws.section("drift")))
     windows = resolve_windows(
         baseline,
         current,
@@ -78,12 +123,7 @@ def run_drift_check(
         store_path=store_path,
         allow_profile=False,
     )
-    written: dict[str, Any] = {
-        "report": None,
-        "profile": None,
-        "run_id": None,
-        "windows": windows.to_dict(),
-    }
+    written: dict[str, Any] = {}
     if not isinstance(base, BaselineProfile):
         step("profiling the baseline")
         base = detector.profile(base, features, source=base_src)
@@ -95,21 +135,30 @@ def run_drift_check(
     )
     if report is not None:
         step("writing the HTML report")
-        from quantcli.monitoring.report import write_drift_report
-
         if report == "auto":
             stamp = result.timestamp.replace(":", "").replace("+0000", "Z")
-            report = config.reports_dir() / f"drift-{stamp}.html"
+            report = ws.reports_dir / f"drift-{stamp}.html"
         written["report"] = str(write_drift_report(result, report, max_plots=max_plots))
     if record:
-        written["run_id"] = record_drift_run(result, store_path=store_path)
-    return result, written
+        written["run_id"] = record_drift_run(result, workspace=ws)
+    return DriftCheck(
+        passed=not result.significant_features,
+        reasons=_significant_reasons(result),
+        drift=result,
+        windows=windows.to_dict(),
+        **written,
+    )
 
 
 def record_drift_run(
-    result: DriftResult, *, store_path: str | os.PathLike[str] | None = None
+    result: DriftResult,
+    *,
+    workspace: Workspace | None = None,
+    store_path: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Append the run's summary to ``monitor_drift_runs``; returns its run id."""
+    """Append the run's summary to ``monitor_drift_runs``; returns its run id.
+
+    ``store_path`` is deprecated: the offline store file, instead of the workspace's."""
     d = result.to_dict()
     run_id = uuid.uuid4().hex[:16]
     summary = {k: v for k, v in d.items() if k != "features"}
@@ -117,7 +166,7 @@ def record_drift_run(
         {k: f[k] for k in ("feature", "psi", "psi_band", "ks_pvalue", "js_divergence", "drifted")}
         for f in d["features"]
     ]
-    with monitoring_store(store_path) as store, store.transaction() as con:
+    with monitoring_store(store_file(workspace, store_path)) as store, store.transaction() as con:
         con.execute(
             "INSERT INTO monitor_drift_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -136,10 +185,15 @@ def record_drift_run(
 
 
 def latest_drift_run(
-    *, store_path: str | os.PathLike[str] | None = None, since: datetime | None = None
+    *,
+    workspace: Workspace | None = None,
+    store_path: str | os.PathLike[str] | None = None,
+    since: datetime | None = None,
 ) -> dict[str, Any] | None:
-    """The most recent recorded drift run (its summary dict), or None."""
-    with monitoring_store(store_path) as store:
+    """The most recent recorded drift run (its summary dict), or None.
+
+    ``store_path`` is deprecated: the offline store file, instead of the workspace's."""
+    with monitoring_store(store_file(workspace, store_path)) as store:
         row = store.con.execute(
             "SELECT summary, checked_at FROM monitor_drift_runs ORDER BY checked_at DESC, run_id "
             "LIMIT 1"

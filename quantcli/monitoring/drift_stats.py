@@ -27,6 +27,7 @@ import warnings
 import numpy as np
 
 from quantcli.errors import InputError
+from quantcli.monitoring._drift_nb import ks_extremes_sorted, smirnov_sf
 
 #: The quantiles that cut the 10 bins (``np.arange(1, 10) / 10``, exactly).
 DECILES = np.arange(1, 10) / 10
@@ -132,9 +133,6 @@ def ks_2samp_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
             warnings.simplefilter("ignore", RuntimeWarning)
             res = stats.ks_2samp(a, b)
         return float(res.statistic), float(res.pvalue)
-    # numba (which imports scipy) loads only when a large sample needs the kernel
-    from quantcli.monitoring._drift_nb import ks_extremes_sorted
-
     d_plus, d_minus = ks_extremes_sorted(a, b)
     d = d_minus if d_minus > d_plus else d_plus
     return float(d), ks_asymptotic_pvalue(d, n1, n2)
@@ -163,8 +161,6 @@ def kstwo_sf(d: float, n: int) -> float:
     if 140 < n <= SMIRNOV_EXACT_MAX_N and 0.0 < d < 0.5:
         t = n * d
         if 1.0 < t < n - 1 and 2.2 <= t * d < 370.0:
-            from quantcli.monitoring._drift_nb import smirnov_sf
-
             return min(1.0, max(0.0, 2.0 * smirnov_sf(n, d)))
     from scipy import stats
 

@@ -27,12 +27,21 @@ import operator
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from quantcli.config import DEFAULTS
-from quantcli.monitoring.state import as_utc, monitoring_store, utc_now
+from quantcli.errors import InputError
+from quantcli.models.deployment import halt
+from quantcli.models.registry import ModelRegistry
+from quantcli.monitoring.alerts import AlertConfig, AlertSink, finding_alerts
+from quantcli.monitoring.drift_check import latest_drift_run
+from quantcli.monitoring.performance import PerformanceMonitor
+from quantcli.monitoring.service_metrics import ServiceHealth, read_service_health
+from quantcli.monitoring.state import as_utc, monitoring_store, store_file, utc_now
+from quantcli.results import Result
+from quantcli.workspace import Workspace
 
 SEVERITIES = ("CRITICAL", "WARNING", "INFO")
 
@@ -61,8 +70,6 @@ class GuardThresholds:
     max_drifted_features: int = _G["max_drifted_features"]
 
     def __post_init__(self) -> None:
-        from quantcli.errors import InputError
-
         def bad(key: str, want: str) -> InputError:
             return InputError(
                 f"[guard] {key} must be {want}, got {key}={getattr(self, key)!r}",
@@ -96,8 +103,6 @@ class GuardThresholds:
     ) -> GuardThresholds:
         """The thresholds of the ``[guard]`` section of :func:`quantcli.config.load_config`;
         ``source`` (the config file) prefixes an error message."""
-        from quantcli.errors import InputError
-
         try:
             return cls(**cfg["guard"])
         except InputError as exc:
@@ -267,19 +272,100 @@ def worst_severity(findings: list[Finding]) -> str:
     return "INFO"
 
 
+@dataclass(frozen=True, kw_only=True)
+class GuardResult(Result):
+    """One guard evaluation: the findings (worst first), the action taken and its inputs.
+
+    ``passed`` is false on a CRITICAL finding; ``reasons`` are the CRITICAL messages.
+    """
+
+    event_id: str
+    evaluated_at: str
+    monitor: str
+    model: str | None
+    severity: str
+    findings: tuple[Finding, ...]
+    action: str  # none | rollback | rollback-failed | halt
+    rollback: dict[str, Any] | None
+    halt: dict[str, Any] | None
+    inputs: dict[str, Any]
+    thresholds: dict[str, Any]
+
+    def message(self) -> str:
+        if self.action == "rollback":
+            done = (
+                f"; production rolled back {self.rollback['from_version']} -> "
+                f"{self.rollback['to_version']}"
+            )
+        elif self.action == "halt" and self.halt.get("halted"):
+            done = "; model halted (every service answers 503)"
+        else:
+            done = ""
+        return f"CRITICAL guard finding(s){done}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "evaluated_at": self.evaluated_at,
+            "monitor": self.monitor,
+            "model": self.model,
+            "severity": self.severity,
+            "findings": [f.to_dict() for f in self.findings],
+            "action": self.action,
+            "rollback": self.rollback,
+            "halt": self.halt,
+            "inputs": self.inputs,
+            "thresholds": self.thresholds,
+        }
+
+
+@dataclass(frozen=True)
+class _GuardInputs:
+    """What the guard evaluates: the monitors' latest numbers and the service's counts."""
+
+    daily: list[tuple[date, float | None]]
+    drawdown: float | None
+    raw: ServiceHealth | None  # the counters as read, kept to difference the next run
+    health: ServiceHealth | None  # the counters since the previous guard run
+    drift: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "daily_sharpe": [(d.isoformat(), s) for d, s in self.daily],
+            "max_drawdown": self.drawdown,
+            "service": self.health.to_dict() if self.health else None,
+            "service_raw": self.raw.to_dict() if self.raw else None,
+            "drift_checked_at": self.drift["timestamp"] if self.drift else None,
+        }
+
+
+def _gather(
+    monitor: str, metrics: str | None, token: str | None, t: GuardThresholds, ws: Workspace
+) -> _GuardInputs:
+    history = PerformanceMonitor(name=monitor, workspace=ws).metrics_history(days=t.sharpe_days)
+    raw = read_service_health(metrics, token=token) if metrics else None
+    return _GuardInputs(
+        daily=[(as_utc(h["computed_at"]).date(), h.get("sharpe")) for h in history],
+        drawdown=history[-1].get("max_drawdown") if history else None,
+        raw=raw,
+        health=raw.since(*previous_service_counts(monitor, workspace=ws)) if raw else None,
+        drift=latest_drift_run(workspace=ws),
+    )
+
+
 def run_guard(
     *,
     model: str | None = None,
     metrics: str | None = None,
     token: str | None = None,
     auto_rollback: bool = False,
-    tracking_uri: str | None = None,
     monitor: str = "production",
     thresholds: GuardThresholds | None = None,
-    store_path: Any = None,
     halt_on_critical: bool = True,
-    alerts: Any = None,
-) -> dict[str, Any]:
+    alerts: AlertSink | None = None,
+    workspace: Workspace | None = None,
+    tracking_uri: str | None = None,
+) -> GuardResult:
     """Gather the inputs, evaluate, act on CRITICAL, deliver the alerts, record the event.
 
     Inputs: the performance monitor's daily metrics history (``monitor_metrics``), the latest
@@ -290,97 +376,77 @@ def run_guard(
     and every running service follows it; without it, or when the rollback fails, the model is
     halted (the kill switch, :func:`quantcli.models.deployment.halt`) unless
     ``halt_on_critical`` is false. Every CRITICAL and WARNING finding is delivered through
-    ``alerts`` (a :class:`quantcli.monitoring.alerts.AlertSink`, default: the embedded
-    ``[alerts]`` config, i.e. the log only).
-    """
-    from quantcli.errors import InputError
-    from quantcli.monitoring.drift_check import latest_drift_run
-    from quantcli.monitoring.performance import PerformanceMonitor
-    from quantcli.monitoring.service_metrics import read_service_health
+    ``alerts`` (default: the ``[alerts]`` section of the workspace's config, i.e. the log only
+    unless it names webhooks).
 
+    ``thresholds`` default to the ``[guard]`` section of the workspace's config;
+    ``tracking_uri`` is deprecated (the workspace's registry is used).
+    """
     if auto_rollback and not model:
         raise InputError("--auto-rollback needs --model NAME (the registered model to roll back)")
-    t = thresholds or GuardThresholds()
-    perf = PerformanceMonitor(name=monitor, store_path=store_path)
-    history = perf.metrics_history(days=t.sharpe_days)
-    daily = [(as_utc(h["computed_at"]).date(), h.get("sharpe")) for h in history]
-    drawdown = history[-1].get("max_drawdown") if history else None
-    raw = read_service_health(metrics, token=token) if metrics else None
-    health = raw.since(*previous_service_counts(monitor, store_path)) if raw else None
-    drift = latest_drift_run(store_path=store_path)
+    ws = workspace or Workspace.from_env()
+    if tracking_uri is not None:
+        ws = replace(ws, tracking_uri=tracking_uri)
+    t = thresholds or GuardThresholds.from_config(ws.config, source=ws.config_path)
+    inputs = _gather(monitor, metrics, token, t, ws)
     findings = evaluate_guard(
-        daily_sharpe=daily,
-        max_drawdown=drawdown,
-        error_rate=health.error_rate if health else None,
-        slow_share=health.slow_share if health else None,
-        n_drifted=drift["n_drifted"] if drift else None,
+        daily_sharpe=inputs.daily,
+        max_drawdown=inputs.drawdown,
+        error_rate=inputs.health.error_rate if inputs.health else None,
+        slow_share=inputs.health.slow_share if inputs.health else None,
+        n_drifted=inputs.drift["n_drifted"] if inputs.drift else None,
         thresholds=t,
     )
     severity = worst_severity(findings)
-    action, detail = "none", {}
+    sink = alerts if alerts is not None else AlertSink(AlertConfig.from_config(ws.config))
+    for alert in finding_alerts(findings, source="qcli monitor guard", model=model):
+        sink.send(alert)
     critical = [f for f in findings if f.severity == "CRITICAL"]
-    _deliver(findings, model, alerts)
+    action, detail = "none", {}
     if critical and auto_rollback:
-        from quantcli.models.registry import ModelRegistry
-
         reason = "guard auto-rollback: " + "; ".join(f.message for f in critical)
         try:
-            detail = ModelRegistry(tracking_uri).rollback(model, reason=reason)
+            detail = ModelRegistry(ws.tracking_uri).rollback(model, reason=reason)
             action = "rollback"
         except Exception as exc:  # recorded, then re-raised: the event must say it failed
             action, detail = "rollback-failed", {"error": str(exc), "reason": reason}
             if halt_on_critical:
-                detail["halt"] = _halt(model, critical, tracking_uri)
+                detail["halt"] = _halt(model, critical, ws)
             record_guard_event(
-                utc_now(), monitor, severity, findings, action, detail, raw, store_path
+                utc_now(), monitor, severity, findings, action, detail, inputs.raw, ws
             )
             raise
     elif critical and model and halt_on_critical:
-        action, detail = "halt", _halt(model, critical, tracking_uri)
+        action, detail = "halt", _halt(model, critical, ws)
     evaluated_at = utc_now()
     event_id = record_guard_event(
-        evaluated_at, monitor, severity, findings, action, detail, raw, store_path
+        evaluated_at, monitor, severity, findings, action, detail, inputs.raw, ws
     )
-    return {
-        "event_id": event_id,
-        "evaluated_at": evaluated_at.isoformat(),
-        "monitor": monitor,
-        "model": model,
-        "severity": severity,
-        "findings": [f.to_dict() for f in findings],
-        "action": action,
-        "rollback": (detail or None) if action.startswith("rollback") else None,
-        "halt": detail if action == "halt" else (detail or {}).get("halt"),
-        "inputs": {
-            "daily_sharpe": [(d.isoformat(), s) for d, s in daily],
-            "max_drawdown": drawdown,
-            "service": health.to_dict() if health else None,
-            "service_raw": raw.to_dict() if raw else None,
-            "drift_checked_at": drift["timestamp"] if drift else None,
-        },
-        "thresholds": asdict(t),
-    }
+    return GuardResult(
+        passed=not critical,
+        reasons=[f.message for f in critical],
+        event_id=event_id,
+        evaluated_at=evaluated_at.isoformat(),
+        monitor=monitor,
+        model=model,
+        severity=severity,
+        findings=tuple(findings),
+        action=action,
+        rollback=(detail or None) if action.startswith("rollback") else None,
+        halt=detail if action == "halt" else (detail or {}).get("halt"),
+        inputs=inputs.to_dict(),
+        thresholds=asdict(t),
+    )
 
 
-def _halt(model: str, critical: list[Finding], tracking_uri: str | None) -> dict[str, Any]:
+def _halt(model: str, critical: list[Finding], ws: Workspace) -> dict[str, Any]:
     """The kill switch on ``model``, the CRITICAL findings as the reason (its result, or why
     it could not be set)."""
-    from quantcli.models.deployment import halt
-    from quantcli.models.registry import ModelRegistry
-
     reason = "guard CRITICAL: " + "; ".join(f.message for f in critical)
     try:
-        return halt(ModelRegistry(tracking_uri), model, reason=reason[:1000])
+        return halt(ModelRegistry(ws.tracking_uri), model, reason=reason[:1000])
     except Exception as exc:  # the rollback error (if any) is the one re-raised
         return {"halted": False, "error": str(exc), "reason": reason}
-
-
-def _deliver(findings: list[Finding], model: str | None, alerts: Any) -> None:
-    from quantcli.monitoring.alerts import AlertSink, finding_alerts
-
-    sink = alerts if alerts is not None else AlertSink()
-    for alert in finding_alerts(findings, source="qcli monitor guard", model=model):
-        sink.send(alert)
 
 
 def record_guard_event(
@@ -390,13 +456,13 @@ def record_guard_event(
     findings: list[Finding],
     action: str,
     detail: dict[str, Any],
-    service: Any = None,
-    store_path: Any = None,
+    service: ServiceHealth | None = None,
+    workspace: Workspace | None = None,
 ) -> str:
     """Append one evaluation (and the rollback it did, if any) to ``monitor_guard_events``;
     ``service`` is the raw :class:`ServiceHealth` read (kept to difference the next run)."""
     event_id = uuid.uuid4().hex[:16]
-    with monitoring_store(store_path) as store, store.transaction() as con:
+    with monitoring_store(store_file(workspace)) as store, store.transaction() as con:
         con.execute(
             "INSERT INTO monitor_guard_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -414,10 +480,10 @@ def record_guard_event(
 
 
 def previous_service_counts(
-    monitor: str, store_path: Any = None
+    monitor: str, *, workspace: Workspace | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The raw service counts of the last guard run that read any, and when it ran."""
-    with monitoring_store(store_path) as store:
+    with monitoring_store(store_file(workspace)) as store:
         row = store.con.execute(
             "SELECT service, evaluated_at FROM monitor_guard_events WHERE monitor = ? "
             "AND service IS NOT NULL ORDER BY evaluated_at DESC LIMIT 1",

@@ -21,20 +21,26 @@ Conventions (stated in every result):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 
+from quantcli._interop import to_polars
 from quantcli.errors import InputError
+from quantcli.features.definitions import periods_per_year as resolve_periods
 from quantcli.frequency import TRADING_DAYS
-from quantcli.frequency import periods_per_year as resolve_periods
-from quantcli.monitoring.state import as_utc, monitoring_store, utc_now
+from quantcli.monitoring.state import as_utc, monitoring_store, store_file, utc_now
+from quantcli.monitoring.windows import read_feature_file
+from quantcli.results import Result
+from quantcli.workspace import Workspace
 
 _WINDOW_SQL = """
 SELECT ts, prediction, actual FROM (
@@ -47,6 +53,48 @@ SELECT ts, prediction, actual FROM (
 
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PerformanceMetrics(Result):
+    """The rolling metrics of one monitor (see the module conventions); ``passed`` is false
+    when the model is degraded, and ``reasons`` say why."""
+
+    monitor: str
+    computed_at: str
+    window_size: int
+    n_samples: int
+    n_periods: int
+    sharpe: float | None
+    max_drawdown: float | None
+    win_rate: float | None
+    direction_accuracy: float | None
+    correlation: float | None
+    cumulative_return: float | None
+    window_start: str | None
+    window_end: str | None
+    thresholds: dict[str, float]
+    periods_per_year: float
+    conventions: dict[str, str]
+
+    failure_message: ClassVar[str] = "performance degraded"
+
+    @property
+    def degraded(self) -> bool:
+        return not self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("monitor", "computed_at", "window_size", "n_samples", "n_periods", "sharpe",
+                "max_drawdown", "win_rate", "direction_accuracy", "correlation",
+                "cumulative_return", "window_start", "window_end")  # fmt: skip
+        return {
+            **{k: getattr(self, k) for k in keys},
+            "degraded": self.degraded,
+            "reasons": list(self.reasons),
+            "thresholds": self.thresholds,
+            "periods_per_year": self.periods_per_year,
+            "conventions": self.conventions,
+        }
 
 
 def rolling_metrics(
@@ -131,8 +179,10 @@ class PerformanceMonitor:
         Drawdown (negative fraction) beyond which the model counts as degraded.
     name
         The monitored model alias (one log per alias); default ``production``.
+    workspace
+        Where the state lives (its offline store); default :meth:`Workspace.from_env`.
     store_path
-        The offline store file; default ``$QCLI_HOME/offline.duckdb``.
+        Deprecated: the offline store file, instead of the workspace's.
     periods_per_year
         Annualization factor of the Sharpe ratio; default the declared periods per year of
         ``feature_set``.
@@ -151,6 +201,7 @@ class PerformanceMonitor:
         store_path: str | os.PathLike[str] | None = None,
         periods_per_year: float | None = None,
         feature_set: str | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         if not isinstance(window_size, int) or window_size < 2:
             raise InputError(
@@ -165,7 +216,7 @@ class PerformanceMonitor:
         self.min_sharpe = float(min_sharpe)
         self.max_drawdown = float(max_drawdown)
         self.name = name
-        self.store_path = store_path
+        self.store_path = store_file(workspace, store_path)
         self.feature_set = feature_set
         self.periods_per_year = resolve_periods(feature_set, periods_per_year)
 
@@ -191,8 +242,6 @@ class PerformanceMonitor:
         Columns ``ts``, ``prediction``, and optionally ``actual`` (null until known) and
         ``symbol`` (needed to attach outcomes later with :meth:`record_outcomes`).
         """
-        from quantcli._interop import to_polars
-
         frame = to_polars(frame, "frame")
         missing = [c for c in ("ts", "prediction") if c not in frame.columns]
         if missing:
@@ -274,7 +323,7 @@ class PerformanceMonitor:
 
     def calculate_metrics(
         self, *, record: bool = True, now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> PerformanceMetrics:
         """Rolling Sharpe, max drawdown, win rate, direction accuracy, correlation, degradation.
 
         With ``record`` the result is appended to ``monitor_metrics`` (the guard reads that
@@ -287,6 +336,32 @@ class PerformanceMonitor:
             w["actual"].to_numpy(),
             self.periods_per_year,
         )
+        reasons = self._degradation(m)
+        computed_at = as_utc(now) if now is not None else utc_now()
+        result = PerformanceMetrics(
+            passed=not reasons,
+            reasons=reasons,
+            monitor=self.name,
+            computed_at=computed_at.isoformat(),
+            window_size=self.window_size,
+            **{k: (_nan_to_none(v) if isinstance(v, float) else v) for k, v in m.items()},
+            window_start=w["ts"][0].isoformat() if w.height else None,
+            window_end=w["ts"][-1].isoformat() if w.height else None,
+            thresholds={"min_sharpe": self.min_sharpe, "max_drawdown": self.max_drawdown},
+            periods_per_year=self.periods_per_year,
+            conventions={
+                "strategy": "sign(prediction) * actual; predictions sharing ts average into one "
+                "period",
+                "sharpe": f"mean/std(ddof=1) * sqrt({self.periods_per_year:g}), rf = 0",
+                "max_drawdown": "compounded wealth from 1, negative fraction",
+            },
+        )
+        if record:
+            self._record(computed_at, result)
+        return result
+
+    def _degradation(self, m: dict[str, Any]) -> list[str]:
+        """Why the window counts as degraded (empty when it does not, or has < 2 periods)."""
         reasons = []
         if m["n_periods"] >= 2:
             if not (math.isfinite(m["sharpe"]) and m["sharpe"] >= self.min_sharpe):
@@ -297,44 +372,26 @@ class PerformanceMonitor:
                 reasons.append(
                     f"max drawdown {m['max_drawdown']:.2%} beyond the limit {self.max_drawdown:.0%}"
                 )
-        computed_at = as_utc(now) if now is not None else utc_now()
-        result: dict[str, Any] = {
-            "monitor": self.name,
-            "computed_at": computed_at.isoformat(),
-            "window_size": self.window_size,
-            **{k: (_nan_to_none(v) if isinstance(v, float) else v) for k, v in m.items()},
-            "window_start": w["ts"][0].isoformat() if w.height else None,
-            "window_end": w["ts"][-1].isoformat() if w.height else None,
-            "degraded": bool(reasons),
-            "reasons": reasons,
-            "thresholds": {"min_sharpe": self.min_sharpe, "max_drawdown": self.max_drawdown},
-            "periods_per_year": self.periods_per_year,
-            "conventions": {
-                "strategy": "sign(prediction) * actual; predictions sharing ts average into one "
-                "period",
-                "sharpe": f"mean/std(ddof=1) * sqrt({self.periods_per_year:g}), rf = 0",
-                "max_drawdown": "compounded wealth from 1, negative fraction",
-            },
-        }
-        if record:
-            with monitoring_store(self.store_path) as store, store.transaction() as con:
-                con.execute(
-                    "INSERT INTO monitor_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        self.name,
-                        computed_at,
-                        result["n_samples"],
-                        result["n_periods"],
-                        result["sharpe"],
-                        result["max_drawdown"],
-                        result["win_rate"],
-                        result["direction_accuracy"],
-                        result["correlation"],
-                        result["degraded"],
-                        json.dumps(result),
-                    ],
-                )
-        return result
+        return reasons
+
+    def _record(self, computed_at: datetime, result: PerformanceMetrics) -> None:
+        with monitoring_store(self.store_path) as store, store.transaction() as con:
+            con.execute(
+                "INSERT INTO monitor_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    self.name,
+                    computed_at,
+                    result.n_samples,
+                    result.n_periods,
+                    result.sharpe,
+                    result.max_drawdown,
+                    result.win_rate,
+                    result.direction_accuracy,
+                    result.correlation,
+                    result.degraded,
+                    json.dumps(result.to_dict()),
+                ],
+            )
 
     def metrics_history(self, days: int | None = None) -> list[dict[str, Any]]:
         """Recorded metrics, oldest first; with ``days``, the last record of each of the last
@@ -368,3 +425,39 @@ class PerformanceMonitor:
                     [self.name, as_utc(since)],
                 ).fetchone()
         return int(row[0]) if row else 0
+
+
+def check_performance(
+    *,
+    log: str | os.PathLike[str] | None = None,
+    outcomes: str | os.PathLike[str] | None = None,
+    window: int | None = None,
+    feature_set: str | None = None,
+    monitor: str = "production",
+    workspace: Workspace | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> PerformanceMetrics:
+    """``qcli monitor performance``: log the predictions file ``log`` and attach the outcomes
+    file ``outcomes`` (each optional), then compute and record the rolling metrics.
+
+    Thresholds and the default window come from the ``[monitor]`` section of the workspace's
+    config; ``on_note`` hears what was logged or attached.
+    """
+    ws = workspace or Workspace.from_env()
+    cfg = ws.section("monitor")
+    mon = PerformanceMonitor(
+        window_size=window or cfg["window_size"],
+        min_sharpe=cfg["min_sharpe"],
+        max_drawdown=cfg["max_drawdown"],
+        name=monitor,
+        feature_set=feature_set,
+        workspace=ws,
+    )
+    note = on_note or (lambda _message: None)
+    if log is not None:
+        n = mon.log_predictions(read_feature_file(Path(log), "--log"))
+        note(f"logged {n} predictions from {log}")
+    if outcomes is not None:
+        n = mon.record_outcomes(read_feature_file(Path(outcomes), "--outcomes"))
+        note(f"attached {n} outcomes from {outcomes}")
+    return mon.calculate_metrics()

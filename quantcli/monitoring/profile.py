@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from quantcli.errors import InputError
+from quantcli.monitoring._drift_nb import finite_copy, mean_std
 from quantcli.monitoring.drift_stats import bin_counts, decile_edges
 
 PROFILE_FORMAT = "qcli-drift-profile/1"
@@ -63,8 +64,6 @@ def summarize_column(name: str, values: np.ndarray, n_null: int) -> ColumnSummar
     so ``NaN count = isnan(values).sum() - n_null``. A pure function: the drift engine maps it
     over features (threads; numpy's sort releases the GIL).
     """
-    from quantcli.monitoring._drift_nb import finite_copy, mean_std
-
     values = np.ascontiguousarray(values, dtype=np.float64)
     sorted_values, n_nan_all, n_inf = finite_copy(values)
     sorted_values.sort()  # in place: numpy's sort releases the GIL

@@ -14,6 +14,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from quantcli.monitoring.drift import DriftResult
 
 #: Plot at most this many features (worst first); the table always lists every feature.
@@ -35,8 +37,6 @@ class _HistogramPlotter:
         self.fig.subplots_adjust(left=0.08, right=0.99, top=0.88, bottom=0.33)
 
     def png_base64(self, feature: dict[str, Any]) -> str:
-        import numpy as np
-
         edges = feature["edges"]
         labels = [f"<= {edges[0]:.3g}"]
         labels += [f"{lo:.3g}..{hi:.3g}" for lo, hi in itertools.pairwise(edges)]

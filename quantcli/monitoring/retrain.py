@@ -6,16 +6,53 @@ The trigger's memory (when training last completed) lives in the offline store
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from quantcli.errors import InputError
 from quantcli.monitoring.drift import DriftResult
+from quantcli.monitoring.drift_check import latest_drift_run
 from quantcli.monitoring.performance import PerformanceMonitor
-from quantcli.monitoring.state import as_utc, monitoring_store, utc_now
+from quantcli.monitoring.state import as_utc, monitoring_store, store_file, utc_now
+from quantcli.results import Result
+from quantcli.workspace import Workspace
 
 REASONS = ("schedule", "drift", "performance", "samples")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetrainDecision(Result):
+    """Whether retraining is due: ``passed`` is false when it is, ``reasons`` say why (each
+    starting with its kind: ``schedule:``, ``drift:``, ``performance:``, ``samples:``)."""
+
+    monitor: str
+    evaluated_at: str
+    last_trained_at: str | None
+    days_since_training: float | None
+    n_drifted: int
+    new_samples: int
+    thresholds: dict[str, int]
+
+    failure_message: ClassVar[str] = "retraining is due"
+
+    @property
+    def due(self) -> bool:
+        return not self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "evaluated_at": self.evaluated_at,
+            "due": self.due,
+            "reasons": list(self.reasons),
+            "last_trained_at": self.last_trained_at,
+            "days_since_training": self.days_since_training,
+            "n_drifted": self.n_drifted,
+            "new_samples": self.new_samples,
+            "thresholds": self.thresholds,
+        }
 
 
 def _n_drifted(drift_results: DriftResult | dict[str, Any] | None) -> tuple[int, list[str]]:
@@ -46,8 +83,10 @@ class RetrainingTrigger:
         Retrain when at least this many features drifted.
     name
         The monitored model alias; default ``production``.
+    workspace
+        Where the state lives (its offline store); default :meth:`Workspace.from_env`.
     store_path
-        The offline store file; default ``$QCLI_HOME/offline.duckdb``.
+        Deprecated: the offline store file, instead of the workspace's.
 
     Examples
     --------
@@ -63,6 +102,7 @@ class RetrainingTrigger:
         *,
         name: str = "production",
         store_path: str | os.PathLike[str] | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         for param, value in (
             ("schedule_days", schedule_days),
@@ -75,7 +115,7 @@ class RetrainingTrigger:
         self.min_samples = min_samples
         self.drift_threshold = drift_threshold
         self.name = name
-        self.store_path = store_path
+        self.store_path = store_file(workspace, store_path)
 
     def last_trained_at(self) -> datetime | None:
         """When training last completed (UTC), or None if never recorded."""
@@ -115,7 +155,7 @@ class RetrainingTrigger:
             The evaluation time (default now, UTC).
         """
         decision = self.evaluate(drift_results, performance_metrics, now=now)
-        return decision["due"], decision["reasons"]
+        return decision.due, list(decision.reasons)
 
     def evaluate(
         self,
@@ -123,8 +163,8 @@ class RetrainingTrigger:
         performance_metrics: dict[str, Any] | None = None,
         *,
         now: datetime | str | None = None,
-    ) -> dict[str, Any]:
-        """The full decision as a JSON-able dict (``due``, ``reasons``, and the inputs)."""
+    ) -> RetrainDecision:
+        """The full decision (``due``, ``reasons``, and the inputs)."""
         now_dt = as_utc(now) if now is not None else utc_now()
         last = self.last_trained_at()
         reasons: list[str] = []
@@ -155,18 +195,30 @@ class RetrainingTrigger:
                 f"samples: {new_samples} new labelled samples since the last training "
                 f"(minimum {self.min_samples})"
             )
-        return {
-            "monitor": self.name,
-            "evaluated_at": now_dt.isoformat(),
-            "due": bool(reasons),
-            "reasons": reasons,
-            "last_trained_at": last.isoformat() if last else None,
-            "days_since_training": age_days,
-            "n_drifted": n_drifted,
-            "new_samples": new_samples,
-            "thresholds": {
+        return RetrainDecision(
+            passed=not reasons,
+            reasons=reasons,
+            monitor=self.name,
+            evaluated_at=now_dt.isoformat(),
+            last_trained_at=last.isoformat() if last else None,
+            days_since_training=age_days,
+            n_drifted=n_drifted,
+            new_samples=new_samples,
+            thresholds={
                 "schedule_days": self.schedule_days,
                 "min_samples": self.min_samples,
                 "drift_threshold": self.drift_threshold,
             },
-        }
+        )
+
+
+def check_retrain(
+    *, monitor: str = "production", workspace: Workspace | None = None
+) -> RetrainDecision:
+    """``qcli monitor retrain-check``: the latest recorded drift check and the rolling
+    performance (not recorded) against the ``[retrain]`` and ``[monitor]`` thresholds of the
+    workspace's config."""
+    ws = workspace or Workspace.from_env()
+    trigger = RetrainingTrigger(**ws.section("retrain"), name=monitor, workspace=ws)
+    metrics = PerformanceMonitor(**ws.section("monitor"), name=monitor, workspace=ws)
+    return trigger.evaluate(latest_drift_run(workspace=ws), metrics.calculate_metrics(record=False))

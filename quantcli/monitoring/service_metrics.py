@@ -23,6 +23,8 @@ import json
 import math
 import os
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -132,9 +134,6 @@ def parse_prometheus(text: str, source: str = "metrics") -> ServiceHealth:
 def read_service_health(spec: str, token: str | None = None, timeout: float = 5.0) -> ServiceHealth:
     """Service health from a URL (``http://host:port/metrics``) or a snapshot file."""
     if spec.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
         token = token if token is not None else os.environ.get("QCLI_API_TOKEN")
         req = urllib.request.Request(spec)
         if token:

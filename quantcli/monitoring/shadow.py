@@ -13,23 +13,103 @@ known) and are compared on
 **P&L divergence** = ``|W_candidate / W_production - 1|``, the relative difference of the two
 ending wealths (0.05 = the candidate would have ended 5 % richer or poorer). The shadow check
 fails beyond ``max_pnl_divergence`` (default 0.05, config ``[shadow] max_pnl_divergence``).
+The live shadow a running service records is compared in :mod:`quantcli.monitoring.shadow_live`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
 import uuid
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantcli.errors import InputError
+from quantcli.features.dataset import load_training_frame
 from quantcli.monitoring.performance import rolling_metrics
-from quantcli.monitoring.state import monitoring_store, utc_now
+from quantcli.monitoring.state import monitoring_store, store_file, utc_now
+from quantcli.results import Result
+from quantcli.serving.runtime import InferenceRuntime
+from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
+
+CONVENTIONS = {
+    "strategy": "sign(prediction) * realised forward return; same-ts rows average",
+    "pnl_divergence": "|W_candidate / W_production - 1|, W = compounded wealth from 1",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ShadowComparison(Result):
+    """Two prediction vectors compared on the same rows (:func:`shadow_compare`); ``passed``
+    is false when the P&L divergence exceeds ``max_pnl_divergence``."""
+
+    n_rows: int
+    n_periods: int
+    prediction: dict[str, float | None]
+    candidate: dict[str, float | None]
+    production: dict[str, float | None]
+    pnl_divergence: float | None
+    max_pnl_divergence: float
+    conventions: dict[str, str] = dataclasses.field(default_factory=lambda: dict(CONVENTIONS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_rows": self.n_rows,
+            "n_periods": self.n_periods,
+            "prediction": self.prediction,
+            "candidate": self.candidate,
+            "production": self.production,
+            "pnl_divergence": self.pnl_divergence,
+            "max_pnl_divergence": self.max_pnl_divergence,
+            "passed": self.passed,
+            "conventions": self.conventions,
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ShadowResult(Result):
+    """A replay of stored features through ``model@candidate`` and ``model@against``
+    (:func:`run_shadow`); ``run_id`` is the recorded run's, None when not recorded."""
+
+    model: str
+    candidate: dict[str, Any]
+    against: dict[str, Any]
+    since: str
+    label: str
+    comparison: ShadowComparison
+    run_id: str | None = None
+
+    def message(self) -> str:
+        return (
+            f"shadow: P&L divergence {_pct(self.comparison.pnl_divergence)} beyond "
+            f"{self.comparison.max_pnl_divergence:.0%}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "model": self.model,
+            "candidate": self.candidate,
+            "against": self.against,
+            "since": self.since,
+            "label": self.label,
+            **{
+                k: v
+                for k, v in self.comparison.to_dict().items()
+                if k not in ("candidate", "production")
+            },
+        }
+        if self.run_id is not None:
+            out["run_id"] = self.run_id
+        return out
+
+
+def _pct(x: float | None) -> str:
+    """A divergence in percent; ``None`` is an unbounded one (the reference wealth hit 0)."""
+    return "inf" if x is None else f"{x:.2%}"
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -42,7 +122,7 @@ def shadow_compare(
     production: np.ndarray,
     realized: np.ndarray,
     max_pnl_divergence: float = 0.05,
-) -> dict[str, Any]:
+) -> ShadowComparison:
     """Compare two prediction vectors on the same rows (a pure function).
 
     Parameters
@@ -82,25 +162,23 @@ def shadow_compare(
     w_c, w_p = 1.0 + mc["cumulative_return"], 1.0 + mp["cumulative_return"]
     divergence = abs(w_c / w_p - 1.0) if w_p > 0 else float("inf")
     passed = bool(divergence <= max_pnl_divergence)
-    return {
-        "n_rows": int(c.size),
-        "n_periods": int(mc["n_periods"]),
-        "prediction": {
+    why = f"P&L divergence {divergence:.2%} beyond {max_pnl_divergence:.0%}"
+    return ShadowComparison(
+        passed=passed,
+        reasons=[] if passed else [why],
+        n_rows=int(c.size),
+        n_periods=int(mc["n_periods"]),
+        prediction={
             "mean_abs_diff": float(diff.mean()),
             "max_abs_diff": float(diff.max()),
             "correlation": _none_if_nan(corr),
             "sign_agreement": float(np.mean(np.sign(c) == np.sign(p))),
         },
-        "candidate": {k: _none_if_nan(float(v)) for k, v in mc.items()},
-        "production": {k: _none_if_nan(float(v)) for k, v in mp.items()},
-        "pnl_divergence": _none_if_nan(divergence),
-        "max_pnl_divergence": max_pnl_divergence,
-        "passed": passed,
-        "conventions": {
-            "strategy": "sign(prediction) * realised forward return; same-ts rows average",
-            "pnl_divergence": "|W_candidate / W_production - 1|, W = compounded wealth from 1",
-        },
-    }
+        candidate={k: _none_if_nan(float(v)) for k, v in mc.items()},
+        production={k: _none_if_nan(float(v)) for k, v in mp.items()},
+        pnl_divergence=_none_if_nan(divergence),
+        max_pnl_divergence=max_pnl_divergence,
+    )
 
 
 def run_shadow(
@@ -111,54 +189,68 @@ def run_shadow(
     since: str | date | datetime,
     feature_set: str = "technical_v1",
     label: str = "fwd_return_5d",
-    max_pnl_divergence: float = 0.05,
-    tracking_uri: str | None = None,
+    max_pnl_divergence: float | None = None,
     record: bool = True,
-    store_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+    workspace: Workspace | None = None,
+    tracking_uri: str | None = None,
+) -> ShadowResult:
     """Replay the stored features since ``since`` through ``name@candidate`` and
     ``name@against`` (aliases or version numbers) with the real ONNX runtimes, compare, record.
-    """
-    from quantcli.features.dataset import load_training_frame
-    from quantcli.serving.runtime import InferenceRuntime
-    from quantcli.store.offline import OfflineStore
 
-    with OfflineStore(store_path, read_only=True) as store:
+    ``max_pnl_divergence`` defaults to ``[shadow] max_pnl_divergence`` of the workspace's
+    config; ``tracking_uri`` is deprecated (the workspace's registry is used).
+    """
+    ws = workspace or Workspace.from_env()
+    if tracking_uri is not None:
+        ws = dataclasses.replace(ws, tracking_uri=tracking_uri)
+    limit = _limit(max_pnl_divergence, ws)
+    with OfflineStore(ws.offline_path, read_only=True) as store:
         frame = load_training_frame(store, feature_set=feature_set, label=label, since=since)
     if frame.height == 0:
         raise InputError(
             f"--since {since}: no stored features with a known label from that date",
             hint="pick an earlier date; the last bars of each symbol have no label yet",
         )
-    runtimes = {}
-    for role, alias in (("candidate", candidate), ("against", against)):
-        runtimes[role] = InferenceRuntime.from_registry(name, alias, tracking_uri=tracking_uri)
+    runtimes = {
+        role: InferenceRuntime.from_registry(name, alias, workspace=ws)
+        for role, alias in (("candidate", candidate), ("against", against))
+    }
     preds = {
         role: rt.predict(frame.select(list(rt.feature_names))).predictions
         for role, rt in runtimes.items()
     }
-    result = shadow_compare(
+    cmp = shadow_compare(
         frame["ts"].to_list(),
         preds["candidate"],
         preds["against"],
         frame["label"].to_numpy(),
-        max_pnl_divergence,
+        limit,
     )
-    result = {
-        "model": name,
-        "candidate": {
-            "alias": candidate,
-            **_model_ref(runtimes["candidate"]),
-            **result["candidate"],
-        },
-        "against": {"alias": against, **_model_ref(runtimes["against"]), **result["production"]},
-        "since": str(since),
-        "label": label,
-        **{k: v for k, v in result.items() if k not in ("candidate", "production")},
-    }
+    result = ShadowResult(
+        passed=cmp.passed,
+        reasons=[
+            f"candidate cumulative return {cmp.candidate['cumulative_return']:.2%} vs "
+            f"{cmp.production['cumulative_return']:.2%}"
+        ]
+        if not cmp.passed
+        else [],
+        model=name,
+        candidate={"alias": candidate, **_model_ref(runtimes["candidate"]), **cmp.candidate},
+        against={"alias": against, **_model_ref(runtimes["against"]), **cmp.production},
+        since=str(since),
+        label=label,
+        comparison=cmp,
+    )
     if record:
-        result["run_id"] = _record(result, store_path)
+        result = dataclasses.replace(result, run_id=record_shadow_run(result.to_dict(), ws))
     return result
+
+
+def _limit(max_pnl_divergence: float | None, ws: Workspace) -> float:
+    """The P&L divergence limit: given, or the workspace config's ``[shadow]`` one."""
+    if max_pnl_divergence is None:
+        return ws.section("shadow")["max_pnl_divergence"]
+    return max_pnl_divergence
 
 
 def _model_ref(rt: Any) -> dict[str, Any]:
@@ -168,9 +260,10 @@ def _model_ref(rt: Any) -> dict[str, Any]:
     }
 
 
-def _record(result: dict[str, Any], store_path: str | os.PathLike[str] | None) -> str:
+def record_shadow_run(result: dict[str, Any], workspace: Workspace | None = None) -> str:
+    """Append one shadow comparison (its JSON) to ``monitor_shadow_runs``; returns its id."""
     run_id = uuid.uuid4().hex[:16]
-    with monitoring_store(store_path) as store, store.transaction() as con:
+    with monitoring_store(store_file(workspace)) as store, store.transaction() as con:
         con.execute(
             "INSERT INTO monitor_shadow_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -185,165 +278,3 @@ def _record(result: dict[str, Any], store_path: str | os.PathLike[str] | None) -
             ],
         )
     return run_id
-
-
-def read_live_shadow(
-    name: str,
-    *,
-    since: str | date | datetime | None = None,
-    ledger: str | os.PathLike[str] | None = None,
-) -> list[dict[str, Any]]:
-    """The live shadow records of model ``name`` in the audit ledger (``event: "shadow"``,
-    written by ``qcli serve`` for every request it scored with a shadow), recorded at or
-    after ``since``; one per ``(symbol, feature_ts, shadow and production versions)``, the
-    latest, so a feature row requested many times counts once."""
-    from quantcli.audit import ledger_path
-    from quantcli.audit._export import parse_since
-
-    path = Path(ledger) if ledger is not None else ledger_path()
-    if not path.is_file():
-        raise InputError(
-            f"no audit ledger at {path}",
-            hint="serve with a shadow first: qcli serve --shadow-alias staging",
-        )
-    since_dt = parse_since(since)
-    latest: dict[tuple, dict[str, Any]] = {}
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if b'"event":"shadow"' not in raw:
-                continue  # most records are predictions: skip them unparsed
-            try:
-                rec = json.loads(raw)
-            except (ValueError, RecursionError):
-                continue  # `qcli audit verify` reports broken records; here they are skipped
-            if rec.get("event") != "shadow" or rec.get("model_name") != name:
-                continue
-            if since_dt is not None and datetime.fromisoformat(rec["recorded_at"]) < since_dt:
-                continue
-            key = (
-                rec["symbol"],
-                rec.get("feature_ts"),
-                rec.get("shadow_version"),
-                rec.get("production_version"),
-            )
-            latest[key] = rec
-    return sorted(latest.values(), key=lambda r: (str(r.get("feature_ts")), r["symbol"]))
-
-
-def run_live_shadow(
-    name: str,
-    *,
-    since: str | date | datetime | None = None,
-    feature_set: str = "technical_v1",
-    label: str = "fwd_return_5d",
-    max_pnl_divergence: float = 0.05,
-    ledger: str | os.PathLike[str] | None = None,
-    store_path: str | os.PathLike[str] | None = None,
-    record: bool = True,
-) -> dict[str, Any]:
-    """Compare the live shadow with production from what the service recorded.
-
-    **Prediction divergence** (every shadow record): mean and max ``|shadow - production|``
-    and sign agreement. **Realized P&L divergence** (:func:`shadow_compare`'s
-    ``|W_shadow / W_production - 1|``) over the records whose forward return is known by now:
-    the label of ``feature_ts`` computed from the stored bars (``label`` of ``feature_set``,
-    e.g. the 5-bar forward return). ``passed`` is false when that divergence exceeds
-    ``max_pnl_divergence``; ``pnl_divergence`` is ``None`` (and ``passed`` true) until some
-    returns are known.
-    """
-    import polars as pl
-
-    from quantcli.features.definitions import load_feature_set
-    from quantcli.features.labels import compute_labels
-    from quantcli.store.offline import OfflineStore
-
-    recs = read_live_shadow(name, since=since, ledger=ledger)
-    if not recs:
-        raise InputError(
-            f"no live shadow records of model '{name}' in the audit ledger"
-            + (f" since {since}" if since else ""),
-            hint="serve with a shadow: qcli serve --shadow-alias staging, or "
-            "qcli model rollout NAME --version V --mode shadow",
-        )
-    shadow = np.array([r["shadow_prediction"] for r in recs], dtype=np.float64)
-    prod = np.array([r["production_prediction"] for r in recs], dtype=np.float64)
-    diff = np.abs(shadow - prod)
-    horizon = load_feature_set(feature_set).label(label).horizon
-    frame = pl.DataFrame(
-        {
-            "symbol": [r["symbol"] for r in recs],
-            "ts": [r.get("feature_ts") for r in recs],
-            "shadow": shadow,
-            "production": prod,
-        },
-        schema={
-            "symbol": pl.String,
-            "ts": pl.String,
-            "shadow": pl.Float64,
-            "production": pl.Float64,
-        },
-    ).with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", strict=False))
-    with OfflineStore(store_path, read_only=True) as store:
-        store.require_table("bars", hint="run `qcli data ingest PATH` first")
-        symbols = sorted(set(frame["symbol"].to_list()))
-        bars = (
-            store.con.cursor()
-            .sql(
-                "SELECT symbol, ts, close FROM bars WHERE symbol IN (SELECT unnest(?))",
-                params=[symbols],
-            )
-            .pl()
-            .with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
-        )
-    labels = compute_labels(bars, horizon).collect()
-    known = (
-        frame.join(labels, on=["symbol", "ts"], how="inner")
-        .filter(pl.col("label").is_not_null())
-        .sort("ts", "symbol")
-    )
-    result: dict[str, Any] = {
-        "model": name,
-        "mode": "live",
-        "since": None if since is None else str(since),
-        "label": label,
-        "n_records": len(recs),
-        "n_realized": known.height,
-        "shadow_versions": sorted({str(r.get("shadow_version")) for r in recs}),
-        "production_versions": sorted({str(r.get("production_version")) for r in recs}),
-        "prediction": {
-            "mean_abs_diff": float(diff.mean()),
-            "max_abs_diff": float(diff.max()),
-            "sign_agreement": float(np.mean(np.sign(shadow) == np.sign(prod))),
-        },
-        "max_pnl_divergence": max_pnl_divergence,
-        "pnl_divergence": None,
-        "passed": True,
-    }
-    if known.height:
-        cmp = shadow_compare(
-            known["ts"].to_list(),
-            known["shadow"].to_numpy(),
-            known["production"].to_numpy(),
-            known["label"].to_numpy(),
-            max_pnl_divergence,
-        )
-        result.update(
-            pnl_divergence=cmp["pnl_divergence"],
-            passed=cmp["passed"],
-            n_periods=cmp["n_periods"],
-            candidate=cmp["candidate"],
-            against=cmp["production"],
-            conventions=cmp["conventions"],
-        )
-    if record:
-        result["candidate_alias"] = "shadow"
-        result["run_id"] = _record(
-            {
-                **result,
-                "candidate": {"alias": "live-shadow", **result.get("candidate", {})},
-                "against": {"alias": "production", **result.get("against", {})},
-                "since": result["since"] or "",
-            },
-            store_path,
-        )
-    return result

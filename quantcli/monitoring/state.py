@@ -13,8 +13,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
 
 SCHEMA = "schema_monitoring"
+
+
+def store_file(
+    workspace: Workspace | None = None, store_path: str | os.PathLike[str] | None = None
+) -> Path:
+    """The offline store file of a monitoring call: ``store_path`` (the deprecated keyword of
+    the older signatures) when given, else the workspace's (default :meth:`Workspace.from_env`)."""
+    if store_path is not None:
+        return Path(store_path)
+    return (workspace or Workspace.from_env()).offline_path
 
 
 @contextmanager

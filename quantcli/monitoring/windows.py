@@ -39,7 +39,9 @@ from pathlib import Path
 import polars as pl
 
 from quantcli.errors import InputError
+from quantcli.features.definitions import load_feature_set
 from quantcli.monitoring.profile import BaselineProfile
+from quantcli.store.offline import OfflineStore
 
 _DURATION = re.compile(r"^(?P<n>[1-9]\d{0,4})(?P<unit>[dwmy])$")
 _UNIT_NAMES = {"d": "calendar days", "w": "weeks", "m": "calendar months", "y": "years"}
@@ -136,9 +138,6 @@ def latest_feature_ts(
     *, feature_set: str = "technical_v1", store_path: str | os.PathLike[str] | None = None
 ) -> datetime | None:
     """The latest ``ts`` (UTC) of the stored feature table of ``feature_set``, or None if empty."""
-    from quantcli.features.definitions import load_feature_set
-    from quantcli.store.offline import OfflineStore
-
     table = load_feature_set(feature_set).table
     with OfflineStore(store_path, read_only=True) as store:
         store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}`")
@@ -269,9 +268,6 @@ def read_period(
     option: str = "--baseline",
 ) -> pl.DataFrame:
     """The rows of the stored feature table within ``period`` (sorted by symbol, ts)."""
-    from quantcli.features.definitions import load_feature_set
-    from quantcli.store.offline import OfflineStore
-
     table = load_feature_set(feature_set).table
     where, params = [], []
     if period.start_ts is not None:
