@@ -43,7 +43,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 @pytest.fixture(scope="module")
 def online_home(tmp_path_factory):
-    from quantcli.store.feast_store import materialize
+    from quantcli.online import materialize
 
     home = tmp_path_factory.mktemp("online_bench")
     with pytest.MonkeyPatch.context() as mp:
@@ -61,7 +61,7 @@ def _rounds(benchmark, full: int, smoke: int = 30) -> int:
 
 
 def test_online_features_wrapper_vs_raw_feast(benchmark, online_home):
-    from quantcli.store.feast_store import get_feature_store
+    from quantcli.online import get_feature_store
 
     store = get_feature_store()
     assert store.read_path == "direct"
@@ -120,8 +120,8 @@ def test_online_features_wrapper_vs_raw_feast(benchmark, online_home):
 
 
 def test_in_process_predict_p99_under_3ms(benchmark, online_home):
+    from quantcli.online import get_feature_store
     from quantcli.serving.predict import Predictor
-    from quantcli.store.feast_store import get_feature_store
 
     predictor = Predictor(load_runtime(online_home), get_feature_store(), alias="production")
     try:

@@ -52,7 +52,7 @@ def served(tmp_path_factory):
     """A materialized store, a registry with v1 (production) and v2, and `qcli serve`."""
     import httpx
 
-    from quantcli.store.feast_store import load_declaration, materialize
+    from quantcli.online import load_declaration, materialize
 
     home = tmp_path_factory.mktemp("follow_bench")
     with pytest.MonkeyPatch.context() as mp:

@@ -36,7 +36,7 @@ _EXPORTS = {
     "DriftDetector": "quantcli.monitoring.drift",
     "PerformanceMonitor": "quantcli.monitoring.performance",
     "RetrainingTrigger": "quantcli.monitoring.retrain",
-    "get_feature_store": "quantcli.store.feast_store",
+    "get_feature_store": "quantcli.online",
     "convert_and_validate_pipeline": "quantcli.serving.onnx_export",
     # the workflow functions, one per stage of the flow
     "load_sample": "quantcli.data.sample",
@@ -51,7 +51,7 @@ _EXPORTS = {
     "run_cpcv_backtest": "quantcli.backtest.engine",
     "train_from_store": "quantcli.models.trainer",
     "export_registered": "quantcli.serving.onnx_export",
-    "materialize": "quantcli.store.feast_store",
+    "materialize": "quantcli.online",
     "detect_feature_drift": "quantcli.monitoring.drift",
     "run_pipeline": "quantcli.pipeline.run",
     "verify_ledger": "quantcli.audit",
@@ -83,11 +83,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from quantcli.monitoring.drift import DriftDetector, detect_feature_drift
     from quantcli.monitoring.performance import PerformanceMonitor
     from quantcli.monitoring.retrain import RetrainingTrigger
+    from quantcli.online import get_feature_store, materialize
     from quantcli.pipeline.run import run_pipeline
     from quantcli.results import Result
     from quantcli.serving.onnx_export import convert_and_validate_pipeline, export_registered
     from quantcli.serving.parity import ONNXParityTester
-    from quantcli.store.feast_store import get_feature_store, materialize
     from quantcli.workspace import Workspace
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

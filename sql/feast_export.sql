@@ -1,5 +1,5 @@
 -- Export a feature table of the offline store to the Parquet file Feast's DuckDB offline store
--- reads (a FileSource). Placeholders filled by quantcli.store.feast_store with checked
+-- reads (a FileSource). Placeholders filled by quantcli.online with checked
 -- identifiers: {table}, {columns} (the declared feature columns, quoted) and {path}.
 -- Sorted by (symbol, ts) so the same table gives the same bytes.
 COPY (

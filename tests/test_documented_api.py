@@ -109,7 +109,7 @@ def test_feature_generator_refuses_bad_pandas_input_with_a_named_error(api):
 
 def test_feature_store(api):
     from quantcli import get_feature_store
-    from quantcli.store.feast_store import pit_join_duckdb
+    from quantcli.online import pit_join_duckdb
 
     entity_df = pd.DataFrame(
         {

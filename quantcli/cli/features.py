@@ -135,7 +135,7 @@ def build_cmd(
 
     wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     if online:  # bad online options exit 2 before the build changes anything
-        from quantcli.store.online_write import check_target
+        from quantcli.online.write import check_target
 
         check_target(online_store.value, redis_url)
     with progress(json_mode) as bar:
@@ -152,7 +152,7 @@ def build_cmd(
         ).to_dict()
     if online:
         from quantcli.errors import QuantCliError
-        from quantcli.store.online_write import OnlineWriteError, write_latest
+        from quantcli.online.write import OnlineWriteError, write_latest
 
         try:
             result["online"] = write_latest(

@@ -1,6 +1,7 @@
 """`qcli features materialize`: generate the Feast objects and fill the online store.
 
-Added onto the `features` sub-app (one owner per file). Heavy imports (feast) happen inside.
+Added onto the `features` sub-app (one owner per file). The library is imported inside the
+command, so `qcli --help` does not load the feature engine or Feast.
 """
 
 from __future__ import annotations
@@ -64,26 +65,26 @@ def materialize_cmd(
 
         qcli features materialize --executor ray --ray-address ray://raycluster-head-svc:10001
     """
-    from quantcli.store.feast_store import materialize
+    from quantcli.online import materialize
 
     executor = deprecated_alias("--engine", "--executor", engine, executor, Executor.local)
-    engine_name, store_name = executor.value, online_store.value
-    note(f"materializing {feature_set} into the {store_name} online store ...", json_mode)
-    if engine_name == "ray":  # window check and cluster join before Feast runs (docs/scaling.md)
-        from quantcli.scale.feast_engine import prepare_ray_materialization
-
-        prepare_ray_materialization(feature_set, ray_address)
+    note(f"materializing {feature_set} into the {online_store.value} online store ...", json_mode)
     result = materialize(
-        feature_set, online_store=store_name, redis_url=redis_url, engine=engine_name, full=full
+        feature_set,
+        online_store=online_store.value,
+        redis_url=redis_url,
+        engine=executor.value,
+        full=full,
+        ray_address=ray_address,
     )
 
     def render(con) -> None:
-        mode = "incremental" if result["incremental"] else "full"
+        mode = "incremental" if result.incremental else "full"
         con.print(
-            f"[bold]{result['feature_view']}[/]: {result['symbols']} symbols x "
-            f"{result['features']} features -> {result['online_store']} ({mode}, "
-            f"{result['start']} .. {result['end']}, TTL {result['ttl_days']} d) "
-            f"in {result['seconds']:.2f} s"
+            f"[bold]{result.feature_view}[/]: {result.symbols} symbols x "
+            f"{result.features} features -> {result.online_store} ({mode}, "
+            f"{result.start} .. {result.end}, TTL {result.ttl_days} d) "
+            f"in {result.seconds:.2f} s"
         )
 
     emit(result, json_mode, render)

@@ -308,13 +308,13 @@ def run_pipeline(
 
     # 8. materialize --------------------------------------------------------------------------
     def materialize() -> StageOutcome:
-        from quantcli.store.feast_store import materialize as do_materialize
+        from quantcli.online import materialize as do_materialize
 
         res = do_materialize(feature_set, online_store=online_store, redis_url=redis_url)
         return StageOutcome(
             f"{res['symbols']} symbols x {res['features']} features -> {res['online_store']} "
             f"({'incremental' if res['incremental'] else 'full'})",
-            res,
+            res.to_dict(),
         )
 
     # 9. predict ------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ TABLE = "technical_features_v1"
 
 
 def _online(online_store: str, redis_url: str | None, symbols: list[str]) -> pl.DataFrame:
-    from quantcli.store import feast_store as fst
+    from quantcli.online import load_declaration, repo_config
+    from quantcli.online._feast import import_feast
 
-    decl = fst.load_declaration("technical_v1")
-    cfg = fst.repo_config(online_store, redis_url, "local")
-    store = fst._import_feast().FeatureStore(config=cfg)
+    decl = load_declaration("technical_v1")
+    cfg = repo_config(online_store, redis_url, "local")
+    store = import_feast().FeatureStore(config=cfg)
     refs = [f"{decl.view_name}:{n}" for n in feature_names()]
     got = store.get_online_features(
         features=refs, entity_rows=[{"symbol": s} for s in symbols]
@@ -59,7 +60,7 @@ def test_build_online_writes_the_latest_rows_bit_for_bit_and_a_rerun_repairs(qcl
         ["features", "build", "--online", "--online-store", "redis",
          "--redis-url", "redis://127.0.0.1:1/0", "--json"],
     )  # fmt: skip
-    from quantcli.store.online_write import OnlineWriteError
+    from quantcli.online.write import OnlineWriteError
 
     assert isinstance(bad.exception, OnlineWriteError), bad.output
     assert bad.exception.exit_code == 1

@@ -84,7 +84,7 @@ def test_pyfunc_and_models_serve_equal_qcli_predict(
     served = [p["prediction"] for p in json.loads(out)["predictions"]]
 
     from quantcli.models.registry import ModelRegistry
-    from quantcli.store.feast_store import get_feature_store
+    from quantcli.online import get_feature_store
 
     reg = ModelRegistry(uri)
     info = reg.resolve(model_name, alias="staging")

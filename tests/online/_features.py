@@ -12,7 +12,7 @@ import polars as pl
 
 from quantcli.config import offline_store_path
 from quantcli.data.synthetic import synthetic_universe
-from quantcli.store.feast_store import load_declaration
+from quantcli.online import load_declaration
 
 
 def feature_frame(n_symbols: int = 6, n_days: int = 80, seed: int = 3) -> pl.DataFrame:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scale.conftest import ray_cluster  # noqa: F401  (one Ray cluster per session)
 
 from online._features import feature_frame, write_feature_table
 from online._model import make_signed_model
@@ -48,7 +49,7 @@ def features(module_home):
 @pytest.fixture(scope="module")
 def materialized(features):
     """The feature table materialized into the SQLite online store."""
-    from quantcli.store.feast_store import materialize
+    from quantcli.online import materialize
 
     return materialize("technical_v1")
 

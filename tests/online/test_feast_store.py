@@ -3,7 +3,6 @@ incremental materialization, offline fallback and its counters, SQLite and a rea
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,7 +11,8 @@ import pytest
 
 from online._features import feature_frame, latest_rows, write_feature_table
 from quantcli.errors import InputError, NotFoundError
-from quantcli.store.feast_store import (
+from quantcli.online import (
+    MaterializeResult,
     feast_objects,
     get_feature_store,
     load_declaration,
@@ -20,6 +20,7 @@ from quantcli.store.feast_store import (
     pit_join_duckdb,
     redis_connection_string,
 )
+from quantcli.workspace import Workspace
 
 NAMES = load_declaration().feature_names
 
@@ -59,8 +60,12 @@ def test_redis_url_becomes_feast_connection_string():
 
 # -- SQLite: the guarantees ---------------------------------------------------------------------
 def test_materialize_then_online_equals_offline_latest_row(materialized, features):
-    assert materialized["incremental"] is False
-    assert materialized["symbols"] == 6 and materialized["rows_exported"] == features.height
+    assert isinstance(materialized, MaterializeResult) and materialized.passed
+    assert materialized.incremental is False
+    assert materialized.symbols == 6 and materialized.rows_exported == features.height
+    # the JSON keys are the documented ones (no verdict fields); dict access still works
+    assert "passed" not in materialized.to_dict()
+    assert materialized["symbols"] == 6
     assert_online_equals_offline_latest(get_feature_store(), features)
 
 
@@ -133,11 +138,25 @@ def test_incremental_materialize_picks_up_new_bars(module_home, materialized, fe
     grown = pl.concat([features, *extra]).sort("symbol", "ts")
     write_feature_table(grown)
     result = materialize("technical_v1")
-    assert result["incremental"] is True
-    assert result["start"] == materialized["end"]
+    assert result.incremental is True
+    assert result.start == materialized.end
     assert_online_equals_offline_latest(get_feature_store(), grown)
     write_feature_table(features)  # restore for the other tests of this module
-    assert materialize("technical_v1", full=True)["incremental"] is False
+    assert materialize("technical_v1", full=True).incremental is False
+
+
+def test_an_explicit_workspace_is_used_whatever_qcli_home_says(
+    module_home, materialized, features, tmp_path, monkeypatch
+):
+    entities = _entity_df(features)
+    oracle = pit_join_duckdb(entities, NAMES)
+    monkeypatch.setenv("QCLI_HOME", str(tmp_path))  # an empty home: nothing materialized there
+    with pytest.raises(NotFoundError, match="materialize"):
+        get_feature_store()
+    ws = Workspace.at(module_home)
+    assert_online_equals_offline_latest(get_feature_store(workspace=ws), features)
+    assert pit_join_duckdb(entities, NAMES, workspace=ws).equals(oracle)
+    assert not (tmp_path / "feast").exists()
 
 
 # -- fallback ---------------------------------------------------------------------------------
@@ -173,7 +192,7 @@ def test_missing_and_stale_symbols_fall_back_to_the_offline_store_and_are_counte
 
 # -- Redis ------------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, cli):
+def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, qcli):
     import redis
 
     client = redis.Redis.from_url(redis_url)
@@ -181,17 +200,11 @@ def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, cl
     client.close()
     frame = feature_frame(n_symbols=4, n_days=50, seed=5)
     write_feature_table(frame)
-    code, out, err = cli(
-        "features",
-        "materialize",
-        "--online-store",
-        "redis",
-        "--redis-url",
-        redis_url,
-        "--json",
+    run = qcli(
+        "features", "materialize", "--online-store", "redis", "--redis-url", redis_url, "--json"
     )
-    assert code == 0, err
-    result = json.loads(out)
+    assert run.code == 0, run.err
+    result = run.json
     assert result["online_store"] == "redis" and result["symbols"] == 4
     store = get_feature_store()
     assert store.online_store == "redis"
@@ -199,14 +212,18 @@ def test_redis_online_store_materializes_and_reads_back(qcli_home, redis_url, cl
 
 
 # -- the CLI ----------------------------------------------------------------------------------
-def test_cli_materialize_json_then_incremental(qcli_home, cli):
+def test_cli_materialize_json_then_incremental(qcli_home, qcli):
     write_feature_table(feature_frame(n_symbols=2, n_days=40, seed=2))
-    code, out, err = cli("features", "materialize", "--json")
-    assert code == 0, err
-    res = json.loads(out)  # stdout is exactly one JSON object (Feast's prints go to stderr)
+    first = qcli("features", "materialize", "--json")
+    assert first.code == 0, first.err
+    res = first.json  # stdout is exactly one JSON object (Feast's prints go to stderr)
     assert res["incremental"] is False and res["feature_view"] == "technical_features_v1"
-    code, out, _ = cli("features", "materialize", "--json")
-    assert code == 0 and json.loads(out)["incremental"] is True
+    assert list(res) == [
+        "feature_set", "feature_view", "online_store", "engine", "incremental", "start", "end",
+        "rows_exported", "symbols", "features", "ttl_days", "parquet", "repo", "seconds",
+    ]  # fmt: skip
+    again = qcli("features", "materialize", "--json")
+    assert again.code == 0 and again.json["incremental"] is True
 
 
 @pytest.mark.parametrize(
@@ -218,17 +235,17 @@ def test_cli_materialize_json_then_incremental(qcli_home, cli):
         (["--feature-set", "nope_v9"], "nope_v9"),
     ],
 )
-def test_cli_materialize_bad_input_exit_2(qcli_home, monkeypatch, cli, args, needle):
+def test_cli_materialize_bad_input_exit_2(qcli_home, monkeypatch, qcli, args, needle):
     monkeypatch.delenv("QCLI_REDIS_URL", raising=False)
     write_feature_table(feature_frame(n_symbols=1, n_days=30, seed=2))
-    code, out, err = cli("features", "materialize", *args)
+    code, out, err = qcli("features", "materialize", *args)
     assert code == 2, err
     assert needle in err and out == ""
     assert not (qcli_home / "feast" / "quantcli_state.json").exists()
 
 
-def test_cli_materialize_without_feature_table_exit_2(qcli_home, cli):
-    code, _, err = cli("features", "materialize")
+def test_cli_materialize_without_feature_table_exit_2(qcli_home, qcli):
+    code, _, err = qcli("features", "materialize")
     assert code == 2
     assert "ingest" in err or "technical_features_v1" in err
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from online._features import feature_frame, latest_rows, write_feature_table
-from quantcli.store.feast_store import get_feature_store, load_declaration, materialize
+from quantcli.online import get_feature_store, load_declaration, materialize
 
 NAMES = load_declaration().feature_names
 SUBSET = ["rsi_14", "nma_200", "return_20d", "nma_9"]  # not in declaration order
@@ -144,7 +144,7 @@ def test_a_direct_read_that_disagrees_with_the_sdk_at_start_up_is_never_used(
 ):
     """The start-up self-check: a layout the direct reader misreads (simulated: every value off
     by one ulp) switches the wrapper to the SDK, which still serves the right numbers."""
-    from quantcli.store.feast_online_read import DirectOnlineReader
+    from quantcli.online.direct_read import DirectOnlineReader
 
     real_read = DirectOnlineReader.read
 

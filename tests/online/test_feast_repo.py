@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from quantcli.store.feast_store import (
+from online._features import feature_frame, latest_rows, write_feature_table
+from quantcli.online import (
     REDIS_PASSWORD_ENV,
     definitions_module,
     feast_objects,
@@ -21,7 +22,6 @@ from quantcli.store.feast_store import (
     materialize,
     write_repo,
 )
-from tests.online._features import feature_frame, latest_rows, write_feature_table
 
 pytestmark = [
     pytest.mark.integration,
@@ -69,6 +69,25 @@ def test_feature_store_yaml_matches_what_quantcli_applies(repo):
     }
 
 
+def test_a_repo_written_by_an_older_layout_is_upgraded_by_the_next_materialize(repo):
+    """Files an older quantcli left (an engine named by a class path that no longer exists,
+    definitions importing a removed module) are rewritten: the repo works again."""
+    yaml_path = repo.path / "feature_store.yaml"
+    defs = repo.path / definitions_module(load_declaration("technical_v1"))
+    want_yaml, want_defs = yaml_path.read_text(), defs.read_text()
+    old_engine = "batch_engine:\n  type: local"
+    assert old_engine in want_yaml
+    yaml_path.write_text(
+        want_yaml.replace(old_engine, "batch_engine:\n  type: quantcli.scale.feast_engine.Ray")
+    )
+    defs.write_text("from quantcli.store.feast_store import feast_objects\n")
+    result = materialize("technical_v1")
+    assert result.incremental is True  # the state file is kept: only the generated files change
+    assert yaml_path.read_text() == want_yaml
+    assert defs.read_text() == want_defs
+    assert VIEW in _feast(repo, "feature-views", "list")  # Feast loads the upgraded repo
+
+
 def test_definitions_are_generated_from_the_declaration(repo, monkeypatch):
     decl = load_declaration("technical_v1")
     monkeypatch.syspath_prepend(str(repo.path))  # Feast imports the repo's modules like this
@@ -109,9 +128,9 @@ def test_feast_cli_lists_materializes_and_reads_the_repo(repo):
         np.testing.assert_array_equal(got[n], latest[n].to_numpy())
 
 
-def test_feast_output_has_no_colour_codes_off_a_terminal(repo, cli, monkeypatch):
+def test_feast_output_has_no_colour_codes_off_a_terminal(repo, qcli, monkeypatch):
     monkeypatch.setenv("QCLI_HOME", str(repo.home))
-    code, _, err = cli("features", "materialize", "--full")
+    code, _, err = qcli("features", "materialize", "--full")
     assert code == 0, err
     assert "Materializing" in err and VIEW in err
     assert "\x1b[" not in err

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import polars as pl
 
-from quantcli import config
 from quantcli.errors import QuantCliError
+from quantcli.online._feast import import_feast, quiet_feast
+from quantcli.online._record import RecordResult
+from quantcli.online.declaration import load_declaration
+from quantcli.online.repo import feast_objects, online_store_config, repo_config
 from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
 
 
 class OnlineWriteError(QuantCliError):
@@ -33,12 +37,22 @@ class OnlineWriteError(QuantCliError):
     exit_code = 1
 
 
-def check_target(online_store: str, redis_url: str | None) -> None:
+@dataclass(frozen=True, kw_only=True)
+class OnlineWriteResult(RecordResult):
+    """What :func:`write_latest` wrote (the ``online`` object of ``qcli features build``)."""
+
+    online_store: str
+    feature_view: str
+    symbols_written: int
+    seconds: float
+
+
+def check_target(
+    online_store: str, redis_url: str | None, *, workspace: Workspace | None = None
+) -> None:
     """:class:`~quantcli.errors.InputError` for a bad ``online_store``/``redis_url`` (run before
     the build, so bad options change nothing)."""
-    from quantcli.store import feast_store as fst
-
-    fst._online_store_config(online_store, redis_url, config.feast_repo_dir())
+    online_store_config(online_store, redis_url, (workspace or Workspace.from_env()).feast_repo)
 
 
 def latest_rows(
@@ -62,36 +76,35 @@ def write_latest(
     *,
     online_store: str = "sqlite",
     redis_url: str | None = None,
-    store: OfflineStore | None = None,
-) -> dict[str, Any]:
+    workspace: Workspace | None = None,
+) -> OnlineWriteResult:
     """Write the newest offline row of each of ``symbols`` to the online store.
 
     Returns ``online_store``, ``feature_view``, ``symbols_written`` and ``seconds``. Raises
     :class:`~quantcli.errors.InputError` for a bad ``online_store``/``redis_url`` before
     anything is written; errors of the online store itself propagate.
     """
-    from quantcli.store import feast_store as fst
-
     t0 = time.perf_counter()
-    decl = fst.load_declaration(feature_set)
-    check_target(online_store, redis_url)  # before Feast is imported (seconds)
-    if store is None:
-        with OfflineStore(read_only=True) as own:
-            rows = latest_rows(own, decl.table, decl.feature_names, symbols)
-    else:
+    ws = workspace or Workspace.from_env()
+    decl = load_declaration(feature_set)
+    check_target(online_store, redis_url, workspace=ws)  # before Feast is imported (seconds)
+    with ws.offline(read_only=True) as store:
         rows = latest_rows(store, decl.table, decl.feature_names, symbols)
     if rows.height:
-        FeatureStore = fst._import_feast().FeatureStore
-        cfg = fst.repo_config(online_store, redis_url, "local")
-        entity, view = fst.feast_objects(decl)
+        FeatureStore = import_feast().FeatureStore
+        cfg = repo_config(online_store, redis_url, "local", workspace=ws)
+        entity, view = feast_objects(decl, workspace=ws)
         frame = rows.rename({"ts": decl.timestamp}) if decl.timestamp != "ts" else rows
-        with fst._quiet_feast():
+        with quiet_feast():
             fs = FeatureStore(config=cfg)
             fs.apply([entity, view])
             fs.write_to_online_store(decl.view_name, frame.to_pandas())
-    return {
-        "online_store": online_store,
-        "feature_view": decl.view_name,
-        "symbols_written": rows.height,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    return OnlineWriteResult(
+        online_store=online_store,
+        feature_view=decl.view_name,
+        symbols_written=rows.height,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+__all__ = ["OnlineWriteError", "OnlineWriteResult", "check_target", "latest_rows", "write_latest"]

@@ -1,10 +1,10 @@
 """A direct read of Feast's online store: the same values as ``FeatureStore.get_online_features``.
 
-Feast's SDK spends about 0.9 ms on a 2-symbol x 29-feature read, almost all of it in Python
-(registry lookups, entity de-duplication, one protobuf per value, the response proto). The
-storage itself is a single indexed SQLite query or one Redis pipeline of ``HMGET``\\ s.
-:class:`DirectOnlineReader` issues exactly that query, with Feast's own key encoding, and decodes
-the stored ``ValueProto`` bytes in bulk.
+Feast's SDK spends almost all of an online read in Python (registry lookups, entity
+de-duplication, one protobuf per value, the response proto). The storage itself is a single
+indexed SQLite query or one Redis pipeline of ``HMGET``\\ s. :class:`DirectOnlineReader` issues
+exactly that query, with Feast's own key encoding, and decodes the stored ``ValueProto`` bytes
+in bulk.
 
 What it returns is what the SDK returns (tested against the SDK on SQLite and on a real
 redis-server, ``tests/online/test_online_read.py``):
@@ -14,7 +14,7 @@ redis-server, ``tests/online/test_online_read.py``):
 * ``event_ts[i]``: the row's event timestamp in **epoch seconds** (UTC), ``0`` when the entity is
   absent (the SDK's null ``Timestamp``). Feast's online read applies no TTL: an old row is
   returned as it is; quantcli's staleness rule lives in the wrapper
-  (:class:`quantcli.store.feast_store.OnlineFeatureStore`), above both read paths. A Redis key
+  (:class:`quantcli.online.store.OnlineFeatureStore`), above both read paths. A Redis key
   expired by ``key_ttl_seconds`` is absent for both.
 
 Layouts read (Feast 0.67, ``entity_key_serialization_version=3``, no feature-view versioning):

@@ -13,7 +13,7 @@ from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.errors import InputError
 from quantcli.features.build import build_features
-from quantcli.scale.feast_engine import (
+from quantcli.online.ray_engine import (
     check_ray_materialization_window,
     prepare_ray_materialization,
     ray_batch_engine,
@@ -67,7 +67,7 @@ def _recent_bars() -> pl.DataFrame:
 
 
 def _materialized(home, monkeypatch, engine: str) -> tuple[np.ndarray, list, list]:
-    from quantcli.store.feast_store import get_feature_store, materialize
+    from quantcli.online import get_feature_store, materialize
 
     monkeypatch.setenv("QCLI_HOME", str(home))
     with OfflineStore() as store:

@@ -7,11 +7,12 @@ Two things quantcli adds around Feast's engine:
   ``RayComputeEngineConfig``; no address: a local cluster, or the one this process already
   joined), and fails with the ``[ray]`` extra named when Ray is missing.
 * :func:`check_ray_materialization_window` refuses a materialization that Feast's Ray engine
-  would silently leave empty. Measured with Feast 0.67: when materializing, its ``RayFilterNode``
-  keeps only rows with ``event_timestamp >= now - ttl`` (wall-clock *now*), while the local
-  engine writes each entity's latest row in the window whatever its age. A backfill of history
-  older than the view's TTL (5 days for ``technical_v1``) therefore writes **nothing** on the
-  Ray engine and raises no error; quantcli raises instead.
+  would silently leave empty. When materializing, Feast's ``RayFilterNode`` keeps only rows
+  with ``event_timestamp >= now - ttl`` (wall-clock *now*), while the local engine writes each
+  entity's latest row in the window whatever its age. A backfill of history older than the
+  view's TTL (5 days for ``technical_v1``) therefore writes **nothing** on the Ray engine and
+  raises no error; quantcli raises instead (:func:`~quantcli.online.materialize.materialize`
+  calls :func:`prepare_ray_materialization` before Feast runs).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from typing import Any
 
 from quantcli._optional import import_optional
 from quantcli.errors import InputError
-from quantcli.scale.executor import resolve_ray_address
+from quantcli.online.declaration import load_declaration
+from quantcli.online.repo import ENGINES
+from quantcli.scale.executor import RayExecutor, resolve_ray_address
+from quantcli.workspace import Workspace
 
 #: Feast's type name of its Ray compute engine.
-RAY_ENGINE_TYPE = "ray.engine"
+RAY_ENGINE_TYPE = ENGINES["ray"]
 
 
 def ray_batch_engine(address: str | None = None, **options: Any) -> dict[str, Any]:
@@ -91,7 +95,12 @@ def check_ray_materialization_window(
         )
 
 
-def prepare_ray_materialization(feature_set: str = "technical_v1", address: str | None = None):
+def prepare_ray_materialization(
+    feature_set: str = "technical_v1",
+    address: str | None = None,
+    *,
+    workspace: Workspace | None = None,
+) -> RayExecutor:
     """Get ready for ``materialize(..., engine="ray")``: check the window, join the cluster.
 
     Run before Feast is touched, so a refused materialization writes nothing:
@@ -109,14 +118,10 @@ def prepare_ray_materialization(feature_set: str = "technical_v1", address: str 
     MissingDependencyError, InputError, ClusterError, NotFoundError
         Ray missing, a bad address or an old window, an unreachable cluster, no feature table.
     """
-    from quantcli.scale.executor import RayExecutor
-    from quantcli.store.feast_store import load_declaration
-    from quantcli.store.offline import OfflineStore
-
     import_optional("ray", purpose="--executor ray")
     resolve_ray_address(address)  # a malformed address fails before anything else
     decl = load_declaration(feature_set)
-    with OfflineStore(read_only=True) as store:
+    with (workspace or Workspace.from_env()).offline(read_only=True) as store:
         store.require_table(
             decl.table, hint=f"build it first: qcli features build --feature-set {feature_set}"
         )

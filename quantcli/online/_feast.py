@@ -1,0 +1,78 @@
+"""Importing the Feast SDK and keeping its console output off stdout.
+
+Feast is imported here and nowhere else, so every caller gets the same import-time guard
+(:func:`import_feast`) and the same output hygiene (:func:`quiet_feast`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+_PROM_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def import_feast() -> Any:
+    """Import feast without letting it switch prometheus_client into multiprocess mode.
+
+    ``feast.metrics`` (imported lazily by Feast's reads and materializations) sets
+    ``PROMETHEUS_MULTIPROCESS_DIR`` to a temp dir in ``os.environ``; a prometheus_client imported
+    after that stores every metric (ours in the HTTP service too) in mmap files there and
+    subprocesses inherit it. Importing ``prometheus_client.values`` first keeps values in
+    memory; the environment is then restored.
+    """
+    saved = {k: os.environ.get(k) for k in _PROM_ENV}
+    # explicit order (an import block would be re-sorted by the linter)
+    importlib.import_module("prometheus_client.values")
+    feast = importlib.import_module("feast")
+    importlib.import_module("feast.metrics")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return feast
+
+
+class _PlainWriter:
+    """A text stream that drops ANSI colour codes before writing to ``target``."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        return self.target.write(_ANSI.sub("", text))
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _feast_output() -> Any:
+    """stderr, stripped of Feast's colour codes unless it is a terminal (and NO_COLOR unset)."""
+    err = sys.stderr
+    tty = getattr(err, "isatty", lambda: False)()
+    return err if tty and not os.environ.get("NO_COLOR") else _PlainWriter(err)
+
+
+@contextlib.contextmanager
+def quiet_feast() -> Iterator[None]:
+    """Feast prints coloured progress on stdout (which ``--json`` reserves) and ibis/duckdb warn
+    about a deprecated ``fetch_arrow_table``: send the prints to stderr, without colour codes
+    when stderr is not a terminal, and drop that one warning."""
+    with contextlib.redirect_stdout(_feast_output()), warnings.catch_warnings():
+        # a third-party deprecation inside Feast's offline store, harmless to our results
+        warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated")
+        yield
+
+
+__all__ = ["import_feast", "quiet_feast"]
