@@ -38,15 +38,12 @@ def default_periods_per_year(interval: timedelta) -> float:
     return TRADING_DAYS * (timedelta(days=1) / interval)
 
 
-def periods_per_year(feature_set: str | None = None, explicit: float | None = None) -> float:
-    """``explicit`` if given (checked > 0), else the declared periods per year of
-    ``feature_set``, else :data:`TRADING_DAYS`."""
+def resolve_periods_per_year(explicit: float | None = None, declared: float | None = None) -> float:
+    """``explicit`` if given (checked > 0), else ``declared`` (a feature set's periods per year),
+    else :data:`TRADING_DAYS`. :func:`quantcli.features.definitions.periods_per_year` looks the
+    declared value up by feature-set name."""
     if explicit is not None:
         if isinstance(explicit, bool) or not isinstance(explicit, int | float) or not explicit > 0:
             raise InputError(f"`periods_per_year` must be positive, got {explicit!r}")
         return float(explicit)
-    if feature_set is None:
-        return float(TRADING_DAYS)
-    from quantcli.features.definitions import load_feature_set
-
-    return load_feature_set(feature_set).periods_per_year
+    return float(TRADING_DAYS) if declared is None else float(declared)

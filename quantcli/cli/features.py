@@ -1,17 +1,30 @@
 """`qcli features ...`: Build, inspect and materialize feature sets.
 
-`build`, `list` and `show` live here; `materialize` is added by ``features_online.py``.
-Library imports happen inside the commands so `qcli --help` stays instant.
+`build`, `list`, `show`, `export`, `new` and `check` live here; `materialize` is added by
+``features_online.py``. Command bodies parse options, call the library and render its result.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from quantcli.cli._choices import Engine, Executor, ExportFormat, OnlineStore
 from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.cli.data import split_symbols
+from quantcli.errors import QuantCliError
+from quantcli.features import build as feature_build
+from quantcli.features.authoring import check_feature_set_file, list_feature_sets, new_feature_set
+from quantcli.features.export import export_features
+from quantcli.features.inspect import describe_feature_set, show_features
+from quantcli.features.reference import kind_catalog
+from quantcli.online.write import OnlineWriteError, check_target, write_latest
+from quantcli.resources import ENV_FEATURE_DEFS
 
 app = typer.Typer(help="Build, inspect and materialize feature sets.", no_args_is_help=True)
 
@@ -30,10 +43,6 @@ def _defs(
 ) -> None:
     """Build, inspect and materialize feature sets; write and check your own."""
     if defs:
-        import os
-
-        from quantcli.resources import ENV_FEATURE_DEFS
-
         prior = os.environ.get(ENV_FEATURE_DEFS)
         os.environ[ENV_FEATURE_DEFS] = os.pathsep.join(p for p in (defs, prior) if p)
 
@@ -131,62 +140,60 @@ def build_cmd(
 
         qcli features build --online --online-store redis
     """
-    from quantcli.features.build import build_features
-
-    wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
     if online:  # bad online options exit 2 before the build changes anything
-        from quantcli.online.write import check_target
-
         check_target(online_store.value, redis_url)
     with progress(json_mode) as bar:
         task = bar.add_task(f"building {feature_set}", total=None)
-        result = build_features(
+        result = feature_build.build_features(
             feature_set=feature_set,
-            symbols=wanted,
+            symbols=split_symbols(symbols),
             since=since,
             executor=executor.value,
             ray_address=ray_address,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             full=full,
             engine=engine.value,
-        ).to_dict()
+        )
+    for message in result.warnings:
+        note(f"Warning: {escape(message)}", json_mode)
     if online:
-        from quantcli.errors import QuantCliError
-        from quantcli.online.write import OnlineWriteError, write_latest
+        result = _write_online(result, online_store.value, redis_url)
+    emit(result.to_dict(), json_mode, lambda con: con.print(_build_table(result)))
 
-        try:
-            result["online"] = write_latest(
-                feature_set, result["symbols"], online_store=online_store.value,
-                redis_url=redis_url,
-            )  # fmt: skip
-        except QuantCliError:
-            raise
-        except Exception as exc:  # the online store's own failure, after the offline commit
-            raise OnlineWriteError(
-                f"build {result['build_id']} committed offline; the online write failed: "
-                f"{type(exc).__name__}: {exc}",
-                hint="re-run `qcli features build --online` to repair the online store",
-            ) from None
 
-    def render(con) -> None:
-        from rich.table import Table
+def _write_online(result: Any, online_store: str, redis_url: str | None) -> Any:
+    """``result`` with what ``--online`` wrote; a failure of the online store itself, after the
+    offline commit, is an :class:`OnlineWriteError` (exit 1) telling how to repair it."""
+    try:
+        written = write_latest(
+            result.feature_set, result.symbols, online_store=online_store, redis_url=redis_url
+        )
+    except QuantCliError:
+        raise
+    except Exception as exc:  # the online store's own failure, after the offline commit
+        raise OnlineWriteError(
+            f"build {result.build_id} committed offline; the online write failed: "
+            f"{type(exc).__name__}: {exc}",
+            hint="re-run `qcli features build --online` to repair the online store",
+        ) from None
+    return dataclasses.replace(result, online=written.to_dict())
 
-        table = Table(title=f"Feature build {result['build_id']}", show_header=False)
-        table.add_column("", style="bold")
-        table.add_column("")
-        for key in (
-            "feature_set", "table", "mode", "engine", "bars_read", "rows_computed", "rows_written",
-            "rows_deleted", "warmup_rows_dropped", "input_sha256", "executor",
-        ):  # fmt: skip
-            table.add_row(key, str(result[key]))
-        if result["previous_engine"] not in (None, result["engine"]):
-            table.add_row("replaced engine", result["previous_engine"])
-        table.add_row("symbols", f"{len(result['symbols'])}")
-        table.add_row("non-finite values", str(result["quality"]["non_finite"]))
-        table.add_row("seconds", str(result["timings_s"].get("total")))
-        con.print(table)
 
-    emit(result, json_mode, render)
+def _build_table(result: Any) -> Table:
+    table = Table(title=f"Feature build {result.build_id}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    for key in (
+        "feature_set", "table", "mode", "engine", "bars_read", "rows_computed", "rows_written",
+        "rows_deleted", "warmup_rows_dropped", "input_sha256", "executor",
+    ):  # fmt: skip
+        table.add_row(key, str(getattr(result, key)))
+    if result.previous_engine not in (None, result.engine):
+        table.add_row("replaced engine", result.previous_engine)
+    table.add_row("symbols", f"{len(result.symbols)}")
+    table.add_row("non-finite values", str(result.quality["non_finite"]))
+    table.add_row("seconds", str(result.timings_s.get("total")))
+    return table
 
 
 @app.command("list")
@@ -216,13 +223,9 @@ def list_cmd(
     if all_sets or kinds:
         _list_catalog(all_sets, kinds, json_mode)
         return
-    from quantcli.features.inspect import describe_feature_set
-
     result = describe_feature_set(feature_set)
 
     def render(con) -> None:
-        from rich.table import Table
-
         table = Table(
             title=f"{result['feature_set']} (version {result['version']}, "
             f"table {result['table']}, warm-up {result['warmup']} bars)"
@@ -268,13 +271,9 @@ def show_cmd(
 
         qcli features show IXIC --last 10 --json
     """
-    from quantcli.features.inspect import show_features
-
     result = show_features(symbol, last=last, feature_set=feature_set)
 
     def render(con) -> None:
-        from rich.table import Table
-
         table = Table(title=f"{symbol}: {result['table']} (last {len(result['rows'])} rows)")
         table.add_column("feature", style="bold")
         for row in result["rows"]:
@@ -333,28 +332,18 @@ def export_cmd(
 
         qcli features export -o spx.csv --symbols SPX --since 2018-01-01 --json
     """
-    from rich.markup import escape
-
-    from quantcli.cli.data import export_summary, split_symbols
-    from quantcli.features.definitions import load_feature_set
-    from quantcli.store.export import export_table
-
-    out = export_table(
-        load_feature_set(feature_set).table,
+    result = export_features(
         output,
+        feature_set,
         fmt=None if fmt is None else fmt.value,
         symbols=split_symbols(symbols),
         since=since,
         until=until,
     )
-    out["feature_set"] = feature_set
-    emit(out, json_mode, lambda c: c.print(escape(export_summary(out))))
+    emit(result.to_dict(), json_mode, lambda c: c.print(escape(result.summary())))
 
 
 def _list_catalog(all_sets: bool, kinds: bool, json_mode: bool) -> None:
-    from quantcli.features.authoring import list_feature_sets
-    from quantcli.features.reference import kind_catalog
-
     result: dict[str, Any] = {}
     if all_sets:
         result["feature_sets"] = list_feature_sets()
@@ -362,8 +351,6 @@ def _list_catalog(all_sets: bool, kinds: bool, json_mode: bool) -> None:
         result["kinds"] = kind_catalog()
 
     def render(con) -> None:
-        from rich.table import Table
-
         if all_sets:
             table = Table(title="Feature sets")
             for col in ("name", "origin", "version", "table", "frequency", "features", "path"):
@@ -430,14 +417,9 @@ def new_cmd(
 
         qcli features --defs ./feature_defs new fx_hourly_v1 --json
     """
-    from quantcli.features.authoring import new_feature_set
-
     result = new_feature_set(name, source=source, directory=directory, force=force)
-    note(
-        f"wrote {result['path']} ({result['features']} features, table {result['table']})",
-        json_mode,
-    )
-    emit(result, json_mode, lambda con: con.print(result["path"]))
+    note(f"wrote {result.path} ({result.features} features, table {result.table})", json_mode)
+    emit(result.to_dict(), json_mode, lambda con: con.print(result.path))
 
 
 @app.command("check")
@@ -455,15 +437,14 @@ def check_cmd(
 
         qcli features check desk_v1.toml --json
     """
-    from quantcli.features.authoring import check_feature_set_file
-
     result = check_feature_set_file(path)
+    fs = result.declaration
 
     def render(con) -> None:
         con.print(
-            f"{path}: ok -- {len(result['features'])} features, table {result['table']}, "
-            f"frequency {result['frequency']} ({result['periods_per_year']:g} periods/year), "
-            f"warm-up {result['warmup']} bars"
+            f"{path}: ok -- {len(fs.features)} features, table {fs.table}, "
+            f"frequency {fs.frequency} ({fs.periods_per_year:g} periods/year), "
+            f"warm-up {fs.warmup} bars"
         )
 
-    emit(result, json_mode, render)
+    emit(result.to_dict(), json_mode, render)

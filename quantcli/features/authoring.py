@@ -9,13 +9,15 @@ bundled set's name (see :func:`quantcli.resources.feature_def_path`).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantcli import resources
-from quantcli.config import qcli_home
 from quantcli.errors import InputError
 from quantcli.features.definitions import FeatureSet, load_feature_set, parse_feature_set
+from quantcli.results import Result
+from quantcli.workspace import Workspace
 
 _STARTER = """# Feature set {name} of quantcli; check it with: qcli features check {path_hint}
 # Every [[features]] entry is one float64 column of the table {table}, in this order.
@@ -71,11 +73,38 @@ description = "Forward return over the next 5 bars: close[t+5] / close[t] - 1"
 _NAME = re.compile(r"(?P<family>[a-z][a-z0-9_]*?)_v(?P<version>[1-9][0-9]*)")
 
 
-def _target_dir(directory: str | Path | None) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class NewFeatureSet(Result):
+    """What ``qcli features new`` wrote: the file, the set's name and table, its feature count
+    and the set it was copied from (``None``: the starter)."""
+
+    passed: bool = True
+    path: str
+    feature_set: str
+    table: str
+    features: int
+    source: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSetCheck(Result):
+    """``qcli features check``: the file loads (a problem raises, naming file, line and key);
+    ``to_dict`` is ``ok`` and the parsed declaration."""
+
+    passed: bool = True
+    declaration: FeatureSet
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.passed, **self.declaration.to_dict()}
+
+
+def _target_dir(directory: str | Path | None, workspace: Workspace | None) -> Path:
     if directory is not None:
         return Path(directory).expanduser().resolve()
     dirs = resources.user_feature_def_dirs()
-    return dirs[0] if dirs else (qcli_home() / "feature_defs").resolve()
+    if dirs:
+        return dirs[0]
+    return (workspace or Workspace.from_env()).feature_defs_dir.resolve()
 
 
 def new_feature_set(
@@ -84,14 +113,15 @@ def new_feature_set(
     source: str | None = None,
     directory: str | Path | None = None,
     force: bool = False,
-) -> dict[str, Any]:
+    workspace: Workspace | None = None,
+) -> NewFeatureSet:
     """Write a starting declaration ``<directory>/<name>.toml`` and return what was written.
 
     ``name`` is ``<family>_v<version>`` (e.g. ``desk_fx_v1``); the table is
     ``<family>_features_v<version>``. With ``source`` (e.g. ``technical_v1``) the file is a copy
     of that set's declaration under the new name, table and version. ``directory`` defaults to
-    the first user directory (``--defs`` / ``QCLI_FEATURE_DEFS``, else
-    ``$QCLI_HOME/feature_defs``).
+    the first user directory (``--defs`` / ``QCLI_FEATURE_DEFS``, else ``workspace``'s
+    ``feature_defs``, by default ``$QCLI_HOME/feature_defs``).
     """
     m = _NAME.fullmatch(name)
     if m is None:
@@ -103,7 +133,7 @@ def new_feature_set(
         raise InputError(f"NAME: {name!r} is a bundled feature set", hint="choose another name")
     family, version = m.group("family"), int(m.group("version"))
     table = f"{family}_features_v{version}"
-    target = _target_dir(directory)
+    target = _target_dir(directory, workspace)
     path = target / f"{name}.toml"
     if path.exists() and not force:
         raise InputError(f"{path}: already exists", hint="pass --force to overwrite it")
@@ -129,8 +159,9 @@ def new_feature_set(
         tmp.unlink()
         raise
     tmp.replace(path)
-    return {"path": str(path), "feature_set": name, "table": table, "features": len(fs.features),
-            "source": source}  # fmt: skip
+    return NewFeatureSet(
+        path=str(path), feature_set=name, table=table, features=len(fs.features), source=source
+    )
 
 
 def _renamed(src: FeatureSet, family: str, version: int, table: str) -> str:
@@ -147,7 +178,7 @@ def _renamed(src: FeatureSet, family: str, version: int, table: str) -> str:
     return banner + head + sep + rest
 
 
-def check_feature_set_file(path: str | Path) -> dict[str, Any]:
+def check_feature_set_file(path: str | Path) -> FeatureSetCheck:
     """Parse and check ``path``; :class:`InputError` names the file, line and key of the first
     problem. A file named like a bundled set is refused too (it could never be loaded)."""
     path = Path(path)
@@ -160,7 +191,7 @@ def check_feature_set_file(path: str | Path) -> dict[str, Any]:
             f"{path}: the name '{path.stem}' is a bundled feature set's; quantcli would refuse it",
             hint="rename the file (and bump its table), e.g. desk_v1.toml",
         )
-    return {"ok": True, **fs.to_dict()}
+    return FeatureSetCheck(declaration=fs)
 
 
 def list_feature_sets() -> list[dict[str, Any]]:

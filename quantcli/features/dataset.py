@@ -20,7 +20,7 @@ from datetime import date, datetime
 
 import polars as pl
 
-from quantcli.features.build import _ident, _to_utc
+from quantcli.features.build_plan import table_ident, to_utc
 from quantcli.features.definitions import load_feature_set
 from quantcli.features.labels import compute_labels
 from quantcli.store.offline import OfflineStore
@@ -77,10 +77,10 @@ def load_training_frame(
             return load_training_frame(own, feature_set, label, symbols, since, until)
     fs = load_feature_set(feature_set)
     spec = fs.label(label)
-    table = _ident(fs.table)
+    table = table_ident(fs.table)
     store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}` first")
     store.require_table("bars", hint="run `qcli data ingest PATH` first")
-    since_dt, until_dt = _to_utc(since), _to_utc(until)
+    since_dt, until_dt = to_utc(since), to_utc(until)
     where, params = _where(symbols, since_dt, None)
     # a cursor: DuckDB 2 refuses .sql() on a connection with an unfinished execute() result
     cur = store.con.cursor()

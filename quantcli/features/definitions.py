@@ -37,6 +37,7 @@ from quantcli.frequency import (
     TRADING_DAYS,
     default_periods_per_year,
     parse_frequency,
+    resolve_periods_per_year,
 )
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -541,3 +542,11 @@ def load_feature_set(name: str = "technical_v1") -> FeatureSet:
 def feature_names(feature_set: str = "technical_v1") -> list[str]:
     """The feature columns of ``feature_set``, in declaration (= table) order."""
     return load_feature_set(feature_set).feature_names
+
+
+def periods_per_year(feature_set: str | None = None, explicit: float | None = None) -> float:
+    """``explicit`` if given (checked > 0), else the declared periods per year of
+    ``feature_set``, else :data:`~quantcli.frequency.TRADING_DAYS`."""
+    if explicit is not None or feature_set is None:
+        return resolve_periods_per_year(explicit)
+    return resolve_periods_per_year(declared=load_feature_set(feature_set).periods_per_year)

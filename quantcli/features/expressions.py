@@ -54,6 +54,7 @@ import numpy as np
 import polars as pl
 
 from quantcli.errors import InputError
+from quantcli.features.blocks import block_starts
 from quantcli.features.definitions import FeatureSet
 from quantcli.features.engine import lazy_kernel_features
 from quantcli.features.kinds import get_kind
@@ -136,7 +137,5 @@ def lazy_features(
             lf = lf.with_columns(stage)
         return lf.filter(warmup_dropped).select("symbol", "ts", *fs.feature_names)
     if starts is None:
-        from quantcli.features.compute import block_starts
-
         starts, _ = block_starts(sorted_bars)
     return lazy_kernel_features(sorted_bars, fs, starts)

@@ -18,10 +18,11 @@ import numpy as np
 
 from quantcli import __version__
 from quantcli._interop import is_pandas, to_polars
+from quantcli.data.validation import validate_bars
 from quantcli.features import hashing
-from quantcli.features.build import _quality, _stats
 from quantcli.features.compute import block_starts, compile_plan, compute_sorted, sort_bars
 from quantcli.features.definitions import load_feature_set
+from quantcli.features.shard import feature_quality, feature_stats
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,6 @@ class FeatureGenerator:
         df = to_polars(df, "df")
         warnings: list[dict[str, Any]] = []
         if validate:
-            from quantcli.data.validation import validate_bars
-
             report = validate_bars(df, source=source)
             warnings = [
                 {"check": w.check, "count": w.count, "description": w.description}
@@ -130,7 +129,7 @@ class FeatureGenerator:
         srt = sort_bars(df)
         starts, symbols = block_starts(srt)
         frame, warmup = compute_sorted(srt, plan, starts)
-        quality = _quality(_stats(frame, plan.names), plan.names)
+        quality = feature_quality(feature_stats(frame, plan.names), plan.names)
         metadata = {
             "input_sha256": hashing.combine(hashing.symbol_hashes(srt, starts)),
             "feature_set": self.spec.name,

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
+from quantcli.features.blocks import block_starts, sort_bars
+
 HASHED_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 
@@ -54,8 +56,6 @@ def symbol_hashes(sorted_bars: pl.DataFrame, starts: np.ndarray) -> list[tuple[s
 
 def input_sha256(bars: pl.DataFrame) -> str:
     """The input hash of a frame of bars (any row order); see the module docstring."""
-    from quantcli.features.compute import block_starts, sort_bars
-
     srt = sort_bars(bars)
     starts, _ = block_starts(srt)
     return combine(symbol_hashes(srt, starts))

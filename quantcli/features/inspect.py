@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantcli import config
+from quantcli import config, resources
 from quantcli.errors import InputError, NotFoundError
-from quantcli.features.build import _ident
+from quantcli.features.build_plan import table_ident
 from quantcli.features.definitions import load_feature_set
 from quantcli.store.offline import OfflineStore
 
@@ -39,7 +39,7 @@ def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
         with OfflineStore(read_only=True) as store:
             cur = store.con.cursor()
             if store.table_exists(fs.table):
-                table = _ident(fs.table)
+                table = table_ident(fs.table)
                 n, syms, lo, hi = _rows(
                     cur, f"SELECT count(*), count(DISTINCT symbol), min(ts), max(ts) FROM {table}"
                 )[0]
@@ -113,7 +113,7 @@ def show_features(symbol: str, last: int = 5, feature_set: str = "technical_v1")
     if last < 1:
         raise InputError(f"--last must be at least 1, got --last {last}")
     fs = load_feature_set(feature_set)
-    table = _ident(fs.table)
+    table = table_ident(fs.table)
     with OfflineStore(read_only=True) as store:
         store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}`")
         cur = store.con.cursor()
@@ -160,8 +160,6 @@ def recent_builds(limit: int = 10) -> list[dict[str, Any]]:
     with OfflineStore(read_only=True) as store:
         if not store.table_exists("feature_builds"):
             return []
-        from quantcli import resources
-
         cur = store.con.cursor()
         query = resources.sql("features_builds_recent").replace(
             " engine,", f" {_engine_column(cur)},"

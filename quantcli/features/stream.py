@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quantcli import resources
 from quantcli.errors import InputError
-from quantcli.features.compute import block_starts, sort_bars
+from quantcli.features.blocks import block_starts, sort_bars
+from quantcli.features.cross_section_stage import apply_stream
 from quantcli.features.definitions import FeatureSet, load_feature_set
 from quantcli.features.engine import KernelPlan
 
@@ -95,8 +97,6 @@ class FeatureStream:
             self._load(store)
 
     def _load(self, store: Any) -> None:
-        from quantcli import resources
-
         if not store.table_exists("feature_stream_state"):
             return
         layout = self.plan.layout_sha256
@@ -176,8 +176,6 @@ class FeatureStream:
         values = out[self._rows]
         rows = keys.hstack(_frame(values, self._names))
         if self._cross:
-            from quantcli.features.cross_section_stage import apply_stream
-
             rows = apply_stream(rows, self.feature_set, self._store, self.feature_set.table)
         return rows
 

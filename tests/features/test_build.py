@@ -163,7 +163,7 @@ def test_no_bars_table_says_to_ingest(qcli_home):
 def test_compute_shard_is_pure_and_picklable(universe):
     import pickle
 
-    from quantcli.features.build import ShardTask
+    from quantcli.features.shard import ShardTask
 
     task = ShardTask("technical_v1", universe, "incremental", None, {})
     res = compute_shard(pickle.loads(pickle.dumps(task)))
@@ -275,20 +275,20 @@ def test_a_failure_while_the_previous_wave_is_written_leaves_the_store_as_it_was
     write is stopped, nothing is committed, and no writer thread survives the build."""
     import threading
 
-    import quantcli.features.build as build_mod
+    import quantcli.features.build_writer as build_mod
 
     ingest_frame(universe)
     build_features(symbols=["SYM0000"])
     before = _store_bytes()
     writing = threading.Event()
-    real_insert = build_mod._insert_rows
+    real_insert = build_mod.insert_rows
 
     def slow_insert(*args):
         writing.set()
         real_insert(*args)
         time.sleep(0.2)  # still writing when wave 2 fails
 
-    monkeypatch.setattr(build_mod, "_insert_rows", slow_insert)
+    monkeypatch.setattr(build_mod, "insert_rows", slow_insert)
 
     class FailsOnSecondWave:
         name = "local"
@@ -312,11 +312,11 @@ def test_a_failure_while_the_previous_wave_is_written_leaves_the_store_as_it_was
 def test_a_failed_background_write_fails_the_build_and_writes_nothing(
     qcli_home, universe, monkeypatch
 ):
-    import quantcli.features.build as build_mod
+    import quantcli.features.build_writer as build_mod
 
     ingest_frame(universe)
     calls = []
-    real_insert = build_mod._insert_rows
+    real_insert = build_mod.insert_rows
 
     def disk_full(*args):
         calls.append(1)
@@ -324,7 +324,7 @@ def test_a_failed_background_write_fails_the_build_and_writes_nothing(
             raise OSError(28, "No space left on device")
         real_insert(*args)
 
-    monkeypatch.setattr(build_mod, "_insert_rows", disk_full)
+    monkeypatch.setattr(build_mod, "insert_rows", disk_full)
     with pytest.raises(OSError, match="No space left"):
         build_features(shard_rows=600)  # 6 shards, 3 waves
     assert len(calls) == 2  # the waves computed meanwhile were never written
@@ -339,7 +339,8 @@ def test_abort_interrupts_a_write_in_flight_and_rolls_back(qcli_home, universe):
     import duckdb
 
     from quantcli import resources
-    from quantcli.features.build import ShardTask, _WaveWriter, _WriteCancelled
+    from quantcli.features.build_writer import WaveWriter, WriteCancelled
+    from quantcli.features.shard import ShardTask
 
     big = synthetic_universe(40, 5000, seed=3)
     results = [compute_shard(ShardTask("technical_v1", big, "full", None, {}))]
@@ -347,7 +348,7 @@ def test_abort_interrupts_a_write_in_flight_and_rolls_back(qcli_home, universe):
         with pytest.raises(KeyboardInterrupt), store.transaction() as con:
             con.execute(resources.sql("schema_features"))
             con.execute(load_feature_set("technical_v1").table_ddl())
-            writer = _WaveWriter(con, TABLE, "technical_v1", None, "full", False, str(qcli_home))
+            writer = WaveWriter(con, TABLE, "technical_v1", None, "full", False, str(qcli_home))
             writer.start(results, background=True)
             try:
                 raise KeyboardInterrupt
@@ -358,7 +359,7 @@ def test_abort_interrupts_a_write_in_flight_and_rolls_back(qcli_home, universe):
                 writer.close()
         assert not store.table_exists(TABLE)
     # stopped mid-write (DuckDB's interrupt) or before it began (the flag), never run to the end
-    assert isinstance(stopped, duckdb.InterruptException | _WriteCancelled), repr(stopped)
+    assert isinstance(stopped, duckdb.InterruptException | WriteCancelled), repr(stopped)
     assert _writer_threads() == []
 
 
