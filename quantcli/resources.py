@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from quantcli.config import qcli_home
 from quantcli.errors import InputError, NotFoundError
 
 _PKG = Path(__file__).resolve().parent
@@ -54,8 +55,6 @@ def user_feature_def_dirs() -> list[Path]:
     A named directory that does not exist is an :class:`InputError` (a typo would otherwise
     silently fall back to the bundled sets); ``$QCLI_HOME/feature_defs`` is optional.
     """
-    from quantcli.config import qcli_home
-
     dirs: list[Path] = []
     for raw in os.environ.get(ENV_FEATURE_DEFS, "").split(os.pathsep):
         if not raw.strip():

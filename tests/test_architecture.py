@@ -43,6 +43,7 @@ HEAVY = frozenset(
         "pandas",
         "redis",
         "pyarrow",
+        "polars",  # a quarter second; a module that reads polars input only when given it
         "duckdb",
         "google",  # protobuf, which comes with onnx and feast
         "talib",

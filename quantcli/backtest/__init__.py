@@ -2,7 +2,7 @@
 
 from quantcli.backtest.costs import CostModel
 from quantcli.backtest.cpcv import CombinatorialPurgedCV
-from quantcli.backtest.gates import BacktestValidator
+from quantcli.backtest.gates import BacktestValidator, GateVerdict
 from quantcli.backtest.portfolio import Construction
 
-__all__ = ["BacktestValidator", "CombinatorialPurgedCV", "Construction", "CostModel"]
+__all__ = ["BacktestValidator", "CombinatorialPurgedCV", "Construction", "CostModel", "GateVerdict"]

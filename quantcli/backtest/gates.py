@@ -7,7 +7,8 @@ Defaults live in ``[gates]`` of :data:`quantcli.config.DEFAULTS` (``min_sharpe =
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,59 @@ import numpy as np
 from quantcli.backtest import stats
 from quantcli.config import DEFAULTS
 from quantcli.errors import InputError
+from quantcli.results import Result
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateVerdict(Result):
+    """The verdict of :meth:`BacktestValidator.validate_model`.
+
+    ``metrics`` is :func:`quantcli.backtest.stats.summary` of the returns plus ``dsr``,
+    ``n_trials``, ``thresholds``, ``reasons``, ``passed`` and ``status``; ``to_dict()`` is that
+    dict. The verdict still unpacks as the ``(passed, metrics)`` pair it used to be, so
+    ``passed, metrics = validator.validate_model(returns)`` keeps working.
+    """
+
+    metrics: dict[str, Any]
+
+    failure_message = "the backtest gate failed"
+
+    @property
+    def sharpe(self) -> float:
+        """Annualized Sharpe ratio (ddof = 1)."""
+        return self.metrics["sharpe"]
+
+    @property
+    def psr(self) -> float:
+        return self.metrics["psr"]
+
+    @property
+    def dsr(self) -> float:
+        return self.metrics["dsr"]
+
+    @property
+    def max_drawdown(self) -> float:
+        """The worst drawdown, a negative fraction."""
+        return self.metrics["max_drawdown"]
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.metrics["thresholds"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.metrics)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.passed
+        yield dict(self.metrics)
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, int):  # verdict[0] is passed, verdict[1] the metrics, as for a pair
+            return tuple(self)[key]
+        return super().__getitem__(key)
 
 
 class BacktestValidator:
@@ -109,8 +163,8 @@ class BacktestValidator:
         self,
         returns: Sequence[float] | np.ndarray,
         trial_sharpes: Sequence[float] | np.ndarray | None = None,
-    ) -> tuple[bool, dict[str, Any]]:
-        """``(passed, metrics)`` for per-period strategy ``returns``.
+    ) -> GateVerdict:
+        """The gate's verdict on per-period strategy ``returns`` (unpacks as ``passed, metrics``).
 
         Parameters
         ----------
@@ -124,10 +178,11 @@ class BacktestValidator:
 
         Returns
         -------
-        passed, metrics
-            ``metrics`` holds :func:`quantcli.backtest.stats.summary` (``sharpe`` annualized,
-            ``psr``, ``max_drawdown``, ``win_rate``, ``annual_return``, ...), ``dsr`` and
-            ``n_trials``, the thresholds, ``status`` (``"pass"``/``"fail"``) and ``reasons``:
+        GateVerdict
+            ``passed``, ``reasons`` and ``metrics``, which holds
+            :func:`quantcli.backtest.stats.summary` (``sharpe`` annualized, ``psr``,
+            ``max_drawdown``, ``win_rate``, ``annual_return``, ...), ``dsr`` and ``n_trials``,
+            the thresholds, ``status`` (``"pass"``/``"fail"``) and ``reasons``:
             every failed criterion, as a sentence (empty when ``passed``). DSR is reported, not
             gated, as in ``qcli backtest cpcv``.
         """
@@ -151,4 +206,4 @@ class BacktestValidator:
         metrics["reasons"] = reasons
         metrics["passed"] = not reasons
         metrics["status"] = "pass" if not reasons else "fail"
-        return not reasons, metrics
+        return GateVerdict(passed=not reasons, reasons=reasons, metrics=metrics)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from quantcli.backtest._pnl_nb import rank_weights_sorted
 from quantcli.backtest.costs import rolling_std
 from quantcli.errors import InputError
 
@@ -123,8 +124,6 @@ def sign_weights(predictions: np.ndarray) -> np.ndarray:
 def rank_weights(predictions: np.ndarray) -> np.ndarray:
     """Dollar-neutral rank weights per bar: ``(q - mean q) / sum |q - mean q|``, ``q`` the
     average ranks of the finite predictions; 0 for NaN and for a bar whose predictions all tie."""
-    from quantcli.backtest._pnl_nb import rank_weights_sorted
-
     p = np.ascontiguousarray(predictions, dtype=np.float64)
     # NumPy sorts NaN last; ties end up adjacent whatever the sort's stability
     return rank_weights_sorted(p, np.argsort(p, axis=1))

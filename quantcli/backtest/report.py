@@ -18,9 +18,11 @@ global pyplot state or display is touched.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +139,6 @@ def _cell(value: Any, spec: str) -> str:
 
 def report_html(result: BacktestResult, out_dir: Path) -> str:
     """The self-contained HTML page of a report directory (its PNGs embedded as base64)."""
-    import base64
-    from html import escape
-
     m = result.metrics
     rows = [
         ("verdict", "PASS" if result.passed else "FAIL: " + "; ".join(result.reasons)),

@@ -18,6 +18,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from quantcli.cli._common import stderr
+from quantcli.errors import InputError
+
 
 class Executor(StrEnum):
     local = "local"
@@ -75,9 +78,6 @@ def deprecated_alias(old: str, new: str, old_value: Any, new_value: Any, default
 
     Both given with different values is a usage error (exit 2).
     """
-    from quantcli.cli._common import stderr
-    from quantcli.errors import InputError
-
     if old_value is None:
         return new_value
     old_value = str(old_value)

@@ -15,6 +15,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from quantcli.results import to_json
 
@@ -44,15 +52,6 @@ def note(message: str, json_mode: bool = False) -> None:
 @contextmanager
 def progress(json_mode: bool = False, transient: bool = True) -> Iterator[Any]:
     """A rich progress display on stderr; disabled (but still usable) with ``--json``."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     with Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),

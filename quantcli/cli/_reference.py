@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import redirect_stdout
 from typing import Any
 
+from quantcli.cli import command
+
 HEADER = """# CLI reference
 
 Generated from the code by `python -m quantcli.cli._reference > docs/cli.md`: each block is
@@ -54,8 +56,6 @@ def help_text(root: Any, path: list[str], width: int = WIDTH) -> str:
 
 
 def render() -> str:
-    from quantcli.cli import command
-
     root = command()
     out = [HEADER]
     for path, _ in walk(root):

@@ -25,7 +25,9 @@ import contextlib
 import dataclasses
 import math
 import os
+import pickle
 import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, Self
@@ -33,6 +35,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 import polars as pl
 
+from quantcli import __version__
 from quantcli._optional import import_optional
 from quantcli.errors import InputError, QuantCliError
 
@@ -238,13 +241,11 @@ def _share(tasks: list[Any], min_bytes: int) -> tuple[list[Any], list[Any]]:
     candidates = [k for k, c in seen.items() if c >= 2]
     if not candidates:
         return tasks, []
-    import pickle
-
     slots: dict[int, int] = {}
     shared: list[Any] = []
     for key in candidates:
         obj = objs[key]
-        size = _size_bytes(obj, pickle)
+        size = _size_bytes(obj)
         if size is None:  # unpicklable here: leave it to Ray's own serializer
             continue
         if size >= min_bytes:
@@ -261,7 +262,7 @@ def _share(tasks: list[Any], min_bytes: int) -> tuple[list[Any], list[Any]]:
     return rewritten, shared
 
 
-def _size_bytes(obj: Any, pickle: Any) -> int | None:
+def _size_bytes(obj: Any) -> int | None:
     """Serialized size of ``obj`` in bytes (buffer size for arrays/frames, no copy made)."""
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
@@ -275,16 +276,11 @@ def _size_bytes(obj: Any, pickle: Any) -> int | None:
 
 def _versions() -> dict[str, str]:
     """Versions that change numbers if the driver and the workers disagree on them."""
-    import numpy
-    import polars
-
-    import quantcli
-
     return {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "quantcli": quantcli.__version__,
-        "polars": polars.__version__,
-        "numpy": numpy.__version__,
+        "quantcli": __version__,
+        "polars": pl.__version__,
+        "numpy": np.__version__,
     }
 
 
@@ -474,8 +470,6 @@ def _probe(address: str) -> None:
     """Fail fast with :class:`ClusterError` if a ``[ray://]HOST:PORT`` address does not answer."""
     if address in ("auto", "local"):
         return  # ray.init finds (or fails to find) the local cluster itself, quickly
-    import socket
-
     host, _, port = address.removeprefix("ray://").rpartition(":")
     host = host.strip("[]")
     try:
