@@ -1,48 +1,14 @@
-"""Helpers for the data-layer tests: run the real CLI, snapshot the real store."""
+"""Helpers for the data-layer tests: snapshot the real store, write CSV files.
+
+The CLI runner is the root ``qcli`` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import polars as pl
 import pytest
-
-
-def run_qcli(
-    *args: str, env: dict | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    """``python -m quantcli ARGS`` in a subprocess (inherits $QCLI_HOME from the fixture)."""
-    return subprocess.run(
-        [sys.executable, "-m", "quantcli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-
-
-@pytest.fixture
-def qcli(capsys):
-    """Run ``qcli ARGS`` in this process (the real ``main`` and error handler); returns
-    ``(exit_code, stdout, stderr)``. Cheaper than a subprocess for usage and validate checks."""
-    from quantcli.cli import main
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:  # pragma: no cover - main always exits
-            code = 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return _run
 
 
 def snapshot(home: Path) -> dict[str, list[tuple]] | None:

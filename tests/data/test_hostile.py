@@ -189,12 +189,12 @@ def test_ingest_and_serving_apply_the_same_symbol_rule():
 def test_the_window_moves_with_options_and_config(qcli_home, tmp_path, qcli):
     path = tmp_path / "old.csv"
     path.write_text(HEADER + "1885-03-02,1,2,1,1.5,10\n" + ROW)
-    assert qcli("data", "validate", str(path), "--symbol", "SPX")[0] == 2
+    assert qcli("data", "validate", str(path), "--symbol", "SPX").code == 2
     args = ("data", "validate", str(path), "--symbol", "SPX")
-    assert qcli(*args, "--earliest", "1885-01-01")[0] == 0
+    assert qcli(*args, "--earliest", "1885-01-01").code == 0
     cfg = tmp_path / "c.toml"
     cfg.write_text('[data]\nearliest = "1880-01-01"\n')
-    assert qcli("data", "validate", str(path), "--symbol", "SPX", "--config", str(cfg))[0] == 0
+    assert qcli("data", "validate", str(path), "--symbol", "SPX", "--config", str(cfg)).code == 0
     code, _, err = qcli(
         "data", "validate", str(path), "--symbol", "SPX", "--earliest", "1880-01-01",
         "--latest", "2019-12-31",

@@ -15,7 +15,7 @@ import pytest
 from quantcli.data import ingest_frame, ingest_sample, load_sample, synthetic_universe
 from quantcli.data.ingest import TEST_HOOK_ENV, TEST_HOOK_MARKER, bars_sha256
 from quantcli.errors import DataValidationError
-from tests.data.conftest import run_qcli, snapshot, stored_bars
+from tests.data.conftest import snapshot, stored_bars
 
 BAD_CSV = """date,symbol,open,high,low,close,volume
 2020-01-02,AAA,10,11,9,10.5,1000
@@ -89,13 +89,13 @@ def test_exception_inside_the_transaction_rolls_back(qcli_home, monkeypatch):
     assert snapshot(qcli_home) == before
 
 
-def test_cli_bad_row_exit_2_names_line_and_column_store_unchanged(qcli_home, write_csv):
+def test_cli_bad_row_exit_2_names_line_and_column_store_unchanged(qcli_home, write_csv, qcli):
     ingest_sample()
     before = snapshot(qcli_home)
     path = write_csv("bad.csv", BAD_CSV)
-    out = run_qcli("data", "ingest", str(path))
-    assert out.returncode == 2, out.stderr
-    first = out.stderr.strip().splitlines()[0]
+    out = qcli.subprocess("data", "ingest", str(path), timeout=120)
+    assert out.code == 2, out.err
+    first = out.err.strip().splitlines()[0]
     assert first.startswith(f"Error: {path} line 3, column 'high': high=10.2 is below")
     assert "(ohlc_inconsistent); 1 error(s)" in first
     assert snapshot(qcli_home) == before
@@ -111,8 +111,8 @@ def test_cli_refused_input_creates_no_store(qcli_home, write_csv, qcli):
 def test_cli_twice_same_file_json(qcli_home, write_csv, qcli):
     good = BAD_CSV.replace("10.5,10.2,10,11", "10.5,12,10,11")
     path = write_csv("good.csv", good)
-    first = json.loads(qcli("data", "ingest", str(path), "--json")[1])
-    second = json.loads(qcli("data", "ingest", str(path), "--json")[1])
+    first = qcli("data", "ingest", str(path), "--json").json
+    second = qcli("data", "ingest", str(path), "--json").json
     assert (first["rows_inserted"], second["rows_inserted"], second["rows_unchanged"]) == (3, 0, 3)
     assert first["input_sha256"] == second["input_sha256"]
     assert len(snapshot(qcli_home)["bars"]) == 3
@@ -131,7 +131,7 @@ def test_cli_twice_same_file_json(qcli_home, write_csv, qcli):
 
 
 def test_cli_usage_errors_exit_2(qcli_home, write_csv, qcli):
-    assert qcli("data", "ingest")[0] == 2
+    assert qcli("data", "ingest").code == 2
     code, _, err = qcli("data", "ingest", "--sample", str(write_csv("x.csv", BAD_CSV)))
     assert code == 2 and "not both" in err
     code, _, err = qcli("data", "summary")
@@ -183,11 +183,11 @@ def test_kill_9_inside_the_transaction_leaves_store_intact(qcli_home, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_second_process_gets_store_busy_exit_2(qcli_home, store_holder):
+def test_second_process_gets_store_busy_exit_2(qcli_home, store_holder, qcli):
     for args in (("data", "ingest", "--sample"), ("data", "summary")):
-        out = run_qcli(*args, env={"QCLI_BUSY_TIMEOUT": "0.5"})
-        assert out.returncode == 2, out.stderr
-        assert out.stderr.startswith("Error: store is busy"), out.stderr
+        out = qcli.subprocess(*args, env={"QCLI_BUSY_TIMEOUT": "0.5"}, timeout=120)
+        assert out.code == 2, out.err
+        assert out.err.startswith("Error: store is busy"), out.err
     store_holder.kill()
     store_holder.wait()
     assert ingest_sample().rows_inserted == 10062  # the lock went with the holder

@@ -4,7 +4,6 @@ the file (and, for CSV, the line), exit code 2; never a traceback, never a Rust 
 from __future__ import annotations
 
 import io
-import os
 import random
 import subprocess
 import sys
@@ -111,20 +110,14 @@ def test_a_gzip_name_with_broken_gzip_bytes_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("seed", [56, 123])
-def test_a_corrupt_parquet_file_that_makes_polars_panic_is_a_clean_exit_2(tmp_path, seed):
+def test_a_corrupt_parquet_file_that_makes_polars_panic_is_a_clean_exit_2(tmp_path, seed, qcli):
     """Bytes on which polars' own Parquet decoder panics (a Rust backtrace on stderr)."""
     path = tmp_path / "corrupt.parquet"
     path.write_bytes(_mutate(GOOD_PARQUET[1], seed, 3))
-    out = subprocess.run(
-        [sys.executable, "-m", "quantcli", "data", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "RUST_BACKTRACE": "1"},
-    )
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith(f"Error: {path}"), out.stderr
-    assert "panicked" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = qcli.subprocess("data", "validate", path, env={"RUST_BACKTRACE": "1"}, timeout=120)
+    assert out.code == 2, out.err
+    assert out.err.startswith(f"Error: {path}"), out.err
+    assert "panicked" not in out.err and "Traceback" not in out.err, out.err
 
 
 _BATCH_CHILD = """

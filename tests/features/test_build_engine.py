@@ -161,33 +161,33 @@ def test_an_old_store_is_migrated_and_its_builds_count_as_kernel(qcli_home, univ
     assert [b[0] for b in _builds()] == ["kernel", "kernel", "polars"]
 
 
-def test_cli_engine_option_json_human_and_refusal(qcli_home, cli):
+def test_cli_engine_option_json_human_and_refusal(qcli_home, qcli):
     ingest_frame(synthetic_universe(2, 230, seed=4))
-    code, out, _ = cli("features", "build", "--json")
+    code, out, _ = qcli("features", "build", "--json")
     assert code == 0
     assert (json.loads(out)["engine"], json.loads(out)["previous_engine"]) == ("kernel", None)
 
-    code, _, err = cli("features", "build", "--engine", "polars")
+    code, _, err = qcli("features", "build", "--engine", "polars")
     assert code == 2
     assert "--engine polars: technical_features_v1 holds rows built by engine kernel" in err
 
-    code, out, _ = cli("features", "build", "--engine", "polars", "--full", "--json")
+    code, out, _ = qcli("features", "build", "--engine", "polars", "--full", "--json")
     result = json.loads(out)
     assert code == 0
     assert (result["engine"], result["previous_engine"], result["mode"]) == (
         "polars", "kernel", "full",
     )  # fmt: skip
 
-    code, out, _ = cli("features", "build", "--engine", "polars")
+    code, out, _ = qcli("features", "build", "--engine", "polars")
     assert code == 0
     assert "engine" in out and "polars" in out and "replaced engine" not in out
 
-    code, _, err = cli("features", "build", "--engine", "numpy")
+    code, _, err = qcli("features", "build", "--engine", "numpy")
     # refused by the option parser: the option, the bad value and the choices, exit 2
     assert code == 2 and "--engine" in err and "'numpy'" in err
     assert "kernel" in err and "polars" in err
 
-    code, out, _ = cli("features", "build", "--help")
+    code, out, _ = qcli("features", "build", "--help")
     text = " ".join(out.replace("│", " ").split())  # rich wraps the help in a box
     assert code == 0 and "kernel = Numba kernels, bit-identical to TA-Lib" in text
     assert "polars = native Polars expressions, the readable reference" in text

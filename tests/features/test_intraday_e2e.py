@@ -97,7 +97,7 @@ def _features() -> pl.DataFrame:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore:.*noload.*")  # MLflow's SQLAlchemy store (SADeprecationWarning)
-def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_db):
+def test_hourly_user_set_through_the_whole_flow(qcli_home, qcli, mlflow_template_db):
     from quantcli.data.ingest import ingest_frame
 
     defs = qcli_home / "feature_defs"
@@ -117,12 +117,12 @@ def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_
         result = ingest_frame(bars.filter(keep), interval="1h")
         inserted += result.rows_inserted
         assert not result.quality.warnings
-        code, out, err = cli("features", "build", "--feature-set", "fx_hourly_v1", "--json")
+        code, out, err = qcli("features", "build", "--feature-set", "fx_hourly_v1", "--json")
         assert code == 0, err
     assert inserted == 4 * 700
     assert json.loads(out)["paths"] == {"stream": ["SYM0000", "SYM0001", "SYM0002", "SYM0003"]}
     incremental = _features()
-    code, out, err = cli("features", "build", "--feature-set", "fx_hourly_v1", "--full", "--json")
+    code, out, err = qcli("features", "build", "--feature-set", "fx_hourly_v1", "--full", "--json")
     assert code == 0, err
     assert _features().equals(incremental)
     at_last = incremental.filter(pl.col("ts") == hours[699]).sort("trend")
@@ -134,7 +134,7 @@ def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_
 
     # exit 1 is a failed gate (random-walk bars); the numbers are what this test checks
     bt_args = ["--feature-set", "fx_hourly_v1", "--label", "fwd_return_4", "--grid", "none"]
-    code, out, err = cli("backtest", "cpcv", *bt_args, "--config", str(small), "--json")
+    code, out, err = qcli("backtest", "cpcv", *bt_args, "--config", str(small), "--json")
     assert code in (0, 1), err
     bt = json.loads(out)
     # no 1-bar label: each period holds the 4-bar label, PERIODS / 4 periods a year
@@ -146,17 +146,17 @@ def test_hourly_user_set_through_the_whole_flow(qcli_home, cli, mlflow_template_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train = ["--name", "fx", "--feature-set", "fx_hourly_v1", "--label", "fwd_return_4"]
-        code, out, err = cli("model", "train", *train, "--config", str(small), "--json")
+        code, out, err = qcli("model", "train", *train, "--config", str(small), "--json")
     assert code in (0, 1), err  # 1: the trained model's backtest gate failed, still registered
-    code, out, err = cli("model", "export", "fx", "--sample-rows", "200", "--json")
+    code, out, err = qcli("model", "export", "fx", "--sample-rows", "200", "--json")
     assert code == 0, err
-    code, out, err = cli("features", "materialize", "--feature-set", "fx_hourly_v1", "--json")
+    code, out, err = qcli("features", "materialize", "--feature-set", "fx_hourly_v1", "--json")
     assert code == 0, err
     mat = json.loads(out)
     assert (mat["feature_view"], mat["features"]) == ("fx_hourly_features_v1", 10)
     assert mat["symbols"] == 4
 
-    code, out, err = cli(
+    code, out, err = qcli(
         "predict", "SYM0000", "SYM0003", "--model", "fx", "--alias", "staging", "--json"
     )
     assert code == 0, err

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from quantcli.cli import main
 from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.errors import InputError, NotFoundError
@@ -48,13 +47,6 @@ name = "fwd_1"
 kind = "forward_return"
 params = { horizon = 1 }
 """
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def _write(directory: Path, name: str, text: str) -> Path:
@@ -142,41 +134,40 @@ def test_check_names_file_line_and_key(tmp_path, edit, message):
         parse_feature_set(path)
 
 
-def test_cli_new_check_list_and_the_exit_code_of_a_bad_file(qcli_home, capsys):
-    code, out, _ = run(capsys, "features", "new", "desk_v1", "--json")
+def test_cli_new_check_list_and_the_exit_code_of_a_bad_file(qcli_home, qcli):
+    code, out, _ = qcli("features", "new", "desk_v1", "--json")
     written = json.loads(out)
     assert code == 0 and written["path"] == str(qcli_home / "feature_defs" / "desk_v1.toml")
-    code, out, _ = run(capsys, "features", "check", written["path"], "--json")
+    code, out, _ = qcli("features", "check", written["path"], "--json")
     checked = json.loads(out)
     assert code == 0 and checked["table"] == "desk_features_v1" and checked["warmup"] == 62
 
-    code, out, _ = run(capsys, "features", "new", "copy_v2", "--from", "technical_v1", "--json")
+    code, out, _ = qcli("features", "new", "copy_v2", "--from", "technical_v1", "--json")
     copy = load_feature_set("copy_v2")
     assert code == 0 and (copy.table, copy.version) == ("copy_features_v2", 2)
     assert copy.feature_hashes() == load_feature_set("technical_v1").feature_hashes()
 
-    code, _, err = run(capsys, "features", "new", "desk_v1")  # exists
+    code, _, err = qcli("features", "new", "desk_v1")  # exists
     assert code == 2 and "already exists" in err
-    code, _, err = run(capsys, "features", "new", "technical_v1")
+    code, _, err = qcli("features", "new", "technical_v1")
     assert code == 2 and "bundled feature set" in err
 
     bad = Path(written["path"])
     bad.write_text(bad.read_text().replace('kind = "cci"', 'kind = "cci2"'))
-    code, out, err = run(capsys, "features", "check", str(bad))
+    code, out, err = qcli("features", "check", str(bad))
     assert code == 2 and out == ""
     assert re.search(rf"{re.escape(str(bad))}:\d+: \[\[features\]\] #2 \(cci_14\): key `kind`", err)
 
-    code, out, _ = run(capsys, "features", "list", "--all", "--json")
+    code, out, _ = qcli("features", "list", "--all", "--json")
     sets = {s["name"]: s for s in json.loads(out)["feature_sets"]}
     assert sets["technical_v1"]["origin"] == "bundled" and sets["copy_v2"]["origin"] == "user"
     assert "cci2" in sets["desk_v1"]["error"]
 
 
-def test_cli_defs_option_names_a_directory(qcli_home, tmp_path, capsys, monkeypatch):
+def test_cli_defs_option_names_a_directory(qcli_home, tmp_path, qcli, monkeypatch):
     monkeypatch.delenv("QCLI_FEATURE_DEFS", raising=False)
     _write(tmp_path / "d", "desk_v1", SMALL)
-    code, out, _ = run(
-        capsys,
+    code, out, _ = qcli(
         "features",
         "--defs",
         str(tmp_path / "d"),
@@ -189,10 +180,10 @@ def test_cli_defs_option_names_a_directory(qcli_home, tmp_path, capsys, monkeypa
     assert code == 0 and [f["name"] for f in json.loads(out)["features"]][2] == "cci_5_lag"
 
 
-def test_a_released_version_cannot_change_silently(qcli_home, capsys):
+def test_a_released_version_cannot_change_silently(qcli_home, qcli):
     ingest_frame(synthetic_universe(2, 60, seed=3))
     path = _write(qcli_home / "feature_defs", "desk_v1", SMALL)
-    code, out, _ = run(capsys, "features", "build", "--feature-set", "desk_v1", "--json")
+    code, out, _ = qcli("features", "build", "--feature-set", "desk_v1", "--json")
     assert code == 0 and json.loads(out)["rows_written"] == 2 * (60 - 6)
     # a reworded description is not a new definition
     path.write_text(
@@ -201,14 +192,14 @@ def test_a_released_version_cannot_change_silently(qcli_home, capsys):
             'params = { window = 5 }\ndescription = "reworded"\n\n[[features]]\nname = "cci_5"',
         )
     )
-    code, _, _ = run(capsys, "features", "build", "--feature-set", "desk_v1", "--json")
+    code, _, _ = qcli("features", "build", "--feature-set", "desk_v1", "--json")
     assert code == 0
     path.write_text(
         SMALL.replace(
             'kind = "cci"\nparams = { window = 5 }', 'kind = "cci"\nparams = { window = 6 }'
         )
     )
-    code, out, err = run(capsys, "features", "build", "--feature-set", "desk_v1")
+    code, out, err = qcli("features", "build", "--feature-set", "desk_v1")
     assert code == 2 and out == ""
     assert "version 1 was built with another definition (changed: cci_5, cci_5_lag)" in err
     assert "desk_v2.toml" in err
@@ -236,15 +227,13 @@ def test_docs_worked_user_set_is_a_valid_declaration(tmp_path):
     assert fs.feature("cci_20_z").lookback == 19 + 119
 
 
-def test_ingest_warns_when_bar_spacing_contradicts_the_sets_frequency(qcli_home, capsys):
+def test_ingest_warns_when_bar_spacing_contradicts_the_sets_frequency(qcli_home, qcli):
     _write(qcli_home / "feature_defs", "desk_v1", SMALL)  # frequency = "1h"
-    code, out, _ = run(capsys, "data", "ingest", "--sample", "--feature-set", "desk_v1", "--json")
+    code, out, _ = qcli("data", "ingest", "--sample", "--feature-set", "desk_v1", "--json")
     spacing = json.loads(out)["spacing"]
     assert code == 0 and spacing["frequency"] == "1h"
     assert spacing["mismatched"] == {"IXIC": "1 day, 0:00:00", "SPX": "1 day, 0:00:00"}
-    code, out, _ = run(
-        capsys, "data", "ingest", "--sample", "--feature-set", "technical_v1", "--json"
-    )
+    code, out, _ = qcli("data", "ingest", "--sample", "--feature-set", "technical_v1", "--json")
     assert code == 0 and json.loads(out)["spacing"]["mismatched"] == {}
 
 
