@@ -22,10 +22,8 @@ give different numbers).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
-import pickle
 import re
 import socket
 import sys
@@ -38,16 +36,13 @@ import polars as pl
 from quantcli import __version__
 from quantcli._optional import import_optional
 from quantcli.errors import InputError, QuantCliError
+from quantcli.scale._sharing import SHARE_MIN_BYTES, restore, share
 
 ENV_RAY_ADDRESS = "QCLI_RAY_ADDRESS"
 
 # Chunks per cluster CPU when chunking automatically: enough to balance uneven tasks, few enough
 # that Ray's per-task overhead stays negligible (the multiprocessing.Pool heuristic).
 CHUNKS_PER_CPU = 4
-
-# A top-level task member shared (by identity) by several tasks is put in the object store once
-# when its pickled size is at least this many bytes; smaller ones are cheaper to send inline.
-SHARE_MIN_BYTES = 64 * 1024
 
 _HOST_PORT = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
@@ -155,123 +150,19 @@ def resolve_ray_address(address: str | None) -> str | None:
 def _run_chunk(fn: Callable[[Any], Any], chunk: list[tuple[int, Any]], *shared: Any) -> list:
     """Ray task body: run ``fn`` on each ``(index, task)`` of a chunk, in order.
 
-    ``shared`` are the object-store values Ray resolved for this call; ``_Shared`` placeholders in
+    ``shared`` are the object-store values Ray resolved for this call; ``Shared`` placeholders in
     the tasks are swapped back for them so ``fn`` sees exactly the payload the caller built.
     """
     out = []
     for index, task in chunk:
         if shared:
-            task = _restore(task, shared)
+            task = restore(task, shared)
         try:
             out.append(fn(task))
         except Exception as exc:
             exc.task_index = index  # type: ignore[attr-defined]  # read back on the driver
             raise
     return out
-
-
-class _Shared:
-    """Placeholder for the ``slot``-th shared object of a map (see :func:`_share`)."""
-
-    __slots__ = ("slot",)
-
-    def __init__(self, slot: int) -> None:
-        self.slot = slot
-
-    def __reduce__(self):
-        return (_Shared, (self.slot,))
-
-
-def _is_dataclass_payload(task: Any) -> bool:
-    # Only dataclasses whose every field goes through __init__ can be rebuilt with replace().
-    return (
-        dataclasses.is_dataclass(task)
-        and not isinstance(task, type)
-        and all(f.init for f in dataclasses.fields(task))
-    )
-
-
-def _members(task: Any) -> list[Any]:
-    if _is_dataclass_payload(task):
-        return [getattr(task, f.name) for f in dataclasses.fields(task)]
-    if isinstance(task, tuple | list):
-        return list(task)
-    if isinstance(task, dict):
-        return list(task.values())
-    return []
-
-
-def _replace(task: Any, fn: Callable[[Any], Any]) -> Any:
-    if _is_dataclass_payload(task):
-        return dataclasses.replace(
-            task, **{f.name: fn(getattr(task, f.name)) for f in dataclasses.fields(task)}
-        )
-    if isinstance(task, tuple) and hasattr(task, "_fields"):  # namedtuple
-        return type(task)(*(fn(v) for v in task))
-    if isinstance(task, tuple | list):
-        return type(task)(fn(v) for v in task)
-    if isinstance(task, dict):
-        return {k: fn(v) for k, v in task.items()}
-    return task
-
-
-def _restore(task: Any, shared: tuple[Any, ...]) -> Any:
-    return _replace(task, lambda v: shared[v.slot] if isinstance(v, _Shared) else v)
-
-
-def _share(tasks: list[Any], min_bytes: int) -> tuple[list[Any], list[Any]]:
-    """Split out top-level task members that several tasks share by identity.
-
-    Returns the tasks with such members replaced by ``_Shared(slot)`` and the list of shared
-    objects (slot order). Only tuples, lists, namedtuples, dicts and dataclasses (such as the
-    CPCV ``SplitTask`` carrying the same ``X`` and ``y``) are inspected, one level deep; a
-    member counts as shared when the *same object* (``is``) appears in at least two tasks and it
-    is large (pickles to at least ``min_bytes``), so small scalars stay inline.
-    """
-    if len(tasks) < 2:
-        return tasks, []
-    seen: dict[int, int] = {}
-    objs: dict[int, Any] = {}
-    for task in tasks:
-        for m in _members(task):
-            if m is None or isinstance(m, bool | int | float | str | bytes):
-                continue
-            seen[id(m)] = seen.get(id(m), 0) + 1
-            objs[id(m)] = m
-    candidates = [k for k, c in seen.items() if c >= 2]
-    if not candidates:
-        return tasks, []
-    slots: dict[int, int] = {}
-    shared: list[Any] = []
-    for key in candidates:
-        obj = objs[key]
-        size = _size_bytes(obj)
-        if size is None:  # unpicklable here: leave it to Ray's own serializer
-            continue
-        if size >= min_bytes:
-            slots[key] = len(shared)
-            shared.append(obj)
-    if not shared:
-        return tasks, []
-    try:
-        rewritten = [
-            _replace(t, lambda v: _Shared(slots[id(v)]) if id(v) in slots else v) for t in tasks
-        ]
-    except Exception:  # a payload that validates its fields (__post_init__): send it whole
-        return tasks, []
-    return rewritten, shared
-
-
-def _size_bytes(obj: Any) -> int | None:
-    """Serialized size of ``obj`` in bytes (buffer size for arrays/frames, no copy made)."""
-    if isinstance(obj, np.ndarray):
-        return int(obj.nbytes)
-    if isinstance(obj, pl.DataFrame):
-        return int(obj.estimated_size())
-    try:
-        return len(pickle.dumps(obj, protocol=5))
-    except Exception:
-        return None
 
 
 def _versions() -> dict[str, str]:
@@ -400,7 +291,7 @@ class RayExecutor(_ClosedOnExit):
         n = len(tasks)
         if n == 0:
             return []
-        payloads, shared = _share(tasks, SHARE_MIN_BYTES)
+        payloads, shared = share(tasks, SHARE_MIN_BYTES)
         # Top-level ObjectRef arguments are resolved by Ray before the task runs (zero-copy for
         # NumPy/Arrow buffers), so each shared object crosses to a node once, not once per task.
         shared_refs = [ray.put(obj) for obj in shared]

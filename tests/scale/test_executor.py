@@ -9,7 +9,7 @@ import pytest
 
 from quantcli.errors import InputError
 from quantcli.scale import LocalExecutor, get_executor, resolve_ray_address
-from quantcli.scale.executor import SHARE_MIN_BYTES, _restore, _share, _Shared
+from quantcli.scale._sharing import SHARE_MIN_BYTES, Shared, restore, share
 
 
 def _square_or_fail(x: int) -> int:
@@ -102,21 +102,21 @@ def test_share_puts_large_common_members_aside_once():
     big = np.arange(SHARE_MIN_BYTES // 8 + 10, dtype=np.float64)  # pickles above the threshold
     small = np.arange(4)
     tasks = [(big, small, i) for i in range(3)] + [{"x": big, "i": 9}]
-    payloads, shared = _share(tasks, SHARE_MIN_BYTES)
+    payloads, shared = share(tasks, SHARE_MIN_BYTES)
     assert len(shared) == 1 and shared[0] is big
-    assert all(isinstance(p[0], _Shared) and p[1] is small for p in payloads[:3])
-    assert isinstance(payloads[3]["x"], _Shared)
-    restored = [_restore(p, tuple(shared)) for p in payloads]
+    assert all(isinstance(p[0], Shared) and p[1] is small for p in payloads[:3])
+    assert isinstance(payloads[3]["x"], Shared)
+    restored = [restore(p, tuple(shared)) for p in payloads]
     assert [r[2] for r in restored[:3]] == [0, 1, 2]
     assert all(r[0] is big for r in restored[:3]) and restored[3]["x"] is big
 
 
 def test_share_leaves_distinct_or_small_members_inline():
     tasks = [(np.arange(100_000), i) for i in range(3)]  # large but each task has its own
-    assert _share(tasks, SHARE_MIN_BYTES) == (tasks, [])
+    assert share(tasks, SHARE_MIN_BYTES) == (tasks, [])
     tiny = np.arange(3)
     tasks = [(tiny, i) for i in range(3)]  # shared but small
-    assert _share(tasks, SHARE_MIN_BYTES) == (tasks, [])
+    assert share(tasks, SHARE_MIN_BYTES) == (tasks, [])
 
 
 def test_invalid_ray_executor_parameters_are_named():
@@ -149,14 +149,14 @@ def test_share_rebuilds_dataclass_payloads():
     X = np.ones((SHARE_MIN_BYTES // 8 + 1,))
     y = np.zeros(3)
     tasks = [_Split(i, X, y) for i in range(3)]
-    payloads, shared = _share(tasks, SHARE_MIN_BYTES)
+    payloads, shared = share(tasks, SHARE_MIN_BYTES)
     assert len(shared) == 1 and shared[0] is X
-    assert all(isinstance(p.X, _Shared) and p.y is y for p in payloads)
-    restored = [_restore(p, tuple(shared)) for p in payloads]
+    assert all(isinstance(p.X, Shared) and p.y is y for p in payloads)
+    restored = [restore(p, tuple(shared)) for p in payloads]
     assert [(r.split, r.X is X, r.y is y) for r in restored] == [(i, True, True) for i in range(3)]
 
 
 def test_share_sends_self_validating_payloads_whole():
     X = np.ones((SHARE_MIN_BYTES // 8 + 1,))
     tasks = [_Validated(X, i) for i in range(3)]
-    assert _share(tasks, SHARE_MIN_BYTES) == (tasks, [])
+    assert share(tasks, SHARE_MIN_BYTES) == (tasks, [])
