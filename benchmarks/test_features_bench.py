@@ -404,26 +404,51 @@ def talib_new_kinds(bars: pl.DataFrame) -> dict[str, list[np.ndarray]]:
     return out
 
 
+def _rounds(fns: dict[str, object], rounds: int) -> tuple[dict[str, list], dict[str, object]]:
+    """Per engine and round: (wall s, CPU s of all threads); and each engine's last result.
+    The engines alternate within every round, so a busy spell of a shared machine hits both."""
+    times: dict[str, list] = {k: [] for k in fns}
+    results: dict[str, object] = {}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            results.pop(name, None)  # free the previous round's output before the next one
+            t0, c0 = time.perf_counter(), _cpu()
+            results[name] = fn()  # type: ignore[operator]
+            times[name].append((time.perf_counter() - t0, _cpu() - c0))
+    return times, results
+
+
 def _per_core(benchmark, label: str, bars, peer, ours, check, *, min_cpu_ratio, budget_s, rounds):
+    """CPU seconds (all threads, user + system) against TA-Lib's single thread, and wall time,
+    as medians over ``rounds`` interleaved rounds; the assertion is on the median per-core
+    ratio (the load average is printed beside it: on a shared machine both engines' CPU
+    times grow with the other processes' memory traffic, and the median of the per-round
+    ratios moves less than either time)."""
     ours()  # load the compiled kernels
-    best = _interleaved({"talib": peer, "quantcli": ours}, rounds)
-    (t_ta, cpu_ta, ref), (t_q, cpu_q, got) = best["talib"], best["quantcli"]
+    times, results = _rounds({"talib": peer, "quantcli": ours}, rounds)
     benchmark.pedantic(ours, rounds=1, iterations=1)
-    check(ref, got)
-    cpu_ratio, wall_ratio = cpu_ta / cpu_q, t_ta / t_q
-    load = os.getloadavg()[0]
+    check(results["talib"], results["quantcli"])
+    (w_ta, c_ta), (w_q, c_q) = (np.array(times[k]).T for k in ("talib", "quantcli"))
+    cpu_ratio = float(np.median(c_ta / c_q))
+    wall_ratio = float(np.median(w_ta / w_q))
+    load = os.getloadavg()
     benchmark.extra_info.update(
-        {"talib_s": t_ta, "quantcli_s": t_q, "talib_cpu_s": cpu_ta, "quantcli_cpu_s": cpu_q,
-         "cpu_ratio": cpu_ratio, "wall_ratio": wall_ratio, "load_avg_1m": load}
+        {"talib_s": float(np.median(w_ta)), "quantcli_s": float(np.median(w_q)),
+         "talib_cpu_s": float(np.median(c_ta)), "quantcli_cpu_s": float(np.median(c_q)),
+         "cpu_ratio": cpu_ratio, "cpu_ratios": (c_ta / c_q).tolist(), "wall_ratio": wall_ratio,
+         "load_avg": load}
     )  # fmt: skip
+    spread = "/".join(f"{r:.2f}" for r in sorted(c_ta / c_q))
     print(
         f"\n{label} on {bars['symbol'].n_unique()} x {bars.height // bars['symbol'].n_unique()} "
-        f"bars: CPU quantcli {cpu_q:.3f} s (all threads), TA-Lib {cpu_ta:.3f} s, per-core ratio "
-        f"{cpu_ratio:.2f}; wall quantcli {t_q:.3f} s, TA-Lib {t_ta:.3f} s, ratio {wall_ratio:.2f} "
-        f"(best of {rounds}); load average {load:.2f}"
+        f"bars, medians of {rounds} interleaved rounds: CPU quantcli {np.median(c_q):.3f} s "
+        f"(all threads), TA-Lib {np.median(c_ta):.3f} s, per-core ratio {cpu_ratio:.2f} "
+        f"(rounds {spread}); wall quantcli {np.median(w_q):.3f} s, TA-Lib "
+        f"{np.median(w_ta):.3f} s, ratio {wall_ratio:.2f}; load average "
+        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}"
     )
     assert cpu_ratio >= min_cpu_ratio, f"per-core ratio {cpu_ratio:.2f} below {min_cpu_ratio}"
-    assert t_q <= budget_s, f"{t_q:.2f} s over the {budget_s} s budget"
+    assert np.median(w_q) <= budget_s, f"{np.median(w_q):.2f} s over the {budget_s} s budget"
 
 
 def _check_technical(ref, got) -> None:
@@ -461,14 +486,14 @@ def test_new_kinds_20_per_core_vs_talib_50x1000(benchmark, universe_50x1000, tmp
                                                  monkeypatch):  # fmt: skip
     # small frames: the fixed costs of a plan weigh more than at 2.5 M rows
     _run_new_kinds(benchmark, universe_50x1000, tmp_path, monkeypatch, min_cpu_ratio=0.3,
-                   budget_s=2.0, rounds=3)  # fmt: skip
+                   budget_s=2.0, rounds=5)  # fmt: skip
 
 
 @pytest.mark.slow
 def test_new_kinds_20_per_core_vs_talib_500x5000(benchmark, universe_500x5000, tmp_path,
                                                   monkeypatch):  # fmt: skip
     _run_new_kinds(benchmark, universe_500x5000, tmp_path, monkeypatch, min_cpu_ratio=1.0,
-                   budget_s=4.0, rounds=3)  # fmt: skip
+                   budget_s=4.0, rounds=9)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -476,4 +501,4 @@ def test_technical_v1_per_core_vs_talib_500x5000(benchmark, universe_500x5000):
     bars = universe_500x5000
     _per_core(benchmark, "technical_v1", bars, lambda: talib_features(bars),
               lambda: compute_features(bars), _check_technical, min_cpu_ratio=1.0,
-              budget_s=3.0, rounds=3)  # fmt: skip
+              budget_s=3.0, rounds=9)  # fmt: skip

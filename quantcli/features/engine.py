@@ -187,6 +187,9 @@ class KernelPlan:
         out_starts = np.zeros(n_sym + 1, dtype=np.int64)
         np.cumsum(lengths - skips, out=out_starts[1:])
         out = np.empty((self.n_rows, int(out_starts[-1])), dtype=np.float64)
+        # Fault the pages in here, one thread: two kernel threads faulting the fresh pages of
+        # one mapping at once contend in the kernel, and that system time outgrew the kernels'
+        out.reshape(-1)[::512] = 0.0
         stacks: dict[tuple[str, ...], np.ndarray] = {}
         # one copy of the bar columns the groups read, in BAR_INPUTS order: a group whose inputs
         # are consecutive in it (high, low, close; close, volume; ...) reads a view of its rows
