@@ -82,7 +82,6 @@ LONG_FUNCTIONS = frozenset(
         "quantcli/serving/http.py::_metrics",
         "quantcli/serving/http.py::create_app",
         "quantcli/serving/onnx_export.py::convert_and_validate_pipeline",
-        "quantcli/store/export.py::export_table",
     }
 )
 
