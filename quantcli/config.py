@@ -302,8 +302,8 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 #: checked by :class:`quantcli.monitoring.guard.GuardThresholds` (its own cross-key rules);
 #: ``[lightgbm]`` is LightGBM's to check. The domain classes (``CombinatorialPurgedCV``,
 #: ``BacktestValidator``, ``DriftDetector``, ...) check their parameters again for Python callers;
-#: importing them here would load Numba on every config read (0.8 s), so the ranges are data
-#: here and ``tests/test_config.py`` checks that each class refuses what this table refuses.
+#: they sit in upper layers, which config may not import, so the ranges are data here and
+#: ``tests/test_config.py`` checks that each class refuses what this table refuses.
 RANGES: dict[tuple[str, str], Range] = {
     ("data", "future_days"): Range(lo=0, hi=36500, note="days after now a bar may be dated"),
     ("cpcv", "n_groups"): Range(lo=2),

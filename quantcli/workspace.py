@@ -1,7 +1,7 @@
 """One object for where a run's state lives: home, config, offline store, registry and tracking.
 
-A :class:`Workspace` replaces the loose ``tracking_uri=`` / ``store=`` / ``config=`` parameters
-that workflows used to thread through each other. It is resolved once, at the edge (the CLI, a
+A :class:`Workspace` stands for the loose ``tracking_uri=`` / ``store=`` / ``config=`` parameters
+a workflow would otherwise thread through its callees. It is resolved once, at the edge (the CLI, a
 notebook, a test), from explicit values or the environment, and then passed down::
 
     from quantcli import Workspace

@@ -25,8 +25,8 @@ class GateVerdict(Result):
 
     ``metrics`` is :func:`quantcli.backtest.stats.summary` of the returns plus ``dsr``,
     ``n_trials``, ``thresholds``, ``reasons``, ``passed`` and ``status``; ``to_dict()`` is that
-    dict. The verdict still unpacks as the ``(passed, metrics)`` pair it used to be, so
-    ``passed, metrics = validator.validate_model(returns)`` keeps working.
+    dict. The verdict also unpacks as the pair ``(passed, metrics)``:
+    ``passed, metrics = validator.validate_model(returns)``.
     """
 
     metrics: dict[str, Any]
