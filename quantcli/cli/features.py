@@ -58,55 +58,70 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+BuildSymbolsOpt = Annotated[
+    str | None,
+    typer.Option("--symbols", help="Comma-separated symbols (default: every symbol in bars)."),
+]
+
+BuildSinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="Rewrite only rows on or after this date (YYYY-MM-DD, UTC)."),
+]
+
+FullOpt = Annotated[bool, typer.Option("--full", help="Delete and rewrite every symbol in scope.")]
+
+ExecutorOpt = Annotated[Executor, typer.Option("--executor", help="Where shards are computed.")]
+
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Ray cluster address (with --executor ray)."),
+]
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="How features are computed: kernel = Numba kernels, bit-identical to TA-Lib, "
+        "the fast default; polars = native Polars expressions, the readable reference, "
+        "agrees with kernel to rtol 1e-9. Recorded in feature_builds; switching engine "
+        "needs --full (a table never mixes the two engines' values).",
+    ),
+]
+
+OnlineOpt = Annotated[
+    bool,
+    typer.Option(
+        "--online",
+        help="After the build commits, also write the latest row of every symbol in scope "
+        "to the online store (the same values as the offline rows, bit for bit). If that "
+        "write fails the offline table is already complete: the command exits 1 and a "
+        "re-run repairs the online store.",
+    ),
+]
+
+OnlineStoreOpt = Annotated[
+    OnlineStore,
+    typer.Option("--online-store", help="With --online: embedded sqlite or redis."),
+]
+
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option("--redis-url", help="With --online-store redis: redis://HOST:PORT/DB."),
+]
+
+
 @app.command("build")
 def build_cmd(
     feature_set: FeatureSetOpt = "technical_v1",
-    symbols: Annotated[
-        str | None,
-        typer.Option("--symbols", help="Comma-separated symbols (default: every symbol in bars)."),
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="Rewrite only rows on or after this date (YYYY-MM-DD, UTC)."),
-    ] = None,
-    full: Annotated[
-        bool, typer.Option("--full", help="Delete and rewrite every symbol in scope.")
-    ] = False,
-    executor: Annotated[
-        Executor, typer.Option("--executor", help="Where shards are computed.")
-    ] = Executor.local,
-    ray_address: Annotated[
-        str | None,
-        typer.Option("--ray-address", help="Ray cluster address (with --executor ray)."),
-    ] = None,
-    engine: Annotated[
-        Engine,
-        typer.Option(
-            "--engine",
-            help="How features are computed: kernel = Numba kernels, bit-identical to TA-Lib, "
-            "the fast default; polars = native Polars expressions, the readable reference, "
-            "agrees with kernel to rtol 1e-9. Recorded in feature_builds; switching engine "
-            "needs --full (a table never mixes the two engines' values).",
-        ),
-    ] = Engine.kernel,
-    online: Annotated[
-        bool,
-        typer.Option(
-            "--online",
-            help="After the build commits, also write the latest row of every symbol in scope "
-            "to the online store (the same values as the offline rows, bit for bit). If that "
-            "write fails the offline table is already complete: the command exits 1 and a "
-            "re-run repairs the online store.",
-        ),
-    ] = False,
-    online_store: Annotated[
-        OnlineStore,
-        typer.Option("--online-store", help="With --online: embedded sqlite or redis."),
-    ] = OnlineStore.sqlite,
-    redis_url: Annotated[
-        str | None,
-        typer.Option("--redis-url", help="With --online-store redis: redis://HOST:PORT/DB."),
-    ] = None,
+    symbols: BuildSymbolsOpt = None,
+    since: BuildSinceOpt = None,
+    full: FullOpt = False,
+    executor: ExecutorOpt = Executor.local,
+    ray_address: RayAddressOpt = None,
+    engine: EngineOpt = Engine.kernel,
+    online: OnlineOpt = False,
+    online_store: OnlineStoreOpt = OnlineStore.sqlite,
+    redis_url: RedisUrlOpt = None,
     json_mode: JsonOpt = False,
 ) -> None:
     """Compute a feature set from `bars` and write its table, in one transaction.
@@ -121,6 +136,9 @@ def build_cmd(
     revised or back-filled bars rebuild the symbol ("rewrite"). Both give the same bytes.
     --online then writes each symbol's latest row to the online store (exit 1 if that fails
     after the offline commit; a re-run repairs it).
+
+    A symbol whose median bar spacing contradicts the set's declared frequency (hourly bars
+    under a daily set, or the reverse) is a warning, on stderr and in the JSON `warnings`.
 
     The engine (kernel or polars) is recorded with the build. A table holds one engine's
     values: a build with the other engine must rewrite every symbol (--full, no --symbols),

@@ -262,7 +262,7 @@ def _upsert(
             existing, unchanged = con.execute(resources.sql("ingest_count_existing")).fetchone()
             _ensure_fingerprints(store, con)
             before = _staged_fingerprints(con) if existing else {}
-            # a fresh key set takes the plain INSERT: ON CONFLICT costs about twice as much on
+            # a fresh key set takes the plain INSERT: ON CONFLICT costs a lookup per row in
             # DuckDB's ART primary-key index
             con.execute(resources.sql("ingest_upsert" if existing else "ingest_insert"))
             _update_fingerprints(con, before, _staged_fingerprints(con))

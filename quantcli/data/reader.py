@@ -22,9 +22,11 @@ import gzip
 import io
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from quantcli.data.normal_form import coerce_columns
@@ -204,10 +206,6 @@ def _read_parquet(path: Path, source: str) -> pl.DataFrame:
     """Through DuckDB, which reports a corrupt file as an error. polars' own decoder may panic
     (a Rust backtrace on stderr) and pyarrow's may abort() the process at exit on the same
     bytes; DuckDB also refuses strings that are not UTF-8."""
-    import tempfile
-
-    import duckdb
-
     with tempfile.TemporaryDirectory(prefix="qcli-parquet-") as tmp:
         # a plain name: DuckDB would expand "m[2].parquet" as a glob pattern
         link = Path(tmp) / "input.parquet"

@@ -1,4 +1,4 @@
-"""``FeatureGenerator``: the seed's Python entry point, features plus their provenance.
+"""``FeatureGenerator``: the documented Python entry point, features plus their provenance.
 
 The result is usable as the frame itself (``result.shape``, ``result["rsi_14"]``,
 ``result.iloc[...]`` for a pandas input) and carries the provenance in ``result.metadata``.

@@ -16,8 +16,9 @@ from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
 from quantcli.errors import InputError, NotFoundError
 from quantcli.features import load_feature_set
-from quantcli.features.definitions import default_periods_per_year, parse_feature_set
+from quantcli.features.definitions import parse_feature_set
 from quantcli.features.reference import BEGIN, END, kinds_markdown
+from quantcli.frequency import default_periods_per_year
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "features.md"
 
