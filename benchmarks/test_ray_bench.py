@@ -220,7 +220,8 @@ def _cpcv_frame(n_symbols: int, n_days: int) -> tuple[pl.DataFrame, list[str]]:
 
 def _cpcv_speedup(frame: pl.DataFrame, names: list[str], n_estimators: int) -> dict:
     from quantcli.backtest import CombinatorialPurgedCV
-    from quantcli.backtest.engine import LightGBMFactory, run_cpcv_backtest
+    from quantcli.backtest.engine import run_cpcv_backtest
+    from quantcli.models.estimators import LightGBMFactory
     from quantcli.scale import RayExecutor
 
     kwargs = {

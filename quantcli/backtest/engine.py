@@ -20,7 +20,10 @@ returns; the gross figures are reported beside them. Then:
   of the trials: each configuration's median path (:mod:`quantcli.backtest.trials` adds the
   configurations tried earlier under the same model name);
 * **PBO** (CSCV) runs on the configurations' mean-path net returns, when there are at least two
-  (the default grid of the LightGBM factory has four).
+  (:data:`SMALL_GRID` has four).
+
+The model is the caller's ``model_factory``: this package evaluates, it fits nothing of its own
+(:func:`quantcli.models.backtest.run_cpcv_backtest` supplies quantcli's LightGBM).
 
 Periods: with a per-bar return column (``return_col``, default ``fwd_return_1d``) each period
 is one bar and ``periods_per_year`` annualizes; without it each period is ``h`` bars (``h`` the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -45,40 +49,13 @@ from quantcli.backtest.pbo import probability_of_backtest_overfitting
 from quantcli.backtest.portfolio import Construction
 from quantcli.backtest.strategy import Panel, PathReturns, Strategy, break_even_bps, period_starts
 from quantcli.errors import InputError
+from quantcli.frequency import TRADING_DAYS, default_periods_per_year
+from quantcli.scale import get_executor
 
-# The default grid (`--grid small`): the trials DSR and PBO account for.
+# The default grid (`--grid small`) of the LightGBM model: the trials DSR and PBO account for.
 SMALL_GRID: list[dict[str, Any]] = [
     {"num_leaves": leaves, "learning_rate": lr} for leaves in (7, 31) for lr in (0.03, 0.1)
 ]
-
-
-class LightGBMFactory:
-    """A picklable ``model_factory(params) -> LGBMRegressor``: deterministic, explicit threads.
-
-    ``params`` at call time override ``base``; ``seed``, ``n_jobs``, ``deterministic=True`` and
-    ``force_row_wise=True`` make a fit reproducible bit for bit.
-    """
-
-    def __init__(self, base: dict[str, Any] | None = None, seed: int = 42, n_jobs: int = 1):
-        self.base = {k: v for k, v in (base or {}).items() if k != "seed"}
-        self.seed = int(seed)
-        self.n_jobs = int(n_jobs)
-
-    def __call__(self, params: dict[str, Any] | None = None):
-        from lightgbm import LGBMRegressor
-
-        merged = {**self.base, **(params or {})}
-        return LGBMRegressor(
-            **merged,
-            random_state=self.seed,
-            n_jobs=self.n_jobs,
-            deterministic=True,
-            force_row_wise=True,
-            verbose=-1,
-        )
-
-    def __repr__(self) -> str:
-        return f"LightGBMFactory(base={self.base!r}, seed={self.seed}, n_jobs={self.n_jobs})"
 
 
 @dataclass(frozen=True)
@@ -260,12 +237,11 @@ def run_cpcv_backtest(
         The model inputs, in order.
     model_factory
         ``model_factory(params) -> regressor`` with ``fit(X, y)`` / ``predict(X)``; picklable
-        for Ray. Default: :class:`LightGBMFactory` with ``seed``.
+        for Ray. Required here; :func:`quantcli.run_cpcv_backtest` defaults to LightGBM.
     cv
         The splitter; default ``CombinatorialPurgedCV()`` (N=10, k=2, 1 % embargo).
     param_grid
-        The configurations tried (each passed to ``model_factory``). Default: :data:`SMALL_GRID`
-        with the default factory (so PBO is computed), ``[{}]`` with a caller's factory.
+        The configurations tried (each passed to ``model_factory``); default ``[{}]``.
     gates
         A ``[gates]`` dict or a :class:`BacktestValidator`; default thresholds otherwise.
     return_col
@@ -284,20 +260,19 @@ def run_cpcv_backtest(
     executor, ray_address
         ``"local"``, ``"ray"`` or an executor object (:mod:`quantcli.scale`).
     seed
-        Seed of the default LightGBM factory (recorded in the result either way).
+        The factory's seed, recorded in the result.
     progress
         ``progress(done, total)`` after each finished fit.
     """
-    from quantcli.scale import get_executor
-
     feature_names = list(feature_names)
     _check_frame(frame, feature_names, return_col)
-    cv = cv or CombinatorialPurgedCV()
-    if param_grid is None:
-        param_grid = SMALL_GRID if model_factory is None else [{}]
-    configs = [dict(p) for p in (param_grid or [{}])]
     if model_factory is None:
-        model_factory = LightGBMFactory(seed=42 if seed is None else seed)
+        raise InputError(
+            "`model_factory` is required: quantcli.backtest fits no model of its own",
+            hint="pass model_factory=..., or call quantcli.run_cpcv_backtest (LightGBM default)",
+        )
+    cv = cv or CombinatorialPurgedCV()
+    configs = [dict(p) for p in (param_grid or [{}])]
     if isinstance(gates, BacktestValidator):
         validator = gates
     else:
@@ -564,10 +539,6 @@ def _distribution(name: str, values: np.ndarray) -> dict[str, float]:
 def _bars_per_year(ts: pl.Series) -> float:
     """Periods per year implied by the median spacing of the distinct timestamps (a calendar
     gap, e.g. a weekend, does not move the median of daily bars off one day)."""
-    from datetime import timedelta
-
-    from quantcli.frequency import TRADING_DAYS, default_periods_per_year
-
     uniq = np.unique(_ns(ts.to_numpy()))
     if uniq.size < 2:
         return float(TRADING_DAYS)

@@ -1,6 +1,6 @@
 """`qcli backtest ...`: Combinatorial purged cross-validation backtests with gates.
 
-The command body calls :func:`quantcli.backtest.stored.backtest_stored_features`; numba,
+The command body calls :func:`quantcli.models.backtest.backtest_stored_features`; numba,
 lightgbm, scipy and matplotlib load inside the command, so ``qcli --help`` stays instant.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from quantcli.cli._choices import Executor, Grid
-from quantcli.cli._common import JsonOpt, emit, progress, stdout
+from quantcli.cli._common import JsonOpt, emit, progress
 
 app = typer.Typer(
     help="Combinatorial purged cross-validation backtests with gates.", no_args_is_help=True
@@ -208,31 +208,25 @@ def cpcv(
 
         qcli backtest cpcv --min-sharpe 1.0 --max-drawdown -0.25 --report-dir ./bt
     """
-    from quantcli.backtest.stored import backtest_stored_features
     from quantcli.config import load_config
-    from quantcli.errors import GateFailedError
+    from quantcli.models.backtest import backtest_stored_features
 
-    cfg = load_config(config)
-    for key, value in (
-        ("n_groups", n_groups),
-        ("n_test_groups", n_test_groups),
-        ("embargo_pct", embargo_pct),
-        ("purge_pct", purge_pct),
-    ):
-        if value is not None:
-            cfg["cpcv"][key] = value
-    feature_set = feature_set or cfg["features"]["feature_set"]
-    label = label or cfg["label"]["name"]
-    name = (model_name or f"{feature_set}-{label}") if record_trials else None
     with progress(json_mode) as bar:
         task = bar.add_task("CPCV splits", total=None)
-        out = backtest_stored_features(
+        result = backtest_stored_features(
             feature_set=feature_set,
             label=label,
-            model_name=name,
-            cfg=cfg,
+            model_name=model_name if record_trials else None,
+            record_trials=record_trials,
+            cfg=load_config(config),
+            cpcv={
+                "n_groups": n_groups,
+                "n_test_groups": n_test_groups,
+                "embargo_pct": embargo_pct,
+                "purge_pct": purge_pct,
+            },
             grid=grid.value,
-            seed=int(cfg["lightgbm"].get("seed", 42)) if seed is None else seed,
+            seed=seed,
             gate_overrides={
                 "min_sharpe": min_sharpe,
                 "min_psr": min_psr,
@@ -243,10 +237,8 @@ def cpcv(
             report_dir=report_dir,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    if not out["passed"]:
-        if not json_mode:
-            _render(out)(stdout)
-        raise GateFailedError(
-            "backtest gates failed", reasons=out["verdict"]["reasons"], result=out
-        )
-    emit(out, json_mode, _render(out))
+    out = result.to_dict()
+    # a failed gate in --json mode: the error handler prints the one JSON object
+    if result.passed or not json_mode:
+        emit(out, json_mode, _render(out))
+    result.raise_if_failed()

@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from quantcli.config import DEFAULTS
+from quantcli.config import DEFAULTS, mlp_params
 from quantcli.errors import InputError
 
 MODEL_KINDS = ("lgbm", "mlp", "ensemble")
 
 # the embedded [mlp] defaults (a `--config` file overrides them key by key)
 MLP_DEFAULTS: dict[str, Any] = DEFAULTS["mlp"]
-MLP_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 
 
 def check_model_kind(kind: str) -> None:
@@ -39,12 +38,26 @@ def check_model_kind(kind: str) -> None:
         )
 
 
-def lgbm_params(params: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
-    """LightGBM parameters: ``DEFAULTS["lightgbm"]`` < ``params`` < ``seed`` (if given)."""
-    merged = dict(DEFAULTS["lightgbm"])
+def lgbm_params(
+    params: dict[str, Any] | None = None,
+    seed: int | None = None,
+    *,
+    n_jobs: int | None = None,
+    config_defaults: bool = True,
+) -> dict[str, Any]:
+    """LightGBM parameters: ``DEFAULTS["lightgbm"]`` < ``params`` < ``seed`` and ``n_jobs``.
+
+    ``deterministic=True`` and ``force_row_wise=True`` (unless ``params`` say otherwise) make
+    the same data and seed give the same trees bit for bit; one thread unless told. With
+    ``config_defaults=False`` LightGBM's own defaults stand under ``params`` instead of the
+    embedded ``[lightgbm]`` section.
+    """
+    merged = dict(DEFAULTS["lightgbm"]) if config_defaults else {}
     merged.update(params or {})
     if seed is not None:
         merged["seed"] = int(seed)
+    if n_jobs is not None:
+        merged["n_jobs"] = int(n_jobs)
     merged.setdefault("deterministic", True)
     merged.setdefault("force_row_wise", True)
     merged.setdefault("verbose", -1)
@@ -52,39 +65,10 @@ def lgbm_params(params: dict[str, Any] | None = None, seed: int | None = None) -
     return merged
 
 
-def mlp_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """MLP parameters: :data:`MLP_DEFAULTS` overridden by ``params``."""
-    merged = dict(MLP_DEFAULTS)
-    merged.update(params or {})
-    unknown = set(merged) - set(MLP_DEFAULTS)
-    if unknown:
-        raise InputError(
-            f"unknown MLP parameter(s) {sorted(unknown)}",
-            hint=f"known: {', '.join(sorted(MLP_DEFAULTS))}",
-        )
-    sizes = merged["hidden_layer_sizes"]
-    if (
-        not isinstance(sizes, (list, tuple))
-        or not sizes
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)
-    ):
-        raise InputError(
-            f"MLP parameter hidden_layer_sizes must be a non-empty list of integers >= 1, "
-            f"got {sizes!r}",
-            hint="one width per hidden layer, e.g. [32, 16]",
-        )
-    if merged["activation"] not in MLP_ACTIVATIONS:
-        raise InputError(
-            f"MLP parameter activation must be one of {', '.join(MLP_ACTIVATIONS)}, "
-            f"got {merged['activation']!r}"
-        )
-    return merged
-
-
-def _make_lgbm(params: dict[str, Any] | None, seed: int | None):
+def _make_lgbm(params: dict[str, Any] | None, seed: int | None, **options: Any):
     import lightgbm
 
-    return lightgbm.LGBMRegressor(**lgbm_params(params, seed))
+    return lightgbm.LGBMRegressor(**lgbm_params(params, seed, **options))
 
 
 def _standardized_target_mlp_class():
@@ -186,7 +170,14 @@ class EnsembleRegressor:
         return {"members": self.members}
 
 
-def make_model(kind: str = "lgbm", params: dict[str, Any] | None = None, seed: int | None = 42):
+def make_model(
+    kind: str = "lgbm",
+    params: dict[str, Any] | None = None,
+    seed: int | None = 42,
+    *,
+    n_jobs: int | None = None,
+    config_defaults: bool = True,
+):
     """An unfitted regressor of family ``kind`` (``lgbm``, ``mlp`` or ``ensemble``).
 
     Parameters
@@ -198,6 +189,9 @@ def make_model(kind: str = "lgbm", params: dict[str, Any] | None = None, seed: i
         ``ensemble`` a dict with optional ``lgbm`` and ``mlp`` sub-dicts.
     seed
         The seed of every random choice (LightGBM bagging, MLP initialisation).
+    n_jobs, config_defaults
+        LightGBM's threads and whether ``[lightgbm]`` defaults stand under ``params``
+        (:func:`lgbm_params`).
 
     Examples
     --------
@@ -205,48 +199,118 @@ def make_model(kind: str = "lgbm", params: dict[str, Any] | None = None, seed: i
     10
     """
     check_model_kind(kind)
+    lgbm_options = {"n_jobs": n_jobs, "config_defaults": config_defaults}
     if kind == "lgbm":
-        return _make_lgbm(params, seed)
+        return _make_lgbm(params, seed, **lgbm_options)
     if kind == "mlp":
         return _make_mlp(params, seed)
     p = params or {}
     return EnsembleRegressor(
-        [("lgbm", _make_lgbm(p.get("lgbm"), seed)), ("mlp", _make_mlp(p.get("mlp"), seed))]
+        [
+            ("lgbm", _make_lgbm(p.get("lgbm"), seed, **lgbm_options)),
+            ("mlp", _make_mlp(p.get("mlp"), seed)),
+        ]
     )
 
 
 class ModelFactory:
-    """A picklable ``model_factory(params) -> regressor`` for the CPCV engine (and Ray).
+    """The picklable ``model_factory(params) -> regressor`` of every CPCV fit and final refit.
 
-    ``params`` passed at call time override the ones given here.
+    ``qcli backtest cpcv``, ``qcli model train`` and :func:`quantcli.run_cpcv_backtest` all
+    build their models here, so the same parameters and seed fit the same model. ``params``
+    passed at call time override the ones given here; ``n_jobs`` and ``config_defaults`` are
+    those of :func:`lgbm_params`.
     """
 
-    def __init__(self, kind: str = "lgbm", params: dict[str, Any] | None = None, seed=42):
+    def __init__(
+        self,
+        kind: str = "lgbm",
+        params: dict[str, Any] | None = None,
+        seed: int | None = 42,
+        *,
+        n_jobs: int | None = None,
+        config_defaults: bool = True,
+    ) -> None:
         check_model_kind(kind)
         self.kind = kind
         self.params = dict(params or {})
         self.seed = seed
+        self.n_jobs = n_jobs
+        self.config_defaults = config_defaults
 
     def __call__(self, params: dict[str, Any] | None = None):
         merged = dict(self.params)
         merged.update(params or {})
-        return make_model(self.kind, merged, self.seed)
+        return make_model(
+            self.kind,
+            merged,
+            self.seed,
+            n_jobs=self.n_jobs,
+            config_defaults=self.config_defaults,
+        )
 
     def __repr__(self) -> str:
         return f"ModelFactory(kind={self.kind!r}, params={self.params!r}, seed={self.seed!r})"
 
 
+class LightGBMFactory(ModelFactory):
+    """A :class:`ModelFactory` of LightGBM on LightGBM's own defaults overridden by ``base``.
+
+    The default model of :func:`quantcli.run_cpcv_backtest`; a ``seed`` key in ``base`` gives
+    way to ``seed``.
+    """
+
+    def __init__(self, base: dict[str, Any] | None = None, seed: int = 42, n_jobs: int = 1):
+        params = {k: v for k, v in (base or {}).items() if k != "seed"}
+        super().__init__("lgbm", params, int(seed), n_jobs=int(n_jobs), config_defaults=False)
+
+    @property
+    def base(self) -> dict[str, Any]:
+        return self.params
+
+    def __repr__(self) -> str:
+        return f"LightGBMFactory(base={self.base!r}, seed={self.seed}, n_jobs={self.n_jobs})"
+
+
+def _single_member(model: Any) -> Any:
+    """The estimator of a one-member container (a loaded ``NativeModel``), else ``model``."""
+    members = getattr(model, "members", None)
+    if members is None or isinstance(members, dict) or len(list(members)) != 1:
+        return model
+    member = next(iter(members))
+    if isinstance(member, tuple) and len(member) == 2 and isinstance(member[0], str):
+        member = member[1]
+    obj = getattr(member, "obj", None)  # a loaded member keeps its estimator in .obj
+    return member if obj is None else obj
+
+
+def _is_mlp(model: Any) -> bool:
+    # the MLP family is a scikit-learn pipeline (scaler, MLP) or a bare MLPRegressor; another
+    # sklearn estimator (a Ridge, a forest) is none of quantcli's families
+    if not type(model).__module__.startswith(("sklearn", __name__)):
+        return False
+    return type(model).__name__ in ("Pipeline", "MLPRegressor", "StandardizedTargetMLP")
+
+
 def model_kind(model: Any) -> str:
-    """The family name of a (fitted or unfitted) regressor made by :func:`make_model`."""
+    """``"lgbm"``, ``"mlp"`` or ``"ensemble"``: the family of a fitted or unfitted regressor.
+
+    Recognised: ``lightgbm.Booster`` and ``LGBMRegressor``; a scikit-learn MLP pipeline (or
+    ``MLPRegressor``); an averaging ensemble (:class:`EnsembleRegressor`, a loaded
+    ``NativeModel`` of several members, scikit-learn's ``VotingRegressor``); a one-member
+    ``NativeModel`` is its member's family. Anything else is an :class:`InputError`.
+    """
     if isinstance(model, EnsembleRegressor):
         return "ensemble"
-    cls = type(model).__name__
-    if cls == "LGBMRegressor" or cls == "Booster":
+    model = _single_member(model)
+    if getattr(model, "members", None) is not None or type(model).__name__ == "VotingRegressor":
+        return "ensemble"
+    if type(model).__module__.startswith("lightgbm"):
         return "lgbm"
-    if cls == "Pipeline":
+    if _is_mlp(model):
         return "mlp"
     raise InputError(
-        f"unsupported model type {type(model).__name__}",
-        hint="quantcli trains lightgbm.LGBMRegressor, an sklearn MLP pipeline, or an ensemble "
-        "(quantcli.models.make_model)",
+        f"unsupported model type {type(model).__name__} ({type(model).__module__})",
+        hint="quantcli trains lightgbm (Booster or LGBMRegressor), a scikit-learn MLP pipeline, "
+        "or an ensemble of them (quantcli.models.make_model)",
     )

@@ -42,6 +42,7 @@ MLflow is imported lazily (inside :class:`ModelRegistry`), so importing this mod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -60,6 +61,7 @@ from quantcli import config, integrity
 from quantcli.errors import GateFailedError, InputError, IntegrityError, NotFoundError
 from quantcli.models import tags as T
 from quantcli.models.events import RegistryEvent, insert_event
+from quantcli.workspace import Workspace
 
 MODEL_ARTIFACT_PATH = "model"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -397,24 +399,37 @@ def _now() -> str:
 
 
 class ModelRegistry:
-    """quantcli's view of the MLflow model registry at ``tracking_uri``.
+    """quantcli's view of the MLflow model registry of a workspace.
 
     Parameters
     ----------
+    workspace
+        Whose tracking store (``workspace.tracking_uri``); default :meth:`Workspace.from_env`
+        (``MLFLOW_TRACKING_URI`` or the embedded ``sqlite:///$QCLI_HOME/mlflow.db``, artifacts
+        under ``$QCLI_HOME/mlartifacts``). A string is taken as a tracking URI.
     tracking_uri
-        ``--tracking-uri``; default ``MLFLOW_TRACKING_URI`` or the embedded
-        ``sqlite:///$QCLI_HOME/mlflow.db`` (artifacts under ``$QCLI_HOME/mlartifacts``).
+        Deprecated alias: ``--tracking-uri``, with the rest of the workspace from the
+        environment.
     """
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(
+        self, workspace: Workspace | str | None = None, *, tracking_uri: str | None = None
+    ) -> None:
         quiet_mlflow()
         from mlflow import MlflowClient
 
         quiet_mlflow()  # importing mlflow resets its logger to INFO
 
-        self.tracking_uri = config.mlflow_tracking_uri(tracking_uri)
+        if isinstance(workspace, str):  # the older positional tracking URI
+            workspace, tracking_uri = None, workspace
+        if workspace is None:
+            workspace = Workspace.from_env(tracking_uri=tracking_uri)
+        elif tracking_uri is not None:
+            workspace = dataclasses.replace(workspace, tracking_uri=tracking_uri)
+        self.workspace = workspace
+        self.tracking_uri = self.workspace.tracking_uri
         if is_local_store(self.tracking_uri):
-            config.qcli_home(create=True)
+            self.workspace.home.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     # -- reading ------------------------------------------------------------------------------

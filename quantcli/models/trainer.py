@@ -39,11 +39,23 @@ import polars as pl
 
 from quantcli import __version__, config
 from quantcli._interop import is_pandas, is_pyarrow, to_polars
+from quantcli.backtest import engine
+from quantcli.backtest.report import write_report
+from quantcli.backtest.stored import (
+    backtest_options,
+    cv_from_config,
+    load_backtest_frame,
+    pbo_statement,
+    trial_context,
+)
+from quantcli.backtest.trials import record_and_deflate
 from quantcli.errors import GateFailedError, InputError
 from quantcli.models import tags as T
+from quantcli.models.backtest import config_factory, training_grid, with_selected_params
 from quantcli.models.estimators import ModelFactory, check_model_kind, lgbm_params, mlp_params
 from quantcli.models.registry import MODEL_ARTIFACT_PATH, ModelRegistry, is_local_store
 from quantcli.models.serialize import save_model
+from quantcli.models.trials import TrialLog
 
 INDEX_COLUMNS = ("symbol", "ts", "label_end")
 # the period return the CPCV strategy earns (quantcli.backtest.engine); never a model input
@@ -151,16 +163,8 @@ def _run_backtest(
 
     ``options``: costs, construction and periods per year
     (:func:`quantcli.backtest.stored.backtest_options`)."""
-    from quantcli.backtest import CombinatorialPurgedCV
-    from quantcli.backtest.engine import run_cpcv_backtest
-
-    cv = CombinatorialPurgedCV(
-        n_groups=int(cv_cfg["n_groups"]),
-        n_test_groups=int(cv_cfg["n_test_groups"]),
-        embargo_pct=float(cv_cfg["embargo_pct"]),
-        purge_pct=float(cv_cfg["purge_pct"]),
-    )
-    result = run_cpcv_backtest(
+    cv = cv_from_config(cv_cfg)
+    result = engine.run_cpcv_backtest(
         frame,
         feature_names,
         model_factory=factory,
@@ -536,25 +540,12 @@ class MLflowTrainer:
             return model
         if not isinstance(model, str):
             return EstimatorFactory(model, params, seed)
-        if params is None:  # the [lightgbm] and [mlp] sections drive every member
-            lgbm = {k: v for k, v in self.cfg["lightgbm"].items() if k != "seed"}
-            mlp = dict(self.cfg["mlp"])
-            params = {"lgbm": lgbm, "mlp": mlp, "ensemble": {"lgbm": lgbm, "mlp": mlp}}.get(model)
-        return ModelFactory(model, params, seed)
+        return config_factory(self.cfg, model, seed, params)
 
     def _run(
         self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar, cv_cfg
     ):
         from mlflow.entities import Metric, Param, RunTag
-
-        from quantcli.backtest.stored import (
-            backtest_options,
-            pbo_statement,
-            training_grid,
-            trial_context,
-            with_selected_params,
-        )
-        from quantcli.backtest.trials import TrialLog, record_and_deflate
 
         gates = dict(self.cfg["gates"])
         feature_set, label = lineage[T.FEATURE_SET], lineage[T.LABEL]
@@ -619,8 +610,6 @@ class MLflowTrainer:
         )
         # the CPCV report (equity and drawdown of every path, Sharpe distribution, metrics and
         # path returns) goes with the run, so a reviewer sees the plots next to the model
-        from quantcli.backtest.report import write_report
-
         report_files = write_report(bt_result, work / "backtest")
         self.client.log_artifacts(run_id, str(work / "backtest"), BACKTEST_ARTIFACT_PATH)
 
@@ -766,7 +755,6 @@ def train_from_store(
     ``fwd_return_1d``, as ``qcli backtest cpcv`` does), then runs
     :meth:`MLflowTrainer.train_with_cpcv` with ``register_as=name`` (alias ``staging``).
     """
-    from quantcli.backtest.stored import load_backtest_frame
     from quantcli.models.registry import check_model_name
     from quantcli.store.offline import OfflineStore
 

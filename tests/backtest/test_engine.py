@@ -8,8 +8,9 @@ import pytest
 
 from quantcli.backtest import CombinatorialPurgedCV
 from quantcli.backtest._pnl_nb import simulate
-from quantcli.backtest.engine import LightGBMFactory, run_cpcv_backtest
+from quantcli.backtest.engine import run_cpcv_backtest
 from quantcli.errors import InputError
+from quantcli.models.estimators import LightGBMFactory
 
 from .conftest import FEATURES
 

@@ -187,7 +187,8 @@ def test_cost_model_refuses_bad_values():
 
 def test_engine_reports_net_beside_gross(signal_frame):
     from quantcli.backtest import CombinatorialPurgedCV
-    from quantcli.backtest.engine import LightGBMFactory, run_cpcv_backtest
+    from quantcli.backtest.engine import run_cpcv_backtest
+    from quantcli.models.estimators import LightGBMFactory
 
     kw = {
         "model_factory": LightGBMFactory({"n_estimators": 20, "num_leaves": 7}, seed=1),

@@ -13,12 +13,12 @@ from scipy.stats import norm
 from quantcli.backtest import stats
 from quantcli.backtest.trials import (
     Trial,
-    TrialLog,
     deflate,
     grid_trials,
     record_and_deflate,
     trial_id,
 )
+from quantcli.models.trials import TrialLog
 
 EULER = 0.5772156649015329
 

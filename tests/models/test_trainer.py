@@ -296,7 +296,7 @@ def test_training_grid_registers_the_selected_configuration_and_logs_pbo(
 
 def test_training_grid_per_model_kind():
     """The variations each model kind gets; the configured parameters always come first."""
-    from quantcli.backtest.stored import training_grid, with_selected_params
+    from quantcli.models.backtest import training_grid, with_selected_params
     from quantcli.models.estimators import make_model
 
     lgbm = ModelFactory("lgbm", {"num_leaves": 31, "learning_rate": 0.1}, 42)
