@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.status import Status
+from rich.table import Table
 
 from quantcli.cli._choices import Family, OnlineStore, deprecated_alias
 from quantcli.cli._common import JsonOpt, emit, stderr
+from quantcli.cli.monitor import finish
+from quantcli.pipeline.run import PipelineResult, run_pipeline
+from quantcli.workspace import Workspace
 
 app = typer.Typer(help="Run the whole flow in one command.", no_args_is_help=True)
 
@@ -66,12 +74,27 @@ def run(
 
         qcli pipeline run --input bars.csv --config desk.toml --strict --json
     """
-    from rich.status import Status
-
-    from quantcli.pipeline.run import run_pipeline
-
     family = deprecated_alias("--model", "--family", model, family, Family.lgbm)
+    with _progress(json_mode) as on_stage:
+        result = run_pipeline(
+            sample=sample,
+            inputs=[str(p) for p in inputs or []],
+            symbol=symbol,
+            model_name=name,
+            model_kind=family.value,
+            online_store=online_store.value,
+            redis_url=redis_url,
+            strict=strict,
+            on_stage=on_stage,
+            debug=os.environ.get("QCLI_DEBUG") == "1",
+            workspace=Workspace.from_env(tracking_uri=tracking_uri, config=config),
+        )
+    _finish(result, json_mode)
 
+
+@contextmanager
+def _progress(json_mode: bool) -> Iterator[Callable[[str], None]]:
+    """A callback that shows each stage's title as it starts (a spinner on a terminal)."""
     status = Status("starting", console=stderr) if not json_mode and stderr.is_terminal else None
     if status:
         status.start()
@@ -83,38 +106,22 @@ def run(
             stderr.print(f"-> {title} ...")
 
     try:
-        result = run_pipeline(
-            sample=sample,
-            inputs=[str(p) for p in inputs or []],
-            symbol=symbol,
-            config_path=config,
-            model_name=name,
-            model_kind=family.value,
-            tracking_uri=tracking_uri,
-            online_store=online_store.value,
-            redis_url=redis_url,
-            on_stage=on_stage,
-            debug=os.environ.get("QCLI_DEBUG") == "1",
-        )
+        yield on_stage
     finally:
         if status:
             status.stop()
+
+
+def _finish(result: PipelineResult, json_mode: bool) -> None:
+    """Render; a crashed stage exits 3 (a crash, not a verdict), otherwise the gate rule."""
     out = result.to_dict()
-    emit(out, json_mode, lambda console: _render(console, out))
-    if not result.ok:
-        raise typer.Exit(code=3 if _crashed(out) else 1)
-    if strict and not result.gates_passed:
-        raise typer.Exit(code=1)
-
-
-def _crashed(out: dict[str, Any]) -> bool:
-    return any(s["status"] == "failed" and "traceback" in s["details"] for s in out["stages"])
+    if result.crashed:
+        emit(out, json_mode, lambda console: _render(console, out))
+        raise typer.Exit(code=3)
+    finish(result, json_mode, lambda console: _render(console, out))
 
 
 def _render(console: Any, out: dict[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(title=f"quantcli pipeline {out['run_id']}")
     for col in ("stage", "status", "gate", "time", "summary"):
         table.add_column(col, overflow="fold")

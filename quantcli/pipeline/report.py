@@ -11,7 +11,12 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from quantcli.results import to_json
+
+if TYPE_CHECKING:
+    from quantcli.pipeline.run import PipelineResult
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -65,13 +70,11 @@ def _pngs_of(details: dict[str, Any]) -> list[Path]:
     return found
 
 
-def write_report(result: Any) -> Path:
+def write_report(result: PipelineResult) -> Path:
     """Write ``report.json`` and ``report.html`` into ``result.report_dir``; return the HTML."""
     out_dir: Path = result.report_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
-    from quantcli.results import to_json
-
     (out_dir / "report.json").write_text(to_json(data) + "\n")
 
     rows = []

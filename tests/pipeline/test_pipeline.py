@@ -10,10 +10,7 @@ which saves the ~15 s a fresh interpreter spends importing Feast, MLflow and Lig
 from __future__ import annotations
 
 import base64
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -41,16 +38,10 @@ min_child_samples = 20
 """
 
 
-def _run(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**__import__("os").environ, "QCLI_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "quantcli", "pipeline", "run", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """``home`` as $QCLI_HOME of this test and of the processes it starts."""
+    monkeypatch.setenv("QCLI_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def _bars_csv(tmp_path: Path, ar1: float, seed: int) -> Path:
@@ -82,15 +73,17 @@ def _assert_report_embeds_plots(html_path: Path) -> None:
 
 # the in-process rerun opens MLflow's SQLAlchemy store, which uses the deprecated `noload` strategy
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
-def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path, cli, monkeypatch):
+def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path, qcli, monkeypatch):
     home = tmp_path / "home"
+    _use_home(monkeypatch, home)
     cfg = tmp_path / "fast.toml"
     cfg.write_text(FAST_CONFIG)
     bars = _bars_csv(tmp_path, ar1=0.3, seed=11)
+    args = ("pipeline", "run", "--input", bars, "--config", cfg, "--name", "planted", "--json")
 
-    first = _run(home, "--input", str(bars), "--config", str(cfg), "--name", "planted")
-    assert first.returncode == 0, first.stderr[-3000:]
-    out = json.loads(first.stdout)
+    first = qcli.subprocess(*args, timeout=900)
+    assert first.code == 0, first.err[-3000:]
+    out = first.json
     stages = {s["name"]: s for s in out["stages"]}
     assert [s["status"] for s in out["stages"]] == ["ok"] * 10, out["stages"]
     assert stages["train"]["gate"] == "pass", stages["train"]["summary"]
@@ -108,13 +101,9 @@ def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path, cli,
     n_feat = _count(home, "SELECT count(*) FROM technical_features_v1")
     assert n_bars == 4 * 700
 
-    monkeypatch.setenv("QCLI_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    code, stdout, stderr = cli(
-        "pipeline", "run", "--input", str(bars), "--config", str(cfg), "--name", "planted", "--json"
-    )
-    assert code == 0, stderr[-3000:]
-    out2 = json.loads(stdout)
+    again = qcli(*args)
+    assert again.code == 0, again.err[-3000:]
+    out2 = again.json
     st2 = {s["name"]: s for s in out2["stages"]}
     assert st2["train"]["details"]["reused"] is True
     assert st2["train"]["details"]["version"] == stages["train"]["details"]["version"]
@@ -126,7 +115,7 @@ def test_pipeline_planted_signal_promotes_and_reruns_idempotently(tmp_path, cli,
 
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
-    tmp_path, mlflow_template_db, cli, monkeypatch
+    tmp_path, mlflow_template_db, qcli, monkeypatch
 ):
     home = tmp_path / "home"
     # an empty registry copied from the session's migrated template: the run from a truly empty
@@ -139,14 +128,14 @@ def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
 
     # in-process: exit 1 comes from the same `main` and error handler a shell runs (the planted
     # test is the real-process run); a fresh interpreter would spend ~15 s importing again
-    monkeypatch.setenv("QCLI_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    code, stdout, stderr = cli(
-        "pipeline", "run", "--input", str(bars), "--config", str(cfg), "--name", "noise",
-        "--strict", "--json",
-    )  # fmt: skip
-    assert code == 1, stderr[-3000:]
-    out = json.loads(stdout)
+    _use_home(monkeypatch, home)
+    run = qcli(
+        "pipeline", "run", "--input", bars, "--config", cfg, "--name", "noise", "--strict", "--json"
+    )
+    assert run.code == 1, run.err[-3000:]
+    # the one gate rule: the failed gates are the error's reasons, the JSON is the run's
+    assert "gates did not all pass" in run.err and "gate train: fail" in run.err
+    out = run.json
     assert [s["status"] for s in out["stages"]] == ["ok"] * 10
     stages = {s["name"]: s for s in out["stages"]}
     assert stages["train"]["gate"] == "fail"
@@ -171,3 +160,12 @@ def test_a_run_cut_short_has_not_passed_its_gates():
     assert PipelineResult("r", done, "m", Path("."), gates={"train": "pass"}).gates_passed
     failed_gate = PipelineResult("r", done, "m", Path("."), gates={"train": "fail"})
     assert not failed_gate.gates_passed
+    # gates are reported, not enforced, unless the run is strict
+    assert failed_gate.passed and failed_gate.to_dict()["gates_passed"] is False
+    strict = PipelineResult("r", done, "m", Path("."), gates={"train": "fail"}, strict=True)
+    assert not strict.passed and strict.reasons == ("gate train: fail",)
+    assert not cut.passed and cut.reasons == ("Ingest and validate bars failed: bad file",)
+    assert set(cut.to_dict()) == {
+        "run_id", "ok", "gates_passed", "gates", "model_name", "served_alias", "report_dir",
+        "report_html", "quantcli_version", "stages",
+    }  # fmt: skip
