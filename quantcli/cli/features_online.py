@@ -1,7 +1,7 @@
 """`qcli features materialize`: generate the Feast objects and fill the online store.
 
-Added onto the `features` sub-app (one owner per file). The library is imported inside the
-command, so `qcli --help` does not load the feature engine or Feast.
+Added onto the `features` sub-app (one owner per file). `quantcli.online` loads its modules on
+first use, so `qcli --help` loads neither the feature engine nor Feast.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from quantcli import online
 from quantcli.cli._choices import Executor, OnlineStore, deprecated_alias
 from quantcli.cli._common import JsonOpt, emit, note
 from quantcli.cli.features import app
@@ -65,11 +66,9 @@ def materialize_cmd(
 
         qcli features materialize --executor ray --ray-address ray://raycluster-head-svc:10001
     """
-    from quantcli.online import materialize
-
     executor = deprecated_alias("--engine", "--executor", engine, executor, Executor.local)
     note(f"materializing {feature_set} into the {online_store.value} online store ...", json_mode)
-    result = materialize(
+    result = online.materialize(
         feature_set,
         online_store=online_store.value,
         redis_url=redis_url,

@@ -19,43 +19,88 @@ Layout under ``$QCLI_HOME/feast/`` (a real Feast repo: ``feast -c $QCLI_HOME/fea
 
 Modules: :mod:`~quantcli.online.declaration` (what Feast needs from a declaration),
 :mod:`~quantcli.online.repo` (the generated repo and its configuration),
-:mod:`~quantcli.online.materialize`, :mod:`~quantcli.online.write` (the latest rows of a build),
+:mod:`~quantcli.online.materialization`, :mod:`~quantcli.online.write` (the latest rows of a build),
 :mod:`~quantcli.online.store` (the wrapper: online reads with offline fallback),
 :mod:`~quantcli.online.direct_read` (the online store read without the SDK),
 :mod:`~quantcli.online.pit` (point-in-time joins), :mod:`~quantcli.online.cache` (one Feast
 store per process and configuration), :mod:`~quantcli.online.ray_engine` (Feast's Ray engine).
-Feast itself is imported only when a function needs it.
+The names below are imported on first use (the feature engine and Feast load only when
+needed), so ``import quantcli.online`` is cheap: the CLI imports it at the top.
 """
 
-from quantcli.online.declaration import FeastDeclaration, feature_refs, load_declaration
-from quantcli.online.direct_read import DirectOnlineReader, direct_reader
-from quantcli.online.materialize import (
-    MaterializeResult,
-    OfflineExport,
-    export_offline_features,
-    materialize,
-)
-from quantcli.online.pit import pit_join_duckdb
-from quantcli.online.ray_engine import (
-    check_ray_materialization_window,
-    prepare_ray_materialization,
-    ray_batch_engine,
-)
-from quantcli.online.repo import (
-    REDIS_PASSWORD_ENV,
-    definitions_module,
-    feast_objects,
-    redis_connection_string,
-    repo_config,
-    write_repo,
-)
-from quantcli.online.store import (
-    OnlineCounters,
-    OnlineFeatures,
-    OnlineFeatureStore,
-    get_feature_store,
-)
-from quantcli.online.write import OnlineWriteError, OnlineWriteResult, check_target, write_latest
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quantcli._lazy import lazy_exports
+
+_EXPORTS = {
+    "FeastDeclaration": "quantcli.online.declaration",
+    "feature_refs": "quantcli.online.declaration",
+    "load_declaration": "quantcli.online.declaration",
+    "DirectOnlineReader": "quantcli.online.direct_read",
+    "direct_reader": "quantcli.online.direct_read",
+    "MaterializeResult": "quantcli.online.materialization",
+    "OfflineExport": "quantcli.online.materialization",
+    "export_offline_features": "quantcli.online.materialization",
+    "materialize": "quantcli.online.materialization",
+    "pit_join_duckdb": "quantcli.online.pit",
+    "check_ray_materialization_window": "quantcli.online.ray_engine",
+    "prepare_ray_materialization": "quantcli.online.ray_engine",
+    "ray_batch_engine": "quantcli.online.ray_engine",
+    "REDIS_PASSWORD_ENV": "quantcli.online.repo",
+    "definitions_module": "quantcli.online.repo",
+    "feast_objects": "quantcli.online.repo",
+    "redis_connection_string": "quantcli.online.repo",
+    "repo_config": "quantcli.online.repo",
+    "write_repo": "quantcli.online.repo",
+    "OnlineCounters": "quantcli.online.store",
+    "OnlineFeatures": "quantcli.online.store",
+    "OnlineFeatureStore": "quantcli.online.store",
+    "get_feature_store": "quantcli.online.store",
+    "OnlineWriteError": "quantcli.online.write",
+    "OnlineWriteResult": "quantcli.online.write",
+    "check_target": "quantcli.online.write",
+    "write_latest": "quantcli.online.write",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from quantcli.online.declaration import FeastDeclaration, feature_refs, load_declaration
+    from quantcli.online.direct_read import DirectOnlineReader, direct_reader
+    from quantcli.online.materialization import (
+        MaterializeResult,
+        OfflineExport,
+        export_offline_features,
+        materialize,
+    )
+    from quantcli.online.pit import pit_join_duckdb
+    from quantcli.online.ray_engine import (
+        check_ray_materialization_window,
+        prepare_ray_materialization,
+        ray_batch_engine,
+    )
+    from quantcli.online.repo import (
+        REDIS_PASSWORD_ENV,
+        definitions_module,
+        feast_objects,
+        redis_connection_string,
+        repo_config,
+        write_repo,
+    )
+    from quantcli.online.store import (
+        OnlineCounters,
+        OnlineFeatures,
+        OnlineFeatureStore,
+        get_feature_store,
+    )
+    from quantcli.online.write import (
+        OnlineWriteError,
+        OnlineWriteResult,
+        check_target,
+        write_latest,
+    )
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "REDIS_PASSWORD_ENV",

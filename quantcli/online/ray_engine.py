@@ -11,7 +11,7 @@ Two things quantcli adds around Feast's engine:
   with ``event_timestamp >= now - ttl`` (wall-clock *now*), while the local engine writes each
   entity's latest row in the window whatever its age. A backfill of history older than the
   view's TTL (5 days for ``technical_v1``) therefore writes **nothing** on the Ray engine and
-  raises no error; quantcli raises instead (:func:`~quantcli.online.materialize.materialize`
+  raises no error; quantcli raises instead (:func:`~quantcli.online.materialization.materialize`
   calls :func:`prepare_ray_materialization` before Feast runs).
 """
 
