@@ -52,7 +52,7 @@ _G = DEFAULTS["guard"]  # one source of truth: `[guard]` of a --config file over
 @dataclass(frozen=True)
 class GuardThresholds:
     """The alert thresholds (fractions, not percent); defaults: ``[guard]`` of
-    :data:`quantcli.config.DEFAULTS` (the seed's values).
+    :data:`quantcli.config.DEFAULTS`.
 
     Raises
     ------
@@ -252,13 +252,13 @@ def evaluate_guard(
                 Finding("sharpe", "INFO", f"rolling Sharpe {latest:.2f} ok", latest, t.min_sharpe)
             )
 
-    measured = {
+    values = {
         "drawdown": max_drawdown,
         "error_rate": error_rate,
         "latency": slow_share,
         "drift": n_drifted,
     }
-    out += [_threshold_finding(spec, measured[spec.check], t) for spec in THRESHOLD_CHECKS]
+    out += [_threshold_finding(spec, values[spec.check], t) for spec in THRESHOLD_CHECKS]
 
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(out, key=lambda f: rank[f.severity])  # stable: check order kept

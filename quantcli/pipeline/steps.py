@@ -261,31 +261,27 @@ def _recorded(ctx: RunContext, gate: str) -> StageOutcome | None:
     )
 
 
+def _judged(d: dict[str, Any], summary: str, failures: str) -> StageOutcome:
+    """A stage that records a verdict: ``summary`` and the verdict, and on a fail the list
+    under ``failures`` in ``d`` (the command's JSON)."""
+    verdict = "pass" if d["passed"] else "fail"
+    why = "" if d["passed"] else ": " + "; ".join(map(str, d.get(failures, [])))
+    return StageOutcome(f"{summary} {verdict}{why}", d, gate=verdict)
+
+
 def export(ctx: RunContext) -> StageOutcome:
     if (done := _recorded(ctx, "parity")) is not None:
         return done
     res = export_registered(ctx.model_name, ctx.version, workspace=ctx.workspace, benchmark=True)
-    d = _plain(res)  # the JSON of `qcli model export` (no text report)
-    verdict = "pass" if d["passed"] else "fail"
-    return StageOutcome(
-        f"ONNX FP32 exported; parity {verdict}"
-        + ("" if d["passed"] else f": {'; '.join(d.get('failures', []))}"),
-        d,
-        gate=verdict,
-    )
+    # the JSON of `qcli model export` (no text report)
+    return _judged(_plain(res), "ONNX FP32 exported; parity", "failures")
 
 
 def scan(ctx: RunContext) -> StageOutcome:
     if (done := _recorded(ctx, "scan")) is not None:
         return done
-    d = _plain(scan_registered(ctx.model_name, ctx.version, workspace=ctx.workspace))
-    verdict = "pass" if d["passed"] else "fail"
-    return StageOutcome(
-        f"security scan {verdict}"
-        + ("" if d["passed"] else f": {'; '.join(map(str, d.get('findings', [])))}"),
-        d,
-        gate=verdict,
-    )
+    res = scan_registered(ctx.model_name, ctx.version, workspace=ctx.workspace)
+    return _judged(_plain(res), "security scan", "findings")
 
 
 # 7. promote ----------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 One planted-signal universe runs twice from an empty $QCLI_HOME (the second run must be
 idempotent: no new bars, no new model version); a noise universe with --strict must exit 1 and
 serve from staging. The first planted run is a real process (exit code 0 and JSON as a shell
-sees them); the idempotent rerun and the --strict run go through the same ``main`` in-process,
-which saves the ~15 s a fresh interpreter spends importing Feast, MLflow and LightGBM again.
+sees them); the idempotent rerun and the --strict run go through the same ``main`` in-process
+(the ``qcli`` fixture), so they do not pay a fresh interpreter's import of Feast, MLflow and
+LightGBM again.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
 ):
     home = tmp_path / "home"
     # an empty registry copied from the session's migrated template: the run from a truly empty
-    # home (MLflow's migrations, ~9 s) is the planted test's; this one is about the gates
+    # home (MLflow's migrations) is the planted test's; this one is about the gates
     home.mkdir()
     shutil.copy(mlflow_template_db, home / "mlflow.db")
     cfg = tmp_path / "fast.toml"
@@ -127,7 +128,7 @@ def test_pipeline_noise_fails_gates_serves_staging_and_strict_exits_1(
     bars = _bars_csv(tmp_path, ar1=0.0, seed=12)
 
     # in-process: exit 1 comes from the same `main` and error handler a shell runs (the planted
-    # test is the real-process run); a fresh interpreter would spend ~15 s importing again
+    # test is the real-process run)
     _use_home(monkeypatch, home)
     run = qcli(
         "pipeline", "run", "--input", bars, "--config", cfg, "--name", "noise", "--strict", "--json"
