@@ -190,23 +190,23 @@ class KernelPlan:
         # Fault the pages in here, one thread: two kernel threads faulting the fresh pages of
         # one mapping at once contend in the kernel, and that system time outgrew the kernels'
         out.reshape(-1)[::512] = 0.0
-        stacks: dict[tuple[str, ...], np.ndarray] = {}
-        # one copy of the bar columns the groups read, in BAR_INPUTS order: a group whose inputs
-        # are consecutive in it (high, low, close; close, volume; ...) reads a view of its rows
+        # the bar columns the groups read, in BAR_INPUTS order; a group whose inputs are
+        # consecutive in it (high, low, close; close, volume; ...) reads a view of their rows
         used = {c for g in self.groups if g.scope == "bars" for c in g.inputs}
         order = [c for c in BAR_INPUTS if c in used]
-        matrix = np.stack([bars[c] for c in order]) if order else None
+        columns = [bars[c] for c in order]
+        rows_of: dict[tuple[str, ...], slice | list[int]] = {}
         for g in self.groups:
-            if g.scope == "bars" and g.inputs not in stacks:
+            if g.scope == "bars" and g.inputs not in rows_of:
                 first = order.index(g.inputs[0])
                 if tuple(order[first : first + len(g.inputs)]) == g.inputs:
-                    stacks[g.inputs] = matrix[first : first + len(g.inputs)]
+                    rows_of[g.inputs] = slice(first, first + len(g.inputs))
                 else:
-                    stacks[g.inputs] = np.stack([bars[c] for c in g.inputs])
+                    rows_of[g.inputs] = [order.index(c) for c in g.inputs]
         ranges = thread_ranges(starts, threads if threads is not None else n_threads())
 
         def work(lo: int, hi: int) -> None:
-            _run_range(self, stacks, starts, skips, out_starts, states, out, lo, hi)
+            _run_range(self, columns, rows_of, starts, skips, out_starts, states, out, lo, hi)
 
         if len(ranges) == 1:
             work(*ranges[0])
@@ -242,44 +242,73 @@ def _dependency_order(groups: list[KernelGroup]) -> tuple[KernelGroup, ...]:
     return tuple(done)
 
 
-def _run_range(plan, stacks, starts, skips, out_starts, states, out, lo, hi) -> None:
+#: Bars copied at a time into a thread's staging matrix of the bar columns (float64 rows):
+#: sized to stay in a core's cache while every group reads them.
+STAGE_BARS = 16_384
+
+
+def _run_range(plan, columns, rows_of, starts, skips, out_starts, states, out, lo, hi) -> None:
+    """Symbols ``lo .. hi - 1`` (one thread): see the module docstring."""
     width = int(skips[lo:hi].max()) if hi > lo else 0
     scratch = np.empty((plan.n_rows, width), dtype=np.float64)
-    calls = [(*c[:6], stacks.get(c[6]) if c[6] is not None else None, c[7]) for c in plan.calls]
+    cap = max(STAGE_BARS, int(np.diff(starts[lo : hi + 1]).max())) if hi > lo else 0
+    stage = np.empty((len(columns), cap), dtype=np.float64)
     base = int(out_starts[lo])
-    # Symbols run last to first: a block's warm-up rows then fit in the output columns of the
-    # blocks before it in this range (written after it), so one kernel call covers the whole
-    # block instead of a warm-up call into the scratch buffer and a second one. The range's
-    # first block (whose warm-up would reach another thread's columns) keeps the two calls.
-    for s in range(hi - 1, lo - 1, -1):
-        a = int(starts[s])
-        b = int(starts[s + 1])
-        w = int(skips[s])
-        o = int(out_starts[s])
-        kept = b - a - w
-        state = states[s]
-        if b > a and (w == 0 or o - w >= base):
-            p = o - w
-            for kernel, pv, s0, s1, r0, r1, x, rows in calls:
-                if x is not None:
-                    kernel(x[:, a:b], pv, state[s0:s1], out[r0:r1, p : o + kept])
-                else:  # a feature of features: its inputs are rows computed just before
-                    kernel(np.stack([out[r, p : o + kept] for r in rows]), pv, state[s0:s1],
-                           out[r0:r1, p : o + kept])  # fmt: skip
-            continue
+    c1 = hi
+    # Chunks of whole symbols are copied into ``stage`` (rather than all bars into one matrix
+    # up front): the groups then read their inputs from cache, and no bars are copied to fresh
+    # memory. Chunks and their symbols run last to first (see _run_block).
+    while c1 > lo:
+        top = int(starts[c1])
+        c0 = int(np.searchsorted(starts, top - cap, side="left"))
+        c0 = min(max(c0, lo), c1 - 1)
+        bottom = int(starts[c0])
+        for r, col in enumerate(columns):
+            stage[r, : top - bottom] = col[bottom:top]
+        calls = [
+            (*c[:6], stage[rows_of[c[6]], : top - bottom] if c[6] is not None else None, c[7])
+            for c in plan.calls
+        ]
+        for s in range(c1 - 1, c0 - 1, -1):
+            _run_block(calls, s, int(starts[s]) - bottom, int(starts[s + 1]) - bottom, skips,
+                       out_starts, states, out, scratch, base)  # fmt: skip
+        c1 = c0
+
+
+def _run_block(calls, s, a, b, skips, out_starts, states, out, scratch, base) -> None:
+    """Every group over symbol ``s``, its bars at columns ``a .. b - 1`` of the groups' inputs.
+
+    Symbols run last to first: a block's warm-up rows then fit in the output columns of the
+    blocks before it in the range (written after it), so one kernel call covers the whole
+    block instead of a warm-up call into the scratch buffer and a second one. The range's
+    first block (whose warm-up would reach another thread's columns) keeps the two calls.
+    """
+    w = int(skips[s])
+    o = int(out_starts[s])
+    kept = b - a - w
+    state = states[s]
+    if b > a and (w == 0 or o - w >= base):
+        p = o - w
         for kernel, pv, s0, s1, r0, r1, x, rows in calls:
-            st = state[s0:s1]
             if x is not None:
-                if w:
-                    kernel(x[:, a : a + w], pv, st, scratch[r0:r1, :w])
-                if kept:
-                    kernel(x[:, a + w : b], pv, st, out[r0:r1, o : o + kept])
-            else:
-                if w:
-                    kernel(np.stack([scratch[r, :w] for r in rows]), pv, st, scratch[r0:r1, :w])
-                if kept:
-                    kernel(np.stack([out[r, o : o + kept] for r in rows]), pv, st,
-                           out[r0:r1, o : o + kept])  # fmt: skip
+                kernel(x[:, a:b], pv, state[s0:s1], out[r0:r1, p : o + kept])
+            else:  # a feature of features: its inputs are rows computed just before
+                kernel(np.stack([out[r, p : o + kept] for r in rows]), pv, state[s0:s1],
+                       out[r0:r1, p : o + kept])  # fmt: skip
+        return
+    for kernel, pv, s0, s1, r0, r1, x, rows in calls:
+        st = state[s0:s1]
+        if x is not None:
+            if w:
+                kernel(x[:, a : a + w], pv, st, scratch[r0:r1, :w])
+            if kept:
+                kernel(x[:, a + w : b], pv, st, out[r0:r1, o : o + kept])
+        else:
+            if w:
+                kernel(np.stack([scratch[r, :w] for r in rows]), pv, st, scratch[r0:r1, :w])
+            if kept:
+                kernel(np.stack([out[r, o : o + kept] for r in rows]), pv, st,
+                       out[r0:r1, o : o + kept])  # fmt: skip
 
 
 def bar_arrays(sorted_bars: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -311,8 +340,9 @@ def run_frame(
     out, _ = plan.run(bar_arrays(sorted_bars), starts, skips, states)
     lengths = np.diff(starts)
     kept_skip = np.minimum(np.maximum(skips, 0), lengths)
-    position = np.arange(int(starts[-1]), dtype=np.int64) - np.repeat(starts[:-1], lengths)
-    keep = position >= np.repeat(kept_skip, lengths)
+    # per block: skipped bars (False), then kept ones (True)
+    runs = np.stack([kept_skip, lengths - kept_skip], axis=1).ravel()
+    keep = np.repeat(np.tile(np.array([False, True]), n_sym), runs)
     keys = sorted_bars.select("symbol", "ts").filter(pl.Series(keep))
     cols = {name: out[row] for name, row in zip(plan.names, plan.feature_rows(), strict=True)}
     frame = keys.hstack(pl.DataFrame(cols))
