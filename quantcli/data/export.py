@@ -7,52 +7,34 @@ and a typed result.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from quantcli.results import Result
-from quantcli.store.export import export_table
+from quantcli.store.export import TableExport, export_table
 from quantcli.workspace import Workspace
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportResult(Result):
-    """What an export wrote: ``table``, ``path``, ``format``, ``rows``, ``symbols`` (sorted),
-    ``columns``, ``start`` and ``end`` (ISO UTC, ``None`` for no rows); ``feature_set`` for a
-    feature table exported by its set's name."""
+class ExportResult(TableExport):
+    """What an export wrote (:class:`~quantcli.store.export.TableExport`: ``table``, ``path``,
+    ``format``, ``rows``, ``symbols``, ``columns``, ``start``, ``end``), and ``feature_set`` for
+    a feature table exported by its set's name (a JSON key only then)."""
 
     passed: bool = True
-    table: str
-    path: str
-    format: str
-    rows: int
-    symbols: list[str]
-    columns: list[str]
-    start: str | None
-    end: str | None
     feature_set: str | None = None
 
     @classmethod
-    def of(cls, record: Any, feature_set: str | None = None) -> ExportResult:
-        """From :func:`export_table`'s record (a dict or a result with ``to_dict``)."""
-        data = record.to_dict() if hasattr(record, "to_dict") else dict(record)
-        keys = ("table", "path", "format", "rows", "symbols", "columns", "start", "end")
-        return cls(**{k: data[k] for k in keys}, feature_set=feature_set)
+    def of(cls, record: TableExport, feature_set: str | None = None) -> ExportResult:
+        """``record`` with the feature set that named the table."""
+        values = {f.name: getattr(record, f.name) for f in dataclasses.fields(TableExport)}
+        return cls(**values, feature_set=feature_set)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
-            "table": self.table,
-            "path": self.path,
-            "format": self.format,
-            "rows": self.rows,
-            "symbols": self.symbols,
-            "columns": self.columns,
-            "start": self.start,
-            "end": self.end,
-        }
+        out = super().to_dict()
         if self.feature_set is not None:
             out["feature_set"] = self.feature_set
         return out

@@ -392,6 +392,42 @@ def _result(
     )
 
 
+def _build(
+    store: OfflineStore, opts: BuildOptions, pool, counts, fingerprints, refresh_fingerprints,
+    timings: dict[str, float], t_start: float, *, shard_rows: int, overlap: bool,
+    progress: ProgressFn | None,
+) -> BuildResult:  # fmt: skip
+    """The build's one transaction: plan, waves, cross-sectional stage, record."""
+    built_at = datetime.now(UTC)
+    totals = _Totals()
+    with (
+        # the pid in the name lets the next writer remove it if this process is killed
+        tempfile.TemporaryDirectory(prefix=staging_prefix(), dir=store.path.parent) as staging,
+        memory_limit(store, env_memory_limit(ENV_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT)),
+        store.transaction() as con,
+    ):
+        _prepare(con, opts, refresh_fingerprints)
+        scope = read_scope(con, opts, counts, fingerprints, shard_rows, timings)
+        if opts.mode == "full" and not opts.scoped:
+            totals.rows_deleted += scalar(con, f"SELECT count(*) FROM {opts.table}")
+            con.execute(f"DELETE FROM {opts.table}")
+        writer = WaveWriter(con, opts.table, opts.fs.name, opts.since_dt, opts.mode,
+                            opts.scoped, staging)  # fmt: skip
+        touched = cross_section_stage.Touched(opts.fs, opts.table)
+        _run_waves(
+            con, opts, scope, pool, writer, touched, shard_rows=shard_rows, overlap=overlap,
+            progress=progress, totals=totals,
+        )  # fmt: skip
+        quality = _finish(con, opts, totals, touched, timings)
+        timings["compute"] = round(totals.compute_s, 4)
+        timings["write"] = round(writer.seconds, 4)
+        timings["write_wait"] = round(writer.waited_s, 4)
+        timings["total"] = round(time.perf_counter() - t_start, 4)
+        build_id = _record(con, opts, scope, totals, quality, built_at, timings, pool.name)
+    return _result(opts, scope, totals, build_id, built_at, quality, timings, pool.name,
+                   str(store.path))  # fmt: skip
+
+
 def build_features(
     store: OfflineStore | None = None,
     feature_set: str = "technical_v1",
@@ -470,34 +506,10 @@ def build_features(
     counts, fingerprints, refresh_fingerprints = bar_fingerprints(store)
     timings["bar_scan"] = round(time.perf_counter() - t_start, 4)
     counts = _in_scope(counts, opts.symbols)
-    built_at = datetime.now(UTC)
-    totals = _Totals()
-    with (
-        # the pid in the name lets the next writer remove it if this process is killed
-        tempfile.TemporaryDirectory(prefix=staging_prefix(), dir=store.path.parent) as staging,
-        memory_limit(store, env_memory_limit(ENV_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT)),
-        store.transaction() as con,
-    ):
-        _prepare(con, opts, refresh_fingerprints)
-        scope = read_scope(con, opts, counts, fingerprints, shard_rows, timings)
-        if opts.mode == "full" and not opts.scoped:
-            totals.rows_deleted += scalar(con, f"SELECT count(*) FROM {opts.table}")
-            con.execute(f"DELETE FROM {opts.table}")
-        writer = WaveWriter(con, opts.table, opts.fs.name, opts.since_dt, opts.mode,
-                            opts.scoped, staging)  # fmt: skip
-        touched = cross_section_stage.Touched(opts.fs, opts.table)
-        _run_waves(
-            con, opts, scope, pool, writer, touched, shard_rows=shard_rows, overlap=overlap,
-            progress=progress, totals=totals,
-        )  # fmt: skip
-        quality = _finish(con, opts, totals, touched, timings)
-        timings["compute"] = round(totals.compute_s, 4)
-        timings["write"] = round(writer.seconds, 4)
-        timings["write_wait"] = round(writer.waited_s, 4)
-        timings["total"] = round(time.perf_counter() - t_start, 4)
-        build_id = _record(con, opts, scope, totals, quality, built_at, timings, pool.name)
-    return _result(opts, scope, totals, build_id, built_at, quality, timings, pool.name,
-                   str(store.path))  # fmt: skip
+    return _build(
+        store, opts, pool, counts, fingerprints, refresh_fingerprints, timings, t_start,
+        shard_rows=shard_rows, overlap=overlap, progress=progress,
+    )  # fmt: skip
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from quantcli.features.build_plan import table_ident, to_utc
 from quantcli.features.definitions import load_feature_set
 from quantcli.features.labels import compute_labels
 from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
 
 
 def _where(symbols, since, until) -> tuple[str, list]:
@@ -47,13 +48,16 @@ def load_training_frame(
     symbols: Sequence[str] | None = None,
     since: str | date | datetime | None = None,
     until: str | date | datetime | None = None,
+    *,
+    workspace: Workspace | None = None,
 ) -> pl.DataFrame:
     """Features and label for training: ``symbol, ts, <features>, label, label_end``.
 
     Parameters
     ----------
     store
-        An open :class:`OfflineStore`; default: ``$QCLI_HOME``'s, opened read-only.
+        An open :class:`OfflineStore`; default: ``workspace``'s (default
+        :meth:`Workspace.from_env`), opened read-only.
     feature_set, label
         The declaration and one of its ``[[labels]]`` (``fwd_return_5d``, ``fwd_return_1d``).
     symbols
@@ -73,7 +77,7 @@ def load_training_frame(
         No store, no feature table (run ``qcli features build``), or an unknown label.
     """
     if store is None:
-        with OfflineStore(read_only=True) as own:
+        with (workspace or Workspace.from_env()).offline(read_only=True) as own:
             return load_training_frame(own, feature_set, label, symbols, since, until)
     fs = load_feature_set(feature_set)
     spec = fs.label(label)

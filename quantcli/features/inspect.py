@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantcli import config, resources
+from quantcli import resources
 from quantcli.errors import InputError, NotFoundError
 from quantcli.features.build_plan import table_ident
 from quantcli.features.definitions import load_feature_set
-from quantcli.store.offline import OfflineStore
+from quantcli.workspace import Workspace
 
 
 def _rows(cur, query: str, params: list | None = None) -> list[tuple]:
@@ -25,18 +25,22 @@ def _engine_column(cur) -> str:
     return "engine" if "engine" in cols else "'kernel' AS engine"
 
 
-def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
+def describe_feature_set(
+    feature_set: str = "technical_v1", *, workspace: Workspace | None = None
+) -> dict[str, Any]:
     """The declaration of ``feature_set`` and the state of its table in the offline store.
 
     Returns a dict with ``feature_set``, ``version``, ``table``, ``warmup``, ``features`` (name,
     kind, params, lookback, description), ``labels`` and ``table_status`` (``None`` when there
     is no store or no table yet; else rows, symbols, ``ts_min``, ``ts_max``, the last build and
     ``stream_state``: how many symbols have a stored kernel state, its bytes per symbol).
+    The store is ``workspace``'s (default :meth:`Workspace.from_env`).
     """
     fs = load_feature_set(feature_set)
+    ws = workspace or Workspace.from_env()
     status: dict[str, Any] | None = None
-    if config.offline_store_path().exists():
-        with OfflineStore(read_only=True) as store:
+    if ws.offline_path.exists():
+        with ws.offline(read_only=True) as store:
             cur = store.con.cursor()
             if store.table_exists(fs.table):
                 table = table_ident(fs.table)
@@ -100,7 +104,13 @@ def describe_feature_set(feature_set: str = "technical_v1") -> dict[str, Any]:
     }
 
 
-def show_features(symbol: str, last: int = 5, feature_set: str = "technical_v1") -> dict[str, Any]:
+def show_features(
+    symbol: str,
+    last: int = 5,
+    feature_set: str = "technical_v1",
+    *,
+    workspace: Workspace | None = None,
+) -> dict[str, Any]:
     """The last ``last`` feature rows of ``symbol``, oldest first.
 
     Raises
@@ -114,7 +124,7 @@ def show_features(symbol: str, last: int = 5, feature_set: str = "technical_v1")
         raise InputError(f"--last must be at least 1, got --last {last}")
     fs = load_feature_set(feature_set)
     table = table_ident(fs.table)
-    with OfflineStore(read_only=True) as store:
+    with (workspace or Workspace.from_env()).offline(read_only=True) as store:
         store.require_table(table, hint=f"run `qcli features build --feature-set {feature_set}`")
         cur = store.con.cursor()
         cols = ["ts", *fs.feature_names]
@@ -140,24 +150,27 @@ def show_features(symbol: str, last: int = 5, feature_set: str = "technical_v1")
     }
 
 
-def stored_engine(feature_set: str = "technical_v1") -> str | None:
+def stored_engine(
+    feature_set: str = "technical_v1", *, workspace: Workspace | None = None
+) -> str | None:
     """The engine that computed the rows now in ``feature_set``'s table; ``None`` when empty.
 
     A table holds one engine's values (switching engine rewrites it whole), so a caller that
     extends the table -- ``qcli pipeline run`` -- builds with this engine and keeps the table
     consistent, instead of refusing after a user rebuilt it with ``--engine polars``.
     """
-    status = describe_feature_set(feature_set)["table_status"]
+    status = describe_feature_set(feature_set, workspace=workspace)["table_status"]
     if not status or not status["rows"] or not status["last_build"]:
         return None
     return str(status["last_build"]["engine"])
 
 
-def recent_builds(limit: int = 10) -> list[dict[str, Any]]:
+def recent_builds(limit: int = 10, *, workspace: Workspace | None = None) -> list[dict[str, Any]]:
     """The last ``limit`` rows of ``feature_builds`` (newest first); [] without a store."""
-    if not config.offline_store_path().exists():
+    ws = workspace or Workspace.from_env()
+    if not ws.offline_path.exists():
         return []
-    with OfflineStore(read_only=True) as store:
+    with ws.offline(read_only=True) as store:
         if not store.table_exists("feature_builds"):
             return []
         cur = store.con.cursor()
