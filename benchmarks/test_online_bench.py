@@ -32,7 +32,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the online fixtures
 
 from online._features import feature_frame, write_feature_table
-from online._model import load_runtime, make_signed_model
+from serving._model import load_runtime, make_signed_model
 
 SYMBOLS = ["SYM0007", "SYM0123"]
 
@@ -165,7 +165,7 @@ def test_in_process_predict_p99_under_3ms(benchmark, online_home):
 @pytest.mark.slow
 def test_http_predict_p99_under_10ms_and_8_client_throughput(benchmark, online_home):
     import httpx
-    from online.conftest import start_service, stop_service
+    from serving.conftest import start_service, stop_service
 
     svc = start_service(online_home)
     try:

@@ -16,7 +16,7 @@ Each benchmark runs its peer in the same run, side by side, and reports both:
   the other clients' p99 < 20 ms.
 
 Universe: 500 symbols x 60 days, SQLite online store, the embedded MLflow store; the models are
-the linear test graphs of ``tests/online/_deploy.py`` (each version predicts its own bias).
+the linear test graphs of ``tests/serving/_deploy.py`` (each version predicts its own bias).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the online helpers
 
-from online._deploy import force_promote, free_port, register_version
 from online._features import feature_frame, write_feature_table
+from serving._deploy import force_promote, free_port, register_version
 
 pytestmark = pytest.mark.slow
 SYMBOLS = ["SYM0007", "SYM0123"]

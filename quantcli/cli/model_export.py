@@ -1,7 +1,7 @@
 """`qcli model export` and `qcli model scan`: the ONNX graph, its parity gate and the model scan.
 
 Both record a verdict on the model version (``parity``, ``scan``) that ``qcli model promote``
-requires. onnx, onnxruntime, lightgbm and mlflow load inside the commands.
+requires. onnx, onnxruntime, lightgbm and mlflow load inside the library calls that need them.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ import dataclasses
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from quantcli.cli._choices import Int8Method, Quantize
 from quantcli.cli._common import JsonOpt, emit, note, progress, stderr
 from quantcli.cli.model import ConfigOpt, NameArg, TrackingOpt, VersionOpt, app
+from quantcli.models.registry import ModelRegistry
+from quantcli.serving.onnx_export import RegisteredExport, export_registered
+from quantcli.serving.scan import RegisteredScan, scan_registered
 from quantcli.workspace import Workspace
 
 SampleOpt = Annotated[
@@ -68,8 +72,6 @@ def export(
 
         qcli model export momentum_ens --quantize int8 --int8-method weight-only --json
     """
-    from quantcli.serving.onnx_export import export_registered
-
     ws = Workspace.from_env(tracking_uri=tracking_uri, config=config)
     version, source = _default_version(name, version, ws)
     note(f"exporting {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
@@ -100,12 +102,10 @@ _SOURCE_TEXT = {
 
 def _default_version(name: str, version: str | None, ws: Workspace) -> tuple[str, str]:
     """The version to export or scan and how it was chosen (see ``candidate_version``)."""
-    from quantcli.models.registry import ModelRegistry
-
     return ModelRegistry(ws.tracking_uri).candidate_version(name, version)
 
 
-def _render_export(console: Any, result: Any) -> None:
+def _render_export(console: Any, result: RegisteredExport) -> None:
     console.print(result.report, highlight=False, markup=False)
     console.print(
         f"{result.name} v{result.version}: verdict parity = {result.verdict}; "
@@ -137,8 +137,6 @@ def scan(
 
         qcli model scan momentum --json
     """
-    from quantcli.serving.scan import scan_registered
-
     ws = Workspace.from_env(tracking_uri=tracking_uri)
     version, source = _default_version(name, version, ws)
     note(f"scanning {name} v{version} ({_SOURCE_TEXT[source]})", json_mode)
@@ -150,9 +148,7 @@ def scan(
     note(f"probe bounds: {result.probe_bounds}", json_mode)
 
 
-def _render_scan(console: Any, result: Any) -> None:
-    from rich.table import Table
-
+def _render_scan(console: Any, result: RegisteredScan) -> None:
     table = Table(title=f"scan of {result.name} v{result.version}")
     for col in ("file", "format", "checks", "verdict"):
         table.add_column(col)

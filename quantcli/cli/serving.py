@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from quantcli.cli._choices import Alias
 from quantcli.cli._common import JsonOpt, emit, note
 from quantcli.errors import InputError
+from quantcli.monitoring.alerts import Alert, AlertConfig, AlertSink
+from quantcli.serving.follow import AlertFn, ServingConfig
+from quantcli.serving.http import serve
+from quantcli.serving.predict import PredictResponse, predict_once
+from quantcli.serving.service import open_service
 from quantcli.workspace import Workspace
 
 ModelOpt = Annotated[
@@ -82,9 +88,6 @@ def serve_cmd(
 
         curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"symbols": ["SPY"]}'
     """
-    from quantcli.serving.http import serve
-    from quantcli.serving.service import open_service
-
     ws = Workspace.from_env(tracking_uri=tracking_uri, config=config)
     settings = _serving_config(ws, poll_interval, max_body_bytes)
     service = open_service(
@@ -112,10 +115,10 @@ def serve_cmd(
     )
 
 
-def _serving_config(ws: Workspace, poll_interval: float | None, max_body_bytes: int | None):
+def _serving_config(
+    ws: Workspace, poll_interval: float | None, max_body_bytes: int | None
+) -> ServingConfig:
     """The ``[serving]`` section with the command's options over it; errors name the option."""
-    from quantcli.serving.follow import ServingConfig
-
     overrides = {
         k: v
         for k, v in (("poll_interval_s", poll_interval), ("max_body_bytes", max_body_bytes))
@@ -131,11 +134,9 @@ def _serving_config(ws: Workspace, poll_interval: float | None, max_body_bytes: 
         ) from None
 
 
-def _alert_sender(ws: Workspace):
+def _alert_sender(ws: Workspace) -> AlertFn:
     """``alert(severity, title, details)`` delivering through the ``[alerts]`` routes, off the
     request path (the follower calls it; serving itself does not know the monitoring layer)."""
-    from quantcli.monitoring.alerts import Alert, AlertConfig, AlertSink
-
     sink = AlertSink(AlertConfig.from_config(ws.config))
 
     def send(severity: str, title: str, details: dict) -> None:
@@ -161,16 +162,12 @@ def predict_cmd(
 
         qcli predict SPY --model momentum --alias staging --json
     """
-    from quantcli.serving.predict import predict_once
-
     ws = Workspace.from_env(tracking_uri=tracking_uri)
     result = predict_once(symbols, model, alias, workspace=ws, source="cli")
     emit(result, json_mode, lambda con: _render_predictions(con, result))
 
 
-def _render_predictions(con, result) -> None:
-    from rich.table import Table
-
+def _render_predictions(con, result: PredictResponse) -> None:
     first = result.predictions[0]
     table = Table(
         title=f"{result.model_name} v{first['model_version']} @{result.alias} "

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 from quantcli.audit import LedgerBrokenError
@@ -218,8 +219,6 @@ def create_app(
     max_body_bytes
         Largest accepted ``/predict`` body; larger ones get 413 as soon as they pass the limit.
     """
-    from contextlib import asynccontextmanager
-
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
@@ -304,7 +303,7 @@ def create_app(
         return bytes(buf)
 
     # A plain Starlette route inside the FastAPI app: the handler parses and checks the body
-    # itself, so FastAPI's per-request dependency solving (about 50 us) buys nothing here.
+    # itself, so FastAPI's per-request dependency solving buys nothing here.
     async def predict(request: Request):
         t0 = time.perf_counter()
         if not authorized(request, token_b):
@@ -317,7 +316,7 @@ def create_app(
                 symbols, key = await run_in_threadpool(parse_predict_body, raw)
             else:
                 symbols, key = parse_predict_body(raw)
-            # Synchronous on purpose: ~1-2 ms of CPU, cheaper than a thread-pool hop.
+            # Synchronous on purpose: a request's CPU time is less than a thread-pool hop costs.
             result = predictor.predict(symbols, source="http", key=key)
         except BadRequest as exc:
             return fail("/predict", t0, exc.status, exc.kind, exc.message)

@@ -25,7 +25,9 @@ share is a few percent and no quantization can change that.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -136,9 +138,6 @@ def matmul_share(onnx_path: str | os.PathLike[str], X: np.ndarray, runs: int = 2
     :data:`MATMUL_KERNELS` nodes over the summed ``model_run`` time (which includes the
     executor's own overhead, the part no quantization touches). The profile file is deleted.
     """
-    import json
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="qcli-profile-") as tmp:
         sess = make_session(onnx_path, profile_prefix=os.path.join(tmp, "run"))
         feed = {sess.get_inputs()[0].name: np.ascontiguousarray(X, dtype=np.float32)}

@@ -220,23 +220,20 @@ def convert_and_validate_pipeline(
     quantization = dict(NOT_REQUESTED)
     if quantize == "int8":
         calib = X if calibration is None else as_matrix(calibration)[0]
-        int8_path = out / f"{model_name}.int8.onnx"
-        q = quantize_int8(fp32.path, int8_path, method=int8_method, calibration=calib)
-        quantization = q.to_dict()
-        if q.quantized:
-            int8 = _sign_existing(int8_path, "int8", keys_dir)
-            _, int8_par = ONNXParityTester(max_loss_pct=gates["int8_max_loss_pct"]).test_parity(
-                model, int8.path, X
-            )
+        tester = ONNXParityTester(max_loss_pct=gates["int8_max_loss_pct"])
+        int8, int8_par, quantization = _export_int8(
+            model, fp32, out / f"{model_name}.int8.onnx", X, calib, int8_method, tester, keys_dir
+        )
     latency = None
     if benchmark:
+        int8_passed = None if int8_par is None else int8_par.passed
         latency = benchmark_latency(
             model,
             fp32.path,
             int8.path if int8 else None,
             X,
             repeats=benchmark_repeats,
-            int8_parity_passed=None if int8_par is None else int8_par.passed,
+            int8_parity_passed=int8_passed,
         )
     failures = parity_failures(fp32_par, int8_par)
     report_json = out / f"{model_name}.export.json"
@@ -260,6 +257,25 @@ def convert_and_validate_pipeline(
     report_json.write_text(json.dumps(jsonable(result.to_dict()), indent=2, sort_keys=True))
     report_txt.write_text(render_report(result))
     return result
+
+
+def _export_int8(
+    model: Any,
+    fp32: ExportedFile,
+    int8_path: Path,
+    X: Any,
+    calibration: Any,
+    method: str,
+    tester: ONNXParityTester,
+    keys_dir: Any,
+) -> tuple[ExportedFile | None, ParityResult | None, dict[str, Any]]:
+    """Quantize the FP32 graph; sign the INT8 file and judge its parity when one was written."""
+    q = quantize_int8(fp32.path, int8_path, method=method, calibration=calibration)
+    if not q.quantized:
+        return None, None, q.to_dict()
+    int8 = _sign_existing(int8_path, "int8", keys_dir)
+    _, parity = tester.test_parity(model, int8.path, X)
+    return int8, parity, q.to_dict()
 
 
 def render_report(result: ExportResult) -> str:

@@ -1,5 +1,5 @@
-"""Fixtures for the online-serving tests: a materialized feature store, a tiny signed ONNX model,
-a real redis-server, and the prediction service as a real uvicorn process."""
+"""Fixtures for the online feature store tests: a materialized feature store and a real
+redis-server (the serving tests have their own copies in tests/serving/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,6 @@ import pytest
 from scale.conftest import ray_cluster  # noqa: F401  (one Ray cluster per session)
 
 from online._features import feature_frame, write_feature_table
-from online._model import make_signed_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,63 +50,6 @@ def materialized(features):
     from quantcli.online import materialize
 
     return materialize("technical_v1")
-
-
-@pytest.fixture(scope="module")
-def signed_model(module_home, features):
-    return make_signed_model(module_home, features)
-
-
-class Service:
-    """A running ``quantcli.serving.http`` process (uvicorn) on a free loopback port."""
-
-    def __init__(self, proc: subprocess.Popen, port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-
-
-def start_service(home: Path, *, token: str | None = None, timeout: float = 240.0) -> Service:
-    """Start the service; generous timeout: importing Feast takes seconds, more on a busy box."""
-    port = free_port()
-    env = dict(os.environ, QCLI_HOME=str(home))
-    env.pop("QCLI_API_TOKEN", None)
-    if token:
-        env["QCLI_API_TOKEN"] = token
-    log = open(home / f"service_{port}.log", "wb")  # noqa: SIM115  (a file, not an undrained pipe)
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_serve_test_model.py"), "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=str(HERE.parent.parent),
-    )
-    log.close()
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = (home / f"service_{port}.log").read_text()[-2000:]
-            raise RuntimeError(f"service exited {proc.returncode}: {tail}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return Service(proc, port)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("service did not become healthy in time")
-
-
-def stop_service(svc: Service) -> None:
-    if svc.proc.poll() is None:
-        svc.proc.terminate()
-        try:
-            svc.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            svc.proc.kill()
-            svc.proc.wait()
 
 
 # -- redis -------------------------------------------------------------------------------------

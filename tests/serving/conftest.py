@@ -7,14 +7,26 @@ real estimators of :func:`quantcli.models.estimators.make_model`.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
+from online._features import feature_frame, write_feature_table
+
+from serving._deploy import free_port
+from serving._model import make_signed_model
+
+HERE = Path(__file__).resolve().parent
 
 SMALL = {
     "lgbm": {"n_estimators": 40, "num_leaves": 15},
@@ -138,3 +150,159 @@ def home(qcli_home: Path, mlflow_template_db: Path, store_template: Path) -> Pat
     shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
     shutil.copy(store_template, qcli_home / "offline.duckdb")
     return qcli_home
+
+
+# -- the online feature store, a signed model and the service process ---------------------------
+# (the same stand-in feature table as the Feast tests of tests/online, built per test module)
+@pytest.fixture(scope="session")
+def served_template(tmp_path_factory) -> SimpleNamespace:
+    """One $QCLI_HOME built once per session: the stand-in feature table (6 symbols x 80 days)
+    in the offline store, materialized into the SQLite online store, and the signed test model.
+
+    Materializing costs most of a serving module's set-up; modules get a private copy of this
+    home (:func:`module_home`), so no module sees another's ledger, registry or cache.
+    """
+    from quantcli.online import materialize
+
+    home = tmp_path_factory.mktemp("serving_template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("QCLI_API_TOKEN", raising=False)
+        mp.delenv("QCLI_KEYS_DIR", raising=False)
+        frame = feature_frame()
+        write_feature_table(frame)
+        state = materialize("technical_v1")
+        model = make_signed_model(home, frame)
+    return SimpleNamespace(home=home, frame=frame, state=state, model=model)
+
+
+# files of the template that name its directory (Feast reads paths from them, the runtime the
+# model's path); everything else in it is relative or content-addressed
+_PATHS_IN = ("feast/feature_store.yaml", "feast/quantcli_state.json", "test_model/model.json")
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory, served_template) -> Iterator[Path]:
+    """A private copy of :func:`served_template` as $QCLI_HOME for one test module."""
+    home = tmp_path_factory.mktemp("qcli_home")
+    shutil.copytree(served_template.home, home, dirs_exist_ok=True)
+    for rel in _PATHS_IN:
+        f = home / rel
+        f.write_text(f.read_text().replace(str(served_template.home), str(home)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("QCLI_API_TOKEN", raising=False)
+        mp.delenv("QCLI_KEYS_DIR", raising=False)
+        yield home
+
+
+@pytest.fixture(scope="module")
+def features(module_home, served_template):
+    """The stand-in feature table, already in ``module_home``'s offline store."""
+    return served_template.frame
+
+
+@pytest.fixture(scope="module")
+def materialized(features, served_template):
+    """The feature table, already materialized into ``module_home``'s online store."""
+    return served_template.state
+
+
+@pytest.fixture(scope="module")
+def signed_model(module_home, features, served_template):
+    """The signed test model of ``module_home`` (its ``onnx_path`` inside that home)."""
+    meta = json.loads((module_home / "test_model" / "model.json").read_text())
+    return {**meta, "booster": served_template.model["booster"]}
+
+
+class Service:
+    """A running ``quantcli.serving.http`` process (uvicorn) on a free loopback port."""
+
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def start_service(home: Path, *, token: str | None = None, timeout: float = 240.0) -> Service:
+    """Start the service; generous timeout: importing Feast takes seconds, more on a busy box."""
+    port = free_port()
+    env = dict(os.environ, QCLI_HOME=str(home))
+    env.pop("QCLI_API_TOKEN", None)
+    if token:
+        env["QCLI_API_TOKEN"] = token
+    log = open(home / f"service_{port}.log", "wb")  # noqa: SIM115  (a file, not an undrained pipe)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_serve_test_model.py"), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(HERE.parent.parent),
+    )
+    log.close()
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (home / f"service_{port}.log").read_text()[-2000:]
+            raise RuntimeError(f"service exited {proc.returncode}: {tail}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return Service(proc, port)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("service did not become healthy in time")
+
+
+def stop_service(svc: Service) -> None:
+    if svc.proc.poll() is None:
+        svc.proc.terminate()
+        try:
+            svc.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+            svc.proc.wait()
+
+
+# -- redis -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``$QCLI_TEST_REDIS_URL`` (started by .ci/run), else a redis-server of our own on a free port.
+
+    Skipped only when the redis-server binary is absent (CI installs it).
+    """
+    url = os.environ.get("QCLI_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("redis-server did not start")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -75,22 +75,18 @@ def _register(kind: str, name: str) -> str:
     return info.version
 
 
-def qcli(capsys, *args: str) -> tuple[int, dict]:
-    from quantcli.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main([*args, "--json"])
-    out = capsys.readouterr().out
-    return int(exc.value.code), (json.loads(out) if out.strip() else {})
+def run_json(qcli, *args: str) -> tuple[int, dict]:
+    """``qcli ARGS --json`` through the root in-process runner: exit code and the JSON object."""
+    r = qcli(*args, "--json")
+    return r.code, (r.json if r.out.strip() else {})
 
 
-def test_export_scan_and_serve_an_ensemble(home, capsys):
+def test_export_scan_and_serve_an_ensemble(home, qcli):
     from quantcli.models.registry import ModelRegistry
     from quantcli.serving.runtime import InferenceRuntime
 
     version = _register("ensemble", "ens")
-    code, res = qcli(capsys, "model", "export", "ens", "--sample-rows", "300")
+    code, res = run_json(qcli, "model", "export", "ens", "--sample-rows", "300")
     assert code == 0, res
     assert res["verdict"] == "pass" and res["fp32_parity"]["relative_error_pct"] < 0.1
     assert set(res["artifacts"]) == {
@@ -104,7 +100,7 @@ def test_export_scan_and_serve_an_ensemble(home, capsys):
     assert info.verdicts["parity"] == "pass"
     assert "onnx/model.fp32.onnx" in info.artifacts
 
-    code, scan = qcli(capsys, "model", "scan", "ens")
+    code, scan = run_json(qcli, "model", "scan", "ens")
     assert code == 0, scan["findings"]
     assert reg.resolve("ens", version).verdicts["scan"] == "pass"
     scanned = {f["path"]: f["format"] for f in scan["files"]}
@@ -132,18 +128,18 @@ def test_export_scan_and_serve_an_ensemble(home, capsys):
     shutil.rmtree(home / "cache", ignore_errors=True)
     with pytest.raises(IntegrityError):
         InferenceRuntime.from_registry("ens", alias=version)
-    code, scan = qcli(capsys, "model", "scan", "ens")
+    code, scan = run_json(qcli, "model", "scan", "ens")
     assert code == 1
     assert any("onnx/model.fp32.onnx: integrity:" in f for f in scan["findings"])
     assert reg.resolve("ens", version).verdicts["scan"] == "fail"
 
 
-def test_tree_model_int8_request_keeps_fp32(home, capsys):
+def test_tree_model_int8_request_keeps_fp32(home, qcli):
     from quantcli.models.registry import ModelRegistry
 
     version = _register("lgbm", "trees")
-    code, res = qcli(
-        capsys,
+    code, res = run_json(
+        qcli,
         "model",
         "export",
         "trees",
@@ -161,13 +157,13 @@ def test_tree_model_int8_request_keeps_fp32(home, capsys):
     assert info.tags["quantcli.onnx.int8"] == "not quantizable: no MatMul/Gemm operators"
 
 
-def test_failed_int8_parity_exits_1_and_records_fail(home, capsys):
+def test_failed_int8_parity_exits_1_and_records_fail(home, qcli):
     """Dynamic INT8 of an MLP fitted on raw returns breaks parity: exit 1, verdict fail."""
     from quantcli.models.registry import ModelRegistry
 
     version = _register("mlp", "raw_mlp")
-    code, res = qcli(
-        capsys,
+    code, res = run_json(
+        qcli,
         "model",
         "export",
         "raw_mlp",
@@ -184,8 +180,8 @@ def test_failed_int8_parity_exits_1_and_records_fail(home, capsys):
     assert "onnx/model.int8.onnx" not in info.artifacts  # a failed graph is never published
 
 
-def test_bad_option_is_exit_2(home, capsys):
-    code, _ = qcli(capsys, "model", "export", "nope", "--quantize", "int4")
+def test_bad_option_is_exit_2(home, qcli):
+    code, _ = run_json(qcli, "model", "export", "nope", "--quantize", "int4")
     assert code == 2
-    code, _ = qcli(capsys, "model", "export", "no_such_model")
+    code, _ = run_json(qcli, "model", "export", "no_such_model")
     assert code == 2

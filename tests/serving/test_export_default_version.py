@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 # the helpers of the export CLI tests (their `home` fixture is in tests/serving/conftest.py)
-from tests.serving.test_cli_export import _register, qcli
+from tests.serving.test_cli_export import _register, run_json
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.usefixtures("home")
-def test_export_defaults_to_staging_then_latest(capsys):
+def test_export_defaults_to_staging_then_latest(qcli):
     from quantcli.models.registry import ModelRegistry
 
     assert (_register("lgbm", "dflt"), _register("lgbm", "dflt")) == ("1", "2")
@@ -22,23 +22,23 @@ def test_export_defaults_to_staging_then_latest(capsys):
     reg.client.set_registered_model_alias("dflt", "staging", "1")  # the candidate is not latest
     args = ("model", "export", "dflt", "--sample-rows", "200", "--no-benchmark")
 
-    code, res = qcli(capsys, *args)
+    code, res = run_json(qcli, *args)
     assert code == 0, res
     assert (res["version"], res["version_source"]) == ("1", "@staging")
     assert reg.resolve("dflt", "1").verdicts.get("parity") == "pass"
     assert "parity" not in reg.resolve("dflt", "2").verdicts
 
     reg.client.delete_registered_model_alias("dflt", "staging")
-    code, res = qcli(capsys, *args)
+    code, res = run_json(qcli, *args)
     assert code == 0, res
     assert (res["version"], res["version_source"]) == ("2", "latest")
 
-    code, res = qcli(capsys, *args, "--version", "1")
+    code, res = run_json(qcli, *args, "--version", "1")
     assert (code, res["version"], res["version_source"]) == (0, "1", "--version")
 
     # scan follows the same rule, so promote finds both verdicts on the staged version
     reg.client.set_registered_model_alias("dflt", "staging", "1")
-    code, res = qcli(capsys, "model", "scan", "dflt", "--sample-rows", "200")
+    code, res = run_json(qcli, "model", "scan", "dflt", "--sample-rows", "200")
     assert code == 0, res
     assert (res["version"], res["version_source"]) == ("1", "@staging")
     assert reg.resolve("dflt", "1").verdicts.get("scan") == "pass"
@@ -46,13 +46,8 @@ def test_export_defaults_to_staging_then_latest(capsys):
 
 
 @pytest.mark.usefixtures("home")
-def test_human_output_says_which_version_it_chose(capsys):
-    from quantcli.cli import main
-
+def test_human_output_says_which_version_it_chose(qcli):
     _register("lgbm", "said")
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(["model", "export", "said", "--sample-rows", "200", "--no-benchmark"])
-    err = capsys.readouterr().err
-    assert exc.value.code == 0, err
+    code, _, err = qcli("model", "export", "said", "--sample-rows", "200", "--no-benchmark")
+    assert code == 0, err
     assert "exporting said v1 (the version behind the @staging alias)" in err

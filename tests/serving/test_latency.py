@@ -61,8 +61,8 @@ def test_matmul_share_is_zero_for_trees_and_bounds_int8_for_the_ensemble(
     """
     import onnx
 
-    from quantcli.serving.latency import matmul_share
     from quantcli.serving.convert import to_onnx
+    from quantcli.serving.latency import matmul_share
 
     X = synthetic_data.X_test[:1000].astype(np.float32)
     share = {}

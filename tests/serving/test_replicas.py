@@ -15,10 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 from models.conftest import _Server
-
-from online._deploy import force_promote, free_port, register_version
 from online._features import feature_frame, write_feature_table
-from quantcli.store.feast_store import load_declaration
+
+from quantcli.online import load_declaration
+from serving._deploy import force_promote, free_port, register_version
 
 pytestmark = pytest.mark.integration
 NAMES = load_declaration().feature_names
@@ -83,7 +83,7 @@ def _converge(urls: list[str], want: tuple[int, object], timeout: float = 10.0) 
 
 
 def test_two_replicas_follow_promote_rollback_and_halt(
-    tmp_path_factory, mlflow_template_db, redis_url, monkeypatch, cli
+    tmp_path_factory, mlflow_template_db, redis_url, monkeypatch, qcli
 ):
     import redis
 
@@ -97,7 +97,7 @@ def test_two_replicas_follow_promote_rollback_and_halt(
         url = _own_db(redis_url)
         redis.Redis.from_url(url).flushdb()
         write_feature_table(feature_frame())
-        code, _out, err = cli(
+        code, _out, err = qcli(
             "features", "materialize", "--online-store", "redis", "--redis-url", url, "--json"
         )
         assert code == 0, err
@@ -121,17 +121,17 @@ def test_two_replicas_follow_promote_rollback_and_halt(
         t_promote = _converge(urls, (200, 2.0))
 
         t0 = time.monotonic()
-        code, _, err = cli("model", "rollback", name, "--reason", "replica test", "--json")
+        code, _, err = qcli("model", "rollback", name, "--reason", "replica test", "--json")
         assert code == 0, err
         t_rollback = time.monotonic() - t0 + _converge(urls, (200, 1.0))
 
-        code, _, err = cli("model", "halt", name, "--reason", "replica halt", "--json")
+        code, _, err = qcli("model", "halt", name, "--reason", "replica halt", "--json")
         assert code == 0, err
         t_halt = _converge(urls, (503, "model halted: replica halt"))
         for u in urls:
             h = httpx.get(f"{u}/health").json()
             assert h["status"] == "halted" and h["reason"] == "replica halt"
-        code, _, err = cli("model", "resume", name, "--reason", "fixed", "--json")
+        code, _, err = qcli("model", "resume", name, "--reason", "fixed", "--json")
         assert code == 0, err
         _converge(urls, (200, 1.0))
         print(

@@ -2,7 +2,7 @@
 
 Real components throughout: the embedded MLflow registry, signed ONNX graphs loaded by the real
 runtime, the materialized Feast online store, the hash-chained ledger. Each version's graph
-predicts its own bias (``tests/online/_deploy.py``), so a prediction names the version behind it.
+predicts its own bias (``tests/serving/_deploy.py``), so a prediction names the version behind it.
 """
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ import shutil
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
-from online._deploy import ThreadedService, force_promote, register_version
 from quantcli.audit._ledger import ledger_path
 from quantcli.errors import InputError, NotFoundError
 from quantcli.models import deployment
 from quantcli.models.registry import ModelRegistry
+from quantcli.online import load_declaration
+from quantcli.serving.deployment import assignment_point
 from quantcli.serving.follow import RegistryFollower, ServingConfig
-from quantcli.serving.predict import ServiceHalted, assignment_point, load_predictor
-from quantcli.store.feast_store import load_declaration
+from quantcli.serving.predict import ServiceHalted, load_predictor
+from serving._deploy import ThreadedService, force_promote, register_version
 
 NAMES = load_declaration().feature_names
 SYM = ["SYM0001"]
@@ -39,13 +41,14 @@ def registry_home(module_home, materialized, mlflow_template_db):
 
 
 class Sink:
-    """Collects alerts instead of posting them (delivery itself: tests/monitoring/test_alerts)."""
+    """Collects the follower's alerts instead of posting them (the CLI's delivery through the
+    [alerts] routes: tests/monitoring/test_alerts)."""
 
     def __init__(self) -> None:
         self.alerts: list = []
 
-    def send_in_background(self, alert) -> None:
-        self.alerts.append(alert)
+    def __call__(self, severity: str, title: str, details: dict) -> None:
+        self.alerts.append(SimpleNamespace(severity=severity, title=title, details=details))
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def model(registry_home):
 def served(model):
     predictor = load_predictor(model, "production")
     sink = Sink()
-    follower = RegistryFollower(predictor, model, interval_s=0.1, alerts=sink)
+    follower = RegistryFollower(predictor, model, interval_s=0.1, alert=sink)
     follower.sink = sink
     yield predictor, follower
     follower.stop()
@@ -261,7 +264,7 @@ def test_halt_and_resume_are_registry_events_and_refusals_are_audited(model, ser
 
 def test_shadow_scores_every_request_off_the_hot_path_and_records_both(model, registry_home):
     predictor = load_predictor(model, "production")
-    follower = RegistryFollower(predictor, model, shadow_alias="staging", alerts=Sink())
+    follower = RegistryFollower(predictor, model, shadow_alias="staging", alert=Sink())
     try:
         follower.sync("startup")
         res = predictor.predict(["SYM0001", "SYM0002"], source="test")
@@ -346,13 +349,13 @@ def _bars_with_known_returns(ret: float) -> None:
         con.close()
 
 
-def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_home, cli):
+def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_home, qcli):
     """Shadow v3 (predicts -1: the opposite trade) against production v1 (predicts +1); every
     realized 5-bar return is +10 %: production's wealth 1.1, the shadow's 0.9."""
     v3 = register_version(model, NAMES, bias=-1.0)
     deployment.rollout(ModelRegistry(), model, v3, 0, mode="shadow")
     predictor = load_predictor(model, "production")
-    follower = RegistryFollower(predictor, model, alerts=Sink())
+    follower = RegistryFollower(predictor, model, alert=Sink())
     try:
         follower.sync("startup")
         for _ in range(3):  # the same feature rows three times: counted once
@@ -361,7 +364,7 @@ def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_h
     finally:
         predictor.close()
     _bars_with_known_returns(0.10)
-    code, out, err = cli("model", "shadow", model, "--live", "--json")
+    code, out, err = qcli("model", "shadow", model, "--live", "--json")
     assert code == 1, err
     r = json.loads(out)
     assert r["n_records"] == 3 and r["n_realized"] == 3
@@ -370,18 +373,18 @@ def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_h
     assert r["candidate"]["cumulative_return"] == pytest.approx(-0.10)
     assert r["pnl_divergence"] == pytest.approx(1 - 0.9 / 1.1)
     assert "live shadow P&L divergence 18.18% beyond 5%" in err
-    code, out, err = cli(
+    code, out, err = qcli(
         "model", "shadow", model, "--live", "--max-pnl-divergence", "0.5", "--json"
     )
     assert code == 0 and json.loads(out)["passed"] is True
 
 
-def test_cli_rollout_halt_resume_exit_codes(model, cli):
-    code, out, err = cli("model", "halt", model, "--json")
+def test_cli_rollout_halt_resume_exit_codes(model, qcli):
+    code, out, err = qcli("model", "halt", model, "--json")
     assert code == 2 and "--reason is required" in err
-    code, out, err = cli("model", "rollout", model, "--version", "2", "--share", "0.5")
+    code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.5")
     assert code == 2 and "the next step is --share 0.1" in err
-    code, out, err = cli("model", "rollout", model, "--version", "2", "--share", "0.1", "--json")
+    code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1", "--json")
     assert code == 0, err
     assert json.loads(out) | {"set_at": None, "by": None, "event": None} == {
         "name": model,
@@ -394,29 +397,29 @@ def test_cli_rollout_halt_resume_exit_codes(model, cli):
         "by": None,
         "event": None,
     }
-    code, out, err = cli("model", "rollout", model, "--promote")
+    code, out, err = qcli("model", "rollout", model, "--promote")
     assert code == 2 and "no canary at share 1.0" in err
-    code, out, err = cli("model", "rollout", model, "--share", "0", "--json")
+    code, out, err = qcli("model", "rollout", model, "--share", "0", "--json")
     assert code == 0 and json.loads(out)["aborted"] is True
-    code, out, err = cli("model", "rollout", model, "--share", "0")
+    code, out, err = qcli("model", "rollout", model, "--share", "0")
     assert code == 2 and "no rollout to abort" in err
-    code, out, err = cli("model", "resume", model, "--reason", "x")
+    code, out, err = qcli("model", "resume", model, "--reason", "x")
     assert code == 2 and "not halted" in err
-    code, out, err = cli("model", "halt", model, "--reason", "test halt", "--json")
+    code, out, err = qcli("model", "halt", model, "--reason", "test halt", "--json")
     assert code == 0 and json.loads(out)["halted"] is True
-    code, out, err = cli("predict", "SYM0001", "--model", model, "--json")
+    code, out, err = qcli("predict", "SYM0001", "--model", model, "--json")
     assert code == 1 and "model halted: test halt" in err  # the one-shot CLI refuses too
-    code, out, err = cli("model", "resume", model, "--reason", "ok", "--json")
+    code, out, err = qcli("model", "resume", model, "--reason", "ok", "--json")
     assert code == 0 and json.loads(out)["halted"] is False
-    code, out, err = cli("predict", "SYM0001", "--model", model, "--json")
+    code, out, err = qcli("predict", "SYM0001", "--model", model, "--json")
     assert code == 0 and json.loads(out)["predictions"][0]["prediction"] == 1.0
 
 
-def test_guard_critical_halts_every_service(model, served, cli, tmp_path):
+def test_guard_critical_halts_every_service(model, served, qcli, tmp_path):
     predictor, follower = served
     snapshot = tmp_path / "metrics.json"
     snapshot.write_text(json.dumps({"requests": 1000, "errors": 50, "slow_requests": 0}))
-    code, out, _ = cli("monitor", "guard", "--model", model, "--metrics", str(snapshot), "--json")
+    code, out, _ = qcli("monitor", "guard", "--model", model, "--metrics", str(snapshot), "--json")
     assert code == 1
     r = json.loads(out)
     assert r["action"] == "halt" and r["halt"]["halted"] is True
@@ -429,14 +432,14 @@ def test_guard_critical_halts_every_service(model, served, cli, tmp_path):
     assert value(predictor) == 1.0
 
 
-def test_guard_auto_rollback_reaches_the_service(model, served, cli, tmp_path):
+def test_guard_auto_rollback_reaches_the_service(model, served, qcli, tmp_path):
     predictor, follower = served
     force_promote(model, "2")
     follower.sync()
     assert value(predictor) == 2.0
     snapshot = tmp_path / "metrics.json"
     snapshot.write_text(json.dumps({"requests": 1000, "errors": 50, "slow_requests": 0}))
-    code, out, _ = cli(
+    code, out, _ = qcli(
         "monitor",
         "guard",
         "--model",
@@ -462,6 +465,6 @@ def test_guard_auto_rollback_reaches_the_service(model, served, cli, tmp_path):
         (["--max-body-bytes", "10"], "--max-body-bytes must be a whole number in [1024,"),
     ],
 )
-def test_serve_refuses_bad_options_naming_them(qcli_home, cli, args, message):
-    code, _, err = cli("serve", "--model", "m", *args)
+def test_serve_refuses_bad_options_naming_them(qcli_home, qcli, args, message):
+    code, _, err = qcli("serve", "--model", "m", *args)
     assert code == 2 and message in err

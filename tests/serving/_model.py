@@ -14,7 +14,7 @@ def make_signed_model(home: Path, frame) -> dict:
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     from quantcli.integrity import sign_file
-    from quantcli.store.feast_store import load_declaration
+    from quantcli.online import load_declaration
 
     names = load_declaration().feature_names
     data = frame.drop_nulls()

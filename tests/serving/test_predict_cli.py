@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore:.*noload.*")  # MLflow's SQLAlchemy store (SADeprecationWarning)
-def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, cli, register_lgbm):
+def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, qcli, register_lgbm):
     from quantcli.data.ingest import ingest_frame
     from quantcli.data.synthetic import synthetic_universe
     from quantcli.features.build import build_features
@@ -29,12 +29,12 @@ def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, cli, regist
         with OfflineStore() as store:
             build_features(store)
         names = register_lgbm("e2e")
-    code, _, err = cli("model", "export", "e2e", "--sample-rows", "200", "--json")
+    code, _, err = qcli("model", "export", "e2e", "--sample-rows", "200", "--json")
     assert code == 0, err
-    code, out, err = cli("features", "materialize", "--json")
+    code, out, err = qcli("features", "materialize", "--json")
     assert code == 0, err
 
-    code, out, err = cli(
+    code, out, err = qcli(
         "predict", "SYM0000", "SYM0002", "--model", "e2e", "--alias", "staging", "--json"
     )
     assert code == 0, err
@@ -59,13 +59,13 @@ def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, cli, regist
         want = InferenceRuntime.from_registry("e2e", alias="staging").predict(rows).predictions
     np.testing.assert_array_equal([p["prediction"] for p in res["predictions"]], want)
 
-    code, out, _ = cli("audit", "verify", "--json")
+    code, out, _ = qcli("audit", "verify", "--json")
     assert code == 0 and json.loads(out)["records"] == 2
     # the human table
-    code, out, _ = cli("predict", "SYM0001", "--model", "e2e", "--alias", "staging")
+    code, out, _ = qcli("predict", "SYM0001", "--model", "e2e", "--alias", "staging")
     assert code == 0 and "SYM0001" in out and "audit ledger" in out
     # an unknown symbol: exit 2 naming it, nothing appended
-    code, _, err = cli("predict", "NOPE", "--model", "e2e", "--alias", "staging")
+    code, _, err = qcli("predict", "NOPE", "--model", "e2e", "--alias", "staging")
     assert code == 2 and "NOPE" in err
-    code, out, _ = cli("audit", "verify", "--json")
+    code, out, _ = qcli("audit", "verify", "--json")
     assert json.loads(out)["records"] == 3

@@ -10,15 +10,15 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-
 from online._features import latest_rows
-from online._model import load_runtime
-from online.conftest import start_service, stop_service
+
 from quantcli.audit import features_sha256, verify_ledger
 from quantcli.audit._ledger import ledger_path
 from quantcli.errors import InputError, NotFoundError
+from quantcli.online import get_feature_store, load_declaration
 from quantcli.serving.predict import Predictor
-from quantcli.store.feast_store import get_feature_store, load_declaration
+from serving._model import load_runtime
+from serving.conftest import start_service, stop_service
 
 NAMES = load_declaration().feature_names
 TAGS = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,16 +24,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_PREDICT, N_SERVE = 2, 2
 
 
-def _register(home: Path, frame) -> str:
-    """A registered version with a signed ONNX graph at onnx/model.fp32.onnx, alias staging."""
-    import shutil
+def _register(home: Path, meta: dict) -> str:
+    """A registered version with the signed ONNX graph ``meta`` at onnx/model.fp32.onnx,
+    alias staging."""
     import tempfile
 
-    from online._model import make_signed_model
     from quantcli.models import tags as T
     from quantcli.models.registry import ModelRegistry
 
-    meta = make_signed_model(home, frame)
     reg = ModelRegistry()
     exp = reg.client.create_experiment("race", artifact_location=(home / "mlartifacts").as_uri())
     run_id = reg.client.create_run(exp).info.run_id
@@ -54,25 +53,17 @@ def _register(home: Path, frame) -> str:
 
 
 @pytest.fixture(scope="module")
-def registered_home(module_home, mlflow_template_db):
+def registered_home(module_home, signed_model, materialized, mlflow_template_db):
     """Features materialized and version 1 of model ``race`` registered with its ONNX graph."""
-    import shutil
-
-    from online._features import feature_frame, write_feature_table
-    from quantcli.store.feast_store import materialize
-
     shutil.copy(mlflow_template_db, module_home / "mlflow.db")
-    frame = feature_frame()
-    write_feature_table(frame)
-    materialize("technical_v1")
-    _register(module_home, frame)
+    _register(module_home, signed_model)
     return module_home
 
 
 def test_predict_and_serve_processes_on_one_cold_cache(registered_home, tmp_path):
     import httpx
 
-    from online.conftest import free_port
+    from serving._deploy import free_port
 
     qcli_home = registered_home
     cache = qcli_home / "cache" / "onnx"
@@ -154,15 +145,15 @@ def test_predict_and_serve_processes_on_one_cold_cache(registered_home, tmp_path
     assert res["records"] == N_PREDICT + N_SERVE
 
 
-def test_predict_refuses_to_extend_a_truncated_ledger(registered_home, cli):
+def test_predict_refuses_to_extend_a_truncated_ledger(registered_home, qcli):
     from quantcli.audit import ledger_path, verify_ledger
 
-    code, _, err = cli("predict", "SYM0001", "--model", "race", "--alias", "staging")
+    code, _, err = qcli("predict", "SYM0001", "--model", "race", "--alias", "staging")
     assert code == 0, err
     before = verify_ledger()["records"]
     lines = ledger_path().read_bytes().splitlines(keepends=True)
     ledger_path().write_bytes(b"".join(lines[:-1]))  # the last prediction removed
-    code, out, err = cli("predict", "SYM0001", "--model", "race", "--alias", "staging")
+    code, out, err = qcli("predict", "SYM0001", "--model", "race", "--alias", "staging")
     assert code == 2
     assert "its signed head counts" in err and "refusing to append" in err
     assert "Traceback" not in err and out == ""

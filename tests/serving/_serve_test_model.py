@@ -14,11 +14,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, as pytest does
 
-from online._model import load_runtime
 from quantcli.config import qcli_home
+from quantcli.online import get_feature_store
 from quantcli.serving.http import serve
 from quantcli.serving.predict import Predictor
-from quantcli.store.feast_store import get_feature_store
+from serving._model import load_runtime
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from online._deploy import ThreadedService
-from online._model import load_runtime
+from quantcli.online import get_feature_store
 from quantcli.serving.http import create_app
 from quantcli.serving.predict import Predictor
-from quantcli.store.feast_store import get_feature_store
+from serving._deploy import ThreadedService
+from serving._model import load_runtime
 
 pytestmark = pytest.mark.integration
 
