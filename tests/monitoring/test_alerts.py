@@ -76,6 +76,11 @@ def test_routes_by_severity_and_the_body_is_slack_compatible(tmp_path):
         d2 = sink.send(Alert("WARNING", "drift: 6 features"))
         d3 = sink.send(Alert("INFO", "all clear"))  # no info_url: log only
     assert (d1.delivered, d1.attempts, d2.delivered, d3.route) == (True, 1, True, None)
+    assert d1.passed and d3.passed  # logged only (no route) is not a failed delivery
+    assert d3.to_dict() == {
+        "severity": "INFO", "route": None, "delivered": False, "attempts": 0,
+        "dead_lettered": False, "error": None,
+    }  # fmt: skip
     assert rx.paths == ["/page" + SECRET, "/chat" + SECRET]
     assert rx.bodies[0]["text"] == "[CRITICAL] quantcli: sharpe: below floor"
     assert rx.bodies[0]["quantcli"]["details"] == {"model": "m"}
@@ -108,6 +113,7 @@ def test_undeliverable_goes_to_the_dead_letter_file_and_no_secret_is_logged(tmp_
         with caplog.at_level(logging.DEBUG, logger="quantcli.alerts"):
             d = sink.send(Alert("CRITICAL", "sharpe: below floor"))
     assert not d.delivered and d.dead_lettered and d.attempts == 3 and d.error == "HTTP 503"
+    assert not d.passed and d.reasons == ("HTTP 503",)
     rec = json.loads(dl.read_text())
     assert (
         rec["attempts"] == 3 and rec["alert"]["text"] == "[CRITICAL] quantcli: sharpe: below floor"
@@ -118,7 +124,7 @@ def test_undeliverable_goes_to_the_dead_letter_file_and_no_secret_is_logged(tmp_
 
 
 def test_unreachable_receiver_is_dead_lettered(tmp_path):
-    from online._deploy import free_port  # a port nobody listens on
+    from serving._deploy import free_port  # a port nobody listens on
 
     sink = AlertSink(
         AlertConfig(
@@ -146,10 +152,8 @@ def test_env_url_and_bad_config_name_the_key_not_the_url(monkeypatch):
         AlertConfig(backoff_s=float("nan"))
 
 
-def test_guard_critical_reaches_the_webhook(qcli_home, tmp_path, capsys):
+def test_guard_critical_reaches_the_webhook(qcli_home, tmp_path, qcli):
     """`qcli monitor guard --config` with [alerts]: the CRITICAL finding is posted."""
-    from quantcli.cli import main
-
     snapshot = tmp_path / "metrics.json"
     snapshot.write_text(json.dumps({"requests": 1000, "errors": 50, "slow_requests": 0}))
     with Receiver() as rx:
@@ -158,9 +162,8 @@ def test_guard_critical_reaches_the_webhook(qcli_home, tmp_path, capsys):
             f'[alerts]\ncritical_url = "{rx.url("/page" + SECRET)}"\n'
             f'warning_url = "{rx.url("/chat" + SECRET)}"\n'
         )
-        with pytest.raises(SystemExit) as exc:
-            main(["monitor", "guard", "--metrics", str(snapshot), "--config", str(cfg), "--json"])
-    assert exc.value.code == 1
+        run = qcli("monitor", "guard", "--metrics", snapshot, "--config", cfg, "--json")
+    assert run.code == 1, run.err
     texts = [b["text"] for b in rx.bodies]
     assert texts == ["[CRITICAL] qcli monitor guard: error_rate: error rate 5.00% above 1%"]
     assert rx.paths == ["/page" + SECRET]

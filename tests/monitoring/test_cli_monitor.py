@@ -11,21 +11,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from quantcli.cli import main
 from quantcli.monitoring.performance import PerformanceMonitor
 from tests.monitoring.conftest import SHIFTED
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def test_drift_periods_significant_exit_1_json_report_and_record(feature_store, qcli_home, capsys):
-    code, out, err = run(
-        capsys,
+def test_drift_periods_significant_exit_1_json_report_and_record(feature_store, qcli_home, qcli):
+    code, out, err = qcli(
         "monitor", "drift", "--baseline", "2017-01-01:2017-12-31",
         "--current", "2018-01-01:", "--json", "--max-plots", "3",
     )  # fmt: skip
@@ -48,10 +39,9 @@ def test_drift_periods_significant_exit_1_json_report_and_record(feature_store, 
     assert latest_drift_run()["n_drifted"] == 2
 
 
-def test_drift_no_drift_exit_0_and_profile_reuse(feature_store, tmp_path, capsys):
+def test_drift_no_drift_exit_0_and_profile_reuse(feature_store, tmp_path, qcli):
     prof = tmp_path / "base.npz"
-    code, out, err = run(
-        capsys,
+    code, out, err = qcli(
         "monitor", "drift", "--baseline", "2017-01-01:2017-06-30",
         "--current", "2017-07-01:2017-12-31", "--save-profile", str(prof), "--no-report",
         "--json",
@@ -64,8 +54,8 @@ def test_drift_no_drift_exit_0_and_profile_reuse(feature_store, tmp_path, capsys
         (pl.col("ts") >= datetime(2017, 7, 1, tzinfo=UTC))
         & (pl.col("ts") < datetime(2018, 1, 1, tzinfo=UTC))
     ).write_parquet(cur)
-    code, out, _ = run(
-        capsys, "monitor", "drift", "--baseline", str(prof), "--current", str(cur),
+    code, out, _ = qcli(
+        "monitor", "drift", "--baseline", str(prof), "--current", str(cur),
         "--no-report", "--json",
     )  # fmt: skip
     assert code == 0
@@ -76,9 +66,9 @@ def test_drift_no_drift_exit_0_and_profile_reuse(feature_store, tmp_path, capsys
     ]
 
 
-def test_drift_human_table(feature_store, capsys):
-    code, out, _ = run(
-        capsys, "monitor", "drift", "--baseline", "2017-01-01:2017-12-31",
+def test_drift_human_table(feature_store, qcli):
+    code, out, _ = qcli(
+        "monitor", "drift", "--baseline", "2017-01-01:2017-12-31",
         "--current", "2018-01-01:2018-12-31", "--no-report", "--features", "nma_9,bb_pct",
     )  # fmt: skip
     assert code == 1
@@ -97,8 +87,8 @@ def test_drift_human_table(feature_store, capsys):
         (["--baseline", "2017-01-01:", "--current", "x.npz"], "only be the baseline"),
     ],
 )
-def test_drift_bad_input_exit_2_one_line(feature_store, capsys, args, message):
-    code, out, err = run(capsys, "monitor", "drift", *args, "--no-report")
+def test_drift_bad_input_exit_2_one_line(feature_store, qcli, args, message):
+    code, out, err = qcli("monitor", "drift", *args, "--no-report")
     assert code == 2
     assert message in err.splitlines()[0]
     assert out == ""
@@ -111,9 +101,9 @@ def _drift_runs() -> int:
         return store.con.execute("SELECT count(*) FROM monitor_drift_runs").fetchone()[0]
 
 
-def test_drift_last_is_anchored_on_the_latest_stored_bar(feature_store, capsys):
+def test_drift_last_is_anchored_on_the_latest_stored_bar(feature_store, qcli):
     base = ("monitor", "drift", "--baseline", "2017-01-01:2017-12-31", "--no-report", "--json")
-    code, out, err = run(capsys, *base, "--last", "63d")
+    code, out, err = qcli(*base, "--last", "63d")
     assert code == 1, err  # the SHIFTED features drift in 2018
     rel = json.loads(out)
     assert rel["windows"] == {
@@ -127,16 +117,16 @@ def test_drift_last_is_anchored_on_the_latest_stored_bar(feature_store, capsys):
         "period 2018-10-30:2018-12-31 of the stored features (--last 63d)"
     )
     assert rel["features"][0]["current"]["n_rows"] == 3 * 45  # 45 weekdays, 3 symbols
-    code, out, _ = run(capsys, *base, "--current", "2018-10-30:2018-12-31")
+    code, out, _ = qcli(*base, "--current", "2018-10-30:2018-12-31")
     explicit = json.loads(out)
     assert code == 1
     for key in ("psi", "ks_pvalue", "js_divergence", "drifted"):
         assert [f[key] for f in rel["features"]] == [f[key] for f in explicit["features"]]
 
 
-def test_drift_baseline_last_precedes_the_current_window(feature_store, capsys):
-    code, out, err = run(
-        capsys, "monitor", "drift", "--baseline-last", "1y", "--last", "3m", "--no-report",
+def test_drift_baseline_last_precedes_the_current_window(feature_store, qcli):
+    code, out, err = qcli(
+        "monitor", "drift", "--baseline-last", "1y", "--last", "3m", "--no-report",
     )  # fmt: skip
     # the baseline already holds 9 shifted months: moderate drift only, exit 0
     assert code == 0, err
@@ -159,18 +149,16 @@ def test_drift_baseline_last_precedes_the_current_window(feature_store, capsys):
         (["--baseline", "2017-01-01:", "--last", "63"], "Error: --last '63': not a duration"),
     ],
 )  # fmt: skip
-def test_drift_window_options_exit_2_one_line(feature_store, capsys, args, message):
-    code, out, err = run(capsys, "monitor", "drift", *args, "--no-report")
+def test_drift_window_options_exit_2_one_line(feature_store, qcli, args, message):
+    code, out, err = qcli("monitor", "drift", *args, "--no-report")
     assert code == 2
     assert err.splitlines()[0] == message
     assert out == ""
     assert _drift_runs() == 0  # nothing recorded
 
 
-def test_drift_without_feature_table_exit_2(qcli_home, capsys):
-    code, _, err = run(
-        capsys, "monitor", "drift", "--baseline", "2017-01-01:", "--current", "2018-01-01:"
-    )
+def test_drift_without_feature_table_exit_2(qcli_home, qcli):
+    code, _, err = qcli("monitor", "drift", "--baseline", "2017-01-01:", "--current", "2018-01-01:")
     assert code == 2 and "no offline store" in err
 
 
@@ -187,33 +175,33 @@ def _log(n_days: int, good: bool) -> None:
     )  # fmt: skip
 
 
-def test_performance_and_retrain_check_exit_codes(qcli_home, tmp_path, capsys):
+def test_performance_and_retrain_check_exit_codes(qcli_home, tmp_path, qcli):
     path = tmp_path / "preds.csv"
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     pl.DataFrame(
         {"ts": [t0 + timedelta(days=i) for i in range(30)], "prediction": [1.0] * 30,
          "actual": [0.01, -0.005] * 15}
     ).write_csv(path)  # fmt: skip
-    code, out, err = run(capsys, "monitor", "performance", "--log", str(path), "--json")
+    code, out, err = qcli("monitor", "performance", "--log", str(path), "--json")
     assert code == 0, err
     m = json.loads(out)
     assert m["n_samples"] == 30 and m["win_rate"] == 0.5 and m["degraded"] is False
     _log(100, good=False)
-    code, out, _ = run(capsys, "monitor", "performance", "--json")
+    code, out, _ = qcli("monitor", "performance", "--json")
     assert code == 1 and json.loads(out)["degraded"] is True
 
-    code, out, err = run(capsys, "monitor", "retrain-check", "--json")
+    code, out, err = qcli("monitor", "retrain-check", "--json")
     assert code == 1
     d = json.loads(out)
     assert d["reasons"][0] == "schedule: no completed training on record"
     assert any(r.startswith("performance:") for r in d["reasons"])
-    code, out, _ = run(capsys, "monitor", "retrain-check", "--mark-trained", "--json")
+    code, out, _ = qcli("monitor", "retrain-check", "--mark-trained", "--json")
     assert code == 0 and "marked_trained_at" in json.loads(out)
 
 
-def test_retrain_check_not_due_exit_0(qcli_home, capsys):
+def test_retrain_check_not_due_exit_0(qcli_home, qcli):
     _log(60, good=True)
-    assert run(capsys, "monitor", "retrain-check", "--mark-trained")[0] == 0
-    code, out, err = run(capsys, "monitor", "retrain-check", "--json")
+    assert qcli("monitor", "retrain-check", "--mark-trained").code == 0
+    code, out, err = qcli("monitor", "retrain-check", "--json")
     assert code == 0, err
     assert json.loads(out)["due"] is False

@@ -165,8 +165,7 @@ def _bad_days(days: int) -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, capsys):
-    from quantcli.cli import main
+def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, qcli):
     from quantcli.models.registry import ModelRegistry
     from tests.models.conftest import register_model
 
@@ -182,11 +181,9 @@ def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, capsys):
     assert reg.alias_version(name, "production") == "2"
 
     _bad_days(3)
-    with pytest.raises(SystemExit) as exc:
-        main(["monitor", "guard", "--model", name, "--auto-rollback", "--json"])
-    out = capsys.readouterr()
-    assert exc.value.code == 1
-    r = json.loads(out.out)
+    out = qcli("monitor", "guard", "--model", name, "--auto-rollback", "--json")
+    assert out.code == 1
+    r = out.json
     assert r["severity"] == "CRITICAL" and r["action"] == "rollback"
     assert r["findings"][0]["check"] == "sharpe"
     assert (r["rollback"]["from_version"], r["rollback"]["to_version"]) == ("2", "1")
@@ -204,37 +201,29 @@ def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, capsys):
     assert json.loads(rows[0][2])["to_version"] == "1"
 
 
-def test_guard_two_bad_days_warns_exit_0_no_rollback(qcli_home, capsys):
-    from quantcli.cli import main
-
+def test_guard_two_bad_days_warns_exit_0_no_rollback(qcli_home, qcli):
     _bad_days(2)
-    with pytest.raises(SystemExit) as exc:
-        main(["monitor", "guard", "--json"])
-    r = json.loads(capsys.readouterr().out)
-    assert exc.value.code == 0
+    run = qcli("monitor", "guard", "--json")
+    r = run.json
+    assert run.code == 0
     assert r["severity"] == "WARNING" and r["action"] == "none"
 
 
-def test_auto_rollback_needs_model(qcli_home, capsys):
-    from quantcli.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(["monitor", "guard", "--auto-rollback"])
-    assert exc.value.code == 2
-    assert "--auto-rollback needs --model" in capsys.readouterr().err
+def test_auto_rollback_needs_model(qcli_home, qcli):
+    code, _, err = qcli("monitor", "guard", "--auto-rollback")
+    assert code == 2
+    assert "--auto-rollback needs --model" in err
 
 
-def test_guard_rates_the_requests_since_its_previous_run(qcli_home, tmp_path, capsys):
+def test_guard_rates_the_requests_since_its_previous_run(qcli_home, tmp_path, qcli):
     """Prometheus counters are cumulative: a fresh error spike must not be diluted."""
-    from quantcli.cli import main
 
     def guard(errors_total: int, requests_total: int) -> tuple[int, dict]:
         p = tmp_path / "metrics.prom"
         ok = requests_total - errors_total
         p.write_text(_prometheus_text(ok, errors_total, 0, [0.01] * 10))
-        with pytest.raises(SystemExit) as exc:
-            main(["monitor", "guard", "--metrics", str(p), "--json"])
-        return exc.value.code, json.loads(capsys.readouterr().out)
+        run = qcli("monitor", "guard", "--metrics", p, "--json")
+        return run.code, run.json
 
     code, r = guard(10, 10_000)  # first run: cumulative, 0.1 %
     assert code == 0 and r["inputs"]["service"]["window"] == "since service start"

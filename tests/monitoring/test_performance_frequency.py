@@ -49,7 +49,7 @@ def test_sharpe_is_annualized_with_the_feature_sets_periods(qcli_home):
         PerformanceMonitor(periods_per_year=0)
 
 
-def test_cli_performance_takes_the_feature_sets_periods(qcli_home, cli, tmp_path):
+def test_cli_performance_takes_the_feature_sets_periods(qcli_home, qcli, tmp_path):
     (qcli_home / "feature_defs").mkdir()
     (qcli_home / "feature_defs" / "fx_v1.toml").write_text(HOURLY)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ def test_cli_performance_takes_the_feature_sets_periods(qcli_home, cli, tmp_path
             "actual": [0.001 * (i % 7 - 2) for i in range(50)],
         }
     ).write_parquet(log)
-    code, out, err = cli(
+    code, out, err = qcli(
         "monitor", "performance", "--log", str(log), "--feature-set", "fx_v1", "--json"
     )
     assert code in (0, 1), err  # 1: degraded

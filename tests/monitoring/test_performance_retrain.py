@@ -160,9 +160,7 @@ def test_trigger_state_persists_across_a_restart(qcli_home):
     assert RetrainingTrigger(name="staging").last_trained_at() is None
 
 
-def test_outcomes_attach_later_never_overwrite_and_cli(qcli_home, tmp_path, capsys):
-    from quantcli.cli import main
-
+def test_outcomes_attach_later_never_overwrite_and_cli(qcli_home, tmp_path, qcli):
     ts = [T0, T0, T0 + timedelta(days=1)]
     preds = tmp_path / "preds.csv"
     pl.DataFrame({"symbol": ["A", "B", "A"], "ts": ts, "prediction": [1.0, -1.0, 0.5]}).write_csv(
@@ -172,11 +170,9 @@ def test_outcomes_attach_later_never_overwrite_and_cli(qcli_home, tmp_path, caps
     pl.DataFrame({"symbol": ["A", "B", "C"], "ts": ts, "actual": [0.01, 0.02, 0.03]}).write_csv(
         outs
     )
-    with pytest.raises(SystemExit) as exc:
-        main(["monitor", "performance", "--log", str(preds), "--outcomes", str(outs), "--json"])
-    captured = capsys.readouterr()
-    m = __import__("json").loads(captured.out)
-    assert exc.value.code == 0, captured.err
+    run = qcli("monitor", "performance", "--log", preds, "--outcomes", outs, "--json")
+    assert run.code == 0, run.err
+    m = run.json
     # A@T0 and B@T0 matched; C has no prediction, A@T0+1 has no outcome yet
     assert m["n_samples"] == 2 and m["n_periods"] == 1
     mon = PerformanceMonitor()

@@ -64,10 +64,7 @@ def test_bad_input_names_the_parameter(kwargs, message):
         shadow_compare(**{**args, **kwargs})
 
 
-def test_cli_shadow_without_store_is_exit_2(qcli_home, capsys):
-    from quantcli.cli import main
-
-    with pytest.raises(SystemExit) as exc:
-        main(["model", "shadow", "m", "--since", "2024-01-01"])
-    assert exc.value.code == 2
-    assert "no offline store" in capsys.readouterr().err
+def test_cli_shadow_without_store_is_exit_2(qcli_home, qcli):
+    code, _, err = qcli("model", "shadow", "m", "--since", "2024-01-01")
+    assert code == 2
+    assert "no offline store" in err

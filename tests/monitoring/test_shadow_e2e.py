@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, cli, register_lgbm):
+def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, qcli, register_lgbm):
     from quantcli.data.ingest import ingest_frame
     from quantcli.data.synthetic import synthetic_universe
     from quantcli.features.build import build_features
@@ -33,14 +33,14 @@ def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, cli, regis
         register_lgbm("shd", seed=1, n_estimators=30)
         register_lgbm("shd", seed=2, n_estimators=5)
     for v in ("1", "2"):
-        code, _, err = cli("model", "export", "shd", "--version", v, "--sample-rows", "200")
+        code, _, err = qcli("model", "export", "shd", "--version", v, "--sample-rows", "200")
         assert code == 0, err
 
     frame = load_training_frame()
     since = frame["ts"][frame.height // 2].date().isoformat()
 
     # the same version against itself: no divergence, exit 0
-    code, out, err = cli(
+    code, out, err = qcli(
         "model", "shadow", "shd", "--candidate", "1", "--against", "1",
         "--since", since, "--json",
     )  # fmt: skip
@@ -49,7 +49,7 @@ def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, cli, regis
     assert same["pnl_divergence"] == 0.0 and same["prediction"]["max_abs_diff"] == 0.0
 
     # two different versions: the CLI equals the oracle built from the runtimes directly
-    code, out, err = cli(
+    code, out, err = qcli(
         "model", "shadow", "shd", "--candidate", "2", "--against", "1",
         "--since", since, "--max-pnl-divergence", "0", "--json",
     )  # fmt: skip
