@@ -62,17 +62,12 @@ def single_model(model: Any) -> Any:
 
 
 def export_kind(model: Any) -> str:
-    """``"lgbm"``, ``"mlp"`` or ``"ensemble"`` of what the converters will see.
-
-    The family is :func:`quantcli.models.estimators.model_kind`'s; this adds the unwrapping of a
-    one-member container and says "cannot export" for any other type.
-    """
-    model = single_model(model)
-    if ensemble_members(model) is not None:
-        return "ensemble"
+    """``"lgbm"``, ``"mlp"`` or ``"ensemble"``: :func:`quantcli.models.estimators.model_kind`,
+    with the error an export reports for any other type ("cannot export")."""
     try:
         return model_kind(model)
     except InputError:
+        model = single_model(model)
         raise InputError(
             f"cannot export a model of type {type(model).__module__}.{type(model).__name__}",
             hint="export supports lightgbm (Booster or LGBMRegressor), a scikit-learn MLP "
