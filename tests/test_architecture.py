@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,10 +56,7 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 100
 
 # today's offenders; remove an entry when its module is split (the test fails on a stale entry)
-LONG_MODULES = frozenset(
-    {
-    }
-)
+LONG_MODULES = frozenset({})
 LONG_FUNCTIONS = frozenset(
     {
         "quantcli/backtest/engine.py::run_cpcv_backtest",
@@ -124,6 +123,21 @@ def test_import_contracts_hold():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "BROKEN" not in out.stdout and "KEPT" in out.stdout, out.stdout
+
+
+def test_every_top_level_module_has_a_layer():
+    # a package left out of the layers contract would be checked by nothing
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    named = {name.strip("() ") for layer in layers for name in re.split(r"[|:]", layer)}
+    present = {
+        f"quantcli.{p.stem if p.suffix == '.py' else p.name}"
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem not in ("__init__", "__main__"))
+        or (p.is_dir() and (p / "__init__.py").is_file())
+    }
+    assert present - named == set(), "give these a layer in pyproject.toml [tool.importlinter]"
+    assert named - present == set(), "layers name modules that do not exist"
 
 
 def test_function_local_imports_are_heavy_third_party_only():
