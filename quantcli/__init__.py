@@ -68,7 +68,6 @@ _EXPORTS = {
 if TYPE_CHECKING:  # pragma: no cover
     from quantcli.audit import verify_ledger
     from quantcli.backtest.cpcv import CombinatorialPurgedCV
-    from quantcli.models.backtest import run_cpcv_backtest
     from quantcli.backtest.gates import BacktestValidator
     from quantcli.data.ingest import ingest_files, ingest_frame, ingest_sample
     from quantcli.data.sample import load_sample
@@ -79,15 +78,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from quantcli.features.compute import compute_features
     from quantcli.features.dataset import load_training_frame
     from quantcli.features.generator import FeatureGenerator, FeatureResult
+    from quantcli.models.backtest import run_cpcv_backtest
     from quantcli.models.trainer import MLflowTrainer, train_from_store
     from quantcli.monitoring.drift import DriftDetector, detect_feature_drift
     from quantcli.monitoring.performance import PerformanceMonitor
     from quantcli.monitoring.retrain import RetrainingTrigger
+    from quantcli.online import get_feature_store, materialize
     from quantcli.pipeline.run import run_pipeline
     from quantcli.results import Result
     from quantcli.serving.onnx_export import convert_and_validate_pipeline, export_registered
     from quantcli.serving.parity import ONNXParityTester
-    from quantcli.online import get_feature_store, materialize
     from quantcli.workspace import Workspace
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
