@@ -107,8 +107,8 @@ def training_frame(tmp_path_factory):
 def test_cpcv_backtest_on_ray_has_identical_metrics(ray_cluster, training_frame):
     from quantcli.backtest import CombinatorialPurgedCV
     from quantcli.backtest.engine import run_cpcv_backtest
-    from quantcli.models.estimators import LightGBMFactory
     from quantcli.features.definitions import load_feature_set
+    from quantcli.models.estimators import LightGBMFactory
 
     names = load_feature_set("technical_v1").feature_names
     kwargs = {
