@@ -80,11 +80,11 @@ class ServiceHalted(QuantCliError):
     exit_code = 1
 
 
-def open_service_ledger() -> tuple[Any, str | None]:
-    """The service's audit ledger and ``None``, or a :class:`RefusingLedger` and the reason
+def open_service_ledger(workspace: Workspace | None = None) -> tuple[Any, str | None]:
+    """The workspace's audit ledger and ``None``, or a :class:`RefusingLedger` and the reason
     when the ledger is broken: a service then starts and answers 503 saying why."""
     try:
-        return AuditLedger(), None
+        return AuditLedger(resolve_workspace(workspace).ledger_path), None
     except LedgerBrokenError as exc:
         reason = f"audit ledger broken: {exc.message}"
         return RefusingLedger(reason), reason
@@ -397,8 +397,14 @@ def load_predictor(
     runtime = InferenceRuntime.from_registry(name, alias, workspace=ws)
     runtime.audit_tags.setdefault("model_name", name)
     fs_name = feature_set or runtime.audit_tags.get("feature_set") or "technical_v1"
+    if ledger is None:
+        ledger = AuditLedger(ws.ledger_path)
     return Predictor(
-        runtime, get_feature_store(fs_name), ledger, alias=alias, shadow_queue=shadow_queue
+        runtime,
+        get_feature_store(fs_name, workspace=ws),
+        ledger,
+        alias=alias,
+        shadow_queue=shadow_queue,
     )
 
 

@@ -48,7 +48,7 @@ def open_service(
     ws = resolve_workspace(workspace)
     config = config or ServingConfig.from_config(ws.config)
     name = model or default_model_name(ws)
-    ledger, broken = open_service_ledger()
+    ledger, broken = open_service_ledger(ws)
     predictor = load_predictor(
         name, alias, workspace=ws, ledger=ledger, shadow_queue=config.shadow_queue
     )
