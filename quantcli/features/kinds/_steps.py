@@ -436,3 +436,52 @@ def window_extremes(xh, xl, w, hi, lo):
             c = suf_l[t - w + 1]
             hi[t] = a if a > ph else ph
             lo[t] = c if c < pl else pl
+
+
+@njit(cache=True, nogil=True)
+def ring_extremes(high, low, ring_h, ring_l, j, hh_at, ll_at):
+    """Window extremes of values ``j, j + 1, ...`` (``high``, ``low``) over ``w`` values,
+    ``w = ring_h.shape[0]``: ``hh_at[i]`` the highest high and ``ll_at[i]`` the lowest low of
+    values ``j + i - w + 1 .. j + i``, for each ``i`` with ``j + i >= w - 1``.
+
+    The values before ``j`` come from the rings (value ``q`` at slot ``q % w``), which are then
+    brought up to date. Returns ``(hh, hi, ll, lo)`` of the last (possibly partial) window: the
+    extremes and the newest value number holding each, which is what a running extreme that
+    hands ties to the newest value keeps. ``high`` must not be empty."""
+    w = ring_h.shape[0]
+    k = high.shape[0]
+    before = min(j, w - 1)
+    m = before + k
+    if before:
+        bh = np.empty(m)
+        bl = np.empty(m)
+        for q in range(j - before, j):
+            bh[q - j + before] = ring_h[q % w]
+            bl[q - j + before] = ring_l[q % w]
+        bh[before:] = high
+        bl[before:] = low
+        hh_b = np.empty(m)
+        ll_b = np.empty(m)
+        window_extremes(bh, bl, w, hh_b, ll_b)
+        for t in range(max(before, w - 1), m):
+            hh_at[t - before] = hh_b[t]
+            ll_at[t - before] = ll_b[t]
+    else:  # the first call: no copies
+        window_extremes(high, low, w, hh_at, ll_at)
+    for q in range(max(j, j + k - w), j + k):
+        ring_h[q % w] = high[q - j]
+        ring_l[q % w] = low[q - j]
+    # the last window, newest to oldest: a strictly greater older value takes over
+    hi = lo = j + k - 1
+    hh = high[k - 1]
+    ll = low[k - 1]
+    for q in range(j + k - 2, max(j + k - w, 0) - 1, -1):
+        vh = high[q - j] if q >= j else ring_h[q % w]
+        vl = low[q - j] if q >= j else ring_l[q % w]
+        if vh > hh:
+            hh = vh
+            hi = q
+        if vl < ll:
+            ll = vl
+            lo = q
+    return hh, hi, ll, lo

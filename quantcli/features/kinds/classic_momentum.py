@@ -16,10 +16,10 @@ from quantcli.features.kinds._steps import (
     NAN,
     fma,
     is_zero,
+    ring_extremes,
     sma_run,
     sma_size,
     true_range,
-    window_extremes,
 )
 from quantcli.features.kinds.classic import WINDOW, _n, _zeros, register_group
 
@@ -283,7 +283,7 @@ def stoch_kernel(inputs, params, state, out):
     """TA_STOCH with SMA smoothing: rows (slow %K, slow %D).
 
     fast %K = ((C - LL) / (HH - LL)) * 100, 0 when HH == LL, over ``fastk`` bars; the window
-    extremes come from :func:`window_extremes`, the bars before the call from ring buffers.
+    extremes come from :func:`ring_extremes`, the bars before the call from ring buffers.
     Slow %K is reported from %D's first bar on, as TA-Lib does.
     """
     fastk = int(params[0])
@@ -301,39 +301,18 @@ def stoch_kernel(inputs, params, state, out):
     hi_idx = int(state[1]) if j > 0 else -1
     lo_idx = int(state[2]) if j > 0 else -1
     hh, ll = state[3], state[4]
-    # the call's bars after the (up to fastk - 1) bars before it that its windows reach
-    before = min(j, first_fast)
-    m = before + k
-    bh = np.empty(m)
-    bl = np.empty(m)
-    for q in range(j - before, j):
-        bh[q - j + before] = ring_h[q % fastk]
-        bl[q - j + before] = ring_l[q % fastk]
-    bh[before:] = high
-    bl[before:] = low
-    hh_at = np.empty(m)
-    ll_at = np.empty(m)
-    window_extremes(bh, bl, fastk, hh_at, ll_at)
+    hh_at = np.empty(k)
+    ll_at = np.empty(k)
+    if k:
+        last = ring_extremes(high, low, ring_h, ring_l, j, hh_at, ll_at)
+        if j + k > first_fast:  # the state holds the extremes from the first full window on
+            hh, hi_idx, ll, lo_idx = last
     fast = np.empty(k)
     nf = 0
-    for t in range(max(before, first_fast), m):
-        rng = hh_at[t] - ll_at[t]
-        fast[nf] = ((close[t - before] - ll_at[t]) / rng) * 100.0 if rng != 0.0 else 0.0
+    for i in range(max(first_fast - j, 0), k):
+        rng = hh_at[i] - ll_at[i]
+        fast[nf] = ((close[i] - ll_at[i]) / rng) * 100.0 if rng != 0.0 else 0.0
         nf += 1
-    if nf:  # the state keeps the last bar of the window holding each extreme
-        first = m - fastk
-        hi_idx = lo_idx = first
-        for t in range(first + 1, m):
-            if bh[t] >= bh[hi_idx]:
-                hi_idx = t
-            if bl[t] <= bl[lo_idx]:
-                lo_idx = t
-        hh, ll = bh[hi_idx], bl[lo_idx]
-        hi_idx += j - before
-        lo_idx += j - before
-    for q in range(max(j, j + k - fastk), j + k):
-        ring_h[q % fastk] = high[q - j]
-        ring_l[q % fastk] = low[q - j]
     i0 = k - nf  # the call's first bar with a fast %K
     jk0 = j + i0 - first_fast  # its index among the fast %K values
     slow_k = np.empty(nf)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from quantcli.features.kinds import momentum_polars as twins
-from quantcli.features.kinds._steps import NAN, is_zero
+from quantcli.features.kinds._steps import NAN, is_zero, ring_extremes
 from quantcli.features.kinds.talib_overlap import WINDOW2, _n, _talib, kind
 
 HLC = ("high", "low", "close")
@@ -186,23 +186,25 @@ def _track(state, w, j, slot, h, lw, hh, hi, ll, lo):
 
 @njit(cache=True, nogil=True)
 def willr_kernel(inputs, params, state, out):
+    """TA_WILLR: ``((HH - C) / (HH - LL)) * -100``; the window extremes from
+    :func:`ring_extremes` (branch-free), the state the same a running extreme keeps."""
     n = int(params[0])
     high, low, close = inputs[0], inputs[1], inputs[2]
     j = int(state[0])
-    hh, hi, ll, lo = state[1], int(state[2]), state[3], int(state[4])
-    slot = j % n
-    for i in range(close.shape[0]):
-        hh, hi, ll, lo = _track(state, n, j, slot, high[i], low[i], hh, hi, ll, lo)
-        slot += 1
-        if slot == n:
-            slot = 0
-        if j < n - 1:
-            out[0, i] = NAN
-        else:
-            rng = hh - ll
-            out[0, i] = ((hh - close[i]) / rng) * -100.0 if rng != 0.0 else 0.0
-        j += 1
-    state[0], state[1], state[2], state[3], state[4] = j, hh, hi, ll, lo
+    k = close.shape[0]
+    if k == 0:
+        return
+    hh_at = np.empty(k)
+    ll_at = np.empty(k)
+    hh, hi, ll, lo = ring_extremes(high, low, state[5 : 5 + n], state[5 + n : 5 + 2 * n], j,
+                                   hh_at, ll_at)  # fmt: skip
+    warm = min(max(n - 1 - j, 0), k)
+    for i in range(warm):
+        out[0, i] = NAN
+    for i in range(warm, k):
+        rng = hh_at[i] - ll_at[i]
+        out[0, i] = ((hh_at[i] - close[i]) / rng) * -100.0 if rng != 0.0 else 0.0
+    state[0], state[1], state[2], state[3], state[4] = j + k, hh, hi, ll, lo
 
 
 kind(
