@@ -19,7 +19,7 @@ from quantcli.monitoring.drift import DriftDetector, DriftResult
 from quantcli.monitoring.profile import BaselineProfile
 from quantcli.monitoring.report import write_drift_report
 from quantcli.monitoring.state import as_utc, monitoring_store, store_file
-from quantcli.monitoring.windows import load_window, resolve_windows
+from quantcli.monitoring.windows import DriftWindows, load_window, resolve_windows
 from quantcli.results import Result
 from quantcli.workspace import Workspace
 
@@ -108,21 +108,7 @@ def run_drift_check(
         feature_set=feature_set,
         store_path=store_path,
     )
-    step("loading the baseline window")
-    base, base_src = load_window(
-        windows.baseline,
-        option=windows.baseline_option,
-        feature_set=feature_set,
-        store_path=store_path,
-    )
-    step("loading the current window")
-    cur, cur_src = load_window(
-        windows.current,
-        option=windows.current_option,
-        feature_set=feature_set,
-        store_path=store_path,
-        allow_profile=False,
-    )
+    (base, base_src), (cur, cur_src) = _load_windows(windows, feature_set, store_path, step)
     written: dict[str, Any] = {}
     if not isinstance(base, BaselineProfile):
         step("profiling the baseline")
@@ -148,6 +134,28 @@ def run_drift_check(
         windows=windows.to_dict(),
         **written,
     )
+
+
+def _load_windows(
+    windows: DriftWindows, feature_set: str, store_path: Path, step: Callable[[str], None]
+) -> tuple[tuple[Any, str], tuple[Any, str]]:
+    """``(baseline, source), (current, source)``: frames, or a saved profile as the baseline."""
+    step("loading the baseline window")
+    base = load_window(
+        windows.baseline,
+        option=windows.baseline_option,
+        feature_set=feature_set,
+        store_path=store_path,
+    )
+    step("loading the current window")
+    cur = load_window(
+        windows.current,
+        option=windows.current_option,
+        feature_set=feature_set,
+        store_path=store_path,
+        allow_profile=False,
+    )
+    return base, cur
 
 
 def record_drift_run(
