@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import polars as pl
+import redis
 
 from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
@@ -62,6 +63,9 @@ def test_build_online_writes_the_latest_rows_bit_for_bit_and_a_rerun_repairs(qcl
         assert store.con.execute(f"SELECT max(ts) FROM {TABLE}").fetchall()[0][0] == days[259]
     # the re-run computes nothing new and still brings the online store up to date
     url = os.environ.get("QCLI_TEST_REDIS_URL", "redis://127.0.0.1:6399/0")
+    # Feast's Redis store keeps a newer row over an older one: start from an empty database
+    # (the server is the tests'), so rows other tests wrote cannot hide this write
+    redis.Redis.from_url(url).flushdb()
     again = qcli(
         "features", "build", "--online", "--online-store", "redis", "--redis-url", url, "--json"
     )

@@ -1,0 +1,35 @@
+"""The quantcli.online front door: cheap to import, every public name resolves to its object.
+
+Fresh interpreters: what a module import binds depends on what the process imported before.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_importing_the_package_loads_neither_feast_nor_the_feature_engine():
+    code = (
+        "import sys, quantcli.online\n"
+        "print(sorted(m for m in ('feast', 'numba', 'quantcli.features') if m in sys.modules))\n"
+    )
+    assert _run(code) == "[]"
+
+
+def test_a_submodule_import_first_does_not_shadow_the_function_of_the_same_name():
+    code = (
+        "import inspect\n"
+        "import quantcli.online as online\n"
+        "online.MaterializeResult  # loads the defining module before the name is asked for\n"
+        "from quantcli.online import materialize, write_latest\n"
+        "assert all(getattr(online, n) is not None for n in online.__all__)\n"
+        "print(inspect.isfunction(materialize), inspect.isfunction(write_latest))\n"
+    )
+    assert _run(code) == "True True"
