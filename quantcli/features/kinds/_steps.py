@@ -60,12 +60,14 @@ def sma_size(n: int) -> int:
 def sma_push(st, o, n, j, x):
     """TA_INT_SMA: add ``x`` (value ``j``); the mean of the last ``n`` values once ``j >= n-1``
     (NaN before). The trailing value is subtracted after the mean is taken, as TA-Lib does."""
+    slot = j % n  # one integer division a value: it costs more than the arithmetic
     st[o] += x
-    st[o + 1 + j % n] = x
+    st[o + 1 + slot] = x
     if j < n - 1:
         return NAN
     tmp = st[o]
-    st[o] -= st[o + 1 + (j + 1) % n]  # value j - n + 1, the one leaving the window
+    slot = slot + 1 if slot + 1 < n else 0
+    st[o] -= st[o + 1 + slot]  # value j - n + 1, the one leaving the window
     return tmp / n
 
 

@@ -173,18 +173,19 @@ def ultosc_kernel(inputs, params, state, out):
         state[7],
     )
     w = p3
+    slot = j % w  # bar j's, kept per bar (an integer division costs more than the arithmetic)
     for i in range(close.shape[0]):
         if j == 0:
             s1 = close[i]
             out[0, i] = NAN
             j += 1
+            slot = 1 % w
             continue
         prev = s1
         s1 = close[i]
         true_low = min(low[i], prev)
         a = close[i] - true_low
         b = true_range(high[i], low[i], prev)
-        slot = j % w
         state[8 + slot] = a
         state[8 + w + slot] = b
         # each sum is primed with the bars of its own window ending at bar p3
@@ -220,6 +221,7 @@ def ultosc_kernel(inputs, params, state, out):
             s7 -= state[8 + w + t]
             out[0, i] = 100.0 * (total / 7.0)
         j += 1
+        slot = slot + 1 if slot + 1 < w else 0
     state[1], state[2], state[3], state[4], state[5], state[6], state[7] = (
         s1,
         s2,
@@ -336,6 +338,7 @@ def stochrsi_group(inputs, params, state, out):
     keep = float(n - 1)
     o_sma = 4 + k
     start = n + k - 1 + d - 1
+    slot = (j - n) % k if j > n else 0  # the ring slot of the next RSI value, kept per value
     for i in range(close.shape[0]):
         c = close[i]
         rsi = NAN
@@ -359,7 +362,8 @@ def stochrsi_group(inputs, params, state, out):
         fd = NAN
         if j >= n:
             r = j - n  # index of this RSI value
-            state[4 + r % k] = rsi
+            state[4 + slot] = rsi  # slot r % k
+            slot = slot + 1 if slot + 1 < k else 0
             if r >= k - 1:
                 hh = -np.inf
                 ll = np.inf

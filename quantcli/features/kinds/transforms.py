@@ -39,9 +39,11 @@ def lag_kernel(inputs, params, state, out):
     x = inputs[0]
     j = int(state[0])
     w = k + 1
+    slot = j % w  # bar j's, then bar j - k's (one integer division a call, not a bar)
     for i in range(x.shape[0]):
-        state[1 + j % w] = x[i]
-        out[0, i] = state[1 + (j - k) % w] if j >= k else NAN
+        state[1 + slot] = x[i]
+        slot = slot + 1 if slot + 1 < w else 0
+        out[0, i] = state[1 + slot] if j >= k else NAN
         j += 1
     state[0] = j
 
@@ -100,20 +102,25 @@ def zscore_kernel(inputs, params, state, out):
     n = int(params[0])
     x = inputs[0]
     j = int(state[0])
+    slot = j % n  # bar j's (one integer division a call, not a bar)
     for i in range(x.shape[0]):
-        state[1 + j % n] = x[i]
+        state[1 + slot] = x[i]
+        slot = slot + 1 if slot + 1 < n else 0  # now bar j - n + 1's, the window's oldest
         if j < n - 1:
             out[0, i] = NAN
         else:
             # two passes over the window in time order: no running-sum drift to carry over
             total = 0.0
-            for t in range(j - n + 1, j + 1):
-                total += state[1 + t % n]
+            t = slot
+            for _ in range(n):
+                total += state[1 + t]
+                t = t + 1 if t + 1 < n else 0
             mean = total / n
             ss = 0.0
-            for t in range(j - n + 1, j + 1):
-                d = state[1 + t % n] - mean
+            for _ in range(n):
+                d = state[1 + t] - mean
                 ss += d * d
+                t = t + 1 if t + 1 < n else 0
             std = np.sqrt(ss / n)
             if std != std:
                 out[0, i] = NAN
