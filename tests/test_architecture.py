@@ -61,8 +61,6 @@ LONG_FUNCTIONS = frozenset(
     {
         "quantcli/backtest/engine.py::run_cpcv_backtest",
         "quantcli/cli/backtest.py::cpcv",
-        "quantcli/serving/http.py::_metrics",
-        "quantcli/serving/http.py::create_app",
         "quantcli/serving/onnx_export.py::convert_and_validate_pipeline",
     }
 )

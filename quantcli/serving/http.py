@@ -42,6 +42,7 @@ from typing import Any
 
 from quantcli.audit import LedgerBrokenError
 from quantcli.errors import InputError, NotFoundError, QuantCliError, StoreBusyError
+from quantcli.serving.metrics import service_metrics
 from quantcli.serving.predict import ServiceHalted
 
 TOKEN_ENV = "QCLI_API_TOKEN"
@@ -50,8 +51,6 @@ MAX_BODY_BYTES = 1_000_000
 # Larger bodies are parsed on a worker thread (a 1 MB JSON list takes milliseconds to parse).
 INLINE_PARSE_BYTES = 64 * 1024
 MAX_KEY_CHARS = 256
-# Buckets (seconds) sized for a 1-10 ms service.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 log = logging.getLogger("quantcli.serving")
 
 
@@ -90,108 +89,207 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json"
 
 
-def _metrics(predictor: Any, follower: Any = None):
-    """A private Prometheus registry with the service's metrics (one per app, not global)."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+def _authorized(request: Any, expected: bytes | None) -> bool:
+    """``expected`` is None (no token set) or the request's bearer token equals it."""
+    if expected is None:
+        return True
+    got = request.headers.get("authorization", "")
+    scheme, _, value = got.partition(" ")
+    presented = value.strip().encode("latin-1", "replace")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented, expected)
 
-    registry = CollectorRegistry(auto_describe=True)
-    requests = Counter(
-        "qcli_http_requests",
-        "HTTP requests by endpoint and status code",
-        ["endpoint", "status"],
-        registry=registry,
-    )
-    latency = Histogram(
-        "qcli_http_request_latency_seconds",
-        "Request latency in seconds, by endpoint (measured inside the app)",
-        ["endpoint"],
-        buckets=LATENCY_BUCKETS,
-        registry=registry,
-    )
-    errors = Counter("qcli_http_errors", "Failed requests by kind", ["kind"], registry=registry)
-    arm_requests = Counter(
-        "qcli_arm_requests",
-        "Answered /predict requests by the arm that served them",
-        ["arm", "model_version"],
-        registry=registry,
-    )
-    arm_latency = Histogram(
-        "qcli_arm_latency_seconds",
-        "/predict latency in seconds by arm (inside the app)",
-        ["arm"],
-        buckets=LATENCY_BUCKETS,
-        registry=registry,
-    )
 
-    class _ServingCollector:
-        def collect(self):
-            st = predictor.store.counters
-            hits = CounterMetricFamily("qcli_online_hits", "Symbols served from the online store")
-            hits.add_metric([], st.hits)
-            yield hits
-            fb = CounterMetricFamily(
-                "qcli_online_fallbacks",
-                "Symbols served from the offline store, by reason",
-                labels=["reason"],
-            )
-            fb.add_metric(["missing"], st.fallback_missing)
-            fb.add_metric(["stale"], st.fallback_stale)
-            yield fb
-            preds = CounterMetricFamily("qcli_predictions", "Predictions served (symbols)")
-            preds.add_metric([], predictor.stats.symbols)
-            yield preds
-            refusals = CounterMetricFamily(
-                "qcli_refusals", "Requests refused while halted or unavailable (audited)"
-            )
-            refusals.add_metric([], predictor.stats.refusals)
-            yield refusals
-            swaps = CounterMetricFamily("qcli_swaps", "Deployments swapped in while serving")
-            swaps.add_metric([], predictor.swaps)
-            yield swaps
-            shadow = CounterMetricFamily(
-                "qcli_shadow_symbols",
-                "Symbols scored by the shadow model, by outcome",
-                labels=["outcome"],
-            )
-            shadow.add_metric(["scored"], predictor.shadow.scored)
-            shadow.add_metric(["dropped"], predictor.shadow.dropped)
-            shadow.add_metric(["failed"], predictor.shadow.failed)
-            yield shadow
-            d = predictor.deployment
-            halted = GaugeMetricFamily("qcli_halted", "1 while the model is halted (kill switch)")
-            halted.add_metric([], 1.0 if d.halted is not None else 0.0)
-            yield halted
-            share = GaugeMetricFamily("qcli_candidate_share", "Traffic share of the candidate")
-            share.add_metric([], d.share if d.candidate is not None else 0.0)
-            yield share
-            info = GaugeMetricFamily(
-                "qcli_model_info",
-                "The served models (value 1), one per arm",
-                labels=["model_name", "model_version", "alias", "onnx_sha256", "arm"],
-            )
-            for arm in (d.production, d.candidate, d.shadow):
-                if arm is None:
-                    continue
-                t = arm.tags
-                info.add_metric(
-                    [
-                        str(t["model_name"]),
-                        str(t["model_version"]),
-                        str(predictor.alias),
-                        str(t["onnx_model"]["sha256"]),
-                        arm.role,
-                    ],
-                    1.0,
+def _token_bytes(token: str | None) -> bytes | None:
+    # compared as bytes: a header is latin-1 text, a token may be any UTF-8 text
+    return token.encode("utf-8") if token else None
+
+
+class _Endpoints:
+    """The handlers of one app: every answer is counted, timed and, on failure, JSON."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        follower: Any,
+        *,
+        api_token: str | None,
+        admin_token: str | None,
+        max_body_bytes: int,
+    ) -> None:
+        from fastapi.responses import JSONResponse, Response
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
+
+        class AsciiJSON(JSONResponse):
+            """Errors and admin answers as ASCII JSON: text echoed from a request (a lone
+            surrogate, say) can never make encoding the answer fail."""
+
+            def render(self, content: Any) -> bytes:
+                return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+        self.predictor, self.follower, self.max_body_bytes = predictor, follower, max_body_bytes
+        token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
+        admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
+        self.token_b, self.admin_b = _token_bytes(token), _token_bytes(admin or token)
+        self.json, self.ascii_json, self.response = JSONResponse, AsciiJSON, Response
+        self.run_in_threadpool, self.client_disconnect = run_in_threadpool, ClientDisconnect
+        self.exposition = lambda: Response(
+            generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST
+        )
+        metrics = service_metrics(predictor, follower)
+        self.registry, self.requests, self.latency, self.errors = metrics[:4]
+        self.arm_requests, arm_latency = metrics[4:]
+        # the hot path's metric children, resolved once (labels() takes a lock and builds a key)
+        self.predict_ok = self.requests.labels("/predict", "200")
+        self.predict_latency = self.latency.labels("/predict")
+        self.per_arm_latency = {a: arm_latency.labels(a) for a in ("production", "candidate")}
+
+    def reply(self, endpoint: str, t0: float, status: int, body: Any) -> Any:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        # an oversized body is not drained: closing the connection stops the client sending it
+        headers = {"Connection": "close"} if status == 413 else None
+        return self.ascii_json(body, status_code=status, headers=headers)
+
+    def fail(self, endpoint: str, t0: float, status: int, kind: str, message: str) -> Any:
+        self.errors.labels(kind).inc()
+        return self.reply(endpoint, t0, status, {"error": message})
+
+    async def read_body(self, request: Any) -> bytes:
+        """The body, refused (413) as soon as it passes ``max_body_bytes``."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            # isascii: "²" (latin-1 \xb2) is a digit to str.isdigit but not to int()
+            if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
+                raise BadRequest(400, "bad_request", "Content-Length is not a byte count")
+            if int(declared) > limit:
+                raise BadRequest(
+                    413, "too_large", f"body of {declared} bytes exceeds {limit} bytes"
                 )
-            yield info
-            if follower is not None:
-                polls = CounterMetricFamily("qcli_registry_polls", "Registry reads by the service")
-                polls.add_metric([], follower.polls)
-                yield polls
+        buf = bytearray()
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise BadRequest(413, "too_large", f"body exceeds {limit} bytes")
+        return bytes(buf)
 
-    registry.register(_ServingCollector())
-    return registry, requests, latency, errors, arm_requests, arm_latency
+    async def predict(self, request: Any) -> Any:
+        t0 = time.perf_counter()
+        if not _authorized(request, self.token_b):
+            return self.fail("/predict", t0, 401, "auth", "missing or invalid bearer token")
+        try:
+            if not _is_json(request.headers.get("content-type", "")):
+                raise BadRequest(415, "media_type", "Content-Type must be application/json")
+            raw = await self.read_body(request)
+            if len(raw) > INLINE_PARSE_BYTES:
+                symbols, key = await self.run_in_threadpool(parse_predict_body, raw)
+            else:
+                symbols, key = parse_predict_body(raw)
+            # Synchronous on purpose: a request's CPU time is less than a thread-pool hop costs.
+            result = self.predictor.predict(symbols, source="http", key=key)
+        except BadRequest as exc:
+            return self.fail("/predict", t0, exc.status, exc.kind, exc.message)
+        except self.client_disconnect:
+            return self.fail("/predict", t0, 400, "disconnect", "client disconnected mid-body")
+        except Exception as exc:
+            return self._predict_failed(t0, exc)
+        response = self.json(result.to_dict())
+        arm = result.arm
+        elapsed = time.perf_counter() - t0
+        self.predict_ok.inc()
+        self.predict_latency.observe(elapsed)
+        self.arm_requests.labels(arm, str(result.predictions[0]["model_version"])).inc()
+        self.per_arm_latency[arm].observe(elapsed)
+        return response
+
+    def _predict_failed(self, t0: float, exc: Exception) -> Any:
+        """The answer to a request the predictor refused or failed: status and kind by error."""
+        fail = self.fail
+        if isinstance(exc, ServiceHalted):
+            return fail("/predict", t0, 503, "halted", exc.message)
+        if isinstance(exc, LedgerBrokenError):  # nothing is served that cannot be audited
+            broken = exc.message
+            if not broken.startswith("audit ledger broken"):
+                broken = f"audit ledger broken: {broken}"
+            self.predictor.unavailable = broken
+            return fail("/predict", t0, 503, "ledger_broken", self.predictor.unavailable)
+        if isinstance(exc, NotFoundError):
+            return fail("/predict", t0, 404, "unknown_symbol", exc.message)
+        if isinstance(exc, InputError):
+            return fail("/predict", t0, 422, "bad_request", exc.message)
+        if isinstance(exc, StoreBusyError):  # the offline fallback waited for a writer: retry
+            return fail("/predict", t0, 503, "store_busy", exc.message)
+        if isinstance(exc, QuantCliError):
+            log.error("/predict failed: %s", exc.message)
+            return fail("/predict", t0, 500, "server", exc.message)
+        # a fault of ours: logged here, one line to the client
+        log.error("/predict failed", exc_info=exc)
+        return fail("/predict", t0, 500, "server", f"internal error ({type(exc).__name__})")
+
+    async def health(self) -> Any:
+        t0 = time.perf_counter()
+        predictor, follower = self.predictor, self.follower
+        d = predictor.deployment
+        if predictor.unavailable is not None:
+            status, reason = "unavailable", predictor.unavailable
+        elif d.halted is not None:
+            status, reason = "halted", d.halted
+        else:
+            status, reason = "ok", None
+        body = {"status": status, "reason": reason, **predictor.describe()}
+        if follower is not None:
+            # /health is unauthenticated: the errors' text (paths, URIs) is for /admin/reload
+            body["follow"] = {
+                "interval_s": follower.interval_s,
+                "polls": follower.polls,
+                "last_sync_at": (follower.last_sync or {}).get("at"),
+                "last_sync_errors": len((follower.last_sync or {}).get("errors", [])),
+            }
+        return self.reply("/health", t0, 200, body)
+
+    async def metrics(self, request: Any) -> Any:
+        t0 = time.perf_counter()
+        if not _authorized(request, self.token_b):
+            return self.fail("/metrics", t0, 401, "auth", "missing or invalid bearer token")
+        self.requests.labels("/metrics", "200").inc()
+        self.latency.labels("/metrics").observe(time.perf_counter() - t0)
+        return self.exposition()
+
+    async def admin_reload(self, request: Any) -> Any:
+        t0 = time.perf_counter()
+        if self.admin_b is None:
+            message = f"admin endpoint disabled: set {ADMIN_TOKEN_ENV}"
+            return self.fail("/admin/reload", t0, 403, "auth", message)
+        if not _authorized(request, self.admin_b):
+            return self.fail("/admin/reload", t0, 401, "auth", "missing or invalid bearer token")
+        if self.follower is None:
+            message = "this service does not follow a registry"
+            return self.fail("/admin/reload", t0, 409, "no_follow", message)
+        try:
+            result = await self.run_in_threadpool(self.follower.sync, "admin reload")
+        except Exception as exc:
+            log.exception("/admin/reload failed")
+            message = f"reload failed ({type(exc).__name__})"
+            return self.fail("/admin/reload", t0, 500, "server", message)
+        return self.reply("/admin/reload", t0, 200, result)
+
+    async def http_error(self, request: Any, exc: Any) -> Any:
+        self.errors.labels("http").inc()
+        self.requests.labels("other", str(exc.status_code)).inc()
+        return self.ascii_json({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    async def validation_error(self, request: Any, exc: Exception) -> Any:
+        self.errors.labels("bad_request").inc()
+        self.requests.labels("other", "422").inc()
+        return self.json({"error": "invalid request"}, status_code=422)
+
+    async def server_error(self, request: Any, exc: Exception) -> Any:
+        log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+        self.errors.labels("server").inc()
+        self.requests.labels("other", "500").inc()
+        return self.json({"error": "internal error"}, status_code=500)
 
 
 def create_app(
@@ -221,26 +319,15 @@ def create_app(
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import ClientDisconnect
 
-    class AsciiJSON(JSONResponse):
-        """Errors and admin answers as ASCII JSON: text echoed from a request (a lone surrogate,
-        say) can never make encoding the answer fail."""
-
-        def render(self, content: Any) -> bytes:
-            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
-
-    token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
-    admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
-    admin = admin or token
-    # compared as bytes: a header is latin-1 text, a token may be any UTF-8 text
-    token_b = token.encode("utf-8") if token else None
-    admin_b = admin.encode("utf-8") if admin else None
-    registry, requests, latency, errors, arm_requests, arm_latency = _metrics(predictor, follower)
+    h = _Endpoints(
+        predictor,
+        follower,
+        api_token=api_token,
+        admin_token=admin_token,
+        max_body_bytes=max_body_bytes,
+    )
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -259,170 +346,22 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-
-    # the hot path's metric children, resolved once (labels() takes a lock and builds a key)
-    predict_ok = requests.labels("/predict", "200")
-    predict_latency = latency.labels("/predict")
-    per_arm_latency = {arm: arm_latency.labels(arm) for arm in ("production", "candidate")}
-
-    def reply(endpoint: str, t0: float, status: int, body: Any) -> JSONResponse:
-        requests.labels(endpoint, str(status)).inc()
-        latency.labels(endpoint).observe(time.perf_counter() - t0)
-        # an oversized body is not drained: closing the connection stops the client sending it
-        headers = {"Connection": "close"} if status == 413 else None
-        return AsciiJSON(body, status_code=status, headers=headers)
-
-    def fail(endpoint: str, t0: float, status: int, kind: str, message: str) -> JSONResponse:
-        errors.labels(kind).inc()
-        return reply(endpoint, t0, status, {"error": message})
-
-    def authorized(request: Request, expected: bytes | None) -> bool:
-        if expected is None:
-            return True
-        got = request.headers.get("authorization", "")
-        scheme, _, value = got.partition(" ")
-        presented = value.strip().encode("latin-1", "replace")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented, expected)
-
-    async def read_body(request: Request) -> bytes:
-        """The body, refused (413) as soon as it passes ``max_body_bytes``."""
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            # isascii: "²" (latin-1 \xb2) is a digit to str.isdigit but not to int()
-            if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
-                raise BadRequest(400, "bad_request", "Content-Length is not a byte count")
-            if int(declared) > max_body_bytes:
-                raise BadRequest(
-                    413, "too_large", f"body of {declared} bytes exceeds {max_body_bytes} bytes"
-                )
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > max_body_bytes:
-                raise BadRequest(413, "too_large", f"body exceeds {max_body_bytes} bytes")
-        return bytes(buf)
-
-    # A plain Starlette route inside the FastAPI app: the handler parses and checks the body
-    # itself, so FastAPI's per-request dependency solving buys nothing here.
-    async def predict(request: Request):
-        t0 = time.perf_counter()
-        if not authorized(request, token_b):
-            return fail("/predict", t0, 401, "auth", "missing or invalid bearer token")
-        try:
-            if not _is_json(request.headers.get("content-type", "")):
-                raise BadRequest(415, "media_type", "Content-Type must be application/json")
-            raw = await read_body(request)
-            if len(raw) > INLINE_PARSE_BYTES:
-                symbols, key = await run_in_threadpool(parse_predict_body, raw)
-            else:
-                symbols, key = parse_predict_body(raw)
-            # Synchronous on purpose: a request's CPU time is less than a thread-pool hop costs.
-            result = predictor.predict(symbols, source="http", key=key)
-        except BadRequest as exc:
-            return fail("/predict", t0, exc.status, exc.kind, exc.message)
-        except ClientDisconnect:
-            return fail("/predict", t0, 400, "disconnect", "client disconnected mid-body")
-        except ServiceHalted as exc:
-            return fail("/predict", t0, 503, "halted", exc.message)
-        except LedgerBrokenError as exc:  # nothing is served that cannot be audited
-            broken = exc.message
-            if not broken.startswith("audit ledger broken"):
-                broken = f"audit ledger broken: {broken}"
-            predictor.unavailable = broken
-            return fail("/predict", t0, 503, "ledger_broken", predictor.unavailable)
-        except NotFoundError as exc:
-            return fail("/predict", t0, 404, "unknown_symbol", exc.message)
-        except InputError as exc:
-            return fail("/predict", t0, 422, "bad_request", exc.message)
-        except StoreBusyError as exc:  # the offline fallback waited for a writer: retry later
-            return fail("/predict", t0, 503, "store_busy", exc.message)
-        except QuantCliError as exc:
-            log.error("/predict failed: %s", exc.message)
-            return fail("/predict", t0, 500, "server", exc.message)
-        except Exception as exc:  # a fault of ours: logged here, one line to the client
-            log.exception("/predict failed")
-            return fail("/predict", t0, 500, "server", f"internal error ({type(exc).__name__})")
-        response = JSONResponse(result.to_dict())
-        arm = result.arm
-        elapsed = time.perf_counter() - t0
-        predict_ok.inc()
-        predict_latency.observe(elapsed)
-        arm_requests.labels(arm, str(result.predictions[0]["model_version"])).inc()
-        per_arm_latency[arm].observe(elapsed)
-        return response
-
-    app.router.add_route("/predict", predict, methods=["POST"])
+    # Plain Starlette routes inside the FastAPI app: the handlers parse and check the body
+    # themselves, so FastAPI's per-request dependency solving buys nothing there.
+    app.router.add_route("/predict", h.predict, methods=["POST"])
+    app.router.add_route("/admin/reload", h.admin_reload, methods=["POST"])
 
     @app.get("/health")
     async def health():
-        t0 = time.perf_counter()
-        d = predictor.deployment
-        if predictor.unavailable is not None:
-            status, reason = "unavailable", predictor.unavailable
-        elif d.halted is not None:
-            status, reason = "halted", d.halted
-        else:
-            status, reason = "ok", None
-        body = {"status": status, "reason": reason, **predictor.describe()}
-        if follower is not None:
-            # /health is unauthenticated: the errors' text (paths, URIs) is for /admin/reload
-            body["follow"] = {
-                "interval_s": follower.interval_s,
-                "polls": follower.polls,
-                "last_sync_at": (follower.last_sync or {}).get("at"),
-                "last_sync_errors": len((follower.last_sync or {}).get("errors", [])),
-            }
-        return reply("/health", t0, 200, body)
+        return await h.health()
 
     @app.get("/metrics")
     async def metrics(request: Request):
-        t0 = time.perf_counter()
-        if not authorized(request, token_b):
-            return fail("/metrics", t0, 401, "auth", "missing or invalid bearer token")
-        requests.labels("/metrics", "200").inc()
-        latency.labels("/metrics").observe(time.perf_counter() - t0)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return await h.metrics(request)
 
-    async def admin_reload(request: Request):
-        t0 = time.perf_counter()
-        if admin_b is None:
-            return fail(
-                "/admin/reload", t0, 403, "auth", f"admin endpoint disabled: set {ADMIN_TOKEN_ENV}"
-            )
-        if not authorized(request, admin_b):
-            return fail("/admin/reload", t0, 401, "auth", "missing or invalid bearer token")
-        if follower is None:
-            return fail(
-                "/admin/reload", t0, 409, "no_follow", "this service does not follow a registry"
-            )
-        try:
-            result = await run_in_threadpool(follower.sync, "admin reload")
-        except Exception as exc:
-            log.exception("/admin/reload failed")
-            return fail("/admin/reload", t0, 500, "server", f"reload failed ({type(exc).__name__})")
-        return reply("/admin/reload", t0, 200, result)
-
-    app.router.add_route("/admin/reload", admin_reload, methods=["POST"])
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        errors.labels("http").inc()
-        requests.labels("other", str(exc.status_code)).inc()
-        return AsciiJSON({"error": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        errors.labels("bad_request").inc()
-        requests.labels("other", "422").inc()
-        return JSONResponse({"error": "invalid request"}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, exc: Exception):
-        log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-        errors.labels("server").inc()
-        requests.labels("other", "500").inc()
-        return JSONResponse({"error": "internal error"}, status_code=500)
-
+    app.add_exception_handler(StarletteHTTPException, h.http_error)
+    app.add_exception_handler(RequestValidationError, h.validation_error)
+    app.add_exception_handler(Exception, h.server_error)
     return app
 
 

@@ -92,7 +92,7 @@ def _prometheus_text(n_ok: int, n_5xx: int, n_4xx: int, latencies: list[float]) 
     imported Feast, prometheus_client may be in file-backed multiprocess mode, where a fresh
     CollectorRegistry's counters add up across calls and this helper would not be pure.
     """
-    from quantcli.serving.http import LATENCY_BUCKETS
+    from quantcli.serving.metrics import LATENCY_BUCKETS
 
     lines = [
         "# TYPE qcli_http_requests_total counter",
