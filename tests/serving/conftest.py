@@ -153,7 +153,7 @@ def home(qcli_home: Path, mlflow_template_db: Path, store_template: Path) -> Pat
 
 
 # -- the online feature store, a signed model and the service process ---------------------------
-# (the same stand-in feature table as the Feast tests of tests/online, built per test module)
+# (the stand-in feature table of the Feast tests in tests/online; built once, copied per module)
 @pytest.fixture(scope="session")
 def served_template(tmp_path_factory) -> SimpleNamespace:
     """One $QCLI_HOME built once per session: the stand-in feature table (6 symbols x 80 days)
