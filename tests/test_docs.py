@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from docs.blocks import (
+    NOT_RUN_KINDS,
+    PYTHON_LANGS,
+    ROOT,
+    DocBlock,
+    all_blocks,
+    block_steps,
+    doc_blocks,
+)
+from docs.pages import PAGES, REDIS_URL, build_home
+from docs.runner import PageRunner, background_serve, make_bindir
 
 
 def test_cli_reference_matches_the_code():
@@ -52,67 +60,27 @@ def test_every_command_in_the_readme_tour_exists():
 #   working directory and a temp $QCLI_HOME holding the bundled sample and its technical_v1
 #   features. DOC_NAMES lists the names the snippets use without defining them (like doctest's
 #   globs); docs/api.md is executed by tests/test_documented_api.py, which also checks its values.
-# * shell blocks (bash, sh, shell, console, or an unlabelled transcript of `$ qcli ...` lines):
-#   every `qcli` command in them is parsed by the real CLI (the command exists, its options and
-#   choices are accepted) without running it.
-# * A block preceded by `<!-- not-run: REASON -->` is neither run nor parsed; the reason says why
-#   (a server, a file from outside the repository). Keep these rare.
+# * shell blocks (bash, sh, shell, console, cron, or an unlabelled or text transcript of `$ ...`
+#   lines) are executed, each page's commands in order, in a copy of a prepared $QCLI_HOME with
+#   the page's files and placeholders (tests/docs/pages.py); each command must exit with the code
+#   the page shows (0 unless it shows a failure). Every qcli command is also parsed by the CLI.
+# * A block preceded by `<!-- not-run: KIND: detail -->` is neither run nor parsed; KIND is one of
+#   tests/docs/blocks.py's NOT_RUN_KINDS (a host outside the machine, pip install, the test suite
+#   itself, or a test elsewhere that runs it). Keep these rare.
 
-DOC_FILES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
-PYTHON_LANGS = {"python", "py"}
-SHELL_LANGS = {"bash", "sh", "shell", "console"}
-NOT_RUN = re.compile(r"<!--\s*not-run:(.*?)-->\s*$")
-FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 # executed by tests/test_documented_api.py with assertions on the values it prints
 EXECUTED_ELSEWHERE = {"docs/api.md"}
 
 
-@dataclass(frozen=True)
-class DocBlock:
-    path: str  # relative to the repository root
-    line: int  # 1-based line of the opening fence
-    lang: str
-    body: str
-    not_run: str | None  # the reason, when marked
-
-
-def doc_blocks(path: Path) -> list[DocBlock]:
-    """The fenced code blocks of one Markdown file, with their not-run marker if any."""
-    text = path.read_text(encoding="utf-8")
-    out = []
-    for m in FENCE.finditer(text):
-        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        marker = NOT_RUN.search(before)
-        out.append(
-            DocBlock(
-                path=path.relative_to(ROOT).as_posix(),
-                line=text.count("\n", 0, m.start()) + 1,
-                lang=m.group(1).strip().lower(),
-                body=m.group(2),
-                not_run=marker.group(1).strip() if marker else None,
-            )
-        )
-    return out
-
-
 def _all_blocks() -> list[DocBlock]:
-    return [b for path in DOC_FILES for b in doc_blocks(path)]
+    return all_blocks()
 
 
 def _qcli_commands(block: DocBlock) -> list[list[str]]:
     """The argv (after ``qcli``) of every qcli command in a shell block."""
-    text = re.sub(r"\\\n", " ", block.body)  # line continuations
-    is_transcript = block.lang in ("console", "") or any(
-        line.startswith("$ ") for line in text.splitlines()
-    )
     commands = []
-    for line in text.splitlines():
-        line = line.strip()
-        if is_transcript:
-            if not line.startswith("$ "):
-                continue  # output
-            line = line[2:]
-        line = line.split(" #", 1)[0]
+    for step in block_steps(block):
+        line = step.command.split(" #", 1)[0]
         for part in re.split(r"\s*(?:&&|\|\||;|\||&)\s*", line):  # & : a background job
             if not re.match(r"(?:[A-Z_][A-Z0-9_]*=\S*\s+)*qcli\b", part):
                 continue  # curl, cat, echo: not quantcli's to check
@@ -125,15 +93,7 @@ def _qcli_commands(block: DocBlock) -> list[list[str]]:
 
 
 def _shell_blocks() -> list[DocBlock]:
-    out = []
-    for b in _all_blocks():
-        if b.not_run is not None or b.lang in PYTHON_LANGS:
-            continue
-        if b.lang in SHELL_LANGS or (
-            b.lang == "" and any(line.startswith("$ qcli") for line in b.body.splitlines())
-        ):
-            out.append(b)
-    return out
+    return [b for b in _all_blocks() if b.not_run is None and b.is_shell]
 
 
 def _python_files() -> list[str]:
@@ -176,8 +136,14 @@ def test_the_harness_finds_the_blocks():
 def test_not_run_markers_say_why():
     marked = [b for b in _all_blocks() if b.not_run is not None]
     for b in marked:
-        assert len(b.not_run) >= 10, f"{b.path}:{b.line}: a not-run marker needs a reason"
-    code = [b for b in _all_blocks() if b.lang in PYTHON_LANGS | SHELL_LANGS]
+        kind, _, detail = b.not_run.partition(":")
+        assert kind in NOT_RUN_KINDS and len(detail.strip()) >= 10, (
+            f"{b.path}:{b.line}: a not-run marker is `KIND: why`, KIND in {sorted(NOT_RUN_KINDS)}"
+        )
+        if kind == "elsewhere":
+            test = ROOT / detail.split()[0]
+            assert test.is_file() and b.path in test.read_text(), f"{b.path}:{b.line}: {detail}"
+    code = [b for b in _all_blocks() if b.lang in PYTHON_LANGS or b.is_shell]
     # exceptions stay rare: at most one code block in five is not run
     assert len(marked) * 5 <= max(len(code), 5), [f"{b.path}:{b.line}" for b in marked]
 
@@ -339,17 +305,80 @@ def test_docstring_examples_of_the_public_api_run(module: str):
     assert result.failed == 0, f"{module}: {result.failed} docstring example(s) failed"
 
 
-# read-only commands need no more than the sample: these are run, not only parsed
-READ_ONLY_COMMANDS = {("data", "summary"), ("features", "list"), ("features", "show")}
+# -- every shell block runs ----------------------------------------------------------------------
+def _page_steps(doc: str):
+    return [
+        step
+        for b in doc_blocks(ROOT / doc)
+        if b.is_shell and b.not_run is None
+        for step in block_steps(b)
+    ]
 
 
-def test_read_only_qcli_commands_of_the_docs_run(docs_home: Path, monkeypatch, cli):
-    monkeypatch.setenv("QCLI_HOME", str(docs_home))
-    ran = []
-    for block in _shell_blocks():
-        for argv in _qcli_commands(block):
-            if tuple(argv[:2]) in READ_ONLY_COMMANDS:
-                code, _, err = cli(*argv)
-                assert code == 0, f"{block.path}:{block.line}: `qcli {shlex.join(argv)}`: {err}"
-                ran.append(tuple(argv[:2]))
-    assert set(ran) == READ_ONLY_COMMANDS  # the docs still show each of them
+def test_every_page_with_commands_has_a_setup():
+    pages = {b.path for b in _shell_blocks()}
+    assert pages == set(PAGES), "add the page's state and placeholders to tests/docs/pages.py"
+
+
+@pytest.fixture(scope="session")
+def prepared_home(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
+    """``prepared_home(kind)``: a $QCLI_HOME of tests/docs/pages.py's ``kind``, built once."""
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            home = tmp_path_factory.mktemp(f"docs_{kind}")
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("QCLI_HOME", str(home))
+                mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+                build_home(kind, home, mlflow_template_db)
+            built[kind] = home
+        return built[kind]
+
+    return get
+
+
+@pytest.mark.parametrize("doc", sorted(PAGES))
+def test_shell_blocks_of_the_page_run(doc, prepared_home, tmp_path, monkeypatch, qcli):
+    """Every command of the page's shell blocks, in order, exits as the page says."""
+    import contextlib
+    import shutil
+
+    page = PAGES[doc]
+    home = tmp_path / "home"
+    shutil.copytree(prepared_home(page.home), home)
+    monkeypatch.setenv("QCLI_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("QCLI_API_TOKEN", raising=False)
+    cwd = home / page.cwd if page.cwd else tmp_path / "work"
+    cwd.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(cwd)
+    steps = _page_steps(doc)
+    assert steps, f"{doc} has no shell command left to run"
+    for step in steps:  # `$ cat FILE` shows the file the page uses
+        if step.command.startswith("cat ") and step.output:
+            (cwd / step.command.split()[1]).write_text("\n".join(step.output) + "\n")
+    if page.files:
+        page.files(cwd)
+    if page.setup:
+        page.setup(home, cwd)
+    runner = PageRunner(home, cwd, make_bindir(tmp_path / "bin"), qcli, monkeypatch)
+    with contextlib.ExitStack() as stack:
+        port = ""
+        if page.service:
+            service = background_serve(list(page.service), runner.env, cwd, tmp_path / "svc.log")
+            port = str(stack.enter_context(service))
+        pending = dict(page.before)
+        for step in steps:
+            key = next((k for k in pending if step.command.startswith(k)), None)
+            for before in pending.pop(key, []):
+                if callable(before):
+                    before(home, cwd, port)
+                else:
+                    result = qcli(*before)
+                    assert result.code == 0, f"{step.where}: `qcli {shlex.join(before)}`: {result}"
+            command = page.substitute(step.command, port=port, redis=REDIS_URL, home=str(home))
+            runner.run(step, command)
+    assert not pending, f"no step of {doc} starts with {sorted(pending)}"
+    assert len(runner.ran) == len(steps)
+    print(doc, runner.seconds)

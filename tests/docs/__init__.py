@@ -1,0 +1,1 @@
+"""Helpers of tests/test_docs.py: the code blocks of README.md and docs/, and running them."""
