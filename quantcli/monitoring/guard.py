@@ -212,7 +212,7 @@ def _act(
     if critical and auto_rollback:
         reason = "guard auto-rollback: " + "; ".join(f.message for f in critical)
         try:
-            done = ModelRegistry(ws.tracking_uri).rollback(model, reason=reason)
+            done = ModelRegistry(ws).rollback(model, reason=reason)
             return "rollback", jsonable(done)
         except Exception as exc:
             detail = {"error": str(exc), "reason": reason}
@@ -230,7 +230,7 @@ def _halt(model: str, critical: list[Finding], ws: Workspace) -> dict[str, Any]:
     it could not be set)."""
     reason = "guard CRITICAL: " + "; ".join(f.message for f in critical)
     try:
-        return jsonable(halt(ModelRegistry(ws.tracking_uri), model, reason=reason[:1000]))
+        return jsonable(halt(ModelRegistry(ws), model, reason=reason[:1000]))
     except Exception as exc:  # the rollback error (if any) is the one re-raised
         return {"halted": False, "error": str(exc), "reason": reason}
 

@@ -148,7 +148,7 @@ def train(ctx: RunContext) -> StageOutcome:
         # the fingerprint covers every column the version depends on
         frame, _ = load_backtest_frame(ctx.feature_set, ctx.label, store)
     fp = fingerprint(frame_sha256(frame), ctx.cfg, ctx.model_kind, ctx.label)
-    ctx.registry = ModelRegistry(tracking_uri=ctx.workspace.tracking_uri)
+    ctx.registry = ModelRegistry(ctx.workspace)
     try:
         existing = [
             v
@@ -184,8 +184,8 @@ def _train_new(ctx: RunContext, fp: str) -> StageOutcome:
         model=ctx.model_kind,
         feature_set=ctx.feature_set,
         label=ctx.label,
-        tracking_uri=ctx.workspace.tracking_uri,
         cfg=ctx.cfg,
+        workspace=ctx.workspace,
     )
     ctx.registry.set_version_tags(ctx.model_name, res.version, {FINGERPRINT_TAG: fp})
     ctx.version = str(res.version)
