@@ -80,6 +80,38 @@ def register_group(
         )
 
 
+# --- the per-bar arithmetic after the running sums, over whole C-contiguous arrays -----------
+# Kept apart from the kernels so that LLVM vectorizes the square roots and divisions (the
+# kernels' ``out`` rows are strided views, which it does not): with error_model="numpy" a
+# division has no zero check, and every zero denominator is selected away before it matters.
+# IEEE division and square root are correctly rounded in vector and scalar form alike.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bb_rows(close, middle, var, nbdev, pct, width):
+    for i in range(close.shape[0]):
+        mid = middle[i]
+        dev = (np.sqrt(var[i]) + 0.0) * nbdev  # + 0.0: as std_of, a -0.0 variance gives +0.0
+        upper = mid + dev
+        lower = mid - dev
+        w = upper - lower
+        pct[i] = (close[i] - lower) / w if w != 0.0 else 0.0
+        width[i] = w / mid if mid != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _z_rows(x, mean, var, out):
+    for i in range(x.shape[0]):
+        sd = np.sqrt(var[i]) + 0.0
+        out[i] = (x[i] - mean[i]) / sd if sd != 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _contiguous(x, w):
+    """``x[w:]`` as a fresh C-contiguous array."""
+    c = np.empty(x.shape[0] - w)
+    c[:] = x[w:]
+    return c
+
+
 # --- NMA: close / SMA(close, n) - 1 ---------------------------------------------------------
 @njit(cache=True, nogil=True)
 def nma_kernel(inputs, params, state, out):
@@ -133,18 +165,13 @@ def bbands_kernel(inputs, params, state, out):
     middle = np.empty(k)
     var = np.empty(k)
     sma_var_run(close, state, 1, 1 + 1 + n, n, j, middle, var)
-    for i in range(k):
-        if j + i < n - 1:
-            out[0, i] = NAN
-            out[1, i] = NAN
-        else:
-            c = close[i]
-            dev = std_of(var[i]) * nbdev
-            upper = middle[i] + dev
-            lower = middle[i] - dev
-            width = upper - lower
-            out[0, i] = (c - lower) / width if width != 0.0 else 0.0
-            out[1, i] = width / middle[i] if middle[i] != 0.0 else 0.0
+    w = min(max(n - 1 - j, 0), k)  # warm-up bars of this call
+    pct = np.empty(k - w)
+    width = np.empty(k - w)
+    _bb_rows(_contiguous(close, w), middle[w:], var[w:], nbdev, pct, width)
+    out[:, :w] = NAN
+    out[0, w:] = pct
+    out[1, w:] = width
     state[0] = j + k
 
 
@@ -205,12 +232,11 @@ def volume_z_kernel(inputs, params, state, out):
     m = np.empty(k)
     var = np.empty(k)
     sma_var_run(volume, state, 1, 1 + 1 + n, n, j, m, var)
-    for i in range(k):
-        if j + i < n - 1:
-            out[0, i] = NAN
-        else:
-            sd = std_of(var[i])
-            out[0, i] = (volume[i] - m[i]) / sd if sd != 0.0 else 0.0
+    w = min(max(n - 1 - j, 0), k)  # warm-up bars of this call
+    row = np.empty(k - w)
+    _z_rows(_contiguous(volume, w), m[w:], var[w:], row)
+    out[0, :w] = NAN
+    out[0, w:] = row
     state[0] = j + k
 
 
