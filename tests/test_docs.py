@@ -13,6 +13,7 @@ from docs.blocks import (
     PYTHON_LANGS,
     ROOT,
     DocBlock,
+    Step,
     all_blocks,
     block_steps,
     doc_blocks,
@@ -131,6 +132,28 @@ def test_the_harness_finds_the_blocks():
     for bad in (["data", "sumary"], ["data", "summary", "--bogus"], ["model", "train", "--model"]):
         with pytest.raises(Exception, match=r"No such|requires an argument|Missing"):
             _parse(bad)
+
+
+def test_steps_take_the_exit_code_the_page_shows_and_a_failure_names_its_line(
+    qcli_home, tmp_path, qcli, monkeypatch
+):
+    body = (
+        "$ qcli data summary --bogus\nError: No such option: --bogus\n$ echo $?\n2\n"
+        '$ qcli --version; echo "exit=$?"\nexit=0\n'
+        "$ qcli features show FOO\nError: no feature rows\n"
+        "$ qcli --version | grep -c qcli  # exit 0\n1\n"
+    )
+    steps = block_steps(DocBlock("docs/x.md", 10, "console", body, None))
+    assert [(s.line, s.expect) for s in steps] == [(11, 2), (15, 0), (17, None), (19, 0)]
+    runner = PageRunner(qcli_home, tmp_path, make_bindir(tmp_path / "bin"), qcli, monkeypatch)
+    for step in steps:
+        runner.run(step, step.command)
+    assert [how for _, how in runner.ran] == ["in-process"] * 3 + ["bash"]
+    wrong = Step("docs/x.md", 99, "qcli data summary --bogus")  # the page would imply exit 0
+    with pytest.raises(
+        AssertionError, match=r"^docs/x.md:99: `qcli data summary --bogus` exited 2"
+    ):
+        runner.run(wrong, wrong.command)
 
 
 def test_not_run_markers_say_why():
