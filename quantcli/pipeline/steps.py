@@ -23,7 +23,7 @@ from quantcli import __version__
 from quantcli.backtest.stored import load_backtest_frame, pbo_statement
 from quantcli.data.ingest import ingest_files, ingest_sample
 from quantcli.data.window import TimestampWindow
-from quantcli.errors import GateFailedError
+from quantcli.errors import GateFailedError, NotFoundError
 from quantcli.features import load_feature_set
 from quantcli.features.build import build_features
 from quantcli.features.expressions import DEFAULT_ENGINE
@@ -155,7 +155,7 @@ def train(ctx: RunContext) -> StageOutcome:
             for v in ctx.registry.list_versions(ctx.model_name)
             if v.tags.get(FINGERPRINT_TAG) == fp
         ]
-    except Exception:  # no such registered model yet
+    except NotFoundError:  # no such registered model yet
         existing = []
     if existing:
         return _reuse(ctx, existing[-1], fp)
