@@ -59,7 +59,6 @@ MAX_FUNCTION_LINES = 100
 LONG_MODULES = frozenset({})
 LONG_FUNCTIONS = frozenset(
     {
-        "quantcli/backtest/engine.py::run_cpcv_backtest",
         "quantcli/cli/backtest.py::cpcv",
         "quantcli/serving/onnx_export.py::convert_and_validate_pipeline",
     }

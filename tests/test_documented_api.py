@@ -355,7 +355,7 @@ def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
     artifacts = {f.path for f in client.list_artifacts(results.run_id, "model")}
     assert "model/signature.json" in artifacts
     assert run.data.tags["quantcli.backtest.verdict"] == ("pass" if results.passed else "fail")
-    assert json.loads(run.data.tags["quantcli.backtest.reasons"]) == results.reasons
+    assert json.loads(run.data.tags["quantcli.backtest.reasons"]) == list(results.reasons)
     assert "backtest_dsr" in run.data.metrics
     trained_at = datetime.fromisoformat(run.data.tags[T.TRAINED_AT])
     assert abs((datetime.now(UTC) - trained_at).total_seconds()) < 3600

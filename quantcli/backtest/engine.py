@@ -42,12 +42,20 @@ import numpy as np
 import polars as pl
 
 from quantcli.backtest import stats
-from quantcli.backtest.costs import CostModel, atr_over_close
+from quantcli.backtest.costs import CostModel
 from quantcli.backtest.cpcv import CombinatorialPurgedCV
 from quantcli.backtest.gates import BacktestValidator
-from quantcli.backtest.pbo import probability_of_backtest_overfitting
+from quantcli.backtest.paths import (
+    COST_KEYS,
+    Periods,
+    config_paths,
+    grid_summary,
+    median_sr,
+    path_metrics_of,
+    path_summary,
+    pbo_of,
+)
 from quantcli.backtest.portfolio import Construction
-from quantcli.backtest.strategy import Panel, PathReturns, Strategy, break_even_bps, period_starts
 from quantcli.errors import InputError
 from quantcli.frequency import TRADING_DAYS, default_periods_per_year
 from quantcli.scale import get_executor
@@ -165,13 +173,6 @@ class BacktestResult:
         return out
 
 
-def _nanmean(values: Sequence[float]) -> float:
-    """Mean of the finite values; nan (without numpy's warning) when there are none."""
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.mean()) if arr.size else math.nan
-
-
 def _check_frame(frame: pl.DataFrame, feature_names: Sequence[str], return_col: str) -> None:
     if not isinstance(frame, pl.DataFrame):
         raise InputError(f"`frame` must be a polars DataFrame, got {type(frame).__name__}")
@@ -273,27 +274,19 @@ def run_cpcv_backtest(
         )
     cv = cv or CombinatorialPurgedCV()
     configs = [dict(p) for p in (param_grid or [{}])]
-    if isinstance(gates, BacktestValidator):
-        validator = gates
-    else:
-        validator = BacktestValidator.from_config(dict(gates or {}))
+    if not isinstance(gates, BacktestValidator):
+        gates = BacktestValidator.from_config(dict(gates or {}))
     if not isinstance(costs, CostModel):
         costs = CostModel.from_config(costs)
     if not isinstance(construction, Construction):
         construction = Construction.from_config(construction)
-    if periods_per_year is None:
-        bars_per_year = _bars_per_year(frame["ts"])
-    else:
-        bars_per_year = float(periods_per_year)
-    if not (math.isfinite(bars_per_year) and bars_per_year > 0):
-        raise InputError(f"`periods_per_year` must be positive, got `{periods_per_year}`.")
+    bars_per_year = _checked_bars_per_year(frame["ts"], periods_per_year)
 
     frame = frame.sort("ts", "symbol", maintain_order=True)
     X = frame.select(feature_names).to_numpy().astype(np.float64, copy=False)
     y = frame["label"].to_numpy().astype(np.float64)
     ts = frame["ts"].to_numpy()
-    label_end = frame["label_end"].to_numpy()
-    label_h = _label_horizon(ts.astype("datetime64[ns]").view(np.int64), _ns(label_end))
+    label_h = _label_horizon(_ns(ts), _ns(frame["label_end"].to_numpy()))
     if horizon is not None and int(horizon) != label_h:
         raise InputError(
             f"`horizon={horizon}` bars disagrees with the label, which ends {label_h} bar(s) "
@@ -301,73 +294,54 @@ def run_cpcv_backtest(
             hint="the holding period is the label horizon: pass the label's horizon or none",
         )
     splits = list(cv.split(frame, timestamps=frame["ts"], label_end=frame["label_end"]))
-    groups = cv.sample_groups(frame, timestamps=frame["ts"])
-
     tasks = [
         SplitTask(s, c, configs[c], train, test, X, y, model_factory)
         for s, (train, test) in enumerate(splits)
         for c in range(len(configs))
     ]
+    outcomes = _fit_all(tasks, executor, ray_address, progress)
+
+    periods = Periods.of(frame, y, label_h, return_col, bars_per_year, costs, construction)
+    groups = cv.sample_groups(frame, timestamps=frame["ts"])
+    by_config = [
+        config_paths(c, outcomes, splits, cv, groups, periods) for c in range(len(configs))
+    ]
+    return _assemble(cv, configs, splits, outcomes, by_config, periods, gates, seed)
+
+
+def _checked_bars_per_year(ts: pl.Series, periods_per_year: float | None) -> float:
+    """``periods_per_year`` (checked positive), else inferred from the timestamps."""
+    bars_per_year = _bars_per_year(ts) if periods_per_year is None else float(periods_per_year)
+    if not (math.isfinite(bars_per_year) and bars_per_year > 0):
+        raise InputError(f"`periods_per_year` must be positive, got `{periods_per_year}`.")
+    return bars_per_year
+
+
+def _fit_all(
+    tasks: list[SplitTask],
+    executor: Any,
+    ray_address: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[dict[str, Any]]:
+    """Every fit through the executor, in task order; ``progress(done, total)`` after each."""
     done = [0]
 
-    def _on_done(_: int) -> None:
+    def on_done(_: int) -> None:
         done[0] += 1
         if progress is not None:
             progress(done[0], len(tasks))
 
     runner = executor if hasattr(executor, "map") else get_executor(executor, ray_address)
-    outcomes = runner.map(fit_predict_split, tasks, on_done=_on_done)
+    return runner.map(fit_predict_split, tasks, on_done=on_done)
 
-    # the panel of periods: bars with a per-bar return column, else h-bar periods of the label
-    panel = Panel.from_keys(ts, frame["symbol"].rank("dense").to_numpy().astype(np.int64) - 1)
-    if return_col in frame.columns:
-        rows = np.arange(frame.height)
-        period_ret = frame[return_col].to_numpy().astype(np.float64)
-        step, hold, source = 1, label_h, return_col
-    else:
-        rows = np.flatnonzero(panel.bar % label_h == 0)
-        period_ret = y
-        step, hold, source = label_h, 1, "label"
-    n_periods = -(-panel.n_bars // step)
-    sub = Panel(panel.bar[rows] // step, panel.symbol[rows], n_periods, panel.n_symbols)
-    returns = sub.dense(period_ret[rows])
-    period_ts = ts[rows][period_starts(ts[rows])[:-1]]
-    ppy = bars_per_year / step
-    strategy = Strategy(construction, costs, hold, ppy)
-    # returns known at a period's start: the previous period's (per bar for the slippage scale)
-    known = np.vstack([np.full((1, sub.n_symbols), np.nan), returns[:-1]]) / math.sqrt(step)
-    atr = None
-    if costs.slippage == "atr":
-        atr = _atr_panel(frame, panel, int(costs.slippage_window))[::step][: sub.n_bars]
-    unit_cost = costs.unit_cost(known, atr)
 
-    path_splits = cv.path_splits()
-    n_paths = path_splits.shape[0]
-    by_config: list[dict[str, Any]] = []
-    for c in range(len(configs)):
-        preds = np.full((n_paths, frame.height), np.nan)
-        for o in (o for o in outcomes if o["config"] == c):
-            s = o["split"]
-            full = np.full(frame.height, np.nan)
-            full[splits[s][1]] = o["predictions"]
-            for g in cv.test_groups[s]:
-                p = int(np.flatnonzero(path_splits[:, g] == s)[0])
-                mask = groups == g
-                preds[p, mask] = full[mask]
-        series = [
-            strategy.run(sub.dense(preds[p, rows]), returns, unit_cost) for p in range(n_paths)
-        ]
-        pnl = PathReturns(*(np.vstack([x[k] for x in series]) for k in range(5)))
-        sr = np.array([stats.sharpe_ratio(r, periods_per_year=None) for r in pnl.net])
-        by_config.append({"preds": preds, "pnl": pnl, "sr": sr})
-
-    def _median(sr: np.ndarray) -> float:
-        finite = sr[np.isfinite(sr)]
-        return float(np.median(finite)) if finite.size else -math.inf
-
-    selected = int(np.argmax([_median(b["sr"]) for b in by_config]))
+def _assemble(cv, configs, splits, outcomes, by_config, periods, validator, seed):
+    """Select the configuration, gate its median path, deflate, and build the result."""
+    ppy = periods.ppy
+    selected = int(np.argmax([median_sr(b["sr"]) for b in by_config]))
     best = by_config[selected]
     pnl = best["pnl"]
+    n_paths = pnl.net.shape[0]
     order = np.argsort(np.where(np.isfinite(best["sr"]), best["sr"], -np.inf), kind="stable")
     gated = int(order[(n_paths - 1) // 2])  # the lower median path
     passed, gate_metrics = BacktestValidator(
@@ -377,64 +351,36 @@ def run_cpcv_backtest(
     thresholds = gate_metrics.pop("thresholds")
     for key in ("passed", "status", "dsr", "n_trials"):
         gate_metrics.pop(key, None)
-
-    trial_srs = [s for s in (_median(b["sr"]) for b in by_config) if math.isfinite(s)]
-    gate_sr = gate_metrics["sharpe_per_period"]
+    trial_srs = [s for s in (median_sr(b["sr"]) for b in by_config) if math.isfinite(s)]
     dsr = stats.deflated_sharpe_ratio(
-        gate_sr, trial_srs, pnl.net.shape[1], gate_metrics["skew"], gate_metrics["kurtosis"]
+        gate_metrics["sharpe_per_period"],
+        trial_srs,
+        pnl.net.shape[1],
+        gate_metrics["skew"],
+        gate_metrics["kurtosis"],
     )
-    pbo: dict[str, Any] | None = None
-    if len(configs) >= 2:
-        mean_paths = np.column_stack([b["pnl"].net.mean(axis=0) for b in by_config])
-        n_periods = mean_paths.shape[0]
-        n_blocks = min(16, (n_periods // 4) // 2 * 2)
-        if n_blocks >= 2:
-            pbo = probability_of_backtest_overfitting(mean_paths, n_blocks=n_blocks).to_dict()
-
-    path_metrics = [_path_metrics(p, pnl, ppy) for p in range(n_paths)]
-    path_sharpes = np.array([m["sharpe"] for m in path_metrics])
-    path_mdds = np.array([m["max_drawdown"] for m in path_metrics])
+    pbo = pbo_of(by_config)
+    path_metrics = [path_metrics_of(p, pnl, ppy) for p in range(n_paths)]
     folds = [
         {k: v for k, v in o.items() if k != "predictions"}
         | {"test_groups": list(cv.test_groups[o["split"]])}
         for o in outcomes
     ]
-    selected_folds = [f for f in folds if f["config"] == selected]
-    gated_m = path_metrics[gated]
     metrics = {
         **gate_metrics,
         "dsr": dsr,
         "expected_max_sharpe_per_period": stats.expected_max_sharpe(trial_srs),
         "pbo": None if pbo is None else pbo["pbo"],
         "gated_path": gated,
-        **{k: gated_m[k] for k in _COST_KEYS},
-        **_distribution("sharpe", path_sharpes),
-        **_distribution("gross_sharpe", np.array([m["gross_sharpe"] for m in path_metrics])),
-        "share_paths_sharpe_positive": float(np.mean(path_sharpes > 0)),
-        "max_drawdown_median": float(np.median(path_mdds)),
-        "max_drawdown_worst": float(np.min(path_mdds)),
-        "ic_mean": _nanmean([f["ic"] for f in selected_folds]),
-        "rmse_mean": float(np.mean([f["rmse"] for f in selected_folds])),
-        "hit_rate_mean": float(np.mean([f["hit_rate"] for f in selected_folds])),
+        **{k: path_metrics[gated][k] for k in COST_KEYS},
+        **path_summary(path_metrics, [f for f in folds if f["config"] == selected]),
         "n_paths": n_paths,
         "n_splits": len(splits),
         "n_configs": len(configs),
-        "n_rows": frame.height,
+        "n_rows": int(best["preds"].shape[1]),
         "n_trials": len(trial_srs),
         "n_prior_trials": 0,
     }
-    grid = []
-    for c, b in enumerate(by_config):
-        finite = b["sr"][np.isfinite(b["sr"])]
-        grid.append(
-            {
-                "config": c,
-                "params": configs[c],
-                "sharpe_median": _median(b["sr"]) * math.sqrt(ppy) if finite.size else math.nan,
-                "sharpe_per_period_median": _median(b["sr"]) if finite.size else math.nan,
-                "ic_mean": _nanmean([o["ic"] for o in outcomes if o["config"] == c]),
-            }
-        )
     return BacktestResult(
         cv={
             "n_groups": cv.n_groups,
@@ -447,8 +393,8 @@ def run_cpcv_backtest(
         configs=configs,
         selected_config=selected,
         fold_metrics=folds,
-        grid=grid,
-        period_ts=period_ts,
+        grid=grid_summary(by_config, configs, outcomes, ppy),
+        period_ts=periods.period_ts,
         path_returns=pnl.net,
         path_predictions=best["preds"],
         path_metrics=path_metrics,
@@ -457,13 +403,13 @@ def run_cpcv_backtest(
         reasons=reasons,
         thresholds=thresholds,
         strategy={
-            "rule": strategy.describe(),
-            "construction": construction.to_dict(),
-            "costs": costs.to_dict(),
-            "return_source": source,
-            "label_horizon_bars": label_h,
-            "holding_bars": label_h,
-            "rebalance_every_bars": label_h,
+            "rule": periods.strategy.describe(),
+            "construction": periods.strategy.construction.to_dict(),
+            "costs": periods.strategy.costs.to_dict(),
+            "return_source": periods.source,
+            "label_horizon_bars": periods.label_h,
+            "holding_bars": periods.label_h,
+            "rebalance_every_bars": periods.label_h,
             "periods_per_year": ppy,
             "pbo": pbo,
         },
@@ -472,68 +418,6 @@ def run_cpcv_backtest(
         path_turnover=pnl.turnover,
         path_costs=pnl.trading_cost + pnl.borrow_cost,
     )
-
-
-_COST_KEYS = (
-    "gross_sharpe",
-    "gross_annual_return",
-    "turnover_annual",
-    "cost_drag_annual",
-    "borrow_annual",
-    "break_even_cost_bps",
-    "gross_equity_final",
-    "net_equity_final",
-)
-
-
-def _path_metrics(p: int, pnl: PathReturns, ppy: float) -> dict[str, Any]:
-    """Net statistics of path ``p`` with the gross ones, turnover and costs beside them.
-
-    ``turnover_annual`` is the traded fraction of capital per year (one way, ``sum |dw|``);
-    ``cost_drag_annual`` is ``mean(gross - net) * periods_per_year`` (trading and borrow).
-    """
-    s = stats.summary(pnl.net[p], ppy)
-    return {
-        "path": p,
-        "sharpe": s["sharpe"],
-        "psr": s["psr"],
-        "max_drawdown": s["max_drawdown"],
-        "annual_return": s["annual_return"],
-        "win_rate": s["win_rate"],
-        "gross_sharpe": stats.sharpe_ratio(pnl.gross[p], periods_per_year=ppy),
-        "gross_annual_return": stats.annual_return(pnl.gross[p], ppy),
-        "turnover_annual": float(np.mean(pnl.turnover[p])) * ppy,
-        "cost_drag_annual": float(np.mean(pnl.gross[p] - pnl.net[p])) * ppy,
-        "borrow_annual": float(np.mean(pnl.borrow_cost[p])) * ppy,
-        "break_even_cost_bps": break_even_bps(pnl.gross[p], pnl.borrow_cost[p], pnl.turnover[p]),
-        "gross_equity_final": float(np.prod(1.0 + pnl.gross[p])),
-        "net_equity_final": float(np.prod(1.0 + pnl.net[p])),
-    }
-
-
-def _atr_panel(frame: pl.DataFrame, panel: Panel, window: int) -> np.ndarray:
-    missing = [c for c in ("high", "low", "close") if c not in frame.columns]
-    if missing:
-        raise InputError(
-            f'[costs] slippage = "atr" needs column(s) {missing} in the frame',
-            hint='use slippage = "volatility" or "fixed", or join the bars\' high/low/close',
-        )
-    cols = [panel.dense(frame[c].to_numpy().astype(np.float64)) for c in ("high", "low", "close")]
-    return atr_over_close(*cols, window)
-
-
-def _distribution(name: str, values: np.ndarray) -> dict[str, float]:
-    """Median, mean, std (ddof = 1), min and max of the finite ``values`` (nan if none)."""
-    v = values[np.isfinite(values)]
-    if not v.size:
-        return {f"{name}_{k}": math.nan for k in ("median", "mean", "std", "min", "max")}
-    return {
-        f"{name}_median": float(np.median(v)),
-        f"{name}_mean": float(v.mean()),
-        f"{name}_std": float(v.std(ddof=1)) if v.size > 1 else math.nan,
-        f"{name}_min": float(v.min()),
-        f"{name}_max": float(v.max()),
-    }
 
 
 def _bars_per_year(ts: pl.Series) -> float:

@@ -10,9 +10,12 @@ import math
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from quantcli.cli._choices import Executor, Grid
 from quantcli.cli._common import JsonOpt, emit, progress
+from quantcli.config import load_config
+from quantcli.models.backtest import backtest_stored_features
 
 app = typer.Typer(
     help="Combinatorial purged cross-validation backtests with gates.", no_args_is_help=True
@@ -30,8 +33,6 @@ def _params(params: dict[str, Any]) -> str:
 
 
 def _render(out: dict[str, Any]):
-    from rich.table import Table
-
     m = out["metrics"]
 
     def render(console) -> None:
@@ -208,9 +209,6 @@ def cpcv(
 
         qcli backtest cpcv --min-sharpe 1.0 --max-drawdown -0.25 --report-dir ./bt
     """
-    from quantcli.config import load_config
-    from quantcli.models.backtest import backtest_stored_features
-
     with progress(json_mode) as bar:
         task = bar.add_task("CPCV splits", total=None)
         result = backtest_stored_features(

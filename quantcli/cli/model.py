@@ -1,7 +1,9 @@
 """`qcli model ...`: train, validate, export, scan, promote and roll back models.
 
-Command bodies call :mod:`quantcli.models` (trainer and registry); mlflow, lightgbm and sklearn
-are imported inside the commands so ``qcli --help`` stays instant.
+Each command parses its options, makes one call into :mod:`quantcli.models` (trainer,
+lifecycle, listing, deployment) and renders the result; a failed gate exits 1 through
+``result.raise_if_failed()``. mlflow, lightgbm and sklearn load inside those calls, so
+``qcli --help`` imports none of them.
 """
 
 from __future__ import annotations
@@ -9,9 +11,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from quantcli.cli._choices import Executor, Family, RolloutMode, deprecated_alias
-from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.cli._common import JsonOpt, emit, note, progress, stdout
+from quantcli.errors import InputError
+from quantcli.models import deployment, listing
+from quantcli.models.lifecycle import promote_version, rollback_version, validate_version
+from quantcli.models.mlflow_env import quiet_mlflow
+from quantcli.models.registry import ModelRegistry
+from quantcli.models.trainer import train_from_store
+from quantcli.models.verdicts import gate_policy, required_verdicts
+from quantcli.workspace import Workspace
 
 app = typer.Typer(
     help="Train, validate, export, scan, promote and roll back models (MLflow registry).",
@@ -35,30 +47,19 @@ ConfigOpt = Annotated[
 ]
 
 
-def _registry(tracking_uri: str | None):
-    from quantcli.models.registry import ModelRegistry
+def _workspace(tracking_uri: str | None, config: str | None = None) -> Workspace:
+    return Workspace.from_env(tracking_uri=tracking_uri, config=config)
 
-    return ModelRegistry(tracking_uri)
+
+def _registry(tracking_uri: str | None, config: str | None = None):
+    return ModelRegistry(_workspace(tracking_uri, config))
 
 
 def _required(config_path: str | None) -> list[str]:
-    from quantcli.config import load_config
-    from quantcli.models.registry import required_verdicts
-
-    return required_verdicts(load_config(config_path))
-
-
-def _requested(config_path: str | None) -> list[str]:
-    """The config's own gate list: promote raises it to the floor and records both."""
-    from quantcli.config import load_config
-    from quantcli.models.registry import gate_policy
-
-    return gate_policy(load_config(config_path))["config"]
+    return required_verdicts(_workspace(None, config_path).config)
 
 
 def _kv_table(title: str, rows: list[tuple[str, Any]]):
-    from rich.table import Table
-
     table = Table(title=title, show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
@@ -115,13 +116,9 @@ def train(
 
         qcli model train --name momentum --family ensemble --config prod.toml --json
     """
-    from quantcli.config import load_config
-    from quantcli.models.registry import quiet_mlflow
-    from quantcli.models.trainer import train_from_store
-
     family = deprecated_alias("--model", "--family", model, family, Family.lgbm)
     quiet_mlflow()
-    cfg = load_config(config)
+    ws = _workspace(tracking_uri, config)
     with progress(json_mode) as bar:
         task = bar.add_task("CPCV splits", total=None)
         result = train_from_store(
@@ -129,12 +126,12 @@ def train(
             model=family.value,
             feature_set=feature_set,
             label=label,
-            tracking_uri=tracking_uri,
-            cfg=cfg,
+            cfg=ws.config,
             seed=seed,
             experiment_name=experiment,
             executor=executor.value,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            workspace=ws,
         )
     out = result.to_dict()
 
@@ -155,6 +152,7 @@ def train(
             console.print(f"  - {reason}")
         console.print(f"next: qcli model validate {name} --version {result.version}")
 
+    # a failed backtest verdict is recorded, not an error: promotion is what it gates
     emit(out, json_mode, render)
 
 
@@ -180,24 +178,15 @@ def validate(
 
         qcli model validate momentum --version 3 --json
     """
-    from quantcli.errors import GateFailedError
-
-    reg = _registry(tracking_uri)
-    try:
-        result = reg.validate(name, version, required=_required(config))
-    except GateFailedError as exc:
-        if not json_mode and exc.result is not None:
-            _render_verdicts(exc.result)
-        raise
-    emit(result, json_mode, lambda c: _render_verdicts(result))
+    reg = _registry(tracking_uri, config)
+    result = validate_version(reg, name, version, required=required_verdicts(reg.workspace.config))
+    # a failure in --json mode: the error handler prints the one JSON object
+    if result.passed or not json_mode:
+        emit(result.to_dict(), json_mode, lambda c: _render_verdicts(result.to_dict()))
+    result.raise_if_failed()
 
 
 def _render_verdicts(result: dict[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from quantcli.cli._common import stdout
-
     table = Table(title=f"{result['name']} v{result['version']}: gate verdicts")
     table.add_column("gate")
     table.add_column("required")
@@ -242,20 +231,23 @@ def promote(
 
         qcli model promote momentum --version 3 --force --reason "risk committee RISK-123"
     """
-    reg = _registry(tracking_uri)
-    result = reg.promote(name, version, force=force, reason=reason, required=_requested(config))
+    reg = _registry(tracking_uri, config)
+    requested = gate_policy(reg.workspace.config)["config"]
+    result = promote_version(reg, name, version, force=force, reason=reason, required=requested)
 
     def render(console) -> None:
-        if not result["promoted"]:
-            console.print(result.get("message", "nothing changed"))
+        if not result.promoted:
+            console.print(result.note or "nothing changed")
             return
-        kind = "[yellow]OVERRIDE[/]" if result["forced"] else "[green]promoted[/]"
+        kind = "[yellow]OVERRIDE[/]" if result.forced else "[green]promoted[/]"
         console.print(
-            f"{kind} {name} v{result['version']} -> production "
-            f"(previous: {result['previous_version'] or 'none'}; by {result['event']['actor']})"
+            f"{kind} {name} v{result.version} -> production "
+            f"(previous: {result.previous_version or 'none'}; by {result.event['actor']})"
         )
 
-    emit(result, json_mode, render)
+    if result.passed:  # a refusal: the error handler prints the reasons (and the JSON)
+        emit(result.to_dict(), json_mode, render)
+    result.raise_if_failed()
 
 
 @app.command()
@@ -274,13 +266,13 @@ def rollback(
 
         qcli model rollback momentum --reason "live Sharpe below floor"
     """
-    result = _registry(tracking_uri).rollback(name, reason=reason)
+    result = rollback_version(_registry(tracking_uri), name, reason=reason)
     emit(
-        result,
+        result.to_dict(),
         json_mode,
         lambda c: c.print(
-            f"rolled back {name}: production v{result['from_version']} -> "
-            f"v{result['to_version']} (history left: {result['history'] or 'none'})"
+            f"rolled back {name}: production v{result.from_version} -> "
+            f"v{result.to_version} (history left: {result.history or 'none'})"
         ),
     )
 
@@ -307,22 +299,13 @@ def list_versions(
     """
     reg = _registry(tracking_uri)
     if name is None:
-        _list_models(reg, json_mode)
+        models = listing.list_models(reg)
+        emit(models.to_dict(), json_mode, lambda c: _render_models(models))
         return
-    versions = reg.list_versions(name)
-    result = {
-        "name": name,
-        "aliases": reg.alias_map(name),
-        "production_history": reg.production_history(name),
-        "versions": [v.to_dict() for v in versions],
-    }
-    for v in result["versions"]:
-        v.pop("tags")
+    result = listing.list_versions(reg, name)
+    versions = result.versions
 
     def render(console) -> None:
-        from rich.markup import escape
-        from rich.table import Table
-
         table = Table(title=f"{name}: versions")
         cols = ("version", "aliases", "status", "override", "kind", "verdicts", "dataset")
         for col in (*cols, "features"):
@@ -353,9 +336,9 @@ def list_versions(
                 f"{d['feature_set'] or '-'} v{d['feature_set_version'] or '-'}",
             )
         console.print(table)
-        note(f"production history (oldest first): {result['production_history'] or 'none'}")
+        note(f"production history (oldest first): {result.production_history or 'none'}")
 
-    emit(result, json_mode, render)
+    emit(result.to_dict(), json_mode, render)
 
 
 # -- deployment: canary, shadow, kill switch (quantcli.models.deployment) -------------------------
@@ -403,9 +386,6 @@ def rollout(
 
         qcli model rollout momentum --share 0 --reason "canary error rate"
     """
-    from quantcli.errors import InputError
-    from quantcli.models import deployment
-
     reg = _registry(tracking_uri)
     if promote_:
         if share is not None or version is not None:
@@ -443,8 +423,6 @@ def halt(
 
         qcli model halt momentum --reason "bad prices from the vendor since 14:02"
     """
-    from quantcli.models import deployment
-
     result = deployment.halt(_registry(tracking_uri), name, reason=reason)
     emit(result, json_mode, lambda c: c.print(f"[bold red]halted[/] {name}: {result['reason']}"))
 
@@ -462,38 +440,18 @@ def resume(
 
         qcli model resume momentum --reason "vendor prices fixed, replayed and checked"
     """
-    from quantcli.models import deployment
-
     result = deployment.resume(_registry(tracking_uri), name, reason=reason)
     emit(result, json_mode, lambda c: c.print(f"[green]resumed[/] {name}: {result['reason']}"))
 
 
-def _list_models(reg, json_mode: bool) -> None:
+def _render_models(models: listing.ModelListing) -> None:
     """Every registered model with its aliases (``qcli model list`` without a name)."""
-    models = []
-    for rm in sorted(reg.client.search_registered_models(), key=lambda m: m.name):
-        versions = [int(v.version) for v in reg.client.search_model_versions(f"name = '{rm.name}'")]
-        models.append(
-            {
-                "name": rm.name,
-                "aliases": dict(sorted(reg.alias_map(rm.name).items())),
-                "latest_version": str(max(versions)) if versions else None,
-                "versions": len(versions),
-            }
-        )
-    result = {"tracking_uri": reg.tracking_uri, "models": models}
-
-    def render(console) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"registered models ({reg.tracking_uri})")
-        for col in ("name", "aliases", "latest", "versions"):
-            table.add_column(col)
-        for m in models:
-            aliases = " ".join(f"{a}=v{v}" for a, v in m["aliases"].items()) or "-"
-            table.add_row(m["name"], aliases, m["latest_version"] or "-", str(m["versions"]))
-        console.print(table)
-        if not models:
-            note("no registered model yet: qcli model train --name NAME")
-
-    emit(result, json_mode, render)
+    table = Table(title=f"registered models ({models.tracking_uri})")
+    for col in ("name", "aliases", "latest", "versions"):
+        table.add_column(col)
+    for m in models.models:
+        aliases = " ".join(f"{a}=v{v}" for a, v in m["aliases"].items()) or "-"
+        table.add_row(m["name"], aliases, m["latest_version"] or "-", str(m["versions"]))
+    stdout.print(table)
+    if not models.models:
+        note("no registered model yet: qcli model train --name NAME")

@@ -27,7 +27,9 @@ from typing import Any
 
 from quantcli.errors import InputError, NotFoundError
 from quantcli.models import tags as T
-from quantcli.models.events import RegistryEvent, current_actor, insert_event
+from quantcli.models.events import RegistryEvent, current_actor
+from quantcli.models.lifecycle import apply_event, registry_lock
+from quantcli.models.versions import check_model_name
 
 ROLLOUT_TAG = "quantcli.rollout"
 HALT_TAG = "quantcli.halt"
@@ -115,29 +117,17 @@ def _record(
     store_path: str | os.PathLike[str] | None,
 ) -> None:
     """Insert ``event`` and set (or delete, ``value=None``) the tag, all or nothing."""
-    from quantcli.store.offline import OfflineStore
+    client, name = registry.client, event.model_name
+    before = (client.get_registered_model(name).tags or {}).get(tag)
 
-    client = registry.client
-    before = (client.get_registered_model(event.model_name).tags or {}).get(tag)
-    with OfflineStore(store_path) as store:
-        store.ensure_schema("schema_registry")
-        try:
-            with store.transaction():
-                insert_event(store, event)
-                if value is None:
-                    if before is not None:
-                        client.delete_registered_model_tag(event.model_name, tag)
-                else:
-                    client.set_registered_model_tag(
-                        event.model_name, tag, json.dumps(value, sort_keys=True)
-                    )
-        except Exception:
-            if before is None:
-                if value is not None:
-                    client.delete_registered_model_tag(event.model_name, tag)
-            else:
-                client.set_registered_model_tag(event.model_name, tag, before)
-            raise
+    def put(text: str | None) -> None:
+        if text is not None:
+            client.set_registered_model_tag(name, tag, text)
+        elif before is not None or value is not None:  # MLflow refuses to delete a missing tag
+            client.delete_registered_model_tag(name, tag)
+
+    new = None if value is None else json.dumps(value, sort_keys=True)
+    apply_event(registry, event, lambda: put(new), lambda: put(before), store_path)
 
 
 def _reason(reason: str | None, option: str = "--reason") -> str:
@@ -163,15 +153,13 @@ def rollout(
     A canary's share moves one step of :data:`SHARE_STEPS` at a time (repeating the current
     step is a no-op); ``mode="shadow"`` scores every request off the hot path (share 0).
     """
-    from quantcli.models.registry import check_model_name, registry_lock
-
     check_model_name(name)
     if mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got --mode {mode!r}")
     if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share):
         raise InputError(f"--share must be a number, got --share {share!r}")
     share = float(share)
-    with registry_lock(name):
+    with registry_lock(name, registry.workspace.locks_dir):
         state = read_state(registry, name)
         if share == 0.0 and mode == "canary":
             if state.candidate is None:
@@ -265,23 +253,10 @@ def halt(
     store_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Turn the kill switch on: every service of ``name`` answers 503 with ``reason``."""
-    from quantcli.models.registry import check_model_name, registry_lock
-
     check_model_name(name)
     why = _reason(reason)
-    with registry_lock(name):
-        state = read_state(registry, name)
-        value = {"reason": why, "at": datetime.now(UTC).isoformat(), "by": current_actor()}
-        event = RegistryEvent(
-            action="halt",
-            model_name=name,
-            from_version=state.production,
-            to_version=state.production,
-            reason=why,
-            tracking_uri=registry.tracking_uri,
-            details={"already_halted": state.halted},
-        )
-        _record(registry, event, HALT_TAG, value, store_path)
+    value = {"reason": why, "at": datetime.now(UTC).isoformat(), "by": current_actor()}
+    event = _switch(registry, name, "halt", why, value, store_path)
     return {"name": name, "halted": True, **value, "event": event.to_dict()}
 
 
@@ -293,22 +268,34 @@ def resume(
     store_path: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Turn the kill switch off (NotFoundError when ``name`` is not halted)."""
-    from quantcli.models.registry import check_model_name, registry_lock
-
     check_model_name(name)
     why = _reason(reason)
-    with registry_lock(name):
+    event = _switch(registry, name, "resume", why, None, store_path)
+    return {"name": name, "halted": False, "reason": why, "event": event.to_dict()}
+
+
+def _switch(
+    registry: Any,
+    name: str,
+    action: str,
+    why: str,
+    value: dict[str, Any] | None,
+    store_path: str | os.PathLike[str] | None,
+) -> RegistryEvent:
+    """Set (``halt``) or clear (``resume``) the kill switch tag under the model's lock."""
+    with registry_lock(name, registry.workspace.locks_dir):
         state = read_state(registry, name)
-        if not state.halted:
+        if action == "resume" and not state.halted:
             raise NotFoundError(f"model '{name}' is not halted: nothing to resume")
+        details = {"already_halted": state.halted} if action == "halt" else {"halt": state.halt}
         event = RegistryEvent(
-            action="resume",
+            action=action,
             model_name=name,
             from_version=state.production,
             to_version=state.production,
             reason=why,
             tracking_uri=registry.tracking_uri,
-            details={"halt": state.halt},
+            details=details,
         )
-        _record(registry, event, HALT_TAG, None, store_path)
-    return {"name": name, "halted": False, "reason": why, "event": event.to_dict()}
+        _record(registry, event, HALT_TAG, value, store_path)
+    return event

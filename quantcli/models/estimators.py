@@ -17,6 +17,7 @@ imported inside the functions, so importing this module is cheap.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ def _standardized_target_mlp_class():
         Why: forward returns are ~1e-2. A network trained on them directly learns tiny output
         weights over O(1) hidden activations, and sklearn's fixed ``tol=1e-4`` on a loss of
         ~1e-4 stops training almost at once; predictions end up a small difference of large
-        terms, which 8-bit rounding destroys (INT8 parity 7-9 % before this class, docs/serving.md).
+        terms, which 8-bit rounding destroys (docs/serving.md has the INT8 parity figures).
         At unit scale the network trains normally and INT8 keeps parity. ``target_mean_`` and
         ``target_scale_`` record the folded map.
         """
@@ -270,6 +271,50 @@ class LightGBMFactory(ModelFactory):
 
     def __repr__(self) -> str:
         return f"LightGBMFactory(base={self.base!r}, seed={self.seed}, n_jobs={self.n_jobs})"
+
+
+class EstimatorFactory:
+    """A fresh, unfitted copy of a user's estimator per CPCV split and for the final refit.
+
+    quantcli serialises models without pickle, so the estimator must be one quantcli can save:
+    ``lightgbm.LGBMRegressor``, a scikit-learn MLP pipeline, or an
+    :class:`~quantcli.models.estimators.EnsembleRegressor` of them. ``params`` are applied
+    with ``set_params`` (an ``LGBMRegressor``'s ``n_estimators``, a pipeline's
+    ``mlp__alpha``, ...).
+    """
+
+    def __init__(self, estimator: Any, params: dict[str, Any] | None, seed: int) -> None:
+        if not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
+            raise InputError(
+                f"`model` must be a model kind ('lgbm', 'mlp', 'ensemble') or an estimator "
+                f"with fit/predict, got {type(estimator).__name__}"
+            )
+        self.kind = model_kind(estimator)  # InputError for a type quantcli cannot serialise
+        self.params = dict(params or {})
+        self.seed = seed
+        self.estimator = self._fresh(estimator, self.params)
+
+    @staticmethod
+    def _fresh(estimator: Any, params: dict[str, Any]) -> Any:
+        # a deep copy keeps the caller's object untouched (it may be fitted already)
+        est = copy.deepcopy(estimator)
+        if params:
+            if not hasattr(est, "set_params"):
+                raise InputError(
+                    f"`params` cannot be applied to a {type(est).__name__}",
+                    hint="set the members' parameters before passing the ensemble",
+                )
+            try:
+                est.set_params(**params)
+            except ValueError as exc:
+                raise InputError(f"`params` do not fit {type(est).__name__}: {exc}") from None
+        return est
+
+    def __call__(self, params: dict[str, Any] | None = None) -> Any:
+        return self._fresh(self.estimator, dict(params or {}))
+
+    def __repr__(self) -> str:
+        return f"EstimatorFactory(kind={self.kind!r}, estimator={self.estimator!r})"
 
 
 def _single_member(model: Any) -> Any:

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from quantcli.errors import InputError
+from quantcli.models.mlflow_env import quiet_mlflow
 
 ONNX_FILE = "model.onnx"
 #: what the MLflow model adds to the native files (checked against collisions)
@@ -81,9 +83,7 @@ def add_standard_flavors(
         The file names added to ``model_dir``.
     """
     import pandas as pd
-    import yaml
 
-    from quantcli.models.registry import quiet_mlflow
     from quantcli.serving.onnx_export import to_onnx
 
     with warnings.catch_warnings():

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from quantcli.errors import InputError, IntegrityError
+from quantcli.models.estimators import EnsembleRegressor, model_kind
 
 FORMAT = "quantcli-model/1"
 MANIFEST = "model.json"
@@ -83,8 +84,6 @@ def save_model(
     feature_names
         The model's input columns, in order.
     """
-    from quantcli.models.estimators import EnsembleRegressor, model_kind
-
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     if isinstance(model, NativeModel):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,23 +44,29 @@ def noise_home(tmp_path_factory, mlflow_template_db) -> Path:
     )
 
 
-def qcli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QCLI_HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "quantcli", "backtest", "cpcv", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+@pytest.fixture
+def cpcv(qcli, monkeypatch):
+    """``cpcv(home, *args)``: ``qcli backtest cpcv ARGS`` with ``$QCLI_HOME=home``, in this
+    process (the root ``qcli`` runner); ``cpcv.subprocess`` runs a fresh interpreter."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def run(home: Path, *args: str):
+        monkeypatch.setenv("QCLI_HOME", str(home))
+        return qcli("backtest", "cpcv", *args)
+
+    def in_subprocess(home: Path, *args: str):
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return qcli.subprocess("backtest", "cpcv", *args, env={"QCLI_HOME": str(home)})
+
+    run.subprocess = in_subprocess
+    return run
 
 
-def test_planted_signal_passes_with_report_and_same_bytes_twice(signal_home, capsys, monkeypatch):
+def test_planted_signal_passes_with_report_and_same_bytes_twice(signal_home, cpcv):
     args = ("--config", str(signal_home / "small.toml"), "--n-groups", "6", "--json")
-    first = qcli(signal_home, *args)
-    assert first.returncode == 0, first.stderr
-    out = json.loads(first.stdout)
+    first = cpcv.subprocess(signal_home, *args)
+    assert first.code == 0, first.err
+    out = first.json
     assert out["passed"] is True and out["verdict"]["reasons"] == []
     assert out["metrics"]["sharpe"] > 1.2 and out["metrics"]["psr"] > 0.95
     assert out["cv"] == {
@@ -107,29 +110,15 @@ def test_planted_signal_passes_with_report_and_same_bytes_twice(signal_home, cap
 
     # the second run in this process: another process state (hash seed, warm imports and
     # caches), same seed and data, so the same bytes; a second interpreter would add seconds
-    code, stdout, stderr = qcli_in_process(
-        signal_home, *args, capsys=capsys, monkeypatch=monkeypatch
-    )
+    code, stdout, stderr = cpcv(signal_home, *args)
     assert code == 0, stderr
-    assert stdout == first.stdout  # same seed, same data: the same bytes
+    assert stdout == first.out  # same seed, same data: the same bytes
     assert (report / "equity.png").read_bytes() == png
     assert (report / "metrics.json").read_bytes() == metrics_bytes
 
 
-def qcli_in_process(home: Path, *args: str, capsys, monkeypatch) -> tuple[int, str, str]:
-    """Run ``qcli backtest cpcv ARGS`` through the real entry point, in this process."""
-    from quantcli.cli import main
-
-    monkeypatch.setenv("QCLI_HOME", str(home))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["backtest", "cpcv", *args])
-    captured = capsys.readouterr()
-    return int(exit_info.value.code), captured.out, captured.err
-
-
-def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkeypatch):
-    code, stdout, stderr = qcli_in_process(
+def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, cpcv):
+    code, stdout, stderr = cpcv(
         noise_home,
         "--config",
         str(noise_home / "small.toml"),
@@ -141,8 +130,6 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
         "--report-dir",
         str(tmp_path / "bt"),
         "--json",
-        capsys=capsys,
-        monkeypatch=monkeypatch,
     )
     assert code == 1, stderr
     out = json.loads(stdout)  # the result still comes out with --json
@@ -152,7 +139,7 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
     assert "Sharpe ratio" in stderr
     assert (tmp_path / "bt" / "metrics.json").is_file()
     # the same run passes when the thresholds are lowered on the command line
-    code, stdout, stderr = qcli_in_process(
+    code, stdout, stderr = cpcv(
         noise_home,
         "--config",
         str(noise_home / "small.toml"),
@@ -169,8 +156,6 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
         "-1",
         "--report-dir",
         str(tmp_path / "bt2"),
-        capsys=capsys,
-        monkeypatch=monkeypatch,
     )
     assert code == 0, stderr
     assert "PASS" in stdout and "Backtest paths" in stdout
@@ -189,23 +174,16 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, capsys, monkey
         (("--model", "a b;rm"), "invalid model name 'a b;rm' for the trial log"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(noise_home, args, message, tmp_path, capsys, monkeypatch):
-    code, stdout, stderr = qcli_in_process(
-        noise_home,
-        *args,
-        "--report-dir",
-        str(tmp_path / "bt"),
-        capsys=capsys,
-        monkeypatch=monkeypatch,
-    )
+def test_bad_input_exits_2_with_one_line(noise_home, args, message, tmp_path, cpcv):
+    code, stdout, stderr = cpcv(noise_home, *args, "--report-dir", str(tmp_path / "bt"))
     assert code == 2, stderr
     assert message in stderr
     assert stdout == ""
     assert not (tmp_path / "bt").exists()  # nothing half-written
 
 
-def test_empty_home_says_what_to_run(tmp_path, capsys, monkeypatch):
-    code, _, stderr = qcli_in_process(tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+def test_empty_home_says_what_to_run(tmp_path, cpcv):
+    code, _, stderr = cpcv(tmp_path)
     assert code == 2
     assert "Error:" in stderr and "Hint:" in stderr
 
@@ -219,26 +197,18 @@ def test_empty_home_says_what_to_run(tmp_path, capsys, monkeypatch):
         ("[strategy]\ntarget_vol = 0\n", "[strategy] target_vol must be in (0, 5]"),
     ],
 )
-def test_bad_costs_or_strategy_config_exits_2(
-    noise_home, toml, message, tmp_path, capsys, monkeypatch
-):
+def test_bad_costs_or_strategy_config_exits_2(noise_home, toml, message, tmp_path, cpcv):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    code, stdout, stderr = qcli_in_process(
-        noise_home,
-        "--config",
-        str(path),
-        "--report-dir",
-        str(tmp_path / "bt"),
-        capsys=capsys,
-        monkeypatch=monkeypatch,
+    code, stdout, stderr = cpcv(
+        noise_home, "--config", str(path), "--report-dir", str(tmp_path / "bt")
     )
     assert (code, stdout) == (2, "")
     assert f"Error: {path}: {message}" in stderr
     assert not (tmp_path / "bt").exists()
 
 
-def test_atr_slippage_and_rank_from_the_config(noise_home, tmp_path, capsys, monkeypatch):
+def test_atr_slippage_and_rank_from_the_config(noise_home, tmp_path, cpcv):
     """The stored backtest joins the bars' high/low/close for ATR slippage; costs rise with it."""
     path = tmp_path / "atr.toml"
     path.write_text(
@@ -246,17 +216,16 @@ def test_atr_slippage_and_rank_from_the_config(noise_home, tmp_path, capsys, mon
         '[strategy]\nconstruction = "rank"\n'
     )
     args = ("--n-groups", "4", "--grid", "none", "--no-trials", "--json")
-    code, stdout, stderr = qcli_in_process(
-        noise_home, "--config", str(path), "--report-dir", str(tmp_path / "a"), *args,
-        capsys=capsys, monkeypatch=monkeypatch,
+    code, stdout, stderr = cpcv(
+        noise_home, "--config", str(path), "--report-dir", str(tmp_path / "a"), *args
     )  # fmt: skip
     assert code in (0, 1), stderr
     atr = json.loads(stdout)
     assert atr["strategy"]["costs"]["slippage"] == "atr"
     assert atr["strategy"]["construction"]["construction"] == "rank"
-    code, stdout, stderr = qcli_in_process(
+    code, stdout, stderr = cpcv(
         noise_home, "--config", str(noise_home / "small.toml"), "--report-dir",
-        str(tmp_path / "b"), *args, capsys=capsys, monkeypatch=monkeypatch,
+        str(tmp_path / "b"), *args
     )  # fmt: skip
     fixed = json.loads(stdout)
     # half the average true range of a daily bar costs far more than the fixed 2 bps

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from quantcli.cli import main
 from quantcli.models.events import list_events
 from quantcli.models.registry import ModelRegistry
 from quantcli.store.offline import OfflineStore
@@ -71,16 +70,6 @@ def _home_from(store: Path, qcli_home: Path, template: Path) -> Path:
     return qcli_home
 
 
-def qcli(capsys, *args: str) -> tuple[int, dict | None, str]:
-    """Run the CLI in-process; ``(exit code, parsed JSON stdout or None, stderr)``."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    parsed = json.loads(out.out) if "--json" in args and out.out.strip() else None
-    return exc.value.code, parsed, out.err
-
-
 PASSED = {"backtest": "pass", "parity": "pass", "scan": "pass"}
 
 
@@ -91,46 +80,46 @@ def _onnx_gates_pass(name: str, version: str) -> None:
         reg.record_verdict(name, version, gate, True, [])
 
 
-def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_store):
+def test_cli_flow_on_the_store(qcli, qcli_home, mlflow_template_db, signal_store):
     home = _home_from(signal_store, qcli_home, mlflow_template_db)
     cfg = str(home / "small.toml")
 
-    code, out, err = qcli(capsys, "model", "train", "--name", "sig", "--config", cfg, "--json")
-    assert code == 0, err
+    r = qcli("model", "train", "--name", "sig", "--config", cfg, "--json")
+    assert r.code == 0, r.err
+    out = r.json
     assert (out["version"], out["aliases"], out["backtest_verdict"]) == ("1", ["staging"], "pass")
     assert out["dataset"]["rows"] > 2000 and len(out["dataset"]["sha256"]) == 64
 
     # the default gates also require parity and scan: refused, exit 1, JSON result on stdout
-    code, out, err = qcli(capsys, "model", "promote", "sig", "--json")
-    assert code == 1
-    assert out["promoted"] is False
-    assert [r.split(" (")[0] for r in out["reasons"]] == [
+    r = qcli("model", "promote", "sig", "--json")
+    assert r.code == 1
+    assert r.json["promoted"] is False
+    assert [reason.split(" (")[0] for reason in r.json["reasons"]] == [
         f"verdict '{gate}' not recorded" for gate in ("backtest", "parity", "scan")
     ]
-    assert "promotion of sig v1 refused" in err
+    assert "promotion of sig v1 refused" in r.err
 
     _onnx_gates_pass("sig", "1")
-    code, out, _ = qcli(capsys, "model", "validate", "sig", "--config", cfg, "--json")
-    assert (code, out["passed"], out["verdicts"]) == (0, True, PASSED)
-    code, out, _ = qcli(capsys, "model", "promote", "sig", "--config", cfg, "--json")
-    assert (code, out["promoted"], out["previous_version"]) == (0, True, None)
+    r = qcli("model", "validate", "sig", "--config", cfg, "--json")
+    assert (r.code, r.json["passed"], r.json["verdicts"]) == (0, True, PASSED)
+    r = qcli("model", "promote", "sig", "--config", cfg, "--json")
+    assert (r.code, r.json["promoted"], r.json["previous_version"]) == (0, True, None)
 
-    code, out, err = qcli(
-        capsys, "model", "train", "--name", "sig", "--seed", "7", "--config", cfg, "--json"
-    )
-    assert code == 0, err
+    r = qcli("model", "train", "--name", "sig", "--seed", "7", "--config", cfg, "--json")
+    assert r.code == 0, r.err
     _onnx_gates_pass("sig", "2")
-    assert qcli(capsys, "model", "validate", "sig", "--config", cfg)[0] == 0
-    code, out, _ = qcli(capsys, "model", "promote", "sig", "--config", cfg, "--json")
-    assert (code, out["version"], out["previous_version"]) == (0, "2", "1")
+    assert qcli("model", "validate", "sig", "--config", cfg).code == 0
+    r = qcli("model", "promote", "sig", "--config", cfg, "--json")
+    assert (r.code, r.json["version"], r.json["previous_version"]) == (0, "2", "1")
 
-    code, out, _ = qcli(capsys, "model", "rollback", "sig", "--reason", "drill", "--json")
-    assert (code, out["from_version"], out["to_version"]) == (0, "2", "1")
-    code, out, err = qcli(capsys, "model", "rollback", "sig", "--json")
-    assert code == 2 and "no previous production version" in err
+    r = qcli("model", "rollback", "sig", "--reason", "drill", "--json")
+    assert (r.code, r.json["from_version"], r.json["to_version"]) == (0, "2", "1")
+    r = qcli("model", "rollback", "sig", "--json")
+    assert r.code == 2 and "no previous production version" in r.err
 
-    code, out, _ = qcli(capsys, "model", "list", "sig", "--json")
-    assert code == 0
+    r = qcli("model", "list", "sig", "--json")
+    assert r.code == 0
+    out = r.json
     assert out["aliases"] == {"production": "1", "staging": "2"}
     assert [(v["version"], v["status"]) for v in out["versions"]] == [
         ("1", "production"),
@@ -140,10 +129,7 @@ def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_sto
     assert all(v["feature_set_version"] == "1" for v in out["versions"])
     assert out["versions"][0]["dataset_sha256"] == out["versions"][1]["dataset_sha256"]
 
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        main(["model", "list", "sig"])
-    human = capsys.readouterr()
+    human = qcli("model", "list", "sig")
     assert "sig: versions" in human.out and "version" in human.out  # a rich table, not JSON
     assert "production history (oldest first): ['2']" not in human.err
     assert "production history (oldest first): none" in human.err
@@ -158,44 +144,35 @@ def test_cli_flow_on_the_store(capsys, qcli_home, mlflow_template_db, signal_sto
 
 
 def test_cli_noise_is_refused_and_override_is_recorded(
-    capsys, qcli_home, mlflow_template_db, noise_store
+    qcli, qcli_home, mlflow_template_db, noise_store
 ):
     home = _home_from(noise_store, qcli_home, mlflow_template_db)
     cfg = str(home / "small.toml")
-    code, out, err = qcli(capsys, "model", "train", "--name", "noise", "--config", cfg, "--json")
-    assert code == 0, err  # training succeeds; the verdict is recorded, not enforced here
-    assert out["backtest_verdict"] == "fail" and out["reasons"]
+    r = qcli("model", "train", "--name", "noise", "--config", cfg, "--json")
+    assert r.code == 0, r.err  # training succeeds; the verdict is recorded, not enforced here
+    assert r.json["backtest_verdict"] == "fail" and r.json["reasons"]
 
-    code, out, err = qcli(capsys, "model", "validate", "noise", "--config", cfg, "--json")
-    assert code == 1 and out["passed"] is False
-    code, out, err = qcli(capsys, "model", "promote", "noise", "--config", cfg)
-    assert code == 1 and "verdict 'backtest' is fail: Sharpe ratio" in err
+    r = qcli("model", "validate", "noise", "--config", cfg, "--json")
+    assert r.code == 1 and r.json["passed"] is False
+    r = qcli("model", "promote", "noise", "--config", cfg)
+    assert r.code == 1 and "verdict 'backtest' is fail: Sharpe ratio" in r.err
     assert ModelRegistry().alias_version("noise", "production") is None
 
-    code, _, err = qcli(capsys, "model", "promote", "noise", "--force", "--config", cfg)
-    assert code == 2 and "--force needs --reason" in err
-    code, out, _ = qcli(
-        capsys,
-        "model",
-        "promote",
-        "noise",
-        "--force",
-        "--reason",
-        "desk test",
-        "--json",
-        "--config",
-        cfg,
+    r = qcli("model", "promote", "noise", "--force", "--config", cfg)
+    assert r.code == 2 and "--force needs --reason" in r.err
+    r = qcli(
+        "model", "promote", "noise", "--force", "--reason", "desk test", "--json", "--config", cfg
     )
-    assert code == 0 and out["forced"] is True and out["event"]["action"] == "override"
+    assert r.code == 0 and r.json["forced"] is True and r.json["event"]["action"] == "override"
 
 
-def test_cli_usage_errors_exit_2(capsys, qcli_home, embedded_uri):
-    code, _, err = qcli(capsys, "model", "train", "--name", "bad name")
-    assert code == 2 and "invalid model name" in err
-    code, _, err = qcli(capsys, "model", "list", "nothing_here")
-    assert code == 2 and "no registered model 'nothing_here'" in err
-    code, _, err = qcli(capsys, "model", "train", "--name", "x", "--family", "svm")
-    assert code == 2 and "'svm' is not one of 'lgbm', 'mlp', 'ensemble'" in err
+def test_cli_usage_errors_exit_2(qcli, qcli_home, embedded_uri):
+    r = qcli("model", "train", "--name", "bad name")
+    assert r.code == 2 and "invalid model name" in r.err
+    r = qcli("model", "list", "nothing_here")
+    assert r.code == 2 and "no registered model 'nothing_here'" in r.err
+    r = qcli("model", "train", "--name", "x", "--family", "svm")
+    assert r.code == 2 and "'svm' is not one of 'lgbm', 'mlp', 'ensemble'" in r.err
 
 
 def test_concurrent_promotes_leave_one_consistent_production(qcli_home, embedded_uri, helpers):

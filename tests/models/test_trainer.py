@@ -15,15 +15,12 @@ import pytest
 
 from quantcli.config import load_config
 from quantcli.errors import GateFailedError, InputError
+from quantcli.models import dataset
+from quantcli.models.dataset import dataset_manifest, frame_sha256
 from quantcli.models.estimators import ModelFactory
 from quantcli.models.flavors import MLFLOW_FILES
 from quantcli.models.registry import ModelRegistry
-from quantcli.models.trainer import (
-    MLflowTrainer,
-    _training_frame,
-    dataset_manifest,
-    frame_sha256,
-)
+from quantcli.models.trainer import MLflowTrainer
 from tests.models.conftest import training_frame
 
 pytestmark = [
@@ -181,7 +178,7 @@ def test_same_data_and_seed_same_run_content(qcli_home, embedded_uri, signal_fra
         assert ia.artifacts[path]["sha256"] == ib.artifacts[path]["sha256"], path
     # row order of the input does not matter: the frame is put in (ts, symbol) order
     shuffled = signal_frame.sample(fraction=1.0, shuffle=True, seed=1)
-    frame, _ = _training_frame(shuffled.drop("label"), shuffled["label"])
+    frame, _ = dataset.training_frame(shuffled.drop("label"), shuffled["label"])
     assert dataset_manifest(frame)["sha256"] == a.dataset["sha256"]
 
 
@@ -276,7 +273,7 @@ def test_training_grid_registers_the_selected_configuration_and_logs_pbo(
 
     # the registered model is the selected configuration refit on every row
     model, _ = ModelRegistry(embedded_uri).load_native_model("grid_sel", 1)
-    frame, names = _training_frame(X, y)
+    frame, names = dataset.training_frame(X, y)
     Xa, ya = frame.select(names).to_numpy(), frame["label"].to_numpy()
     lgbm = {**cfg["lightgbm"], "seed": 42}
     want = ModelFactory("lgbm", {**lgbm, **selected}, 42)().fit(Xa, ya).predict(Xa[:50])
@@ -317,7 +314,7 @@ def test_training_grid_per_model_kind():
     assert ens.params["lgbm"] == {"n_estimators": 9}  # the caller's factory is untouched
     mlp = ModelFactory("mlp", {"alpha": 1e-3}, 42)
     assert training_grid(mlp, "small") == [{}, {"alpha": pytest.approx(1e-4)}, {"alpha": 1e-2}]
-    from quantcli.models.trainer import EstimatorFactory
+    from quantcli.models.estimators import EstimatorFactory
 
     est = EstimatorFactory(make_model("mlp", {"alpha": 1e-3}, 42), None, 42)
     grid = training_grid(est, "small")
