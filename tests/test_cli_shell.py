@@ -38,6 +38,33 @@ def test_help_imports_no_heavy_package():
     assert loaded == "LOADED=", f"qcli --help imported heavy packages: {loaded}"
 
 
+def test_root_help_loads_no_command_module():
+    # the root lists its groups from a table; loading them would import polars, numba and duckdb
+    code = (
+        "import sys\n"
+        "from quantcli.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED=' + ','.join(sorted(m for m in sys.modules if m.startswith("
+        "('quantcli.cli.', 'quantcli.features', 'quantcli.models', 'polars', 'numba')))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED=quantcli.cli._common", out.stdout
+
+
+def test_the_roots_one_liners_are_each_commands_own_help():
+    from quantcli.cli import GROUPS, TOP_COMMANDS, load_command
+
+    listed = {**{name: short for name, (_, short) in GROUPS.items()}, **TOP_COMMANDS}
+    for name, short in listed.items():
+        real = load_command(name)
+        assert real.name == name
+        assert " ".join((real.help or "").split("\n\n")[0].split()) == short, name
+
+
 @pytest.mark.parametrize(
     "group", ["data", "features", "backtest", "model", "monitor", "audit", "pipeline"]
 )

@@ -9,6 +9,7 @@ Only light modules are imported here: heavy packages load inside the commands th
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Annotated
@@ -17,29 +18,94 @@ import typer
 from rich.markup import escape
 
 try:  # typer >= 0.20 vendors click as typer._click; older versions use click itself
+    import typer._click as click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover
+    import click
     from click.exceptions import ClickException
 
 from quantcli import __version__
-from quantcli.cli import (
-    audit,
-    backtest,
-    data,
-    features,
-    features_online,  # noqa: F401  (registers `features materialize`)
-    model,
-    model_export,  # noqa: F401  (registers `model export` and `model scan`)
-    model_shadow,  # noqa: F401  (registers `model shadow`)
-    monitor,
-    pipeline,
-    serving,
-)
 from quantcli.cli._common import polish_help, stderr, to_json
 from quantcli.errors import GateFailedError, QuantCliError
 
+#: Each command group: (its modules, the first of which defines ``app``; the one-line help the
+#: root's help lists). Groups load on first use, so ``qcli --help`` and ``qcli data ...`` do not
+#: import the whole library; ``tests/test_cli_help.py`` checks each line equals the group's help.
+GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
+    "data": (("data",), "Ingest, validate and summarise OHLCV bars in the offline store."),
+    "features": (
+        ("features", "features_online"),
+        "Build, inspect and materialize feature sets.",
+    ),
+    "backtest": (("backtest",), "Combinatorial purged cross-validation backtests with gates."),
+    "model": (
+        ("model", "model_export", "model_shadow"),
+        "Train, validate, export, scan, promote and roll back models (MLflow registry).",
+    ),
+    "monitor": (("monitor",), "Drift, rolling performance, retraining triggers and alert guards."),
+    "audit": (
+        ("audit",),
+        "Verify, anchor and export the tamper-evident prediction audit ledger.",
+    ),
+    "pipeline": (("pipeline",), "Run the whole flow in one command."),
+}
+#: The top-level commands ``quantcli.cli.serving`` registers, with their one-line help.
+TOP_COMMANDS: dict[str, str] = {
+    "serve": "Serve predictions over HTTP (FastAPI under uvicorn) until Ctrl-C; follow the "
+    "registry.",
+    "predict": "Predict in-process (same path as the service) and record it in the audit ledger.",
+}
+
+
+def load_command(name: str) -> click.Command:
+    """The real click command of group or top-level command ``name`` (imports its modules)."""
+    holder = typer.Typer(add_completion=False)  # built as a child, as `add_typer` always did
+    if name in GROUPS:
+        modules = [importlib.import_module(f"quantcli.cli.{m}") for m in GROUPS[name][0]]
+        holder.add_typer(modules[0].app, name=name)
+    else:
+        importlib.import_module("quantcli.cli.serving").register(holder)
+        holder.callback()(lambda: None)  # a group even though it holds one command's twin
+    return polish_help(typer.main.get_command(holder).commands[name])
+
+
+class LazyRoot(typer.core.TyperGroup):
+    """The root ``qcli`` group: lists every command without importing it, loads one on use."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*TOP_COMMANDS, *GROUPS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in GROUPS and cmd_name not in TOP_COMMANDS:
+            return None
+        if self._listing:  # the root's own help screen needs names and one-liners only
+            short = GROUPS[cmd_name][1] if cmd_name in GROUPS else TOP_COMMANDS[cmd_name]
+            return typer.core.TyperCommand(cmd_name, help=short, short_help=short)
+        loaded = self.commands.get(cmd_name)
+        if loaded is None:
+            loaded = self.commands[cmd_name] = load_command(cmd_name)
+        return loaded
+
+    def get_help(self, ctx: click.Context) -> str:
+        self._listing = True
+        try:
+            return super().get_help(ctx)
+        finally:
+            self._listing = False
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 app = typer.Typer(
     name="qcli",
+    cls=LazyRoot,
     help=(
         "quantcli: from raw OHLCV bars to a served, monitored, auditable trading model.\n\n"
         "State lives under $QCLI_HOME (default ./.qcli). Every command takes --json.\n"
@@ -50,15 +116,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-app.add_typer(data.app, name="data")
-app.add_typer(features.app, name="features")
-app.add_typer(backtest.app, name="backtest")
-app.add_typer(model.app, name="model")
-app.add_typer(monitor.app, name="monitor")
-app.add_typer(audit.app, name="audit")
-app.add_typer(pipeline.app, name="pipeline")
-serving.register(app)  # top-level `qcli serve` and `qcli predict`
 
 _DEBUG_ENV = "QCLI_DEBUG"
 

@@ -33,8 +33,12 @@ def walk(cmd: Any, path: list[str] | None = None) -> Iterator[tuple[list[str], A
     """``(path, command)`` of every visible command below ``cmd``, depth first, in order."""
     path = path or []
     yield path, cmd
-    for name, sub in (getattr(cmd, "commands", None) or {}).items():
-        if not getattr(sub, "hidden", False):
+    if not hasattr(cmd, "list_commands"):
+        return
+    ctx = cmd.make_context(cmd.name or "qcli", [], resilient_parsing=True)
+    for name in cmd.list_commands(ctx):  # the root loads its groups on demand
+        sub = cmd.get_command(ctx, name)
+        if sub is not None and not getattr(sub, "hidden", False):
             yield from walk(sub, [*path, name])
 
 
