@@ -16,11 +16,11 @@ from quantcli.features.kinds._steps import (
     NAN,
     fma,
     is_zero,
-    ring_extremes,
     sma_run,
     sma_size,
     true_range,
 )
+from quantcli.features.kinds._windows import ring_extremes
 from quantcli.features.kinds.classic import WINDOW, _n, _zeros, register_group
 
 

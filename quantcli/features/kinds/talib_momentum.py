@@ -14,7 +14,8 @@ import numpy as np
 from numba import njit
 
 from quantcli.features.kinds import momentum_polars as twins
-from quantcli.features.kinds._steps import NAN, is_zero, ring_extremes
+from quantcli.features.kinds._steps import NAN, is_zero
+from quantcli.features.kinds._windows import ring_extremes
 from quantcli.features.kinds.talib_overlap import WINDOW2, _n, _talib, kind
 
 HLC = ("high", "low", "close")
