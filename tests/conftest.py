@@ -1,5 +1,8 @@
 """Shared fixtures: an isolated $QCLI_HOME per test, Hypothesis profiles, small synthetic data,
-the one CLI runner (``qcli``) and the one model-registration fixture (``register_lgbm``)."""
+the one CLI runner (``qcli``) and the one model-registration fixture (``register_lgbm``).
+
+Also what makes the suite safe under pytest-xdist (each worker its own Redis database) and the
+one-line wall-time report that ends every run."""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,6 +30,50 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def worker_redis_url(url: str, worker: str) -> str:
+    """``url`` moved to a database of its own for xdist worker ``worker`` (``gw0``, ``gw1``, ...).
+
+    The Redis tests flush their database; two workers on one database would flush each other's
+    keys mid-test. Worker N takes database base + 1 + N, so the base one stays the serial run's.
+    """
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = base + 1 + int(worker.removeprefix("gw"))
+    if db > 15:  # redis-server's default `databases 16`
+        raise RuntimeError(
+            f"xdist worker {worker} needs Redis database {db}; use at most -n {15 - base}"
+        )
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+# At import, before any test module reads it (tests/docs/pages.py reads it at import time).
+# The serial URL is kept aside so that importing this module twice moves the URL only once.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("QCLI_TEST_REDIS_URL"):
+    _serial = os.environ.setdefault("QCLI_TEST_REDIS_SERIAL_URL", os.environ["QCLI_TEST_REDIS_URL"])
+    os.environ["QCLI_TEST_REDIS_URL"] = worker_redis_url(_serial, os.environ["PYTEST_XDIST_WORKER"])
+
+
+_STARTED = pytest.StashKey[float]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_STARTED] = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line at the end of every run: the wall time, the workers, the CPUs and the load."""
+    if hasattr(config, "workerinput") or _STARTED not in config.stash:
+        return  # an xdist worker: the controller reports for the whole run
+    wall = time.monotonic() - config.stash[_STARTED]
+    workers = getattr(config.option, "numprocesses", None) or 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    how = f"{workers} xdist workers" if workers else "1 process (no xdist)"
+    terminalreporter.write_line(
+        f"suite wall time: {wall:.1f} s ({how}, {cpus} CPUs, load average {load})"
+    )
 
 
 @pytest.fixture

@@ -27,6 +27,10 @@ import pytest
 
 FEATURE_REFS = ["technical_features_v1:nma_9", "technical_features_v1:bb_pct"]
 
+# The module fixtures ingest, train and export once; under `pytest -n 2 --dist loadgroup` the
+# whole module runs on one worker so they are not built again on the other.
+pytestmark = pytest.mark.xdist_group("documented_api")
+
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
@@ -330,7 +334,7 @@ def trained(api, training):
 def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
     from mlflow import MlflowClient
 
-    from quantcli.models.trainer import _training_frame, dataset_manifest
+    from quantcli.models.dataset import dataset_manifest, training_frame
 
     results = trained.results
     client = MlflowClient(api.tracking_uri)
@@ -345,7 +349,7 @@ def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
     assert [m.step for m in history] == list(range(10))
     assert run.data.metrics["cv_ic_mean"] == pytest.approx(np.mean([m.value for m in history]))
     # dataset hash and feature names of the frame actually trained on
-    frame, names = _training_frame(training.X_train, training.y_train)
+    frame, names = training_frame(training.X_train, training.y_train)
     from quantcli.models import tags as T
 
     assert run.data.tags[T.DATASET_SHA256] == dataset_manifest(frame)["sha256"]

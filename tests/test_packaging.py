@@ -86,7 +86,15 @@ def test_declared_dependencies_are_exactly_the_imported_ones():
 def test_test_tools_are_dev_only():
     runtime = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     dev = {_name(r) for r in PYPROJECT["project"]["optional-dependencies"]["dev"]}
-    for tool in ("pytest", "hypothesis", "ta-lib", "pytest-benchmark", "ruff", "build"):
+    for tool in (
+        "pytest",
+        "pytest-xdist",
+        "hypothesis",
+        "ta-lib",
+        "pytest-benchmark",
+        "ruff",
+        "build",
+    ):
         assert tool not in runtime
         assert tool in dev
 
