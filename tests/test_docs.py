@@ -385,23 +385,24 @@ def test_shell_blocks_of_the_page_run(doc, prepared_home, tmp_path, monkeypatch,
         page.files(cwd)
     if page.setup:
         page.setup(home, cwd)
-    runner = PageRunner(home, cwd, make_bindir(tmp_path / "bin"), qcli, monkeypatch)
     with contextlib.ExitStack() as stack:
-        port = ""
+        bindir = make_bindir(tmp_path / "bin")
+        keep = stack if page.serves else None
+        runner = PageRunner(home, cwd, bindir, qcli, monkeypatch, keep_serving=keep)
         if page.service:
             service = background_serve(list(page.service), runner.env, cwd, tmp_path / "svc.log")
-            port = str(stack.enter_context(service))
+            runner.port = str(stack.enter_context(service))
         pending = dict(page.before)
         for step in steps:
             key = next((k for k in pending if step.command.startswith(k)), None)
             for before in pending.pop(key, []):
                 if callable(before):
-                    before(home, cwd, port)
+                    before(home, cwd, runner.port)
                 else:
                     result = qcli(*before)
                     assert result.code == 0, f"{step.where}: `qcli {shlex.join(before)}`: {result}"
-            command = page.substitute(step.command, port=port, redis=REDIS_URL, home=str(home))
+            values = {"port": runner.port, "redis": REDIS_URL, "home": str(home)}
+            command = page.substitute(step.command, **values)
             runner.run(step, command)
     assert not pending, f"no step of {doc} starts with {sorted(pending)}"
     assert len(runner.ran) == len(steps)
-    print(doc, runner.seconds)

@@ -202,6 +202,7 @@ class Page:
     subs: tuple[tuple[str, str], ...] = ()
     cwd: str = ""  # relative to $QCLI_HOME ("audit"); "" = a fresh working directory
     service: tuple[str, ...] = ()  # argv of a background `qcli serve`; its port is {port}
+    serves: bool = False  # the page's own `qcli serve` is that service (kept running)
     setup: Callable[[Path, Path], None] | None = None  # (home, workdir): state the text assumes
     # the start of a step's command -> what runs before the first such step (qcli argv lists,
     # in process, or a callable(home, workdir, port)): the state the page's prose sets up there
@@ -279,7 +280,7 @@ PAGES: dict[str, Page] = {
         "deployed",
         files=_prod_toml,
         subs=NAME_V,
-        service=SERVE,
+        serves=True,  # section 0 starts the service the later sections reach at HOST:8000
         setup=_record_v2_verdicts,
         before={
             # the prose between: "End the shadow: qcli model rollout NAME --share 0 ..."

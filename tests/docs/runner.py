@@ -120,7 +120,19 @@ def background_serve(argv: list[str], env: dict[str, str], cwd: Path, log: Path)
 class PageRunner:
     """Runs one page's steps in ``cwd`` with ``$QCLI_HOME=home``; records what it ran."""
 
-    def __init__(self, home: Path, cwd: Path, bindir: Path, qcli: Callable, monkeypatch) -> None:
+    def __init__(
+        self,
+        home: Path,
+        cwd: Path,
+        bindir: Path,
+        qcli: Callable,
+        monkeypatch,
+        keep_serving: contextlib.ExitStack | None = None,
+    ) -> None:
+        # keep_serving: the page's first foreground `qcli serve` is the service its later
+        # commands reach; it runs in the background until the stack closes (``self.port``)
+        self.keep_serving = keep_serving
+        self.port = ""
         self.home = home
         self.cwd = cwd
         self.env = shell_env(home, bindir)
@@ -152,7 +164,12 @@ class PageRunner:
             qcli_serve = words[0] == "qcli"
             server = [sys.executable, "-m", "quantcli", *words[1:]] if qcli_serve else words
             health = "/health" if qcli_serve else "/"
-            with background_server(server, self.env, self.cwd, self.cwd / "server.log", health):
+            running = background_server(server, self.env, self.cwd, self.cwd / "server.log", health)
+            if qcli_serve and self.keep_serving is not None and not self.port:
+                self.port = str(self.keep_serving.enter_context(running))
+                self.ran.append((command, "server kept for the page"))
+                return 0, ""
+            with running:
                 pass
             self.ran.append((command, "bounded server"))
             return 0, ""
