@@ -85,6 +85,10 @@ class NewFeatureSet(Result):
     features: int
     source: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "feature_set": self.feature_set, "table": self.table,
+                "features": self.features, "source": self.source}  # fmt: skip
+
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureSetCheck(Result):
