@@ -23,7 +23,7 @@ from quantcli.data.spacing import (
     stored_bar_times,
 )
 from quantcli.data.validation import check_spacing
-from quantcli.errors import NotFoundError
+from quantcli.errors import InputError, NotFoundError
 from quantcli.features.definitions import FeatureSet, load_feature_set
 
 __all__ = [
@@ -42,8 +42,8 @@ def declared_interval(
 
     ``feature_set``'s frequency if given (``--feature-set``), else ``interval`` (``--interval``),
     else the frequency of the configured feature set (``[features] feature_set``, by default
-    ``technical_v1``); ``(None, "")`` when that set cannot be found, since a plain ingest must
-    not fail on a declaration it was not asked about.
+    ``technical_v1``); ``(None, "")`` when that set cannot be found or loaded, since a plain
+    ingest must not fail on a declaration it was not asked about.
     """
     if feature_set is not None:
         fs = load_feature_set(feature_set)
@@ -53,7 +53,7 @@ def declared_interval(
     name = str(features_config.get("feature_set", "technical_v1"))
     try:
         return load_feature_set(name).frequency, f"the feature set {name}"
-    except NotFoundError:
+    except (NotFoundError, InputError):
         return None, ""
 
 
