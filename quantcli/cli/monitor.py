@@ -7,10 +7,12 @@ drift, degraded performance, retraining due, a CRITICAL guard finding), 2 on bad
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from quantcli.cli._common import JsonOpt, emit, note, progress
@@ -41,7 +43,7 @@ _BAND_STYLE = {"significant": "bold red", "moderate": "yellow", "none": "green"}
 _SEV_STYLE = {"CRITICAL": "bold red", "WARNING": "yellow", "INFO": "green"}
 
 
-def finish(result: Result, json_mode: bool, render) -> None:
+def finish(result: Result, json_mode: bool, render: Callable[[Console], None]) -> None:
     """Render ``result``, then apply the one gate rule: ``raise_if_failed`` (exit 1).
 
     A failed result's JSON is printed by the error handler (from the GateFailedError), so it
