@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from quantcli.errors import InputError
 from quantcli.monitoring.drift import DriftResult
-from quantcli.monitoring.drift_check import latest_drift_run
+from quantcli.monitoring.drift_check import DriftCheck, latest_drift_run
 from quantcli.monitoring.performance import PerformanceMonitor
 from quantcli.monitoring.state import as_utc, monitoring_store, store_file, utc_now
 from quantcli.results import Result
@@ -55,9 +55,13 @@ class RetrainDecision(Result):
         }
 
 
-def _n_drifted(drift_results: DriftResult | dict[str, Any] | None) -> tuple[int, list[str]]:
+def _n_drifted(
+    drift_results: DriftCheck | DriftResult | dict[str, Any] | None,
+) -> tuple[int, list[str]]:
     if drift_results is None:
         return 0, []
+    if isinstance(drift_results, DriftCheck):
+        drift_results = drift_results.drift
     if isinstance(drift_results, DriftResult):
         names = drift_results.drifted_features
         return len(names), names
@@ -137,7 +141,7 @@ class RetrainingTrigger:
 
     def should_retrain(
         self,
-        drift_results: DriftResult | dict[str, Any] | None = None,
+        drift_results: DriftCheck | DriftResult | dict[str, Any] | None = None,
         performance_metrics: dict[str, Any] | None = None,
         *,
         now: datetime | str | None = None,
@@ -148,7 +152,8 @@ class RetrainingTrigger:
         Parameters
         ----------
         drift_results
-            The latest drift check (a :class:`DriftResult` or its ``to_dict()``), or None.
+            The latest drift check (a :class:`DriftCheck`, a :class:`DriftResult` or its
+            ``to_dict()``), or None.
         performance_metrics
             The latest :meth:`PerformanceMonitor.calculate_metrics` result, or None.
         now
@@ -159,7 +164,7 @@ class RetrainingTrigger:
 
     def evaluate(
         self,
-        drift_results: DriftResult | dict[str, Any] | None = None,
+        drift_results: DriftCheck | DriftResult | dict[str, Any] | None = None,
         performance_metrics: dict[str, Any] | None = None,
         *,
         now: datetime | str | None = None,

@@ -99,6 +99,9 @@ def test_significant_drift_fails_naming_the_features(feature_store, qcli_home):
     assert list(out)[-4:] == ["report", "profile", "run_id", "windows"]
     assert out["n_drifted"] == 2 and out["report"] is None
     assert latest_drift_run()["n_drifted"] == 2  # recorded under the run id it returned
+    # the check feeds the retraining trigger as it is
+    trigger = RetrainingTrigger(drift_threshold=2)
+    assert any(r.startswith("drift: 2 features") for r in trigger.evaluate(check, None).reasons)
     with pytest.raises(GateFailedError, match=r"significant drift \(PSI >= 0.25\) in 2 feature"):
         check.raise_if_failed()
 
