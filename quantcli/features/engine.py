@@ -340,10 +340,7 @@ def run_frame(
     out, _ = plan.run(bar_arrays(sorted_bars), starts, skips, states)
     lengths = np.diff(starts)
     kept_skip = np.minimum(np.maximum(skips, 0), lengths)
-    # per block: skipped bars (False), then kept ones (True)
-    runs = np.stack([kept_skip, lengths - kept_skip], axis=1).ravel()
-    keep = np.repeat(np.tile(np.array([False, True]), n_sym), runs)
-    keys = sorted_bars.select("symbol", "ts").filter(pl.Series(keep))
+    keys = _kept_keys(sorted_bars.select("symbol", "ts"), starts, kept_skip)
     cols = {name: out[row] for name, row in zip(plan.names, plan.feature_rows(), strict=True)}
     frame = keys.hstack(pl.DataFrame(cols))
     if not cross_section:
@@ -351,6 +348,33 @@ def run_frame(
     from quantcli.features.cross_section_stage import apply_frame
 
     return apply_frame(frame, plan.feature_set), states
+
+
+#: Kept rows a block must average for the keys to be taken as zero-copy slices (one chunk a
+#: block) rather than filtered into fresh columns.
+SLICE_ROWS = 4096
+
+
+def _kept_keys(keys: pl.DataFrame, starts: np.ndarray, skips: np.ndarray) -> pl.DataFrame:
+    """The rows of ``keys`` after each block's first ``skips`` rows.
+
+    Long blocks are sliced, not filtered: a filter writes the symbol strings and timestamps of
+    every kept row into fresh memory, whose page faults cost more than the copy; slices share
+    the bars' buffers. Short blocks (a
+    streaming update's few bars per symbol) are filtered, so a frame never holds one chunk per
+    few rows."""
+    lengths = np.diff(starts)
+    n_sym = lengths.shape[0]
+    kept = int(lengths.sum() - skips.sum())
+    if not skips.any():
+        return keys
+    if n_sym and kept >= SLICE_ROWS * n_sym:
+        parts = [keys.slice(int(a + w), int(n - w))
+                 for a, w, n in zip(starts[:-1], skips, lengths, strict=True) if n > w]  # fmt: skip
+        return pl.concat(parts, rechunk=False)
+    # per block: skipped rows (False), then kept ones (True)
+    runs = np.stack([skips, lengths - skips], axis=1).ravel()
+    return keys.filter(pl.Series(np.repeat(np.tile(np.array([False, True]), n_sym), runs)))
 
 
 def lazy_kernel_features(sorted_bars: pl.DataFrame, fs: FeatureSet, starts: np.ndarray):
