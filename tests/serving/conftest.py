@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 import pytest
 from online._features import feature_frame, write_feature_table
+from online.conftest import redis_url  # noqa: F401  (the test Redis of tests/online)
 
 from serving._deploy import free_port
 from serving._model import make_signed_model
@@ -267,42 +268,3 @@ def stop_service(svc: Service) -> None:
         except subprocess.TimeoutExpired:
             svc.proc.kill()
             svc.proc.wait()
-
-
-# -- redis -------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``$QCLI_TEST_REDIS_URL`` (started by .ci/run), else a redis-server of our own on a free port.
-
-    Skipped only when the redis-server binary is absent (CI installs it).
-    """
-    url = os.environ.get("QCLI_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port)
-    try:
-        for _ in range(100):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
