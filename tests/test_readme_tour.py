@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One worker under `pytest -n 2 --dist loadgroup`: the tour starts the fresh-machine run beside it.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("readme")]
 
 
 def tour_block() -> str:
@@ -25,6 +27,44 @@ def tour_block() -> str:
     match = re.search(r"```bash\n(.*?)```", section, re.S)
     assert match is not None, "the tour has no bash block"
     return match.group(1)
+
+
+def fresh_machine_command() -> str:
+    """The README's first command, after the install: ``qcli pipeline run --sample``."""
+    block = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()[0].split(" && ", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def fresh_machine_run(tmp_path_factory: pytest.TempPathFactory):
+    """The fresh-machine command, started in an empty directory and awaited by its own test.
+
+    The tour asks for it first, so the two independent runs (each one process, mostly one core)
+    overlap on a 2-core machine instead of queueing. Output goes to files, not pipes, so a run
+    nobody reads yet cannot block on a full pipe.
+    """
+    cwd = tmp_path_factory.mktemp("fresh_machine")
+    logs = tmp_path_factory.mktemp("fresh_machine_logs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QCLI_", "MLFLOW_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    command = fresh_machine_command()
+    with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "quantcli", *command.split()[1:]],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+    run = SimpleNamespace(proc=proc, cwd=cwd, command=command, logs=logs)
+    try:
+        yield run
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
 
 
 def test_the_tour_block_is_self_contained():
@@ -36,7 +76,11 @@ def test_the_tour_block_is_self_contained():
     assert block.count("8000") == 3  # serve, the health wait, the request: the port the test swaps
 
 
-def test_readme_tour_runs_as_written(tmp_path: Path):
+def test_readme_tour_runs_as_written(tmp_path: Path, request: pytest.FixtureRequest):
+    if any(
+        item.name == "test_the_fresh_machine_pipeline_line_runs" for item in request.session.items
+    ):
+        request.getfixturevalue("fresh_machine_run")  # starts it now, beside the tour
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -77,22 +121,13 @@ def test_readme_tour_runs_as_written(tmp_path: Path):
     assert (tmp_path / ".qcli" / "feast" / "feature_store.yaml").is_file()
 
 
-def test_the_fresh_machine_pipeline_line_runs(tmp_path: Path):
+def test_the_fresh_machine_pipeline_line_runs(fresh_machine_run):
     """The README's first command: `qcli pipeline run --sample` (installed: the tests' env)."""
-    block = (ROOT / "README.md").read_text().split("```bash\n", 1)[1].split("```", 1)[0]
-    command = block.splitlines()[0].split(" && ", 1)[1]
-    assert command == "qcli pipeline run --sample"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QCLI_", "MLFLOW_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-m", "quantcli", *command.split()[1:]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    assert fresh_machine_run.command == "qcli pipeline run --sample"
+    returncode = fresh_machine_run.proc.wait(timeout=1500)
+    stdout = (fresh_machine_run.logs / "stdout").read_text()
+    stderr = (fresh_machine_run.logs / "stderr").read_text()
     # gates fail on the sample, the demo goes on with staging: exit 0 unless --strict
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    assert "Gates did not all pass" in proc.stdout
-    assert list((tmp_path / ".qcli" / "reports").glob("pipeline-*/report.html"))
+    assert returncode == 0, f"stdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
+    assert "Gates did not all pass" in stdout
+    assert list((fresh_machine_run.cwd / ".qcli" / "reports").glob("pipeline-*/report.html"))
