@@ -391,7 +391,7 @@ def rollout(
         if share is not None or version is not None:
             raise InputError("--promote takes no --version or --share (it promotes the canary)")
         result = deployment.promote_rollout(reg, name, reason=reason, required=_required(config))
-        message = f"promoted canary v{result['candidate']} of {name} to production"
+        message = f"promoted canary v{result.candidate} of {name} to production"
     else:
         if share is None and mode == "canary":
             raise InputError("--share is required for a canary (0.1, 0.5, 1.0; 0 aborts)")
@@ -401,11 +401,15 @@ def rollout(
             reg, name, version or "0", share or 0.0, mode=mode.value, reason=reason
         )
         message = (
-            f"aborted the rollout of v{result['candidate']} of {name}"
-            if result["aborted"]
-            else f"{name} v{result['version']}: {result['mode']} at share {result['share']:g}"
+            f"aborted the rollout of v{result.candidate} of {name}"
+            if result.aborted
+            else f"{name} v{result.version}: {result.mode} at share {result.share:g}"
         )
-    emit(result, json_mode, lambda c: c.print(message + "; services follow at their next poll"))
+    emit(
+        result.to_dict(),
+        json_mode,
+        lambda c: c.print(message + "; services follow at their next poll"),
+    )
 
 
 @app.command()
@@ -424,7 +428,11 @@ def halt(
         qcli model halt momentum --reason "bad prices from the vendor since 14:02"
     """
     result = deployment.halt(_registry(tracking_uri), name, reason=reason)
-    emit(result, json_mode, lambda c: c.print(f"[bold red]halted[/] {name}: {result['reason']}"))
+    emit(
+        result.to_dict(),
+        json_mode,
+        lambda c: c.print(f"[bold red]halted[/] {name}: {result.reason}"),
+    )
 
 
 @app.command()
@@ -441,7 +449,9 @@ def resume(
         qcli model resume momentum --reason "vendor prices fixed, replayed and checked"
     """
     result = deployment.resume(_registry(tracking_uri), name, reason=reason)
-    emit(result, json_mode, lambda c: c.print(f"[green]resumed[/] {name}: {result['reason']}"))
+    emit(
+        result.to_dict(), json_mode, lambda c: c.print(f"[green]resumed[/] {name}: {result.reason}")
+    )
 
 
 def _render_models(models: listing.ModelListing) -> None:

@@ -42,7 +42,7 @@ _WHERE = {
     "NativeModel": "quantcli.models.serialize",
     "PromotionResult": "quantcli.models.lifecycle",
     "RollbackResult": "quantcli.models.lifecycle",
-    "TrainResult": "quantcli.models.trainer",
+    "TrainResult": "quantcli.models.run_log",
     "ValidationResult": "quantcli.models.lifecycle",
     "load_model": "quantcli.models.serialize",
     "save_model": "quantcli.models.serialize",

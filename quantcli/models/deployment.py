@@ -28,8 +28,9 @@ from typing import Any
 from quantcli.errors import InputError, NotFoundError
 from quantcli.models import tags as T
 from quantcli.models.events import RegistryEvent, current_actor
-from quantcli.models.lifecycle import apply_event, registry_lock
+from quantcli.models.lifecycle import PromotionResult, apply_event, registry_lock
 from quantcli.models.versions import check_model_name
+from quantcli.results import Result
 
 ROLLOUT_TAG = "quantcli.rollout"
 HALT_TAG = "quantcli.halt"
@@ -66,6 +67,68 @@ class DeploymentState:
         d["production"] = self.production
         d["halted"] = self.halted
         return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutResult(Result):
+    """``qcli model rollout``: the candidate stored with its share, or the rollout aborted."""
+
+    name: str
+    aborted: bool
+    candidate: str | None = None  # the aborted candidate
+    version: str | None = None
+    share: float = 0.0
+    mode: str | None = None
+    set_at: str | None = None
+    by: str | None = None
+    reason: str | None = None
+    event: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.aborted:
+            return {"name": self.name, "aborted": True, "candidate": self.candidate, "share": 0.0}
+        return {
+            "name": self.name,
+            "aborted": False,
+            "event": self.event,
+            "version": self.version,
+            "share": self.share,
+            "mode": self.mode,
+            "set_at": self.set_at,
+            "by": self.by,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CanaryPromotion(Result):
+    """``qcli model rollout --promote``: the canary promoted through the gated promote."""
+
+    name: str
+    candidate: str
+    promote: PromotionResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "candidate": self.candidate, "promote": self.promote.to_dict()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillSwitch(Result):
+    """``qcli model halt`` / ``resume``: the kill switch set (with when and by whom) or lifted."""
+
+    name: str
+    halted: bool
+    reason: str
+    at: str | None = None
+    by: str | None = None
+    event: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "halted": self.halted, "reason": self.reason}
+        if self.halted:
+            out.update(at=self.at, by=self.by)
+        out["event"] = self.event
+        return out
 
 
 def _parse_tag(raw: str | None, tag: str) -> dict[str, Any] | None:
@@ -147,7 +210,7 @@ def rollout(
     mode: str = "canary",
     reason: str | None = None,
     store_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> RolloutResult:
     """Store ``version`` as the candidate of ``name`` with traffic ``share``; 0 aborts.
 
     A canary's share moves one step of :data:`SHARE_STEPS` at a time (repeating the current
@@ -174,7 +237,7 @@ def rollout(
                 details={"aborted": state.candidate, "share": 0.0, "mode": state.mode},
             )
             _record(registry, event, ROLLOUT_TAG, None, store_path)
-            return {"name": name, "aborted": True, "candidate": state.candidate, "share": 0.0}
+            return RolloutResult(passed=True, name=name, aborted=True, candidate=state.candidate)
         info = registry.resolve(name, version)  # exists (NotFoundError otherwise)
         version = str(info.version)
         if version == state.production:
@@ -210,7 +273,7 @@ def rollout(
             details={"candidate": version, "share": share, "mode": mode},
         )
         _record(registry, event, ROLLOUT_TAG, value, store_path)
-    return {"name": name, "aborted": False, "event": event.to_dict(), **value}
+    return RolloutResult(passed=True, name=name, aborted=False, event=event.to_dict(), **value)
 
 
 def promote_rollout(
@@ -220,7 +283,7 @@ def promote_rollout(
     reason: str | None = None,
     required: list[str] | None = None,
     store_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> CanaryPromotion:
     """Promote the canary at share 1.0 through the gated promote, then clear the rollout."""
     state = read_state(registry, name)
     if state.candidate is None or state.mode != "canary" or state.share != 1.0:
@@ -242,7 +305,7 @@ def promote_rollout(
         details={"promoted": state.candidate},
     )
     _record(registry, clear, ROLLOUT_TAG, None, store_path)
-    return {"name": name, "candidate": state.candidate, "promote": result}
+    return CanaryPromotion(passed=True, name=name, candidate=state.candidate, promote=result)
 
 
 def halt(
@@ -251,13 +314,13 @@ def halt(
     *,
     reason: str | None,
     store_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> KillSwitch:
     """Turn the kill switch on: every service of ``name`` answers 503 with ``reason``."""
     check_model_name(name)
     why = _reason(reason)
     value = {"reason": why, "at": datetime.now(UTC).isoformat(), "by": current_actor()}
     event = _switch(registry, name, "halt", why, value, store_path)
-    return {"name": name, "halted": True, **value, "event": event.to_dict()}
+    return KillSwitch(passed=True, name=name, halted=True, event=event.to_dict(), **value)
 
 
 def resume(
@@ -266,12 +329,12 @@ def resume(
     *,
     reason: str | None,
     store_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> KillSwitch:
     """Turn the kill switch off (NotFoundError when ``name`` is not halted)."""
     check_model_name(name)
     why = _reason(reason)
     event = _switch(registry, name, "resume", why, None, store_path)
-    return {"name": name, "halted": False, "reason": why, "event": event.to_dict()}
+    return KillSwitch(passed=True, name=name, halted=False, reason=why, event=event.to_dict())
 
 
 def _switch(

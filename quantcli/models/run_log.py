@@ -1,4 +1,5 @@
-"""What one training run records in MLflow: parameters, metrics, tags, the dataset input.
+"""What one training run records in MLflow (parameters, metrics, tags, the dataset input) and
+what it returns (:class:`TrainResult`).
 
 * parameters: model kind and hyper-parameters of the registered configuration
   (:func:`run_params`), CPCV ``N``/``k``/embargo/purge, gates, seed, grid;
@@ -13,8 +14,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,6 +25,7 @@ from quantcli.errors import InputError
 from quantcli.models import tags as T
 from quantcli.models.estimators import EstimatorFactory, lgbm_params, mlp_params
 from quantcli.models.versions import MODEL_ARTIFACT_PATH
+from quantcli.results import Result
 
 # MLflow caps one batch at 100 params / 1000 metrics
 _PARAMS_PER_BATCH = 100
@@ -172,7 +175,50 @@ def lineage_tags(
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(Result):
+    """What one training run produced; ``passed`` / ``reasons`` are the CPCV backtest verdict
+    (a failed verdict still logs and registers the run: promotion is what it gates)."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    model_kind: str
+    feature_names: list[str]
+    dataset: dict[str, Any]
+    cv_metrics: dict[str, float]
+    backtest_metrics: dict[str, Any]
+    model_files: list[str]
+    registered_name: str | None = None
+    version: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    #: artifact paths of the CPCV report in the run (``backtest/equity.png``, ...)
+    backtest_report: list[str] = field(default_factory=list)
+
+    failure_message: ClassVar[str] = "the CPCV backtest gates failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "tracking_uri": self.tracking_uri,
+            "model_kind": self.model_kind,
+            "name": self.registered_name,
+            "version": self.version,
+            "aliases": self.aliases,
+            "dataset": {k: v for k, v in self.dataset.items() if k != "columns"},
+            "n_features": len(self.feature_names),
+            "cv_metrics": self.cv_metrics,
+            "backtest_metrics": self.backtest_metrics,
+            "backtest_verdict": T.PASS if self.passed else T.FAIL,
+            "reasons": list(self.reasons),
+            "model_files": self.model_files,
+            "backtest_report": self.backtest_report,
+        }
+
+
 __all__ = [
+    "TrainResult",
     "fold_metrics",
     "lineage_tags",
     "log_batches",

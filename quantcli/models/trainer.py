@@ -33,10 +33,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +67,7 @@ from quantcli.models.flavors import add_standard_flavors
 from quantcli.models.mlflow_env import is_local_store
 from quantcli.models.registry import ModelRegistry
 from quantcli.models.run_log import (
+    TrainResult,
     fold_metrics,
     lineage_tags,
     log_batches,
@@ -80,7 +81,6 @@ from quantcli.models.serialize import save_model
 from quantcli.models.trials import TrialLog
 from quantcli.models.verdicts import required_verdicts
 from quantcli.models.versions import MODEL_ARTIFACT_PATH, check_model_name
-from quantcli.results import Result
 from quantcli.store.offline import OfflineStore
 from quantcli.workspace import Workspace
 
@@ -89,52 +89,7 @@ DEFAULT_EXPERIMENT = "quantcli"
 BACKTEST_ARTIFACT_PATH = "backtest"
 #: The registry-stage names of MLflow's deprecated stages, mapped to quantcli's aliases.
 STAGE_ALIASES = {"production": T.ALIAS_PRODUCTION, "staging": T.ALIAS_STAGING}
-# the older private name of the training frame builder, kept for callers of this module
-_training_frame = training_frame
 _log = logging.getLogger(__name__)
-
-
-# -- the result ---------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class TrainResult(Result):
-    """What one training run produced; ``passed`` / ``reasons`` are the CPCV backtest verdict
-    (a failed verdict still logs and registers the run: promotion is what it gates)."""
-
-    run_id: str
-    experiment_id: str
-    tracking_uri: str
-    model_kind: str
-    feature_names: list[str]
-    dataset: dict[str, Any]
-    cv_metrics: dict[str, float]
-    backtest_metrics: dict[str, Any]
-    model_files: list[str]
-    registered_name: str | None = None
-    version: str | None = None
-    aliases: list[str] = field(default_factory=list)
-    #: artifact paths of the CPCV report in the run (``backtest/equity.png``, ...)
-    backtest_report: list[str] = field(default_factory=list)
-
-    failure_message: ClassVar[str] = "the CPCV backtest gates failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "experiment_id": self.experiment_id,
-            "tracking_uri": self.tracking_uri,
-            "model_kind": self.model_kind,
-            "name": self.registered_name,
-            "version": self.version,
-            "aliases": self.aliases,
-            "dataset": {k: v for k, v in self.dataset.items() if k != "columns"},
-            "n_features": len(self.feature_names),
-            "cv_metrics": self.cv_metrics,
-            "backtest_metrics": self.backtest_metrics,
-            "backtest_verdict": T.PASS if self.passed else T.FAIL,
-            "reasons": list(self.reasons),
-            "model_files": self.model_files,
-            "backtest_report": self.backtest_report,
-        }
 
 
 @dataclass(frozen=True)
