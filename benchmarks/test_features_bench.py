@@ -17,10 +17,10 @@
   against TA-Lib's one thread, for ``technical_v1`` and for 20 features of the kinds added
   beside it, with wall time beside them; medians of 9 rounds in which the two alternate.
   Asserted: the median of the per-round CPU ratios >= 1.0 on 500 x 5,000, with no tolerance.
-  Noise, measured on the shared 2-core machine at a load average of 7-9: within a run the
-  middle five per-round ratios span 0.03-0.10 and single rounds stray by up to 0.4 either way
-  (the median ignores them); two runs gave 1.06 and 1.07 for ``technical_v1`` (1.10 with
-  ``QCLI_FEATURE_THREADS=1``) and 1.07 and 1.09 for the 20 features. Between runs the median
+  Noise, measured on the shared 2-core machine at a load average of 5-9: within a run the
+  middle five per-round ratios span 0.03-0.15 and single rounds stray by up to 0.4 either way
+  (the median ignores them); three runs gave 1.05-1.07 for ``technical_v1`` (1.10 with
+  ``QCLI_FEATURE_THREADS=1``) and 1.07-1.09 for the 20 features. Between runs the median
   follows the load, as both engines' CPU seconds grow with the other processes' memory
   traffic, ours (0.56 GB of output streamed to memory) more than TA-Lib's (per-symbol arrays
   in cache): at a load average of 12-15 the same code less its last change read 0.95-0.97.
