@@ -35,6 +35,8 @@ import polars as pl
 
 from quantcli.config import env_int
 from quantcli.errors import InputError
+from quantcli.features import cross_section_stage
+from quantcli.features.cross_section_stage import apply_frame, pending_kernel
 from quantcli.features.definitions import FeatureSet
 from quantcli.features.kinds import BAR_INPUTS, get_kind
 
@@ -74,8 +76,6 @@ def _group_key(spec) -> tuple[str, Any, tuple, tuple[str, ...], int, int]:
     params = dict(spec.params)
     pvec = tuple(kind.param_vector(params).tolist())
     if kind.scope == "cross_section":  # pending here, filled by the cross-sectional post-stage
-        from quantcli.features.cross_section_stage import pending_kernel
-
         return kind.name, pending_kernel, pvec, (str(params["of"]),), 0, 1
     if kind.scope == "bars":
         inputs = tuple(kind.inputs)
@@ -101,8 +101,6 @@ class KernelPlan:
 
     @classmethod
     def of(cls, fs: FeatureSet) -> KernelPlan:
-        from quantcli.features import cross_section_stage
-
         cross_section_stage.check(fs)
         keyed: dict[tuple, dict[str, int]] = {}
         meta: dict[tuple, tuple] = {}
@@ -345,8 +343,6 @@ def run_frame(
     frame = keys.hstack(pl.DataFrame(cols))
     if not cross_section:
         return frame, states
-    from quantcli.features.cross_section_stage import apply_frame
-
     return apply_frame(frame, plan.feature_set), states
 
 
