@@ -16,7 +16,8 @@ from quantcli.errors import InputError
 #: Trading days a year: the periods per year of daily bars unless a set says otherwise.
 TRADING_DAYS = 252
 _FREQUENCY = re.compile(r"([1-9][0-9]{0,4})(s|m|h|d|w)")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: Seconds per unit of a bar interval (``"5m"`` is 5 x 60 s).
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_frequency(raw: str, where: str = "frequency") -> timedelta:
@@ -24,7 +25,7 @@ def parse_frequency(raw: str, where: str = "frequency") -> timedelta:
     m = _FREQUENCY.fullmatch(raw) if isinstance(raw, str) else None
     if m is None:
         raise InputError(f'{where}: must be a bar interval such as "1d", "1h", "5m", got {raw!r}')
-    return timedelta(seconds=int(m.group(1)) * _UNIT[m.group(2)])
+    return timedelta(seconds=int(m.group(1)) * UNIT_SECONDS[m.group(2)])
 
 
 def default_periods_per_year(interval: timedelta) -> float:

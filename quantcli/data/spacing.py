@@ -24,7 +24,6 @@ mis-annualized and its labels mis-timed (:func:`mismatched_spacing`, :class:`Spa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -33,25 +32,24 @@ import numpy as np
 import polars as pl
 
 from quantcli.errors import InputError
+from quantcli.frequency import UNIT_SECONDS as _UNIT_SECONDS
+from quantcli.frequency import parse_frequency
 
-_INTERVAL = re.compile(r"(?P<n>[1-9][0-9]{0,5})(?P<unit>[smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 _DAY_US = 86_400_000_000
 #: Weekdays in a row without a bar before daily (or overnight) spacing counts as a gap.
 MISSING_WEEKDAYS_FOR_GAP: int = 2
 
 
 def parse_interval(text: str, what: str = "--interval") -> timedelta:
-    """``"1d"``, ``"4h"``, ``"5m"``, ``"30s"``, ``"1w"`` as a :class:`~datetime.timedelta`.
-
-    Raises :class:`InputError` naming ``what`` for anything else.
-    """
-    m = _INTERVAL.fullmatch(text.lower()) if isinstance(text, str) else None
-    if m is None:
+    """``"1d"``, ``"4h"``, ``"5m"``, ``"30s"``, ``"1w"`` (any case) as a
+    :class:`~datetime.timedelta`: the feature sets' ``frequency`` grammar
+    (:func:`quantcli.frequency.parse_frequency`), with the option's name in the error."""
+    try:
+        return parse_frequency(text.lower() if isinstance(text, str) else text, what)
+    except InputError:
         raise InputError(
             f"{what} must be a count and a unit such as 1d, 1h, 5m, 30s or 1w, got {text!r}"[:200]
-        )
-    return timedelta(seconds=int(m["n"]) * _UNIT_SECONDS[m["unit"]])
+        ) from None
 
 
 def format_interval(step: timedelta) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -23,6 +23,7 @@ from quantcli.features.build_writer import scalar
 from quantcli.features.definitions import FeatureSet
 from quantcli.features.engine import KernelPlan
 from quantcli.features.shard import ShardTask
+from quantcli.store.export import to_utc
 
 #: Shards in flight per executor worker: two, so a worker that finishes a small shard picks up
 #: another while the wave's largest one still runs.
@@ -71,22 +72,6 @@ def wave_size(workers: int, shard_rows: int, n_features: int, waves_alive: int =
     shard_bytes = max(1, shard_rows) * (7 + n_features + 2) * 8
     by_memory = max(1, WAVE_MEMORY_BYTES // (shard_bytes * waves_alive))
     return int(max(1, min(SHARDS_PER_WORKER * workers, by_memory)))
-
-
-def to_utc(since: str | date | datetime | None) -> datetime | None:
-    if since is None:
-        return None
-    if isinstance(since, datetime):
-        return since if since.tzinfo else since.replace(tzinfo=UTC)
-    if isinstance(since, date):
-        return datetime(since.year, since.month, since.day, tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(str(since))
-    except ValueError:
-        raise InputError(
-            f"--since: cannot parse '{since}' as a date", hint="use YYYY-MM-DD"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def table_ident(name: str) -> str:

@@ -51,7 +51,8 @@ class TableExport(Result):
         }
 
 
-def _utc(value: str | date | datetime | None, option: str) -> datetime | None:
+def to_utc(value: str | date | datetime | None, option: str = "--since") -> datetime | None:
+    """``value`` (ISO text, a date or a datetime) as an aware UTC datetime; naive means UTC."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -101,7 +102,7 @@ def export_table(
     """
     out = Path(output)
     fmt = _check_output(out, fmt)
-    lo, hi = _utc(since, "--since"), _utc(until, "--until")
+    lo, hi = to_utc(since, "--since"), to_utc(until, "--until")
     if lo is not None and hi is not None and lo > hi:
         raise InputError(f"--since {lo.date()} is after --until {hi.date()}")
     wanted = None
