@@ -120,7 +120,9 @@ def features(ctx: RunContext) -> StageOutcome:
     fs = ctx.feature_set
     # extend the table with the engine its rows were built by (kernel when it is empty)
     res = build_features(
-        feature_set=fs, engine=stored_engine(fs) or DEFAULT_ENGINE, workspace=ctx.workspace
+        feature_set=fs,
+        engine=stored_engine(fs, workspace=ctx.workspace) or DEFAULT_ENGINE,
+        workspace=ctx.workspace,
     )
     d = _plain(res)
     return StageOutcome(
