@@ -47,7 +47,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_pyfunc_and_models_serve_equal_qcli_predict(
-    mlflow_server, qcli_home: Path, cli, model_name: str, monkeypatch, tmp_path: Path
+    mlflow_server, qcli_home: Path, qcli, model_name: str, monkeypatch, tmp_path: Path
 ):
     import mlflow.pyfunc
     import pandas as pd
@@ -75,11 +75,13 @@ def test_pyfunc_and_models_serve_equal_qcli_predict(
         ("features", "materialize", "--json"),
         ("model", "promote", model_name, "--force", "--reason", "flavor test", "--json"),
     ):
-        code, _, err = cli(*args)
+        code, _, err = qcli(*args)
         assert code == 0, (args, err)
 
     symbols = ["SYM0000", "SYM0002"]
-    code, out, err = cli("predict", *symbols, "--model", model_name, "--alias", "staging", "--json")
+    code, out, err = qcli(
+        "predict", *symbols, "--model", model_name, "--alias", "staging", "--json"
+    )
     assert code == 0, err
     served = [p["prediction"] for p in json.loads(out)["predictions"]]
 

@@ -79,7 +79,7 @@ def test_the_gate_floor_is_a_minimum_a_config_can_only_raise():
 
 @pytest.mark.parametrize("listed", ["[]", '["scan"]'])
 def test_a_config_cannot_switch_the_gates_off(
-    qcli_home, embedded_uri, model_name, helpers, cli, listed
+    qcli_home, embedded_uri, model_name, helpers, qcli, listed
 ):
     reg = ModelRegistry(embedded_uri)
     v = helpers.register_model(reg, model_name, seed=3, backtest="fail")
@@ -90,7 +90,7 @@ def test_a_config_cannot_switch_the_gates_off(
     cfg = qcli_home / "g.toml"
     cfg.write_text(f"[registry]\nrequired_verdicts = {listed}\n")
 
-    code, out, err = cli("model", "promote", model_name, "--config", str(cfg), "--json")
+    code, out, err = qcli("model", "promote", model_name, "--config", str(cfg), "--json")
     assert code == 1, err
     assert json.loads(out)["reasons"] == [
         "verdict 'backtest' is fail: sharpe 0.10 < min_sharpe 1.20"
@@ -98,7 +98,7 @@ def test_a_config_cannot_switch_the_gates_off(
     assert reg.alias_version(model_name, "production") is None
 
     # the override is possible, and recorded as one: reason, OS user, policy
-    code, out, err = cli(
+    code, out, err = qcli(
         "model",
         "promote",
         model_name,
@@ -124,16 +124,16 @@ def test_a_config_cannot_switch_the_gates_off(
     assert event["reason"] == "desk head approved, RISK-7"
     assert event["details"]["overridden"] == res["reasons"]
     assert event["details"]["policy"]["required"] == ["backtest", "parity", "scan"]
-    code, out, _ = cli("model", "list", model_name, "--json")
+    code, out, _ = qcli("model", "list", model_name, "--json")
     (listed_v,) = json.loads(out)["versions"]
     assert listed_v["override"] is True
     assert listed_v["override_detail"]["os_user"] == getpass.getuser()
     assert listed_v["override_detail"]["reason"] == "desk head approved, RISK-7"
-    code, out, err = cli("model", "list", model_name)
+    code, out, err = qcli("model", "list", model_name)
     assert code == 0 and "forced" in out  # the human table has an override column
 
 
-def test_a_graph_replaced_after_its_verdicts_voids_them(gated, model_name, tmp_path, cli):
+def test_a_graph_replaced_after_its_verdicts_voids_them(gated, model_name, tmp_path, qcli):
     reg, v = gated
     states = reg.resolve(model_name, v).verdict_states
     assert {g: s["status"] for g, s in states.items()} == {
@@ -150,13 +150,13 @@ def test_a_graph_replaced_after_its_verdicts_voids_them(gated, model_name, tmp_p
         (why,) = states[gate]["reasons"]
         assert why.startswith(f"{ONNX_PATH} was replaced after the '{gate}' verdict")
 
-    code, out, err = cli("model", "validate", model_name, "--version", v, "--json")
+    code, out, err = qcli("model", "validate", model_name, "--version", v, "--json")
     assert code == 1
     res = json.loads(out)
     assert res["verdicts"] == {"backtest": "pass", "parity": "stale", "scan": "stale"}
-    code, _, err = cli("model", "validate", model_name, "--version", v)
+    code, _, err = qcli("model", "validate", model_name, "--version", v)
     assert code == 1 and "stale" in err + _
-    code, out, err = cli("model", "promote", model_name, "--version", v, "--json")
+    code, out, err = qcli("model", "promote", model_name, "--version", v, "--json")
     assert code == 1
     assert any("is stale" in r for r in json.loads(out)["reasons"])
     assert reg.alias_version(model_name, "production") is None
