@@ -52,7 +52,7 @@ def bench_models(tmp_path_factory):
     from sklearn.exceptions import ConvergenceWarning
 
     from quantcli.models.estimators import EnsembleRegressor, make_model
-    from quantcli.serving.convert import to_onnx
+    from quantcli.models.onnx_convert import to_onnx
     from quantcli.serving.quantize import quantize_int8
 
     rng = np.random.default_rng(0)

@@ -33,6 +33,7 @@ import yaml
 
 from quantcli.errors import InputError
 from quantcli.models.mlflow_env import quiet_mlflow
+from quantcli.models.onnx_convert import to_onnx
 
 ONNX_FILE = "model.onnx"
 #: what the MLflow model adds to the native files (checked against collisions)
@@ -83,8 +84,6 @@ def add_standard_flavors(
         The file names added to ``model_dir``.
     """
     import pandas as pd
-
-    from quantcli.serving.onnx_export import to_onnx
 
     with warnings.catch_warnings():
         # importing mlflow.pyfunc warns about its own agent schemas, in ANSI yellow

@@ -1,7 +1,7 @@
 """Serving: ONNX export, honest INT8, the parity gate, the model scan and the inference runtime.
 
 * :mod:`~quantcli.serving.onnx_export` -- :func:`convert_and_validate_pipeline` (lgbm, mlp and the
-  ensemble as ONE graph, :mod:`~quantcli.serving.convert`)
+  ensemble as ONE graph, :mod:`~quantcli.models.onnx_convert`)
 * :mod:`~quantcli.serving.quantize`    -- :func:`quantize_int8` (dynamic, static, weight-only;
   "not quantizable" for a pure tree ensemble)
 * :mod:`~quantcli.serving.parity`      -- :class:`ONNXParityTester`
@@ -47,7 +47,7 @@ _WHERE = {
     "RegisteredExport": "quantcli.serving.onnx_export",
     "convert_and_validate_pipeline": "quantcli.serving.onnx_export",
     "export_registered": "quantcli.serving.onnx_export",
-    "to_onnx": "quantcli.serving.convert",
+    "to_onnx": "quantcli.models.onnx_convert",
     "quantize_int8": "quantcli.serving.quantize",
     "QuantizationResult": "quantcli.serving.quantize",
     "ONNXParityTester": "quantcli.serving.parity",

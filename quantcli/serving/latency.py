@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from quantcli.models.native import ensemble_members, single_model
 from quantcli.results import Result
-from quantcli.serving.native import ensemble_members, single_model
 from quantcli.serving.session import OnnxRunner, make_session
 
 BATCH_ROWS = 1000

@@ -1,7 +1,7 @@
 """The whole ONNX export of a model: convert, gate parity, quantize, benchmark, sign, report.
 
 :func:`convert_and_validate_pipeline` exports a fitted model to files: FP32 conversion
-(:mod:`quantcli.serving.convert`), FP32 parity (:mod:`quantcli.serving.parity`), optional INT8
+(:mod:`quantcli.models.onnx_convert`), FP32 parity (:mod:`quantcli.serving.parity`), optional INT8
 quantization (only where the graph has MatMul/Gemm operators, :mod:`quantcli.serving.quantize`)
 with INT8 parity, a latency report (:mod:`quantcli.serving.latency`), sha256 and Ed25519
 signatures of every written file. :func:`export_registered` does the same for a registered
@@ -23,11 +23,11 @@ from quantcli.config import DEFAULTS, load_config
 from quantcli.errors import GateFailedError, InputError
 from quantcli.integrity import sign_file
 from quantcli.models import tags as T
+from quantcli.models.native import as_matrix, export_kind, n_features_of
+from quantcli.models.onnx_convert import to_onnx
 from quantcli.models.registry import ModelRegistry
 from quantcli.results import Result, jsonable
-from quantcli.serving.convert import to_onnx
 from quantcli.serving.latency import LatencyReport, benchmark_latency, render_latency
-from quantcli.serving.native import as_matrix, export_kind, n_features_of
 from quantcli.serving.parity import ONNXParityTester, ParityResult
 from quantcli.serving.quantize import INT8_METHODS, quantize_int8
 from quantcli.serving.registered import (

@@ -36,8 +36,8 @@ import numpy as np
 
 from quantcli.config import DEFAULTS
 from quantcli.errors import InputError
+from quantcli.models.native import as_matrix, native_predict
 from quantcli.results import Result
-from quantcli.serving.native import as_matrix, native_predict
 from quantcli.serving.quantize import INT8_OPS, count_ops
 from quantcli.serving.session import make_session
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 from quantcli.errors import InputError
-from quantcli.serving.convert import INPUT_NAME, OUTPUT_NAME, to_onnx
-from quantcli.serving.native import native_predict
+from quantcli.models.native import native_predict
+from quantcli.models.onnx_convert import INPUT_NAME, OUTPUT_NAME, to_onnx
 from quantcli.serving.onnx_export import convert_and_validate_pipeline
 from quantcli.serving.quantize import NOT_QUANTIZABLE, quantize_int8
 from quantcli.serving.session import make_session

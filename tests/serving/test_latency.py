@@ -39,7 +39,7 @@ def test_each_batch_size_gets_its_own_verdict():
 def test_report_of_a_real_export_says_why(models, synthetic_data, tmp_path):
     import onnx
 
-    from quantcli.serving.convert import to_onnx
+    from quantcli.models.onnx_convert import to_onnx
 
     path = tmp_path / "t.onnx"
     onnx.save(to_onnx(models[("synthetic", "lgbm")], 29), str(path))
@@ -61,7 +61,7 @@ def test_matmul_share_is_zero_for_trees_and_bounds_int8_for_the_ensemble(
     """
     import onnx
 
-    from quantcli.serving.convert import to_onnx
+    from quantcli.models.onnx_convert import to_onnx
     from quantcli.serving.latency import matmul_share
 
     X = synthetic_data.X_test[:1000].astype(np.float32)
@@ -78,7 +78,7 @@ def test_matmul_share_is_zero_for_trees_and_bounds_int8_for_the_ensemble(
 def test_fp32_verdict_for_an_int8_graph_states_the_ceiling(models, unit_scale_data, tmp_path):
     import onnx
 
-    from quantcli.serving.convert import to_onnx
+    from quantcli.models.onnx_convert import to_onnx
     from quantcli.serving.quantize import quantize_int8
 
     ens = models[("unit", "ensemble")]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from quantcli.errors import InputError, IntegrityError
 from quantcli.integrity import sign_file
-from quantcli.serving.convert import to_onnx
-from quantcli.serving.native import native_predict
+from quantcli.models.native import native_predict
+from quantcli.models.onnx_convert import to_onnx
 from quantcli.serving.runtime import InferenceRuntime
 
 AUDIT = {

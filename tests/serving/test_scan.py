@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantcli.integrity import sign_file
-from quantcli.serving.convert import to_onnx
+from quantcli.models.onnx_convert import to_onnx
 from quantcli.serving.scan import scan_artifact, sniff_format
 
 CHECKS = ["format", "integrity", "operators", "external_data", "shapes", "robustness"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from quantcli.errors import InputError
-from quantcli.serving.native import ensemble_members, export_kind, n_features_of, single_model
+from quantcli.models.native import ensemble_members, export_kind, n_features_of, single_model
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "variable"
