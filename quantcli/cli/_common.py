@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from quantcli.results import to_json
+from quantcli.results import Result, to_json
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object (the result) on stdout, nothing else.")
@@ -41,6 +41,16 @@ def emit(result: dict[str, Any], json_mode: bool, render: Callable[[Console], No
         sys.stdout.flush()
     elif render is not None:
         render(stdout)
+
+
+def finish(result: Result, json_mode: bool, render: Callable[[Console], None]) -> None:
+    """Render ``result``, then apply the one gate rule: ``raise_if_failed`` (exit 1).
+
+    A failed result's JSON is printed by the error handler (from the GateFailedError), so it
+    is not emitted here too: stdout holds one JSON object either way."""
+    if result.passed or not json_mode:
+        emit(result.to_dict(), json_mode, render)
+    result.raise_if_failed()
 
 
 def note(message: str, json_mode: bool = False) -> None:

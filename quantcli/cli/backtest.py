@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from quantcli.cli._choices import Executor, Grid
-from quantcli.cli._common import JsonOpt, emit, progress
+from quantcli.cli._common import JsonOpt, finish, progress
 from quantcli.config import load_config
 from quantcli.models.backtest import backtest_stored_features
 
@@ -235,8 +235,4 @@ def cpcv(
             report_dir=report_dir,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    out = result.to_dict()
-    # a failed gate in --json mode: the error handler prints the one JSON object
-    if result.passed or not json_mode:
-        emit(out, json_mode, _render(out))
-    result.raise_if_failed()
+    finish(result, json_mode, _render(result.to_dict()))

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from quantcli.cli._choices import Executor, Family, RolloutMode, deprecated_alias
-from quantcli.cli._common import JsonOpt, emit, note, progress, stdout
+from quantcli.cli._common import JsonOpt, emit, finish, note, progress, stdout
 from quantcli.errors import InputError
 from quantcli.models import deployment, listing
 from quantcli.models.lifecycle import promote_version, rollback_version, validate_version
@@ -180,10 +180,7 @@ def validate(
     """
     reg = _registry(tracking_uri, config)
     result = validate_version(reg, name, version, required=required_verdicts(reg.workspace.config))
-    # a failure in --json mode: the error handler prints the one JSON object
-    if result.passed or not json_mode:
-        emit(result.to_dict(), json_mode, lambda c: _render_verdicts(result.to_dict()))
-    result.raise_if_failed()
+    finish(result, json_mode, lambda c: _render_verdicts(result.to_dict()))
 
 
 def _render_verdicts(result: dict[str, Any]) -> None:

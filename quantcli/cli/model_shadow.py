@@ -14,9 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from quantcli.cli._common import JsonOpt, progress
+from quantcli.cli._common import JsonOpt, finish, progress
 from quantcli.cli.model import NameArg, TrackingOpt, app
-from quantcli.cli.monitor import finish
 from quantcli.errors import InputError
 from quantcli.monitoring.shadow import run_shadow
 from quantcli.monitoring.shadow_live import run_live_shadow

@@ -7,20 +7,17 @@ drift, degraded performance, retraining due, a CRITICAL guard finding), 2 on bad
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from quantcli.cli._common import JsonOpt, emit, note, progress
+from quantcli.cli._common import JsonOpt, emit, finish, note, progress
 from quantcli.monitoring.drift_check import run_drift_check
 from quantcli.monitoring.guard import run_guard
 from quantcli.monitoring.performance import check_performance
 from quantcli.monitoring.retrain import RetrainingTrigger, check_retrain
-from quantcli.results import Result
 from quantcli.workspace import Workspace
 
 app = typer.Typer(
@@ -41,16 +38,6 @@ MonitorOpt = Annotated[
 ]
 _BAND_STYLE = {"significant": "bold red", "moderate": "yellow", "none": "green"}
 _SEV_STYLE = {"CRITICAL": "bold red", "WARNING": "yellow", "INFO": "green"}
-
-
-def finish(result: Result, json_mode: bool, render: Callable[[Console], None]) -> None:
-    """Render ``result``, then apply the one gate rule: ``raise_if_failed`` (exit 1).
-
-    A failed result's JSON is printed by the error handler (from the GateFailedError), so it
-    is not emitted here too: stdout holds one JSON object either way."""
-    if result.passed or not json_mode:
-        emit(result.to_dict(), json_mode, render)
-    result.raise_if_failed()
 
 
 def _num(x: Any, spec: str = ".4f") -> str:

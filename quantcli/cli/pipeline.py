@@ -14,8 +14,7 @@ from rich.status import Status
 from rich.table import Table
 
 from quantcli.cli._choices import Family, OnlineStore, deprecated_alias
-from quantcli.cli._common import JsonOpt, emit, stderr
-from quantcli.cli.monitor import finish
+from quantcli.cli._common import JsonOpt, emit, finish, stderr
 from quantcli.pipeline.run import PipelineResult, run_pipeline
 from quantcli.workspace import Workspace
 
