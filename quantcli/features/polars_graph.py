@@ -41,8 +41,7 @@ def per_symbol(expr: pl.Expr) -> pl.Expr:
 
     Keyed by the symbol's run id with ``mapping_strategy="explode"``: on bars sorted by
     ``(symbol, ts)`` that is the same result as ``.over("symbol")`` (groups come in row order),
-    without hashing 2.5 M strings or scattering the rows back (measured: 4x less CPU for an
-    ``ewm_mean`` on 1 M bars).
+    without hashing every bar's symbol string or scattering the rows back.
     """
     return expr.over(_SYMBOL, mapping_strategy="explode")
 
