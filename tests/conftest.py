@@ -1,5 +1,5 @@
 """Shared fixtures: an isolated $QCLI_HOME per test, Hypothesis profiles, small synthetic data,
-the one CLI runner (``qcli``) and the one model-registration fixture (``register_lgbm``).
+the one CLI runner (``qcli``) and the one model-registration fixture (``register_model``).
 
 Also what makes the suite safe under pytest-xdist (each worker its own Redis database) and the
 one-line wall-time report that ends every run."""
@@ -170,66 +170,21 @@ def cli(capsys):
 
 
 @pytest.fixture
-def register_lgbm(qcli_home: Path, mlflow_template_db: Path):
-    """Register a small LightGBM fitted on the store's training frame, the trainer's way.
+def register_model(qcli_home: Path, mlflow_template_db: Path):
+    """The one model-registration fixture: :func:`tests._registration.register_model`.
 
-    ``register_lgbm(name, seed=1, n_estimators=30)`` fits on ``load_training_frame()``, logs the
-    model files to a run of experiment ``tests`` and registers them as a new version of ``name``
-    with the lineage tags (alias ``staging``); returns the feature names in model input order.
+    ``register_model(name, *, kind="lgbm", frame=None, features=None, params=None, seed=1,
+    tracking_uri=None, backtest=None, verdicts=None, alias="staging", onnx=None, lineage=True,
+    tags=None, experiment="tests")`` fits and registers a version through the library's registry
+    and returns a :class:`~tests._registration.Registered` (name, version, run id, feature names).
     The embedded registry starts as a copy of the migrated template (unless the test made one).
     """
     import shutil
 
+    from _registration import register_model as register
+
     if not (qcli_home / "mlflow.db").exists():
         shutil.copy(mlflow_template_db, qcli_home / "mlflow.db")
-
-    def register(name: str, *, seed: int = 1, n_estimators: int = 30) -> list[str]:
-        import json
-        import tempfile
-
-        from quantcli import config
-        from quantcli.features.dataset import load_training_frame
-        from quantcli.models import tags as T
-        from quantcli.models.estimators import make_model
-        from quantcli.models.registry import ModelRegistry
-        from quantcli.models.serialize import save_model
-        from quantcli.models.trainer import dataset_manifest
-
-        frame = load_training_frame()
-        names = [c for c in frame.columns if c not in ("symbol", "ts", "label", "label_end")]
-        model = make_model("lgbm", {"n_estimators": n_estimators}, seed=seed).fit(
-            frame.select(names).to_numpy(), frame.get_column("label").to_numpy()
-        )
-        reg = ModelRegistry()
-        exp = reg.client.get_experiment_by_name("tests")
-        exp_id = (
-            exp.experiment_id
-            if exp
-            else reg.client.create_experiment(
-                "tests", artifact_location=config.mlflow_artifacts_dir().as_uri()
-            )
-        )
-        run_id = reg.client.create_run(exp_id).info.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = Path(tmp) / "model"
-            save_model(model, model_dir, names)
-            reg.client.log_artifacts(run_id, str(model_dir), "model")
-            reg.client.set_terminated(run_id)
-            reg.register_version(
-                name,
-                run_id,
-                model_dir,
-                {
-                    T.MODEL_KIND: "lgbm",
-                    T.FEATURE_SET: "technical_v1",
-                    T.FEATURE_SET_VERSION: "1",
-                    T.LABEL: "fwd_return_5d",
-                    T.DATASET_SHA256: dataset_manifest(frame)["sha256"],
-                    T.FEATURE_NAMES: json.dumps(names),
-                },
-            )
-        return names
-
     return register
 
 

@@ -9,7 +9,6 @@ server outlives the test.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -26,11 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
-
-from quantcli import config
-from quantcli.models.estimators import make_model
-from quantcli.models.registry import ModelRegistry, is_local_store
-from quantcli.models.serialize import save_model
+from _registration import FEATURES, tiny
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -226,41 +221,6 @@ def xy_small() -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-# -- registering models without a CPCV run (registry-only tests) --------------------------------
-FEATURES = ["f0", "f1", "f2"]
-
-
-def experiment_id(reg: ModelRegistry, name: str = "registry-tests") -> str:
-    exp = reg.client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = config.mlflow_artifacts_dir().as_uri() if is_local_store(reg.tracking_uri) else None
-    return reg.client.create_experiment(name, artifact_location=location)
-
-
-def register_model(
-    reg: ModelRegistry, name: str, *, seed: int = 0, backtest: str | None = "pass"
-) -> str:
-    """Fit a tiny LightGBM model, log it to a run (with a backtest verdict tag), register it."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(300, len(FEATURES)))
-    y = 0.1 * X[:, 0] + 0.01 * rng.normal(size=300)
-    run = reg.client.create_run(experiment_id(reg))
-    run_id = run.info.run_id
-    if backtest is not None:
-        reg.client.set_tag(run_id, "quantcli.backtest.verdict", backtest)
-        reasons = [] if backtest == "pass" else ["sharpe 0.10 < min_sharpe 1.20"]
-        reg.client.set_tag(run_id, "quantcli.backtest.reasons", json.dumps(reasons))
-    model = make_model("lgbm", {"n_estimators": 5}, seed=seed).fit(X, y)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        save_model(model, model_dir, FEATURES)
-        reg.client.log_artifacts(run_id, str(model_dir), "model")
-        reg.client.set_terminated(run_id)
-        info = reg.register_version(name, run_id, model_dir, {"quantcli.model_kind": "lgbm"})
-    return info.version
-
-
 def artifact_file(root: Path, run_id: str, rel: str) -> Path:
     """The stored file of artifact ``rel`` of run ``run_id`` under an artifact root on disk."""
     hits = [
@@ -274,7 +234,5 @@ def artifact_file(root: Path, run_id: str, rel: str) -> Path:
 
 @pytest.fixture
 def helpers() -> SimpleNamespace:
-    """``register_model``, ``artifact_file`` and ``FEATURES`` for the registry tests."""
-    return SimpleNamespace(
-        register_model=register_model, artifact_file=artifact_file, FEATURES=FEATURES
-    )
+    """``tiny`` (``register_model`` options), ``artifact_file`` and ``FEATURES``."""
+    return SimpleNamespace(tiny=tiny, artifact_file=artifact_file, FEATURES=FEATURES)

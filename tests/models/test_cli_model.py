@@ -175,11 +175,13 @@ def test_cli_usage_errors_exit_2(qcli, qcli_home, embedded_uri):
     assert r.code == 2 and "'svm' is not one of 'lgbm', 'mlp', 'ensemble'" in r.err
 
 
-def test_concurrent_promotes_leave_one_consistent_production(qcli_home, embedded_uri, helpers):
+def test_concurrent_promotes_leave_one_consistent_production(
+    qcli_home, embedded_uri, helpers, register_model
+):
     reg = ModelRegistry(embedded_uri)
     name = "race"
     for seed in (1, 2, 3):
-        v = helpers.register_model(reg, name, seed=seed)
+        v = register_model(name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=seed)).version
         reg.record_verdict(name, v, "backtest", True, [])
         _onnx_gates_pass(name, v)
     reg.promote(name, 1)

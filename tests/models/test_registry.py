@@ -23,10 +23,12 @@ from quantcli.store.offline import OfflineStore
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 
-def test_register_signs_every_artifact_and_sets_staging(tracking, model_name, helpers):
+def test_register_signs_every_artifact_and_sets_staging(
+    tracking, model_name, helpers, register_model
+):
     uri, artifacts = tracking
     reg = ModelRegistry(uri)
-    version = helpers.register_model(reg, model_name)
+    version = register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny()).version
     info = reg.resolve(model_name, alias="staging")
     assert (info.version, info.aliases, info.status) == (version, ["staging"], "staging")
     assert set(info.artifacts) == {"model/lgbm.txt", "model/model.json"}
@@ -35,10 +37,12 @@ def test_register_signs_every_artifact_and_sets_staging(tracking, model_name, he
     assert all(rec["signature"] for rec in info.artifacts.values())
 
 
-def test_load_native_model_verifies_and_predicts(qcli_home, embedded_uri, model_name, helpers):
+def test_load_native_model_verifies_and_predicts(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
     uri = embedded_uri
     reg = ModelRegistry(uri)
-    helpers.register_model(reg, model_name, seed=3)
+    register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=3))
     model, info = reg.load_native_model(model_name, alias="staging")
     assert model.kind == "lgbm" and model.feature_names == helpers.FEATURES
     x = np.zeros((2, 3))
@@ -46,10 +50,10 @@ def test_load_native_model_verifies_and_predicts(qcli_home, embedded_uri, model_
     assert info.version == "1"
 
 
-def test_one_flipped_byte_is_refused(tracking, model_name, helpers):
+def test_one_flipped_byte_is_refused(tracking, model_name, helpers, register_model):
     uri, artifacts = tracking
     reg = ModelRegistry(uri)
-    helpers.register_model(reg, model_name)
+    register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny())
     info = reg.resolve(model_name, 1)
     stored = helpers.artifact_file(artifacts, info.run_id, "model/lgbm.txt")
     data = bytearray(stored.read_bytes())
@@ -64,10 +68,12 @@ def test_one_flipped_byte_is_refused(tracking, model_name, helpers):
     assert reg.alias_version(model_name, "production") is None
 
 
-def test_unsigned_extra_artifact_is_refused(qcli_home, embedded_uri, model_name, tmp_path, helpers):
+def test_unsigned_extra_artifact_is_refused(
+    qcli_home, embedded_uri, model_name, tmp_path, helpers, register_model
+):
     uri = embedded_uri
     reg = ModelRegistry(uri)
-    helpers.register_model(reg, model_name)
+    register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny())
     info = reg.resolve(model_name, 1)
     extra = tmp_path / "evil.txt"
     extra.write_text("not signed")
@@ -77,11 +83,11 @@ def test_unsigned_extra_artifact_is_refused(qcli_home, embedded_uri, model_name,
 
 
 def test_add_artifact_signs_and_downloads_verified(
-    qcli_home, embedded_uri, model_name, tmp_path, helpers
+    qcli_home, embedded_uri, model_name, tmp_path, helpers, register_model
 ):
     uri = embedded_uri
     reg = ModelRegistry(uri)
-    helpers.register_model(reg, model_name)
+    register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny())
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"\x08\x07fake-onnx-bytes")
     rec = reg.add_artifact(model_name, 1, onnx, "onnx/model.onnx")
@@ -96,10 +102,12 @@ def _events(name):
         return [(e["action"], e["from_version"], e["to_version"]) for e in list_events(store, name)]
 
 
-def test_gated_promotion_override_and_rollback_history(tracking, model_name, helpers):
+def test_gated_promotion_override_and_rollback_history(
+    tracking, model_name, helpers, register_model
+):
     uri, _ = tracking
     reg = ModelRegistry(uri)
-    v1 = helpers.register_model(reg, model_name, seed=1)
+    v1 = register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=1)).version
 
     # default gates: backtest, parity, scan -- parity and scan are not recorded yet
     with pytest.raises(GateFailedError) as exc:
@@ -123,7 +131,7 @@ def test_gated_promotion_override_and_rollback_history(tracking, model_name, hel
     assert (out["promoted"], out["previous_version"], out["forced"]) == (True, None, False)
     assert reg.promote(model_name, v1)["promoted"] is False  # already production: a no-op
 
-    v2 = helpers.register_model(reg, model_name, seed=2)
+    v2 = register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=2)).version
     for gate in ("parity", "scan"):
         reg.record_verdict(model_name, v2, gate, True, [])
     reg.validate(model_name, v2)
@@ -131,7 +139,9 @@ def test_gated_promotion_override_and_rollback_history(tracking, model_name, hel
     assert reg.resolve(model_name, v1).status == "archived"
     assert reg.production_history(model_name) == ["1"]
 
-    v3 = helpers.register_model(reg, model_name, seed=3, backtest="fail")
+    v3 = register_model(
+        model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=3, backtest="fail")
+    ).version
     for gate in ("parity", "scan"):
         reg.record_verdict(model_name, v3, gate, True, [])
     with pytest.raises(GateFailedError, match="did not pass validation"):
@@ -176,10 +186,10 @@ def test_gated_promotion_override_and_rollback_history(tracking, model_name, hel
 
 
 def test_failed_mlflow_write_leaves_no_event_and_no_alias(
-    qcli_home, embedded_uri, model_name, helpers
+    qcli_home, embedded_uri, model_name, helpers, register_model
 ):
     reg = ModelRegistry(embedded_uri)
-    helpers.register_model(reg, model_name)
+    register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny())
     for gate in ("backtest", "parity", "scan"):
         reg.record_verdict(model_name, 1, gate, True, [])
 
@@ -193,11 +203,13 @@ def test_failed_mlflow_write_leaves_no_event_and_no_alias(
     assert _events(model_name) == []
 
 
-def test_resolve_errors_name_the_thing(qcli_home, embedded_uri, model_name, helpers):
+def test_resolve_errors_name_the_thing(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
     reg = ModelRegistry(embedded_uri)
     with pytest.raises(NotFoundError, match=f"no registered model '{model_name}'"):
         reg.resolve(model_name)
-    helpers.register_model(reg, model_name)
+    register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny())
     with pytest.raises(NotFoundError, match="has no version 7"):
         reg.resolve(model_name, 7)
     with pytest.raises(NotFoundError, match="has no alias 'production'"):
@@ -206,10 +218,14 @@ def test_resolve_errors_name_the_thing(qcli_home, embedded_uri, model_name, help
         reg.resolve("bad name; drop")
 
 
-def test_rollback_refuses_a_tampered_target(qcli_home, embedded_uri, model_name, helpers):
+def test_rollback_refuses_a_tampered_target(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
     reg = ModelRegistry(embedded_uri)
     for seed in (1, 2):
-        v = helpers.register_model(reg, model_name, seed=seed)
+        v = register_model(
+            model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=seed)
+        ).version
         for gate in ("backtest", "parity", "scan"):
             reg.record_verdict(model_name, v, gate, True, [])
         reg.promote(model_name, v)

@@ -48,12 +48,12 @@ def add_graph(reg, name, version, tmp_path: Path, data: bytes) -> None:
 
 
 @pytest.fixture
-def gated(qcli_home, embedded_uri, model_name, helpers, tmp_path):
+def gated(qcli_home, embedded_uri, model_name, helpers, register_model, tmp_path):
     """A version through the normal flow: train (backtest) -> export (ONNX, parity) -> scan."""
     from quantcli.serving.scan import scan_registered
 
     reg = ModelRegistry(embedded_uri)
-    v = helpers.register_model(reg, model_name, seed=1)
+    v = register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=1)).version
     reg.set_version_tags(model_name, v, {T.FEATURE_NAMES: helpers.FEATURES})
     add_graph(reg, model_name, v, tmp_path, graph_bytes())
     reg.record_verdict(model_name, v, "parity", True, [])  # what `qcli model export` records
@@ -79,10 +79,12 @@ def test_the_gate_floor_is_a_minimum_a_config_can_only_raise():
 
 @pytest.mark.parametrize("listed", ["[]", '["scan"]'])
 def test_a_config_cannot_switch_the_gates_off(
-    qcli_home, embedded_uri, model_name, helpers, qcli, listed
+    qcli_home, embedded_uri, model_name, helpers, register_model, qcli, listed
 ):
     reg = ModelRegistry(embedded_uri)
-    v = helpers.register_model(reg, model_name, seed=3, backtest="fail")
+    v = register_model(
+        model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=3, backtest="fail")
+    ).version
     for gate in ("parity", "scan"):
         reg.record_verdict(model_name, v, gate, True, [])
     with pytest.raises(GateFailedError):

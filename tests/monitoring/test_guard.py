@@ -165,15 +165,16 @@ def _bad_days(days: int) -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, qcli):
+def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, qcli, register_model):
+    from _registration import tiny
+
     from quantcli.models.registry import ModelRegistry
-    from tests.models.conftest import register_model
 
     shutil.copy(mlflow_template, qcli_home / "mlflow.db")
     reg = ModelRegistry()
     name = "guard_model"
     for seed in (1, 2):
-        v = register_model(reg, name, seed=seed)
+        v = register_model(name, **tiny(seed=seed)).version
         for gate in ("parity", "scan"):  # what `qcli model export` and `model scan` record
             reg.record_verdict(name, v, gate, True, [])
         reg.validate(name, v)  # records the backtest verdict from the run's tag

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, qcli, register_lgbm):
+def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, qcli, register_model):
     from quantcli.data.ingest import ingest_frame
     from quantcli.data.synthetic import synthetic_universe
     from quantcli.features.build import build_features
@@ -30,8 +30,8 @@ def test_shadow_two_versions_through_onnx(qcli_home, mlflow_template, qcli, regi
         ingest_frame(synthetic_universe(n_symbols=3, n_days=300, seed=4, ar1=0.2))
         with OfflineStore() as store:
             build_features(store)
-        register_lgbm("shd", seed=1, n_estimators=30)
-        register_lgbm("shd", seed=2, n_estimators=5)
+        register_model("shd", seed=1, params={"n_estimators": 30})
+        register_model("shd", seed=2, params={"n_estimators": 5})
     for v in ("1", "2"):
         code, _, err = qcli("model", "export", "shd", "--version", v, "--sample-rows", "200")
         assert code == 0, err

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # MLflow/SQLAlchemy internals
 @pytest.mark.filterwarnings("ignore:.*noload.*")  # MLflow's SQLAlchemy store (SADeprecationWarning)
-def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, qcli, register_lgbm):
+def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, qcli, register_model):
     from quantcli.data.ingest import ingest_frame
     from quantcli.data.synthetic import synthetic_universe
     from quantcli.features.build import build_features
@@ -28,7 +28,7 @@ def test_qcli_predict_through_the_registry_and_the_ledger(qcli_home, qcli, regis
         ingest_frame(synthetic_universe(n_symbols=3, n_days=260, seed=4, ar1=0.2))
         with OfflineStore() as store:
             build_features(store)
-        names = register_lgbm("e2e")
+        names = register_model("e2e").feature_names
     code, _, err = qcli("model", "export", "e2e", "--sample-rows", "200", "--json")
     assert code == 0, err
     code, out, err = qcli("features", "materialize", "--json")
