@@ -137,6 +137,7 @@ def register_model(
     from quantcli.models import tags as T
     from quantcli.models.registry import ModelRegistry
     from quantcli.models.serialize import save_model
+    from quantcli.models.trainer import dataset_manifest
 
     model = None
     if kind != "onnx":
@@ -160,6 +161,10 @@ def register_model(
     version_tags: dict[str, Any] = {T.MODEL_KIND: kind}
     if lineage:
         version_tags = _lineage(kind, names, frame)
+    if lineage and frame is not None:  # the run tag export reads its sample's time range from
+        manifest = dataset_manifest(frame)
+        run_manifest = {k: v for k, v in manifest.items() if k != "columns"}
+        reg.client.set_tag(run_id, "quantcli.dataset.manifest", json.dumps(run_manifest))
     elif kind == "onnx":
         version_tags[T.FEATURE_NAMES] = json.dumps(names)
     version_tags.update(tags or {})

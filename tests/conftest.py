@@ -48,7 +48,7 @@ def worker_redis_url(url: str, worker: str) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-# At import, before any test module reads it (tests/docs/pages.py reads it at import time).
+# At import, before any test module reads it (tests/_docs_pages.py reads it at import time).
 # The serial URL is kept aside so that importing this module twice moves the URL only once.
 if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("QCLI_TEST_REDIS_URL"):
     _serial = os.environ.setdefault("QCLI_TEST_REDIS_SERIAL_URL", os.environ["QCLI_TEST_REDIS_URL"])

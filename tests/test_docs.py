@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docs.blocks import (
+from _docs_blocks import (
     NOT_RUN_KINDS,
     PYTHON_LANGS,
     ROOT,
@@ -18,8 +18,8 @@ from docs.blocks import (
     block_steps,
     doc_blocks,
 )
-from docs.pages import PAGES, REDIS_URL, build_home
-from docs.runner import PageRunner, background_serve, make_bindir
+from _docs_pages import PAGES, REDIS_URL, build_home
+from _docs_runner import PageRunner, background_serve, make_bindir
 
 
 def test_cli_reference_matches_the_code():
@@ -63,10 +63,10 @@ def test_every_command_in_the_readme_tour_exists():
 #   globs); docs/api.md is executed by tests/test_documented_api.py, which also checks its values.
 # * shell blocks (bash, sh, shell, console, cron, or an unlabelled or text transcript of `$ ...`
 #   lines) are executed, each page's commands in order, in a copy of a prepared $QCLI_HOME with
-#   the page's files and placeholders (tests/docs/pages.py); each command must exit with the code
+#   the page's files and placeholders (tests/_docs_pages.py); each command must exit with the code
 #   the page shows (0 unless it shows a failure). Every qcli command is also parsed by the CLI.
 # * A block preceded by `<!-- not-run: KIND: detail -->` is neither run nor parsed; KIND is one of
-#   tests/docs/blocks.py's NOT_RUN_KINDS (a host outside the machine, pip install, the test suite
+#   tests/_docs_blocks.py's NOT_RUN_KINDS (a host outside the machine, pip install, the test suite
 #   itself, or a test elsewhere that runs it). Keep these rare.
 
 # executed by tests/test_documented_api.py with assertions on the values it prints
@@ -340,12 +340,12 @@ def _page_steps(doc: str):
 
 def test_every_page_with_commands_has_a_setup():
     pages = {b.path for b in _shell_blocks()}
-    assert pages == set(PAGES), "add the page's state and placeholders to tests/docs/pages.py"
+    assert pages == set(PAGES), "add the page's state and placeholders to tests/_docs_pages.py"
 
 
 @pytest.fixture(scope="session")
 def prepared_home(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path):
-    """``prepared_home(kind)``: a $QCLI_HOME of tests/docs/pages.py's ``kind``, built once."""
+    """``prepared_home(kind)``: a $QCLI_HOME of tests/_docs_pages.py's ``kind``, built once."""
     built: dict[str, Path] = {}
 
     def get(kind: str) -> Path:

@@ -2,19 +2,17 @@
 
 A version's ONNX graph is ``prediction = coef * feature_0 + bias`` (MatMul + Add, opset 15): with
 ``coef = 0`` every prediction *is* the bias, so a response says exactly which version served it.
-The graph is signed and registered the way ``qcli model export`` does (``onnx/model.fp32.onnx``
-with sha256/signature version tags), so :meth:`InferenceRuntime.from_registry` loads and
-verifies it like any exported model.
+:func:`linear` gives the options of ``register_model`` (tests/_registration.py), which signs and
+registers the graph the way ``qcli model export`` does (``onnx/model.fp32.onnx`` with
+sha256/signature version tags), so :meth:`InferenceRuntime.from_registry` loads and verifies it
+like any exported model.
 """
 
 from __future__ import annotations
 
-import json
 import socket
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,52 +43,18 @@ def linear_onnx(n_features: int, bias: float, coef: float = 0.0) -> bytes:
     return model.SerializeToString()
 
 
-def register_version(
-    name: str,
-    names: list[str],
-    *,
-    bias: float,
-    coef: float = 0.0,
-    tracking_uri: str | None = None,
-    graph: bytes | None = None,
-) -> str:
-    """Register a new version of ``name`` (alias ``staging``) serving ``coef * x0 + bias``;
+def linear(names: list[str], *, bias: float, coef: float = 0.0, graph: bytes | None = None) -> dict:
+    """``register_model`` options for an ONNX-only version serving ``coef * x0 + bias``;
     ``graph`` replaces the ONNX bytes (e.g. a broken graph, still correctly signed)."""
-    from quantcli import config
     from quantcli.models import tags as T
-    from quantcli.models.registry import ModelRegistry, is_local_store
 
-    reg = ModelRegistry(tracking_uri)
-    exp = reg.client.get_experiment_by_name("deploy-tests")
-    if exp is not None:
-        exp_id = exp.experiment_id
-    elif is_local_store(reg.tracking_uri):
-        location = config.mlflow_artifacts_dir().as_uri()
-        exp_id = reg.client.create_experiment("deploy-tests", artifact_location=location)
-    else:
-        exp_id = reg.client.create_experiment("deploy-tests")
-    run_id = reg.client.create_run(exp_id).info.run_id
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        model_dir.mkdir()
-        (model_dir / "card.json").write_text(json.dumps({"bias": bias, "coef": coef}))
-        reg.client.log_artifacts(run_id, str(model_dir), "model")
-        reg.client.set_terminated(run_id)
-        info = reg.register_version(
-            name,
-            run_id,
-            model_dir,
-            {
-                T.MODEL_KIND: "linear",
-                T.FEATURE_SET: "technical_v1",
-                T.FEATURE_SET_VERSION: "1",
-                T.FEATURE_NAMES: json.dumps(names),
-            },
-        )
-        onnx_path = Path(tmp) / "model.fp32.onnx"
-        onnx_path.write_bytes(graph if graph is not None else linear_onnx(len(names), bias, coef))
-        reg.add_artifact(name, info.version, onnx_path, "onnx/model.fp32.onnx")
-    return str(info.version)
+    return {
+        "kind": "onnx",
+        "features": names,
+        "params": {"bias": bias, "coef": coef},
+        "onnx": graph if graph is not None else linear_onnx(len(names), bias, coef),
+        "tags": {T.MODEL_KIND: "linear"},
+    }
 
 
 def force_promote(name: str, version: str, tracking_uri: str | None = None) -> dict[str, Any]:

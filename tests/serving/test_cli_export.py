@@ -3,11 +3,7 @@ bars -> offline store -> features -> registered model -> export -> scan -> runti
 
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,75 +13,17 @@ from quantcli.errors import IntegrityError
 pytestmark = pytest.mark.integration
 
 
-def _register(kind: str, name: str) -> str:
-    """Fit ``kind`` on the store's training frame and register it the way the trainer does."""
-    from sklearn.exceptions import ConvergenceWarning
-
-    from quantcli import config
-    from quantcli.features.dataset import load_training_frame
-    from quantcli.models import tags as T
-    from quantcli.models.estimators import make_model
-    from quantcli.models.registry import ModelRegistry
-    from quantcli.models.serialize import save_model
-    from quantcli.models.trainer import dataset_manifest
-
-    frame = load_training_frame()
-    names = [c for c in frame.columns if c not in ("symbol", "ts", "label", "label_end")]
-    X = frame.select(names).to_numpy()
-    y = frame.get_column("label").to_numpy()
-    params = {"lgbm": {"n_estimators": 30}, "mlp": {"max_iter": 30}}
-    with warnings.catch_warnings():
-        # capped iterations keep the test fast; the unconverged MLP is still a valid model
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = make_model(kind, params if kind == "ensemble" else params[kind], seed=1).fit(X, y)
-    reg = ModelRegistry()
-    exp = reg.client.get_experiment_by_name("t") or None
-    exp_id = (
-        exp.experiment_id
-        if exp
-        else reg.client.create_experiment(
-            "t", artifact_location=config.mlflow_artifacts_dir().as_uri()
-        )
-    )
-    manifest = dataset_manifest(frame)
-    run_id = reg.client.create_run(exp_id).info.run_id
-    reg.client.set_tag(
-        run_id,
-        "quantcli.dataset.manifest",
-        json.dumps({k: v for k, v in manifest.items() if k != "columns"}),
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        save_model(model, model_dir, names)
-        reg.client.log_artifacts(run_id, str(model_dir), "model")
-        reg.client.set_terminated(run_id)
-        info = reg.register_version(
-            name,
-            run_id,
-            model_dir,
-            {
-                T.MODEL_KIND: kind,
-                T.FEATURE_SET: "technical_v1",
-                T.FEATURE_SET_VERSION: "1",
-                T.LABEL: "fwd_return_5d",
-                T.DATASET_SHA256: manifest["sha256"],
-                T.FEATURE_NAMES: json.dumps(names),
-            },
-        )
-    return info.version
-
-
 def run_json(qcli, *args: str) -> tuple[int, dict]:
     """``qcli ARGS --json`` through the root in-process runner: exit code and the JSON object."""
     r = qcli(*args, "--json")
     return r.code, (r.json if r.out.strip() else {})
 
 
-def test_export_scan_and_serve_an_ensemble(home, qcli):
+def test_export_scan_and_serve_an_ensemble(home, qcli, register_model):
     from quantcli.models.registry import ModelRegistry
     from quantcli.serving.runtime import InferenceRuntime
 
-    version = _register("ensemble", "ens")
+    version = register_model("ens", kind="ensemble").version
     code, res = run_json(qcli, "model", "export", "ens", "--sample-rows", "300")
     assert code == 0, res
     assert res["verdict"] == "pass" and res["fp32_parity"]["relative_error_pct"] < 0.1
@@ -134,10 +72,10 @@ def test_export_scan_and_serve_an_ensemble(home, qcli):
     assert reg.resolve("ens", version).verdicts["scan"] == "fail"
 
 
-def test_tree_model_int8_request_keeps_fp32(home, qcli):
+def test_tree_model_int8_request_keeps_fp32(home, qcli, register_model):
     from quantcli.models.registry import ModelRegistry
 
-    version = _register("lgbm", "trees")
+    version = register_model("trees").version
     code, res = run_json(
         qcli,
         "model",
@@ -157,11 +95,11 @@ def test_tree_model_int8_request_keeps_fp32(home, qcli):
     assert info.tags["quantcli.onnx.int8"] == "not quantizable: no MatMul/Gemm operators"
 
 
-def test_failed_int8_parity_exits_1_and_records_fail(home, qcli):
+def test_failed_int8_parity_exits_1_and_records_fail(home, qcli, register_model):
     """Dynamic INT8 of an MLP fitted on raw returns breaks parity: exit 1, verdict fail."""
     from quantcli.models.registry import ModelRegistry
 
-    version = _register("mlp", "raw_mlp")
+    version = register_model("raw_mlp", kind="mlp").version
     code, res = run_json(
         qcli,
         "model",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _registration import register_model
 
 # four interpreters importing MLflow and Feast at once: about a minute on an idle 2-core box
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,39 +25,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_PREDICT, N_SERVE = 2, 2
 
 
-def _register(home: Path, meta: dict) -> str:
-    """A registered version with the signed ONNX graph ``meta`` at onnx/model.fp32.onnx,
-    alias staging."""
-    import tempfile
-
-    from quantcli.models import tags as T
-    from quantcli.models.registry import ModelRegistry
-
-    reg = ModelRegistry()
-    exp = reg.client.create_experiment("race", artifact_location=(home / "mlartifacts").as_uri())
-    run_id = reg.client.create_run(exp).info.run_id
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        model_dir.mkdir()
-        (model_dir / "model.json").write_text('{"kind": "onnx-only test model"}')
-        reg.client.log_artifacts(run_id, str(model_dir), "model")
-        info = reg.register_version(
-            "race",
-            run_id,
-            model_dir,
-            {T.FEATURE_NAMES: meta["feature_names"], T.FEATURE_SET: "technical_v1"},
-        )
-        graph = Path(tmp) / "model.fp32.onnx"
-        shutil.copy(meta["onnx_path"], graph)
-        reg.add_artifact("race", info.version, graph, "onnx/model.fp32.onnx")
-    return info.version
-
-
 @pytest.fixture(scope="module")
 def registered_home(module_home, signed_model, materialized, mlflow_template_db):
     """Features materialized and version 1 of model ``race`` registered with its ONNX graph."""
     shutil.copy(mlflow_template_db, module_home / "mlflow.db")
-    _register(module_home, signed_model)
+    graph = Path(signed_model["onnx_path"]).read_bytes()
+    register_model("race", kind="onnx", features=signed_model["feature_names"], onnx=graph)
     return module_home
 
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 import pytest
 
 # the helpers of the export CLI tests (their `home` fixture is in tests/serving/conftest.py)
-from tests.serving.test_cli_export import _register, run_json
+from tests.serving.test_cli_export import run_json
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.usefixtures("home")
-def test_export_defaults_to_staging_then_latest(qcli):
+def test_export_defaults_to_staging_then_latest(qcli, register_model):
     from quantcli.models.registry import ModelRegistry
 
-    assert (_register("lgbm", "dflt"), _register("lgbm", "dflt")) == ("1", "2")
+    assert (register_model("dflt").version, register_model("dflt").version) == ("1", "2")
     reg = ModelRegistry()
     reg.client.set_registered_model_alias("dflt", "staging", "1")  # the candidate is not latest
     args = ("model", "export", "dflt", "--sample-rows", "200", "--no-benchmark")
@@ -46,8 +46,8 @@ def test_export_defaults_to_staging_then_latest(qcli):
 
 
 @pytest.mark.usefixtures("home")
-def test_human_output_says_which_version_it_chose(qcli):
-    _register("lgbm", "said")
+def test_human_output_says_which_version_it_chose(qcli, register_model):
+    register_model("said")
     code, _, err = qcli("model", "export", "said", "--sample-rows", "200", "--no-benchmark")
     assert code == 0, err
     assert "exporting said v1 (the version behind the @staging alias)" in err

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from _registration import register_model
 
 from quantcli.audit._ledger import ledger_path
 from quantcli.errors import InputError, NotFoundError
@@ -26,7 +27,7 @@ from quantcli.online import load_declaration
 from quantcli.serving.deployment import assignment_point
 from quantcli.serving.follow import RegistryFollower, ServingConfig
 from quantcli.serving.predict import ServiceHalted, load_predictor
-from serving._deploy import ThreadedService, force_promote, register_version
+from serving._deploy import ThreadedService, force_promote, linear
 
 NAMES = load_declaration().feature_names
 SYM = ["SYM0001"]
@@ -55,9 +56,9 @@ class Sink:
 def model(registry_home):
     """A fresh model: v1 (predicts 1.0) in production, v2 (predicts 2.0) at staging."""
     name = f"m{uuid.uuid4().hex[:8]}"
-    v1 = register_version(name, NAMES, bias=1.0)
+    v1 = register_model(name, **linear(NAMES, bias=1.0)).version
     force_promote(name, v1)
-    register_version(name, NAMES, bias=2.0)
+    register_model(name, **linear(NAMES, bias=2.0))
     return name
 
 
@@ -153,7 +154,7 @@ def test_a_request_in_flight_finishes_on_the_old_version(model, served):
 
 def test_a_version_that_fails_to_verify_is_never_swapped_in(model, served):
     predictor, follower = served
-    bad = register_version(model, NAMES, bias=3.0, graph=b"\x08\x07not a graph")
+    bad = register_model(model, **linear(NAMES, bias=3.0, graph=b"\x08\x07not a graph")).version
     force_promote(model, bad)
     out = follower.sync()
     assert value(predictor) == 1.0  # the old version keeps serving
@@ -352,7 +353,7 @@ def _bars_with_known_returns(ret: float) -> None:
 def test_live_shadow_compare_alerts_on_realized_pnl_divergence(model, registry_home, qcli):
     """Shadow v3 (predicts -1: the opposite trade) against production v1 (predicts +1); every
     realized 5-bar return is +10 %: production's wealth 1.1, the shadow's 0.9."""
-    v3 = register_version(model, NAMES, bias=-1.0)
+    v3 = register_model(model, **linear(NAMES, bias=-1.0)).version
     deployment.rollout(ModelRegistry(), model, v3, 0, mode="shadow")
     predictor = load_predictor(model, "production")
     follower = RegistryFollower(predictor, model, alert=Sink())

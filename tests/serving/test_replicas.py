@@ -14,11 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from _registration import register_model
 from models.conftest import _Server
 from online._features import feature_frame, write_feature_table
 
 from quantcli.online import load_declaration
-from serving._deploy import force_promote, free_port, register_version
+from serving._deploy import force_promote, free_port, linear
 
 pytestmark = pytest.mark.integration
 NAMES = load_declaration().feature_names
@@ -105,9 +106,9 @@ def test_two_replicas_follow_promote_rollback_and_halt(
         uri = server.uri
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         name = f"r{uuid.uuid4().hex[:8]}"
-        v1 = register_version(name, NAMES, bias=1.0, tracking_uri=uri)
+        v1 = register_model(name, **linear(NAMES, bias=1.0), tracking_uri=uri).version
         force_promote(name, v1, uri)
-        v2 = register_version(name, NAMES, bias=2.0, tracking_uri=uri)
+        v2 = register_model(name, **linear(NAMES, bias=2.0), tracking_uri=uri).version
         urls = []
         for _ in range(2):
             proc, u = _start(home, name, uri)

@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-
-from .blocks import ROOT, Step
+from _docs_blocks import ROOT, Step
 
 _QUOTED = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"")
 _SHELL_SYNTAX = re.compile(r"[|&;<>`]|\$\(|\bfor\b|\bdo\b")

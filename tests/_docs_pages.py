@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .blocks import ROOT, doc_blocks
+from _docs_blocks import ROOT, doc_blocks
 
 REDIS_URL = os.environ.get("QCLI_TEST_REDIS_URL", "redis://127.0.0.1:6399/0")
 
@@ -55,15 +55,17 @@ def build_home(kind: str, home: Path, mlflow_template: Path) -> None:
 
 
 def _deploy_momentum() -> None:
-    from serving._deploy import force_promote, register_version
+    from _registration import register_model
+    from serving._deploy import force_promote, linear
 
     from quantcli import materialize
     from quantcli.online import load_declaration
 
     materialize()
     names = load_declaration().feature_names
-    force_promote("momentum", register_version("momentum", names, bias=0.01, coef=0.001))
-    register_version("momentum", names, bias=0.02, coef=0.001)
+    v1 = register_model("momentum", **linear(names, bias=0.01, coef=0.001)).version
+    force_promote("momentum", v1)
+    register_model("momentum", **linear(names, bias=0.02, coef=0.001))
 
 
 # -- the files pages name ------------------------------------------------------------------------
@@ -110,49 +112,13 @@ def _monitoring_files(workdir: Path) -> None:
     (workdir / "metrics_snapshot.json").write_text(json.dumps(snapshot))
 
 
-def _register_fitted(name: str, kind: str, params: dict) -> None:
-    """Fit ``kind`` on the store's training frame and register it (alias ``staging``) with the
-    lineage tags ``qcli model train`` writes; no backtest (the page exports and scans it)."""
-    import tempfile
-
-    from quantcli import config, load_training_frame
-    from quantcli.models import tags as T
-    from quantcli.models.estimators import make_model
-    from quantcli.models.registry import ModelRegistry
-    from quantcli.models.serialize import save_model
-    from quantcli.models.trainer import dataset_manifest
-
-    frame = load_training_frame()
-    names = [c for c in frame.columns if c not in ("symbol", "ts", "label", "label_end")]
-    X, y = frame.select(names).to_numpy(), frame.get_column("label").to_numpy()
-    model = make_model(kind, params, seed=1).fit(X, y)
-    reg = ModelRegistry()
-    exp = reg.client.get_experiment_by_name("docs") or reg.client.get_experiment(
-        reg.client.create_experiment(
-            "docs", artifact_location=config.mlflow_artifacts_dir().as_uri()
-        )
-    )
-    run_id = reg.client.create_run(exp.experiment_id).info.run_id
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        save_model(model, model_dir, names)
-        reg.client.log_artifacts(run_id, str(model_dir), "model")
-        reg.client.set_terminated(run_id)
-        tags = {
-            T.MODEL_KIND: kind,
-            T.FEATURE_SET: "technical_v1",
-            T.FEATURE_SET_VERSION: "1",
-            T.LABEL: "fwd_return_5d",
-            T.DATASET_SHA256: dataset_manifest(frame)["sha256"],
-            T.FEATURE_NAMES: json.dumps(names),
-        }
-        reg.register_version(name, run_id, model_dir, tags)
-
-
 def _serving_models(home: Path, workdir: Path) -> None:
     """``spx_lgbm`` (LightGBM) and ``spx_ens`` (the ensemble) fitted on the sample's features."""
-    _register_fitted("spx_lgbm", "lgbm", {"n_estimators": 30})
-    _register_fitted("spx_ens", "ensemble", {"lgbm": {"n_estimators": 30}})
+    from _registration import register_model
+
+    # no backtest: the page exports and scans them
+    register_model("spx_lgbm", params={"n_estimators": 30})
+    register_model("spx_ens", kind="ensemble", params={"lgbm": {"n_estimators": 30}})
 
 
 def _record_v2_verdicts(home: Path, workdir: Path) -> None:
@@ -187,11 +153,12 @@ def _shadow_traffic(home: Path, workdir: Path, port: str) -> None:
 
 def _v3_canary(home: Path, workdir: Path, port: str) -> None:
     """A new candidate v3 on a canary share, for the runbook's abort step."""
-    from serving._deploy import register_version
+    from _registration import register_model
+    from serving._deploy import linear
 
     from quantcli.online import load_declaration
 
-    register_version("momentum", load_declaration().feature_names, bias=0.03, coef=0.001)
+    register_model("momentum", **linear(load_declaration().feature_names, bias=0.03, coef=0.001))
 
 
 # -- the pages -----------------------------------------------------------------------------------

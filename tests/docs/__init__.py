@@ -1,1 +1,0 @@
-"""Helpers of tests/test_docs.py: the code blocks of README.md and docs/, and running them."""
