@@ -158,15 +158,15 @@ def register_model(
         reasons = [] if backtest == "pass" else ["sharpe 0.10 < min_sharpe 1.20"]
         reg.client.set_tag(run_id, "quantcli.backtest.verdict", backtest)
         reg.client.set_tag(run_id, "quantcli.backtest.reasons", json.dumps(reasons))
-    version_tags: dict[str, Any] = {T.MODEL_KIND: kind}
+    version_tags: dict[str, Any] = {T.MODEL_KIND: kind, T.FEATURE_NAMES: json.dumps(names)}
     if lineage:
         version_tags = _lineage(kind, names, frame)
-    if lineage and frame is not None:  # the run tag export reads its sample's time range from
-        manifest = dataset_manifest(frame)
-        run_manifest = {k: v for k, v in manifest.items() if k != "columns"}
-        reg.client.set_tag(run_id, "quantcli.dataset.manifest", json.dumps(run_manifest))
-    elif kind == "onnx":
-        version_tags[T.FEATURE_NAMES] = json.dumps(names)
+    elif kind != "onnx":
+        del version_tags[T.FEATURE_NAMES]  # a bare trained version: the kind only
+    if lineage and frame is not None:
+        # the trainer's run tag: export draws its parity sample from the manifest's time range
+        manifest = {k: v for k, v in dataset_manifest(frame).items() if k != "columns"}
+        reg.client.set_tag(run_id, "quantcli.dataset.manifest", json.dumps(manifest))
     version_tags.update(tags or {})
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"

@@ -174,9 +174,8 @@ def test_guard_auto_rollback_on_critical(qcli_home, mlflow_template, qcli, regis
     reg = ModelRegistry()
     name = "guard_model"
     for seed in (1, 2):
-        v = register_model(name, **tiny(seed=seed)).version
-        for gate in ("parity", "scan"):  # what `qcli model export` and `model scan` record
-            reg.record_verdict(name, v, gate, True, [])
+        # parity and scan: what `qcli model export` and `model scan` record
+        v = register_model(name, **tiny(seed=seed), verdicts={"parity": True, "scan": True}).version
         reg.validate(name, v)  # records the backtest verdict from the run's tag
         reg.promote(name, v)
     assert reg.alias_version(name, "production") == "2"
