@@ -34,8 +34,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the online helpers
 
+from _registration import register_model
 from online._features import feature_frame, write_feature_table
-from serving._deploy import force_promote, free_port, register_version
+from serving._deploy import force_promote, free_port, linear
 
 pytestmark = pytest.mark.slow
 SYMBOLS = ["SYM0007", "SYM0123"]
@@ -63,9 +64,9 @@ def served(tmp_path_factory):
         materialize("technical_v1")
         names = load_declaration().feature_names
         name = "bench_follow"
-        v1 = register_version(name, names, bias=1.0)
+        v1 = register_model(name, **linear(names, bias=1.0)).version
         force_promote(name, v1)
-        v2 = register_version(name, names, bias=2.0)
+        v2 = register_model(name, **linear(names, bias=2.0)).version
         port = free_port()
         env = dict(os.environ, QCLI_HOME=str(home), QCLI_ADMIN_TOKEN=ADMIN)
         log = open(home / "serve.log", "wb")  # noqa: SIM115 - a file, not an undrained pipe

@@ -152,24 +152,6 @@ def store_holder(qcli_home: Path):
 
 
 @pytest.fixture
-def cli(capsys):
-    """Run ``qcli`` in-process (``main`` with its one error handler): ``(exit code, out, err)``.
-
-    In-process because a fresh interpreter spends seconds importing Feast and MLflow."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        from quantcli.cli import main
-
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return int(exc.value.code), out, err
-
-    return run
-
-
-@pytest.fixture
 def register_model(qcli_home: Path, mlflow_template_db: Path):
     """The one model-registration fixture: :func:`tests._registration.register_model`.
 
@@ -203,6 +185,9 @@ class CliRun:
 
     def __iter__(self):  # ``code, out, err = qcli(...)``
         return iter((self.code, self.out, self.err))
+
+    def __getitem__(self, index):  # ``qcli(...)[0]``, as the tuple it unpacks to
+        return (self.code, self.out, self.err)[index]
 
 
 @pytest.fixture

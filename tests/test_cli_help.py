@@ -178,18 +178,18 @@ def test_option_names_mean_one_thing_everywhere(commands):
     assert meaning["--family"] == {"lgbm|mlp|ensemble"}
 
 
-def test_old_spellings_still_work_with_a_warning(cli, qcli_home):
-    code, _, err = cli("features", "materialize", "--engine", "spark")
+def test_old_spellings_still_work_with_a_warning(qcli, qcli_home):
+    code, _, err = qcli("features", "materialize", "--engine", "spark")
     assert code == 2 and "spark" in err  # the alias is checked like the new option
     # the old spelling is honoured (it gets as far as the missing store) with a warning
-    code, _, err = cli("model", "train", "--name", "x", "--model", "mlp")
+    code, _, err = qcli("model", "train", "--name", "x", "--model", "mlp")
     assert err.startswith("Warning: --model is deprecated here; use --family mlp")
     assert code == 2 and "no offline store" in err
-    code, _, err = cli("model", "train", "--name", "x", "--model", "mlp", "--family", "ensemble")
+    code, _, err = qcli("model", "train", "--name", "x", "--model", "mlp", "--family", "ensemble")
     assert code == 2 and "--model is the deprecated spelling of --family" in err
 
 
-def test_model_list_without_a_name_lists_every_model(cli, qcli_home, mlflow_template_db):
+def test_model_list_without_a_name_lists_every_model(qcli, qcli_home, mlflow_template_db):
     import shutil
 
     from quantcli.models.registry import ModelRegistry
@@ -205,13 +205,13 @@ def test_model_list_without_a_name_lists_every_model(cli, qcli_home, mlflow_temp
             client.create_model_version(name, source=(qcli_home / name).as_uri())
         for alias, version in aliases.items():
             client.set_registered_model_alias(name, alias, str(version))
-    code, out, err = cli("model", "list", "--json")
+    code, out, err = qcli("model", "list", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert [(m["name"], m["aliases"], m["latest_version"]) for m in result["models"]] == [
         ("alpha", {}, "1"),
         ("beta", {"production": "1", "staging": "2"}, "2"),
     ]
-    code, out, err = cli("model", "list")
+    code, out, err = qcli("model", "list")
     assert code == 0, err
     assert "production=v1 staging=v2" in out

@@ -64,10 +64,10 @@ def test_the_roots_one_liners_are_each_commands_own_help():
 @pytest.mark.parametrize(
     "group", ["data", "features", "backtest", "model", "monitor", "audit", "pipeline"]
 )
-def test_every_group_has_help(group, cli):
+def test_every_group_has_help(group, qcli):
     # in-process (seven fresh interpreters cost ~5 s); the real process boundary is checked by
     # the lazy-import, --version and exit-2 tests around this one
-    code, out, err = cli(group, "--help")
+    code, out, err = qcli(group, "--help")
     assert code == 0, err
     assert group in out
 

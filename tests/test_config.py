@@ -50,10 +50,10 @@ def test_a_value_of_the_wrong_type_is_refused_naming_file_section_and_key(tmp_pa
     assert exc.value.exit_code == 2
 
 
-def test_cli_reports_a_wrongly_typed_value_with_exit_2(qcli_home, tmp_path, cli):
+def test_cli_reports_a_wrongly_typed_value_with_exit_2(qcli_home, tmp_path, qcli):
     path = tmp_path / "bad.toml"
     path.write_text('[cpcv]\nn_groups = "ten"\n')
-    code, _, err = cli("backtest", "cpcv", "--config", str(path))
+    code, _, err = qcli("backtest", "cpcv", "--config", str(path))
     assert code == 2
     assert f"{path}: [cpcv] n_groups must be an integer, got 'ten'" in err
 
@@ -207,10 +207,10 @@ def test_a_value_the_config_accepts_the_class_using_it_accepts_too(
     assert _domain_check(section, key, good) is not None
 
 
-def test_cli_reports_an_out_of_range_value_with_exit_2(qcli_home, tmp_path, cli):
+def test_cli_reports_an_out_of_range_value_with_exit_2(qcli_home, tmp_path, qcli):
     path = tmp_path / "bad.toml"
     path.write_text("[cpcv]\nembargo_pct = 1.5\n")
-    code, out, err = cli("backtest", "cpcv", "--config", str(path))
+    code, out, err = qcli("backtest", "cpcv", "--config", str(path))
     assert (code, out) == (2, "")
     assert f"Error: {path}: [cpcv] embargo_pct must be in [0, 1), got 1.5" in err
     assert "Hint: a fraction of the timestamps, not percent (0.01 means 1 %)" in err

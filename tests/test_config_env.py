@@ -14,16 +14,16 @@ from quantcli.config import env_float, env_int, env_memory_limit, load_config
 from quantcli.errors import InputError
 
 
-def test_a_config_directory_exits_2_naming_it(qcli_home, tmp_path, cli):
-    code, out, err = cli("backtest", "cpcv", "--config", str(tmp_path))
+def test_a_config_directory_exits_2_naming_it(qcli_home, tmp_path, qcli):
+    code, out, err = qcli("backtest", "cpcv", "--config", str(tmp_path))
     assert (code, out) == (2, "")
     assert err.startswith(f"Error: {tmp_path}: is a directory\nHint: --config takes a TOML file")
 
 
-def test_a_config_file_that_is_not_utf8_exits_2_naming_the_line(qcli_home, tmp_path, cli):
+def test_a_config_file_that_is_not_utf8_exits_2_naming_the_line(qcli_home, tmp_path, qcli):
     path = tmp_path / "latin1.toml"
     path.write_bytes(b"[gates]\nmin_sharpe = 1.0 # \xe9t\xe9\n")
-    code, _, err = cli("backtest", "cpcv", "--config", str(path))
+    code, _, err = qcli("backtest", "cpcv", "--config", str(path))
     assert code == 2
     assert err == f"Error: {path} line 2: not UTF-8 (byte 0xe9)\n", err
 
@@ -112,9 +112,9 @@ def test_a_bad_busy_timeout_exits_2_at_once_even_while_another_writer_holds_the_
     assert time.monotonic() - t0 < 30
 
 
-def test_a_bad_ingest_test_hook_value_exits_2(qcli_home, cli, monkeypatch):
+def test_a_bad_ingest_test_hook_value_exits_2(qcli_home, qcli, monkeypatch):
     monkeypatch.setenv("QCLI_TEST_INGEST_SLEEP", "abc")
-    code, _, err = cli("data", "ingest", "--sample")
+    code, _, err = qcli("data", "ingest", "--sample")
     assert code == 2
     assert "environment variable QCLI_TEST_INGEST_SLEEP must be a number in [0, 3600]" in err
 
@@ -126,18 +126,18 @@ def test_a_python_caller_cannot_pass_a_nan_busy_timeout(tmp_path):
         OfflineStore(tmp_path / "s.duckdb", busy_timeout=float("nan"))
 
 
-def test_a_qcli_home_that_is_a_file_exits_2_naming_it(tmp_path, monkeypatch, cli):
+def test_a_qcli_home_that_is_a_file_exits_2_naming_it(tmp_path, monkeypatch, qcli):
     home = tmp_path / "not_a_dir"
     home.write_text("x")
     monkeypatch.setenv("QCLI_HOME", str(home))
-    code, _, err = cli("data", "ingest", "--sample")
+    code, _, err = qcli("data", "ingest", "--sample")
     assert code == 2
     assert err.startswith(f"Error: {home}: cannot create the state directory: File exists"), err
 
 
-def test_a_store_file_that_is_not_duckdb_exits_2_naming_it(qcli_home, cli):
+def test_a_store_file_that_is_not_duckdb_exits_2_naming_it(qcli_home, qcli):
     (qcli_home / "offline.duckdb").write_bytes(b"not a database" * 100)
-    code, _, err = cli("data", "ingest", "--sample")
+    code, _, err = qcli("data", "ingest", "--sample")
     assert code == 2
     store = qcli_home / "offline.duckdb"
     assert err.startswith(f"Error: {store}: cannot open the offline store"), err

@@ -377,7 +377,7 @@ def test_train_with_cpcv_logs_what_the_comment_promises(api, training, trained):
 
 
 def test_promotion_is_gated_and_load_production_model_reads_the_production_alias(
-    api, training, trained, caplog, cli
+    api, training, trained, caplog, qcli
 ):
     import lightgbm
 
@@ -395,11 +395,11 @@ def test_promotion_is_gated_and_load_production_model_reads_the_production_alias
     assert reasons and all(r in caplog.text for r in reasons)
     assert trainer.registry.alias_version("ensemble_v1", "production") is None
     # qcli refuses the same version with the same reasons: the API is not a way around a gate
-    code, out, _ = cli("model", "promote", "ensemble_v1", "--json")
+    code, out, _ = qcli("model", "promote", "ensemble_v1", "--json")
     assert code == 1 and json.loads(out)["reasons"] == reasons
 
     # a governance override through qcli, then the example loads what it promoted
-    code, _, _ = cli(
+    code, _, _ = qcli(
         "model", "promote", "ensemble_v1", "--force", "--reason", "documented-API test"
     )
     assert code == 0

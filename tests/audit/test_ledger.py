@@ -265,7 +265,7 @@ def test_fsync_policy_batch_flushes_in_background_and_always_inline(qcli_home, t
         AuditLedger(tmp_path / "c.jsonl", durability="never")
 
 
-def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path, cli):
+def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path, qcli):
     with AuditLedger() as led:
         led.append([entry(i, day=1) for i in range(4)])
         led.append([entry(i, day=3) for i in range(4, 7)])
@@ -279,7 +279,7 @@ def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path, cli):
     assert frame["onnx_model_sha256"].to_list() == ["cd" * 32] * 3
     assert frame.schema["recorded_at"] == pl.Datetime("us", "UTC")
     # CLI, everything (in-process: the verify and missing-ledger tests cross the real process)
-    code, stdout, stderr = cli(
+    code, stdout, stderr = qcli(
         "audit", "export", "--output", str(tmp_path / "all.parquet"), "--json"
     )
     assert code == 0, stderr
@@ -287,15 +287,15 @@ def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path, cli):
     assert pl.read_parquet(tmp_path / "all.parquet").height == 7
 
 
-def test_export_refuses_bad_input_and_broken_ledger(qcli_home, tmp_path, cli):
+def test_export_refuses_bad_input_and_broken_ledger(qcli_home, tmp_path, qcli):
     write_records(3)
-    code, _, err = cli(
+    code, _, err = qcli(
         "audit", "export", "--since", "yesterday", "--output", str(tmp_path / "x.parquet")
     )
     assert code == 2 and "--since" in err
     assert not (tmp_path / "x.parquet").exists()
     _rewrite_line(0, lambda s: s.replace('"symbol":"SYM0"', '"symbol":"SYMX"'))
-    code, _, err = cli("audit", "export", "--output", str(tmp_path / "y.parquet"))
+    code, _, err = qcli("audit", "export", "--output", str(tmp_path / "y.parquet"))
     assert code == 1 and "seq 0" in err
     assert not (tmp_path / "y.parquet").exists()
 

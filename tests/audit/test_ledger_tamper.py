@@ -50,7 +50,7 @@ def forged_line(prev_line: bytes | None, seq: int, payload: dict) -> bytes:
 
 # -- the four reproducers of the ledger attack ---------------------------------------------------
 @pytest.mark.parametrize("keep", [0, 1, 3, 5])
-def test_trailing_truncation_of_any_length_is_detected(qcli_home, cli, keep):
+def test_trailing_truncation_of_any_length_is_detected(qcli_home, qcli, keep):
     write(6, per_call=1)
     p = ledger_path()
     p.write_bytes(b"".join(lines_of()[:keep]))  # head -n KEEP ledger.jsonl > t && mv t ...
@@ -62,7 +62,7 @@ def test_trailing_truncation_of_any_length_is_detected(qcli_home, cli, keep):
         f"signed head counts 6: {6 - keep} trailing record(s) were removed"
         in (res["first_broken"]["reason"])
     )
-    code, _, err = cli("audit", "verify")
+    code, _, err = qcli("audit", "verify")
     assert code == 1 and "trailing record(s) were removed" in err
     # the next prediction does not extend it
     with pytest.raises(LedgerBrokenError, match="truncated") as exc:
@@ -79,16 +79,16 @@ def test_truncation_inside_an_append_leaves_its_first_records_unverifiable(qcli_
     assert "records seq 3..3 after the last signature cannot be verified" in broken["reason"]
 
 
-def test_an_empty_ledger_verifies_only_with_its_signed_genesis_head(qcli_home, cli):
+def test_an_empty_ledger_verifies_only_with_its_signed_genesis_head(qcli_home, qcli):
     AuditLedger().close()
     assert verify_ledger()["ok"] and verify_ledger()["records"] == 0
     head_path(ledger_path()).unlink()
     res = verify_ledger()
     assert res["ok"] is False and res["first_broken"]["kind"] == "head"
-    assert cli("audit", "verify")[0] == 1
+    assert qcli("audit", "verify")[0] == 1
 
 
-def test_forged_append_with_recomputed_hash_is_an_unanchored_tail(qcli_home, cli):
+def test_forged_append_with_recomputed_hash_is_an_unanchored_tail(qcli_home, qcli):
     write(4)
     lines = lines_of()
     forged = forged_line(lines[-1], 4, rec(99))
@@ -103,7 +103,7 @@ def test_forged_append_with_recomputed_hash_is_an_unanchored_tail(qcli_home, cli
         "appended without the ledger key",
     }
     assert res["last_anchored"]["seq"] == 3 and res["unanchored_tail"] == 1
-    code, out, _ = cli("audit", "verify", "--json")
+    code, out, _ = qcli("audit", "verify", "--json")
     assert code == 1 and json.loads(out)["unanchored_tail"] == 1
     with pytest.raises(LedgerBrokenError, match="no ledger signature"):
         AuditLedger()
@@ -155,15 +155,15 @@ def test_a_different_spelling_of_the_same_json_is_an_alteration(qcli_home):
     assert broken["seq"] == 0 and "canonical form" in broken["reason"]
 
 
-def test_anchor_prints_the_signed_head_and_expect_head_pins_it(qcli_home, cli):
+def test_anchor_prints_the_signed_head_and_expect_head_pins_it(qcli_home, qcli):
     write(3)
-    code, out, err = cli("audit", "anchor", "--json")
+    code, out, err = qcli("audit", "anchor", "--json")
     assert code == 0, err
     anchor = json.loads(out)
     assert anchor["count"] == 3 and anchor["sig"].startswith("ed25519:")
     assert anchor["head_hash"] == json.loads(lines_of()[-1])["hash"]
     write(2)  # the ledger grows: the pinned head is still in it
-    code, out, _ = cli("audit", "verify", "--expect-head", anchor["head_hash"], "--json")
+    code, out, _ = qcli("audit", "verify", "--expect-head", anchor["head_hash"], "--json")
     assert code == 0 and json.loads(out)["pinned_seq"] == 2
     # truncate AND roll the head file back to an older copy: only the pin catches it
     saved_head = head_path(ledger_path()).read_bytes()
@@ -173,20 +173,20 @@ def test_anchor_prints_the_signed_head_and_expect_head_pins_it(qcli_home, cli):
     head_path(ledger_path()).write_bytes(saved_head)
     assert verify_ledger()["ok"] is True  # consistent with the older head ...
     pinned = json.loads(lines[5])["hash"]
-    code, _, err = cli("audit", "verify", "--expect-head", pinned)
+    code, _, err = qcli("audit", "verify", "--expect-head", pinned)
     assert code == 1 and "pinned head" in err  # ... but not with the anchor kept elsewhere
-    code, _, err = cli("audit", "verify", "--expect-head", "nothex")
+    code, _, err = qcli("audit", "verify", "--expect-head", "nothex")
     assert code == 2 and "--expect-head" in err
 
 
 # -- hostile records: never a traceback ---------------------------------------------------------
-def test_verify_does_not_crash_on_nan_or_deep_nesting(qcli_home, cli):
+def test_verify_does_not_crash_on_nan_or_deep_nesting(qcli_home, qcli):
     write(2)
     lines = lines_of()
     nan_line = lines[1].replace(b'"prediction":0.25', b'"prediction":NaN')
     for bad in (nan_line, b"[" * 100_000 + b"\n", b"{" * 100_000 + b"\n", b'{"seq":true}\n'):
         ledger_path().write_bytes(lines[0] + bad)
-        code, out, err = cli("audit", "verify", "--json")
+        code, out, err = qcli("audit", "verify", "--json")
         assert code == 1, err
         assert json.loads(out)["first_broken"]["line"] == 2
         assert "Traceback" not in err
@@ -204,12 +204,12 @@ def test_verify_does_not_crash_on_nan_or_deep_nesting(qcli_home, cli):
     ).map(b"".join),
     head=st.binary(max_size=1100),
 )
-def test_fuzz_arbitrary_bytes_give_exit_1_or_2_never_a_traceback(qcli_home, cli, ledger, head):
+def test_fuzz_arbitrary_bytes_give_exit_1_or_2_never_a_traceback(qcli_home, qcli, ledger, head):
     p = ledger_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(ledger)
     head_path(p).write_bytes(head)
-    code, out, err = cli("audit", "verify", "--json")
+    code, out, err = qcli("audit", "verify", "--json")
     assert code in (0, 1, 2), err
     assert "Traceback" not in err
     if code != 2:
@@ -344,9 +344,9 @@ def test_the_ledger_key_is_private_and_separate_from_the_signing_key(qcli_home):
         AuditLedger()
 
 
-def test_ledger_key_rotation_keeps_old_records_verifiable(qcli_home, cli):
+def test_ledger_key_rotation_keeps_old_records_verifiable(qcli_home, qcli):
     write(2)
-    code, out, err = cli("audit", "rotate-key", "--purpose", "ledger", "--json")
+    code, out, err = qcli("audit", "rotate-key", "--purpose", "ledger", "--json")
     assert code == 0, err
     rotated = json.loads(out)
     write(2)
@@ -359,11 +359,11 @@ def test_ledger_key_rotation_keeps_old_records_verifiable(qcli_home, cli):
     (ring / f"ledger-{rotated['old_fingerprint']}.pub").unlink()
     broken = verify_ledger()["first_broken"]
     assert broken["seq"] == 0 and "not in the ledger keyring" in broken["reason"]
-    code, _, err = cli("audit", "rotate-key", "--purpose", "artifacts")
+    code, _, err = qcli("audit", "rotate-key", "--purpose", "artifacts")
     assert code == 2 and "--purpose" in err
 
 
-def test_a_ledger_from_before_signatures_is_adopted_then_protected(qcli_home, cli):
+def test_a_ledger_from_before_signatures_is_adopted_then_protected(qcli_home, qcli):
     out, prev = [], "0" * 64
     for seq in range(3):  # what the unsigned writer stored: canonical body + hash, no head
         body = {**rec(seq), "seq": seq, "prev_hash": prev}
@@ -375,34 +375,34 @@ def test_a_ledger_from_before_signatures_is_adopted_then_protected(qcli_home, cl
     with pytest.raises(LedgerBrokenError) as exc:
         AuditLedger()
     assert "qcli audit adopt" in exc.value.hint
-    code, res, err = cli("audit", "adopt", "--json")
+    code, res, err = qcli("audit", "adopt", "--json")
     assert code == 0, err
     assert json.loads(res)["adopted_records"] == 3
     write(1)
     res = verify_ledger()
     assert res["ok"] and res["records"] == 5 and res["last_anchored"]["seq"] == 4
     assert json.loads(lines_of()[3])["event"] == "adopted"
-    code, _, err = cli("audit", "adopt")
+    code, _, err = qcli("audit", "adopt")
     assert code == 2 and "nothing to adopt" in err
     # edits after adoption are caught as usual
     p.write_bytes(b"".join(lines_of()[:4]))
     assert verify_ledger()["first_broken"]["kind"] == "truncated"
 
 
-def test_adoption_refuses_a_broken_chain(qcli_home, cli):
+def test_adoption_refuses_a_broken_chain(qcli_home, qcli):
     body = {**rec(0), "seq": 0, "prev_hash": "0" * 64}
     line = record_line(canonical_bytes(body), "f" * 64) + b"\n"  # wrong hash
     ledger_path().parent.mkdir(parents=True)
     ledger_path().write_bytes(line)
-    code, _, err = cli("audit", "adopt")
+    code, _, err = qcli("audit", "adopt")
     assert code == 2 and "record seq 0 is not intact" in err
     assert not head_path(ledger_path()).exists()
 
 
-def test_a_deleted_ledger_is_reported_while_its_head_remains(qcli_home, cli):
+def test_a_deleted_ledger_is_reported_while_its_head_remains(qcli_home, qcli):
     write(3)
     ledger_path().unlink()
-    code, _, err = cli("audit", "verify")
+    code, _, err = qcli("audit", "verify")
     assert code == 1 and "was deleted (its signed head counts 3 records)" in err
     with pytest.raises(LedgerBrokenError, match="deleted but its signed head remains"):
         AuditLedger()  # not a fresh start

@@ -72,11 +72,11 @@ def test_without_ray_both_commands_fail_with_the_extra_named(tmp_path):
         assert out.stdout == ""
 
 
-def test_bad_address_in_the_environment_is_named(qcli_home, cli, monkeypatch):
+def test_bad_address_in_the_environment_is_named(qcli_home, qcli, monkeypatch):
     # in-process: the message and exit code come from the same `main`; the real-process cases
     # are the missing-Ray and the second-driver tests
     monkeypatch.setenv("QCLI_RAY_ADDRESS", "x")
-    code, _, err = cli("features", "build", "--executor", "ray")
+    code, _, err = qcli("features", "build", "--executor", "ray")
     assert code == 2
     assert err.splitlines()[0] == "Error: $QCLI_RAY_ADDRESS 'x' is not a Ray address"
 
@@ -97,12 +97,12 @@ def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path):
 
 
 def test_materialize_on_the_ray_engine_refuses_old_history_and_bad_addresses(
-    qcli_home, cli, monkeypatch
+    qcli_home, qcli, monkeypatch
 ):
     home = qcli_home
     monkeypatch.delenv("QCLI_RAY_ADDRESS", raising=False)
     _home_with_bars(home, build=True)  # synthetic bars of 2000-2001: far older than the TTL
-    code, out, err = cli("features", "materialize", "--executor", "ray", "--json")
+    code, out, err = qcli("features", "materialize", "--executor", "ray", "--json")
     assert code == 2, err
     lines = err.strip().splitlines()
     assert lines[0].startswith("Error: --executor ray: the newest feature row (2001-02-23")
@@ -112,12 +112,12 @@ def test_materialize_on_the_ray_engine_refuses_old_history_and_bad_addresses(
     assert lines[1] == hint
     assert out == "" and not (home / "feast").exists()
     # the old spelling still works for one release, with a warning first
-    code, out, err = cli("features", "materialize", "--engine", "ray", "--json")
+    code, out, err = qcli("features", "materialize", "--engine", "ray", "--json")
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert lines[0].startswith("Warning: --engine is deprecated here; use --executor ray")
     assert lines[1].startswith("Error: --executor ray: the newest feature row (2001-02-23")
-    code, _, err = cli(
+    code, _, err = qcli(
         "features", "materialize", "--executor", "ray", "--ray-address", "nope", "--json"
     )  # fmt: skip
     assert code == 2

@@ -22,11 +22,11 @@ def built_home(qcli_home: Path) -> Path:
     return qcli_home
 
 
-def test_features_export_parquet_is_the_stored_table_filtered(built_home, tmp_path, cli):
+def test_features_export_parquet_is_the_stored_table_filtered(built_home, tmp_path, qcli):
     from quantcli.store.offline import OfflineStore
 
     out = tmp_path / "f.parquet"
-    code, stdout, _ = cli(
+    code, stdout, _ = qcli(
         "features", "export", "-o", str(out), "--symbols", "SYM0002,SYM0000",
         "--since", "2000-06-01", "--json",
     )  # fmt: skip
@@ -44,10 +44,10 @@ def test_features_export_parquet_is_the_stored_table_filtered(built_home, tmp_pa
     assert result["format"] == "parquet" and result["feature_set"] == "technical_v1"
 
 
-def test_exports_are_byte_stable_and_csv_round_trips_through_ingest(built_home, tmp_path, cli):
+def test_exports_are_byte_stable_and_csv_round_trips_through_ingest(built_home, tmp_path, qcli):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    assert cli("data", "export", "-o", str(a), "--symbols", "SYM0001")[0] == 0
-    assert cli("data", "export", "-o", str(b), "--symbols", "SYM0001")[0] == 0
+    assert qcli("data", "export", "-o", str(a), "--symbols", "SYM0001")[0] == 0
+    assert qcli("data", "export", "-o", str(b), "--symbols", "SYM0001")[0] == 0
     assert a.read_bytes() == b.read_bytes()
     assert a.read_text().splitlines()[0] == "symbol,ts,open,high,low,close,volume"
     # the CSV is an ingestible bar file: reading it back gives the stored bars
@@ -63,11 +63,11 @@ def test_exports_are_byte_stable_and_csv_round_trips_through_ingest(built_home, 
     assert back.select(stored.columns).equals(stored.with_columns(pl.col("ts")))
 
 
-def test_pandas_reads_the_parquet_export(built_home, tmp_path, cli):
+def test_pandas_reads_the_parquet_export(built_home, tmp_path, qcli):
     import pandas as pd
 
     out = tmp_path / "bars.parquet"
-    assert cli("data", "export", "--output", str(out), "--until", "2000-01-31")[0] == 0
+    assert qcli("data", "export", "--output", str(out), "--until", "2000-01-31")[0] == 0
     df = pd.read_parquet(out)
     assert sorted(df["symbol"].unique()) == ["SYM0000", "SYM0001", "SYM0002"]
     assert str(df["ts"].dt.tz) in ("UTC", "Etc/UTC")
@@ -85,20 +85,20 @@ def test_pandas_reads_the_parquet_export(built_home, tmp_path, cli):
         (["--format", "xml"], "xml"),
     ],
 )
-def test_bad_options_exit_2_and_write_nothing(built_home, tmp_path, cli, args, message):
+def test_bad_options_exit_2_and_write_nothing(built_home, tmp_path, qcli, args, message):
     out = tmp_path / "x.parquet"
-    code, _, err = cli("data", "export", "-o", str(out), *args)
+    code, _, err = qcli("data", "export", "-o", str(out), *args)
     assert code == 2
     assert message in err
     assert list(tmp_path.iterdir()) == [p for p in tmp_path.iterdir() if p.name != "x.parquet"]
     assert not out.exists()
 
 
-def test_export_without_a_store_or_table_exits_2(qcli_home, tmp_path, cli):
-    code, _, err = cli("features", "export", "-o", str(tmp_path / "f.parquet"))
+def test_export_without_a_store_or_table_exits_2(qcli_home, tmp_path, qcli):
+    code, _, err = qcli("features", "export", "-o", str(tmp_path / "f.parquet"))
     assert code == 2 and "no offline store" in err
     from quantcli import ingest_frame
 
     ingest_frame(synthetic_universe(1, 30, seed=1), source="synthetic")
-    code, _, err = cli("features", "export", "-o", str(tmp_path / "f.parquet"))
+    code, _, err = qcli("features", "export", "-o", str(tmp_path / "f.parquet"))
     assert code == 2 and "technical_features_v1" in err and "qcli features build" in err
