@@ -188,14 +188,21 @@ def test_input_guards():
 def panels(draw):
     n_groups = draw(st.integers(2, 6))
     n_test_groups = draw(st.integers(1, n_groups - 1))
-    n_unique = draw(st.integers(n_groups * 3, 40))
+    embargo_pct = draw(st.sampled_from([0.0, 0.02, 0.05]))
+    purge_pct = draw(st.sampled_from([0.0, 0.0, 0.03]))
+    # only panels the splitter accepts: every group wider than the purge gap plus the embargo
+    # (the refusal itself is tested above)
+    n_unique = draw(
+        st.integers(n_groups * 3, 40).filter(
+            lambda u: u // n_groups > math.ceil(round(purge_pct * u, 9))
+            + math.ceil(round(embargo_pct * u, 9))
+        )
+    )
     per_ts = draw(st.lists(st.integers(1, 3), min_size=n_unique, max_size=n_unique))
     gaps = draw(st.lists(st.integers(1, 3), min_size=n_unique, max_size=n_unique))
     uniq = np.cumsum(gaps)
     ts = np.repeat(uniq, per_ts)
     spans = draw(st.lists(st.integers(0, 8), min_size=len(ts), max_size=len(ts)))
-    embargo_pct = draw(st.sampled_from([0.0, 0.02, 0.05]))
-    purge_pct = draw(st.sampled_from([0.0, 0.0, 0.03]))
     return ts, ts + np.array(spans), n_groups, n_test_groups, embargo_pct, purge_pct
 
 
