@@ -38,7 +38,7 @@ def test_readme_opens_with_the_two_fresh_machine_commands():
     lines = [line for line in block.group(1).splitlines() if line.strip()]
     assert lines == [
         'pip install -e ".[dev]" && qcli pipeline run --sample',
-        'pip install -e ".[dev]" && pytest tests',
+        'pip install -e ".[dev]" && pytest tests -n 2',
     ]
 
 

@@ -194,8 +194,10 @@ def panels(draw):
     # (the refusal itself is tested above)
     n_unique = draw(
         st.integers(n_groups * 3, 40).filter(
-            lambda u: u // n_groups > math.ceil(round(purge_pct * u, 9))
-            + math.ceil(round(embargo_pct * u, 9))
+            lambda u: (
+                u // n_groups
+                > math.ceil(round(purge_pct * u, 9)) + math.ceil(round(embargo_pct * u, 9))
+            )
         )
     )
     per_ts = draw(st.lists(st.integers(1, 3), min_size=n_unique, max_size=n_unique))
