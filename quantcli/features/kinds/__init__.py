@@ -19,6 +19,7 @@ __all__ = ["BAR_INPUTS", "Kind", "Param", "Scope", "all_kinds", "get_kind", "reg
 # Kind modules register on import.
 from quantcli.features.kinds import (  # noqa: F401, I001
     classic,
+    classic_trend,
     classic_momentum,
     talib_overlap,
     talib_momentum,
