@@ -58,7 +58,7 @@ from quantcli.backtest.paths import (
 from quantcli.backtest.portfolio import Construction
 from quantcli.errors import InputError
 from quantcli.frequency import TRADING_DAYS, default_periods_per_year
-from quantcli.scale import get_executor
+from quantcli.scale import fit_threads, get_executor
 
 # The default grid (`--grid small`) of the LightGBM model: the trials DSR and PBO account for.
 SMALL_GRID: list[dict[str, Any]] = [
@@ -331,7 +331,12 @@ def _fit_all(
         if progress is not None:
             progress(done[0], len(tasks))
 
-    runner = executor if hasattr(executor, "map") else get_executor(executor, ray_address)
+    if hasattr(executor, "map"):
+        runner = executor
+    elif executor == "local":  # the fits release the GIL: one thread per core
+        runner = get_executor("local", ray_address, workers=fit_threads())
+    else:
+        runner = get_executor(executor, ray_address)
     return runner.map(fit_predict_split, tasks, on_done=on_done)
 
 

@@ -179,7 +179,11 @@ def cpcv(
         typer.Option("--report-dir", help="Report directory (default: $QCLI_HOME/reports/...)."),
     ] = None,
     executor: Annotated[
-        Executor, typer.Option("--executor", help="Run the splits locally or on Ray.")
+        Executor,
+        typer.Option(
+            "--executor",
+            help="Run the fits locally (a thread per core, QCLI_FIT_THREADS) or on Ray.",
+        ),
     ] = Executor.local,
     ray_address: Annotated[
         str | None, typer.Option("--ray-address", help="Ray cluster address (with ray).")

@@ -93,7 +93,11 @@ def train(
         "quantcli"
     ),
     executor: Annotated[
-        Executor, typer.Option("--executor", help="Run the CPCV splits locally or on Ray.")
+        Executor,
+        typer.Option(
+            "--executor",
+            help="Run the CPCV fits locally (a thread per core, QCLI_FIT_THREADS) or on Ray.",
+        ),
     ] = Executor.local,
     tracking_uri: TrackingOpt = None,
     config: ConfigOpt = None,

@@ -11,6 +11,7 @@ from quantcli.scale.executor import (
     Executor,
     LocalExecutor,
     RayExecutor,
+    fit_threads,
     get_executor,
     resolve_ray_address,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Executor",
     "LocalExecutor",
     "RayExecutor",
+    "fit_threads",
     "get_executor",
     "resolve_ray_address",
 ]

@@ -99,14 +99,26 @@ class _ClosedOnExit:
 
 
 class LocalExecutor(_ClosedOnExit):
-    """Runs tasks one after another in this process (the reference every executor must match)."""
+    """Runs tasks in this process: one after another (the reference every executor must match),
+    or on ``workers`` threads for tasks that release the GIL (LightGBM fits, Numba kernels).
+
+    With threads the contract is unchanged: results in task order, the lowest failing index
+    raised (every earlier task has finished by then), ``on_done`` from the calling thread, in
+    task order. Independent deterministic tasks give the same bytes either way.
+    """
 
     name = "local"
-    workers = 1
+
+    def __init__(self, workers: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InputError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
 
     def map(self, fn: TaskFn, tasks: Sequence[Any], *, on_done: OnDone | None = None) -> list[Any]:
         """``[fn(t) for t in tasks]``; see :class:`Executor`."""
         tasks = list(tasks)
+        if self.workers > 1 and len(tasks) > 1:
+            return self._map_threads(fn, tasks, on_done)
         out = []
         for i, task in enumerate(tasks):
             try:
@@ -116,6 +128,41 @@ class LocalExecutor(_ClosedOnExit):
             if on_done is not None:
                 on_done(i)
         return out
+
+    def _map_threads(self, fn: TaskFn, tasks: list[Any], on_done: OnDone | None) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(tasks)))
+        futures = [pool.submit(fn, task) for task in tasks]
+        out = []
+        try:
+            # in task order: the first failure met is the lowest failing index
+            for i, future in enumerate(futures):
+                try:
+                    out.append(future.result())
+                except Exception as exc:
+                    raise _tag_failure(exc, i, len(tasks), self.name) from None
+                if on_done is not None:
+                    on_done(i)
+        finally:
+            # a failure or Ctrl-C drops the queued tasks; only the running ones finish
+            pool.shutdown(wait=True, cancel_futures=True)
+        return out
+
+
+def fit_threads() -> int:
+    """Threads for independent model fits: ``QCLI_FIT_THREADS`` or the CPUs this process may use.
+
+    Each fit is single-threaded (LightGBM ``n_jobs=1``), so the fits of a CPCV backtest fill the
+    cores without oversubscribing them, and the results do not depend on the count.
+    """
+    from quantcli.config import env_int
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return env_int("QCLI_FIT_THREADS", max(1, cpus), lo=1, hi=1024)
 
 
 def resolve_ray_address(address: str | None) -> str | None:
@@ -394,7 +441,8 @@ def get_executor(
     """The executor called ``name`` (``local`` or ``ray``); an executor instance passes through.
 
     ``address`` (``--ray-address``) only applies to ``ray``; ``kwargs`` go to
-    :class:`RayExecutor` (``num_cpus``, ``chunksize``, ``check_versions``).
+    :class:`RayExecutor` (``num_cpus``, ``chunksize``, ``check_versions``), or give the local
+    executor its ``workers`` (threads; default 1, the sequential reference).
 
     Examples
     --------
@@ -411,7 +459,7 @@ def get_executor(
                 "--ray-address only applies with --executor ray",
                 hint="add --executor ray, or drop --ray-address",
             )
-        return LocalExecutor()
+        return LocalExecutor(workers=int(kwargs.get("workers", 1)))
     if name == "ray":
         return RayExecutor(address=address, **kwargs)
     raise InputError(f"unknown --executor '{name}'", hint="use --executor local or --executor ray")

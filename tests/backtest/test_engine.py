@@ -108,11 +108,13 @@ def test_paths_take_each_group_from_the_right_split_without_leaks(signal_frame):
     assert np.array_equal(res.path_predictions, expected[:, groups].astype(float))
 
 
-def test_deterministic_and_same_with_an_executor_object(signal_frame):
+def test_deterministic_and_same_with_an_executor_object(signal_frame, monkeypatch):
     from quantcli.scale import LocalExecutor
 
     kw = {"model_factory": LightGBMFactory(SMALL_LGBM, seed=7), "cv": small_cv()}
     calls = []
+    # `executor="local"` fits on threads; the sequential reference must give the same bytes
+    monkeypatch.setenv("QCLI_FIT_THREADS", "3")
     a = run_cpcv_backtest(signal_frame, FEATURES, progress=lambda d, t: calls.append((d, t)), **kw)
     b = run_cpcv_backtest(
         signal_frame.sample(fraction=1.0, shuffle=True, seed=1),  # row order must not matter

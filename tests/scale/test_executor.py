@@ -52,6 +52,46 @@ def test_local_failure_keeps_type_and_names_the_task():
     assert info.value.exit_code == 2
 
 
+def _wait_then(x: tuple[float, int]) -> int:
+    import time
+
+    delay, value = x
+    time.sleep(delay)
+    return _square_or_fail(value)
+
+
+def test_threaded_local_map_keeps_order_progress_and_the_lowest_failure():
+    import threading
+
+    done: list[int] = []
+    # the later tasks finish first; results and progress still come in task order
+    tasks = [(0.2, 3), (0.1, 1), (0.0, 2)]
+    assert LocalExecutor(workers=3).map(_wait_then, tasks, on_done=done.append) == [9, 1, 4]
+    assert done == [0, 1, 2]
+    # task 3 fails at once, task 1 later: the error is task 1's, as the sequential loop's
+    with pytest.raises(InputError) as info:
+        LocalExecutor(workers=4).map(_wait_then, [(0.0, 1), (0.2, -1), (0.0, 5), (0.0, -3)])
+    assert str(info.value) == "bad symbol S-1" and info.value.task_index == 1
+    assert info.value.__notes__ == ["task 1 of 4 on the local executor"]
+    # the tasks really run at once: two of them meet at a barrier only one thread cannot pass
+    barrier = threading.Barrier(2, timeout=10)
+    assert LocalExecutor(workers=2).map(lambda i: barrier.wait() * 0 + i, [0, 1]) == [0, 1]
+    with pytest.raises(InputError, match="workers must be a positive integer"):
+        LocalExecutor(workers=0)
+
+
+def test_fit_threads_reads_the_environment(monkeypatch):
+    from quantcli.scale import fit_threads
+
+    monkeypatch.setenv("QCLI_FIT_THREADS", "3")
+    assert fit_threads() == 3
+    monkeypatch.setenv("QCLI_FIT_THREADS", "-1")
+    with pytest.raises(InputError, match="QCLI_FIT_THREADS"):
+        fit_threads()
+    monkeypatch.delenv("QCLI_FIT_THREADS")
+    assert fit_threads() == len(__import__("os").sched_getaffinity(0))
+
+
 def test_get_executor_names_and_passthrough():
     local = get_executor("local")
     assert isinstance(local, LocalExecutor)
