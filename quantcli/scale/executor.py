@@ -28,6 +28,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, Self
 
 import numpy as np
@@ -35,6 +36,7 @@ import polars as pl
 
 from quantcli import __version__
 from quantcli._optional import import_optional
+from quantcli.config import env_int
 from quantcli.errors import InputError, QuantCliError
 from quantcli.scale._sharing import SHARE_MIN_BYTES, restore, share
 
@@ -130,8 +132,6 @@ class LocalExecutor(_ClosedOnExit):
         return out
 
     def _map_threads(self, fn: TaskFn, tasks: list[Any], on_done: OnDone | None) -> list[Any]:
-        from concurrent.futures import ThreadPoolExecutor
-
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(tasks)))
         futures = [pool.submit(fn, task) for task in tasks]
         out = []
@@ -156,8 +156,6 @@ def fit_threads() -> int:
     Each fit is single-threaded (LightGBM ``n_jobs=1``), so the fits of a CPCV backtest fill the
     cores without oversubscribing them, and the results do not depend on the count.
     """
-    from quantcli.config import env_int
-
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
