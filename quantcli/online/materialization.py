@@ -30,6 +30,7 @@ from quantcli.online.repo import (
     parquet_path,
     public_online_config,
     repo_config,
+    url_without_password,
     write_repo,
 )
 from quantcli.online.state import iso, read_state, write_state
@@ -148,14 +149,13 @@ def _state_entry(
     cfg: Any,
     exported: OfflineExport,
 ) -> dict[str, Any]:
-    """The state-file entry of a finished materialization; ``redis_url`` is kept so a reader
-    can reconnect to the same Redis."""
+    """The state-file entry of a finished materialization; ``redis_url`` is kept, without its
+    password, so a reader can reconnect to the same Redis (:func:`url_with_password`)."""
+    url = redis_url or os.environ.get(REDIS_URL_ENV)
     return {
         "online_store": online_store,
         "online_config": public_online_config(cfg),
-        "redis_url": (redis_url or os.environ.get(REDIS_URL_ENV))
-        if online_store == "redis"
-        else None,
+        "redis_url": url_without_password(url) if online_store == "redis" and url else None,
         "engine": engine,
         "fingerprint": decl.fingerprint(),
         "feature_view": decl.view_name,

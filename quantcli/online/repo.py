@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse, urlunparse
 
 import yaml
 
@@ -54,6 +54,35 @@ def redis_connection_string(url: str) -> str:
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)
+
+
+def url_without_password(url: str) -> str:
+    """``url`` without its password: what the state file keeps (a secret never goes to disk)."""
+    parsed = urlparse(url)
+    if parsed.password is None or not parsed.hostname:
+        return url
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    user = f"{parsed.username}@" if parsed.username else ""
+    port = f":{parsed.port}" if parsed.port else ""
+    return urlunparse(parsed._replace(netloc=f"{user}{host}{port}"))
+
+
+def url_with_password(url: str) -> str:
+    """The stored ``url`` ready to connect: its own password, else ``$QCLI_REDIS_PASSWORD``, else
+    ``$QCLI_REDIS_URL`` when that names the same server (both are where the secret lives)."""
+    parsed = urlparse(url)
+    if parsed.password is not None or not parsed.hostname:
+        return url
+    password = os.environ.get(REDIS_PASSWORD_ENV)
+    if password:
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        port = f":{parsed.port}" if parsed.port else ""
+        netloc = f"{parsed.username or ''}:{quote(password, safe='')}@{host}{port}"
+        return urlunparse(parsed._replace(netloc=netloc))
+    env_url = os.environ.get(REDIS_URL_ENV)
+    if env_url and url_without_password(env_url) == url:
+        return env_url
+    return url
 
 
 def online_store_config(online_store: str, redis_url: str | None, repo: Path) -> dict[str, Any]:
@@ -266,5 +295,7 @@ __all__ = [
     "render_entities",
     "repo_config",
     "repo_settings",
+    "url_with_password",
+    "url_without_password",
     "write_repo",
 ]

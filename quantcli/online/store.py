@@ -31,7 +31,7 @@ from quantcli.online.cache import shared_feature_store
 from quantcli.online.declaration import feature_refs, load_declaration
 from quantcli.online.direct_read import DirectOnlineReader, direct_reader
 from quantcli.online.pit import historical_features
-from quantcli.online.repo import repo_config
+from quantcli.online.repo import repo_config, url_with_password
 from quantcli.online.state import iso, read_state, state_path
 from quantcli.workspace import Workspace
 
@@ -158,7 +158,7 @@ class OnlineFeatureStore:
         self.online_store = state["online_store"]
         self._cfg = repo_config(
             self.online_store,
-            state.get("redis_url"),
+            url_with_password(state["redis_url"]) if state.get("redis_url") else None,
             state.get("engine", "local"),
             workspace=self.workspace,
         )

@@ -3,7 +3,13 @@ incremental materialization, offline fallback and its counters, SQLite and a rea
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import numpy as np
 import polars as pl
@@ -262,3 +268,57 @@ def test_entity_df_must_be_timezone_aware(materialized):
     aware = naive.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
     assert get_feature_store().get_historical_features(aware, ["rsi_14"]).height == 1
     assert datetime(2000, 3, 1, tzinfo=UTC) == aware["ts"][0]
+
+
+@pytest.mark.integration
+def test_a_redis_password_never_reaches_the_state_file(qcli_home, qcli, monkeypatch, tmp_path):
+    """A password-protected redis-server: materialize with the password in the URL, then read
+    back with it in QCLI_REDIS_PASSWORD; the state file and the repo hold no secret."""
+    import redis
+
+    from quantcli.online.repo import REDIS_PASSWORD_ENV, url_with_password, url_without_password
+
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is not installed (apt-get install -y redis-server)"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = "s3cret/with:odd@chars"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--requirepass", secret, "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port, password=secret)
+    try:
+        for _ in range(200):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        bare = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://:{quote(secret, safe='')}@127.0.0.1:{port}/0"
+        assert url_without_password(url) == bare
+        frame = feature_frame(n_symbols=3, n_days=40, seed=4)
+        write_feature_table(frame)
+        run = qcli("features", "materialize", "--online-store", "redis", "--redis-url", url)
+        assert run.code == 0, run.err
+        repo = qcli_home / "feast"
+        on_disk = "".join(p.read_text(errors="replace") for p in repo.glob("*.*") if p.is_file())
+        assert secret not in on_disk and quote(secret, safe="") not in on_disk
+        state = json.loads((repo / "quantcli_state.json").read_text())
+        assert state["technical_v1"]["redis_url"] == bare
+        # the reader finds the password where the secret lives: the environment
+        monkeypatch.setenv(REDIS_PASSWORD_ENV, secret)
+        assert url_with_password(bare) == url
+        assert_online_equals_offline_latest(get_feature_store(), frame)
+        monkeypatch.delenv(REDIS_PASSWORD_ENV)
+        monkeypatch.setenv("QCLI_REDIS_URL", url)  # or the URL variable naming that server
+        assert url_with_password(bare) == url
+        assert url_with_password(f"redis://127.0.0.1:{port + 1}/0").count("@") == 0
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
