@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -58,6 +58,7 @@ from quantcli.backtest.paths import (
 from quantcli.backtest.portfolio import Construction
 from quantcli.errors import InputError
 from quantcli.frequency import TRADING_DAYS, default_periods_per_year
+from quantcli.results import Result
 from quantcli.scale import fit_threads, get_executor
 
 # The default grid (`--grid small`) of the LightGBM model: the trials DSR and PBO account for.
@@ -112,8 +113,8 @@ def fit_predict_split(task: SplitTask) -> dict[str, Any]:
     }
 
 
-@dataclass
-class BacktestResult:
+@dataclass(frozen=True, kw_only=True)
+class BacktestResult(Result):
     """Everything a CPCV backtest produced (arrays for the selected configuration).
 
     ``path_returns`` is ``(n_paths, n_periods)`` per-period strategy returns **net of costs**
@@ -123,7 +124,8 @@ class BacktestResult:
     order; ``fold_metrics`` has one dict per fit (split x configuration, keys ``split``,
     ``config``, ``n_train``, ``n_test``, ``ic``, ``rmse``, ``hit_rate``, ``test_groups``),
     ``grid`` one summary per configuration; ``metrics`` are the aggregate metrics of the
-    selected configuration.
+    selected configuration. As every :class:`~quantcli.Result`, ``passed`` and ``reasons`` are
+    the gates' verdict and ``raise_if_failed()`` raises it (exit code 1).
     """
 
     cv: dict[str, Any]
@@ -136,14 +138,14 @@ class BacktestResult:
     path_predictions: np.ndarray
     path_metrics: list[dict[str, Any]]
     metrics: dict[str, Any]
-    passed: bool
-    reasons: list[str]
     thresholds: dict[str, float]
     strategy: dict[str, Any]
     seed: int | None = None
     gross_path_returns: np.ndarray | None = None
     path_turnover: np.ndarray | None = None
     path_costs: np.ndarray | None = None
+
+    failure_message: ClassVar[str] = "backtest gates failed"
 
     def to_dict(self, include_series: bool = False) -> dict[str, Any]:
         """A JSON-able summary; ``include_series`` adds the per-path return series (net, and
@@ -161,7 +163,7 @@ class BacktestResult:
             "grid": self.grid,
             "verdict": {
                 "passed": self.passed,
-                "reasons": self.reasons,
+                "reasons": list(self.reasons),
                 "thresholds": self.thresholds,
             },
         }

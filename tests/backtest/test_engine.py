@@ -9,7 +9,7 @@ import pytest
 from quantcli.backtest import CombinatorialPurgedCV
 from quantcli.backtest._pnl_nb import simulate
 from quantcli.backtest.engine import run_cpcv_backtest
-from quantcli.errors import InputError
+from quantcli.errors import GateFailedError, InputError
 from quantcli.models.estimators import LightGBMFactory
 
 from .conftest import FEATURES
@@ -95,6 +95,12 @@ def test_planted_signal_passes_and_negated_signal_fails(signal_frame):
     assert bad.metrics["sharpe"] < 0
     assert any(r.startswith("Sharpe ratio") for r in bad.reasons)
     assert any(r.startswith("PSR") for r in bad.reasons)
+    # the one gate rule of every workflow result: a pass returns itself, a failure exits 1
+    assert good.raise_if_failed() is good
+    with pytest.raises(GateFailedError) as info:
+        bad.raise_if_failed()
+    assert info.value.exit_code == 1 and info.value.reasons == list(bad.reasons)
+    assert info.value.result["verdict"]["reasons"] == list(bad.reasons)
 
 
 def test_paths_take_each_group_from_the_right_split_without_leaks(signal_frame):
