@@ -222,7 +222,7 @@ def _cpcv_speedup(frame: pl.DataFrame, names: list[str], n_estimators: int) -> d
     from quantcli.backtest import CombinatorialPurgedCV
     from quantcli.backtest.engine import run_cpcv_backtest
     from quantcli.models.estimators import LightGBMFactory
-    from quantcli.scale import RayExecutor
+    from quantcli.scale import LocalExecutor, RayExecutor, fit_threads
 
     kwargs = {
         "model_factory": LightGBMFactory({"n_estimators": n_estimators}, seed=3, n_jobs=1),
@@ -230,24 +230,30 @@ def _cpcv_speedup(frame: pl.DataFrame, names: list[str], n_estimators: int) -> d
     }
     ray_exec = RayExecutor()
     ray_exec.chunksize = 1
+    sequential = LocalExecutor()  # the reference loop, one fit after another
     warm, _ = _cpcv_frame(10, 300)  # imports and first fits, on the workers and here
     run_cpcv_backtest(warm, names, executor=ray_exec, **kwargs)
     run_cpcv_backtest(warm, names, executor="local", **kwargs)
-    t = time.perf_counter()
-    local = run_cpcv_backtest(frame, names, executor="local", **kwargs)
-    local_s = time.perf_counter() - t
-    t = time.perf_counter()
-    on_ray = run_cpcv_backtest(frame, names, executor=ray_exec, **kwargs)
-    ray_s = time.perf_counter() - t
-    assert on_ray.to_dict() == local.to_dict()
-    fits = len(local.fold_metrics)
+    timed = {}
+    results = {}
+    # the default `--executor local` (a thread per core), the loop, and Ray
+    for label, executor in (("local", "local"), ("sequential", sequential), ("ray", ray_exec)):
+        t = time.perf_counter()
+        results[label] = run_cpcv_backtest(frame, names, executor=executor, **kwargs)
+        timed[label] = time.perf_counter() - t
+    assert results["ray"].to_dict() == results["local"].to_dict()
+    assert results["sequential"].to_dict() == results["local"].to_dict()
+    fits = len(results["local"].fold_metrics)
     return {
         "rows": frame.height,
         "fits": fits,
-        "cpcv_local_s": round(local_s, 3),
-        "cpcv_ray_s": round(ray_s, 3),
-        "cpcv_speedup_2cpu": round(local_s / ray_s, 3),
-        "fit_s": round(local_s / fits, 4),
+        "fit_threads": fit_threads(),
+        "cpcv_sequential_s": round(timed["sequential"], 3),
+        "cpcv_local_s": round(timed["local"], 3),
+        "cpcv_ray_s": round(timed["ray"], 3),
+        "threads_speedup": round(timed["sequential"] / timed["local"], 3),
+        "cpcv_speedup_2cpu": round(timed["sequential"] / timed["ray"], 3),
+        "fit_s": round(timed["sequential"] / fits, 4),
     }
 
 
@@ -257,8 +263,11 @@ def test_ray_cpcv_speedup(benchmark, ray_session):
     frame, names = _cpcv_frame(100, 1500)
     figures = benchmark.pedantic(_cpcv_speedup, args=(frame, names, 200), rounds=1, iterations=1)
     _report(benchmark, figures)
-    # Two workers on two cores: a real gain is expected unless the machine is saturated.
+    # Two workers on two cores against the one-fit-at-a-time loop: a real gain is expected
+    # unless the machine is saturated. The default local executor already runs a thread per
+    # core, so on one machine Ray only matches it; Ray pays off with more machines.
     assert figures["cpcv_speedup_2cpu"] >= 1.0, figures
+    assert figures["threads_speedup"] >= 1.2, figures
 
 
 def test_ray_cpcv_smoke(benchmark, ray_session):

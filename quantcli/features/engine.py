@@ -152,7 +152,7 @@ class KernelPlan:
         where = {n: g.row0 + r for g in self.groups for n, r in g.members.items()}
         return [where[n] for n in self.names]
 
-    @property
+    @functools.cached_property  # read once per symbol of a build: hash the layout once
     def layout_sha256(self) -> str:
         """What a stored state vector means: the calls, their params and state sizes. A state
         stored under another layout (a changed declaration or kind) is never continued."""
