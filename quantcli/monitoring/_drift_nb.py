@@ -41,6 +41,55 @@ def ks_extremes_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return d_max, -d_min
 
 
+_SIGN = np.uint64(1 << 63)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_DIGIT = np.uint64(0xFFFF)
+
+
+@nb.njit(cache=True, nogil=True)
+def radix_sort_finite(x: np.ndarray) -> None:
+    """Sort finite float64 values in place: an LSD radix sort on 16-bit digits.
+
+    The bits of a float map to unsigned keys in the same order (flip the sign bit of a positive
+    value, every bit of a negative one), so four counting passes sort them, a pass whose digit
+    all keys share skipped. Values equal to ``np.sort``'s, element by element (-0.0 before 0.0);
+    on 1 M values several times faster than numpy's sort on the machines measured
+    (docs/monitoring.md). NaN is not ordered here: callers pass finite values only.
+    """
+    n = x.shape[0]
+    u = x.view(np.uint64)
+    a = np.empty(n, np.uint64)
+    counts = np.zeros((4, 1 << 16), np.int64)
+    for i in range(n):
+        k = u[i]
+        k = (k ^ _ONES) if (k & _SIGN) else (k | _SIGN)
+        a[i] = k
+        counts[0, k & _DIGIT] += 1
+        counts[1, (k >> np.uint64(16)) & _DIGIT] += 1
+        counts[2, (k >> np.uint64(32)) & _DIGIT] += 1
+        counts[3, k >> np.uint64(48)] += 1
+    b = np.empty(n, np.uint64)
+    for p in range(4):
+        c = counts[p]
+        if c.max() == n:  # one digit value for every key: the pass would not move anything
+            continue
+        total = 0
+        for d in range(1 << 16):
+            t = c[d]
+            c[d] = total
+            total += t
+        shift = np.uint64(16 * p)
+        for i in range(n):
+            k = a[i]
+            d = (k >> shift) & _DIGIT
+            b[c[d]] = k
+            c[d] += 1
+        a, b = b, a
+    for i in range(n):
+        k = a[i]
+        u[i] = (k ^ _SIGN) if (k & _SIGN) else (k ^ _ONES)
+
+
 @nb.njit(cache=True, nogil=True)
 def finite_copy(values: np.ndarray) -> tuple[np.ndarray, int, int]:
     """``(finite values, n_nan, n_inf)`` in one pass; the copy is the caller's to sort in place."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from quantcli.monitoring._drift_nb import ks_extremes_sorted
+from quantcli.monitoring._drift_nb import ks_extremes_sorted, radix_sort_finite
 from quantcli.monitoring.drift_stats import (
     bin_counts,
     decile_edges,
@@ -192,3 +192,30 @@ def test_kstwo_sf_compiled_branch_equals_scipy(n, nxsq):
 @pytest.mark.parametrize(("n", "d"), [(10, 0.3), (140, 0.2), (5_000, 0.001), (2_000_000, 0.0012)])
 def test_kstwo_sf_other_branches_delegate_to_scipy(n, d):
     assert kstwo_sf(d, n) == stats.kstwo.sf(d, n)
+
+
+@given(
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=64)
+        | st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.7976931348623157e308, -2.2e-308]),
+        max_size=300,
+    )
+)
+def test_radix_sort_equals_numpy_sort_on_any_finite_floats(values):
+    x = np.array(values, dtype=np.float64)
+    got = x.copy()
+    radix_sort_finite(got)
+    assert np.array_equal(got, np.sort(x))  # -0.0 == 0.0; every other value bit for bit
+    assert sorted(got.view(np.int64).tolist()) == sorted(x.view(np.int64).tolist())  # a permutation
+    signed = np.signbit(got) & (got == 0)
+    assert not np.any(signed[1:] & ~signed[:-1] & (got[:-1] == 0))  # -0.0 before 0.0
+
+
+def test_large_columns_are_radix_sorted_to_numpys_order():
+    from quantcli.monitoring.profile import RADIX_MIN_SIZE, summarize_column
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(RADIX_MIN_SIZE), rng.integers(-3, 3, 999) * 1.0])
+    x[::97] = np.nan
+    summary = summarize_column("f", x, 0)
+    assert np.array_equal(summary.sorted_values, np.sort(x[np.isfinite(x)]))
