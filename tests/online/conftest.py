@@ -3,6 +3,7 @@ redis-server (the serving tests have their own copies in tests/serving/conftest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -63,18 +64,29 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with redis_server() as port:
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
+def redis_server(*options: str, password: str | None = None) -> Iterator[int]:
+    """A redis-server of our own on a free loopback port (``--requirepass`` with ``password``),
+    up and answering PING when the block starts, stopped after it; yields the port."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port)
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is not installed (apt-get install -y redis-server)"
+    port = free_port()
+    auth = ["--requirepass", password] if password else []
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         *auth, *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port, password=password)
     try:
         for _ in range(100):
             try:
@@ -84,7 +96,7 @@ def redis_url() -> Iterator[str]:
                 time.sleep(0.05)
         else:
             raise RuntimeError("redis-server did not start")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port
     finally:
         client.close()
         proc.terminate()

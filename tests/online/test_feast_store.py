@@ -4,10 +4,6 @@ incremental materialization, offline fallback and its counters, SQLite and a rea
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -16,6 +12,7 @@ import polars as pl
 import pytest
 
 from online._features import feature_frame, latest_rows, write_feature_table
+from online.conftest import redis_server
 from quantcli.errors import InputError, NotFoundError
 from quantcli.online import (
     MaterializeResult,
@@ -274,30 +271,10 @@ def test_entity_df_must_be_timezone_aware(materialized):
 def test_a_redis_password_never_reaches_the_state_file(qcli_home, qcli, monkeypatch, tmp_path):
     """A password-protected redis-server: materialize with the password in the URL, then read
     back with it in QCLI_REDIS_PASSWORD; the state file and the repo hold no secret."""
-    import redis
-
     from quantcli.online.repo import REDIS_PASSWORD_ENV, url_with_password, url_without_password
 
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is not installed (apt-get install -y redis-server)"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     secret = "s3cret/with:odd@chars"
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", secret, "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(host="127.0.0.1", port=port, password=secret)
-    try:
-        for _ in range(200):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+    with redis_server("--dir", str(tmp_path), password=secret) as port:
         bare = f"redis://127.0.0.1:{port}/0"
         url = f"redis://:{quote(secret, safe='')}@127.0.0.1:{port}/0"
         assert url_without_password(url) == bare
@@ -318,7 +295,3 @@ def test_a_redis_password_never_reaches_the_state_file(qcli_home, qcli, monkeypa
         monkeypatch.setenv("QCLI_REDIS_URL", url)  # or the URL variable naming that server
         assert url_with_password(bare) == url
         assert url_with_password(f"redis://127.0.0.1:{port + 1}/0").count("@") == 0
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
