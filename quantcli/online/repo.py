@@ -56,15 +56,19 @@ def redis_connection_string(url: str) -> str:
     return ",".join(parts)
 
 
+def _host_port(parsed: Any) -> str:
+    """``host[:port]`` of a parsed URL, an IPv6 host in brackets."""
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return host + (f":{parsed.port}" if parsed.port else "")
+
+
 def url_without_password(url: str) -> str:
     """``url`` without its password: what the state file keeps (a secret never goes to disk)."""
     parsed = urlparse(url)
     if parsed.password is None or not parsed.hostname:
         return url
-    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     user = f"{parsed.username}@" if parsed.username else ""
-    port = f":{parsed.port}" if parsed.port else ""
-    return urlunparse(parsed._replace(netloc=f"{user}{host}{port}"))
+    return urlunparse(parsed._replace(netloc=user + _host_port(parsed)))
 
 
 def url_with_password(url: str) -> str:
@@ -75,10 +79,8 @@ def url_with_password(url: str) -> str:
         return url
     password = os.environ.get(REDIS_PASSWORD_ENV)
     if password:
-        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-        port = f":{parsed.port}" if parsed.port else ""
-        netloc = f"{parsed.username or ''}:{quote(password, safe='')}@{host}{port}"
-        return urlunparse(parsed._replace(netloc=netloc))
+        auth = f"{parsed.username or ''}:{quote(password, safe='')}@"
+        return urlunparse(parsed._replace(netloc=auth + _host_port(parsed)))
     env_url = os.environ.get(REDIS_URL_ENV)
     if env_url and url_without_password(env_url) == url:
         return env_url
