@@ -49,6 +49,7 @@ HEAVY = frozenset(
         "duckdb",
         "google",  # protobuf, which comes with onnx and feast
         "talib",
+        "typeguard",  # Feast's dependency, touched only around Feast's own import
     }
 )
 

@@ -22,6 +22,7 @@ graph's sha256 prefix.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import shutil
 import tempfile
 import warnings
@@ -48,6 +49,14 @@ MLFLOW_FILES = (
 )
 OUTPUT_COLUMN = "variable"
 EXAMPLE_ROWS = 5
+#: what loading the pyfunc flavor imports: given, not inferred (MLflow's inference loads the
+#: model in a subprocess on every save), pinned to the installed versions
+PIP_PACKAGES = ("mlflow", "numpy", "onnx", "onnxruntime", "pandas")
+
+
+def pip_requirements() -> list[str]:
+    """``PIP_PACKAGES`` pinned to the versions installed here, as MLflow would infer them."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in PIP_PACKAGES]
 
 
 def model_signature(feature_names: list[str]) -> Any:
@@ -113,6 +122,7 @@ def add_standard_flavors(
             signature=model_signature(feature_names),
             input_example=pd.DataFrame(X, columns=feature_names),
             onnx_execution_providers=["CPUExecutionProvider"],
+            pip_requirements=pip_requirements(),
             metadata={"quantcli_native_manifest": "model.json"},
         )
         # same model, same bytes: no creation time, an id derived from the graph

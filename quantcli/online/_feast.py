@@ -19,6 +19,31 @@ _PROM_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+@contextlib.contextmanager
+def _declarations_unchecked() -> Iterator[None]:
+    """Feast wraps its declarative classes (Entity, FeatureView, Field, ...) in typeguard's
+    ``@typechecked``, which re-parses and recompiles their source on import: most of the cost
+    of ``import feast``, paid by every ``predict``, ``serve`` and ``materialize``. quantcli
+    builds those objects from declarations it has already validated, so the classes defined
+    during this import skip the instrumentation (as they do under ``python -O``). The ``feast``
+    CLI in its own process keeps it."""
+    try:
+        import typeguard
+    except ImportError:  # pragma: no cover - Feast requires it
+        yield
+        return
+
+    def passthrough(target: Any = None, **_: Any) -> Any:
+        return (lambda t: t) if target is None else target
+
+    real = typeguard.typechecked
+    typeguard.typechecked = passthrough
+    try:
+        yield
+    finally:
+        typeguard.typechecked = real
+
+
 def import_feast() -> Any:
     """Import feast without letting it switch prometheus_client into multiprocess mode.
 
@@ -28,11 +53,14 @@ def import_feast() -> Any:
     subprocesses inherit it. Importing ``prometheus_client.values`` first keeps values in
     memory; the environment is then restored.
     """
+    if "feast.metrics" in sys.modules:
+        return sys.modules["feast"]
     saved = {k: os.environ.get(k) for k in _PROM_ENV}
     # explicit order (an import block would be re-sorted by the linter)
     importlib.import_module("prometheus_client.values")
-    feast = importlib.import_module("feast")
-    importlib.import_module("feast.metrics")
+    with _declarations_unchecked():
+        feast = importlib.import_module("feast")
+        importlib.import_module("feast.metrics")
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

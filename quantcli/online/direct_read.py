@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from quantcli.online._feast import import_feast
+
 # A ValueProto holding only a double: field 5, wire type 1 (tag byte 0x29) + 8 bytes little-endian.
 _DOUBLE_TAG = 0x29
 _DOUBLE_LEN = 9
@@ -101,6 +103,7 @@ class DirectOnlineReader:
         sqlite_path: str | None = None,
         redis_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        import_feast()  # first, so Feast's package import is the guarded one
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -262,6 +265,7 @@ def direct_reader(feast_store: Any, view_name: str, entity: str) -> DirectOnline
         return DirectOnlineReader(kind, cfg.project, view_name, entity, sqlite_path=str(path))
     redis_type = getattr(online, "redis_type", None)
     if kind == "redis" and getattr(redis_type, "value", redis_type) == "redis":
+        import_feast()
         from feast.infra.online_stores.redis import RedisOnlineStore
 
         nodes, kwargs = RedisOnlineStore._parse_connection_string(online.connection_string)

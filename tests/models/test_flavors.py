@@ -142,3 +142,28 @@ def test_pyfunc_and_models_serve_equal_qcli_predict(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_given_requirements_are_what_mlflow_would_infer(tmp_path: Path):
+    """The flavors give MLflow their pip requirements instead of letting it infer them (which
+    loads the model in a subprocess on every save); the environment files must be the bytes
+    MLflow's own inference writes for the same graph."""
+    import lightgbm as lgb
+    import mlflow.onnx
+    import pandas as pd
+
+    from quantcli.models.flavors import add_standard_flavors, pip_requirements
+    from quantcli.models.onnx_convert import to_onnx
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(200, 3))
+    model = lgb.LGBMRegressor(n_estimators=5, verbose=-1).fit(X, X[:, 0])
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    add_standard_flavors(model, ours, ["a", "b", "c"], X)
+    assert (ours / "requirements.txt").read_text().splitlines() == pip_requirements()
+    inferred = tmp_path / "inferred"
+    example = pd.DataFrame(X[:5], columns=["a", "b", "c"])
+    mlflow.onnx.save_model(to_onnx(model, 3), str(inferred), input_example=example)  # it infers
+    for name in ("requirements.txt", "conda.yaml", "python_env.yaml"):
+        assert (ours / name).read_bytes() == (inferred / name).read_bytes(), name

@@ -33,3 +33,22 @@ def test_a_submodule_import_first_does_not_shadow_the_function_of_the_same_name(
         "print(inspect.isfunction(materialize), inspect.isfunction(write_latest))\n"
     )
     assert _run(code) == "True True"
+
+
+def test_feast_is_imported_without_typeguard_instrumentation_and_typeguard_is_restored():
+    """Feast's declarative classes skip typeguard's recompilation when quantcli imports Feast
+    (the import's cost); the decorator is put back for whatever imports after."""
+    code = (
+        "import typeguard\n"
+        "real = typeguard.typechecked\n"
+        "from quantcli.online._feast import import_feast\n"
+        "feast = import_feast()\n"
+        "assert import_feast() is feast\n"
+        "print(typeguard.typechecked is real)\n"
+        "print('typeguard' in feast.Entity.__init__.__code__.co_names)\n"
+        "print(feast.Entity(name='symbol', join_keys=['symbol']).join_key)\n"
+    )
+    assert _run(code).splitlines() == ["True", "False", "symbol"]
+    # the oracle: a plain `import feast` instruments the same method
+    plain = "import feast\nprint('typeguard' in feast.Entity.__init__.__code__.co_names)\n"
+    assert _run(plain) == "True"
