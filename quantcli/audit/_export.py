@@ -15,10 +15,16 @@ from quantcli.audit._verify import verify_ledger
 from quantcli.errors import InputError, IntegrityError
 from quantcli.results import Result
 
-# The exported columns, in order. ``onnx_model`` is flattened into name and sha256.
+# The exported columns, in order. ``onnx_model`` is flattened into name and sha256; ``event``
+# is "prediction" for a served prediction (its record has no event key) and the record's event
+# otherwise (shadow, swap, share, halt, resume, refusal, swap_refused, adopted); ``details``
+# holds, as sorted JSON, every field of the record no other column has (a shadow's two
+# predictions, a swap's versions and reason), so an export loses nothing the ledger recorded.
 EXPORT_SCHEMA: dict[str, pl.DataType] = {
     "seq": pl.Int64(),
     "recorded_at": pl.Datetime("us", "UTC"),
+    "event": pl.String(),
+    "arm": pl.String(),
     "request_id": pl.String(),
     "source": pl.String(),
     "alias": pl.String(),
@@ -38,7 +44,11 @@ EXPORT_SCHEMA: dict[str, pl.DataType] = {
     "deployed_at": pl.String(),
     "prev_hash": pl.String(),
     "hash": pl.String(),
+    "sig": pl.String(),  # the signature a batch's last record carries
+    "details": pl.String(),
 }
+PREDICTION = "prediction"
+_FLATTENED = frozenset({"onnx_model"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +93,9 @@ def parse_since(since: str | date | datetime | None) -> datetime | None:
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
     onnx = rec.get("onnx_model") or {}
     row = {k: rec.get(k) for k in EXPORT_SCHEMA}
+    row["event"] = rec.get("event", PREDICTION)
+    rest = {k: v for k, v in rec.items() if k not in EXPORT_SCHEMA and k not in _FLATTENED}
+    row["details"] = json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None
     row["onnx_model_name"] = onnx.get("name")
     row["onnx_model_sha256"] = onnx.get("sha256")
     for key in ("recorded_at", "feature_ts"):

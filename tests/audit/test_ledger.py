@@ -287,6 +287,55 @@ def test_export_since_writes_exact_rows_to_parquet(qcli_home, tmp_path, qcli):
     assert pl.read_parquet(tmp_path / "all.parquet").height == 7
 
 
+def test_export_keeps_each_records_event_arm_and_every_other_field(qcli_home, tmp_path):
+    canary = entry(0) | {"arm": "candidate"}
+    shadow = {
+        "recorded_at": "2026-01-01T12:00:01+00:00",
+        "event": "shadow",
+        "request_id": "req0",
+        "source": "shadow",
+        "alias": "production",
+        "symbol": "SYM0",
+        "shadow_prediction": 0.25,
+        "shadow_version": "4",
+        "production_prediction": 0.5,
+        "production_version": "3",
+        "model_name": "momentum",
+    }
+    swap = {
+        "recorded_at": "2026-01-01T12:00:02+00:00",
+        "event": "swap",
+        "source": "service",
+        "alias": "production",
+        "model_name": "momentum",
+        "arm": "production",
+        "from_version": "3",
+        "to_version": "4",
+        "reason": "promote",
+        "pid": 7,
+    }
+    with AuditLedger() as led:
+        led.append([canary, shadow, swap])
+    out = tmp_path / "events.parquet"
+    assert export_ledger(out)["rows"] == 3
+    frame = pl.read_parquet(out)
+    assert frame["event"].to_list() == ["prediction", "shadow", "swap"]
+    assert frame["arm"].to_list() == ["candidate", None, "production"]
+    details = [None if d is None else json.loads(d) for d in frame["details"].to_list()]
+    assert details == [
+        None,
+        {
+            "production_prediction": 0.5,
+            "production_version": "3",
+            "shadow_prediction": 0.25,
+            "shadow_version": "4",
+        },
+        {"from_version": "3", "pid": 7, "reason": "promote", "to_version": "4"},
+    ]
+    assert frame["prediction"].to_list() == [0.0, None, None]  # a shadow served nothing
+    assert frame["sig"].null_count() == 2 and frame["sig"][2].startswith("ed25519:")
+
+
 def test_export_refuses_bad_input_and_broken_ledger(qcli_home, tmp_path, qcli):
     write_records(3)
     code, _, err = qcli(
