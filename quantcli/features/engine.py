@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import itertools
 import json
 import os
@@ -65,6 +66,37 @@ class KernelGroup:
     @property
     def state_size(self) -> int:
         return int(self.init.shape[0])
+
+
+_KINDS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kinds")
+
+
+@functools.cache
+def _files_sha256(paths: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            body = fh.read()
+        digest.update(f"{os.path.basename(path)}\0{len(body)}\0".encode())
+        digest.update(body)
+    return digest.hexdigest()
+
+
+def kernel_code_sha256(kernels: list[Any]) -> str:
+    """sha256 of the code behind ``kernels`` (Numba dispatchers or functions): the files that
+    define them and every module of ``quantcli.features.kinds``.
+
+    Files, not functions: a kernel calls step helpers and reads constants from other modules of
+    the kinds, and an edit to any of them may change what a state vector means while its size
+    stays the same. A state stored by other code is then never continued (the symbol is
+    recomputed from its first bar); an upgrade that touches the kinds costs one full build.
+    """
+    paths = {os.path.join(_KINDS_DIR, f) for f in os.listdir(_KINDS_DIR) if f.endswith(".py")}
+    for kernel in kernels:
+        path = inspect.getsourcefile(getattr(kernel, "py_func", kernel))
+        if path is not None:
+            paths.add(os.path.abspath(path))
+    return _files_sha256(tuple(sorted(paths)))
 
 
 def _group_key(spec) -> tuple[str, Any, tuple, tuple[str, ...], int, int]:
@@ -154,9 +186,13 @@ class KernelPlan:
 
     @functools.cached_property  # read once per symbol of a build: hash the layout once
     def layout_sha256(self) -> str:
-        """What a stored state vector means: the calls, their params and state sizes. A state
-        stored under another layout (a changed declaration or kind) is never continued."""
-        desc = [[g.name, list(g.params), list(g.inputs), g.state_size] for g in self.groups]
+        """What a stored state vector means: the calls, their params and state sizes, and the
+        kernels' code (:func:`kernel_code_sha256`). A state stored under another layout (a changed
+        declaration, kind or kernel) is never continued."""
+        desc: list[Any] = [
+            [g.name, list(g.params), list(g.inputs), g.state_size] for g in self.groups
+        ]
+        desc.append(kernel_code_sha256([g.kernel for g in self.groups]))
         return hashlib.sha256(json.dumps(desc).encode()).hexdigest()
 
     def init_states(self, n_symbols: int) -> np.ndarray:

@@ -216,3 +216,43 @@ def test_bars_written_past_ingest_are_scanned_and_refingerprinted(qcli_home, uni
     incremental = _table()
     build_features(full=True)
     assert _table().equals(incremental)
+
+
+def test_the_layout_changes_with_the_kinds_code_and_only_with_it(tmp_path):
+    """A stored state is continued only by the code that wrote it: an edit to any module of the
+    kinds (a step helper here) changes the layout; one outside the kernels' code does not."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import quantcli
+
+    code = (
+        "import sys\n"
+        "import quantcli\n"
+        "assert quantcli.__file__.startswith(ROOT), quantcli.__file__  # the copy\n"
+        "from quantcli.features import load_feature_set\n"
+        "from quantcli.features.engine import KernelPlan\n"
+        "print(KernelPlan.of(load_feature_set('technical_v1')).layout_sha256)\n"
+    )
+
+    def layout(root: Path) -> str:
+        out = subprocess.run([sys.executable, "-c", code.replace("ROOT", repr(str(root)))],
+                             capture_output=True, text=True, env={"PYTHONPATH": str(root)},
+                             cwd=root, timeout=120)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    copy = tmp_path / "checkout"
+    checkout = Path(quantcli.__file__).parents[1]
+    for part in ("quantcli", "feature_defs", "sql"):
+        shutil.copytree(checkout / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    here = KernelPlan.of(load_feature_set("technical_v1")).layout_sha256
+    assert layout(copy) == here  # same bytes elsewhere: same layout
+    with open(copy / "quantcli" / "features" / "build.py", "a") as fh:
+        fh.write("\n# not kernel code\n")
+    assert layout(copy) == here
+    with open(copy / "quantcli" / "features" / "kinds" / "_steps.py", "a") as fh:
+        fh.write("\n# a step helper edited\n")
+    assert layout(copy) != here
