@@ -11,16 +11,6 @@ import pytest
 HEAVY = ("mlflow", "feast", "onnxruntime", "lightgbm", "ray")
 
 
-def run_qcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "quantcli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
 def _loaded_after_root_help(prefixes: tuple[str, ...]) -> list[str]:
     """The modules starting with ``prefixes`` that ``qcli --help`` imports, in a fresh process."""
     code = (
@@ -72,18 +62,18 @@ def test_every_group_has_help(group, qcli):
     assert group in out
 
 
-def test_version():
+def test_version(qcli):
     from quantcli import __version__
 
-    out = run_qcli("--version")
-    assert out.returncode == 0
-    assert out.stdout.strip() == f"qcli {__version__}"
+    out = qcli.subprocess("--version", timeout=120)
+    assert out.code == 0
+    assert out.out.strip() == f"qcli {__version__}"
 
 
-def test_unknown_command_is_usage_error_exit_2():
-    out = run_qcli("no-such-command")
-    assert out.returncode == 2
-    assert "no-such-command" in out.stderr
+def test_unknown_command_is_usage_error_exit_2(qcli):
+    out = qcli.subprocess("no-such-command", timeout=120)
+    assert out.code == 2
+    assert "no-such-command" in out.err
 
 
 def test_json_writer_turns_nan_into_null():
@@ -95,16 +85,14 @@ def test_json_writer_turns_nan_into_null():
     }
 
 
-def test_error_message_with_markup_characters_is_printed_verbatim(tmp_path):
-    import os
-
+def test_error_message_with_markup_characters_is_printed_verbatim(tmp_path, qcli):
     bad = tmp_path / "m[bold]x[red].toml"
     bad.write_text("this is = = not toml")
-    env = {**os.environ, "QCLI_HOME": str(tmp_path / "home")}
-    out = run_qcli("pipeline", "run", "--sample", "--config", str(bad), env=env)
-    assert out.returncode == 2, out.stderr
-    assert "m[bold]x[red].toml" in out.stderr.replace("\n", "")
-    assert "Traceback" not in out.stderr
+    env = {"QCLI_HOME": str(tmp_path / "home")}
+    out = qcli.subprocess("pipeline", "run", "--sample", "--config", str(bad), env=env)
+    assert out.code == 2, out.err
+    assert "m[bold]x[red].toml" in out.err.replace("\n", "")
+    assert "Traceback" not in out.err
 
 
 @pytest.mark.parametrize("kind", ["keyboard", "duckdb", "duckdb-runtime", "other"])

@@ -62,12 +62,6 @@ def write_records(n: int, day: int = 1, per_call: int = 2) -> list[dict]:
     return out
 
 
-def qcli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "quantcli", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def test_chain_links_every_record_to_the_previous_hash(qcli_home):
     recs = write_records(7)
     assert [r["seq"] for r in recs] == list(range(7))
@@ -122,7 +116,7 @@ def _rewrite_line(k: int, fn) -> None:
     p.write_text("".join(lines))
 
 
-def test_edited_record_is_named_by_verify_and_cli_exits_1(qcli_home):
+def test_edited_record_is_named_by_verify_and_cli_exits_1(qcli_home, qcli):
     write_records(10)
     # change one prediction by one digit, leaving the stored hash as it was
     _rewrite_line(6, lambda s: s.replace('"prediction":0.006', '"prediction":0.007'))
@@ -135,12 +129,12 @@ def test_edited_record_is_named_by_verify_and_cli_exits_1(qcli_home):
         "reason": "content does not match its hash (the record was altered)",
     }
     assert res["records"] == 6
-    out = qcli("audit", "verify")
-    assert out.returncode == 1
-    assert "broken at record seq 6 (line 7)" in out.stderr
-    out = qcli("audit", "verify", "--json")
-    assert out.returncode == 1
-    assert json.loads(out.stdout)["first_broken"]["seq"] == 6
+    out = qcli.subprocess("audit", "verify", timeout=120)
+    assert out.code == 1
+    assert "broken at record seq 6 (line 7)" in out.err
+    out = qcli.subprocess("audit", "verify", "--json", timeout=120)
+    assert out.code == 1
+    assert out.json["first_broken"]["seq"] == 6
 
 
 def test_edit_with_recomputed_hash_is_named_at_that_record(qcli_home):
@@ -192,10 +186,10 @@ def test_truncated_last_record_is_detected_and_writer_refuses_to_extend(qcli_hom
     assert err.value.exit_code == 2
 
 
-def test_missing_ledger_is_not_found_exit_2(qcli_home):
+def test_missing_ledger_is_not_found_exit_2(qcli_home, qcli):
     with pytest.raises(NotFoundError):
         verify_ledger()
-    assert qcli("audit", "verify").returncode == 2
+    assert qcli.subprocess("audit", "verify", timeout=120).code == 2
 
 
 _WRITER = """

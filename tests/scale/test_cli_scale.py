@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from quantcli.data.ingest import ingest_frame
@@ -17,16 +13,6 @@ from quantcli.store.offline import OfflineStore
 from .test_missing_ray import BLOCK_RAY
 
 TABLE = "technical_features_v1"
-
-
-def _qcli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "quantcli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def _home_with_bars(home: Path, build: bool = False) -> None:
@@ -46,30 +32,29 @@ def _table_sha256(home: Path, tmp: Path) -> str:
     return hashlib.sha256(out.read_bytes()).hexdigest()
 
 
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "QCLI_RAY_ADDRESS"}
-    env["QCLI_HOME"] = str(home)
-    env.update(extra)
-    return env
+def _env(home: Path, monkeypatch, **extra: str) -> dict[str, str]:
+    """What the subprocess adds to this environment, without the outer $QCLI_RAY_ADDRESS."""
+    monkeypatch.delenv("QCLI_RAY_ADDRESS", raising=False)
+    return {"QCLI_HOME": str(home), **extra}
 
 
-def test_without_ray_both_commands_fail_with_the_extra_named(tmp_path):
+def test_without_ray_both_commands_fail_with_the_extra_named(tmp_path, qcli, monkeypatch):
     home = tmp_path / "home"
     _home_with_bars(home, build=True)
     blocker = tmp_path / "noray"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCK_RAY)
-    env = _env(home, PYTHONPATH=str(blocker))
+    env = _env(home, monkeypatch, PYTHONPATH=str(blocker))
     expected = [
         "Error: the optional package 'ray' is not installed (needed for --executor ray)",
         'Hint: install it: pip install -e ".[ray]"  (or: pip install "quantcli[ray]")',
     ]
     for args in (("features", "build", "--executor", "ray"), ("backtest", "cpcv", "--executor",
                                                               "ray", "--json")):  # fmt: skip
-        out = _qcli(*args, env=env)
-        assert out.returncode == 2, (args, out.stderr)
-        assert out.stderr.strip().splitlines() == expected, args
-        assert out.stdout == ""
+        out = qcli.subprocess(*args, env=env, timeout=300)
+        assert out.code == 2, (args, out.err)
+        assert out.err.strip().splitlines() == expected, args
+        assert out.out == ""
 
 
 def test_bad_address_in_the_environment_is_named(qcli_home, qcli, monkeypatch):
@@ -81,17 +66,16 @@ def test_bad_address_in_the_environment_is_named(qcli_home, qcli, monkeypatch):
     assert err.splitlines()[0] == "Error: $QCLI_RAY_ADDRESS 'x' is not a Ray address"
 
 
-def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path):
+def test_cli_build_joins_a_running_cluster_by_address(ray_cluster, tmp_path, qcli, monkeypatch):
     """A second driver (the CLI) joins the session cluster through $QCLI_RAY_ADDRESS."""
     gcs = ray_cluster.get_runtime_context().gcs_address  # HOST:PORT of the running cluster
     local_home, ray_home = tmp_path / "local", tmp_path / "ray"
     _home_with_bars(local_home, build=True)
     _home_with_bars(ray_home)
-    out = _qcli(
-        "features", "build", "--executor", "ray", "--json", env=_env(ray_home, QCLI_RAY_ADDRESS=gcs)
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    env = _env(ray_home, monkeypatch, QCLI_RAY_ADDRESS=gcs)
+    out = qcli.subprocess("features", "build", "--executor", "ray", "--json", env=env, timeout=300)
+    assert out.code == 0, out.err
+    result = out.json
     assert result["executor"] == "ray"
     assert _table_sha256(ray_home, tmp_path) == _table_sha256(local_home, tmp_path)
 
