@@ -54,9 +54,14 @@ EXAMPLE_ROWS = 5
 PIP_PACKAGES = ("mlflow", "numpy", "onnx", "onnxruntime", "pandas")
 
 
-def pip_requirements() -> list[str]:
-    """``PIP_PACKAGES`` pinned to the versions installed here, as MLflow would infer them."""
-    return [f"{name}=={importlib.metadata.version(name)}" for name in PIP_PACKAGES]
+def pip_requirements() -> list[str] | None:
+    """``PIP_PACKAGES`` pinned to the versions installed here, as MLflow would infer them;
+    ``None`` (MLflow infers them) when one is installed under another distribution name, such
+    as ``onnxruntime-gpu``."""
+    try:
+        return [f"{name}=={importlib.metadata.version(name)}" for name in PIP_PACKAGES]
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def model_signature(feature_names: list[str]) -> Any:

@@ -167,3 +167,21 @@ def test_given_requirements_are_what_mlflow_would_infer(tmp_path: Path):
     mlflow.onnx.save_model(to_onnx(model, 3), str(inferred), input_example=example)  # it infers
     for name in ("requirements.txt", "conda.yaml", "python_env.yaml"):
         assert (ours / name).read_bytes() == (inferred / name).read_bytes(), name
+
+
+def test_a_package_installed_under_another_name_leaves_the_requirements_to_mlflow(
+    tmp_path: Path, monkeypatch
+):
+    """onnxruntime-gpu in place of onnxruntime, say: no pin of a distribution that is not
+    there; MLflow infers the requirements as it did before they were given."""
+    import lightgbm as lgb
+
+    from quantcli.models import flavors
+
+    monkeypatch.setattr(flavors, "PIP_PACKAGES", ("mlflow", "onnxruntime-not-installed"))
+    assert flavors.pip_requirements() is None
+    X = np.random.default_rng(8).normal(size=(100, 2))
+    model = lgb.LGBMRegressor(n_estimators=3, verbose=-1).fit(X, X[:, 0])
+    flavors.add_standard_flavors(model, tmp_path, ["a", "b"], X)
+    inferred = (tmp_path / "requirements.txt").read_text().splitlines()
+    assert inferred[0].startswith("mlflow==") and "onnxruntime-not-installed" not in inferred
