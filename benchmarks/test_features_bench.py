@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -211,19 +212,29 @@ def _child(code: str, *args: str, home: Path) -> str:
 
 @pytest.mark.slow
 def test_build_25m_bars_memory_and_linear_time(tmp_path):
-    """5,000 x 5,000 bars: peak RSS < 6 GB; the full build <= 2.2x the half build's time."""
-    full_home, half_home = tmp_path / "full", tmp_path / "half"
-    full_home.mkdir()
-    _child(_INGEST_CHILD, "10", "500", "5000", home=full_home)
-    half_home.mkdir()
-    # same bars store for both runs: copy the file instead of ingesting twice
-    (half_home / "offline.duckdb").write_bytes((full_home / "offline.duckdb").read_bytes())
+    """5,000 x 5,000 bars: peak RSS < 6 GB; the full build <= 2.2x the half build's time.
+
+    Half and full builds alternate, twice, each on a fresh copy of one ingested store; the
+    growth compares the faster of each pair (one build's time varies by about 20 % run to run
+    on a 2-core machine, which a ratio of single runs doubles)."""
+    bars_home = tmp_path / "bars"
+    bars_home.mkdir()
+    _child(_INGEST_CHILD, "10", "500", "5000", home=bars_home)
     half_symbols = [f"C{k}_SYM{i:04d}" for k in range(5) for i in range(500)]
-    half = json.loads(_child(_BUILD_CHILD, json.dumps(half_symbols), home=half_home))
-    full = json.loads(_child(_BUILD_CHILD, "[]", home=full_home))
+    runs: dict[str, list[dict]] = {"half": [], "full": []}
+    for rep in range(2):
+        for size, symbols in (("half", half_symbols), ("full", [])):
+            home = tmp_path / f"{size}{rep}"
+            home.mkdir()
+            shutil.copyfile(bars_home / "offline.duckdb", home / "offline.duckdb")
+            runs[size].append(json.loads(_child(_BUILD_CHILD, json.dumps(symbols), home=home)))
+            shutil.rmtree(home)
+    half = min(runs["half"], key=lambda r: r["s"])
+    full = min(runs["full"], key=lambda r: r["s"])
+    full["peak_gb"] = max(r["peak_gb"] for r in runs["full"])
     growth = full["s"] / half["s"]
     print(
-        f"\nbuild 25 M bars: {full['s']:.1f} s, peak RSS {full['peak_gb']:.2f} GB, "
+        f"\nbest of 2, build 25 M bars: {full['s']:.1f} s, peak RSS {full['peak_gb']:.2f} GB, "
         f"{full['rows']} rows; 12.5 M bars: {half['s']:.1f} s, peak {half['peak_gb']:.2f} GB; "
         f"time growth for 2x rows {growth:.2f}x"
     )
