@@ -96,9 +96,13 @@ def _blocks(is_test: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _fill_range(out: np.ndarray, at: int, start: int, stop: int) -> None:
-    """``out[at : at + stop - start] = start, start + 1, ..., stop - 1`` (a vectorizable loop)."""
-    for j in range(stop - start):
-        out[at + j] = start + j
+    """``out[at : at + stop - start] = start, start + 1, ..., stop - 1``.
+
+    Indexing a slice from 0 lets LLVM vectorize the loop; ``out[at + j]`` did not (4x slower).
+    """
+    dst = out[at : at + max(stop - start, 0)]
+    for j in range(dst.shape[0]):
+        dst[j] = start + j
 
 
 @njit(cache=True)

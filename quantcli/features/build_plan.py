@@ -174,10 +174,13 @@ def stream_plan(con, fs, engine, mode, counts, state, stored_rows, fingerprints)
     h = new["__hash"].to_numpy().astype(np.uint64)
     lo, hi = (h & np.uint64(0xFFFFFFFF)).astype(np.uint64), (h >> np.uint64(32)).astype(np.uint64)
     new_fp: dict[str, tuple[int, int, int]] = {}  # symbol -> (bars, hash sum, hash xor)
-    for k, sym in enumerate(syms):
-        a, b = int(starts[k]), int(starts[k + 1])
-        total = (int(hi[a:b].sum()) << 32) + int(lo[a:b].sum())
-        new_fp[sym] = (b - a, total, int(np.bitwise_xor.reduce(h[a:b])))
+    if syms:  # per-block reductions in one call each (every block holds at least one bar)
+        at = starts[:-1]
+        lo_sum, hi_sum = np.add.reduceat(lo, at), np.add.reduceat(hi, at)
+        xor, n_bars = np.bitwise_xor.reduceat(h, at), np.diff(starts)
+        for k, sym in enumerate(syms):
+            total = (int(hi_sum[k]) << 32) + int(lo_sum[k])
+            new_fp[sym] = (int(n_bars[k]), total, int(xor[k]))
     stream: dict[str, tuple[int, bytes, str]] = {}
     n_all = dict(counts)
     for sym in candidates:

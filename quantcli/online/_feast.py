@@ -66,6 +66,12 @@ def import_feast() -> Any:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    metrics = sys.modules["feast.metrics"]
+    made = getattr(metrics, "_prometheus_mp_dir", None)
+    if made and getattr(metrics, "_owns_mp_dir", False) and made != saved[_PROM_ENV[0]]:
+        # unused (values stay in memory); removed now, since Feast's exit hook misses a kill
+        with contextlib.suppress(OSError):
+            os.rmdir(made)
     return feast
 
 

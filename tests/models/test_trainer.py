@@ -65,7 +65,7 @@ def _train(uri, frame, name, **kw):
 
 
 def test_train_register_validate_promote_rollback(
-    tracking, model_name, signal_frame, signal_frame_b, noise_frame
+    tracking, model_name, signal_frame, signal_frame_b, noise_frame, tmp_path
 ):
     uri, _ = tracking
     reg = ModelRegistry(uri)
@@ -124,7 +124,7 @@ def test_train_register_validate_promote_rollback(
         }
     )
     signature = json.loads(
-        (reg.download_artifacts(model_name, 1, "model/signature.json")[0]).read_text()
+        (reg.download_artifacts(model_name, 1, "model/signature.json", tmp_path)[0]).read_text()
     )
     assert len(json.loads(signature["inputs"])) == 29
 
@@ -258,7 +258,7 @@ def test_training_grid_registers_the_selected_configuration_and_logs_pbo(
     assert tags["quantcli.backtest.pbo"] == f"PBO {m['pbo']:.2f} over 5 configurations"
     assert params["train_grid"] == "small"
 
-    path = trainer.client.download_artifacts(res.run_id, "backtest/result.json")
+    path = trainer.client.download_artifacts(res.run_id, "backtest/result.json", str(qcli_home))
     with open(path) as fh:
         raw = json.load(fh)
     selected = raw["configs"][raw["selected_config"]]

@@ -5,12 +5,15 @@ Fresh interpreters: what a module import binds depends on what the process impor
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
-def _run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def _run(code: str, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -52,3 +55,24 @@ def test_feast_is_imported_without_typeguard_instrumentation_and_typeguard_is_re
     # the oracle: a plain `import feast` instruments the same method
     plain = "import feast\nprint('typeguard' in feast.Entity.__init__.__code__.co_names)\n"
     assert _run(plain) == "True"
+
+
+def test_feast_import_leaves_no_metrics_directory_or_environment():
+    """Feast's import makes a prometheus multiprocess directory and exports it; quantcli keeps
+    metrics in memory, so both are undone (a killed process used to leave the directory)."""
+    code = (
+        "import os\n"
+        "from quantcli.online._feast import import_feast\n"
+        "import_feast()\n"
+        "import feast.metrics as m\n"
+        "print(bool(m._prometheus_mp_dir), os.path.exists(m._prometheus_mp_dir))\n"
+        "print(sorted(k for k in os.environ if k.startswith('PROMETHEUS_')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
+    assert _run(code, env=env).splitlines() == ["True False", "[]"]
+    # the oracle: a plain import keeps both while the process lives
+    plain = (
+        "import os\nimport feast.metrics as m\n"
+        "print(os.path.isdir(m._prometheus_mp_dir), 'PROMETHEUS_MULTIPROC_DIR' in os.environ)\n"
+    )
+    assert _run(plain, env=env) == "True True"
