@@ -7,6 +7,7 @@ in the same run, as a ratio, plus an absolute budget). The CI smoke run
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -45,3 +46,10 @@ def qcli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QCLI_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _written_back_before_each_benchmark():
+    """Flush the dirty pages earlier benchmarks left (stores of several GB): otherwise the
+    kernel writes them back while the next benchmark is timed, on the same cores and disk."""
+    os.sync()

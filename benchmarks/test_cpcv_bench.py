@@ -94,8 +94,9 @@ def _case(
         f"{cpu_peer * 1e3:.1f} ms, {cpu_peer / cpu_ours:.1f}x)"
     )
     assert n_ours > 0
-    assert ratio >= min_ratio, f"only {ratio:.1f}x faster than skfolio (goal {min_ratio}x)"
-    assert t_ours <= budget_s, f"45 splits took {t_ours:.3f} s (budget {budget_s} s)"
+    if not benchmark.disabled:  # budgets: `pytest benchmarks`; the smoke run checks it runs
+        assert ratio >= min_ratio, f"only {ratio:.1f}x faster than skfolio (goal {min_ratio}x)"
+        assert t_ours <= budget_s, f"45 splits took {t_ours:.3f} s (budget {budget_s} s)"
 
 
 def test_cpcv_100k_vs_skfolio(benchmark):
@@ -193,8 +194,9 @@ def _net_vs_gross(benchmark, n_symbols: int, n_bars: int, rounds: int, budget_s:
         + f"; net/gross {ratio:.3f}x"
     )
     assert result.metrics["turnover_annual"] > 0
-    assert ratio <= 1.2, f"net of costs is {ratio:.2f}x the gross path (goal <= 1.2x)"
-    assert best["net, rank"] <= budget_s, f"{best['net, rank']:.1f} s (budget {budget_s} s)"
+    if not benchmark.disabled:  # budgets: `pytest benchmarks`; the smoke run checks it runs
+        assert ratio <= 1.2, f"net of costs is {ratio:.2f}x the gross path (goal <= 1.2x)"
+        assert best["net, rank"] <= budget_s, f"{best['net, rank']:.1f} s (budget {budget_s} s)"
 
 
 def test_cpcv_backtest_net_vs_gross_smoke(benchmark):

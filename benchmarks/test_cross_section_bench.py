@@ -99,9 +99,10 @@ def _cross_section_cost(benchmark, qcli_home, bars: pl.DataFrame, budget_s: floa
     print(f"\n{bars.height} bars: full rebuild {full['desk_cs_v1']:.3f} s with the post-stage, "
           f"{full['desk_plain_v1']:.3f} s without ({full_ratio:.2f}x); one new bar/symbol "
           f"{new_cs:.3f} s vs {new_plain:.3f} s ({new_ratio:.2f}x); {step.timings_s}")  # fmt: skip
-    assert full_ratio <= 2.5, f"full rebuild {full_ratio:.2f}x its peer"
-    assert new_ratio <= 3.0, f"one new bar {new_ratio:.2f}x its peer"
-    assert new_cs <= budget_s, f"one new bar {new_cs:.2f} s over {budget_s} s"
+    if not benchmark.disabled:  # budgets: `pytest benchmarks`; the smoke run checks it runs
+        assert full_ratio <= 2.5, f"full rebuild {full_ratio:.2f}x its peer"
+        assert new_ratio <= 3.0, f"one new bar {new_ratio:.2f}x its peer"
+        assert new_cs <= budget_s, f"one new bar {new_cs:.2f} s over {budget_s} s"
 
 
 def test_cross_section_cost_100x2500(benchmark, qcli_home):

@@ -79,8 +79,9 @@ def _run(benchmark, n_features: int, n_rows: int, budget_s: float, min_ratio: fl
         f"DriftDetector {t_ours:.2f} s, per-column scipy/numpy loop {t_ref:.2f} s, "
         f"speed-up {ratio:.1f}x"
     )
-    assert ratio >= min_ratio, f"speed-up {ratio:.1f}x below the {min_ratio}x goal"
-    assert t_ours <= budget_s, f"{t_ours:.2f} s over the {budget_s} s budget"
+    if not benchmark.disabled:  # budgets: `pytest benchmarks`; the smoke run checks it runs
+        assert ratio >= min_ratio, f"speed-up {ratio:.1f}x below the {min_ratio}x goal"
+        assert t_ours <= budget_s, f"{t_ours:.2f} s over the {budget_s} s budget"
 
 
 def test_drift_10_features_x_200k(benchmark):
