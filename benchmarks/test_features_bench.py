@@ -182,7 +182,10 @@ _BUILD_CHILD = textwrap.dedent(
     t0, c0 = time.perf_counter(), time.process_time()
     r = build_features(symbols=symbols or None)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # this process's own peak: ru_maxrss keeps the spawning process's RSS across exec
+    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]
+    peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"s": elapsed, "cpu_s": cpu, "peak_gb": peak_kb / 1024**2,
                       "rows": r.rows_written}))
     """

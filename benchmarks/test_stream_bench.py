@@ -152,7 +152,10 @@ _CHILD = textwrap.dedent(
         t0 = time.perf_counter()
         r = build_features(full=what == "full")
         elapsed = time.perf_counter() - t0
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # this process's own peak: ru_maxrss keeps the spawning process's RSS across exec
+        hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]
+        peak_kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({"s": elapsed, "peak_gb": peak_kb / 1024**2, "rows": r.rows_written,
                           "paths": {k: len(v) for k, v in r.paths.items()},
                           "timings": r.timings_s}))

@@ -223,6 +223,9 @@ def test_a_broken_ledger_at_start_answers_503_with_the_reason(module_home, predi
     from quantcli.audit._ledger import ledger_path
     from quantcli.serving.predict import open_service_ledger
 
+    # at least one record to tear, whichever tests of this module ran before on this worker
+    predictor.predict(["SYM0001"], source="test")
+    predictor.ledger.flush()
     path = ledger_path()
     saved = path.read_bytes()
     try:
