@@ -14,6 +14,16 @@ import polars as pl
 import pytest
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """No xdist distribution here: ``--dist loadgroup`` comes from addopts for the test suite's
+    ``-n`` runs, and pytest-benchmark takes any ``--dist`` for xdist and disables every
+    benchmark (no timing; the guarded budgets skipped; smoke sizes). Benchmarks run in one
+    process."""
+    if not getattr(config.option, "numprocesses", None):
+        config.option.dist = "no"
+
+
 @pytest.fixture(scope="session")
 def universe_500x5000() -> pl.DataFrame:
     """500 symbols x 5000 business days (2.5 M bars), ``synthetic_universe(500, 5000, seed=42)``."""
