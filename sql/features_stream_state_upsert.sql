@@ -1,8 +1,7 @@
 -- Store the kernel states of this build (staged_stream_state: symbol, layout_sha256, n_bars,
 -- last_bar_ts, state, bars_fingerprint). The rows go in the order the table stores the symbols
--- they replace (new symbols last): DuckDB updates rows in that order about 9x faster than in
--- another one (5,000 states of 5.7 KB: 0.21 s against 1.9 s when a first build had stored
--- them shard by shard and this one staged them by symbol).
+-- they replace (new symbols last): DuckDB updates rows out of their stored order many times
+-- slower (docs/features.md, streaming), and a first build stores them shard by shard.
 INSERT OR REPLACE INTO feature_stream_state
     (feature_set, symbol, layout_sha256, n_bars, last_bar_ts, state, bars_fingerprint)
 SELECT $1 AS feature_set, s.symbol, s.layout_sha256, s.n_bars, s.last_bar_ts, s.state,

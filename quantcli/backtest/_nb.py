@@ -98,7 +98,7 @@ def _blocks(is_test: np.ndarray) -> np.ndarray:
 def _fill_range(out: np.ndarray, at: int, start: int, stop: int) -> None:
     """``out[at : at + stop - start] = start, start + 1, ..., stop - 1``.
 
-    Indexing a slice from 0 lets LLVM vectorize the loop; ``out[at + j]`` did not (4x slower).
+    Indexing a slice from 0 lets LLVM vectorize the loop; ``out[at + j]`` did not.
     """
     dst = out[at : at + max(stop - start, 0)]
     for j in range(dst.shape[0]):
