@@ -43,13 +43,17 @@ CREATE TABLE IF NOT EXISTS feature_build_state (
 -- incremental build continues a symbol from it (only the new bars are computed) when the
 -- symbol's history up to last_bar_ts is unchanged (feature_build_state) and layout_sha256 is the
 -- current plan's; the result is bit-identical to a rebuild. Written in the build's transaction.
+-- The state is stored uncompressed: float64 bytes do not compress, and trying (DuckDB picks a
+-- string compression for a BLOB at every checkpoint) costs a streaming build more than its kernels
+-- (docs/features.md, streaming). A store created before this column setting is moved to it once
+-- by features_stream_state_migrate.sql.
 CREATE TABLE IF NOT EXISTS feature_stream_state (
     feature_set    VARCHAR NOT NULL,
     symbol         VARCHAR NOT NULL,
     layout_sha256  VARCHAR NOT NULL,   -- the kernel calls, params and state sizes it belongs to
     n_bars         BIGINT  NOT NULL,   -- bars of the symbol the state has seen
     last_bar_ts    TIMESTAMP WITH TIME ZONE NOT NULL,
-    state          BLOB    NOT NULL,
+    state          BLOB    NOT NULL USING COMPRESSION uncompressed,
     bars_fingerprint VARCHAR NOT NULL DEFAULT '',  -- of the bars it has seen (features_stream_check)
     PRIMARY KEY (feature_set, symbol)
 );

@@ -80,6 +80,7 @@ from quantcli.features.build_writer import (
     ENV_MEMORY_LIMIT,
     WaveWriter,
     memory_limit,
+    migrate_stream_state,
     scalar,
 )
 from quantcli.features.definitions import FeatureSet, load_feature_set
@@ -334,6 +335,7 @@ def _record(con, opts: BuildOptions, scope: BuildScope, totals: _Totals, quality
 def _prepare(con, opts: BuildOptions, refresh_fingerprints: bool) -> None:
     """The build's tables, inside its transaction; a released set cannot change silently."""
     con.execute(resources.sql("schema_features"))
+    migrate_stream_state(con)
     con.execute(opts.fs.table_ddl())
     if refresh_fingerprints:  # the next build reads them instead of every bar
         con.execute(resources.sql("schema_bar_fingerprints"))

@@ -227,10 +227,27 @@ def apply_shard(
                  "bars_fingerprint")  # fmt: skip
         con.register("staged_stream_state", staged.to_arrow())
         try:
-            con.execute(resources.sql("features_stream_state_upsert"), [feature_set])
+            con.execute(resources.sql("features_stream_state_update"), [feature_set])
+            con.execute(resources.sql("features_stream_state_insert"), [feature_set])
         finally:
             con.unregister("staged_stream_state")
     return deleted
+
+
+def migrate_stream_state(con) -> bool:
+    """Move the kernel states of a store created before the state column was stored
+    uncompressed (``schema_features.sql``) to a table that stores it so; in the caller's
+    transaction, after ``schema_features.sql``. Returns whether there was anything to move."""
+    rows = con.execute(
+        "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'feature_stream_state'"
+    ).fetchall()
+    if not rows or "USING COMPRESSION" in rows[0][0].upper():
+        return False
+    con.execute("ALTER TABLE feature_stream_state RENAME TO feature_stream_state_old")
+    con.execute(resources.sql("schema_features"))
+    con.execute(resources.sql("features_stream_state_migrate"))
+    return True
 
 
 __all__ = [
@@ -241,5 +258,6 @@ __all__ = [
     "apply_shard",
     "insert_rows",
     "memory_limit",
+    "migrate_stream_state",
     "scalar",
 ]

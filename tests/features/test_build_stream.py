@@ -61,6 +61,53 @@ def test_new_bars_stream_from_state_and_equal_the_full_rebuild(qcli_home, univer
     assert {n for n, _ in streamed_states.values()} == {420}
 
 
+def _state_column_ddl() -> str:
+    with OfflineStore(read_only=True) as store:
+        return store.con.execute(
+            "SELECT sql FROM duckdb_tables() WHERE table_name = 'feature_stream_state'"
+        ).fetchall()[0][0]
+
+
+def test_a_store_with_compressed_states_is_moved_once_and_keeps_streaming(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
+    build_features()
+    states = _states()
+    # the table as a store created before the column setting has it: same columns, default
+    # compression, the rows in another order than the symbols'
+    ddl = _state_column_ddl()
+    assert "state BLOB USING COMPRESSION Uncompressed NOT NULL" in ddl
+    with OfflineStore() as store:
+        con = store.con
+        con.execute("CREATE TABLE old_states AS SELECT * FROM feature_stream_state")
+        con.execute("DROP TABLE feature_stream_state")
+        con.execute(ddl.replace(" USING COMPRESSION Uncompressed", ""))
+        con.execute(
+            "INSERT INTO feature_stream_state SELECT * FROM old_states ORDER BY symbol DESC"
+        )
+        con.execute("DROP TABLE old_states")
+    assert "USING COMPRESSION" not in _state_column_ddl()
+    assert _states() == states
+    ingest_frame(universe.filter(pl.col("ts") <= days[301]))
+    step = build_features()
+    # moved in the build's transaction, every state kept: each symbol streamed its new bar
+    assert step.paths == {"stream": sorted(universe["symbol"].unique())}
+    assert "state BLOB USING COMPRESSION Uncompressed NOT NULL" in _state_column_ddl()
+    assert {s: n for s, (n, _) in _states().items()} == {s: 302 for s in states}
+    with OfflineStore(read_only=True) as store:
+        stored = [
+            r[0]
+            for r in store.con.sql(
+                "SELECT symbol FROM feature_stream_state ORDER BY rowid"
+            ).fetchall()
+        ]
+    assert stored == sorted(states, reverse=True)  # the old table's stored order
+    streamed, streamed_states = _table(), _states()
+    build_features(full=True)
+    assert _table().equals(streamed)
+    assert _states() == streamed_states
+
+
 def test_revised_or_backfilled_bars_rebuild_only_that_symbol(qcli_home, universe):
     days = _days(universe)
     ingest_frame(universe.filter(pl.col("ts") <= days[399]))
