@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS feature_build_state (
 );
 
 -- The kernels' state of each (feature set, symbol) after the last bar a build computed: running
--- sums, EMA and Wilder values, window ring buffers, as one little-endian float64 vector. An
+-- sums, EMA and Wilder values, window ring buffers, as one little-endian float64 vector stored in
+-- the form state_codec names. An
 -- incremental build continues a symbol from it (only the new bars are computed) when the
 -- symbol's history up to last_bar_ts is unchanged (feature_build_state) and layout_sha256 is the
 -- current plan's; the result is bit-identical to a rebuild. Written in the build's transaction.
@@ -55,6 +56,9 @@ CREATE TABLE IF NOT EXISTS feature_stream_state (
     last_bar_ts    TIMESTAMP WITH TIME ZONE NOT NULL,
     state          BLOB    NOT NULL USING COMPRESSION uncompressed,
     bars_fingerprint VARCHAR NOT NULL DEFAULT '',  -- of the bars it has seen (features_stream_check)
+    state_codec    VARCHAR NOT NULL DEFAULT '',  -- how state is stored (quantcli.features.state_codec)
     PRIMARY KEY (feature_set, symbol)
 );
 ALTER TABLE feature_stream_state ADD COLUMN IF NOT EXISTS bars_fingerprint VARCHAR DEFAULT '';
+-- A store from before the codec column: its states are the raw bytes ('').
+ALTER TABLE feature_stream_state ADD COLUMN IF NOT EXISTS state_codec VARCHAR DEFAULT '';

@@ -18,6 +18,7 @@ import polars as pl
 
 from quantcli import resources
 from quantcli.errors import InputError
+from quantcli.features import state_codec
 from quantcli.features.blocks import block_starts
 from quantcli.features.build_writer import scalar
 from quantcli.features.definitions import FeatureSet
@@ -150,16 +151,17 @@ def stream_plan(con, fs, engine, mode, counts, state, stored_rows, fingerprints)
     if engine != "kernel" or mode != "incremental":
         return {}, None
     layout = KernelPlan.of(fs).layout_sha256
+    size = KernelPlan.of(fs).state_size
     stored = {
-        str(sym): (str(lay), int(n), bytes(blob), str(fp))
-        for sym, lay, n, _ts, blob, fp in con.execute(
+        str(sym): (str(lay), int(n), state_codec.decode(blob, codec, size), str(fp))
+        for sym, lay, n, _ts, blob, fp, codec in con.execute(
             resources.sql("features_stream_state"), [fs.name]
         ).fetchall()
     }
     candidates = []
     for sym, n_all in counts:
         st, prior = stored.get(sym), state.get(sym)
-        if st is None or prior is None or st[0] != layout or not st[3]:
+        if st is None or prior is None or st[0] != layout or st[2] is None or not st[3]:
             continue
         if st[1] == prior[1] <= n_all and stored_rows.get(sym, 0) == max(st[1] - fs.warmup, 0):
             candidates.append(sym)

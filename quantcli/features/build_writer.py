@@ -20,6 +20,7 @@ import polars as pl
 
 from quantcli import resources
 from quantcli.errors import InputError
+from quantcli.features import state_codec
 from quantcli.features.shard import ShardResult
 from quantcli.store.offline import OfflineStore
 
@@ -227,8 +228,9 @@ def apply_shard(
                  "bars_fingerprint")  # fmt: skip
         con.register("staged_stream_state", staged.to_arrow())
         try:
-            con.execute(resources.sql("features_stream_state_update"), [feature_set])
-            con.execute(resources.sql("features_stream_state_insert"), [feature_set])
+            params = [feature_set, state_codec.CODEC]
+            con.execute(resources.sql("features_stream_state_update"), params)
+            con.execute(resources.sql("features_stream_state_insert"), params)
         finally:
             con.unregister("staged_stream_state")
     return deleted

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from quantcli.features import hashing
+from quantcli.features import hashing, state_codec
 from quantcli.features.blocks import block_starts, sort_bars
 from quantcli.features.compute import Plan, compile_plan, compute_sorted
 from quantcli.features.definitions import load_feature_set
@@ -234,7 +234,8 @@ def compute_shard(task: ShardTask) -> ShardResult:
         frame, states = run_frame(kplan, srt, starts, skips, states, cross_section=False)
         n_of = dict((s, n) for s, n, _sha in d.hashes)
         stream_states = [
-            (symbol, kplan.layout_sha256, n_of[symbol], last_us_of[symbol], states[k].tobytes(),
+            (symbol, kplan.layout_sha256, n_of[symbol], last_us_of[symbol],
+             state_codec.encode(states[k]),
              task.fingerprints.get(symbol, ""))
             for k, symbol in enumerate(symbols)
         ]  # fmt: skip

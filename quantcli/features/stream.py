@@ -27,6 +27,7 @@ import polars as pl
 
 from quantcli import resources
 from quantcli.errors import InputError
+from quantcli.features import state_codec
 from quantcli.features.blocks import block_starts, sort_bars
 from quantcli.features.cross_section_stage import apply_stream
 from quantcli.features.definitions import FeatureSet, load_feature_set
@@ -103,10 +104,11 @@ class FeatureStream:
         rows = store.con.execute(
             resources.sql("features_stream_state"), [self.feature_set.name]
         ).fetchall()
-        for symbol, row_layout, n, last_ts, blob, _fingerprint in rows:
-            if row_layout != layout or len(blob) != 8 * self.plan.state_size:
+        for symbol, row_layout, n, last_ts, blob, _fingerprint, codec in rows:
+            raw = state_codec.decode(blob, codec, self.plan.state_size)
+            if row_layout != layout or raw is None:
                 continue
-            self._state[str(symbol)] = np.frombuffer(bytes(blob), dtype="<f8").copy()
+            self._state[str(symbol)] = np.frombuffer(raw, dtype="<f8").copy()
             self._bars[str(symbol)] = int(n)
             self._last_us[str(symbol)] = int(last_ts.timestamp() * 1_000_000)
 

@@ -9,7 +9,7 @@ import pytest
 
 from quantcli.data.ingest import ingest_frame
 from quantcli.data.synthetic import synthetic_universe
-from quantcli.features import load_feature_set
+from quantcli.features import load_feature_set, state_codec
 from quantcli.features.build import build_features
 from quantcli.features.engine import KernelPlan
 from quantcli.store.offline import OfflineStore
@@ -22,12 +22,20 @@ def _table() -> pl.DataFrame:
         return store.con.sql(f"SELECT * FROM {TABLE} ORDER BY symbol, ts").pl()
 
 
-def _states() -> dict[str, tuple[int, bytes]]:
+def _stored_states() -> list[tuple[str, int, bytes, str]]:
     with OfflineStore(read_only=True) as store:
         rows = store.con.execute(
-            "SELECT symbol, n_bars, state FROM feature_stream_state ORDER BY symbol"
+            "SELECT symbol, n_bars, state, state_codec FROM feature_stream_state ORDER BY symbol"
         ).fetchall()
-    return {s: (int(n), bytes(b)) for s, n, b in rows}
+    return [(str(s), int(n), bytes(b), str(c)) for s, n, b, c in rows]
+
+
+def _states() -> dict[str, tuple[int, bytes]]:
+    """Each symbol's bars seen and its state's raw float64 bytes."""
+    size = KernelPlan.of(load_feature_set("technical_v1")).state_size
+    decoded = {s: (n, state_codec.decode(b, c, size)) for s, n, b, c in _stored_states()}
+    assert all(raw is not None for _, raw in decoded.values())
+    return decoded
 
 
 @pytest.fixture(scope="module")
@@ -68,31 +76,42 @@ def _state_column_ddl() -> str:
         ).fetchall()[0][0]
 
 
-def test_a_store_with_compressed_states_is_moved_once_and_keeps_streaming(qcli_home, universe):
+# feature_stream_state as stores created before the codec column and the uncompressed column
+_OLD_STATE_TABLE = """
+CREATE TABLE feature_stream_state (
+    feature_set VARCHAR NOT NULL, symbol VARCHAR NOT NULL, layout_sha256 VARCHAR NOT NULL,
+    n_bars BIGINT NOT NULL, last_bar_ts TIMESTAMP WITH TIME ZONE NOT NULL, state BLOB NOT NULL,
+    bars_fingerprint VARCHAR NOT NULL DEFAULT '', PRIMARY KEY (feature_set, symbol))
+"""
+
+
+def test_an_older_stores_raw_states_are_moved_once_and_keep_streaming(qcli_home, universe):
     days = _days(universe)
     ingest_frame(universe.filter(pl.col("ts") <= days[300]))
     build_features()
     states = _states()
-    # the table as a store created before the column setting has it: same columns, default
-    # compression, the rows in another order than the symbols'
-    ddl = _state_column_ddl()
-    assert "state BLOB USING COMPRESSION Uncompressed NOT NULL" in ddl
+    # the table an older version wrote: raw float64 bytes, no codec column, default compression,
+    # the rows in another order than the symbols'
     with OfflineStore() as store:
         con = store.con
         con.execute("CREATE TABLE old_states AS SELECT * FROM feature_stream_state")
         con.execute("DROP TABLE feature_stream_state")
-        con.execute(ddl.replace(" USING COMPRESSION Uncompressed", ""))
-        con.execute(
-            "INSERT INTO feature_stream_state SELECT * FROM old_states ORDER BY symbol DESC"
-        )
+        con.execute(_OLD_STATE_TABLE)
+        for symbol in sorted(states, reverse=True):
+            con.execute(
+                "INSERT INTO feature_stream_state SELECT feature_set, symbol, layout_sha256, "
+                "n_bars, last_bar_ts, ?, bars_fingerprint FROM old_states WHERE symbol = ?",
+                [states[symbol][1], symbol],
+            )
         con.execute("DROP TABLE old_states")
     assert "USING COMPRESSION" not in _state_column_ddl()
-    assert _states() == states
     ingest_frame(universe.filter(pl.col("ts") <= days[301]))
     step = build_features()
-    # moved in the build's transaction, every state kept: each symbol streamed its new bar
+    # moved in the build's transaction, every raw state read: each symbol streamed its new bar
     assert step.paths == {"stream": sorted(universe["symbol"].unique())}
-    assert "state BLOB USING COMPRESSION Uncompressed NOT NULL" in _state_column_ddl()
+    ddl = _state_column_ddl()
+    assert "state BLOB USING COMPRESSION Uncompressed NOT NULL" in ddl
+    assert {c for *_, c in _stored_states()} == {state_codec.CODEC}
     assert {s: n for s, (n, _) in _states().items()} == {s: 302 for s in states}
     with OfflineStore(read_only=True) as store:
         stored = [
@@ -106,6 +125,29 @@ def test_a_store_with_compressed_states_is_moved_once_and_keeps_streaming(qcli_h
     build_features(full=True)
     assert _table().equals(streamed)
     assert _states() == streamed_states
+
+
+def test_a_state_that_does_not_decode_is_recomputed_not_continued(qcli_home, universe):
+    days = _days(universe)
+    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
+    build_features()
+    with OfflineStore() as store:  # a truncated blob and an unknown codec
+        store.con.execute(
+            "UPDATE feature_stream_state SET state = state[1:100] WHERE symbol = 'SYM0001'"
+        )
+        store.con.execute(
+            "UPDATE feature_stream_state SET state_codec = 'lz77' WHERE symbol = 'SYM0003'"
+        )
+    ingest_frame(universe.filter(pl.col("ts") <= days[301]))
+    step = build_features()
+    symbols = sorted(universe["symbol"].unique())
+    assert step.paths == {
+        "recompute": ["SYM0001", "SYM0003"],
+        "stream": [s for s in symbols if s not in ("SYM0001", "SYM0003")],
+    }
+    streamed = _table()
+    build_features(full=True)
+    assert _table().equals(streamed)
 
 
 def test_revised_or_backfilled_bars_rebuild_only_that_symbol(qcli_home, universe):
@@ -171,7 +213,14 @@ def test_json_output_reports_the_path_of_every_symbol(qcli_home, universe):
 
     state = describe_feature_set()["table_status"]["stream_state"]
     plan = KernelPlan.of(load_feature_set("technical_v1"))
-    assert (state["symbols"], state["bytes_per_symbol"]) == (5, 8 * plan.state_size)
+    stored = _stored_states()
+    # the stored (Snappy) size, smaller than the raw vector: the ring buffers repeat the closes
+    assert {c for *_, c in stored} == {state_codec.CODEC}
+    assert (state["symbols"], state["bytes_per_symbol"]) == (
+        5,
+        max(len(b) for _, _, b, _ in stored),
+    )
+    assert state["bytes_per_symbol"] < 0.7 * 8 * plan.state_size
 
 
 def test_a_revised_open_is_seen_by_the_history_hash(qcli_home, universe):
