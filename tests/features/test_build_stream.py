@@ -127,29 +127,6 @@ def test_an_older_stores_raw_states_are_moved_once_and_keep_streaming(qcli_home,
     assert _states() == streamed_states
 
 
-def test_a_state_that_does_not_decode_is_recomputed_not_continued(qcli_home, universe):
-    days = _days(universe)
-    ingest_frame(universe.filter(pl.col("ts") <= days[300]))
-    build_features()
-    with OfflineStore() as store:  # a truncated blob and an unknown codec
-        store.con.execute(
-            "UPDATE feature_stream_state SET state = state[1:100] WHERE symbol = 'SYM0001'"
-        )
-        store.con.execute(
-            "UPDATE feature_stream_state SET state_codec = 'lz77' WHERE symbol = 'SYM0003'"
-        )
-    ingest_frame(universe.filter(pl.col("ts") <= days[301]))
-    step = build_features()
-    symbols = sorted(universe["symbol"].unique())
-    assert step.paths == {
-        "recompute": ["SYM0001", "SYM0003"],
-        "stream": [s for s in symbols if s not in ("SYM0001", "SYM0003")],
-    }
-    streamed = _table()
-    build_features(full=True)
-    assert _table().equals(streamed)
-
-
 def test_revised_or_backfilled_bars_rebuild_only_that_symbol(qcli_home, universe):
     days = _days(universe)
     ingest_frame(universe.filter(pl.col("ts") <= days[399]))
@@ -175,14 +152,20 @@ def test_revised_or_backfilled_bars_rebuild_only_that_symbol(qcli_home, universe
     assert _table().equals(incremental)
 
 
-def test_a_state_of_another_layout_or_engine_is_not_continued(qcli_home, universe):
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        "layout_sha256 = 'other'",  # written for another plan layout
+        "state = state[1:100]",  # truncated
+        "state_codec = 'lz77'",  # a codec this version does not know
+    ],
+)
+def test_a_state_of_another_layout_or_engine_is_not_continued(qcli_home, universe, unusable):
     days = _days(universe)
     ingest_frame(universe.filter(pl.col("ts") <= days[300]))
     build_features()
-    with OfflineStore() as store:  # a state written for another plan layout
-        store.con.execute(
-            "UPDATE feature_stream_state SET layout_sha256 = 'other' WHERE symbol = 'SYM0002'"
-        )
+    with OfflineStore() as store:
+        store.con.execute(f"UPDATE feature_stream_state SET {unusable} WHERE symbol = 'SYM0002'")
     ingest_frame(universe)
     result = build_features()
     assert result.paths["recompute"] == ["SYM0002"]
