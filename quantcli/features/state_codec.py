@@ -1,16 +1,15 @@
 """How a symbol's kernel state vector is stored: its little-endian float64 bytes, Snappy-compressed.
 
 The window ring buffers hold the same recent closes several times over (each moving average's,
-the bands', the returns'), which Snappy finds at a few microseconds a state: a ``technical_v1``
-state of 5,728 bytes is stored in about 3,200, and DuckDB updates, checkpoints and reads the
-smaller blobs about twice as fast (docs/features.md, streaming). Each row names its codec, so a
-state stored raw by an earlier version still loads.
+the bands', the returns'), which Snappy finds cheaply, and DuckDB updates, checkpoints and reads
+smaller blobs faster (docs/features.md, streaming, has the figures). Each row names its codec,
+so a state stored raw by an earlier version still loads. pyarrow (Snappy) loads on first use:
+``qcli features --help`` and ``FeatureStream`` without a store do not need it.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 #: the codec of every state written now (``feature_stream_state.state_codec``)
 CODEC = "snappy"
@@ -20,6 +19,8 @@ RAW = ""
 
 def encode(vec: np.ndarray) -> bytes:
     """The stored form of one state vector (float64)."""
+    import pyarrow as pa
+
     raw = np.ascontiguousarray(vec, dtype="<f8").tobytes()
     return pa.compress(raw, codec=CODEC, asbytes=True)
 
@@ -33,6 +34,8 @@ def decode(blob: bytes, codec: str, size: int) -> bytes | None:
         return bytes(blob) if len(blob) == n_bytes else None
     if codec != CODEC or _snappy_length(blob) != n_bytes:
         return None
+    import pyarrow as pa
+
     try:
         raw = pa.decompress(bytes(blob), n_bytes, codec=CODEC, asbytes=True)
     except (pa.ArrowException, OSError, ValueError):
