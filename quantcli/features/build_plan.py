@@ -150,8 +150,8 @@ def stream_plan(con, fs, engine, mode, counts, state, stored_rows, fingerprints)
     """
     if engine != "kernel" or mode != "incremental":
         return {}, None
-    layout = KernelPlan.of(fs).layout_sha256
-    size = KernelPlan.of(fs).state_size
+    kplan = KernelPlan.of(fs)
+    layout, size = kplan.layout_sha256, kplan.state_size
     stored = {
         str(sym): (str(lay), int(n), state_codec.decode(blob, codec, size), str(fp))
         for sym, lay, n, _ts, blob, fp, codec in con.execute(
