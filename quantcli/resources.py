@@ -44,6 +44,32 @@ def sql(name: str) -> str:
         ) from None
 
 
+#: Names the code registers on a store connection (Arrow frames and staging views): a table of
+#: the same name would be shadowed by them mid-build (tests/test_resources.py keeps this complete).
+WORKING_NAMES = frozenset({
+    "_incoming", "_outcomes", "cs_done", "cs_keys", "cs_touched", "fingerprint_delta",
+    "pit_entities", "staged_bars", "staged_state", "staged_stream_state", "stream_cut",
+})  # fmt: skip
+
+
+@functools.cache
+def reserved_table_names() -> frozenset[str]:
+    """The store's own tables (every ``CREATE TABLE`` in ``sql/``) and :data:`WORKING_NAMES`:
+    names a feature set may not take for its table."""
+    created = set()
+    for path in resource_dir("sql").glob("*.sql"):
+        created.update(
+            m.lower()
+            for m in re.findall(
+                r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?TABLE\s+"
+                r"(?:IF\s+NOT\s+EXISTS\s+)?([A-Za-z_][A-Za-z0-9_]*)",
+                path.read_text(),
+                flags=re.I,
+            )
+        )
+    return frozenset(created | WORKING_NAMES)
+
+
 #: Extra feature-set directories (``os.pathsep``-separated), searched before ``$QCLI_HOME``'s.
 ENV_FEATURE_DEFS = "QCLI_FEATURE_DEFS"
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -337,6 +338,7 @@ def _prepare(con, opts: BuildOptions, refresh_fingerprints: bool) -> None:
     con.execute(resources.sql("schema_features"))
     migrate_stream_state(con)
     con.execute(opts.fs.table_ddl())
+    released.check_table(con, opts.fs)  # exits 2 when the table is another set's
     if refresh_fingerprints:  # the next build reads them instead of every bar
         con.execute(resources.sql("schema_bar_fingerprints"))
         con.execute(resources.sql("bar_fingerprints_refresh"))
@@ -358,10 +360,26 @@ def _finish(con, opts: BuildOptions, totals: _Totals, touched, timings) -> dict[
     quality = feature_quality(totals.stats, opts.fs.feature_names)
     if quality["non_finite"]:
         raise InputError(
-            f"{quality['non_finite']} non-finite feature value(s) computed; nothing written",
+            f"{quality['non_finite']} non-finite feature value(s) computed"
+            f"{_first_non_finite(con, opts)}; nothing written",
             hint="check the bars for extreme values (prices must be finite and > 0)",
         )
     return quality
+
+
+def _first_non_finite(con, opts: BuildOptions) -> str:
+    """`` (first: SYMBOL at TS, feature NAME)``: where to look, read back from this build's
+    rows in the open transaction (earlier builds stored finite values only)."""
+    names = opts.fs.feature_names
+    rows = con.execute(
+        f"SELECT symbol, ts, {', '.join(names)} FROM {opts.table} "
+        f"WHERE {' OR '.join(f'NOT isfinite({n})' for n in names)} ORDER BY symbol, ts LIMIT 1"
+    ).fetchall()
+    if not rows:
+        return ""
+    symbol, ts, *values = rows[0]
+    feature = next(n for n, v in zip(names, values, strict=True) if not math.isfinite(v))
+    return f" (first: {symbol} at {ts.isoformat()}, feature {feature})"
 
 
 def _result(

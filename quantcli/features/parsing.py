@@ -11,9 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from quantcli import resources
 from quantcli.errors import InputError
 from quantcli.features.feature_set import FeatureSet, FeatureSpec, LabelSpec
-from quantcli.features.kinds import Kind, get_kind
+from quantcli.features.kinds import BAR_INPUTS, Kind, get_kind
 from quantcli.frequency import default_periods_per_year, parse_frequency
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -266,7 +267,46 @@ class _Head:
                     f"got {table!r}",
                 )
             )
+        if table in resources.reserved_table_names():
+            # a build deletes and rewrites its table: on the store's own tables that would
+            # replace the bars or the build records with feature rows
+            raise InputError(
+                self.at("table", f"[feature_set]: key `table` names a table of the store "
+                        f"itself ({table!r}); give the feature set a table of its own"),
+                hint=f'e.g. table = "{self.path.stem}_features"',
+            )  # fmt: skip
         return table
+
+    def key_column(self, key: str, column: str) -> str:
+        """``entity``/``timestamp``: feature rows are keyed by the bars' own ``symbol`` and
+        ``ts`` columns, so these may only restate them (they name the Feast entity and
+        timestamp field, and are spliced into the table's DDL)."""
+        value = self.value(key, str, column)
+        if value != column:
+            raise InputError(
+                self.at(key, f"[feature_set]: key `{key}` must be {column!r} (the bars' key "
+                        f"column feature rows are stored under), got {value!r}")
+            )  # fmt: skip
+        return value
+
+    def bar_inputs(self) -> tuple[str, ...]:
+        inputs = self.value("inputs", list, list(BAR_INPUTS))
+        bad = [c for c in inputs if c not in BAR_INPUTS]
+        if bad or not inputs or len(set(inputs)) != len(inputs):
+            raise InputError(
+                self.at("inputs", f"[feature_set]: key `inputs` must list distinct bar "
+                        f"columns of {', '.join(BAR_INPUTS)}; got {inputs!r}")
+            )  # fmt: skip
+        return tuple(inputs)
+
+    def online_ttl_days(self) -> int:
+        ttl = self.value("online_ttl_days", int, 5)
+        if not 1 <= ttl <= 36_500:
+            raise InputError(
+                self.at("online_ttl_days", f"[feature_set]: key `online_ttl_days` must be "
+                        f"between 1 and 36500, got {ttl}")
+            )  # fmt: skip
+        return ttl
 
     def version(self) -> int:
         version = self.value("version", int, 1)
@@ -303,7 +343,7 @@ def parse_feature_set(path: Path, name: str | None = None) -> FeatureSet:
     head = _Head(path, lines, decl)
     table, version = head.table(), head.version()
     frequency, ppy = head.frequency()
-    bar_inputs = tuple(head.value("inputs", list, ["open", "high", "low", "close", "volume"]))
+    bar_inputs = head.bar_inputs()
     raw_features = decl.get("features", [])
     if not isinstance(raw_features, list) or not raw_features:
         raise InputError(f"{path}: declares no [[features]]")
@@ -318,10 +358,10 @@ def parse_feature_set(path: Path, name: str | None = None) -> FeatureSet:
         family=str(head.value("name", str, name)),
         version=version,
         table=table,
-        entity=str(head.value("entity", str, "symbol")),
-        timestamp=str(head.value("timestamp", str, "ts")),
+        entity=head.key_column("entity", "symbol"),
+        timestamp=head.key_column("timestamp", "ts"),
         inputs=bar_inputs,
-        online_ttl_days=int(head.value("online_ttl_days", int, 5)),
+        online_ttl_days=head.online_ttl_days(),
         description=str(head.value("description", str, "")),
         features=tuple(known.values()),
         labels=labels,

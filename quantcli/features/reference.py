@@ -43,7 +43,9 @@ def _parity(kind: Kind) -> str:
     if not kind.talib_name:
         return "-"
     reason = kind.extra.get("parity") if kind.extra else None
-    return f"rtol 1e-9: {reason}" if reason else "bit for bit"
+    return (
+        f"rtol 1e-9, atol 1e-10 x the column's largest value: {reason}" if reason else "bit for bit"
+    )
 
 
 def kind_catalog() -> list[dict[str, Any]]:

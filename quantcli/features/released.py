@@ -79,6 +79,36 @@ def check_declaration(con, fs: FeatureSet) -> None:
     )
 
 
+def check_table(con, fs: FeatureSet) -> None:
+    """Refuse (:class:`InputError`) a build into a table another feature set has built, or one
+    whose columns are not ``fs``'s: a build deletes and rewrites rows of its table, so sharing
+    one would silently replace the other set's features (and the owner's next incremental
+    build would find its row counts intact and rewrite nothing)."""
+    owners = con.execute(
+        "SELECT DISTINCT feature_set FROM feature_builds WHERE table_name = ? AND feature_set <> ?",
+        [fs.table, fs.name],
+    ).fetchall()
+    where = fs.path or fs.name
+    hint = "a table belongs to one feature set: give this one its own `table` in [feature_set]"
+    if owners:
+        raise InputError(
+            f"{where}: table '{fs.table}' holds feature set "
+            f"'{', '.join(sorted(o[0] for o in owners))}', not '{fs.name}'",
+            hint=hint,
+        )
+    columns = [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "AND table_schema = current_schema() ORDER BY ordinal_position", [fs.table],
+    ).fetchall()]  # fmt: skip
+    expected = [fs.entity, fs.timestamp, *fs.feature_names]
+    if columns != expected:
+        raise InputError(
+            f"{where}: table '{fs.table}' exists with other columns than feature set "
+            f"'{fs.name}' declares ({', '.join(columns[:8])}{', ...' if len(columns) > 8 else ''})",
+            hint=hint,
+        )
+
+
 def record_declaration(con, fs: FeatureSet, build_id: str) -> None:
     """Store ``fs``'s hashes on the ``feature_builds`` row ``build_id`` (same transaction)."""
     con.execute(

@@ -9,6 +9,7 @@ over picklable :class:`ShardTask` payloads; the build's one writer applies the
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,10 +77,12 @@ def feature_stats(frame: pl.DataFrame, names: Sequence[str]) -> dict[str, list[f
         v = frame[name].to_numpy()
         finite = np.isfinite(v)
         f = v[finite]
+        with np.errstate(over="ignore"):  # finite values past 1e154: their squares are inf
+            total, squares = float(f.sum()), float((f * f).sum())
         out[name] = [
             float(f.size),
-            float(f.sum()),
-            float((f * f).sum()),
+            total,
+            squares,
             float(f.min()) if f.size else float("inf"),
             float(f.max()) if f.size else float("-inf"),
             float((f == 0.0).sum()),
@@ -109,12 +112,13 @@ def feature_quality(stats: dict[str, list[float]], names: Sequence[str]) -> dict
     features = {}
     for name in names:
         n, s, s2, lo, hi, zeros, _ = stats.get(name, [0, 0, 0, 0, 0, 0, 0])
-        mean = s / n if n else None
-        var = max(s2 / n - (s / n) ** 2, 0.0) if n else None
+        mean = s / n if n else math.nan
+        var = max(s2 / n - mean * mean, 0.0) if n else math.nan  # inf - inf: nan
         features[name] = {
             "count": int(n),
-            "mean": mean,
-            "std": var**0.5 if var is not None else None,
+            # None where the sums overflowed (values past ~1e154): JSON has no inf
+            "mean": mean if math.isfinite(mean) else None,
+            "std": math.sqrt(var) if math.isfinite(var) else None,
             "min": lo if n else None,
             "max": hi if n else None,
             "zeros": int(zeros),

@@ -154,6 +154,39 @@ def test_bad_options_are_input_errors(qcli_home, universe):
         build_features(shard_rows=0)
 
 
+def test_a_non_finite_feature_is_refused_naming_where_and_nothing_is_written(qcli_home, universe):
+    """A volume of 1e200 passes validation (finite, >= 0) but its z-score squares overflow:
+    the build names the first symbol, bar and feature, and leaves the first build's rows."""
+    ingest_frame(universe)
+    build_features()
+    before = _table()
+    day = _days(universe)[500]
+    huge = universe.with_columns(
+        pl.when((pl.col("symbol") == "SYM0002") & (pl.col("ts") == day))
+        .then(1e200)
+        .otherwise(pl.col("volume"))
+        .alias("volume")
+    ).filter(pl.col("ts") == day)
+    ingest_frame(huge)
+    with pytest.raises(InputError) as exc:
+        build_features()
+    assert str(exc.value).endswith(
+        f"(first: SYM0002 at {day.isoformat()}, feature volume_z_20); nothing written"
+    )
+    assert _table().equals(before)
+
+
+def test_quality_of_finite_values_whose_squares_overflow():
+    from quantcli.features.shard import feature_quality, feature_stats
+
+    frame = pl.DataFrame({"x": [1e200, 3e200], "y": [1.0, 3.0]})
+    quality = feature_quality(feature_stats(frame, ["x", "y"]), ["x", "y"])
+    assert quality["features"]["x"] == {"count": 2, "mean": 2e200, "std": None, "min": 1e200,
+                                        "max": 3e200, "zeros": 0}  # fmt: skip
+    assert quality["features"]["y"]["std"] == 1.0 and quality["non_finite"] == 0
+    json.dumps(quality, allow_nan=False)
+
+
 def test_no_bars_table_says_to_ingest(qcli_home):
     with pytest.raises(NotFoundError, match="the bars table is empty") as exc:
         build_features()

@@ -14,7 +14,7 @@ from quantcli.data.synthetic import synthetic_universe
 from quantcli.features.compute import sort_bars
 from quantcli.features.definitions import parse_feature_set
 from quantcli.features.expressions import lazy_features
-from quantcli.features.kinds import get_kind
+from quantcli.features.kinds import all_kinds, get_kind
 from tests.features._kinds_runner import kernel_frame, run_kernel
 
 #: Each TA-Lib kind with the params it is tested with (two sets where the window matters).
@@ -48,6 +48,46 @@ TALIB_KINDS: dict[str, list[dict]] = {
 #: compared with rtol 1e-9 and an absolute floor of 1e-10 of the column's largest |value|.
 NOT_BITWISE = {"wma", "linearreg_slope", "mfi"}
 CASES = [(k, p) for k, ps in TALIB_KINDS.items() for p in ps]
+
+
+def _at_the_minimum() -> list[tuple[str, dict]]:
+    """Every TA-Lib kind with each int param at its declared minimum (the others at their
+    default, or 5): a minimum below TA-Lib's would compute a value TA-Lib refuses to define."""
+    cases = []
+    for name in all_kinds():
+        kind = get_kind(name)
+        if kind.talib is None or kind.scope != "bars":
+            continue
+        base = {p.name: p.default if p.default is not None else 5 for p in kind.params}
+        for p in kind.params:
+            if p.type is int and p.min is not None:
+                cases.append((name, {**base, p.name: int(p.min)}))
+    return cases
+
+
+#: Deviations the minima show, not fixed yet (strict xfail: each must still fail, so a fix is
+#: noticed): two-bar Wilder systems on flat stretches, and the two-bar rolled sums.
+KNOWN_AT_MINIMUM = {
+    ("bb_pct", 2): "TA-Lib's two-bar band has no value on the flat stretch",
+    ("volume_z", 2): "TA-Lib's two-bar deviation has no value on the dry stretch",
+    ("adx", 2): "two-bar directional system differs on flat stretches",
+    ("plus_di", 2): "two-bar directional system differs on flat stretches",
+    ("minus_di", 2): "two-bar directional system differs on flat stretches",
+    ("cmo", 2): "two-bar CMO differs on flat stretches",
+    ("linearreg_slope", 2): "two-bar slopes near zero exceed the documented tolerance",
+}
+
+
+def _case(name: str, raw: dict):
+    reason = KNOWN_AT_MINIMUM.get((name, raw.get("window")))
+    if reason is None or (name, raw) in CASES:
+        return pytest.param(name, raw, id=f"{name}-{raw}")
+    return pytest.param(name, raw, id=f"{name}-{raw}", marks=pytest.mark.xfail(reason=reason))
+
+
+CASES_AND_MINIMA = [_case(k, p) for k, p in CASES] + [
+    _case(k, p) for k, p in _at_the_minimum() if (k, p) not in CASES
+]
 
 
 def _flat_and_dry(bars: pl.DataFrame) -> pl.DataFrame:
@@ -85,9 +125,7 @@ def _symbols(bars: pl.DataFrame):
         }
 
 
-@pytest.mark.parametrize(
-    ("name", "raw"), CASES, ids=[f"{k}-{i}" for k, i in ((k, str(p)) for k, p in CASES)]
-)
+@pytest.mark.parametrize(("name", "raw"), CASES_AND_MINIMA)
 def test_kind_equals_talib(datasets, name, raw):
     kind = get_kind(name)
     params = kind.check_params(raw, "test")

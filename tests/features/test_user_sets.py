@@ -122,6 +122,34 @@ def test_a_named_directory_that_does_not_exist_is_an_error(qcli_home, monkeypatc
             r"integer >= 1 \(bars\)",
         ),
         (('name = "cci_5_lag"', 'name = "cci_5"'), r":18: duplicate feature name 'cci_5'"),
+        # entity/timestamp are spliced into the table's DDL: only the bars' key columns pass
+        (
+            (
+                'frequency = "1h"',
+                'frequency = "1h"\nentity = "symbol VARCHAR); DROP TABLE bars; --"',
+            ),
+            r":6: \[feature_set\]: key `entity` must be 'symbol' \(the bars' key column",
+        ),
+        (
+            ('frequency = "1h"', 'frequency = "1h"\ntimestamp = "ticker"'),
+            r":6: \[feature_set\]: key `timestamp` must be 'ts'",
+        ),
+        (
+            ('frequency = "1h"', 'frequency = "1h"\ninputs = ["close", "vwap"]'),
+            r":6: \[feature_set\]: key `inputs` must list distinct bar columns",
+        ),
+        (
+            ('frequency = "1h"', 'frequency = "1h"\nonline_ttl_days = -1'),
+            r":6: \[feature_set\]: key `online_ttl_days` must be between 1 and 36500",
+        ),
+        # a build deletes and rewrites its table: the store's own tables are not for features
+        *(
+            (
+                ('table = "desk_features_v1"', f'table = "{t}"'),
+                rf":4: \[feature_set\]: key `table` names a table of the store itself \('{t}'\)",
+            )
+            for t in ("bars", "feature_builds", "ingests", "feature_stream_state", "staged_bars")
+        ),
         (
             ("[[labels]]", 'colour = "red"\n\n[[labels]]'),
             r":22: \[\[features\]\] #3 "
@@ -204,6 +232,33 @@ def test_a_released_version_cannot_change_silently(qcli_home, qcli):
     assert code == 2 and out == ""
     assert "version 1 was built with another definition (changed: cci_5, cci_5_lag)" in err
     assert "desk_v2.toml" in err
+
+
+def test_a_table_belongs_to_one_feature_set(qcli_home, qcli):
+    """A copied declaration that kept another set's table is refused before anything is
+    written: the build would rewrite the other set's rows under its name."""
+    ingest_frame(synthetic_universe(2, 200, seed=3))
+    code, _, _ = qcli("features", "build", "--feature-set", "technical_v1")
+    assert code == 0
+    before = qcli("features", "show", "SYM0000", "--last", "3", "--json").out
+    stolen = SMALL.replace('table = "desk_features_v1"', 'table = "technical_features_v1"')
+    _write(qcli_home / "feature_defs", "desk_v1", stolen)
+    code, out, err = qcli("features", "build", "--feature-set", "desk_v1")
+    assert code == 2 and out == ""
+    assert "table 'technical_features_v1' holds feature set 'technical_v1', not 'desk_v1'" in err
+    assert qcli("features", "show", "SYM0000", "--last", "3", "--json").out == before
+
+    # a table no build recorded (made by hand, say) but with other columns: refused too
+    import duckdb
+
+    con = duckdb.connect(str(qcli_home / "offline.duckdb"))
+    con.execute("CREATE TABLE desk_by_hand (symbol VARCHAR, ts TIMESTAMPTZ, x DOUBLE)")
+    con.close()
+    _write(qcli_home / "feature_defs", "hand_v1",
+           SMALL.replace('table = "desk_features_v1"', 'table = "desk_by_hand"'))  # fmt: skip
+    code, _, err = qcli("features", "build", "--feature-set", "hand_v1")
+    assert code == 2
+    assert "table 'desk_by_hand' exists with other columns than feature set 'hand_v1'" in err
 
 
 def test_frequency_defaults():

@@ -85,6 +85,13 @@ class Param:
         return self.type(value)
 
 
+#: ``window``, the common parameter: bars in the window
+WINDOW = Param("window", int, min=1, doc="bars in the window")
+#: ``window`` of the kinds TA-Lib defines from two bars on (RSI, BBANDS, STDDEV, the directional
+#: system, NATR, ...): over one bar they would give a number TA-Lib has no value to compare with
+WINDOW2 = Param("window", int, min=2, doc="bars in the window")
+
+
 @dataclass(frozen=True)
 class Kind:
     """An indicator kind. See the module docstring for the kernel and state contract."""

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from quantcli.features.kinds import classic_polars as twins
-from quantcli.features.kinds._base import Kind, Param, register
+from quantcli.features.kinds._base import WINDOW, WINDOW2, Kind, Param, register
 from quantcli.features.kinds._steps import (
     NAN,
     sma_run,
@@ -30,8 +30,6 @@ from quantcli.features.kinds._steps import (
     sma_var_run,
     var_size,
 )
-
-WINDOW = Param("window", int, min=1, doc="bars in the window")
 
 
 def _n(p: Mapping[str, Any]) -> int:
@@ -203,7 +201,7 @@ register_group(
     bbands_kernel,
     ("bb_pct", "bb_width"),
     {"bb_pct": bb_pct_kernel, "bb_width": bb_width_kernel},
-    params=(WINDOW, Param("nbdev", float, min=0.0, doc="band width in standard deviations")),
+    params=(WINDOW2, Param("nbdev", float, min=0.0, doc="band width in standard deviations")),
     inputs=("close",),
     lookback=lambda p: _n(p) - 1,
     state_size=_bb_state,
@@ -247,7 +245,7 @@ def _talib_volume_z(cols, p):
 register(
     Kind(
         name="volume_z",
-        params=(WINDOW,),
+        params=(WINDOW2,),
         inputs=("volume",),
         lookback=lambda p: _n(p) - 1,
         kernel=volume_z_kernel,

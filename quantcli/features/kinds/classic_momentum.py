@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from quantcli.features.kinds import classic_polars as twins
-from quantcli.features.kinds._base import Kind, Param, register
+from quantcli.features.kinds._base import WINDOW, WINDOW2, Kind, Param, register
 from quantcli.features.kinds._steps import (
     NAN,
     fma,
@@ -21,7 +21,7 @@ from quantcli.features.kinds._steps import (
     true_range,
 )
 from quantcli.features.kinds._windows import ring_extremes
-from quantcli.features.kinds.classic import WINDOW, _n, _zeros, register_group
+from quantcli.features.kinds.classic import _n, _zeros, register_group
 
 
 # --- RSI: state [count, prev close, gain, loss] ---------------------------------------------
@@ -73,7 +73,7 @@ def _talib_rsi(cols, p):
 register(
     Kind(
         name="rsi",
-        params=(WINDOW,),
+        params=(WINDOW2,),
         inputs=("close",),
         lookback=_n,
         kernel=rsi_kernel,
@@ -254,7 +254,7 @@ register_group(
     directional_kernel,
     ("adx", "plus_di", "minus_di"),
     {"adx": adx_kernel, "plus_di": plus_di_kernel, "minus_di": minus_di_kernel},
-    params=(WINDOW,),
+    params=(WINDOW2,),  # TA-Lib's one-bar DIs are ratios, not percents
     inputs=("high", "low", "close"),
     lookback={"adx": lambda p: 2 * _n(p) - 1, "plus_di": _n, "minus_di": _n},
     state_size=lambda p: 9,

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from quantcli.features.kinds import classic_polars as twins
-from quantcli.features.kinds._base import Kind, Param, register
+from quantcli.features.kinds._base import WINDOW, WINDOW2, Kind, Param, register
 from quantcli.features.kinds._steps import (
     EMA_SIZE,
     NAN,
@@ -21,7 +21,7 @@ from quantcli.features.kinds._steps import (
     var_run,
     var_size,
 )
-from quantcli.features.kinds.classic import WINDOW, _n, _zeros, register_group
+from quantcli.features.kinds.classic import _n, _zeros, register_group
 
 
 # --- MACD: (line, signal, hist) -------------------------------------------------------------
@@ -128,8 +128,8 @@ register_group(
     ("macd", "macd_signal", "macd_hist"),
     {"macd": macd_line_kernel, "macd_signal": macd_signal_kernel, "macd_hist": macd_hist_kernel},
     params=(
-        Param("fast", int, min=1, doc="bars of the fast EMA"),
-        Param("slow", int, min=1, doc="bars of the slow EMA"),
+        Param("fast", int, min=2, doc="bars of the fast EMA"),
+        Param("slow", int, min=2, doc="bars of the slow EMA"),
         Param("signal", int, min=1, doc="bars of the signal EMA"),
     ),
     inputs=("close",),
@@ -340,7 +340,7 @@ for _name, _kernel, _twin, _talib, _talib_name, _doc in (
 register(
     Kind(
         name="volatility",
-        params=(WINDOW,),
+        params=(WINDOW2,),
         inputs=("close",),
         lookback=_n,
         kernel=volatility_kernel,

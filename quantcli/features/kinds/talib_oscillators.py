@@ -289,7 +289,7 @@ def natr_kernel(inputs, params, state, out):
 
 kind(
     "natr",
-    params=(WINDOW,),
+    params=(WINDOW2,),
     inputs=HLC,
     lookback=lambda p: _n(p),
     kernel=natr_kernel,

@@ -16,11 +16,8 @@ import numpy as np
 from numba import njit
 
 from quantcli.features.kinds import talib_polars as twins
-from quantcli.features.kinds._base import Kind, Param, register
+from quantcli.features.kinds._base import WINDOW, WINDOW2, Kind, Param, register
 from quantcli.features.kinds._steps import NAN, fma, is_zero
-
-WINDOW = Param("window", int, min=1, doc="bars in the window")
-WINDOW2 = Param("window", int, min=2, doc="bars in the window")
 
 
 def _n(p: Mapping[str, Any]) -> int:
