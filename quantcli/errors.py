@@ -4,12 +4,17 @@ Each class carries the process exit code of the CLI contract (``docs/cli.md``):
 
 * 1 -- a gate or a check failed (validation gate, parity, drift, promotion refused, integrity).
 * 2 -- bad input or usage (a file, a row, an option), or a resource that is busy or missing.
+* 3 -- :data:`EXIT_CRASH`: anything else, a bug (the CLI prints its type and first line, and the
+  traceback with ``--debug``); never 1, which cron and CI read as a failed check.
 
 Subclasses also inherit the builtin a caller would naturally catch (``ValueError``,
 ``KeyError``, ``ImportError``), so library users need not know quantcli's names.
 """
 
 from __future__ import annotations
+
+#: The exit code of an unexpected error: not a failed check (1), not bad input (2).
+EXIT_CRASH = 3
 
 
 class QuantCliError(Exception):

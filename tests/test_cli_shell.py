@@ -98,7 +98,7 @@ def test_error_message_with_markup_characters_is_printed_verbatim(tmp_path, qcli
 @pytest.mark.parametrize("kind", ["keyboard", "duckdb", "duckdb-runtime", "other"])
 def test_ctrl_c_inside_a_duckdb_query_is_an_interrupt(monkeypatch, capsys, kind):
     """Ctrl-C is "Interrupted." and exit 130 whether Python or DuckDB raised it; any other
-    error is not swallowed."""
+    error is a crash, exit 3."""
     import duckdb
 
     import quantcli.features.build as build
@@ -115,11 +115,13 @@ def test_ctrl_c_inside_a_duckdb_query_is_an_interrupt(monkeypatch, capsys, kind)
         raise errors[kind]
 
     monkeypatch.setattr(build, "build_features", interrupted)
-    if kind == "other":
-        with pytest.raises(RuntimeError, match="disk on fire"):
-            main(["features", "build"])
-        return
     with pytest.raises(SystemExit) as exc:
         main(["features", "build"])
+    err = capsys.readouterr().err
+    if kind == "other":  # a crash: not a failed check (1) nor bad input (2), one line, no trace
+        assert exc.value.code == 3
+        assert err.splitlines()[0] == "Internal error: RuntimeError: disk on fire"
+        assert "Traceback" not in err and "--debug" in err
+        return
     assert exc.value.code == 130
-    assert capsys.readouterr().err.strip() == "Interrupted."
+    assert err.strip() == "Interrupted."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from typing import Annotated
 
 import typer
@@ -26,7 +27,7 @@ except ImportError:  # pragma: no cover
 
 from quantcli import __version__
 from quantcli.cli._common import polish_help, stderr, to_json
-from quantcli.errors import GateFailedError, QuantCliError
+from quantcli.errors import EXIT_CRASH, GateFailedError, QuantCliError
 
 #: Each command group: (its modules, the first of which defines ``app``; the one-line help the
 #: root's help lists). Groups load on first use, so ``qcli --help`` and ``qcli data ...`` do not
@@ -109,7 +110,7 @@ app = typer.Typer(
     help=(
         "quantcli: from raw OHLCV bars to a served, monitored, auditable trading model.\n\n"
         "State lives under $QCLI_HOME (default ./.qcli). Every command takes --json.\n"
-        "Exit codes: 0 ok, 1 a gate or check failed, 2 bad input or usage."
+        "Exit codes: 0 ok, 1 a gate or check failed, 2 bad input or usage, 3 a crash (a bug)."
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -181,10 +182,23 @@ def main(argv: list[str] | None = None) -> None:
         stderr.print("Interrupted.")
         sys.exit(130)
     except Exception as exc:
-        if debug or not _is_interrupt(exc):
-            raise
-        stderr.print("Interrupted.")  # Ctrl-C that DuckDB turned into its own error
-        sys.exit(130)
+        if _is_interrupt(exc) and not debug:
+            stderr.print("Interrupted.")  # Ctrl-C that DuckDB turned into its own error
+            sys.exit(130)
+        # a crash is not a failed gate: exit 1 would read as one to cron and CI
+        if debug:
+            traceback.print_exc()
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            stderr.print(
+                f"[bold red]Internal error:[/] {escape(type(exc).__name__)}"
+                f"{': ' + escape(first) if first else ''}",
+                highlight=False,
+                markup=True,
+            )
+            stderr.print("Hint: rerun with --debug for the traceback, and report it",
+                         highlight=False, markup=False)  # fmt: skip
+        sys.exit(EXIT_CRASH)
     sys.exit(code if isinstance(code, int) else 0)
 
 
