@@ -338,6 +338,20 @@ def _parse_text_columns(df: pl.DataFrame, source: str, kinds: dict[str, str]) ->
     return df.with_columns([series.alias(name) for name, series in parsed.items()])
 
 
+def check_bar_file(path: str | os.PathLike[str], label: str | None = None) -> str:
+    """``"csv"`` or ``"parquet"`` for a bars file that exists, else :class:`InputError` naming
+    it (a directory, a missing file, an unsupported type): callers check before any work."""
+    p = Path(path)
+    source = label or str(path)
+    if p.is_dir():
+        raise InputError(
+            f"{source}: is a directory", hint=f"pass the files, e.g. {source.rstrip('/')}/*.csv"
+        )
+    if not p.is_file():
+        raise InputError(f"{source}: no such file")
+    return _file_kind(p)
+
+
 def read_bars(
     path: str | os.PathLike[str], *, symbol: str | None = None, label: str | None = None
 ) -> RawBars:
@@ -362,13 +376,7 @@ def read_bars(
     """
     p = Path(path)
     source = label or str(path)
-    if p.is_dir():
-        raise InputError(
-            f"{source}: is a directory", hint=f"pass the files, e.g. {source.rstrip('/')}/*.csv"
-        )
-    if not p.is_file():
-        raise InputError(f"{source}: no such file")
-    kind = _file_kind(p)
+    kind = check_bar_file(p, source)
     if kind == "csv":
         raw = _read_csv(p, source)
         _check_duplicate_columns(raw.columns, source)

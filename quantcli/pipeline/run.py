@@ -36,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from quantcli import __version__
+from quantcli.data.reader import check_bar_file
 from quantcli.errors import InputError
+from quantcli.models.estimators import check_model_kind
+from quantcli.models.versions import check_model_name
 from quantcli.pipeline.report import write_report
 from quantcli.pipeline.stages import StageResult, StageRunner
 from quantcli.pipeline.steps import (
@@ -138,6 +141,11 @@ def run_pipeline(
     """
     if sample == bool(inputs):
         raise InputError("give either --sample or --input PATH (one of them, not both)")
+    # bad input is refused before any stage writes (a stage's InputError is a failed stage)
+    check_model_name(model_name)
+    check_model_kind(model_kind)
+    for path in inputs:
+        check_bar_file(path, f"--input {path}")
     ws = workspace or Workspace.from_env(tracking_uri=tracking_uri, config=config_path)
     if workspace is not None and (tracking_uri is not None or config_path is not None):
         ws = dataclasses.replace(

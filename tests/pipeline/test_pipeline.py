@@ -170,3 +170,19 @@ def test_a_run_cut_short_has_not_passed_its_gates():
         "run_id", "ok", "gates_passed", "gates", "model_name", "served_alias", "report_dir",
         "report_html", "quantcli_version", "stages",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sample", "--name", "../../x"], "invalid model name `--name '../../x'`"),
+        (["--input", "missing.csv"], "--input missing.csv: no such file"),
+    ],
+)
+def test_bad_input_exits_2_before_any_stage_writes(qcli_home, qcli, args, message):
+    """A stage's own InputError is a failed stage (exit 1, after the stages before it wrote):
+    what can be checked up front is, so bad input is exit 2 and the state directory stays empty."""
+    code, out, err = qcli("pipeline", "run", *args)
+    assert code == 2 and out == ""
+    assert message in err
+    assert list(qcli_home.iterdir()) == []
