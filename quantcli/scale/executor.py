@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, Self
@@ -408,15 +409,43 @@ def _probe(address: str) -> None:
         return  # ray.init finds (or fails to find) the local cluster itself, quickly
     host, _, port = address.removeprefix("ray://").rpartition(":")
     host = host.strip("[]")
+    hint = (
+        "check --ray-address / $QCLI_RAY_ADDRESS (Ray Client listens on port 10001, "
+        "the GCS on 6379) and that the cluster is up (`ray status` on the head node)"
+    )
     try:
-        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S):
-            pass
+        with socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S) as sock:
+            # Both Ray endpoints are gRPC: an HTTP/2 server answers the client preface with a
+            # SETTINGS frame. Anything else listening there would make ray.init retry for
+            # minutes instead of failing.
+            sock.sendall(_H2_PREFACE)
+            reply = _read_some(sock, 9, time.monotonic() + PROBE_TIMEOUT_S)
     except OSError as exc:
         raise ClusterError(
-            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}",
-            hint="check --ray-address / $QCLI_RAY_ADDRESS (Ray Client listens on port 10001, "
-            "the GCS on 6379) and that the cluster is up (`ray status` on the head node)",
+            f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}", hint=hint
         ) from exc
+    if len(reply) < 9 or reply[3] != 0x04:  # frame header: length(3) type(1): 4 = SETTINGS
+        raise ClusterError(
+            f"{address} answers, but not as a Ray cluster (no gRPC/HTTP2 server there)",
+            hint=hint,
+        )
+
+
+# the HTTP/2 client connection preface, then an empty SETTINGS frame
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _read_some(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """Up to ``n`` bytes, fewer when the peer closes; :class:`TimeoutError` (an ``OSError``)
+    at ``deadline``, however slowly the bytes trickle in."""
+    data = b""
+    while len(data) < n:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _first_line(exc: BaseException) -> str:

@@ -130,6 +130,39 @@ def test_an_unreachable_address_fails_fast_with_one_line():
     assert time.perf_counter() - start < 5
 
 
+@pytest.mark.parametrize("reply", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"", b"\x00" * 3])
+def test_a_listener_that_is_not_ray_is_refused_before_ray_init(reply):
+    """A port that accepts TCP but speaks no HTTP/2 (a web server, or one that trickles
+    nothing back) would keep ray.init retrying for minutes: the probe says so at once."""
+    import socket
+    import threading
+
+    from quantcli.scale.executor import _probe
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            conn.sendall(reply)
+            if not reply:
+                time.sleep(0.5)  # a peer that answers nothing and then closes
+
+    threading.Thread(target=answer, daemon=True).start()
+    with server, pytest.raises(ClusterError, match=r"answers, but not as a Ray cluster"):
+        _probe(f"127.0.0.1:{port}")
+
+
+def test_the_probe_accepts_the_running_clusters_gcs(ray_cluster):
+    import ray
+
+    from quantcli.scale.executor import _probe
+
+    _probe(ray.get_runtime_context().gcs_address)  # raises if the GCS does not look like gRPC
+
+
 def test_an_existing_connection_is_reused_and_not_closed(ray_cluster):
     executor = RayExecutor(address="ray://unused:10001")  # already initialized: address unused
     executor.close()
