@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 from typing import Annotated, Any
 
@@ -294,8 +295,11 @@ def show_cmd(
     def render(con) -> None:
         table = Table(title=f"{symbol}: {result['table']} (last {len(result['rows'])} rows)")
         table.add_column("feature", style="bold")
+        # intraday bars need their time; daily ones read better as dates
+        daily = all(row["ts"].time() == datetime.time(0) for row in result["rows"])
         for row in result["rows"]:
-            table.add_column(str(row["ts"].date()), justify="right")
+            label = str(row["ts"].date()) if daily else row["ts"].strftime("%Y-%m-%d %H:%M:%S")
+            table.add_column(label, justify="right")
         for col in result["columns"][1:]:
             table.add_row(col, *(_fmt(row[col]) for row in result["rows"]))
         con.print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from quantcli.errors import InputError
 from quantcli.store.offline import OfflineStore
 from quantcli.workspace import Workspace
 
@@ -33,6 +34,8 @@ def bars_summary(
         ``by_symbol`` (list of ``{symbol, rows, first_ts, last_ts}``, sorted by symbol) and
         ``ingests`` (the recent ingest records with their warning counts).
     """
+    if not 0 <= recent_ingests <= 1_000_000:  # LIMIT takes 64 bits: a larger count crashed it
+        raise InputError(f"--recent must be between 0 and 1,000,000, got --recent {recent_ingests}")
     if store is None:
         with (workspace or Workspace.from_env()).offline(read_only=True) as own:
             return bars_summary(own, recent_ingests=recent_ingests)

@@ -10,6 +10,9 @@ from quantcli.features.build_plan import table_ident
 from quantcli.features.definitions import load_feature_set
 from quantcli.workspace import Workspace
 
+#: The most rows a listing returns: a larger count is a typo (and past 64 bits, a crash).
+MAX_ROWS = 1_000_000
+
 
 def _rows(cur, query: str, params: list | None = None) -> list[tuple]:
     return cur.execute(query, params or []).fetchall()
@@ -120,8 +123,8 @@ def show_features(
     NotFoundError
         No store, no feature table, or no rows for ``symbol`` (the hint lists some symbols).
     """
-    if last < 1:
-        raise InputError(f"--last must be at least 1, got --last {last}")
+    if not 1 <= last <= MAX_ROWS:
+        raise InputError(f"--last must be between 1 and {MAX_ROWS:,}, got --last {last}")
     fs = load_feature_set(feature_set)
     table = table_ident(fs.table)
     with (workspace or Workspace.from_env()).offline(read_only=True) as store:

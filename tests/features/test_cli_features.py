@@ -52,6 +52,28 @@ def test_human_output_and_errors(qcli_home, qcli):
     code, _, err = qcli("features", "build", "--symbols", "AAA,BBB")
     assert code == 2 and "--symbols: no bars for AAA, BBB" in err
     code, _, err = qcli("features", "show", "SYM0000", "--last", "0")
-    assert code == 2 and "--last must be at least 1" in err
+    assert code == 2 and "--last must be between 1 and 1,000,000" in err
+    code, _, err = qcli("features", "show", "SYM0000", "--last", str(10**20))  # past 64 bits
+    assert code == 2 and "--last must be between 1 and 1,000,000" in err
+    code, _, err = qcli("data", "summary", "--recent", str(10**20))
+    assert code == 2 and "--recent must be between 0 and 1,000,000" in err
     code, _, err = qcli("features", "list", "--feature-set", "nope")
     assert code == 2 and "unknown feature set 'nope'" in err
+
+
+def test_show_labels_intraday_rows_with_their_time(qcli_home, qcli):
+    import polars as pl
+
+    bars = synthetic_universe(1, 230, seed=2)
+    hourly = bars.with_columns(
+        (
+            pl.datetime(2024, 1, 1, time_zone="UTC") + pl.duration(hours=pl.int_range(pl.len()))
+        ).alias("ts")
+    )
+    ingest_frame(hourly)
+    assert qcli("features", "build").code == 0
+    code, out, _ = qcli("features", "show", "SYM0000", "--last", "2")
+    last = hourly["ts"].max()
+    assert code == 0
+    assert last.strftime("%Y-%m-%d %H:%M:%S") in out
+    assert hourly["ts"].sort()[-2].strftime("%Y-%m-%d %H:%M:%S") in out
