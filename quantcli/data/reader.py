@@ -17,6 +17,7 @@ Normal form: columns ``symbol`` (String), ``ts`` (``Datetime("us", "UTC")``), ``
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -182,7 +183,45 @@ def _locate_csv_problem(data: bytes, polars_message: str) -> str | None:
     return None
 
 
+def _csv_head(path: Path, n: int = 4) -> bytes:
+    """The first ``n`` bytes of the text, gunzipped when the file is gzip."""
+    with path.open("rb") as fh:
+        head = fh.read(2)
+        fh.seek(0)
+        if head == b"\x1f\x8b":
+            with gzip.open(fh) as gz:
+                try:
+                    return gz.read(n)
+                except (OSError, EOFError):
+                    return b""  # a corrupt gzip: the reader names it below
+        return fh.read(n)
+
+
+#: Byte-order marks of the encodings a spreadsheet may save CSV in, longest first.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _check_encoding(path: Path, source: str) -> None:
+    """Refuse UTF-16/32 text by name: read as UTF-8 it is a header of NUL-padded bytes, and
+    the error would be about a missing column instead of the encoding."""
+    head = _csv_head(path)
+    name = next((enc for bom, enc in _WIDE_BOMS if head.startswith(bom)), None)
+    if name is None and b"\x00" in head:
+        name = "UTF-16 or UTF-32 (NUL bytes in the header)"
+    if name is not None:
+        raise InputError(
+            f"{source} line 1: the file is {name} encoded; quantcli reads UTF-8",
+            hint=f"convert it, e.g. `iconv -f {name.split()[0]} -t UTF-8 FILE > FILE.utf8.csv`",
+        )
+
+
 def _read_csv(path: Path, source: str) -> pl.DataFrame:
+    _check_encoding(path, source)
     try:
         # an open file, not the path: polars would expand a name like "m[2].csv" as a glob
         with path.open("rb") as fh:

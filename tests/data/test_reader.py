@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import polars as pl
@@ -152,6 +153,24 @@ def test_utf8_bom_header_and_short_row(tmp_path):
     assert raw.frame["volume"].to_list() == [1000.0, None]
     with pytest.raises(DataValidationError, match=r"bom\.csv line 3, column 'volume': null"):
         read_files([path])
+
+
+@pytest.mark.parametrize(
+    ("encoding", "named"),
+    [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16 or UTF-32 (NUL bytes"), ("utf-32", "UTF-32")],
+)
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_wide_encoding_is_named_not_read_as_a_missing_column(tmp_path, encoding, named, gz):
+    import gzip
+
+    text = "date,symbol,open,high,low,close,volume\n2020-01-02,AAA,10,11,9,10.5,1000\n"
+    data = text.encode(encoding)  # utf-16/utf-32 write a BOM; utf-16-be writes none
+    path = tmp_path / ("wide.csv.gz" if gz else "wide.csv")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(
+        InputError, match=r"wide\.csv(\.gz)? line 1: the file is " + re.escape(named)
+    ):
+        read_bars(path)
 
 
 def test_parquet_duplicate_check_looks_at_top_level_columns_only():
