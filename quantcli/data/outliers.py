@@ -38,11 +38,15 @@ def _score_sorted(srt: pl.DataFrame) -> pl.DataFrame:
         stop = start + int(length)
         if length >= 2:
             seg = close[start:stop]
-            r = np.log(seg[1:] / seg[:-1])
+            # a ratio that over- or underflows is a log return of +-inf: the most extreme move
+            # of all, scored +-inf, while the median and MAD come from the finite ones
+            with np.errstate(divide="ignore", over="ignore", under="ignore"):
+                r = np.log(seg[1:] / seg[:-1])
             log_return[start + 1 : stop] = r
-            if r.size >= MIN_RETURNS_FOR_OUTLIERS and np.isfinite(r).all():
-                med = np.median(r)
-                mad = np.median(np.abs(r - med))
+            finite = r[np.isfinite(r)]
+            if finite.size >= MIN_RETURNS_FOR_OUTLIERS:
+                med = np.median(finite)
+                mad = np.median(np.abs(finite - med))
                 if mad > 0:
                     robust_z[start + 1 : stop] = (r - med) / (MAD_TO_SIGMA * mad)
         start = stop

@@ -134,6 +134,22 @@ def test_outlier_flags_exactly_the_planted_bar(bars):
     assert validate_bars(spiked, outlier_z=1e6).get("outlier") is None
 
 
+def test_a_price_whose_return_underflows_is_the_outlier_not_a_reason_to_skip_the_symbol(bars):
+    """5e-324 is positive and finite (it passes validation) but its ratio to a normal price
+    underflows: that log return is -inf, flagged, and the symbol's other bars keep their
+    scores (median and MAD of the finite returns)."""
+    row = 30
+    tiny = bars
+    for col in ("open", "high", "low", "close"):
+        tiny = _set(tiny, row, col, 5e-324)  # the smallest positive double
+    report = validate_bars(tiny, outlier_z=15)
+    assert [e["location"] for e in report.get("outlier").examples] == ["row 30", "row 31"]
+    scored = outlier_scores(tiny).filter(pl.col("symbol") == "SYM0000")
+    z = scored["robust_z"].to_numpy()
+    assert z[30] == -np.inf and z[31] == np.inf
+    assert np.isfinite(z[1:30]).all() and np.isfinite(z[32:]).all()
+
+
 def test_robust_z_matches_scipy_oracle(bars):
     scored = outlier_scores(bars)
     for sym, grp in scored.group_by("symbol"):
