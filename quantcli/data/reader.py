@@ -241,6 +241,19 @@ def _read_csv(path: Path, source: str) -> pl.DataFrame:
     raise InputError(f"{source} {where} (cannot read as CSV: {first})")
 
 
+def _without_blank_lines(df: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """``df`` without the rows polars made of blank lines (a trailing newline too many): it
+    reads them as rows of nulls, which validation would refuse. A row of empty fields
+    (``,,,``) is not a blank line and stays, to be refused by name."""
+    values = [c for c in df.columns if c not in (SOURCE_COL, LINE_COL)]
+    empty = df.filter(pl.all_horizontal(pl.col(values).is_null()))
+    if empty.height == 0:
+        return df
+    lines = _csv_bytes(path).splitlines()
+    blank = [n for n in empty[LINE_COL].to_list() if n <= len(lines) and not lines[n - 1].strip()]
+    return df.filter(~pl.col(LINE_COL).is_in(blank)) if blank else df
+
+
 def _read_parquet(path: Path, source: str) -> pl.DataFrame:
     """Through DuckDB, which reports a corrupt file as an error. polars' own decoder may panic
     (a Rust backtrace on stderr) and pyarrow's may abort() the process at exit on the same
@@ -431,6 +444,10 @@ def read_bars(
         pl.lit(source).alias(SOURCE_COL),
         (pl.int_range(0, pl.len(), dtype=pl.Int64) + offset).alias(LINE_COL),
     )
+    if kind == "csv":
+        df = _without_blank_lines(df, p)
+        if df.height == 0:
+            raise InputError(f"{source} line 2: no rows after the header")
     if symbol is not None:
         if not is_valid_symbol(symbol):  # not stripped: "SPX\n" is refused, not repaired
             raise InputError(f"--symbol {shown(symbol)}: a symbol is {SYMBOL_RULE}")

@@ -173,6 +173,24 @@ def test_a_wide_encoding_is_named_not_read_as_a_missing_column(tmp_path, encodin
         read_bars(path)
 
 
+def test_blank_lines_are_skipped_and_later_lines_keep_their_numbers(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_bytes(
+        b"date,symbol,open,high,low,close,volume\n"
+        b"2020-01-02,AAA,10,11,9,10.5,1000\n"
+        b"\n"
+        b"2020-01-03,AAA,10.5,12,10,11,x\n"  # line 4: the bad volume is named at its line
+        b"\r\n"
+    )
+    with pytest.raises(DataValidationError, match=r"blank\.csv line 4, column 'volume'"):
+        read_files([path])
+    path.write_bytes(path.read_bytes().replace(b",x\n", b",900\n"))
+    assert read_bars(path).frame["volume"].to_list() == [1000.0, 900.0]
+    path.write_bytes(b"date,symbol,open,high,low,close,volume\n,,,,,,\n")  # not blank: refused
+    with pytest.raises(DataValidationError, match=r"blank\.csv line 2, column 'symbol': null"):
+        read_files([path])
+
+
 def test_parquet_duplicate_check_looks_at_top_level_columns_only():
     from quantcli.data.reader import _top_level_names
 
