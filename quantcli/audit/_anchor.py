@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, head_statement, record_line
-from quantcli.audit._head import head_path, ledger_path, write_slot
+from quantcli.audit._chain import (
+    GENESIS_HASH,
+    canonical_bytes,
+    head_statement,
+    record_line,
+    record_statement,
+)
+from quantcli.audit._head import head_path, ledger_path, read_head_state, write_new_head
 from quantcli.audit._ledger import refusal
 from quantcli.audit._verify import check_record, verify_ledger
 from quantcli.errors import InputError, IntegrityError
@@ -24,7 +30,8 @@ class LedgerAnchor(Result):
     """The signed head of a verified ledger, to keep where the ledger's host cannot edit it.
 
     ``count`` records end in ``head_hash``; ``sig`` is the ledger key's signature of
-    ``statement`` by the key with fingerprint ``key`` (``None`` for an empty ledger's head).
+    ``statement`` (the head statement, with the ledger's id and the head's generation) by the
+    key with fingerprint ``key``.
     """
 
     path: str
@@ -76,42 +83,47 @@ def anchor_ledger(path: str | os.PathLike[str] | None = None) -> LedgerAnchor:
             f"{check.path}: not anchoring a broken ledger: {check.first_broken['reason']}",
             hint="run `qcli audit verify` for details",
         )
-    sig = None
-    if check.last_anchored is not None:
-        lines = Path(check.path).read_bytes().splitlines()
-        sig = json.loads(lines[check.last_anchored["seq"]]).get("sig")
-    sig = sig or (check.signed_head or {}).get("sig")
+    head = check.signed_head
+    assert head is not None  # a ledger passes only with a valid signed head
     return LedgerAnchor(
         passed=True,
         path=check.path,
         count=check.records,
         head_hash=check.head_hash,
-        sig=sig,
-        key=(sig or "::").split(":")[1] or None,
-        statement=head_statement(check.records, check.head_hash).decode("ascii"),
+        sig=head["sig"],
+        key=head["key"],
+        statement=head_statement(
+            head["ledger_id"], head["generation"], head["count"], head["head_hash"]
+        ).decode("ascii"),
     )
 
 
 def adopt_unsigned_ledger(path: str | os.PathLike[str] | None = None) -> LedgerAdoption:
-    """Sign a ledger written before records were signed, so it can be verified and extended.
+    """Sign a ledger written by an older quantcli, so it can be verified and extended.
 
-    Such a ledger has a hash chain but no signatures and no signed head; ``AuditLedger`` refuses
-    it. Adoption walks the chain (every record must be intact and unsigned, the head file must
-    not exist), then appends one signed record ``{"event": "adopted", "adopted_records": N}``:
-    through the chain, its signature vouches for the N records as they are *now*. Edits made
-    before adoption cannot be detected; every edit after it can.
+    Two kinds: a ledger written before records were signed (a hash chain, no signatures, no head
+    file), and one written before record and head signatures were separated (its head's
+    signature is also its last record's, so it cannot show the ledger was not cut back).
+    ``AuditLedger`` and ``verify`` refuse both. Adoption walks the chain (every record intact;
+    for the second kind, the old head must match the end), then appends one signed record
+    ``{"event": "adopted", "adopted_records": N, "recorded_at": ...}`` and writes a new signed
+    head: through the chain, its signature vouches for the N records as they are *now*. Edits
+    made before adoption cannot be detected; every edit after it can.
     """
     p = Path(path) if path is not None else ledger_path()
     if not p.is_file():
         raise InputError(f"no audit ledger at {p} to adopt")
     hp = head_path(p)
-    if hp.exists() and hp.stat().st_size > 0:
-        raise InputError(
-            f"{p} already has a signed head ({hp.name}): nothing to adopt",
-            hint="run `qcli audit verify`",
-        )
     key = load_private_key("ledger")
     keys = public_keys("ledger")
+    legacy = None
+    if hp.exists() and hp.stat().st_size > 0:
+        legacy = read_head_state(hp, keys).legacy
+        if legacy is None:
+            raise InputError(
+                f"{p} already has a signed head ({hp.name}): nothing to adopt",
+                hint="run `qcli audit verify`",
+            )
     fd = os.open(p, os.O_RDWR | os.O_APPEND)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -123,18 +135,30 @@ def adopt_unsigned_ledger(path: str | os.PathLike[str] | None = None) -> LedgerA
             rec, reason = check_record(line, seq, prev, keys)
             if rec is None:
                 raise refusal(p, f"record seq {seq} is not intact ({reason}): not adopting it")
-            if "sig" in rec:
+            if "sig" in rec and legacy is None:
                 raise refusal(p, f"record seq {seq} is already signed but the head is missing")
             prev, seq = rec["hash"], seq + 1
-        rec = {"event": "adopted", "adopted_records": seq, "seq": seq, "prev_hash": prev}
+        if legacy is not None and (legacy.count, legacy.head_hash) != (seq, prev):
+            raise refusal(
+                p,
+                f"its signed head counts {legacy.count} records, the ledger holds {seq} (or "
+                "ends in another record): not adopting it",
+            )
+        rec = {
+            "event": "adopted",
+            "adopted_records": seq,
+            "recorded_at": datetime.now(UTC).isoformat(),
+            "seq": seq,
+            "prev_hash": prev,
+        }
         body = canonical_bytes(rec)
         digest = hashlib.sha256(body).hexdigest()
-        sig = sign_message(head_statement(seq + 1, digest), "ledger", key=key)
+        sig = sign_message(record_statement(seq + 1, digest), "ledger", key=key)
         os.write(fd, record_line(body, digest, sig) + b"\n")
         os.fsync(fd)
         head_fd = os.open(hp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            write_slot(head_fd, seq + 1, digest, sig)
+            write_new_head(head_fd, seq + 1, digest, key)
             os.fsync(head_fd)
         finally:
             os.close(head_fd)

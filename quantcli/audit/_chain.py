@@ -7,8 +7,15 @@ ASCII only. Each record's ``prev_hash`` is the previous record's ``hash``; the f
 
 A stored line is exactly the canonical form with ``"hash"`` (and, on the last record of each
 append, ``"sig"``) added as the last keys: any other spelling of the same JSON is an alteration.
-``sig`` is the Ed25519 signature, by the ledger key, of :func:`head_statement` ``(seq + 1, hash)``:
-"the ledger's first ``seq + 1`` records end in ``hash``".
+``sig`` is the Ed25519 signature, by the ledger key, of :func:`record_statement`
+``(seq + 1, hash)``: "the ledger's first ``seq + 1`` records end in ``hash``".
+
+Record and head signatures sign different statements (``quantcli-ledger-record:v2`` and
+``quantcli-ledger-head:v2``), so neither can stand in for the other: were a record's signature a
+valid head, every request boundary would carry one and the ledger could be cut back to any of
+them without the key. Ledgers written before the split signed records with
+:func:`legacy_record_statement`, the same bytes their heads signed; such record signatures still
+verify, but such a head proves nothing and is never accepted (``qcli audit adopt`` re-signs it).
 """
 
 from __future__ import annotations
@@ -50,9 +57,28 @@ def record_line(body: bytes, hash_hex: str, sig: str | None = None) -> bytes:
     return body[:-1] + tail + b"}"
 
 
-def head_statement(count: int, head_hash: str) -> bytes:
-    """What the ledger key signs: the number of records and the hash of the last one."""
+def record_statement(count: int, head_hash: str) -> bytes:
+    """What a record's ``sig`` signs: the ledger's first ``count`` records end in ``head_hash``."""
+    return f"quantcli-ledger-record:v2:{count}:{head_hash}".encode("ascii")
+
+
+def legacy_record_statement(count: int, head_hash: str) -> bytes:
+    """What a record's ``sig`` signed before record and head statements were separated.
+
+    Accepted on records only: it is also what the old heads signed, so it never vouches for a
+    head.
+    """
     return f"quantcli-ledger-head:v1:{count}:{head_hash}".encode("ascii")
+
+
+def head_statement(ledger_id: str, generation: int, count: int, head_hash: str) -> bytes:
+    """What a signed head's ``sig`` signs.
+
+    ``ledger_id`` is drawn at random when the head file is created, so no head of another ledger
+    signed with the same key fits this one; ``generation`` grows by one at every head write, so
+    the two slots of one head file are consecutive writes and neither can be an older one.
+    """
+    return f"quantcli-ledger-head:v2:{ledger_id}:{generation}:{count}:{head_hash}".encode("ascii")
 
 
 def features_sha256(values: Sequence[float | None] | np.ndarray) -> str:

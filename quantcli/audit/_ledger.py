@@ -3,10 +3,11 @@
 Signing (see ``docs/audit.md`` for the threat model):
 
 * Every :meth:`AuditLedger.append` signs its last record with the ledger key (``sig``: an Ed25519
-  signature of "the first ``seq + 1`` records end in ``hash``") and, in the same lock, overwrites
-  the signed head ``<ledger>.head`` with that count, hash and signature. Records therefore never
-  sit unsigned: an append made without the key, a truncation of any length, a rewrite from any
-  record on, all break a signature or disagree with the head.
+  signature of "the first ``seq + 1`` records end in ``hash``") and, in the same lock, writes the
+  next generation of the signed head ``<ledger>.head`` (its own statement, its own signature:
+  see ``_head.py``). Records therefore never sit unsigned: an append made without the key, a
+  truncation of any length, a rewrite from any record on, all break a signature or disagree with
+  the head.
 * Opening a ledger checks its end against the signed head (truncation, forged or unsigned tail,
   a torn last line) and refuses to extend a broken ledger with :class:`LedgerBrokenError` (exit
   2): ``qcli predict`` and ``qcli serve`` do not write past a break. ``qcli audit verify`` walks
@@ -40,8 +41,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, head_statement, record_line
-from quantcli.audit._head import head_path, ledger_path, read_head, write_slot
+from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, record_line, record_statement
+from quantcli.audit._head import (
+    HeadState,
+    head_path,
+    ledger_path,
+    read_head_state,
+    write_new_head,
+    write_slot,
+)
 from quantcli.audit._verify import check_record
 from quantcli.errors import InputError, IntegrityError
 from quantcli.integrity import load_private_key, public_keys, sign_message
@@ -148,6 +156,8 @@ class AuditLedger:
         self._size = -1  # file size after our last append; -1 forces a tail read
         self._next_seq = 0
         self._prev_hash = GENESIS_HASH
+        self._ledger_id: str | None = None  # of the head, and its generation, once read
+        self._gen = -1
         self.records_appended = 0
         self.fsyncs = 0
         try:
@@ -170,42 +180,50 @@ class AuditLedger:
 
     # -- chain state ------------------------------------------------------------------------
     def _check_at_open(self) -> None:
-        """The ledger's end against its signed head; a new ledger gets a signed genesis head."""
+        """The ledger's end against its signed head; a new ledger gets a new signed head."""
         size = os.fstat(self._fd).st_size
-        head = read_head(self.head_path, self._keys)
-        if size == 0:
-            if head is not None and head.count > 0:
-                raise refusal(
-                    self.path,
-                    f"the ledger is empty but its signed head counts {head.count} records "
-                    "(it was truncated)",
-                )
-            if head is None:
-                if os.fstat(self._head_fd).st_size > 0:
-                    raise refusal(self.path, "its signed head does not verify")
-                self._write_head(0, GENESIS_HASH)
+        if size == 0 and os.fstat(self._head_fd).st_size == 0:
+            self._ledger_id, self._gen = write_new_head(self._head_fd, 0, GENESIS_HASH, self._key)
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
             return
+        self._load_tail(size)
+        self._check_head(read_head_state(self.head_path, self._keys))
+
+    def _check_head(self, state: HeadState) -> None:
+        """The head must count exactly the records read and name the last one."""
+        head = state.head
         if head is None:
-            err = refusal(
-                self.path,
-                f"no valid signed head ({self.head_path.name} is missing, unreadable or not "
-                "signed by a ledger key in the keyring)",
-            )
+            err = refusal(self.path, f"no valid signed head: {self.head_path.name} {state.problem}")
             err.hint = (
-                "a ledger written before records were signed is taken over with `qcli audit "
-                "adopt`; otherwise run `qcli audit verify` to locate the break"
+                "a ledger written before records were signed, or before record and head "
+                "signatures were separated, is taken over with `qcli audit adopt`; otherwise "
+                "run `qcli audit verify` to locate the break"
             )
             raise err
-        self._load_tail(size)
+        assert head.generation is not None and head.ledger_id is not None
         if self._next_seq < head.count:
             raise refusal(
                 self.path,
                 f"the ledger ends after {self._next_seq} records but its signed head counts "
                 f"{head.count} (it was truncated)",
             )
-        if self._next_seq == head.count and self._prev_hash != head.head_hash:
+        if self._next_seq > head.count:
+            raise refusal(
+                self.path,
+                f"its signed head counts {head.count} records but the ledger holds "
+                f"{self._next_seq} (the head was replaced)",
+            )
+        if self._prev_hash != head.head_hash:
             raise refusal(self.path, "its last record is not the one the signed head names")
+        if self._ledger_id is not None and head.ledger_id != self._ledger_id:
+            raise refusal(self.path, "its signed head is another ledger's (it was replaced)")
+        if head.generation < self._gen:
+            raise refusal(
+                self.path,
+                f"its signed head (generation {head.generation}) is older than the one this "
+                f"writer wrote (generation {self._gen}): the head was rolled back",
+            )
+        self._ledger_id, self._gen = head.ledger_id, head.generation
 
     def _load_tail(self, size: int) -> None:
         """Read and check the last record (seq, hash, signature) of a file of ``size`` bytes."""
@@ -237,11 +255,10 @@ class AuditLedger:
         self._prev_hash = rec["hash"]
         self._size = size
 
-    def _write_head(self, count: int, head_hash: str, sig: str | None = None) -> str:
-        if sig is None:
-            sig = sign_message(head_statement(count, head_hash), "ledger", key=self._key)
-        write_slot(self._head_fd, count, head_hash, sig)
-        return sig
+    def _write_head(self, count: int, head_hash: str) -> None:
+        assert self._ledger_id is not None
+        write_slot(self._head_fd, self._ledger_id, self._gen + 1, count, head_hash, self._key)
+        self._gen += 1
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -265,6 +282,7 @@ class AuditLedger:
                             self.path, f"it shrank from {self._size} to {size} bytes (truncated)"
                         )
                     self._load_tail(size)
+                    self._check_head(read_head_state(self.head_path, self._keys))
                 out, lines = [], []
                 seq, prev = self._next_seq, self._prev_hash
                 last = len(entries) - 1
@@ -283,7 +301,8 @@ class AuditLedger:
                     rec["hash"] = digest
                     sig = None
                     if k == last:
-                        sig = sign_message(head_statement(seq + 1, digest), "ledger", key=self._key)
+                        statement = record_statement(seq + 1, digest)
+                        sig = sign_message(statement, "ledger", key=self._key)
                         rec["sig"] = sig
                     lines.append(record_line(body, digest, sig))
                     out.append(rec)
@@ -296,7 +315,7 @@ class AuditLedger:
                     view = view[n:]
                 self._size = size + len(data)
                 self._next_seq, self._prev_hash = seq, prev
-                self._write_head(seq, prev, out[-1]["sig"])
+                self._write_head(seq, prev)
                 self.records_appended += len(out)
                 if self.durability == "always":
                     os.fsync(self._fd)

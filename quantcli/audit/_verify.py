@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantcli.audit._chain import GENESIS_HASH, canonical_bytes, head_statement, record_line
-from quantcli.audit._head import SignedHead, head_path, ledger_path, read_head
+from quantcli.audit._chain import (
+    GENESIS_HASH,
+    canonical_bytes,
+    legacy_record_statement,
+    record_line,
+    record_statement,
+)
+from quantcli.audit._head import HeadState, SignedHead, head_path, ledger_path, read_head_state
 from quantcli.errors import InputError, IntegrityError, NotFoundError
 from quantcli.integrity import public_keys, verify_message
 from quantcli.results import Result
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+def verify_record_sig(seq: int, digest: str, sig: str, keys: dict[str, Any]) -> str:
+    """The fingerprint of the key that signed record ``seq``; :class:`IntegrityError` if none.
+
+    Records written before record and head statements were separated signed the legacy
+    statement; it is accepted here, on records, and never for a head.
+    """
+    try:
+        return verify_message(record_statement(seq + 1, digest), sig, "ledger", keys=keys)
+    except IntegrityError as exc:
+        try:
+            legacy = legacy_record_statement(seq + 1, digest)
+            return verify_message(legacy, sig, "ledger", keys=keys)
+        except IntegrityError:
+            raise exc from None
 
 
 def check_record(
@@ -52,7 +77,7 @@ def check_record(
         return None, "not stored in its canonical form (the line was altered)"
     if sig is not None:
         try:
-            verify_message(head_statement(seq + 1, digest), sig, "ledger", keys=keys)
+            verify_record_sig(seq, digest, sig, keys)
         except IntegrityError as exc:
             return None, f"its ledger signature is invalid: {exc.message}"
     return rec, None
@@ -125,6 +150,7 @@ class _Walk:
     broken: dict[str, Any] | None = None
     last_signed: tuple[int, str] | None = None
     pin_seq: int | None = None
+    pin_found: bool = False
     head_matches: bool = False
 
     @property
@@ -164,13 +190,14 @@ def verify_ledger(
             hint="use the head_hash printed by `qcli audit anchor`",
         )
     keys = keys if keys is not None else public_keys("ledger")
-    data = _read_ledger(p, keys)
-    head = read_head(head_path(p), keys)
-    walk = _walk_records(data, keys, head, expect_head)
+    with _open_ledger(p, keys) as fh:
+        size, state = _snapshot(fh, p, keys)
+        head = state.head
+        walk = _walk_records(_lines(fh, size), keys, head, expect_head)
     intact = walk.expected
     tail = intact - walk.first_unsigned
     if walk.broken is None:
-        intact = _check_end(walk, head, p, tail, expect_head)
+        intact = _check_end(walk, state, p, tail, expect_head)
     broken = walk.broken
     if broken is not None and broken["kind"] == "record":
         intact = broken["seq"]
@@ -192,10 +219,12 @@ def verify_ledger(
     )
 
 
-def _read_ledger(p: Path, keys: dict[str, Any]) -> bytes:
-    """The ledger's bytes; a deleted ledger whose head remains is an :class:`IntegrityError`."""
+def _open_ledger(p: Path, keys: dict[str, Any]):
+    """The ledger, open for reading; a deleted ledger whose head remains is an
+    :class:`IntegrityError`."""
     if not p.exists() and head_path(p).exists():
-        head = read_head(head_path(p), keys)
+        state = read_head_state(head_path(p), keys)
+        head = state.head or state.legacy
         counted = f"its signed head counts {head.count} records" if head else "its head remains"
         raise IntegrityError(
             f"{p}: the audit ledger was deleted ({counted})",
@@ -207,23 +236,59 @@ def _read_ledger(p: Path, keys: dict[str, Any]) -> bytes:
             hint="the ledger is created by the first prediction (`qcli predict` or `qcli serve`)",
         )
     try:
-        return p.read_bytes()
+        fh = open(p, "rb")  # noqa: SIM115 - the caller's `with` closes it
+        if p.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
     except (IsADirectoryError, PermissionError) as exc:
         raise InputError(f"{p}: cannot read the ledger ({exc.strerror})") from None
+    return fh
+
+
+def _snapshot(fh: Any, p: Path, keys: dict[str, Any]) -> tuple[int, HeadState]:
+    """The ledger's size and its head, read together under a shared lock.
+
+    Writers append and rewrite the head inside one exclusive lock, so the pair is consistent;
+    the records up to that size never change afterwards (the file only grows), so the walk
+    needs no lock and never holds up a writer.
+    """
+    fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+    try:
+        return os.fstat(fh.fileno()).st_size, read_head_state(head_path(p), keys)
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _lines(fh: Any, size: int) -> Iterator[tuple[bytes, bool]]:
+    """``(line without newline, complete)`` for the first ``size`` bytes, read in chunks so a
+    ledger of any size is walked in bounded memory."""
+    left, rest = size, b""
+    while left > 0:
+        chunk = fh.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        for line in parts:
+            yield line, True
+    if rest:
+        yield rest, False
 
 
 def _walk_records(
-    data: bytes, keys: dict[str, Any], head: SignedHead | None, expect_head: str | None
+    lines: Iterator[tuple[bytes, bool]],
+    keys: dict[str, Any],
+    head: SignedHead | None,
+    expect_head: str | None,
 ) -> _Walk:
     """Check the records in order; stop at the first broken one."""
-    lines = data.split(b"\n")
-    trailing_partial = lines[-1] != b""
-    if not trailing_partial:
-        lines = lines[:-1]
-    walk = _Walk(head_matches=head is not None and head.count == 0)
-    for i, raw in enumerate(lines, start=1):
+    walk = _Walk(
+        head_matches=head is not None and head.count == 0 and head.head_hash == GENESIS_HASH,
+        pin_found=expect_head == GENESIS_HASH,  # every ledger starts from the empty one
+    )
+    for i, (raw, complete) in enumerate(lines, start=1):
         expected = walk.expected
-        if trailing_partial and i == len(lines):
+        if not complete:
             rec, reason = None, "incomplete record (no trailing newline): a write was cut short"
         else:
             rec, reason = check_record(raw, expected, walk.prev, keys)
@@ -237,7 +302,7 @@ def _walk_records(
         if head is not None and expected == head.count - 1:
             walk.head_matches = walk.prev == head.head_hash
         if expect_head is not None and walk.prev == expect_head:
-            walk.pin_seq = expected
+            walk.pin_seq, walk.pin_found = expected, True
         walk.expected += 1
     return walk
 
@@ -262,12 +327,16 @@ def _record_break(walk: _Walk, line: int, reason: str) -> dict[str, Any]:
     return _broken("record", line, expected, reason)
 
 
-def _check_end(
-    walk: _Walk, head: SignedHead | None, p: Path, tail: int, expect_head: str | None
-) -> int:
+def _check_end(walk: _Walk, state: HeadState, p: Path, tail: int, expect_head: str | None) -> int:
     """Every record is intact: check the end against the signed head and the pin. Sets
-    ``walk.broken`` on a break; returns the count of records that remain trusted."""
+    ``walk.broken`` on a break; returns the count of records that remain trusted.
+
+    The head must count exactly the records the file holds: the writer rewrites it inside the
+    append's lock and verify reads both under that lock, so a shorter head is never honest
+    (accepting one would accept any cut the head of another ledger could be made to fit).
+    """
     intact = walk.expected
+    head = state.head
     if head is not None and head.count > intact:
         first = intact - tail
         unverifiable = (
@@ -293,24 +362,40 @@ def _check_end(
             "appended without the ledger key",
         )
         return first
-    if head is not None and not walk.head_matches:
-        walk.broken = _broken(
-            "head",
-            head.count,
-            head.count - 1,
-            f"record seq {head.count - 1} is not the record the signed head names "
-            "(the ledger was rewritten)",
-        )
-        return head.count - 1
     if head is None:
+        advice = (
+            "; run `qcli audit adopt` to re-sign it"
+            if state.legacy is not None
+            else " (missing, unreadable, edited, or not signed by a ledger key in the keyring)"
+            if state.problem is None
+            else ""
+        )
         walk.broken = _broken(
             "head",
             intact + 1,
             intact,
-            f"no valid signed head: {head_path(p).name} is missing, unreadable or not signed by "
-            "a ledger key in the keyring",
+            f"no valid signed head: {head_path(p).name} {state.problem or 'is invalid'}{advice}",
         )
-    elif expect_head is not None and walk.pin_seq is None:
+        return intact
+    if head.count < intact:
+        walk.broken = _broken(
+            "head",
+            head.count + 1,
+            head.count,
+            f"the signed head counts {head.count} records but the ledger holds {intact}: the "
+            "head was replaced (or a writer died between writing records and their head)",
+        )
+        return head.count
+    if not walk.head_matches:
+        last = max(head.count - 1, 0)
+        walk.broken = _broken(
+            "head",
+            last + 1,
+            last,
+            f"record seq {last} is not the record the signed head names (the ledger was rewritten)",
+        )
+        return last
+    if expect_head is not None and not walk.pin_found:
         walk.broken = _broken(
             "pin",
             intact + 1,
