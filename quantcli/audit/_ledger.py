@@ -52,7 +52,7 @@ from quantcli.audit._head import (
 )
 from quantcli.audit._verify import check_record
 from quantcli.errors import InputError, IntegrityError
-from quantcli.integrity import load_private_key, public_keys, sign_message
+from quantcli.integrity import load_private_key, private_key_path, public_keys, sign_message
 
 _DURABILITY = ("batch", "always")
 
@@ -126,6 +126,7 @@ class AuditLedger:
         self.head_path = head_path(self.path)
         self.durability = durability
         self._interval = fsync_interval_s
+        self._key_stamp = self._stamp_key()
         self._key = load_private_key("ledger")
         self._keys = public_keys("ledger")
         self._closed = True
@@ -178,6 +179,27 @@ class AuditLedger:
             )
             self._flusher.start()
 
+    # -- keys -------------------------------------------------------------------------------
+    @staticmethod
+    def _stamp_key() -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(private_key_path("ledger"))
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _follow_key_rotation(self) -> None:
+        """Sign with the current ledger key: ``qcli audit rotate-key`` replaces the key file
+        under a long-lived writer, which would otherwise keep signing with the retired key."""
+        stamp = self._stamp_key()
+        if stamp != self._key_stamp:
+            self._key = load_private_key("ledger")
+            self._keys = public_keys("ledger")
+            self._key_stamp = self._stamp_key()
+
+    def _reload_keyring(self) -> None:
+        self._keys = public_keys("ledger")
+
     # -- chain state ------------------------------------------------------------------------
     def _check_at_open(self) -> None:
         """The ledger's end against its signed head; a new ledger gets a new signed head."""
@@ -191,6 +213,10 @@ class AuditLedger:
 
     def _check_head(self, state: HeadState) -> None:
         """The head must count exactly the records read and name the last one."""
+        if state.head is None and state.problem and "does not verify" in state.problem:
+            # another writer may sign with a key published after this one read the keyring
+            self._reload_keyring()
+            state = read_head_state(self.head_path, self._keys)
         head = state.head
         if head is None:
             err = refusal(self.path, f"no valid signed head: {self.head_path.name} {state.problem}")
@@ -243,6 +269,10 @@ class AuditLedger:
                 break
             chunk *= 4
         rec, reason = check_record(last, None, None, self._keys)
+        if rec is None and reason is not None and "not in the ledger keyring" in reason:
+            # another writer signs with a key published after this one read the keyring
+            self._reload_keyring()
+            rec, reason = check_record(last, None, None, self._keys)
         if rec is None:
             raise refusal(self.path, f"the last record is not intact: {reason}")
         if "sig" not in rec:
@@ -275,6 +305,7 @@ class AuditLedger:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
+                self._follow_key_rotation()
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
                     if size < self._size:

@@ -1,0 +1,56 @@
+"""A long-lived writer (the service) under changes made beside it: key rotation, a deleted or
+replaced ledger file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from quantcli.audit import AuditLedger, ledger_path, verify_ledger
+
+
+def rec(i: int) -> dict:
+    return {"symbol": f"S{i % 4}", "prediction": 0.25 * i, "request_id": f"r{i}"}
+
+
+def fingerprints() -> list[str]:
+    lines = ledger_path().read_bytes().splitlines()
+    return [json.loads(line)["sig"].split(":")[1] for line in lines if b'"sig"' in line]
+
+
+def other_process_appends(n: int, env: dict | None = None) -> None:
+    code = (
+        "from quantcli.audit import AuditLedger\n"
+        "with AuditLedger() as led:\n"
+        f"    led.append([{{'symbol': 'X', 'n': i}} for i in range({n})])\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, **(env or {})})
+
+
+def test_a_running_writer_follows_a_ledger_key_rotation(qcli_home, qcli):
+    with AuditLedger() as service:
+        service.append([rec(0)])
+        old = fingerprints()[-1]
+        code, out, err = qcli("audit", "rotate-key", "--purpose", "ledger", "--json")
+        assert code == 0, err
+        new = json.loads(out)["new_fingerprint"]
+        other_process_appends(1)  # `qcli predict` signs with the new key
+        service.append([rec(1)])  # the service neither refuses nor keeps the retired key
+        service.append([rec(2)])
+    assert fingerprints() == [old, new, new, new]
+    res = verify_ledger()
+    assert res["ok"], res["first_broken"]
+    assert res["signed_head"]["key"] == new
+
+
+def test_a_running_writer_learns_a_key_another_writer_published(qcli_home, tmp_path):
+    """Another writer with its own ledger key (published to the keyring) appends: the service
+    re-reads the keyring instead of declaring the ledger broken."""
+    with AuditLedger() as service:
+        service.append([rec(0)])
+        other_process_appends(2, {"QCLI_LEDGER_KEY": str(tmp_path / "keys" / "other.key")})
+        service.append([rec(1)])
+    assert len(set(fingerprints())) == 2
+    assert verify_ledger()["ok"]
