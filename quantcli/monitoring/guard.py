@@ -2,13 +2,15 @@
 
 The checks and their severities are :mod:`quantcli.monitoring.guard_rules` (re-exported here);
 this module reads their inputs (the performance history, the latest drift check, the service's
-``/metrics``), rolls back or halts the model on a CRITICAL finding, delivers the alerts and
-appends the evaluation to ``monitor_guard_events``.
+``/metrics``), rolls back or halts the model on a CRITICAL finding, appends the evaluation to
+``monitor_guard_events``, and only then delivers the alerts: a slow or dead webhook must never
+delay the kill switch. The deliveries are part of the result.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -18,7 +20,7 @@ from typing import Any
 from quantcli.errors import InputError
 from quantcli.models.deployment import halt
 from quantcli.models.registry import ModelRegistry
-from quantcli.monitoring.alerts import AlertConfig, AlertSink, finding_alerts
+from quantcli.monitoring.alerts import AlertConfig, AlertSink, Delivery, finding_alerts
 from quantcli.monitoring.drift_check import latest_drift_run
 from quantcli.monitoring.guard_rules import (
     SEVERITIES,
@@ -53,6 +55,7 @@ class GuardResult(Result):
     halt: dict[str, Any] | None
     inputs: dict[str, Any]
     thresholds: dict[str, Any]
+    alerts: tuple[Delivery, ...] = ()
 
     def message(self) -> str:
         if self.action == "rollback":
@@ -64,6 +67,9 @@ class GuardResult(Result):
             done = "; model halted (every service answers 503)"
         else:
             done = ""
+        lost = sum(1 for d in self.alerts if d.route is not None and not d.delivered)
+        if lost:
+            done += f"; {lost} alert(s) not delivered (see alerts)"
         return f"CRITICAL guard finding(s){done}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +85,7 @@ class GuardResult(Result):
             "halt": self.halt,
             "inputs": self.inputs,
             "thresholds": self.thresholds,
+            "alerts": [d.to_dict() for d in self.alerts],
         }
 
 
@@ -129,7 +136,7 @@ def run_guard(
     workspace: Workspace | None = None,
     tracking_uri: str | None = None,
 ) -> GuardResult:
-    """Gather the inputs, evaluate, act on CRITICAL, deliver the alerts, record the event.
+    """Gather the inputs, evaluate, act on CRITICAL, record the event, deliver the alerts.
 
     Inputs: the performance monitor's daily metrics history (``monitor_metrics``), the latest
     recorded drift check, and the service's ``/metrics`` (URL or snapshot file, optional).
@@ -138,9 +145,11 @@ def run_guard(
     back to the previous version through the registry (the findings are the recorded reason)
     and every running service follows it; without it, or when the rollback fails, the model is
     halted (the kill switch, :func:`quantcli.models.deployment.halt`) unless
-    ``halt_on_critical`` is false. Every CRITICAL and WARNING finding is delivered through
+    ``halt_on_critical`` is false. Then every CRITICAL and WARNING finding is delivered through
     ``alerts`` (default: the ``[alerts]`` section of the workspace's config, i.e. the log only
-    unless it names webhooks).
+    unless it names webhooks), all within one ``delivery_budget_s``; the deliveries are the
+    result's ``alerts``. A bad ``[alerts]`` section (an unset ``env:NAME``, a dead-letter path
+    that cannot be created) is an :class:`InputError` before anything is read or recorded.
 
     ``thresholds`` default to the ``[guard]`` section of the workspace's config;
     ``tracking_uri`` is deprecated (the workspace's registry is used).
@@ -151,6 +160,8 @@ def run_guard(
     if tracking_uri is not None:
         ws = replace(ws, tracking_uri=tracking_uri)
     t = thresholds or GuardThresholds.from_config(ws.config, source=ws.config_path)
+    sink = alerts if alerts is not None else AlertSink(AlertConfig.from_config(ws.config))
+    sink.config.check_dead_letter()
     inputs = _gather(monitor, metrics, token, t, ws)
     findings = evaluate_guard(
         daily_sharpe=inputs.daily,
@@ -161,24 +172,27 @@ def run_guard(
         thresholds=t,
     )
     severity = worst_severity(findings)
-    sink = alerts if alerts is not None else AlertSink(AlertConfig.from_config(ws.config))
-    for alert in finding_alerts(findings, source="qcli monitor guard", model=model):
-        sink.send(alert)
     critical = [f for f in findings if f.severity == "CRITICAL"]
-    action, detail = _act(
-        model,
-        critical,
-        auto_rollback=auto_rollback,
-        halt_on_critical=halt_on_critical,
-        ws=ws,
-        record=lambda act, det: record_guard_event(
-            utc_now(), monitor, severity, findings, act, det, inputs.raw, ws
-        ),
-    )
-    evaluated_at = utc_now()
-    event_id = record_guard_event(
-        evaluated_at, monitor, severity, findings, action, detail, inputs.raw, ws
-    )
+    action = "rollback-failed"  # what the alerts say if _act raises (it re-raises that only)
+    try:
+        action, detail = _act(
+            model,
+            critical,
+            auto_rollback=auto_rollback,
+            halt_on_critical=halt_on_critical,
+            ws=ws,
+            record=lambda act, det: record_guard_event(
+                utc_now(), monitor, severity, findings, act, det, inputs.raw, ws
+            ),
+        )
+        evaluated_at = utc_now()
+        event_id = record_guard_event(
+            evaluated_at, monitor, severity, findings, action, detail, inputs.raw, ws
+        )
+    except Exception:
+        _deliver(sink, findings, model, action)  # on-call must hear of a failed rollback too
+        raise
+    deliveries = _deliver(sink, findings, model, action)
     return GuardResult(
         passed=not critical,
         reasons=[f.message for f in critical],
@@ -193,7 +207,18 @@ def run_guard(
         halt=detail if action == "halt" else (detail or {}).get("halt"),
         inputs=inputs.to_dict(),
         thresholds=asdict(t),
+        alerts=deliveries,
     )
+
+
+def _deliver(
+    sink: AlertSink, findings: list[Finding], model: str | None, action: str
+) -> tuple[Delivery, ...]:
+    """Send the findings' alerts, worst first, all within one ``delivery_budget_s``: past it
+    the remaining ones are dead-lettered without an attempt."""
+    deadline = time.monotonic() + sink.config.delivery_budget_s
+    alerts = finding_alerts(findings, source="qcli monitor guard", model=model, action=action)
+    return tuple(sink.send(alert, deadline=deadline) for alert in alerts)
 
 
 def _act(

@@ -113,7 +113,7 @@ def test_guard_critical_fails_and_the_json_keys_are_the_commands(qcli_home):
     assert r.reasons == tuple(f.message for f in r.findings if f.severity == "CRITICAL")
     assert list(r.to_dict()) == [
         "event_id", "evaluated_at", "monitor", "model", "severity", "findings", "action",
-        "rollback", "halt", "inputs", "thresholds",
+        "rollback", "halt", "inputs", "thresholds", "alerts",
     ]  # fmt: skip
     assert r["findings"][0]["check"] == "sharpe" and r.action == "none"
     with pytest.raises(GateFailedError) as exc:
