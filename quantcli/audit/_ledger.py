@@ -155,6 +155,7 @@ class AuditLedger:
         self._closed = False
         self._lock = threading.Lock()
         self._size = -1  # file size after our last append; -1 forces a tail read
+        self._mtime = -1  # and its mtime: a file cut and regrown to that size has another
         self._next_seq = 0
         self._prev_hash = GENESIS_HASH
         self._ledger_id: str | None = None  # of the head, and its generation, once read
@@ -207,6 +208,7 @@ class AuditLedger:
         if size == 0 and os.fstat(self._head_fd).st_size == 0:
             self._ledger_id, self._gen = write_new_head(self._head_fd, 0, GENESIS_HASH, self._key)
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
+            self._mtime = os.fstat(self._fd).st_mtime_ns
             return
         self._load_tail(size)
         self._check_head(read_head_state(self.head_path, self._keys))
@@ -255,6 +257,7 @@ class AuditLedger:
         """Read and check the last record (seq, hash, signature) of a file of ``size`` bytes."""
         if size == 0:
             self._next_seq, self._prev_hash, self._size = 0, GENESIS_HASH, 0
+            self._mtime = os.fstat(self._fd).st_mtime_ns
             return
         chunk = 4096
         while True:
@@ -284,11 +287,34 @@ class AuditLedger:
         self._next_seq = rec["seq"] + 1
         self._prev_hash = rec["hash"]
         self._size = size
+        self._mtime = os.fstat(self._fd).st_mtime_ns
 
     def _write_head(self, count: int, head_hash: str) -> None:
         assert self._ledger_id is not None
         write_slot(self._head_fd, self._ledger_id, self._gen + 1, count, head_hash, self._key)
         self._gen += 1
+
+    def _check_paths(self) -> os.stat_result:
+        """``fstat`` of the open ledger, after checking that its path and its head's still name
+        the files this writer has open: records written to a deleted or replaced file would be
+        answered but recorded nowhere anyone reads."""
+        st = os.fstat(self._fd)
+        for path, fd, name in (
+            (self.path, self._fd, "ledger"),
+            (self.head_path, self._head_fd, "head"),
+        ):
+            try:
+                on_disk = os.stat(path)
+            except FileNotFoundError:
+                raise refusal(
+                    self.path, f"its {name} file was deleted while this writer had it open"
+                ) from None
+            mine = st if fd == self._fd else os.fstat(fd)
+            if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+                raise refusal(
+                    self.path, f"its {name} file was replaced while this writer had it open"
+                )
+        return st
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -306,8 +332,9 @@ class AuditLedger:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 self._follow_key_rotation()
-                size = os.fstat(self._fd).st_size
-                if size != self._size:
+                st = self._check_paths()
+                size = st.st_size
+                if size != self._size or st.st_mtime_ns != self._mtime:
                     if size < self._size:
                         raise refusal(
                             self.path, f"it shrank from {self._size} to {size} bytes (truncated)"
@@ -344,7 +371,8 @@ class AuditLedger:
                 while view:
                     n = os.write(self._fd, view)
                     view = view[n:]
-                self._size = size + len(data)
+                st = os.fstat(self._fd)
+                self._size, self._mtime = st.st_size, st.st_mtime_ns
                 self._next_seq, self._prev_hash = seq, prev
                 self._write_head(seq, prev)
                 self.records_appended += len(out)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
-from quantcli.audit import AuditLedger, ledger_path, verify_ledger
+import pytest
+
+from quantcli.audit import AuditLedger, LedgerBrokenError, head_path, ledger_path, verify_ledger
 
 
 def rec(i: int) -> dict:
@@ -54,3 +57,41 @@ def test_a_running_writer_learns_a_key_another_writer_published(qcli_home, tmp_p
         service.append([rec(1)])
     assert len(set(fingerprints())) == 2
     assert verify_ledger()["ok"]
+
+
+@pytest.mark.parametrize("which", ["ledger", "head"])
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_writer_refuses_once_its_files_are_deleted_or_replaced(qcli_home, which, how):
+    """Nothing is answered that lands in an unlinked inode, or beside the file verify reads."""
+    with AuditLedger() as service:
+        service.append([rec(0)])
+        target = ledger_path() if which == "ledger" else head_path(ledger_path())
+        if how == "deleted":
+            target.unlink()
+        else:
+            copy = target.with_name("copy")
+            shutil.copy(target, copy)
+            os.replace(copy, target)  # same bytes, another file
+        before = target.read_bytes() if target.exists() else None
+        with pytest.raises(LedgerBrokenError, match=f"its {which} file was {how}"):
+            service.append([rec(1)])
+        with pytest.raises(LedgerBrokenError):
+            service.append([rec(2)])  # and stays refused
+        assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_a_ledger_cut_and_regrown_to_the_same_size_is_re_read(qcli_home):
+    """Size alone does not say the file is unchanged: the tail is re-read when it was written
+    by anyone else, so the chain never forks."""
+    with AuditLedger() as service:
+        service.append([rec(0)])
+        saved = ledger_path().read_bytes(), head_path(ledger_path()).read_bytes()
+        service.append([rec(1)])
+        ledger_path().write_bytes(saved[0])  # rolled back in place (same file) ...
+        head_path(ledger_path()).write_bytes(saved[1])
+        with AuditLedger() as other:  # ... and regrown by another writer to the same size
+            other.append([rec(7)])
+        service.append([rec(2)])
+    res = verify_ledger()
+    assert res["ok"], res["first_broken"]
+    assert res["records"] == 3
