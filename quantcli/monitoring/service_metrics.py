@@ -15,6 +15,11 @@ alone would dilute a fresh error spike with days of healthy traffic. The guard t
 evaluates the *difference* to the counts it read on its previous run from the same source
 (:meth:`ServiceHealth.since`), and falls back to the cumulative counts after a service restart
 (a counter went down) or on the first run. JSON snapshots are taken as given.
+
+Every count read must be a finite whole number >= 0 (and errors and slow requests at most the
+requests): a NaN or a negative count would otherwise read as a healthy rate. A URL is read
+within ``timeout`` seconds in all, at most :data:`MAX_METRICS_BYTES`, and never through a
+redirect: the bearer token would travel to whatever host the redirect names.
 """
 
 from __future__ import annotations
@@ -23,16 +28,22 @@ import json
 import math
 import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from quantcli.errors import InputError
+from quantcli.monitoring._http import HttpFailure, http_request
 
 ENDPOINT = "/predict"
 SLOW_SECONDS = 0.5
+#: Largest /metrics answer read: quantcli's is a few kB; more is not its service.
+MAX_METRICS_BYTES = 8 * 1024 * 1024
+_SERIES = (
+    "qcli_http_requests_total",
+    "qcli_http_request_latency_seconds_bucket",
+    "qcli_http_request_latency_seconds_count",
+)
 
 _SAMPLE = re.compile(
     r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)"
@@ -98,20 +109,24 @@ def parse_prometheus(text: str, source: str = "metrics") -> ServiceHealth:
         if not m:
             continue
         labels = dict(_LABEL.findall(m["labels"] or ""))
-        if labels.get("endpoint") != ENDPOINT:
+        name = m["name"]
+        if labels.get("endpoint") != ENDPOINT or name not in _SERIES:
             continue
         try:
             value = float(m["value"])
         except ValueError:
-            continue
-        name = m["name"]
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise InputError(
+                f"{source}: {name}{{{m['labels']}}} is {m['value']}: a count must be a finite "
+                "number >= 0"
+            )
         if name == "qcli_http_requests_total":
             requests += value
             if labels.get("status", "").startswith("5"):
                 errors += value
         elif name == "qcli_http_request_latency_seconds_bucket":
-            le = labels.get("le")
-            if le is not None and le != "+Inf" and math.isclose(float(le), SLOW_SECONDS):
+            if _is_slow_bound(labels.get("le")):
                 le_half = value
         elif name == "qcli_http_request_latency_seconds_count":
             count = value
@@ -125,38 +140,73 @@ def parse_prometheus(text: str, source: str = "metrics") -> ServiceHealth:
             )
     else:
         slow = count - le_half
+        if slow < 0:
+            raise InputError(
+                f"{source}: the {ENDPOINT} latency histogram counts {count:g} requests but "
+                f"{le_half:g} within {SLOW_SECONDS} s (slow requests would be negative)"
+            )
     return ServiceHealth(
         int(requests), int(errors), int(slow), source, cumulative=True,
         window="since service start",
     )  # fmt: skip
 
 
+def _is_slow_bound(le: str | None) -> bool:
+    try:
+        return le is not None and math.isclose(float(le), SLOW_SECONDS)
+    except ValueError:
+        return False
+
+
+def _fetch(url: str, token: str | None, timeout: float) -> str:
+    """The text of ``url`` (see the module doc for the bounds); the token is never shown."""
+    token = token if token is not None else os.environ.get("QCLI_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = http_request(url, headers=headers, timeout=timeout, max_bytes=MAX_METRICS_BYTES)
+        return answer.body.decode("utf-8")
+    except (HttpFailure, UnicodeDecodeError) as exc:
+        raise InputError(f"--metrics {url}: cannot read the service metrics ({exc})") from None
+
+
+def _json_counts(text: str, spec: str) -> ServiceHealth:
+    """A JSON snapshot ``{"requests", "errors", "slow_requests"}``, each count checked."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        d = exc
+    if not isinstance(d, dict) or "requests" not in d or "errors" not in d:
+        raise InputError(
+            f"--metrics {spec}: expected JSON with requests, errors, slow_requests"
+            + (f" ({d})" if isinstance(d, json.JSONDecodeError) else "")
+        )
+    counts = {}
+    for key in ("requests", "errors", "slow_requests"):
+        v = d.get(key, 0)
+        whole = isinstance(v, int | float) and not isinstance(v, bool)
+        if not whole or not math.isfinite(v) or v < 0 or v != int(v):
+            raise InputError(f"--metrics {spec}: {key} must be a whole number >= 0, got {v!r}")
+        counts[key] = int(v)
+    for key in ("errors", "slow_requests"):
+        if counts[key] > counts["requests"]:
+            raise InputError(
+                f"--metrics {spec}: {key} ({counts[key]}) exceeds requests ({counts['requests']})"
+            )
+    return ServiceHealth(counts["requests"], counts["errors"], counts["slow_requests"], spec)
+
+
 def read_service_health(spec: str, token: str | None = None, timeout: float = 5.0) -> ServiceHealth:
     """Service health from a URL (``http://host:port/metrics``) or a snapshot file."""
     if spec.startswith(("http://", "https://")):
-        token = token if token is not None else os.environ.get("QCLI_API_TOKEN")
-        req = urllib.request.Request(spec)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                text = resp.read().decode("utf-8")
-        except (urllib.error.URLError, OSError) as exc:
-            raise InputError(f"--metrics {spec}: cannot read the service metrics ({exc})") from None
-        return parse_prometheus(text, spec)
+        return parse_prometheus(_fetch(spec, token, timeout), spec)
     path = Path(spec)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"--metrics {spec}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"--metrics {spec}: cannot read it ({why})") from None
     if path.suffix.lower() == ".json":
-        try:
-            d = json.loads(text)
-            return ServiceHealth(
-                int(d["requests"]), int(d["errors"]), int(d.get("slow_requests", 0)), str(path)
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                f"--metrics {spec}: expected JSON with requests, errors, slow_requests ({exc})"
-            ) from None
+        return _json_counts(text, str(path))
     return parse_prometheus(text, str(path))

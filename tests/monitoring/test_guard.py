@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import polars as pl
@@ -12,7 +15,11 @@ import pytest
 
 from quantcli.errors import InputError
 from quantcli.monitoring.guard import evaluate_guard, worst_severity
-from quantcli.monitoring.service_metrics import parse_prometheus, read_service_health
+from quantcli.monitoring.service_metrics import (
+    MAX_METRICS_BYTES,
+    parse_prometheus,
+    read_service_health,
+)
 
 D = [date(2024, 3, 4) + timedelta(days=i) for i in range(4)]
 OK = {"max_drawdown": -0.05, "error_rate": 0.0, "slow_share": 0.0, "n_drifted": 0}
@@ -288,3 +295,119 @@ def test_threshold_findings_exactly(inputs, expected):
     rank = {"CRITICAL": 0, "WARNING": 1, "INFO": 2}
     assert got == sorted(expected, key=lambda e: rank[e[1]])
     assert all(type(x.value) in (float, type(None)) for x in f)
+
+
+# -- the /metrics URL: no redirects with the token, a bounded answer and time --------------
+class _MetricsServer:
+    """A /metrics endpoint on 127.0.0.1 answering ``body`` (or 302 to ``location``, or one
+    byte per 0.3 s); records each request's path and Authorization header."""
+
+    def __init__(self, body=b"", *, location=None, trickle=False):
+        self.seen: list[tuple[str, str | None]] = []
+        self.stop = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.seen.append((self.path, self.headers.get("Authorization")))
+                if location is not None:
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if trickle:
+                    for i in range(40):
+                        if outer.stop.wait(0.3):
+                            return
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\n\r\n"[i : i + 1] or b"#")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path="/metrics"):
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+TOKEN = "s3cret-token-value"
+
+
+def test_metrics_redirect_is_refused_and_the_token_stays_home(monkeypatch):
+    """urllib copies an add_header Authorization to the redirected request, to any host."""
+    monkeypatch.setenv("QCLI_API_TOKEN", TOKEN)
+    text = _prometheus_text(n_ok=10, n_5xx=0, n_4xx=0, latencies=[0.01] * 10).encode()
+    with _MetricsServer(text) as elsewhere:
+        # localhost vs 127.0.0.1: another origin, as a redirect to another host would be
+        port = elsewhere.server.server_address[1]
+        with (
+            _MetricsServer(location=f"http://localhost:{port}/steal") as svc,
+            pytest.raises(InputError) as exc,
+        ):
+            read_service_health(svc.url(), timeout=5)
+    assert "HTTP 302 (redirects are not followed)" in str(exc.value)
+    assert svc.seen == [("/metrics", f"Bearer {TOKEN}")]
+    assert elsewhere.seen == []
+    assert TOKEN not in str(exc.value)
+
+
+def test_metrics_answer_is_bounded_in_size_and_time():
+    with (
+        _MetricsServer(b"#" * (MAX_METRICS_BYTES + 1)) as svc,
+        pytest.raises(InputError, match=r"answer larger than 8388608 bytes"),
+    ):
+        read_service_health(svc.url(), timeout=10)
+    with _MetricsServer(trickle=True) as svc:
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match=r"no complete answer within 1 s"):
+            read_service_health(svc.url(), timeout=1)
+        assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "-3", "junk"])
+def test_prometheus_non_finite_or_negative_count_names_the_source(value):
+    text = _prometheus_text(n_ok=10, n_5xx=0, n_4xx=0, latencies=[0.01] * 10)
+    text = text.replace(
+        'qcli_http_requests_total{endpoint="/predict",status="500"} 0.0',
+        f'qcli_http_requests_total{{endpoint="/predict",status="500"}} {value}',
+    )
+    with pytest.raises(InputError, match=r"^snap\.prom: qcli_http_requests_total\{.*\} is "):
+        parse_prometheus(text, "snap.prom")
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "message"),
+    [
+        ('{"requests": 1e999, "errors": 0}', r"requests must be a whole number >= 0, got inf"),
+        ('{"requests": 1000, "errors": -500}', r"errors must be a whole number >= 0, got -500"),
+        ('{"requests": 10, "errors": 1, "slow_requests": -1}', r"slow_requests must be"),
+        ('{"requests": 10, "errors": 1.5}', r"errors must be a whole number"),
+        ('{"requests": 10, "errors": true}', r"errors must be a whole number"),
+        ('{"requests": 10, "errors": 11}', r"errors \(11\) exceeds requests \(10\)"),
+        ('{"requests": 10, "errors": 0, "slow_requests": 11}', r"slow_requests \(11\) exceeds"),
+        ("[1, 2]", r"expected JSON with requests, errors"),
+    ],
+)
+def test_json_snapshot_counts_are_checked(qcli_home, tmp_path, qcli, snapshot, message):
+    snap = tmp_path / "snap.json"
+    snap.write_text(snapshot)
+    with pytest.raises(InputError, match=message):
+        read_service_health(str(snap))
+    run = qcli("monitor", "guard", "--metrics", snap)
+    assert run.code == 2 and "snap.json" in run.err and "Traceback" not in run.err, run.err
