@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import stat
 from dataclasses import dataclass
@@ -372,8 +373,77 @@ def verify_message(
 
 
 def sign_digest(sha256_hex: str, keys_dir: str | os.PathLike[str] | None = None) -> str:
-    """Signature of the ASCII hex digest with the artifact signing key (created on first use)."""
+    """Signature of the ASCII hex digest with the artifact signing key (created on first use).
+
+    It says only that the key signed these bytes, not whose artifact they are: a file and its
+    digest signature can be copied together onto another model version. The registry therefore
+    also requires a binding signature (:func:`sign_artifact`) for every artifact of a version.
+    """
     return sign_message(sha256_hex.encode("ascii"), "signing", keys_dir)
+
+
+#: Prefix of the binding statement; the version number changes whenever its fields do, so a
+#: signature over an older statement is refused rather than read with the wrong fields.
+ARTIFACT_STATEMENT_PREFIX = b"quantcli-artifact:v2:"
+
+
+def artifact_statement(
+    sha256_hex: str, *, name: str, version: str | int, run_id: str, path: str
+) -> bytes:
+    """The bytes a binding signature covers: the digest and whose artifact it is (model name,
+    version, training run and artifact path), as canonical JSON."""
+    body = {
+        "model": name,
+        "path": path,
+        "run_id": run_id,
+        "sha256": sha256_hex,
+        "version": str(version),
+    }
+    return ARTIFACT_STATEMENT_PREFIX + json.dumps(
+        body, sort_keys=True, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def sign_artifact(
+    sha256_hex: str,
+    *,
+    name: str,
+    version: str | int,
+    run_id: str,
+    path: str,
+    keys_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Binding signature of an artifact: :func:`artifact_statement` with the signing key."""
+    statement = artifact_statement(sha256_hex, name=name, version=version, run_id=run_id, path=path)
+    return sign_message(statement, "signing", keys_dir)
+
+
+def verify_artifact(
+    sha256_hex: str,
+    signature: str | None,
+    *,
+    name: str,
+    version: str | int,
+    run_id: str,
+    path: str,
+    keys_dir: str | os.PathLike[str] | None = None,
+    keys: dict[str, Any] | None = None,
+) -> str:
+    """Check a binding signature (public keys only); the fingerprint that made it.
+
+    Raises :class:`IntegrityError` when it is missing (the artifact was never bound to this
+    version: signed before bindings existed, or copied from elsewhere) or does not verify for
+    exactly this model, version, run, path and digest.
+    """
+    label = f"{path}: binding to {name} v{version}"
+    if not signature:
+        raise IntegrityError(
+            f"{path}: not bound to {name} v{version} (no binding signature: signed before "
+            "artifacts were bound to their version, or copied from another one); refusing it",
+            hint="register the model again (qcli model train) so its files are bound to it",
+        )
+    statement = artifact_statement(sha256_hex, name=name, version=version, run_id=run_id, path=path)
+    return verify_message(statement, signature, "signing", keys_dir, what=label, keys=keys)
 
 
 def sign_file(path: str | os.PathLike[str], keys_dir=None) -> tuple[str, str]:

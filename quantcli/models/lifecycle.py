@@ -32,13 +32,16 @@ from quantcli.models import tags as T
 from quantcli.models.events import RegistryEvent, insert_event
 from quantcli.models.verdicts import (
     GATE_FLOOR,
+    REGISTERED_FORMAT,
+    THRESHOLD_FLOOR,
     judged_snapshot,
     registered_statement,
     required_verdicts,
     statuses,
+    threshold_shortfalls,
     with_floor,
 )
-from quantcli.models.versions import ModelVersionInfo, check_model_name, json_or_none
+from quantcli.models.versions import ModelVersionInfo, check_model_name
 from quantcli.results import Result
 from quantcli.store.offline import OfflineStore
 
@@ -198,41 +201,47 @@ def validate_version(
 ) -> ValidationResult:
     """Check a version's model bytes, record its backtest verdict, report every gate.
 
-    The model files are downloaded and verified first (sha256 + signature). The ``backtest``
-    verdict is the CPCV verdict its training run recorded (tags ``quantcli.backtest.verdict``
-    / ``quantcli.backtest.reasons``), bound to the model files and dataset manifest registered
-    with that run; ``parity`` and ``scan`` are read from the version as ``qcli model export`` /
-    ``qcli model scan`` recorded them, and shown ``stale`` when an artifact they judged changed
-    since. ``required`` defaults to the policy (floor + config); ``version`` to the ``staging``
-    version, else the latest. The backtest verdict is recorded whatever the outcome.
+    The model files are downloaded and verified first (sha256, signature, binding to this
+    version). The ``backtest`` verdict is the CPCV verdict signed into the registration record
+    at training, with the model files, dataset manifest and run it judged -- never the run's
+    editable tags -- and it fails when it was judged under thresholds looser than
+    :data:`~quantcli.models.verdicts.THRESHOLD_FLOOR`. A missing or edited registration record
+    is an :class:`IntegrityError`. ``parity`` and ``scan`` are read from the version as
+    ``qcli model export`` / ``qcli model scan`` recorded them, and shown ``stale`` when an
+    artifact they judged changed since. ``required`` defaults to the policy (floor + config);
+    ``version`` to the ``staging`` version, else the latest. The backtest verdict is recorded
+    whatever the outcome.
     """
     required = list(required) if required is not None else required_verdicts()
     info = reg.resolve(name, reg.candidate_version(name, version)[0])
     if not info.run_id:
         raise NotFoundError(f"{name} v{info.version} has no training run to validate")
     reg.verify_model(name, info.version)
-    run = reg.client.get_run(info.run_id)
-    verdict = run.data.tags.get("quantcli.backtest.verdict")
-    if verdict not in T.VERDICT_VALUES:
-        run_reasons = [f"training run {info.run_id} recorded no CPCV backtest verdict"]
-        verdict = T.FAIL
-    else:
-        run_reasons = json_or_none(run.data.tags.get("quantcli.backtest.reasons")) or []
     registered = _registered_snapshot(info)
-    if registered is None:  # registered before the registration record existed
-        registered = {p: a.get("sha256", "") for p, a in info.artifacts.items()}
-        dataset = info.tags.get(T.DATASET_SHA256)
+    record = registered["backtest"]
+    if record is None:
+        verdict = T.FAIL
+        run_reasons = [
+            "the training backtest was not signed with the model at registration (registered "
+            "before backtest verdicts were signed at training): train the model again"
+        ]
+        thresholds, metrics = None, {}
     else:
-        registered, dataset = registered["artifacts"], registered["dataset"]
-    snapshot = judged_snapshot("backtest", registered, dataset)
-    reg.record_signed_verdict(info, "backtest", verdict == T.PASS, run_reasons, snapshot)
+        verdict = record.get("verdict") if record.get("verdict") in T.VERDICT_VALUES else None
+        run_reasons = list(record.get("reasons") or [])
+        if verdict is None:
+            verdict = T.FAIL
+            run_reasons = [f"training run {info.run_id} recorded no CPCV backtest verdict"]
+        thresholds, metrics = record.get("thresholds"), dict(record.get("metrics") or {})
+        run_reasons += threshold_shortfalls(thresholds)
+    passed = verdict == T.PASS and not run_reasons
+    snapshot = judged_snapshot("backtest", registered["artifacts"], registered["dataset"])
+    snapshot.update(
+        {"run_id": info.run_id, "thresholds": thresholds, "floor": dict(THRESHOLD_FLOOR)}
+    )
+    reg.record_signed_verdict(info, "backtest", passed, run_reasons, snapshot)
     info = reg.resolve(name, info.version)
     reasons = reg.gate_reasons(info, required)
-    metrics = {
-        k[len("backtest_") :]: v
-        for k, v in sorted(run.data.metrics.items())
-        if k.startswith("backtest_")
-    }
     return ValidationResult(
         passed=not reasons,
         reasons=reasons,
@@ -241,15 +250,25 @@ def validate_version(
         required_verdicts=required,
         verdicts=statuses(info),
         verdict_states=info.verdict_states,
-        backtest_metrics=metrics,
+        backtest_metrics={k: v for k, v in sorted(metrics.items()) if v is not None},
     )
 
 
-def _registered_snapshot(info: ModelVersionInfo) -> dict[str, Any] | None:
-    """The signed record of the files registered with the training run (None if absent)."""
+def _registered_snapshot(info: ModelVersionInfo) -> dict[str, Any]:
+    """The signed record of the files and backtest registered with the training run.
+
+    ``backtest`` is ``None`` for a record written before it carried the backtest. A missing
+    record is refused like an edited one: the files there now are never taken as the ones
+    registered.
+    """
     raw, sig = info.tags.get(T.REGISTERED), info.tags.get(T.REGISTERED_SIG)
-    if raw is None and sig is None:
-        return None
+    if raw is None or sig is None:
+        raise IntegrityError(
+            f"{info.name} v{info.version}: no signed registration record of its model files "
+            f"(tags {T.REGISTERED} / {T.REGISTERED_SIG}); refusing to bind a backtest verdict "
+            "to whatever files are there now",
+            hint="train the model again: qcli model train --name NAME",
+        )
     try:
         integrity.verify_message(
             registered_statement(info.name, info.version, raw or ""),
@@ -258,7 +277,18 @@ def _registered_snapshot(info: ModelVersionInfo) -> dict[str, Any] | None:
             what="the registration record",
         )
         snap = json.loads(raw or "")
-        return {"artifacts": dict(snap["artifacts"]), "dataset": snap["dataset"]}
+        out = {
+            "artifacts": dict(snap["artifacts"]),
+            "dataset": snap["dataset"],
+            "backtest": None,
+        }
+        if snap.get("format") == REGISTERED_FORMAT:
+            if snap["run_id"] != info.run_id:
+                raise IntegrityError(
+                    f"the record names run {snap['run_id']}, the version run {info.run_id}"
+                )
+            out["backtest"] = dict(snap["backtest"])
+        return out
     except (IntegrityError, ValueError, KeyError, TypeError) as exc:
         why = exc.message if isinstance(exc, IntegrityError) else "unreadable"
         raise IntegrityError(
@@ -332,6 +362,10 @@ def promote_version(
                 "gate_reasons": reasons,
                 "overridden": reasons if verdict["forced"] else [],
                 "history": history,
+                "backtest_thresholds": (info.verdict_states.get("backtest") or {}).get(
+                    "thresholds"
+                ),
+                "threshold_floor": dict(THRESHOLD_FLOOR),
             },
         )
         _apply_production(reg, event, history, _promote_changes(reg, event), store_path)

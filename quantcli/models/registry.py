@@ -50,7 +50,9 @@ from quantcli.models.serialize import load_model
 from quantcli.models.verdicts import (
     GATE_FLOOR,
     GATE_NAME_RE,
+    REGISTERED_FORMAT,
     artifact_role,
+    backtest_record,
     gate_policy,
     gate_reasons,
     judged_snapshot,
@@ -64,6 +66,7 @@ from quantcli.models.versions import (
     ModelVersionInfo,
     check_model_name,
     info_from,
+    json_or_none,
 )
 from quantcli.workspace import Workspace
 
@@ -275,15 +278,14 @@ class ModelRegistry:
             raise InputError(
                 f"artifact_path {artifact_path!r} must end with the file name {local.name!r}"
             )
-        digest, signature = integrity.sign_file(local)
+        signed = _signed_tags(info.name, info.version, info.run_id, local, artifact_path)
         parent = str(Path(artifact_path).parent)
         self.client.log_artifact(info.run_id, str(local), None if parent == "." else parent)
-        self.set_version_tags(
-            name,
-            info.version,
-            {T.sha256_tag(artifact_path): digest, T.signature_tag(artifact_path): signature},
-        )
-        return {"sha256": digest, "signature": signature}
+        self.set_version_tags(name, info.version, signed)
+        return {
+            "sha256": signed[T.sha256_tag(artifact_path)],
+            "signature": signed[T.signature_tag(artifact_path)],
+        }
 
     def download_artifacts(
         self,
@@ -301,12 +303,37 @@ class ModelRegistry:
         verify; an unexpected (unsigned) file is refused too. Returns ``(local_path, info)``.
         """
         info = self.resolve(name, version, alias)
+        if verify:
+            self.check_source(info)
         dst_dir = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="qcli-model-"))
         dst_dir.mkdir(parents=True, exist_ok=True)
         local = Path(self.client.download_artifacts(info.run_id, artifact_path, str(dst_dir)))
         if verify:
             self.verify_downloaded(info, local, artifact_path)
         return local, info
+
+    def check_source(self, info: ModelVersionInfo) -> None:
+        """Refuse a version whose registry source or storage location is not its run's
+        ``model/`` folder.
+
+        quantcli fetches and verifies a version's files through its run; MLflow's own loaders
+        (``models:/NAME@alias``) read the version's storage location instead. If the two
+        differed, the bytes MLflow serves would be bytes quantcli never checked.
+        """
+        run = self.client.get_run(info.run_id)
+        expected = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+        allowed = {_norm_uri(expected), _norm_uri(f"runs:/{info.run_id}/{MODEL_ARTIFACT_PATH}")}
+        where = {
+            "source": info.source,
+            "storage location": self.client.get_model_version_download_uri(info.name, info.version),
+        }
+        for what, uri in where.items():
+            if _norm_uri(uri) not in allowed:
+                raise IntegrityError(
+                    f"{info.name} v{info.version}: its registry {what} {uri!r} is not the "
+                    f"model folder of its run {info.run_id} ({expected!r}): MLflow would load "
+                    "files quantcli never verified; refusing it"
+                )
 
     def verify_downloaded(self, info: ModelVersionInfo, local: Path, artifact_path: str) -> None:
         """Check every file under ``local`` (downloaded from ``artifact_path``) against the tags."""
@@ -320,13 +347,23 @@ class ModelRegistry:
                 else f"{artifact_path.rstrip('/')}/{f.relative_to(local).as_posix()}"
             )
             rec = info.artifacts.get(rel)
+            if rec is None and _is_mlflow_meta(info, f, rel):
+                continue
             if rec is None:
                 raise IntegrityError(
                     f"{info.name} v{info.version}: artifact {rel!r} has no recorded sha256/"
                     "signature; refusing to load it"
                 )
             try:
-                integrity.verify_file(f, rec.get("sha256"), rec.get("signature"))
+                digest = integrity.verify_file(f, rec.get("sha256"), rec.get("signature"))
+                integrity.verify_artifact(
+                    digest,
+                    rec.get("binding"),
+                    name=info.name,
+                    version=info.version,
+                    run_id=info.run_id,
+                    path=rel,
+                )
             except IntegrityError as exc:
                 raise IntegrityError(
                     f"{info.name} v{info.version}: {rel}: {exc.message.split(': ', 1)[-1]}"
@@ -443,11 +480,16 @@ class ModelRegistry:
         version_tags: dict[str, Any],
         *,
         alias: str | None = T.ALIAS_STAGING,
+        backtest: dict[str, Any] | None = None,
     ) -> ModelVersionInfo:
         """Register the files of ``model_dir`` (already logged to the run under ``model/``).
 
-        Signs every file, creates the version (source ``runs:/<run_id>/model``), records the
-        sha256/signature tags and ``version_tags``, and points ``alias`` at it.
+        Signs every file and binds it to the new version (source ``<run artifact uri>/model``),
+        records the sha256/signature/binding tags and ``version_tags``, and points ``alias`` at
+        it. ``backtest`` is the training backtest (:func:`~quantcli.models.verdicts.
+        backtest_record`); it is signed into the registration record with the model files, and
+        ``validate`` takes the backtest verdict from there only. The trainer passes it; without
+        it the run's verdict tags and ``gate_*`` parameters at this moment are taken.
         """
         from mlflow.exceptions import MlflowException
 
@@ -460,24 +502,28 @@ class ModelRegistry:
         run = self.client.get_run(run_id)
         source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         mv = self.client.create_model_version(name, source=source, run_id=run_id)
+        if backtest is None:
+            backtest = _run_backtest_record(run)
         signed: dict[str, Any] = {}
         for f in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-            rel = f"{MODEL_ARTIFACT_PATH}/{f.relative_to(model_dir)}"
-            digest, signature = integrity.sign_file(f)
-            signed[T.sha256_tag(rel)] = digest
-            signed[T.signature_tag(rel)] = signature
+            rel = f"{MODEL_ARTIFACT_PATH}/{f.relative_to(model_dir).as_posix()}"
+            signed.update(_signed_tags(name, mv.version, run_id, f, rel))
         tags = dict(version_tags)
         tags.update(signed)
         tags[T.STATUS] = T.STATUS_STAGING
-        # what the training run's backtest judged: `validate` binds the verdict to these bytes
+        # what the training run's backtest judged, and its verdict: `validate` reads the verdict
+        # from this signed record only, bound to these bytes and this run
         registered = json.dumps(
             {
+                "format": REGISTERED_FORMAT,
+                "run_id": run_id,
                 "artifacts": {
                     k[len(T.SHA256_PREFIX) :]: v
                     for k, v in signed.items()
                     if k.startswith(T.SHA256_PREFIX)
                 },
                 "dataset": tags.get(T.DATASET_SHA256),
+                "backtest": backtest,
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -490,6 +536,80 @@ class ModelRegistry:
         if alias:
             self.client.set_registered_model_alias(name, alias, mv.version)
         return self.resolve(name, mv.version)
+
+
+def _signed_tags(
+    name: str, version: str | int, run_id: str, local: Path, artifact_path: str
+) -> dict[str, str]:
+    """The sha256, digest signature and binding signature tags of one artifact file."""
+    digest, signature = integrity.sign_file(local)
+    binding = integrity.sign_artifact(
+        digest, name=name, version=version, run_id=run_id, path=artifact_path
+    )
+    return {
+        T.sha256_tag(artifact_path): digest,
+        T.signature_tag(artifact_path): signature,
+        T.binding_tag(artifact_path): binding,
+    }
+
+
+def _run_backtest_record(run: Any) -> dict[str, Any]:
+    """The backtest a run's tags, ``gate_*`` parameters and ``backtest_*`` metrics state, for
+    a caller that registers its own run without handing the record over."""
+    tags, params = run.data.tags, run.data.params
+    reasons = json_or_none(tags.get("quantcli.backtest.reasons"))
+    thresholds: dict[str, float] | None = {}
+    for key, value in params.items():
+        if key.startswith("gate_"):
+            try:
+                thresholds[key[len("gate_") :]] = float(value)
+            except ValueError:
+                thresholds = None
+                break
+    metrics = {
+        k[len("backtest_") :]: v for k, v in run.data.metrics.items() if k.startswith("backtest_")
+    }
+    return backtest_record(
+        tags.get("quantcli.backtest.verdict"),
+        reasons if isinstance(reasons, list) else [],
+        thresholds or None,
+        metrics,
+    )
+
+
+#: The file MLflow's ``models:/`` loader writes into a version's model folder on the embedded
+#: store (``mlflow.store.artifact.models_artifact_repo``); it is MLflow's, not the model's.
+MLFLOW_META_FILE = "registered_model_meta"
+_MLFLOW_META_MAX_BYTES = 4096
+
+
+def _is_mlflow_meta(info: ModelVersionInfo, f: Path, rel: str) -> bool:
+    """Whether ``f`` is MLflow's registered-model note about this model, nothing else: at the
+    top of ``model/``, small, YAML naming this model and a version of it."""
+    import yaml
+
+    if rel != f"{MODEL_ARTIFACT_PATH}/{MLFLOW_META_FILE}":
+        return False
+    try:
+        if f.stat().st_size > _MLFLOW_META_MAX_BYTES:
+            return False
+        meta = yaml.safe_load(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (
+        isinstance(meta, dict)
+        and set(meta) == {"model_name", "model_version"}
+        and meta["model_name"] == info.name
+        and str(meta["model_version"]).isdigit()
+    )
+
+
+def _norm_uri(uri: str | None) -> str:
+    """A URI without trailing slashes, ``file:///x`` and ``/x`` spelled alike."""
+    text = (uri or "").rstrip("/")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return text
 
 
 # the names importers used before the registry was split by concern

@@ -73,7 +73,14 @@ def signature_tag(artifact_path: str) -> str:
     return f"quantcli.signature.{artifact_path}"
 
 
+def binding_tag(artifact_path: str) -> str:
+    """Tag of the signature binding the artifact's sha256 to its model, version, run and path
+    (:func:`quantcli.integrity.sign_artifact`)."""
+    return f"quantcli.binding.{artifact_path}"
+
+
 SHA256_PREFIX = "quantcli.sha256."
+BINDING_PREFIX = "quantcli.binding."
 SIGNATURE_PREFIX = "quantcli.signature."
 
 # -- lineage (on the run and copied onto the version) --------------------------------------

@@ -79,7 +79,7 @@ from quantcli.models.run_log import (
 )
 from quantcli.models.serialize import save_model
 from quantcli.models.trials import TrialLog
-from quantcli.models.verdicts import required_verdicts
+from quantcli.models.verdicts import backtest_record, required_verdicts
 from quantcli.models.versions import MODEL_ARTIFACT_PATH, check_model_name
 from quantcli.store.offline import OfflineStore
 from quantcli.workspace import Workspace
@@ -258,6 +258,12 @@ class MLflowTrainer:
                     run_id,
                     work / MODEL_ARTIFACT_PATH,
                     {**lineage, T.FEATURE_NAMES: json.dumps(feature_names)},
+                    backtest=backtest_record(
+                        T.PASS if result.passed else T.FAIL,
+                        list(result.reasons),
+                        self._thresholds,
+                        result.backtest_metrics,
+                    ),
                 )
                 result = replace(
                     result, registered_name=register_as, version=info.version, aliases=info.aliases
@@ -279,6 +285,8 @@ class MLflowTrainer:
         its files under ``work``; the result (registration is the caller's)."""
         bt = self._backtest(factory, frame, feature_names, lineage, seed, executor, bar, cv_cfg)
         result = bt.result
+        # the thresholds the verdict was reached under, signed with it at registration
+        self._thresholds = dict(result.thresholds)
         # the cv_ metrics describe the registered configuration, not the grid's other trials
         per_fold, cv_means = fold_metrics(
             [f for f in result.fold_metrics if f.get("config", 0) == result.selected_config]

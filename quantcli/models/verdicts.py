@@ -10,7 +10,9 @@ signing key. Adding, replacing or removing an artifact of a judged role afterwar
 from __future__ import annotations
 
 import json
+import math
 import re
+from types import MappingProxyType
 from typing import Any
 
 from quantcli import config, integrity
@@ -26,6 +28,12 @@ GATE_ROLES: dict[str, tuple[str, ...]] = {
     "parity": ("model", "onnx"),
 }
 GATE_NAME_RE = re.compile(r"^[a-z_]{1,64}$")
+#: The backtest thresholds no promotion goes below: the embedded ``[gates]`` defaults. A config
+#: may judge more strictly; a verdict reached under looser thresholds does not pass. For each
+#: of them a higher value is stricter (``max_drawdown`` is a negative fraction).
+THRESHOLD_FLOOR = MappingProxyType({k: float(v) for k, v in config.DEFAULTS["gates"].items()})
+#: The format of the signed registration record that carries the training backtest.
+REGISTERED_FORMAT = "quantcli-registered/2"
 
 
 def gate_policy(cfg: dict[str, Any] | None = None) -> dict[str, list[str]]:
@@ -147,8 +155,29 @@ def verdict_state(info: ModelVersionInfo, gate: str, keys: dict[str, Any]) -> di
             "status": "invalid",
             "reasons": [f"verdict '{gate}' is not the one its gate recorded ({why})"],
         }
+    bounds = {"thresholds": judged["thresholds"]} if "thresholds" in judged else {}
     if verdict != T.PASS:  # a failed verdict fails whatever changed since
-        return {"verdict": verdict, "status": verdict, "reasons": [], "judged": then}
+        return {"verdict": verdict, "status": verdict, "reasons": [], "judged": then, **bounds}
+    if gate == "backtest":
+        # a backtest pass counts only when it was read from the record signed at training
+        if "run_id" not in judged:
+            return {
+                "verdict": verdict,
+                "status": "stale",
+                "reasons": [
+                    "verdict 'backtest' was not taken from the signed training record "
+                    "(recorded before the backtest was signed with the model): record it again"
+                ],
+            }
+        if judged["run_id"] != info.run_id:
+            return {
+                "verdict": verdict,
+                "status": "stale",
+                "reasons": [
+                    f"verdict 'backtest' judged run {judged['run_id']}, but the version's run "
+                    f"is {info.run_id}"
+                ],
+            }
     now = {
         path: rec.get("sha256", "")
         for path, rec in info.artifacts.items()
@@ -169,12 +198,59 @@ def verdict_state(info: ModelVersionInfo, gate: str, keys: dict[str, Any]) -> di
         reasons.append(f"the dataset manifest changed after the '{gate}' verdict")
     if reasons:
         return {"verdict": verdict, "status": "stale", "reasons": reasons}
-    return {"verdict": verdict, "status": verdict, "reasons": [], "judged": then}
+    return {"verdict": verdict, "status": verdict, "reasons": [], "judged": then, **bounds}
 
 
 def statuses(info: ModelVersionInfo) -> dict[str, str]:
     """``{gate: pass | fail | stale | invalid}`` of every recorded verdict."""
     return {g: st["status"] for g, st in info.verdict_states.items() if st["status"] != "missing"}
+
+
+def threshold_shortfalls(thresholds: Any) -> list[str]:
+    """Why ``thresholds`` (the ``[gates]`` a backtest was judged under) are looser than
+    :data:`THRESHOLD_FLOOR`; empty when every one is at least as strict.
+
+    ``None`` (no thresholds in the signed record) is not a shortfall: only a caller that holds
+    the signing key and registers its own run through the API records no thresholds; the
+    trainer always records the ones it judged under.
+    """
+    if thresholds is None:
+        return []
+    if not isinstance(thresholds, dict):
+        return ["the backtest thresholds recorded at training are unreadable"]
+    out = []
+    for key, floor in THRESHOLD_FLOOR.items():
+        raw = thresholds.get(key)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value >= floor):
+            out.append(
+                f"the backtest was judged under {key} {raw!r}, looser than the floor {floor:g} "
+                "(a config may raise the gates, never lower them)"
+            )
+    return out
+
+
+def backtest_record(
+    verdict: str, reasons: list[str], thresholds: Any, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """The training backtest as the registration record signs it: verdict, reasons, the
+    thresholds it was judged under and its scalar metrics (non-finite values as ``None``)."""
+    clean = {}
+    for key, value in sorted((metrics or {}).items()):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        clean[key] = float(value) if math.isfinite(value) else None
+    return {
+        "verdict": verdict if verdict in T.VERDICT_VALUES else None,
+        "reasons": [str(r) for r in reasons],
+        "thresholds": None
+        if thresholds is None
+        else {k: float(v) for k, v in sorted(dict(thresholds).items())},
+        "metrics": clean,
+    }
 
 
 def registered_statement(name: str, version: str | int, snapshot_json: str) -> bytes:
@@ -214,13 +290,17 @@ __all__ = [
     "GATE_FLOOR",
     "GATE_NAME_RE",
     "GATE_ROLES",
+    "REGISTERED_FORMAT",
+    "THRESHOLD_FLOOR",
     "artifact_role",
+    "backtest_record",
     "gate_policy",
     "gate_reasons",
     "judged_snapshot",
     "registered_statement",
     "required_verdicts",
     "statuses",
+    "threshold_shortfalls",
     "verdict_state",
     "verdict_statement",
     "with_floor",

@@ -97,6 +97,9 @@ def info_from(mv: Any, aliases: list[str]) -> ModelVersionInfo:
         elif key.startswith(T.SIGNATURE_PREFIX):
             path = key[len(T.SIGNATURE_PREFIX) :]
             artifacts.setdefault(path, {})["signature"] = value
+        elif key.startswith(T.BINDING_PREFIX):
+            path = key[len(T.BINDING_PREFIX) :]
+            artifacts.setdefault(path, {})["binding"] = value
     verdicts = {
         key[len(T.VERDICT_PREFIX) :]: value
         for key, value in tags.items()

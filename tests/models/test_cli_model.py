@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from quantcli.models.events import list_events
+from quantcli.models.lifecycle import validate_version
 from quantcli.models.registry import ModelRegistry
 from quantcli.store.offline import OfflineStore
 
@@ -182,8 +183,8 @@ def test_concurrent_promotes_leave_one_consistent_production(
     name = "race"
     for seed in (1, 2, 3):
         v = register_model(name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=seed)).version
-        reg.record_verdict(name, v, "backtest", True, [])
         _onnx_gates_pass(name, v)
+        validate_version(reg, name, v)  # the backtest verdict signed at registration
     reg.promote(name, 1)
     cfg = qcli_home / "race.toml"
     cfg.write_text('[registry]\nrequired_verdicts = ["backtest"]\n')

@@ -16,6 +16,7 @@ from quantcli.errors import GateFailedError, InputError, IntegrityError, NotFoun
 from quantcli.integrity import sha256_file
 from quantcli.models import tags as T
 from quantcli.models.events import list_events
+from quantcli.models.lifecycle import validate_version
 from quantcli.models.registry import ModelRegistry
 from quantcli.store.offline import OfflineStore
 
@@ -62,7 +63,6 @@ def test_one_flipped_byte_is_refused(tracking, model_name, helpers, register_mod
     with pytest.raises(IntegrityError, match=r"model/lgbm.txt: sha256 mismatch") as exc:
         reg.load_native_model(model_name, 1)
     assert exc.value.exit_code == 1
-    reg.record_verdict(model_name, 1, "backtest", True, [])
     with pytest.raises(IntegrityError):  # a tampered model is never promoted, not even forced
         reg.promote(model_name, 1, force=True, reason="try", required=["backtest"])
     assert reg.alias_version(model_name, "production") is None
@@ -190,8 +190,9 @@ def test_failed_mlflow_write_leaves_no_event_and_no_alias(
 ):
     reg = ModelRegistry(embedded_uri)
     register_model(model_name, tracking_uri=reg.tracking_uri, **helpers.tiny())
-    for gate in ("backtest", "parity", "scan"):
+    for gate in ("parity", "scan"):
         reg.record_verdict(model_name, 1, gate, True, [])
+    validate_version(reg, model_name, 1)  # the backtest verdict signed at registration
 
     def boom(*args, **kwargs):
         raise RuntimeError("registry went away")
@@ -226,8 +227,9 @@ def test_rollback_refuses_a_tampered_target(
         v = register_model(
             model_name, tracking_uri=reg.tracking_uri, **helpers.tiny(seed=seed)
         ).version
-        for gate in ("backtest", "parity", "scan"):
+        for gate in ("parity", "scan"):
             reg.record_verdict(model_name, v, gate, True, [])
+        validate_version(reg, model_name, v)
         reg.promote(model_name, v)
     run_id = reg.resolve(model_name, 1).run_id
     stored = helpers.artifact_file(qcli_home / "mlartifacts", run_id, "model/model.json")

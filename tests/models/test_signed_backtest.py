@@ -1,0 +1,148 @@
+"""The backtest verdict is signed with the model at training, artifacts are bound to their
+version, and a config cannot lower the backtest thresholds below the floor.
+
+Each test plays an attacker without the signing key against a real embedded MLflow store and
+real artifact files: edited run tags, files and tags moved between versions, a lax config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from quantcli.errors import GateFailedError, IntegrityError
+from quantcli.models import tags as T
+from quantcli.models.lifecycle import validate_version
+from quantcli.models.registry import ModelRegistry
+from quantcli.models.trainer import MLflowTrainer
+from quantcli.models.verdicts import THRESHOLD_FLOOR
+from tests.models.conftest import training_frame
+from tests.models.test_trainer import small_cfg
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning"),
+]
+
+
+def _gated(reg, register_model, helpers, name, *, backtest, seed=1):
+    """A version whose export and scan passed; its backtest verdict as the run's tag says."""
+    v = register_model(
+        name, tracking_uri=reg.tracking_uri, **{**helpers.tiny(seed=seed), "backtest": backtest}
+    ).version
+    for gate in ("parity", "scan"):
+        reg.record_verdict(name, v, gate, True, [])
+    return v
+
+
+def test_editing_the_run_tags_does_not_launder_a_failed_backtest(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
+    reg = ModelRegistry(embedded_uri)
+    v = _gated(reg, register_model, helpers, model_name, backtest="fail")
+    assert not validate_version(reg, model_name, v).passed
+    run_id = reg.resolve(model_name, v).run_id
+    reg.client.set_tag(run_id, "quantcli.backtest.verdict", "pass")
+    reg.client.set_tag(run_id, "quantcli.backtest.reasons", "[]")
+    result = validate_version(reg, model_name, v)
+    assert not result.passed
+    assert result.verdicts["backtest"] == "fail"
+    with pytest.raises(GateFailedError):
+        reg.promote(model_name, v)
+    assert reg.alias_version(model_name, "production") is None
+
+
+def test_a_backtest_verdict_recorded_outside_validate_does_not_pass(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
+    reg = ModelRegistry(embedded_uri)
+    v = _gated(reg, register_model, helpers, model_name, backtest="fail")
+    reg.record_verdict(model_name, v, "backtest", True, [])  # not from the signed record
+    info = reg.resolve(model_name, v)
+    assert info.verdict_states["backtest"]["status"] == "stale"
+    with pytest.raises(GateFailedError, match="refused"):
+        reg.promote(model_name, v)
+
+
+def _move_files_and_tags(reg, artifacts, src, dst, name, helpers, *, binding=True):
+    """Copy ``src``'s signed model files into ``dst``'s run and its signature tags onto
+    ``dst``; drop ``dst``'s registration record (what an attacker with store access can do)."""
+    s_info, d_info = reg.resolve(name, src), reg.resolve(name, dst)
+    for rel in s_info.artifacts:
+        shutil.copyfile(
+            helpers.artifact_file(artifacts, s_info.run_id, rel),
+            helpers.artifact_file(artifacts, d_info.run_id, rel),
+        )
+    prefixes = (T.SHA256_PREFIX, T.SIGNATURE_PREFIX) + ((T.BINDING_PREFIX,) if binding else ())
+    for key, value in s_info.tags.items():
+        if key.startswith(prefixes):
+            reg.client.set_model_version_tag(name, dst, key, value)
+    if not binding:
+        for key in d_info.tags:
+            if key.startswith(T.BINDING_PREFIX):
+                reg.client.delete_model_version_tag(name, dst, key)
+    for key in (T.REGISTERED, T.REGISTERED_SIG):
+        reg.client.delete_model_version_tag(name, dst, key)
+
+
+@pytest.mark.parametrize("binding", [True, False], ids=["with-bindings", "digest-signatures"])
+def test_another_versions_signed_files_are_refused(
+    qcli_home, embedded_uri, model_name, helpers, register_model, binding
+):
+    reg = ModelRegistry(embedded_uri)
+    artifacts = qcli_home / "mlartifacts"
+    b = _gated(reg, register_model, helpers, model_name, backtest="pass", seed=1)
+    c = _gated(reg, register_model, helpers, model_name, backtest="fail", seed=2)
+    assert validate_version(reg, model_name, b).passed
+    _move_files_and_tags(reg, artifacts, b, c, model_name, helpers, binding=binding)
+    with pytest.raises(IntegrityError, match=r"bound to|binding"):
+        validate_version(reg, model_name, c)
+    with pytest.raises(IntegrityError):
+        reg.promote(model_name, c, force=True, reason="try")
+    with pytest.raises(IntegrityError):
+        reg.load_native_model(model_name, c)
+    assert reg.alias_version(model_name, "production") is None
+
+
+def test_a_missing_registration_record_is_refused_never_assumed(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
+    reg = ModelRegistry(embedded_uri)
+    v = _gated(reg, register_model, helpers, model_name, backtest="pass")
+    for key in (T.REGISTERED, T.REGISTERED_SIG):
+        reg.client.delete_model_version_tag(model_name, v, key)
+    with pytest.raises(IntegrityError, match="no signed registration record"):
+        validate_version(reg, model_name, v)
+    with pytest.raises(GateFailedError):
+        reg.promote(model_name, v)
+
+
+def test_a_lax_config_cannot_lower_the_backtest_thresholds(qcli_home, embedded_uri):
+    frame = training_frame(6, 400, seed=4, ar1=0.0)  # noise: fails the default gates
+    cfg = small_cfg()
+    cfg["gates"].update({"min_sharpe": -100.0, "min_psr": 0.0, "max_drawdown": -1.0})
+    trainer = MLflowTrainer(tracking_uri=embedded_uri, cfg=cfg)
+    res = trainer.train_with_cpcv(
+        "lgbm", frame.drop("label"), frame.get_column("label"), register_as="lax"
+    )
+    assert res.passed  # judged under the lax thresholds
+    reg = ModelRegistry(embedded_uri)
+    for gate in ("parity", "scan"):
+        reg.record_verdict("lax", res.version, gate, True, [])
+    result = validate_version(reg, "lax", res.version)
+    assert not result.passed
+    assert result.verdicts["backtest"] == "fail"
+    why = " ".join(result.reasons)
+    assert "min_sharpe -100.0" in why and "looser than the floor 1.2" in why
+    state = reg.resolve("lax", res.version).verdict_states["backtest"]
+    assert state["thresholds"] == {"max_drawdown": -1.0, "min_psr": 0.0, "min_sharpe": -100.0}
+    with pytest.raises(GateFailedError):
+        reg.promote("lax", res.version)
+    forced = reg.promote("lax", res.version, force=True, reason="risk committee, RISK-1")
+    assert forced.forced and forced.event["action"] == "override"
+    details = forced.event["details"]
+    assert details["backtest_thresholds"]["min_sharpe"] == -100.0
+    assert details["threshold_floor"] == dict(THRESHOLD_FLOOR)
+    tags = reg.resolve("lax", res.version).tags
+    assert json.loads(tags[T.OVERRIDE_DETAIL])["overridden"]
