@@ -30,7 +30,7 @@ EXPORT_SCHEMA: dict[str, pl.DataType] = {
     "alias": pl.String(),
     "symbol": pl.String(),
     "prediction": pl.Float64(),
-    "fallback": pl.Boolean(),
+    "fallback": pl.String(),  # null (online), "missing" or "stale" (offline store)
     "feature_ts": pl.Datetime("us", "UTC"),
     "features_sha256": pl.String(),
     "model_name": pl.String(),
@@ -90,20 +90,53 @@ def parse_since(since: str | date | datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _fits(kind: pl.DataType, value: Any) -> Any:
+    """``value`` as column type ``kind`` wants it, or :data:`_MISFIT` when it is not one."""
+    if value is None:
+        return None
+    if isinstance(kind, pl.Datetime):
+        if not isinstance(value, str):
+            return _MISFIT
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:
+            return _MISFIT
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    if isinstance(kind, pl.Float64):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else _MISFIT
+    if isinstance(kind, pl.Int64):
+        return value if type(value) is int else _MISFIT
+    return value if isinstance(value, str) else _MISFIT
+
+
+_MISFIT = object()
+_STRINGIFIED = ("model_version", "feature_version")  # registry versions stored as ints too
+
+
 def _row(rec: dict[str, Any]) -> dict[str, Any]:
-    onnx = rec.get("onnx_model") or {}
-    row = {k: rec.get(k) for k in EXPORT_SCHEMA}
-    row["event"] = rec.get("event", PREDICTION)
-    rest = {k: v for k, v in rec.items() if k not in EXPORT_SCHEMA and k not in _FLATTENED}
+    onnx = rec.get("onnx_model")
+    flat = isinstance(onnx, dict) and set(onnx) <= {"name", "sha256"}
+    rest = {
+        k: v for k, v in rec.items() if k not in EXPORT_SCHEMA and not (flat and k in _FLATTENED)
+    }
+    row: dict[str, Any] = {}
+    for key, kind in EXPORT_SCHEMA.items():
+        value = rec.get(key)
+        if key in _STRINGIFIED and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        fitted = _fits(kind, value)
+        if fitted is _MISFIT:  # kept verbatim in details rather than lost or a crash
+            rest[key] = value
+            fitted = None
+        row[key] = fitted
+    row["event"] = rec.get("event", PREDICTION) if isinstance(rec.get("event", ""), str) else None
+    row["onnx_model_name"] = _fits(pl.String(), onnx.get("name")) if flat else None
+    row["onnx_model_sha256"] = _fits(pl.String(), onnx.get("sha256")) if flat else None
+    for key in ("onnx_model_name", "onnx_model_sha256"):
+        if row[key] is _MISFIT:
+            rest["onnx_model"], row[key] = onnx, None
     row["details"] = json.dumps(rest, sort_keys=True, separators=(",", ":")) if rest else None
-    row["onnx_model_name"] = onnx.get("name")
-    row["onnx_model_sha256"] = onnx.get("sha256")
-    for key in ("recorded_at", "feature_ts"):
-        if row[key] is not None:
-            row[key] = datetime.fromisoformat(row[key])
-    for key in ("model_version", "feature_version"):
-        if row[key] is not None:
-            row[key] = str(row[key])
     return row
 
 
@@ -116,8 +149,10 @@ def export_ledger(
     """Write the ledger's records recorded at or after ``since`` to the Parquet file ``output``.
 
     The chain is verified first: a broken ledger is not exported (:class:`IntegrityError`, exit
-    code 1). Rows keep ledger order (``seq``); timestamps are UTC. The file is written to a
-    temporary name and renamed, so a failed export leaves no partial file.
+    code 1); records appended after that check are not exported. With ``since``, a record
+    without ``recorded_at`` is left out. Rows keep ledger order (``seq``); timestamps are UTC. A
+    value that does not fit its column's type is kept, verbatim, in ``details``. The file is
+    written to a temporary name and renamed, so a failed export leaves no partial file.
     """
     since_dt = parse_since(since)
     out = Path(output)
@@ -135,9 +170,12 @@ def export_ledger(
         )
     rows = []
     with open(check.path, "rb") as fh:
-        for raw in fh:
+        for _, raw in zip(range(check.records), fh, strict=False):  # what was verified
             row = _row(json.loads(raw))
-            if since_dt is None or row["recorded_at"] >= since_dt:
+            # a record without a time (an adoption by an older quantcli) is not known to be
+            # at or after --since
+            at = row["recorded_at"]
+            if since_dt is None or (at is not None and at >= since_dt):
                 rows.append(row)
     frame = pl.DataFrame(rows, schema=EXPORT_SCHEMA, orient="row")
     tmp = out.with_name(out.name + ".tmp")

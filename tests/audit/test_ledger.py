@@ -381,3 +381,28 @@ def test_property_any_altered_prediction_is_named_exactly(qcli_home, n, data):
         res = verify_ledger(path)
     assert res["ok"] is False
     assert (res["first_broken"]["seq"], res["records"]) == (k, k)
+
+
+def test_export_keeps_offline_fallbacks_and_untimed_records(qcli_home, tmp_path, qcli):
+    """`fallback` is null, "missing" or "stale"; an adoption by an older quantcli has no time."""
+    adopted = {"event": "adopted", "adopted_records": 0}  # as older versions wrote it
+    odd = entry(3) | {"prediction": True, "recorded_at": "not a time"}
+    with AuditLedger() as led:
+        led.append([adopted])
+        led.append([entry(0), entry(1) | {"fallback": "missing"}, entry(2) | {"fallback": "stale"}])
+        led.append([odd])
+    out = tmp_path / "all.parquet"
+    code, _, err = qcli("audit", "export", "--output", str(out))
+    assert code == 0, err
+    frame = pl.read_parquet(out)
+    assert frame["fallback"].to_list() == [None, None, "missing", "stale", None]
+    assert frame["event"].to_list() == ["adopted"] + ["prediction"] * 4
+    assert frame["recorded_at"][0] is None
+    assert json.loads(frame["details"][0]) == {"adopted_records": 0}
+    # a value its column cannot hold is kept verbatim in details, not lost
+    assert frame["prediction"][4] is None and frame["recorded_at"][4] is None
+    assert json.loads(frame["details"][4]) == {"prediction": True, "recorded_at": "not a time"}
+    since = tmp_path / "since.parquet"
+    code, _, err = qcli("audit", "export", "--since", "2026-01-01", "--output", str(since))
+    assert code == 0, err
+    assert pl.read_parquet(since)["fallback"].to_list() == [None, "missing", "stale"]
