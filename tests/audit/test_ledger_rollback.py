@@ -184,3 +184,20 @@ def test_adoption_refuses_an_old_format_ledger_its_head_does_not_match(qcli_home
     ledger_path().write_bytes(b"".join(lines()[:2]))
     with pytest.raises(LedgerBrokenError, match="signed head counts 3"):
         adopt_unsigned_ledger()
+
+
+def test_the_anchor_of_an_empty_ledger_is_advice_verify_accepts(qcli_home, qcli):
+    AuditLedger().close()
+    code, out, err = qcli("audit", "anchor")
+    assert code == 0, err
+    advice = out.strip().splitlines()[-1]
+    assert advice == "verify later: qcli audit verify --expect-head " + "0" * 64
+    command = advice.split("qcli ", 1)[1].split()
+    code, _, err = qcli(*command)
+    assert code == 0, err
+    write(1)  # every later ledger starts from the empty one
+    assert qcli(*command)[0] == 0
+    code, out, err = qcli("audit", "anchor", "--json")
+    anchor = json.loads(out)
+    assert anchor["statement"].startswith("quantcli-ledger-head:v2:")
+    assert anchor["sig"] != json.loads(lines()[-1])["sig"]  # the head's, not a record's
