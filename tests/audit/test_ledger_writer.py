@@ -95,3 +95,22 @@ def test_a_ledger_cut_and_regrown_to_the_same_size_is_re_read(qcli_home):
     res = verify_ledger()
     assert res["ok"], res["first_broken"]
     assert res["records"] == 3
+
+
+def test_verify_walks_a_large_ledger_in_bounded_memory(qcli_home):
+    pad = "x" * 2000
+    with AuditLedger() as led:
+        for b in range(25):
+            led.append([{"symbol": "S", "n": b * 1000 + i, "pad": pad} for i in range(1000)])
+    size = ledger_path().stat().st_size
+    assert size > 50_000_000
+    code = (
+        "import resource, sys\n"
+        "from quantcli.audit import verify_ledger\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert verify_ledger()['ok']\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    grown_kib = int(out.stdout)
+    assert grown_kib * 1024 < size / 4, (grown_kib, size)
