@@ -23,6 +23,7 @@ from tests.models.test_trainer import small_cfg
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
 ]
 
 
@@ -146,3 +147,68 @@ def test_a_lax_config_cannot_lower_the_backtest_thresholds(qcli_home, embedded_u
     assert details["threshold_floor"] == dict(THRESHOLD_FLOOR)
     tags = reg.resolve("lax", res.version).tags
     assert json.loads(tags[T.OVERRIDE_DETAIL])["overridden"]
+
+
+def test_a_storage_location_pointing_elsewhere_is_refused(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
+    import sqlite3
+
+    reg = ModelRegistry(embedded_uri)
+    good = _gated(reg, register_model, helpers, model_name, backtest="pass", seed=1)
+    other = _gated(reg, register_model, helpers, model_name, backtest="pass", seed=2)
+    assert validate_version(reg, model_name, good).passed
+    elsewhere = reg.client.get_model_version_download_uri(model_name, other)
+    with sqlite3.connect(qcli_home / "mlflow.db") as db:
+        db.execute(
+            "UPDATE model_versions SET storage_location = ? WHERE name = ? AND version = ?",
+            (elsewhere, model_name, int(good)),
+        )
+    with pytest.raises(IntegrityError, match="storage location"):
+        validate_version(reg, model_name, good)
+    with pytest.raises(IntegrityError, match="storage location"):
+        reg.promote(model_name, good, force=True, reason="try")
+    with pytest.raises(IntegrityError, match="storage location"):
+        reg.load_native_model(model_name, good)
+    assert reg.alias_version(model_name, "production") is None
+
+
+def test_mlflow_pyfunc_loading_a_version_leaves_it_promotable(qcli_home, embedded_uri, monkeypatch):
+    """MLflow's `models:/` loader writes `model/registered_model_meta` into the version's own
+    folder on the embedded store: that note is MLflow's, not an unsigned model file."""
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded_uri)
+    frame = training_frame(8, 600, seed=3, ar1=0.4)
+    trainer = MLflowTrainer(tracking_uri=embedded_uri, cfg=small_cfg())
+    reg = ModelRegistry(embedded_uri)
+    versions = []
+    for seed in (1, 7):
+        res = trainer.train_with_cpcv(
+            "lgbm", frame.drop("label"), frame.get_column("label"), register_as="py", seed=seed
+        )
+        for gate in ("parity", "scan"):
+            reg.record_verdict("py", res.version, gate, True, [])
+        versions.append(res.version)
+    validate_version(reg, "py", versions[0]).raise_if_failed()
+    reg.promote("py", versions[0])
+    mlflow.pyfunc.load_model("models:/py@production")
+    mlflow.pyfunc.load_model("models:/py@staging")
+    run_id = reg.resolve("py", versions[0]).run_id
+    assert helpers_meta(qcli_home, run_id).is_file()
+    validate_version(reg, "py", versions[1]).raise_if_failed()
+    reg.promote("py", versions[1])
+    assert reg.rollback("py").to_version == versions[0]
+    reg.load_native_model("py", alias="production")
+    # anything else under that name, or a note naming another model, is still refused
+    helpers_meta(qcli_home, run_id).write_text("model_name: other\nmodel_version: '1'\n")
+    with pytest.raises(IntegrityError, match="registered_model_meta"):
+        reg.load_native_model("py", versions[0])
+
+
+def helpers_meta(qcli_home, run_id):
+    hits = [
+        p for p in (qcli_home / "mlartifacts").rglob("registered_model_meta") if run_id in p.parts
+    ]
+    assert len(hits) == 1, hits
+    return hits[0]
