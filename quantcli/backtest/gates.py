@@ -106,6 +106,17 @@ class BacktestValidator:
         max_drawdown: float = DEFAULTS["gates"]["max_drawdown"],
         periods_per_year: float = stats.PERIODS_PER_YEAR,
     ) -> None:
+        for option, value in (
+            ("min_sharpe", min_sharpe),
+            ("min_psr", min_psr),
+            ("max_drawdown", max_drawdown),
+            ("periods_per_year", periods_per_year),
+        ):
+            # every comparison with NaN is False: a NaN threshold would switch its check off
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise InputError(f"`{option}` must be a number, got `{option}={value!r}`.")
+            if not math.isfinite(value):
+                raise InputError(f"`{option}` must be a finite number, got `{option}={value}`.")
         if not 0.0 <= min_psr <= 1.0:
             raise InputError(f"`min_psr` must be in [0, 1], got `min_psr={min_psr}`.")
         if not -1.0 <= max_drawdown <= 0.0:
