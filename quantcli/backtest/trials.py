@@ -93,15 +93,24 @@ def deflate(result: Any, prior_sharpes: Sequence[float]) -> None:
     m["n_prior_trials"] = len(prior)
 
 
-def record_and_deflate(
+def deflate_by_log(
     log: TrialStore, model_name: str, result: Any, context: dict[str, Any]
 ) -> list[Trial]:
-    """Deflate ``result``'s DSR by every other trial recorded under ``model_name``, then record
-    this run's configurations as trials of it. Returns the recorded trials."""
+    """Deflate ``result``'s DSR by every other trial recorded under ``model_name``; this run's
+    trials, for the caller to record once its outputs are written."""
     trials = grid_trials(result, context)
     mine = {t.trial_id for t in trials}
     prior = [s for tid, s in log.sharpes(model_name).items() if tid not in mine]
     deflate(result, prior)
     result.metrics["trial_model"] = model_name
+    return trials
+
+
+def record_and_deflate(
+    log: TrialStore, model_name: str, result: Any, context: dict[str, Any]
+) -> list[Trial]:
+    """Deflate ``result``'s DSR by every other trial recorded under ``model_name``, then record
+    this run's configurations as trials of it. Returns the recorded trials."""
+    trials = deflate_by_log(log, model_name, result, context)
     log.record(model_name, trials)
     return trials

@@ -38,7 +38,7 @@ from quantcli.backtest.stored import (
     trial_context,
     with_prices,
 )
-from quantcli.backtest.trials import check_trial_name, record_and_deflate
+from quantcli.backtest.trials import check_trial_name, deflate_by_log
 from quantcli.errors import InputError
 from quantcli.models.estimators import (
     LightGBMFactory,
@@ -47,6 +47,7 @@ from quantcli.models.estimators import (
     lgbm_params,
     mlp_params,
 )
+from quantcli.models.run_log import run_params
 from quantcli.models.trials import TrialLog
 from quantcli.results import Result
 from quantcli.workspace import Workspace
@@ -210,15 +211,20 @@ def backtest_stored_features(
     validator = BacktestValidator.from_config(cfg["gates"], **(gate_overrides or {}))
     if model_name is not None:
         check_trial_name(model_name)
+    # checked first: a bad one must not cost a whole backtest, nor leave a recorded trial
+    out_dir = Path(report_dir) if report_dir else None
+    if out_dir is not None:
+        _check_report_dir(out_dir)
     options = backtest_options(cfg, feature_set)
     with workspace.offline(read_only=True) as store:
         frame, names = load_backtest_frame(feature_set, label, store)
         if options["costs"].slippage == "atr":
             frame = with_prices(frame, store)
+    factory = config_factory(cfg, "lgbm", seed)
     result = engine.run_cpcv_backtest(
         frame,
         names,
-        model_factory=config_factory(cfg, "lgbm", seed),
+        model_factory=factory,
         cv=cv,
         param_grid=GRIDS[grid],
         gates=validator,
@@ -228,14 +234,17 @@ def backtest_stored_features(
         progress=progress,
         **options,
     )
+    trials, log = [], None
     if model_name is not None:
-        lgbm = {k: v for k, v in cfg["lightgbm"].items() if k != "seed"}
-        context = trial_context(cfg, feature_set, label, {"lgbm": lgbm}, seed)
-        record_and_deflate(TrialLog(workspace), model_name, result, context)
-    out_dir = (
-        Path(report_dir) if report_dir else workspace.reports_dir / f"backtest-{report_id(result)}"
-    )
+        # the model described as the trainer describes it, so one configuration is one trial
+        context = trial_context(cfg, feature_set, label, run_params(factory), seed)
+        log = TrialLog(workspace)
+        trials = deflate_by_log(log, model_name, result, context)
+    if out_dir is None:
+        out_dir = workspace.reports_dir / f"backtest-{report_id(result)}"
     files = write_report(result, out_dir)
+    if log is not None:  # recorded once the report is written: a failed run tried nothing
+        log.record(model_name, trials)
     return StoredBacktestResult(
         passed=result.passed,
         reasons=tuple(result.reasons),
@@ -245,6 +254,18 @@ def backtest_stored_features(
         grid_name=grid,
         report={"dir": str(out_dir), **files},
     )
+
+
+def _check_report_dir(out_dir: Path) -> None:
+    """``--report-dir`` must be a folder or creatable as one (InputError naming it)."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(
+                    f"--report-dir {out_dir}: {p} exists and is not a directory",
+                    hint="give a directory (it is created when missing)",
+                )
+            return
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -172,6 +172,9 @@ def test_no_edge_fails_the_gate_with_exit_1(noise_home, tmp_path, cpcv):
         (("--label", "fwd_return_9d"), "unknown label 'fwd_return_9d'"),
         (("--max-drawdown", "0.2"), "`max_drawdown` must be a negative fraction"),
         (("--model", "a b;rm"), "invalid model name 'a b;rm' for the trial log"),
+        (("--min-sharpe", "nan"), "`min_sharpe` must be a finite number"),
+        (("--min-psr", "nan"), "`min_psr` must be a finite number"),
+        (("--max-drawdown", "-inf"), "`max_drawdown` must be a finite number"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(noise_home, args, message, tmp_path, cpcv):
@@ -230,3 +233,33 @@ def test_atr_slippage_and_rank_from_the_config(noise_home, tmp_path, cpcv):
     fixed = json.loads(stdout)
     # half the average true range of a daily bar costs far more than the fixed 2 bps
     assert atr["metrics"]["cost_drag_annual"] > 2 * fixed["metrics"]["cost_drag_annual"]
+
+
+def test_a_report_dir_that_is_a_file_exits_2_before_any_trial(noise_home, tmp_path, cpcv):
+    from quantcli.models.trials import TrialLog
+    from quantcli.workspace import Workspace
+
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    code, _, stderr = cpcv(noise_home, "--model", "rd", "--report-dir", str(taken))
+    assert code == 2, stderr
+    assert "--report-dir" in stderr and "is not a directory" in stderr and "Traceback" not in stderr
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(noise_home))
+        assert TrialLog(Workspace.from_env()).sharpes("rd") == {}
+
+
+def test_training_and_cpcv_count_one_configuration_once(signal_home, tmp_path, qcli, cpcv):
+    cfg = tmp_path / "none.toml"
+    cfg.write_text((signal_home / "small.toml").read_text() + '\n[train]\ngrid = "none"\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCLI_HOME", str(signal_home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        r = qcli("model", "train", "--name", "once", "--config", cfg, "--seed", "7", "--json")
+    assert r.code in (0, 1), r.err
+    code, stdout, stderr = cpcv(
+        signal_home, "--config", cfg, "--model", "once", "--grid", "none", "--seed", "7",
+        "--json", "--report-dir", str(tmp_path / "bt"),
+    )  # fmt: skip
+    assert code in (0, 1), stderr
+    assert json.loads(stdout)["metrics"]["n_trials"] == 1
