@@ -76,10 +76,18 @@ def assignment_point(key: str) -> float:
 
 
 def swap_records(
-    old: Deployment, new: Deployment, *, alias: str | None, reason: str
+    old: Deployment,
+    new: Deployment,
+    *,
+    alias: str | None,
+    reason: str,
+    resume_reason: str | None = None,
 ) -> list[dict[str, Any]]:
     """The audit records of going from ``old`` to ``new``: ``swap`` per role whose version
     changed, ``share`` when only the canary share moved, ``halt``/``resume`` for the kill switch.
+
+    A ``halt`` record carries the halt's reason, a ``resume`` one ``resume_reason`` (the
+    operator's, from the registry) when given, else ``reason``.
     """
     records = []
     now = datetime.now(UTC).isoformat()
@@ -123,7 +131,7 @@ def swap_records(
                 "source": "service",
                 "alias": alias,
                 "model_name": new.production.tags["model_name"],
-                "reason": new.halted or reason,
+                "reason": new.halted or resume_reason or reason,
                 "pid": os.getpid(),
             }
         )

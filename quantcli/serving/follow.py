@@ -8,6 +8,12 @@ it is loaded and verified off the request path -- signature and sha256
 store, and one live feature row gives a finite prediction -- and only then swapped in, as one
 new :class:`~quantcli.serving.deployment.Deployment` (requests in flight finish on the old one).
 
+A canary candidate answers live traffic only when its required verdicts pass (the floor plus the
+config's gates, as for a promotion) or the rollout records a governance override
+(:func:`quantcli.models.deployment.rollout` with ``force`` and a ``reason``): the rollout
+checks this, and the service checks it again before routing a request to the candidate, and
+again every ``retry_after_s`` while it does.
+
 A version that fails to load or verify is never served: the old one keeps serving, an alert is
 raised through the ``alert`` callable the caller passes in (CRITICAL for the production arm,
 WARNING for a candidate or shadow) and an audit record ``event: "swap_refused"`` names the
@@ -19,6 +25,7 @@ loaded, so going back to one of them (a rollback, a canary aborted) swaps withou
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -33,8 +40,9 @@ from quantcli.config import DEFAULTS
 from quantcli.errors import InputError
 from quantcli.models.deployment import read_state
 from quantcli.models.registry import ModelRegistry
+from quantcli.models.verdicts import required_verdicts, with_floor
 from quantcli.serving.deployment import Deployment
-from quantcli.serving.registered import resolve_workspace
+from quantcli.serving.registered import production_deployed_at, resolve_workspace
 from quantcli.serving.runtime import InferenceRuntime
 from quantcli.workspace import Workspace
 
@@ -130,6 +138,8 @@ class RegistryFollower:
         if served.version is not None:
             self._runtimes[str(served.version)] = served.runtime
         self._alerted: set[tuple[str, str]] = set()
+        # the candidate's last gate check: (version, share, override) -> (when, refusal or None)
+        self._gate_check: tuple[tuple[str, float, str], float, str | None] | None = None
         self._registry_down = False
         self.polls = 0
         self.last_sync: dict[str, Any] | None = None
@@ -196,27 +206,68 @@ class RegistryFollower:
                 and state.share > 0
             )
             if canary:
-                candidate = self._reuse(d.candidate, state.candidate) or self._load(
-                    state.candidate, "candidate", errors
-                )
+                refusal = self._candidate_gates(state)
+                if refusal is not None:  # never routes live traffic to an ungated version
+                    errors.append(f"candidate v{state.candidate}: {refusal}")
+                else:
+                    candidate = self._reuse(d.candidate, state.candidate) or self._load(
+                        state.candidate, "candidate", errors, state.deployed_at
+                    )
                 share = state.share if candidate is not None else 0.0
 
+            stored_shadow = state.candidate if state.mode == "shadow" else None
             shadow_version = (
-                state.aliases.get(self.shadow_alias)
-                if self.shadow_alias
-                else (state.candidate if state.mode == "shadow" else None)
+                state.aliases.get(self.shadow_alias) if self.shadow_alias else stored_shadow
             )
             shadow = None
             if shadow_version is not None and shadow_version != production.version:
+                since = state.deployed_at if shadow_version == stored_shadow else None
                 shadow = self._reuse(d.shadow, shadow_version) or self._load(
-                    shadow_version, "shadow", errors
+                    shadow_version, "shadow", errors, since
                 )
 
             halted = state.halt.get("reason", "halted") if state.halt else None
             new = Deployment(production, candidate, share, shadow, halted)
             if new != d:
-                self.predictor.swap(new, reason=why)
+                lifted = d.halted is not None and halted is None and state.resumed is not None
+                resume_reason = state.resumed.get("reason") if lifted else None
+                self.predictor.swap(new, reason=why, resume_reason=resume_reason)
             return self._result(errors=errors, state=state.to_dict())
+
+    def _candidate_gates(self, state: Any) -> str | None:
+        """Why the canary candidate may not answer live traffic, or ``None`` when it may.
+
+        It may when every verdict the promotion policy requires passes, or when the rollout
+        records a governance override with its reason. The answer is kept for
+        ``retry_after_s`` (verdicts are signed registry tags, re-read that often); a new
+        refusal is audited (``swap_refused``) and alerted once per version.
+        """
+        version = str(state.candidate)
+        key = (version, state.share, json.dumps(state.override, sort_keys=True, default=str))
+        now = time.monotonic()
+        last = self._gate_check
+        if last is not None and last[0] == key and now - last[1] < self.retry_after_s:
+            return last[2]
+        override = state.override or {}
+        if str(override.get("reason") or "").strip():
+            refusal = None
+        else:
+            try:
+                info = self.registry.resolve(self.name, version)
+                required = with_floor(required_verdicts(self.workspace.config))
+                reasons = list(self.registry.gate_reasons(info, required))
+            except Exception as exc:  # unreadable verdicts are no verdicts
+                reasons = [f"verdicts unreadable: {type(exc).__name__}: {exc}"]
+            refusal = (
+                "required verdicts do not pass (" + "; ".join(reasons) + "); no production "
+                "traffic goes to it without a recorded override"
+                if reasons
+                else None
+            )
+        self._gate_check = (key, now, refusal)
+        if refusal is not None and (last is None or last[0][0] != version or last[2] != refusal):
+            self._refused("candidate", version, refusal)
+        return refusal
 
     def _why(self, state: Any, reason: str) -> str:
         return f"{reason}: registry {self.name}@{self.alias}"
@@ -225,13 +276,24 @@ class RegistryFollower:
     def _reuse(arm: Any, version: str | None) -> Any:
         return arm if arm is not None and arm.version == version else None
 
-    def _load(self, version: str, role: str, errors: list[str]) -> Any:
-        """The verified :class:`Arm` of ``version``, or ``None`` (error recorded and alerted)."""
+    def _load(
+        self, version: str, role: str, errors: list[str], deployed_at: str | None = None
+    ) -> Any:
+        """The verified :class:`Arm` of ``version``, or ``None`` (error recorded and alerted).
+
+        ``deployed_at`` is when the registry gave the arm its role; for ``production`` it is
+        read from the version (the event that moved the alias onto it), for a shadow of
+        ``--shadow-alias`` it is now.
+        """
         key = (role, str(version))
+        if deployed_at is None and role != "production":
+            deployed_at = datetime.now(UTC).isoformat()
         cached = self._runtimes.get(str(version))
         if cached is not None:  # verified when it was loaded; a version's bytes never change
             self._runtimes.move_to_end(str(version))
-            return self.predictor.make_arm(cached, role)
+            if role == "production":
+                deployed_at = self._production_deployed_at(str(version))
+            return self.predictor.make_arm(cached, role, deployed_at)
         failed = self._failed.get(key)
         if failed is not None and time.monotonic() - failed[0] < self.retry_after_s:
             errors.append(f"{role} v{version}: {failed[1]} (retry pending)")
@@ -242,7 +304,7 @@ class RegistryFollower:
             )
             runtime.audit_tags.setdefault("model_name", self.name)
             runtime.audit_tags.setdefault("model_version", str(version))
-            arm = self.predictor.make_arm(runtime, "shadow" if role == "shadow" else role)
+            arm = self.predictor.make_arm(runtime, role, deployed_at)
             self.predictor.warm_up(runtime)
         except Exception as exc:
             message = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
@@ -256,6 +318,16 @@ class RegistryFollower:
         while len(self._runtimes) > RUNTIME_CACHE:
             self._runtimes.popitem(last=False)
         return arm
+
+    def _production_deployed_at(self, version: str) -> str | None:
+        """When the registry last moved production onto ``version`` (``None``: unreadable, the
+        arm then says when it was loaded)."""
+        try:
+            mv = self.registry.client.get_model_version(self.name, version)
+        except Exception:  # the swap does not wait for a timestamp
+            log.warning("registry follow: cannot read v%s's deployment time", version)
+            return None
+        return production_deployed_at(dict(mv.tags or {}), version)
 
     def _refused(self, role: str, version: str, message: str) -> None:
         d = self.predictor.deployment

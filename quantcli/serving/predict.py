@@ -4,8 +4,10 @@ One request: symbols -> online features (Feast, offline fallback) -> the verifie
 one audit-ledger record per symbol -> the response. Per symbol the response carries the prediction
 and the audit tags: ``model_version``, ``model_run_id``, ``feature_version``,
 ``dataset_manifest_id``, ``onnx_model`` (``name``, ``sha256``), ``inference_latency_ms`` (the
-ONNX ``session.run`` of the request, milliseconds), ``deployed_at`` (when the alias was set, ISO
-UTC, or when this process loaded the model if the registry does not say), plus ``fallback``
+ONNX ``session.run`` of the request, milliseconds), ``deployed_at`` (ISO UTC: when the registry
+gave the arm its role -- the promote, override or rollback that moved the alias onto a
+production version, the rollout that made a version the candidate -- or, if the registry does
+not say, when the arm was loaded), plus ``fallback``
 (``null`` for an online hit, else ``"missing"``/``"stale"``), ``feature_ts`` and ``arm``
 (``production``, or ``candidate`` for the canary's share of request keys).
 
@@ -170,7 +172,6 @@ class Predictor:
         self.alias = alias
         self.max_symbols = max_symbols
         self.stats = PredictorStats()
-        self.loaded_at = datetime.now(UTC).isoformat()
         self.deployment = Deployment(self.make_arm(runtime, "production"))
         self.shadow = ShadowScorer(self, shadow_queue)
         self.swaps = 0
@@ -190,8 +191,12 @@ class Predictor:
     def feature_names(self) -> list[str]:
         return list(self.deployment.production.feature_names)
 
-    def make_arm(self, runtime: Any, role: str) -> Arm:
-        """An :class:`Arm` for ``runtime``; InputError if the store lacks one of its features."""
+    def make_arm(self, runtime: Any, role: str, deployed_at: str | None = None) -> Arm:
+        """An :class:`Arm` for ``runtime``; InputError if the store lacks one of its features.
+
+        ``deployed_at`` is when the registry gave this arm its role (default: the runtime's
+        ``deployed_at``/``promoted_at`` tag, else now).
+        """
         names = tuple(runtime.feature_names)
         known = set(self.store.decl.feature_names)
         missing = [f for f in names if f not in known]
@@ -201,17 +206,24 @@ class Predictor:
                 f"'{self.store.decl.view_name}' does not have",
                 hint="serve a model trained on this feature set",
             )
-        loaded_at = getattr(self, "loaded_at", None) or datetime.now(UTC).isoformat()
-        return Arm(role, runtime, audit_tags(runtime.audit_tags, self.store, loaded_at), names)
+        tags = audit_tags(runtime.audit_tags, self.store, datetime.now(UTC).isoformat())
+        if deployed_at:
+            tags["deployed_at"] = deployed_at
+        return Arm(role, runtime, tags, names)
 
-    def swap(self, deployment: Deployment, *, reason: str) -> list[dict[str, Any]]:
+    def swap(
+        self, deployment: Deployment, *, reason: str, resume_reason: str | None = None
+    ) -> list[dict[str, Any]]:
         """Serve ``deployment`` from the next request on, and audit every role that changed.
 
         Requests already running keep the deployment they read, so they finish on the old
-        versions. Returns the audit records (``event: "swap"``, from/to version, reason).
+        versions. Returns the audit records (``event: "swap"``, from/to version, reason);
+        ``resume_reason`` is the operator's reason recorded when the halt is lifted.
         """
         old = self.deployment
-        records = swap_records(old, deployment, alias=self.alias, reason=reason)
+        records = swap_records(
+            old, deployment, alias=self.alias, reason=reason, resume_reason=resume_reason
+        )
         if records:
             try:
                 self.ledger.append(records)  # audited before the first request sees it

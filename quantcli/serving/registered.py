@@ -25,12 +25,30 @@ from quantcli.features.dataset import load_training_frame
 from quantcli.integrity import sha256_file
 from quantcli.models import tags as T
 from quantcli.models.registry import ModelRegistry
+from quantcli.models.versions import json_or_none
 from quantcli.workspace import Workspace
 
 ONNX_ARTIFACT_DIR = "onnx"
 EXPORT_STEM = "model"
 TAG_RECOMMENDED = "quantcli.onnx.recommended"  # fp32 | int8: the graph the runtime loads
 TAG_INT8 = "quantcli.onnx.int8"  # what happened to INT8 (quantized / not quantizable / ...)
+# the registry events that move the production alias onto a version
+_PRODUCTION_MOVES = ("promote", "override", "rollback")
+
+
+def production_deployed_at(tags: dict[str, Any], version: str | int) -> str | None:
+    """When ``version`` last became production: the time of the registry event that moved the
+    alias onto it (promote, override or rollback: the version's last-event tag), else its
+    promotion time; ``None`` for a version never promoted."""
+    event = json_or_none(tags.get(T.LAST_EVENT))
+    if (
+        isinstance(event, dict)
+        and event.get("action") in _PRODUCTION_MOVES
+        and str(event.get("to_version")) == str(version)
+        and event.get("ts")
+    ):
+        return str(event["ts"])
+    return tags.get(T.PROMOTED_AT) or None
 
 
 def resolve_workspace(workspace: Workspace | None, tracking_uri: str | None = None) -> Workspace:
@@ -111,6 +129,7 @@ def resolve_onnx(
         "onnx_name": Path(art_path).name,
         "onnx_precision": chosen,
         "promoted_at": info.tags.get(T.PROMOTED_AT),
+        "deployed_at": production_deployed_at(info.tags, info.version),
     }
     return OnnxArtifact(
         Path(local), rec.get("sha256"), rec.get("signature"), feature_names, audit, judged
@@ -208,6 +227,7 @@ __all__ = [
     "TAG_INT8",
     "TAG_RECOMMENDED",
     "OnnxArtifact",
+    "production_deployed_at",
     "resolve_onnx",
     "resolve_workspace",
     "training_sample",

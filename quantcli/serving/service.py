@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantcli.errors import InputError
+from quantcli.models.deployment import read_state
+from quantcli.models.registry import ModelRegistry
 from quantcli.serving.follow import AlertFn, RegistryFollower, ServingConfig
 from quantcli.serving.predict import (
     Predictor,
@@ -44,10 +47,14 @@ def open_service(
 
     ``config`` is the ``[serving]`` section (poll interval, shadow queue); ``alert`` is called
     for versions that fail to load (see :class:`~quantcli.serving.follow.RegistryFollower`).
+    ``shadow_alias`` must be an alias of the model (InputError naming ``--shadow-alias``
+    otherwise), checked before anything is loaded.
     """
     ws = resolve_workspace(workspace)
     config = config or ServingConfig.from_config(ws.config)
     name = model or default_model_name(ws)
+    if shadow_alias is not None:
+        check_shadow_alias(ws, name, shadow_alias)
     ledger, broken = open_service_ledger(ws)
     predictor = load_predictor(
         name, alias, workspace=ws, ledger=ledger, shadow_queue=config.shadow_queue
@@ -67,4 +74,21 @@ def open_service(
     return Service(predictor, follower, broken)
 
 
-__all__ = ["Service", "open_service"]
+def check_shadow_alias(workspace: Workspace, name: str, shadow_alias: str) -> None:
+    """InputError naming ``--shadow-alias`` unless model ``name`` has that alias now.
+
+    A service asked to shadow an alias that does not exist would otherwise shadow nothing and
+    say nothing; an alias removed later only pauses the shadow.
+    """
+    aliases = read_state(ModelRegistry(workspace), name).aliases
+    if shadow_alias not in aliases:
+        known = ", ".join(sorted(aliases)) or "none"
+        raise InputError(
+            f"--shadow-alias {shadow_alias!r}: model '{name}' has no alias '{shadow_alias}' "
+            f"(its aliases: {known})",
+            hint=f"set it first (e.g. qcli model train --name {name} sets staging), "
+            "or leave --shadow-alias out",
+        )
+
+
+__all__ = ["Service", "check_shadow_alias", "open_service"]

@@ -22,6 +22,7 @@ from _registration import register_model
 from quantcli.audit._ledger import ledger_path
 from quantcli.errors import InputError, NotFoundError
 from quantcli.models import deployment
+from quantcli.models.lifecycle import validate_version
 from quantcli.models.registry import ModelRegistry
 from quantcli.online import load_declaration
 from quantcli.serving.deployment import assignment_point
@@ -58,7 +59,7 @@ def model(registry_home):
     name = f"m{uuid.uuid4().hex[:8]}"
     v1 = register_model(name, **linear(NAMES, bias=1.0)).version
     force_promote(name, v1)
-    register_model(name, **linear(NAMES, bias=2.0))
+    register_model(name, **linear(NAMES, bias=2.0), backtest="pass")  # no verdict recorded yet
     return name
 
 
@@ -71,6 +72,16 @@ def served(model):
     yield predictor, follower
     follower.stop()
     predictor.close()
+
+
+def gates_pass(model: str, version: str) -> None:
+    """Record passing, signed verdicts of every floor gate on ``version``: parity and scan as
+    export and scan record them, the backtest's from its training run (``qcli model
+    validate``); the version was registered with a passing CPCV backtest."""
+    reg = ModelRegistry()
+    for gate in ("parity", "scan"):
+        reg.record_verdict(model, version, gate, True, [])
+    assert validate_version(reg, model, version).passed
 
 
 def ledger(model: str, event: str | None = None) -> list[dict]:
@@ -175,6 +186,7 @@ def test_a_version_that_fails_to_verify_is_never_swapped_in(model, served):
 def test_canary_shares_are_stored_stepped_deterministic_and_binomial(model, served):
     predictor, follower = served
     reg = ModelRegistry()
+    gates_pass(model, "2")
     with pytest.raises(InputError, match=r"the next step is --share 0\.1"):
         deployment.rollout(reg, model, "2", 0.5)
     deployment.rollout(reg, model, "2", 0.1, reason="canary")
@@ -217,13 +229,102 @@ def test_canary_shares_are_stored_stepped_deterministic_and_binomial(model, serv
     assert share_events == [(0.1, 0.5)]
 
 
-def test_the_canary_is_promoted_through_the_gated_promote(model):
-    reg = ModelRegistry()
-    for share in (0.1, 0.5, 1.0):
-        deployment.rollout(reg, model, "2", share)
+def test_a_canary_whose_gates_fail_gets_no_traffic_without_a_recorded_override(model, served):
+    """A version whose gates failed, or were never recorded, never answers production traffic:
+    the rollout refuses it, and a service refuses a rollout stored around the command."""
     from quantcli.errors import GateFailedError
 
-    with pytest.raises(GateFailedError, match="gate"):  # v2 has no verdicts: refused
+    predictor, follower = served
+    follower.retry_after_s = 0.0  # re-read the verdicts on every sync
+    reg = ModelRegistry()
+    failed = {"backtest": False, "parity": True, "scan": True}  # the Sharpe gate failed
+    bad = register_model(model, **linear(NAMES, bias=3.0), verdicts=failed).version
+    keys = [f"acct-{i}" for i in range(400)]
+    for version, why in ((bad, "verdict 'backtest' is fail"), ("2", "'backtest' not recorded")):
+        with pytest.raises(GateFailedError) as refused:
+            deployment.rollout(reg, model, version, 0.1, reason="c")
+        assert any(why in r for r in refused.value.reasons), refused.value.reasons
+    assert deployment.read_state(reg, model).candidate is None  # nothing stored
+    with pytest.raises(InputError, match="--force needs --reason"):
+        deployment.rollout(reg, model, bad, 0.1, force=True)
+
+    # a blue-green tag written around the command (an older qcli, a hand edit)
+    tag = {"version": bad, "share": 1.0, "mode": "canary", "set_at": "2026-01-01T00:00:00+00:00"}
+    reg.client.set_registered_model_tag(model, deployment.ROLLOUT_TAG, json.dumps(tag))
+    out = follower.sync()
+    arms = {predictor.predict(SYM, source="test", key=k)["arm"] for k in keys[:50]}
+    assert arms == {"production"} and predictor.deployment.candidate is None
+    assert len(out["errors"]) == 1 and "required verdicts do not pass" in out["errors"][0]
+    follower.sync()  # the same refusal is audited and alerted once
+    refused = ledger(model, "swap_refused")
+    assert [(r["arm"], r["to_version"]) for r in refused] == [("candidate", bad)]
+    assert "verdict 'backtest' is fail" in refused[0]["reason"]
+    assert [a.severity for a in follower.sink.alerts] == ["WARNING"]
+
+    # the override: --force with a reason, recorded in the tag and in registry_events
+    reg.client.delete_registered_model_tag(model, deployment.ROLLOUT_TAG)
+    r = deployment.rollout(reg, model, bad, 0.1, force=True, reason="risk committee RC-1")
+    assert r.override["reason"] == "risk committee RC-1" and r.event["forced"] is True
+    assert r.override["overridden"] == [reason for reason in r.event["details"]["gate_reasons"]]
+    follower.sync()
+    cand = next(k for k in keys if assignment_point(k) < 0.1)
+    res = predictor.predict(SYM, source="test", key=cand)
+    assert res["arm"] == "candidate" and res["predictions"][0]["model_version"] == bad
+
+    # a candidate in service whose gates stop passing leaves at the next check
+    deployment.rollout(reg, model, bad, 0.0, reason="abort")
+    gates_pass(model, "2")
+    deployment.rollout(reg, model, "2", 0.1, reason="gated canary")
+    follower.sync()
+    assert predictor.deployment.candidate.version == "2"
+    reg.record_verdict(model, "2", "backtest", False, ["sharpe 0.10 < min_sharpe 1.20"])
+    out = follower.sync()
+    assert predictor.deployment.candidate is None and "sharpe 0.10" in out["errors"][0]
+    assert predictor.predict(SYM, source="test", key=cand)["arm"] == "production"
+    swaps = [(r["arm"], r["from_version"], r["to_version"]) for r in ledger(model, "swap")]
+    assert swaps[-1] == ("candidate", "2", None)
+
+
+def test_deployed_at_is_when_the_registry_deployed_the_served_arm(model, served):
+    """``deployed_at`` of a response and its ledger record: the promote/rollback that moved
+    production onto the version, the rollout that made the candidate -- also when the runtime
+    was already loaded (a rollback to a cached version)."""
+    predictor, follower = served
+    reg = ModelRegistry()
+
+    def served_row(key: str | None = None) -> dict:
+        return predictor.predict(SYM, source="test", key=key)["predictions"][0]
+
+    first = served_row()["deployed_at"]
+    promoted = force_promote(model, "2")
+    follower.sync()
+    assert served_row()["deployed_at"] == promoted["event"]["ts"] != first
+    rolled = reg.rollback(model, reason="test: back to v1")
+    follower.sync()  # v1's runtime is still loaded: no download, a new deployment time
+    row = served_row()
+    assert row["model_version"] == "1" and row["deployed_at"] == rolled["event"]["ts"]
+    assert ledger(model)[-1]["deployed_at"] == rolled["event"]["ts"]
+
+    gates_pass(model, "2")
+    step = deployment.rollout(reg, model, "2", 0.1, reason="canary")
+    follower.sync()
+    cand = next(f"acct-{i}" for i in range(1000) if assignment_point(f"acct-{i}") < 0.1)
+    assert served_row(cand)["arm"] == "candidate"
+    assert served_row(cand)["deployed_at"] == step.deployed_at == step.set_at
+    wider = deployment.rollout(reg, model, "2", 0.5, reason="canary 50 %")
+    follower.sync()
+    assert wider.deployed_at == step.deployed_at  # a share step does not redeploy
+    assert served_row(cand)["deployed_at"] == step.deployed_at
+    assert served_row()["deployed_at"] in (rolled["event"]["ts"], step.deployed_at)
+
+
+def test_the_canary_is_promoted_through_the_gated_promote(model):
+    reg = ModelRegistry()
+    for share in (0.1, 0.5, 1.0):  # a recorded override lets the canary run ...
+        deployment.rollout(reg, model, "2", share, force=True, reason="test: override")
+    from quantcli.errors import GateFailedError
+
+    with pytest.raises(GateFailedError, match="gate"):  # ... never past the promote's gates
         deployment.promote_rollout(reg, model)
     assert deployment.read_state(reg, model).candidate == "2"
     with pytest.raises(InputError, match="next step is --promote"):
@@ -260,6 +361,11 @@ def test_halt_and_resume_are_registry_events_and_refusals_are_audited(model, ser
     assert [(r["event"]) for r in ledger(model, "halt") + ledger(model, "resume")] == [
         "halt",
         "resume",
+    ]
+    # each record carries the operator's reason, not the poll's
+    assert [r["reason"] for r in ledger(model, "halt") + ledger(model, "resume")] == [
+        "vendor prices bad since 14:02",
+        "fixed",
     ]
 
 
@@ -385,18 +491,24 @@ def test_cli_rollout_halt_resume_exit_codes(model, qcli):
     assert code == 2 and "--reason is required" in err
     code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.5")
     assert code == 2 and "the next step is --share 0.1" in err
+    code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1")
+    assert code == 1 and "verdict 'backtest' not recorded" in err  # a canary is gated
+    gates_pass(model, "2")
     code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1", "--json")
     assert code == 0, err
-    assert json.loads(out) | {"set_at": None, "by": None, "event": None} == {
+    volatile = {"set_at": None, "deployed_at": None, "by": None, "event": None}
+    assert json.loads(out) | volatile == {
         "name": model,
         "aborted": False,
+        "passed": True,
+        "reasons": [],
         "version": "2",
         "share": 0.1,
         "mode": "canary",
         "reason": "",
-        "set_at": None,
-        "by": None,
-        "event": None,
+        "required_verdicts": ["backtest", "parity", "scan"],
+        "override": None,
+        **volatile,
     }
     code, out, err = qcli("model", "rollout", model, "--promote")
     assert code == 2 and "no canary at share 1.0" in err
@@ -469,3 +581,17 @@ def test_guard_auto_rollback_reaches_the_service(model, served, qcli, tmp_path):
 def test_serve_refuses_bad_options_naming_them(qcli_home, qcli, args, message):
     code, _, err = qcli("serve", "--model", "m", *args)
     assert code == 2 and message in err
+
+
+def test_serve_refuses_a_shadow_alias_the_model_does_not_have(model):
+    """`qcli serve --shadow-alias nope` would shadow nothing and say nothing: refused (exit 2)
+    naming the option, before anything is loaded."""
+    from quantcli.serving.service import open_service
+
+    with pytest.raises(InputError, match=r"--shadow-alias 'nope': model '.*' has no alias 'nope'"):
+        open_service(model, shadow_alias="nope")
+    service = open_service(model, shadow_alias="staging")
+    try:
+        assert service.predictor.deployment.shadow.version == "2"
+    finally:
+        service.predictor.close()
