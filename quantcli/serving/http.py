@@ -26,17 +26,25 @@ broken, or when the offline fallback waited too long for another process's write
 500 is reserved for server faults (logged, counted).
 
 Bodies over 64 KiB are parsed on a worker thread, so a large body does not hold the event
-loop while other clients wait.
+loop while other clients wait. Predictions run on a bounded pool of ``predict_threads`` worker
+threads (:data:`PREDICT_THREADS`): a request that waits on the offline store's lock holds one
+worker, never the event loop, so ``/health`` and the other requests keep being answered.
+Unauthenticated bodies (``/health``, the errors of ``/predict``) never carry a file path: the
+text of a broken ledger names its file, the rest of the path is for ``/admin/reload``.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must see the real ``Request`` class in
 # the handlers' annotations, and it is imported inside create_app (kept off the CLI start-up path).
+import asyncio
+import functools
 import gc
 import hmac
 import json
 import logging
 import os
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,7 +59,18 @@ MAX_BODY_BYTES = 1_000_000
 # Larger bodies are parsed on a worker thread (a 1 MB JSON list takes milliseconds to parse).
 INLINE_PARSE_BYTES = 64 * 1024
 MAX_KEY_CHARS = 256
+# Worker threads running predictions: the bound on requests in progress at once; the rest wait
+# for a worker without holding the event loop.
+PREDICT_THREADS = 8
+# an absolute path (two or more components) inside a message; the last component is kept
+_ABS_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]*)")
 log = logging.getLogger("quantcli.serving")
+
+
+def public_text(text: str | None) -> str | None:
+    """``text`` with every absolute path cut to its last component, for unauthenticated bodies
+    (the full text stays in the log and ``/admin/reload``)."""
+    return None if text is None else _ABS_PATH.sub(r"\1", text)
 
 
 class BadRequest(Exception):
@@ -115,6 +134,7 @@ class _Endpoints:
         api_token: str | None,
         admin_token: str | None,
         max_body_bytes: int,
+        predict_threads: int = PREDICT_THREADS,
     ) -> None:
         from fastapi.responses import JSONResponse, Response
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -129,6 +149,11 @@ class _Endpoints:
                 return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
 
         self.predictor, self.follower, self.max_body_bytes = predictor, follower, max_body_bytes
+        if isinstance(predict_threads, bool) or not isinstance(predict_threads, int):
+            raise InputError(f"predict_threads must be a whole number, got {predict_threads!r}")
+        if not 1 <= predict_threads <= 256:
+            raise InputError(f"predict_threads must be in [1, 256], got {predict_threads}")
+        self.pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="qcli-predict")
         token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
         admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
         self.token_b, self.admin_b = _token_bytes(token), _token_bytes(admin or token)
@@ -154,6 +179,8 @@ class _Endpoints:
 
     def fail(self, endpoint: str, t0: float, status: int, kind: str, message: str) -> Any:
         self.errors.labels(kind).inc()
+        if status >= 500:  # the service's own state: may name its files
+            message = public_text(message)
         return self.reply(endpoint, t0, status, {"error": message})
 
     async def read_body(self, request: Any) -> bytes:
@@ -187,8 +214,9 @@ class _Endpoints:
                 symbols, key = await self.run_in_threadpool(parse_predict_body, raw)
             else:
                 symbols, key = parse_predict_body(raw)
-            # Synchronous on purpose: a request's CPU time is less than a thread-pool hop costs.
-            result = self.predictor.predict(symbols, source="http", key=key)
+            # On a worker: a feature read may wait for the offline store's lock (seconds).
+            call = functools.partial(self.predictor.predict, symbols, source="http", key=key)
+            result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
         except BadRequest as exc:
             return self.fail("/predict", t0, exc.status, exc.kind, exc.message)
         except self.client_disconnect:
@@ -238,7 +266,7 @@ class _Endpoints:
             status, reason = "halted", d.halted
         else:
             status, reason = "ok", None
-        body = {"status": status, "reason": reason, **predictor.describe()}
+        body = {"status": status, "reason": public_text(reason), **predictor.describe()}
         if follower is not None:
             # /health is unauthenticated: the errors' text (paths, URIs) is for /admin/reload
             body["follow"] = {
@@ -299,6 +327,7 @@ def create_app(
     admin_token: str | None = None,
     follower: Any = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    predict_threads: int = PREDICT_THREADS,
 ) -> Any:
     """The FastAPI app serving ``predictor``.
 
@@ -316,6 +345,8 @@ def create_app(
         A :class:`quantcli.serving.follow.RegistryFollower`, started and stopped with the app.
     max_body_bytes
         Largest accepted ``/predict`` body; larger ones get 413 as soon as they pass the limit.
+    predict_threads
+        Worker threads running predictions (at most this many requests in progress at once).
     """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -327,6 +358,7 @@ def create_app(
         api_token=api_token,
         admin_token=admin_token,
         max_body_bytes=max_body_bytes,
+        predict_threads=predict_threads,
     )
 
     @asynccontextmanager
@@ -336,6 +368,7 @@ def create_app(
         yield
         if follower is not None:
             follower.stop()
+        h.pool.shutdown(wait=True)  # every prediction in progress is in the ledger first
         predictor.close()  # fsync the ledger on a clean shutdown
 
     app = FastAPI(

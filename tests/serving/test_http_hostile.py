@@ -4,6 +4,10 @@ a 4xx JSON error naming the problem, never a 500 or a traceback, every response 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -238,9 +242,48 @@ def test_a_broken_ledger_at_start_answers_503_with_the_reason(module_home, predi
             r = httpx.post(f"{s.url}/predict", headers=AUTH, json={"symbols": ["SYM0001"]})
             h = httpx.get(f"{s.url}/health").json()
         assert_json_error(r, 503, "audit ledger broken")
-        assert h["status"] == "unavailable" and h["reason"] == reason
+        assert h["status"] == "unavailable" and h["reason"].startswith("audit ledger broken: ")
+        # unauthenticated bodies name the file, never where it is (that is for /admin/reload)
+        assert str(module_home) in reason
+        assert str(module_home) not in r.text and str(module_home) not in json.dumps(h)
+        assert f"{path.name}: " in h["reason"] and f"{path.name}: " in r.json()["error"]
     finally:
         path.write_bytes(saved)
+
+
+def test_requests_waiting_on_the_offline_store_do_not_stall_health(module_home, predictor):
+    """Unknown tickers fall back to the offline store; while another process holds its write
+    lock, each such request waits up to the busy timeout -- on a worker thread, so /health and
+    other requests are answered meanwhile."""
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+    hold += "time.sleep(60)"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", hold, str(module_home / "offline.duckdb")], stdout=subprocess.PIPE
+    )
+    try:
+        assert writer.stdout.readline().strip() == b"held"
+        with ThreadedService(create_app(predictor, api_token=TOKEN)) as s:
+
+            def unknown(i: int) -> httpx.Response:
+                body = {"symbols": [f"ZZQ{i}"]}
+                return httpx.post(f"{s.url}/predict", headers=AUTH, json=body, timeout=60)
+
+            with ThreadPoolExecutor(5) as pool:
+                waiting = [pool.submit(unknown, i) for i in range(5)]
+                time.sleep(1.0)  # the five requests are in, each waiting for the lock
+                t0 = time.monotonic()
+                health = httpx.get(f"{s.url}/health", timeout=60)
+                took = time.monotonic() - t0
+                answers = [f.result() for f in waiting]
+        assert health.status_code == 200
+        assert took < 1.0, f"/health took {took:.1f} s behind the waiting requests"
+        for r in answers:
+            assert_json_error(r, 503, "store is busy")
+            assert str(module_home) not in r.text
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
 
 
 @settings(
