@@ -366,6 +366,10 @@ def rollout(
         bool,
         typer.Option("--promote", help="Promote the canary at share 1.0 (gated) and end it."),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Governance override of failed gates (needs --reason)."),
+    ] = False,
     reason: ReasonOpt = None,
     tracking_uri: TrackingOpt = None,
     config: ConfigOpt = None,
@@ -399,7 +403,14 @@ def rollout(
         if version is None and ((share or 0) > 0 or mode == "shadow"):
             raise InputError("--version is required (the candidate to roll out)")
         result = deployment.rollout(
-            reg, name, version or "0", share or 0.0, mode=mode.value, reason=reason
+            reg,
+            name,
+            version or "0",
+            share or 0.0,
+            mode=mode.value,
+            reason=reason,
+            force=force,
+            required=_required(config),
         )
         message = (
             f"aborted the rollout of v{result.candidate} of {name}"

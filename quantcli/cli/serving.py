@@ -88,6 +88,8 @@ def serve_cmd(
 
         curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"symbols": ["SPY"]}'
     """
+    if not 0 < port < 65536:  # before any start-up work or output
+        raise InputError(f"--port must be 1..65535, got --port {port}")
     ws = Workspace.from_env(tracking_uri=tracking_uri, config=config)
     settings = _serving_config(ws, poll_interval, max_body_bytes)
     service = open_service(

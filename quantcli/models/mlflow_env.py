@@ -10,6 +10,10 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from quantcli.errors import InputError
 
 
 def quiet_mlflow() -> None:
@@ -63,4 +67,35 @@ def is_local_store(tracking_uri: str) -> bool:
     return not tracking_uri.startswith(("http://", "https://", "databricks"))
 
 
-__all__ = ["IGNORED_HEADER_PLUGINS", "is_local_store", "quiet_mlflow"]
+#: The tracking-store schemes MLflow opens (its own list, less the hosted-only ones).
+TRACKING_SCHEMES = (
+    "sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+)  # fmt: skip
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """:class:`InputError` for a URI MLflow would refuse with a traceback (an unknown scheme)
+    or would quietly create an empty store for (a SQLite file in a directory that does not
+    exist: a typo, not a new registry)."""
+    parts = urlsplit(tracking_uri)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in TRACKING_SCHEMES:
+        shown = f"{parts.scheme}:" if parts.scheme else "(none)"
+        raise InputError(
+            f"--tracking-uri {tracking_uri!r}: unsupported scheme {shown}",
+            hint=f"use one of {', '.join(s + ':' for s in TRACKING_SCHEMES)} "
+            "(e.g. sqlite:///path/mlflow.db)",
+        )
+    if scheme == "sqlite":
+        db = tracking_uri.split(":///", 1)[1] if ":///" in tracking_uri else ""
+        if db and db != ":memory:" and not Path(db).parent.is_dir():
+            raise InputError(
+                f"--tracking-uri {tracking_uri!r}: directory {Path(db).parent} does not exist",
+                hint="check the path; the embedded registry is $QCLI_HOME/mlflow.db",
+            )
+
+
+__all__ = [
+    "IGNORED_HEADER_PLUGINS", "TRACKING_SCHEMES", "check_tracking_uri", "is_local_store",
+    "quiet_mlflow",
+]  # fmt: skip

@@ -45,7 +45,7 @@ from quantcli.models.lifecycle import (
     rollback_version,
     validate_version,
 )
-from quantcli.models.mlflow_env import is_local_store, quiet_mlflow
+from quantcli.models.mlflow_env import check_tracking_uri, is_local_store, quiet_mlflow
 from quantcli.models.serialize import load_model
 from quantcli.models.verdicts import (
     GATE_FLOOR,
@@ -105,6 +105,7 @@ class ModelRegistry:
             workspace = dataclasses.replace(workspace, tracking_uri=tracking_uri)
         self.workspace = workspace
         self.tracking_uri = self.workspace.tracking_uri
+        check_tracking_uri(self.tracking_uri)
         if is_local_store(self.tracking_uri):
             self.workspace.home.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)

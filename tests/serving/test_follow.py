@@ -493,6 +493,14 @@ def test_cli_rollout_halt_resume_exit_codes(model, qcli):
     assert code == 2 and "the next step is --share 0.1" in err
     code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1")
     assert code == 1 and "verdict 'backtest' not recorded" in err  # a canary is gated
+    code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1", "--force")
+    assert code == 2 and "--reason" in err  # an override is explicit and explained
+    code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1",
+                          "--force", "--reason", "trial on 10%", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["override"] is not None
+    code, out, err = qcli("model", "rollout", model, "--share", "0", "--json")
+    assert code == 0 and json.loads(out)["aborted"] is True
     gates_pass(model, "2")
     code, out, err = qcli("model", "rollout", model, "--version", "2", "--share", "0.1", "--json")
     assert code == 0, err
@@ -595,3 +603,10 @@ def test_serve_refuses_a_shadow_alias_the_model_does_not_have(model):
         assert service.predictor.deployment.shadow.version == "2"
     finally:
         service.predictor.close()
+
+
+@pytest.mark.parametrize("port", ["0", "70000"])
+def test_serve_refuses_a_port_out_of_range_before_any_output(model, qcli, port):
+    code, out, err = qcli("serve", "--model", model, "--port", port, "--json")
+    assert code == 2 and out == ""
+    assert f"--port must be 1..65535, got --port {port}" in err
