@@ -170,11 +170,14 @@ def http_request(
     worker = threading.Thread(target=work, name="qcli-http", daemon=True)
     worker.start()
     worker.join(timeout)
+    late = f"no complete answer within {timeout:.3g} s"
     if worker.is_alive():
         sockets.abort()
-        raise HttpFailure(f"no complete answer within {timeout:.3g} s")
+        raise HttpFailure(late)
     if "error" in outcome:
-        raise HttpFailure(_describe(outcome["error"]))
+        # a socket timeout is the same deadline, reached in the worker a moment earlier
+        timed_out = _describe(outcome["error"]) == "TimeoutError: timed out"
+        raise HttpFailure(late if timed_out else _describe(outcome["error"]))
     answer: HttpAnswer = outcome["answer"]
     if len(answer.body) > max_bytes and refuse_larger:
         raise HttpFailure(f"answer larger than {max_bytes} bytes")

@@ -267,7 +267,8 @@ def test_the_whole_delivery_is_bounded_even_at_the_documented_maxima(tmp_path):
         elapsed = time.monotonic() - t0
     assert elapsed < 4, elapsed
     assert d.dead_lettered and d.attempts == 1
-    assert d.error == "no complete answer within 1.5 s; delivery deadline reached"
+    # the attempt gets what is left of the budget: 1.5 s less a moment
+    assert re.fullmatch(r"no complete answer within 1\.\d+ s; delivery deadline reached", d.error)
     assert json.loads((tmp_path / "dl").read_text())["attempts"] == 1
     with pytest.raises(InputError, match=r"\[alerts\] delivery_budget_s"):
         AlertConfig(delivery_budget_s=0)
