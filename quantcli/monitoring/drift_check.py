@@ -11,14 +11,15 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from quantcli.errors import InputError
 from quantcli.monitoring.drift import DriftDetector, DriftResult
 from quantcli.monitoring.profile import BaselineProfile
 from quantcli.monitoring.report import write_drift_report
-from quantcli.monitoring.state import as_utc, monitoring_store, store_file
+from quantcli.monitoring.state import as_utc, monitoring_store, store_file, utc_now
 from quantcli.monitoring.windows import DriftWindows, load_window, resolve_windows
 from quantcli.results import Result
 from quantcli.workspace import Workspace
@@ -99,6 +100,11 @@ def run_drift_check(
     ws = workspace or Workspace.from_env()
     store_path = ws.offline_path
     step = on_step or (lambda _msg: None)
+    # an unwritable output must fail before minutes of work, not after them
+    if save_profile is not None:
+        check_output_path(save_profile, "--save-profile")
+    if report is not None and report != "auto":
+        check_output_path(report, "--report")
     detector = DriftDetector(**(thresholds if thresholds is not None else ws.section("drift")))
     windows = resolve_windows(
         baseline,
@@ -136,6 +142,28 @@ def run_drift_check(
     )
 
 
+def check_output_path(path: str | os.PathLike[str], option: str) -> Path:
+    """Create ``path``'s directory and check a file can be written there.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a directory, or its directory cannot be created or written; the message
+        names ``option``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory (give a file name)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InputError(f"{option} {path}: cannot create its directory ({why})") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} {path}: not writable")
+    return path
+
+
 def _load_windows(
     windows: DriftWindows, feature_set: str, store_path: Path, step: Callable[[str], None]
 ) -> tuple[tuple[Any, str], tuple[Any, str]]:
@@ -166,6 +194,10 @@ def record_drift_run(
 ) -> str:
     """Append the run's summary to ``monitor_drift_runs``; returns its run id.
 
+    ``checked_at`` is the recording time in microseconds, strictly after every earlier run's
+    (the result's own timestamp has whole seconds: two runs within a second would tie and
+    "the latest" would be decided by the random run id).
+
     ``store_path`` is deprecated: the offline store file, instead of the workspace's."""
     d = result.to_dict()
     run_id = uuid.uuid4().hex[:16]
@@ -175,11 +207,15 @@ def record_drift_run(
         for f in d["features"]
     ]
     with monitoring_store(store_file(workspace, store_path)) as store, store.transaction() as con:
+        last = con.execute("SELECT max(checked_at) FROM monitor_drift_runs").fetchone()[0]
+        checked_at = utc_now()
+        if last is not None and checked_at <= as_utc(last):
+            checked_at = as_utc(last) + timedelta(microseconds=1)
         con.execute(
             "INSERT INTO monitor_drift_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 run_id,
-                as_utc(result.timestamp),
+                checked_at,
                 result.baseline_source,
                 result.current_source,
                 len(result.features),

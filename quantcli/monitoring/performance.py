@@ -445,8 +445,13 @@ def check_performance(
     """
     ws = workspace or Workspace.from_env()
     cfg = ws.section("monitor")
+    # 0 is not "unset": it must not silently fall back to the configured window
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or not 2 <= window < 2**63
+    ):
+        raise InputError(f"--window must be a whole number in [2, 2**63), got {window!r}")
     mon = PerformanceMonitor(
-        window_size=window or cfg["window_size"],
+        window_size=cfg["window_size"] if window is None else window,
         min_sharpe=cfg["min_sharpe"],
         max_drawdown=cfg["max_drawdown"],
         name=monitor,

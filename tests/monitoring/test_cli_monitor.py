@@ -11,6 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from quantcli.monitoring.drift import DriftResult
+from quantcli.monitoring.drift_check import latest_drift_run, record_drift_run
 from quantcli.monitoring.performance import PerformanceMonitor
 from tests.monitoring.conftest import SHIFTED
 
@@ -205,3 +207,44 @@ def test_retrain_check_not_due_exit_0(qcli_home, qcli):
     code, out, err = qcli("monitor", "retrain-check", "--json")
     assert code == 0, err
     assert json.loads(out)["due"] is False
+
+
+@pytest.mark.parametrize(
+    ("option", "target", "message"),
+    [
+        ("--report", "DIR", "--report {DIR}: is a directory"),
+        ("--save-profile", "DIR", "--save-profile {DIR}: is a directory"),
+        ("--report", "/proc/nope/r.html", "--report /proc/nope/r.html: cannot create"),
+        ("--save-profile", "/proc/nope/b.npz", "--save-profile /proc/nope/b.npz: cannot create"),
+    ],
+)
+def test_drift_unwritable_output_is_exit_2_before_any_work(
+    feature_store, qcli, tmp_path, option, target, message
+):
+    target = str(tmp_path) if target == "DIR" else target
+    code, out, err = qcli(
+        "monitor", "drift", "--baseline", "2017-01-01:2017-12-31", "--current", "2018-01-01:",
+        option, target,
+    )  # fmt: skip
+    assert code == 2, err
+    assert err.startswith(f"Error: {message.format(DIR=tmp_path)}"), err
+    assert "Traceback" not in err and out == ""
+    assert _drift_runs() == 0  # refused before the check ran and recorded
+
+
+def test_performance_window_zero_is_refused_not_the_default(qcli_home, qcli, tmp_path):
+    code, _, err = qcli("monitor", "performance", "--window", "0")
+    assert code == 2 and err.startswith("Error: --window must be a whole number in [2, 2**63)")
+    code, out, err = qcli("monitor", "performance", "--window", "7", "--json")
+    assert json.loads(out)["window_size"] == 7, err
+
+
+def test_the_latest_drift_run_is_the_last_recorded_within_one_second(qcli_home):
+    """Drift timestamps have whole seconds; ties must not fall to the random run id."""
+    for i in range(8):
+        result = DriftResult(
+            features=[], thresholds={}, timestamp="2026-12-07T10:00:00+00:00",
+            baseline_source=f"run {i}", current_source="c",
+        )  # fmt: skip
+        record_drift_run(result)
+        assert latest_drift_run()["baseline_source"] == f"run {i}"
