@@ -201,6 +201,9 @@ def run_live_shadow(
     limit = max_pnl_divergence
     if limit is None:
         limit = ws.section("shadow")["max_pnl_divergence"]
+    # a bad [alerts] section fails here, not after the comparison has been recorded
+    sink = alerts if alerts is not None else AlertSink(AlertConfig.from_config(ws.config))
+    sink.config.check_dead_letter()
     recs = read_live_shadow(name, since=since, ledger=ledger, workspace=ws)
     if not recs:
         raise InputError(
@@ -244,7 +247,6 @@ def run_live_shadow(
     if record:
         result = dataclasses.replace(result, run_id=_record(result, ws))
     if not result.passed:
-        sink = alerts if alerts is not None else AlertSink(AlertConfig.from_config(ws.config))
         sink.send(
             Alert("WARNING", result.message(), source="qcli model shadow", details={"model": name})
         )

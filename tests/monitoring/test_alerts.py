@@ -18,7 +18,9 @@ from quantcli.models.deployment import read_state
 from quantcli.models.registry import ModelRegistry
 from quantcli.monitoring.alerts import Alert, AlertConfig, AlertSink, redact_url
 from quantcli.monitoring.guard import run_guard
+from quantcli.monitoring.shadow_live import run_live_shadow
 from quantcli.monitoring.state import monitoring_store
+from quantcli.workspace import Workspace
 
 
 class Receiver:
@@ -430,3 +432,12 @@ def test_guard_bad_alerts_section_is_exit_2_before_anything_is_recorded(
     assert re.search(expected, run.err), run.err
     assert "Traceback" not in run.err
     assert _events() == []
+
+
+def test_live_shadow_checks_the_alerts_section_before_reading(qcli_home, tmp_path, monkeypatch):
+    """Not after the comparison ran and was recorded (the alert is sent last)."""
+    monkeypatch.delenv("PAGER_WEBHOK", raising=False)
+    cfg = tmp_path / "alerts.toml"
+    cfg.write_text('[alerts]\nwarning_url = "env:PAGER_WEBHOK"\n')
+    with pytest.raises(InputError, match=r"^\[alerts\] warning_url = env:PAGER_WEBHOK"):
+        run_live_shadow("m", workspace=Workspace.from_env(config=cfg))
