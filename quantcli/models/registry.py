@@ -46,6 +46,7 @@ from quantcli.models.lifecycle import (
     validate_version,
 )
 from quantcli.models.mlflow_env import check_tracking_uri, is_local_store, quiet_mlflow
+from quantcli.models.mlflow_files import is_mlflow_meta, norm_uri
 from quantcli.models.serialize import load_model
 from quantcli.models.verdicts import (
     GATE_FLOOR,
@@ -323,13 +324,13 @@ class ModelRegistry:
         """
         run = self.client.get_run(info.run_id)
         expected = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
-        allowed = {_norm_uri(expected), _norm_uri(f"runs:/{info.run_id}/{MODEL_ARTIFACT_PATH}")}
+        allowed = {norm_uri(expected), norm_uri(f"runs:/{info.run_id}/{MODEL_ARTIFACT_PATH}")}
         where = {
             "source": info.source,
             "storage location": self.client.get_model_version_download_uri(info.name, info.version),
         }
         for what, uri in where.items():
-            if _norm_uri(uri) not in allowed:
+            if norm_uri(uri) not in allowed:
                 raise IntegrityError(
                     f"{info.name} v{info.version}: its registry {what} {uri!r} is not the "
                     f"model folder of its run {info.run_id} ({expected!r}): MLflow would load "
@@ -348,7 +349,7 @@ class ModelRegistry:
                 else f"{artifact_path.rstrip('/')}/{f.relative_to(local).as_posix()}"
             )
             rec = info.artifacts.get(rel)
-            if rec is None and _is_mlflow_meta(info, f, rel):
+            if rec is None and is_mlflow_meta(info, f, rel):
                 continue
             if rec is None:
                 raise IntegrityError(
@@ -576,41 +577,6 @@ def _run_backtest_record(run: Any) -> dict[str, Any]:
         thresholds or None,
         metrics,
     )
-
-
-#: The file MLflow's ``models:/`` loader writes into a version's model folder on the embedded
-#: store (``mlflow.store.artifact.models_artifact_repo``); it is MLflow's, not the model's.
-MLFLOW_META_FILE = "registered_model_meta"
-_MLFLOW_META_MAX_BYTES = 4096
-
-
-def _is_mlflow_meta(info: ModelVersionInfo, f: Path, rel: str) -> bool:
-    """Whether ``f`` is MLflow's registered-model note about this model, nothing else: at the
-    top of ``model/``, small, YAML naming this model and a version of it."""
-    import yaml
-
-    if rel != f"{MODEL_ARTIFACT_PATH}/{MLFLOW_META_FILE}":
-        return False
-    try:
-        if f.stat().st_size > _MLFLOW_META_MAX_BYTES:
-            return False
-        meta = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return (
-        isinstance(meta, dict)
-        and set(meta) == {"model_name", "model_version"}
-        and meta["model_name"] == info.name
-        and str(meta["model_version"]).isdigit()
-    )
-
-
-def _norm_uri(uri: str | None) -> str:
-    """A URI without trailing slashes, ``file:///x`` and ``/x`` spelled alike."""
-    text = (uri or "").rstrip("/")
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return text
 
 
 # the names importers used before the registry was split by concern
