@@ -65,7 +65,21 @@ def _deploy_momentum() -> None:
     names = load_declaration().feature_names
     v1 = register_model("momentum", **linear(names, bias=0.01, coef=0.001)).version
     force_promote("momentum", v1)
-    register_model("momentum", **linear(names, bias=0.02, coef=0.001))
+    # v2 is the pages' candidate: its gates pass, as a canary of it needs
+    v2 = register_model("momentum", backtest="pass", **linear(names, bias=0.02, coef=0.001))
+    _gates_pass("momentum", v2.version)
+
+
+def _gates_pass(name: str, version: str) -> None:
+    """Passing, signed verdicts of every floor gate: parity and scan as export and scan record
+    them, the backtest's from the version's signed registration record (``qcli model validate``)."""
+    from quantcli.models.lifecycle import validate_version
+    from quantcli.models.registry import ModelRegistry
+
+    reg = ModelRegistry()
+    for gate in ("parity", "scan"):
+        reg.record_verdict(name, version, gate, True, [])
+    assert validate_version(reg, name, version).passed
 
 
 # -- the files pages name ------------------------------------------------------------------------
@@ -121,15 +135,6 @@ def _serving_models(home: Path, workdir: Path) -> None:
     register_model("spx_ens", kind="ensemble", params={"lgbm": {"n_estimators": 30}})
 
 
-def _record_v2_verdicts(home: Path, workdir: Path) -> None:
-    """v2 of momentum passed its gates (the runbook's section 1 checklist, done before)."""
-    from quantcli.models.registry import ModelRegistry
-
-    reg = ModelRegistry()
-    for gate in ("backtest", "parity", "scan"):
-        reg.record_verdict("momentum", "2", gate, True, [])
-
-
 def _shadow_records(ledger: Path) -> list[dict]:
     lines = ledger.read_text().splitlines() if ledger.exists() else []
     return [r for r in map(json.loads, lines) if r.get("event") == "shadow"]
@@ -158,7 +163,9 @@ def _v3_canary(home: Path, workdir: Path, port: str) -> None:
 
     from quantcli.online import load_declaration
 
-    register_model("momentum", **linear(load_declaration().feature_names, bias=0.03, coef=0.001))
+    names = load_declaration().feature_names
+    v3 = register_model("momentum", backtest="pass", **linear(names, bias=0.03, coef=0.001))
+    _gates_pass("momentum", v3.version)
 
 
 # -- the pages -----------------------------------------------------------------------------------
@@ -171,6 +178,7 @@ class Page:
     service: tuple[str, ...] = ()  # argv of a background `qcli serve`; its port is {port}
     serves: bool = False  # the page's own `qcli serve` is that service (kept running)
     setup: Callable[[Path, Path], None] | None = None  # (home, workdir): state the text assumes
+    env: tuple[tuple[str, str], ...] = ()  # variables the page's config names (env:NAME)
     # the start of a step's command -> what runs before the first such step (qcli argv lists,
     # in process, or a callable(home, workdir, port)): the state the page's prose sets up there
     before: dict[str, list[list[str] | Callable[[Path, Path, str], None]]] = field(
@@ -247,8 +255,12 @@ PAGES: dict[str, Page] = {
         "deployed",
         files=_prod_toml,
         subs=NAME_V,
+        # prod.toml's webhooks: a closed loopback port, so alerts are dead-lettered, not sent
+        env=(
+            ("PAGER_WEBHOOK", "http://127.0.0.1:9/pager"),
+            ("CHAT_WEBHOOK", "http://127.0.0.1:9/chat"),
+        ),
         serves=True,  # section 0 starts the service the later sections reach at HOST:8000
-        setup=_record_v2_verdicts,
         before={
             # the prose between: "End the shadow: qcli model rollout NAME --share 0 ..."
             "qcli model shadow NAME --live": [_shadow_traffic],

@@ -373,6 +373,8 @@ def test_shell_blocks_of_the_page_run(doc, prepared_home, tmp_path, monkeypatch,
     monkeypatch.setenv("QCLI_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("QCLI_API_TOKEN", raising=False)
+    for key, value in page.env:
+        monkeypatch.setenv(key, value)
     cwd = home / page.cwd if page.cwd else tmp_path / "work"
     cwd.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(cwd)
