@@ -231,6 +231,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "retries": 3,
         "backoff_s": 0.5,
         "timeout_s": 5.0,
+        "delivery_budget_s": 120.0,  # one alert's delivery in all, retries and backoff included
         "dead_letter": "",  # default $QCLI_HOME/alerts/dead_letter.jsonl
     },
 }
