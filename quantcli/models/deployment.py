@@ -108,7 +108,7 @@ class RolloutResult(Result):
     def failure_hint(self) -> str | None:
         return (
             "a canary answers live traffic: record the gates (qcli model validate / export / "
-            "scan), or record an override (rollout with force and a reason)"
+            "scan), or record an override (qcli model rollout ... --force --reason TEXT)"
         )
 
     def to_dict(self) -> dict[str, Any]:
