@@ -41,6 +41,10 @@ _log = logging.getLogger(__name__)
 READ_PATHS = ("direct", "feast")
 
 
+class OfflineReadNeeded(Exception):
+    """``get_online_features(..., offline=False)`` met a symbol only the offline store has."""
+
+
 @dataclass
 class OnlineCounters:
     """Per-symbol serving counts since the wrapper was created."""
@@ -253,7 +257,11 @@ class OnlineFeatureStore:
         return cached
 
     def get_online_features(
-        self, symbols: Sequence[str], feature_refs: Sequence[str] | None = None
+        self,
+        symbols: Sequence[str],
+        feature_refs: Sequence[str] | None = None,
+        *,
+        offline: bool = True,
     ) -> OnlineFeatures:
         """Latest features of ``symbols`` from the online store, offline fallback when needed.
 
@@ -264,6 +272,9 @@ class OnlineFeatureStore:
         feature_refs
             Feature names (``rsi_14``) or references (``technical_features_v1:rsi_14``);
             default all declared features in declaration order.
+        offline
+            False: raise :class:`OfflineReadNeeded` instead of reading the offline store (which
+            may wait seconds for a writer's lock), for a caller that must not block there.
         """
         if isinstance(symbols, str) or not len(symbols):
             raise InputError("`symbols` must be a non-empty list of tickers")
@@ -288,6 +299,8 @@ class OnlineFeatureStore:
                 need[s] = "stale"
             feature_ts.append(ts)
             fallback.append(need.get(s))
+        if need and not offline:
+            raise OfflineReadNeeded(f"{len(need)} symbol(s) need the offline store")
         if need:
             self._fill_from_offline(symbols, names, need, values, feature_ts)
         self.counters.count(fallback)
@@ -374,6 +387,7 @@ def get_feature_store(
 
 __all__ = [
     "READ_PATHS",
+    "OfflineReadNeeded",
     "OnlineCounters",
     "OnlineFeatureStore",
     "OnlineFeatures",

@@ -26,9 +26,10 @@ broken, or when the offline fallback waited too long for another process's write
 500 is reserved for server faults (logged, counted).
 
 Bodies over 64 KiB are parsed on a worker thread, so a large body does not hold the event
-loop while other clients wait. Predictions run on a bounded pool of ``predict_threads`` worker
-threads (:data:`PREDICT_THREADS`): a request that waits on the offline store's lock holds one
-worker, never the event loop, so ``/health`` and the other requests keep being answered.
+loop while other clients wait. A prediction whose symbols the online store has runs inline; one
+that needs the offline store runs on a bounded pool of ``predict_threads`` worker threads
+(:data:`PREDICT_THREADS`): a request that waits on the offline store's lock holds one worker,
+never the event loop, so ``/health`` and the other requests keep being answered.
 Unauthenticated bodies (``/health``, the errors of ``/predict``) never carry a file path: the
 text of a broken ledger names its file, the rest of the path is for ``/admin/reload``.
 """
@@ -50,6 +51,7 @@ from typing import Any
 
 from quantcli.audit import LedgerBrokenError
 from quantcli.errors import InputError, NotFoundError, QuantCliError, StoreBusyError
+from quantcli.online.store import OfflineReadNeeded
 from quantcli.serving.metrics import service_metrics
 from quantcli.serving.predict import ServiceHalted
 
@@ -214,9 +216,14 @@ class _Endpoints:
                 symbols, key = await self.run_in_threadpool(parse_predict_body, raw)
             else:
                 symbols, key = parse_predict_body(raw)
-            # On a worker: a feature read may wait for the offline store's lock (seconds).
+            # Inline when the online store has every symbol (a thread handoff costs the p99 a
+            # millisecond); on a worker when the offline store is needed, whose read may wait
+            # seconds for a writer's lock and would stall every other request, /health too.
             call = functools.partial(self.predictor.predict, symbols, source="http", key=key)
-            result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+            try:
+                result = call(offline=False)
+            except OfflineReadNeeded:
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
         except BadRequest as exc:
             return self.fail("/predict", t0, exc.status, exc.kind, exc.message)
         except self.client_disconnect:

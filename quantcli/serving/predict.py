@@ -241,11 +241,14 @@ class Predictor:
         source: str = "cli",
         request_id: str | None = None,
         key: str | None = None,
+        offline: bool = True,
     ) -> PredictResponse:
         """Predict for ``symbols``; every prediction is appended to the ledger before returning.
 
         ``key`` (default: the request id) decides the arm during a canary (see
-        :func:`assignment_point`). Raises :class:`InputError` (bad symbols, NaN features),
+        :func:`assignment_point`). ``offline=False`` raises
+        :class:`~quantcli.online.store.OfflineReadNeeded`, before anything is recorded, when a
+        symbol would need the offline store. Raises :class:`InputError` (bad symbols, NaN features),
         :class:`NotFoundError` (a symbol with no features anywhere) -- nothing is written to
         the ledger then -- or :class:`ServiceHalted` (the refusal is audited).
         """
@@ -255,7 +258,9 @@ class Predictor:
             self._refuse(d, request_id, source)
         syms = check_symbols(symbols, self.max_symbols)
         arm = d.arm_for(key if key is not None else request_id)
-        feats = self.store.get_online_features(syms, feature_refs=list(arm.feature_names))
+        feats = self.store.get_online_features(
+            syms, feature_refs=list(arm.feature_names), offline=offline
+        )
         X = arm.runtime.validate(feats.values)
         t0 = time.perf_counter()
         preds = arm.runtime.predict_array(X)
