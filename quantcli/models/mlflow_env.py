@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -95,7 +96,30 @@ def check_tracking_uri(tracking_uri: str) -> None:
             )
 
 
+#: Seconds a tracking server has to accept a connection before a command gives up on it.
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_tracking_server(tracking_uri: str) -> None:
+    """:class:`InputError` when an ``http(s)`` tracking server does not accept a connection:
+    MLflow's client would retry for about 15 s and then fail with a traceback."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        where = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}"
+        raise InputError(
+            f"cannot reach the MLflow tracking server at {where}: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            hint="check --tracking-uri / $MLFLOW_TRACKING_URI and that `mlflow server` is up",
+        ) from None
+
+
 __all__ = [
     "IGNORED_HEADER_PLUGINS", "TRACKING_SCHEMES", "check_tracking_uri", "is_local_store",
-    "quiet_mlflow",
+    "probe_tracking_server", "quiet_mlflow",
 ]  # fmt: skip

@@ -45,7 +45,12 @@ from quantcli.models.lifecycle import (
     rollback_version,
     validate_version,
 )
-from quantcli.models.mlflow_env import check_tracking_uri, is_local_store, quiet_mlflow
+from quantcli.models.mlflow_env import (
+    check_tracking_uri,
+    is_local_store,
+    probe_tracking_server,
+    quiet_mlflow,
+)
 from quantcli.models.mlflow_files import is_mlflow_meta, norm_uri
 from quantcli.models.serialize import load_model
 from quantcli.models.verdicts import (
@@ -107,6 +112,7 @@ class ModelRegistry:
         self.workspace = workspace
         self.tracking_uri = self.workspace.tracking_uri
         check_tracking_uri(self.tracking_uri)
+        probe_tracking_server(self.tracking_uri)
         if is_local_store(self.tracking_uri):
             self.workspace.home.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
