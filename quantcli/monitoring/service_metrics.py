@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from quantcli.errors import InputError
 from quantcli.monitoring._http import HttpFailure, http_request
@@ -158,15 +159,27 @@ def _is_slow_bound(le: str | None) -> bool:
         return False
 
 
-def _fetch(url: str, token: str | None, timeout: float) -> str:
-    """The text of ``url`` (see the module doc for the bounds); the token is never shown."""
+def without_secrets(url: str) -> str:
+    """``url`` as messages and results show it: no user, password or query (where a token may
+    ride), the scheme, host, port and path kept so the operator can tell which service."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}{parts.path}"
+
+
+def _fetch(url: str, token: str | None, timeout: float, shown: str) -> str:
+    """The text of ``url`` (see the module doc for the bounds); the token is never shown, and
+    messages name the URL as ``shown``."""
     token = token if token is not None else os.environ.get("QCLI_API_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         answer = http_request(url, headers=headers, timeout=timeout, max_bytes=MAX_METRICS_BYTES)
         return answer.body.decode("utf-8")
     except (HttpFailure, UnicodeDecodeError) as exc:
-        raise InputError(f"--metrics {url}: cannot read the service metrics ({exc})") from None
+        raise InputError(f"--metrics {shown}: cannot read the service metrics ({exc})") from None
 
 
 def _json_counts(text: str, spec: str) -> ServiceHealth:
@@ -198,7 +211,13 @@ def _json_counts(text: str, spec: str) -> ServiceHealth:
 def read_service_health(spec: str, token: str | None = None, timeout: float = 5.0) -> ServiceHealth:
     """Service health from a URL (``http://host:port/metrics``) or a snapshot file."""
     if spec.startswith(("http://", "https://")):
-        return parse_prometheus(_fetch(spec, token, timeout), spec)
+        shown = without_secrets(spec)
+        if "@" in urlsplit(spec).netloc:
+            raise InputError(
+                f"--metrics {shown}: credentials in the URL are not sent (nor shown)",
+                hint="give the service's bearer token in QCLI_API_TOKEN",
+            )
+        return parse_prometheus(_fetch(spec, token, timeout, shown), shown)
     path = Path(spec)
     try:
         text = path.read_text(encoding="utf-8")

@@ -367,6 +367,26 @@ def test_metrics_redirect_is_refused_and_the_token_stays_home(monkeypatch):
     assert TOKEN not in str(exc.value)
 
 
+def test_metrics_credentials_in_the_url_are_never_shown():
+    """A query (where a token may ride) stays out of the result's source and of errors, and a
+    user and password in the URL are refused, not sent nor echoed: the token goes in
+    QCLI_API_TOKEN. Scheme, host, port and path name the service."""
+    text = _prometheus_text(n_ok=10, n_5xx=0, n_4xx=0, latencies=[0.01] * 10).encode()
+    with _MetricsServer(text) as svc:
+        port = svc.server.server_address[1]
+        with_query = f"http://127.0.0.1:{port}/metrics?token=t0k3n"
+        assert read_service_health(with_query, timeout=5).source == svc.url()
+    with pytest.raises(InputError) as exc:  # the server is gone: the error names the URL
+        read_service_health(with_query, timeout=5)
+    assert f"--metrics {svc.url()}: cannot read" in str(exc.value)
+    assert "t0k3n" not in str(exc.value)
+    with pytest.raises(InputError) as exc:
+        read_service_health(f"http://ops:pa55w0rd@127.0.0.1:{port}/metrics", timeout=5)
+    assert (
+        str(exc.value) == f"--metrics {svc.url()}: credentials in the URL are not sent (nor shown)"
+    )
+
+
 def test_metrics_answer_is_bounded_in_size_and_time():
     with (
         _MetricsServer(b"#" * (MAX_METRICS_BYTES + 1)) as svc,
