@@ -266,7 +266,7 @@ class RegistryFollower:
             )
         self._gate_check = (key, now, refusal)
         if refusal is not None and (last is None or last[0][0] != version or last[2] != refusal):
-            self._refused("candidate", version, refusal)
+            self._refused("candidate", version, refusal, what="gets no traffic: its gates")
         return refusal
 
     def _why(self, state: Any, reason: str) -> str:
@@ -329,7 +329,9 @@ class RegistryFollower:
             return None
         return production_deployed_at(dict(mv.tags or {}), version)
 
-    def _refused(self, role: str, version: str, message: str) -> None:
+    def _refused(
+        self, role: str, version: str, message: str, what: str = "failed to load or verify"
+    ) -> None:
         d = self.predictor.deployment
         current = getattr(d, role)
         self.predictor.ledger.append(
@@ -350,11 +352,12 @@ class RegistryFollower:
         if (role, version) not in self._alerted:
             self._alerted.add((role, version))
             severity = "CRITICAL" if role == "production" else "WARNING"
-            self._alert(
-                severity,
-                f"{self.name} v{version} ({role}) failed to load or verify; "
-                f"still serving v{current.version if current is not None else 'none'}: {message}",
+            serving = (
+                f"still serving v{current.version}"
+                if current is not None
+                else ("production keeps all traffic" if role == "candidate" else "serving none")
             )
+            self._alert(severity, f"{self.name} v{version} ({role}) {what}; {serving}: {message}")
 
     def _alert(self, severity: str, title: str) -> None:
         log.warning("%s", title)

@@ -260,6 +260,9 @@ def test_a_canary_whose_gates_fail_gets_no_traffic_without_a_recorded_override(m
     assert [(r["arm"], r["to_version"]) for r in refused] == [("candidate", bad)]
     assert "verdict 'backtest' is fail" in refused[0]["reason"]
     assert [a.severity for a in follower.sink.alerts] == ["WARNING"]
+    title = follower.sink.alerts[0].title
+    assert f"v{bad} (candidate) gets no traffic: its gates; production keeps all traffic" in title
+    assert "failed to load" not in title
 
     # the override: --force with a reason, recorded in the tag and in registry_events
     reg.client.delete_registered_model_tag(model, deployment.ROLLOUT_TAG)
