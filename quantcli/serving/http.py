@@ -29,7 +29,8 @@ Bodies over 64 KiB are parsed on a worker thread, so a large body does not hold 
 loop while other clients wait. A prediction whose symbols the online store has runs inline; one
 that needs the offline store runs on a bounded pool of ``predict_threads`` worker threads
 (:data:`PREDICT_THREADS`): a request that waits on the offline store's lock holds one worker,
-never the event loop, so ``/health`` and the other requests keep being answered.
+never the event loop, so ``/health`` and the other requests keep being answered; past
+:data:`WAITING_PER_THREAD` requests waiting per worker, the next is answered 503 at once.
 Unauthenticated bodies (``/health``, the errors of ``/predict``) never carry a file path: the
 text of a broken ledger names its file, the rest of the path is for ``/admin/reload``.
 """
@@ -64,6 +65,10 @@ MAX_KEY_CHARS = 256
 # Worker threads running predictions: the bound on requests in progress at once; the rest wait
 # for a worker without holding the event loop.
 PREDICT_THREADS = 8
+# Requests that may wait for a worker at once, per worker: past it a request is answered 503 at
+# once, so a flood of unknown tickers while a writer holds the offline store cannot queue
+# without bound (each would hold its connection and memory for the whole busy timeout).
+WAITING_PER_THREAD = 4
 # an absolute path (two or more components) inside a message; the last component is kept
 _ABS_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s/:;,'\"()]+/)+([^\s/:;,'\"()]*)")
 log = logging.getLogger("quantcli.serving")
@@ -156,6 +161,8 @@ class _Endpoints:
         if not 1 <= predict_threads <= 256:
             raise InputError(f"predict_threads must be in [1, 256], got {predict_threads}")
         self.pool = ThreadPoolExecutor(predict_threads, thread_name_prefix="qcli-predict")
+        self.max_offline = predict_threads * (1 + WAITING_PER_THREAD)
+        self.offline_in_flight = 0  # touched on the event loop only
         token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
         admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
         self.token_b, self.admin_b = _token_bytes(token), _token_bytes(admin or token)
@@ -223,7 +230,15 @@ class _Endpoints:
             try:
                 result = call(offline=False)
             except OfflineReadNeeded:
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+                if self.offline_in_flight >= self.max_offline:
+                    raise BadRequest(
+                        503, "busy", "too many requests are waiting on the offline store; retry"
+                    ) from None
+                self.offline_in_flight += 1
+                try:
+                    result = await asyncio.get_running_loop().run_in_executor(self.pool, call)
+                finally:
+                    self.offline_in_flight -= 1
         except BadRequest as exc:
             return self.fail("/predict", t0, exc.status, exc.kind, exc.message)
         except self.client_disconnect:

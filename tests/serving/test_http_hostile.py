@@ -286,6 +286,41 @@ def test_requests_waiting_on_the_offline_store_do_not_stall_health(module_home, 
         writer.stdout.close()
 
 
+def test_requests_past_the_waiting_bound_are_refused_at_once(module_home, predictor):
+    """One worker may have four requests waiting behind it: while a writer holds the offline
+    store, the sixth and later unknown tickers get 503 at once instead of queueing."""
+    from quantcli.serving.http import WAITING_PER_THREAD
+
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+    hold += "time.sleep(60)"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", hold, str(module_home / "offline.duckdb")], stdout=subprocess.PIPE
+    )
+    try:
+        assert writer.stdout.readline().strip() == b"held"
+        app = create_app(predictor, api_token=TOKEN, predict_threads=1)
+        with ThreadedService(app) as s:
+
+            def unknown(i: int) -> tuple[httpx.Response, float]:
+                t0 = time.monotonic()
+                body = {"symbols": [f"ZZW{i}"]}
+                r = httpx.post(f"{s.url}/predict", headers=AUTH, json=body, timeout=60)
+                return r, time.monotonic() - t0
+
+            n = 1 + WAITING_PER_THREAD + 3
+            with ThreadPoolExecutor(n) as pool:
+                answers = list(pool.map(unknown, range(n)))
+        busy = [(r, took) for r, took in answers if "too many requests" in r.text]
+        assert len(busy) == 3
+        for r, took in busy:
+            assert_json_error(r, 503, "too many requests are waiting on the offline store")
+            assert took < 1.0
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+
+
 @settings(
     max_examples=150,
     deadline=None,
