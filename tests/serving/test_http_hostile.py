@@ -3,6 +3,7 @@ a 4xx JSON error naming the problem, never a 500 or a traceback, every response 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quantcli.online import get_feature_store
-from quantcli.serving.http import create_app
+from quantcli.serving.http import WAITING_PER_THREAD, create_app
 from quantcli.serving.predict import Predictor
 from serving._deploy import ThreadedService
 from serving._model import load_runtime
@@ -251,17 +252,28 @@ def test_a_broken_ledger_at_start_answers_503_with_the_reason(module_home, predi
         path.write_bytes(saved)
 
 
+@contextlib.contextmanager
+def _offline_store_held(home):
+    """Another process holding the offline store's write lock (a nightly ingest, say)."""
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+    hold += "time.sleep(60)"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", hold, str(home / "offline.duckdb")], stdout=subprocess.PIPE
+    )
+    try:
+        assert writer.stdout.readline().strip() == b"held"
+        yield
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+
+
 def test_requests_waiting_on_the_offline_store_do_not_stall_health(module_home, predictor):
     """Unknown tickers fall back to the offline store; while another process holds its write
     lock, each such request waits up to the busy timeout -- on a worker thread, so /health and
     other requests are answered meanwhile."""
-    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-    hold += "time.sleep(60)"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", hold, str(module_home / "offline.duckdb")], stdout=subprocess.PIPE
-    )
-    try:
-        assert writer.stdout.readline().strip() == b"held"
+    with _offline_store_held(module_home):
         with ThreadedService(create_app(predictor, api_token=TOKEN)) as s:
 
             def unknown(i: int) -> httpx.Response:
@@ -280,24 +292,12 @@ def test_requests_waiting_on_the_offline_store_do_not_stall_health(module_home, 
         for r in answers:
             assert_json_error(r, 503, "store is busy")
             assert str(module_home) not in r.text
-    finally:
-        writer.kill()
-        writer.wait()
-        writer.stdout.close()
 
 
 def test_requests_past_the_waiting_bound_are_refused_at_once(module_home, predictor):
     """One worker may have four requests waiting behind it: while a writer holds the offline
     store, the sixth and later unknown tickers get 503 at once instead of queueing."""
-    from quantcli.serving.http import WAITING_PER_THREAD
-
-    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-    hold += "time.sleep(60)"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", hold, str(module_home / "offline.duckdb")], stdout=subprocess.PIPE
-    )
-    try:
-        assert writer.stdout.readline().strip() == b"held"
+    with _offline_store_held(module_home):
         app = create_app(predictor, api_token=TOKEN, predict_threads=1)
         with ThreadedService(app) as s:
 
@@ -315,10 +315,6 @@ def test_requests_past_the_waiting_bound_are_refused_at_once(module_home, predic
         for r, took in busy:
             assert_json_error(r, 503, "too many requests are waiting on the offline store")
             assert took < 1.0
-    finally:
-        writer.kill()
-        writer.wait()
-        writer.stdout.close()
 
 
 @settings(
