@@ -23,7 +23,26 @@ from quantcli.monitoring.state import monitoring_store
 from quantcli.workspace import Workspace
 
 
-class Receiver:
+class _Loopback:
+    """A threaded HTTP server on 127.0.0.1 for one ``Handler`` class, as a context manager."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Receiver(_Loopback):
     """A Slack-like webhook on 127.0.0.1: records JSON bodies; the first ``fail`` posts get 503;
     a body without a ``text`` string gets 400 (what Slack answers)."""
 
@@ -60,19 +79,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 SECRET = "/services/T000/B000/XXXXsecretXXXX"
@@ -188,7 +195,7 @@ def test_guard_critical_reaches_the_webhook(qcli_home, tmp_path, qcli):
     ]  # fmt: skip
 
 
-class Misbehaving:
+class Misbehaving(_Loopback):
     """A webhook on 127.0.0.1 that answers badly: ``trickle`` sends a valid 200 one byte per
     ``interval`` (no single read ever times out), ``silent`` accepts and never answers,
     ``redirect`` answers 302 to ``location``. ``on_post`` runs when a POST arrives."""
@@ -222,20 +229,11 @@ class Misbehaving:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def __enter__(self) -> Misbehaving:
-        self.thread.start()
-        return self
+        self.serve(Handler)
 
     def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop.set()  # a trickling answer stops before the server does
+        super().__exit__(*exc)
 
 
 def test_a_trickling_webhook_is_cut_at_timeout_s_in_all(tmp_path):
