@@ -174,8 +174,9 @@ def test_a_storage_location_pointing_elsewhere_is_refused(
 
 
 def test_mlflow_pyfunc_loading_a_version_leaves_it_promotable(qcli_home, embedded_uri, monkeypatch):
-    """MLflow's `models:/` loader writes `model/registered_model_meta` into the version's own
-    folder on the embedded store: that note is MLflow's, not an unsigned model file."""
+    """MLflow's `models:/` loader (before 3.18) writes `model/registered_model_meta` into the
+    version's own folder on the embedded store: that note is MLflow's, not an unsigned model
+    file. Releases that no longer write it get the note as those releases wrote it."""
     import mlflow.pyfunc
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded_uri)
@@ -195,6 +196,12 @@ def test_mlflow_pyfunc_loading_a_version_leaves_it_promotable(qcli_home, embedde
     mlflow.pyfunc.load_model("models:/py@production")
     mlflow.pyfunc.load_model("models:/py@staging")
     run_id = reg.resolve("py", versions[0]).run_id
+    if not list((qcli_home / "mlartifacts").rglob("registered_model_meta")):
+        for path in (qcli_home / "mlartifacts").glob("*/artifacts/model"):
+            version = versions[0] if path.parts[-3] == run_id else versions[1]
+            (path / "registered_model_meta").write_text(
+                f"model_name: py\nmodel_version: '{version}'\n"
+            )
     assert helpers_meta(qcli_home, run_id).is_file()
     validate_version(reg, "py", versions[1]).raise_if_failed()
     reg.promote("py", versions[1])
