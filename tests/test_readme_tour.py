@@ -1,4 +1,5 @@
-"""The README's five-minute tour runs as written, from ingest to a served prediction."""
+"""The README's five-minute tour runs as written, from an empty directory to a served prediction;
+its first line is the README's first command, so this is also the fresh-machine run."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# One worker under `pytest -n 2 --dist loadgroup`: the tour starts the fresh-machine run beside it.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("readme")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def tour_block() -> str:
@@ -35,55 +34,23 @@ def fresh_machine_command() -> str:
     return block.splitlines()[0].split(" && ", 1)[1]
 
 
-@pytest.fixture(scope="module")
-def fresh_machine_run(tmp_path_factory: pytest.TempPathFactory):
-    """The fresh-machine command, started in an empty directory and awaited by its own test.
-
-    The tour asks for it first, so the two independent runs (each one process, mostly one core)
-    overlap on a 2-core machine instead of queueing. Output goes to files, not pipes, so a run
-    nobody reads yet cannot block on a full pipe.
-    """
-    cwd = tmp_path_factory.mktemp("fresh_machine")
-    logs = tmp_path_factory.mktemp("fresh_machine_logs")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QCLI_", "MLFLOW_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    command = fresh_machine_command()
-    with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "quantcli", *command.split()[1:]],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=err,
-            text=True,
-            start_new_session=True,
-        )
-    run = SimpleNamespace(proc=proc, cwd=cwd, command=command, logs=logs)
-    try:
-        yield run
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
-
-
-def test_the_tour_block_is_self_contained():
+def test_the_tour_starts_with_the_fresh_machine_command():
+    """The tour's first line is the README's first command (after its install), as written, so
+    the tour's run is also the fresh-machine run: state goes to ./.qcli of an empty directory."""
     block = tour_block()
-    assert block.startswith("export QCLI_HOME=")
-    assert "qcli data ingest --sample" in block
+    assert fresh_machine_command() == "qcli pipeline run --sample"
+    assert block.splitlines()[0].split("#")[0].strip() == fresh_machine_command()
+    assert "QCLI_HOME=" not in block  # the default home, as on a fresh machine
     assert re.search(r"^qcli serve .*&", block, re.M), "serve must run in the background"
     assert "kill %1" in block
     assert block.count("8000") == 3  # serve, the health wait, the request: the port the test swaps
 
 
-def test_readme_tour_runs_as_written(tmp_path: Path, request: pytest.FixtureRequest):
-    if any(
-        item.name == "test_the_fresh_machine_pipeline_line_runs" for item in request.session.items
-    ):
-        request.getfixturevalue("fresh_machine_run")  # starts it now, beside the tour
+def test_readme_tour_runs_as_written(tmp_path: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # a fresh machine: no quantcli or MLflow variables, an empty directory
     env = {
         k: v
         for k, v in os.environ.items()
@@ -108,26 +75,20 @@ def test_readme_tour_runs_as_written(tmp_path: Path, request: pytest.FixtureRequ
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
     assert proc.returncode == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    home = tmp_path / ".qcli"
+    # the first command: gates fail on the sample, the demo goes on with staging (exit 0
+    # unless --strict) and leaves its report
+    assert "Gates did not all pass" in out
+    assert list((home / "reports").glob("pipeline-*/report.html"))
     # the gated steps refuse, honestly, and the tour goes on with staging
-    assert "gates failed (exit 1): momentum stays in staging" in out
+    assert "gates failed (exit 1): qcli_sample stays in staging" in out
     assert "promotion refused (exit 1)" in out
     # the served prediction: the curl line's JSON answer
     answer = json.loads(next(line for line in out.splitlines() if line.startswith('{"')))
     assert [p["symbol"] for p in answer["predictions"]] == ["SPX", "IXIC"]
     assert all(isinstance(p["prediction"], float) for p in answer["predictions"])
-    # predict (2) and the service (2) went to the ledger, which verifies
-    ledger = tmp_path / ".qcli" / "audit" / "ledger.jsonl"
-    assert len(ledger.read_text().splitlines()) == 4
-    assert (tmp_path / ".qcli" / "feast" / "feature_store.yaml").is_file()
-
-
-def test_the_fresh_machine_pipeline_line_runs(fresh_machine_run):
-    """The README's first command: `qcli pipeline run --sample` (installed: the tests' env)."""
-    assert fresh_machine_run.command == "qcli pipeline run --sample"
-    returncode = fresh_machine_run.proc.wait(timeout=1500)
-    stdout = (fresh_machine_run.logs / "stdout").read_text()
-    stderr = (fresh_machine_run.logs / "stderr").read_text()
-    # gates fail on the sample, the demo goes on with staging: exit 0 unless --strict
-    assert returncode == 0, f"stdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
-    assert "Gates did not all pass" in stdout
-    assert list((fresh_machine_run.cwd / ".qcli" / "reports").glob("pipeline-*/report.html"))
+    # the pipeline's prediction stage (2), predict (2) and the service (2) went to the ledger,
+    # which verifies
+    ledger = home / "audit" / "ledger.jsonl"
+    assert len(ledger.read_text().splitlines()) == 6
+    assert (home / "feast" / "feature_store.yaml").is_file()
