@@ -114,6 +114,7 @@ def register_model(
     seed: int = 1,
     tracking_uri: str | None = None,
     backtest: str | None = None,
+    gates: dict[str, float] | None = None,
     verdicts: dict[str, bool] | None = None,
     alias: str | None = "staging",
     onnx: bytes | None = None,
@@ -129,11 +130,14 @@ def register_model(
     - ``features``: the input columns (default every column but :data:`NOT_FEATURES`).
     - ``tracking_uri``: the registry (default the workspace's embedded store; or a server).
     - ``backtest``: ``"pass"``/``"fail"`` tags the run as the trainer's backtest does (``validate``
-      reads it from there); ``verdicts``: ``{gate: passed}`` recorded on the version, signed.
+      reads it from there) under ``gates`` (default the embedded ``[gates]``; ``{}``: none
+      logged, a run that names no thresholds); ``verdicts``: ``{gate: passed}`` recorded on
+      the version, signed.
     - ``onnx``: graph bytes, signed and added at ``onnx/model.fp32.onnx`` (a servable version).
     - ``lineage``: the feature-set/label/dataset tags of a trained version (a fitted frame needs
       ``symbol`` and ``ts`` for its manifest); ``tags`` are set last, so they override.
     """
+    from quantcli.config import DEFAULTS
     from quantcli.models import tags as T
     from quantcli.models.registry import ModelRegistry
     from quantcli.models.serialize import save_model
@@ -158,6 +162,8 @@ def register_model(
         reasons = [] if backtest == "pass" else ["sharpe 0.10 < min_sharpe 1.20"]
         reg.client.set_tag(run_id, "quantcli.backtest.verdict", backtest)
         reg.client.set_tag(run_id, "quantcli.backtest.reasons", json.dumps(reasons))
+        for key, value in (DEFAULTS["gates"] if gates is None else gates).items():
+            reg.client.log_param(run_id, f"gate_{key}", value)
     version_tags: dict[str, Any] = {T.MODEL_KIND: kind, T.FEATURE_NAMES: json.dumps(names)}
     if lineage:
         version_tags = _lineage(kind, names, frame)

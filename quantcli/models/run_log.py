@@ -189,6 +189,8 @@ class TrainResult(Result):
     cv_metrics: dict[str, float]
     backtest_metrics: dict[str, Any]
     model_files: list[str]
+    #: the ``[gates]`` the backtest verdict was judged under (signed with it at registration)
+    thresholds: dict[str, float] = field(default_factory=dict)
     registered_name: str | None = None
     version: str | None = None
     aliases: list[str] = field(default_factory=list)
@@ -211,6 +213,7 @@ class TrainResult(Result):
             "cv_metrics": self.cv_metrics,
             "backtest_metrics": self.backtest_metrics,
             "backtest_verdict": T.PASS if self.passed else T.FAIL,
+            "backtest_thresholds": self.thresholds,
             "reasons": list(self.reasons),
             "model_files": self.model_files,
             "backtest_report": self.backtest_report,

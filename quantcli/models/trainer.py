@@ -261,7 +261,7 @@ class MLflowTrainer:
                     backtest=backtest_record(
                         T.PASS if result.passed else T.FAIL,
                         list(result.reasons),
-                        self._thresholds,
+                        result.thresholds,
                         result.backtest_metrics,
                     ),
                 )
@@ -285,8 +285,6 @@ class MLflowTrainer:
         its files under ``work``; the result (registration is the caller's)."""
         bt = self._backtest(factory, frame, feature_names, lineage, seed, executor, bar, cv_cfg)
         result = bt.result
-        # the thresholds the verdict was reached under, signed with it at registration
-        self._thresholds = dict(result.thresholds)
         # the cv_ metrics describe the registered configuration, not the grid's other trials
         per_fold, cv_means = fold_metrics(
             [f for f in result.fold_metrics if f.get("config", 0) == result.selected_config]
@@ -310,6 +308,7 @@ class MLflowTrainer:
             cv_metrics=cv_means,
             backtest_metrics=bt_metrics,
             model_files=files,
+            thresholds=dict(result.thresholds),
             backtest_report=report,
         )
 

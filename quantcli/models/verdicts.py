@@ -210,12 +210,15 @@ def threshold_shortfalls(thresholds: Any) -> list[str]:
     """Why ``thresholds`` (the ``[gates]`` a backtest was judged under) are looser than
     :data:`THRESHOLD_FLOOR`; empty when every one is at least as strict.
 
-    ``None`` (no thresholds in the signed record) is not a shortfall: only a caller that holds
-    the signing key and registers its own run through the API records no thresholds; the
-    trainer always records the ones it judged under.
+    ``None`` (no thresholds in the signed record) is a shortfall too: a pass that does not say
+    what it passed cannot be compared with the floor. The trainer always records the ones it
+    judged under; a caller registering its own run logs them as ``gate_*`` run parameters.
     """
     if thresholds is None:
-        return []
+        return [
+            "the training backtest recorded no thresholds (no gate_* run parameters): a pass "
+            "must name the gates it was judged under"
+        ]
     if not isinstance(thresholds, dict):
         return ["the backtest thresholds recorded at training are unreadable"]
     out = []

@@ -23,6 +23,7 @@ import yaml
 from quantcli.errors import QuantCliError
 from quantcli.integrity import sha256_file
 from quantcli.models import tags as T
+from quantcli.models.mlflow_files import is_mlflow_meta
 from quantcli.models.registry import ModelRegistry
 from quantcli.results import Result
 from quantcli.serving.artifact_scan import (
@@ -196,6 +197,8 @@ def _scan_run_files(
         files = sorted(q for q in local.rglob("*") if q.is_file())
         for f in files:
             rel = f"{root}/{f.relative_to(local)}"
+            if rel not in info.artifacts and is_mlflow_meta(info, f, rel):
+                continue  # MLflow's note that a `models:/` load wrote: not a model file
             scanned[rel] = sha256_file(f)
             rec = info.artifacts.get(rel, {})
             sha, sig = rec.get("sha256"), rec.get("signature")

@@ -63,6 +63,24 @@ def gated(qcli_home, embedded_uri, model_name, helpers, register_model, tmp_path
     return reg, v
 
 
+def test_the_scan_passes_mlflows_own_note_and_nothing_else_unsigned(gated, qcli_home, model_name):
+    """MLflow before 3.18 wrote ``model/registered_model_meta`` on every ``models:/`` load:
+    that note about this very version is not a model file; one naming another model is."""
+    from quantcli.serving.scan import scan_registered
+
+    reg, v = gated
+    run_id = reg.resolve(model_name, v).run_id
+    note = qcli_home / "mlartifacts" / run_id / "artifacts" / "model" / "registered_model_meta"
+    note.write_text(f"model_name: {model_name}\nmodel_version: '{v}'\n")
+    scan = scan_registered(model_name, v)
+    assert scan.passed, scan.reasons
+    assert "model/registered_model_meta" not in {r.path for r in scan.files}
+    note.write_text("model_name: other\nmodel_version: '1'\n")
+    scan = scan_registered(model_name, v)
+    assert not scan.passed
+    assert any(r.startswith("model/registered_model_meta: ") for r in scan.reasons), scan.reasons
+
+
 def test_the_gate_floor_is_a_minimum_a_config_can_only_raise():
     assert gate_policy({"registry": {"required_verdicts": []}})["required"] == [
         "backtest",

@@ -119,6 +119,23 @@ def test_a_missing_registration_record_is_refused_never_assumed(
         reg.promote(model_name, v)
 
 
+def test_a_pass_that_names_no_thresholds_does_not_pass(
+    qcli_home, embedded_uri, model_name, helpers, register_model
+):
+    reg = ModelRegistry(embedded_uri)
+    v = register_model(
+        model_name, tracking_uri=embedded_uri, **{**helpers.tiny(), "backtest": "pass"}, gates={}
+    ).version
+    for gate in ("parity", "scan"):
+        reg.record_verdict(model_name, v, gate, True, [])
+    result = validate_version(reg, model_name, v)
+    assert not result.passed and result.verdicts["backtest"] == "fail"
+    assert any("recorded no thresholds" in r for r in result.reasons)
+    # the same run with the embedded gates logged passes: the thresholds are what failed
+    ok = _gated(reg, register_model, helpers, model_name, backtest="pass", seed=2)
+    assert validate_version(reg, model_name, ok).passed
+
+
 def test_a_lax_config_cannot_lower_the_backtest_thresholds(qcli_home, embedded_uri):
     frame = training_frame(6, 400, seed=4, ar1=0.0)  # noise: fails the default gates
     cfg = small_cfg()
