@@ -60,9 +60,9 @@ _STARTED = pytest.StashKey[float]()
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_STARTED] = time.monotonic()
-    if getattr(session.config.option, "numprocesses", None) and not hasattr(
-        session.config, "workerinput"
-    ):
+    controller = not hasattr(session.config, "workerinput")
+    wanted = os.environ.get("QCLI_TEST_WARM_KERNELS", "1") != "0"
+    if getattr(session.config.option, "numprocesses", None) and controller and wanted:
         # the xdist controller, before its workers start: fill Numba's cache once (46 s on a
         # fresh clone, 5 s when warm) rather than in every worker and subprocess at once
         subprocess.run([sys.executable, "-m", "tests._warm_kernels"], check=True)

@@ -39,6 +39,7 @@ def test_every_run_ends_with_its_wall_time_workers_and_cpus(tmp_path: Path):
     (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     env |= {"PYTHONPATH": str(ROOT), "QCLI_TEST_REDIS_URL": "redis://127.0.0.1:6399/0"}
+    env["QCLI_TEST_WARM_KERNELS"] = "0"  # the probe computes nothing: no Numba cache to fill
     env.pop("QCLI_TEST_REDIS_SERIAL_URL", None)
     base = [sys.executable, "-m", "pytest", str(probe), "-p", "no:cacheprovider"]
     cpus = len(os.sched_getaffinity(0))
