@@ -247,10 +247,13 @@ class MLflowTrainer:
             run_name=run_name or f"{register_as or factory.kind}-{manifest['sha256'][:8]}",
             tags={**extra_tags, **lineage},
         )
-        self._trial_name = register_as or f"{self.experiment_name}/{factory.kind}"
+        # the name the DSR's trial count is kept under (every configuration ever tried)
+        trial = register_as or f"{self.experiment_name}/{factory.kind}"
         data = (frame, feature_names, manifest, lineage)
         with _run_status(self.client, run.info.run_id) as run_id, _workdir() as work:
-            result = self._run(run_id, factory, *data, seed, executor, progress, cv_cfg, work)
+            result = self._run(
+                run_id, factory, *data, seed, executor, progress, cv_cfg, work, trial=trial
+            )
             result = replace(result, experiment_id=exp_id)
             if register_as:
                 info = self.registry.register_version(
@@ -279,11 +282,13 @@ class MLflowTrainer:
 
     def _run(
         self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar,
-        cv_cfg, work,
+        cv_cfg, work, *, trial,
     ) -> TrainResult:  # fmt: skip
         """Backtest, log the run, write the report, refit the selected configuration and log
         its files under ``work``; the result (registration is the caller's)."""
-        bt = self._backtest(factory, frame, feature_names, lineage, seed, executor, bar, cv_cfg)
+        bt = self._backtest(
+            factory, frame, feature_names, lineage, seed, executor, bar, cv_cfg, trial
+        )
         result = bt.result
         # the cv_ metrics describe the registered configuration, not the grid's other trials
         per_fold, cv_means = fold_metrics(
@@ -312,7 +317,7 @@ class MLflowTrainer:
             backtest_report=report,
         )
 
-    def _backtest(self, factory, frame, feature_names, lineage, seed, executor, bar, cv_cfg):
+    def _backtest(self, factory, frame, feature_names, lineage, seed, executor, bar, cv_cfg, trial):
         """The CPCV backtest over ``[train] grid``, its DSR deflated by every configuration
         backtested under this model name (across runs), and the selected configuration."""
         feature_set, label = lineage[T.FEATURE_SET], lineage[T.LABEL]
@@ -330,7 +335,7 @@ class MLflowTrainer:
             **backtest_options(self.cfg, feature_set),
         )
         context = trial_context(self.cfg, feature_set, label, run_params(factory), seed)
-        record_and_deflate(TrialLog(client=self.client), self._trial_name, result, context)
+        record_and_deflate(TrialLog(client=self.client), trial, result, context)
         # the gates judged the selected configuration's paths: refit and register that one
         selected = result.configs[result.selected_config]
         return _Backtested(result, grid_name, selected, with_selected_params(factory, selected))
