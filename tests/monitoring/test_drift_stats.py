@@ -209,13 +209,27 @@ def test_radix_sort_equals_numpy_sort_on_any_finite_floats(values):
     assert sorted(got.view(np.int64).tolist()) == sorted(x.view(np.int64).tolist())  # a permutation
     signed = np.signbit(got) & (got == 0)
     assert not np.any(signed[1:] & ~signed[:-1] & (got[:-1] == 0))  # -0.0 before 0.0
+    # numpy's sort, as sort_finite uses it, gives the radix sort's bytes
+    from quantcli.monitoring.profile import sort_finite
+
+    mine = x.copy()
+    sort_finite(mine)
+    assert mine.tobytes() == got.tobytes()
 
 
-def test_large_columns_are_radix_sorted_to_numpys_order():
+@pytest.mark.parametrize("radix", [True, False], ids=["radix", "numpy"])
+def test_large_columns_sort_to_the_same_bytes_whichever_sort_is_faster(radix, monkeypatch):
+    from quantcli.monitoring import profile
     from quantcli.monitoring.profile import RADIX_MIN_SIZE, summarize_column
 
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.standard_normal(RADIX_MIN_SIZE), rng.integers(-3, 3, 999) * 1.0])
     x[::97] = np.nan
+    x[1::89] = -0.0
+    monkeypatch.setattr(profile, "radix_is_faster", lambda: radix)
     summary = summarize_column("f", x, 0)
-    assert np.array_equal(summary.sorted_values, np.sort(x[np.isfinite(x)]))
+    finite = x[np.isfinite(x)]
+    assert np.array_equal(summary.sorted_values, np.sort(finite))
+    canonical = finite.copy()
+    radix_sort_finite(canonical)
+    assert summary.sorted_values.tobytes() == canonical.tobytes()
