@@ -247,13 +247,10 @@ class MLflowTrainer:
             run_name=run_name or f"{register_as or factory.kind}-{manifest['sha256'][:8]}",
             tags={**extra_tags, **lineage},
         )
-        # the name the DSR's trial count is kept under (every configuration ever tried)
-        trial = register_as or f"{self.experiment_name}/{factory.kind}"
-        data = (frame, feature_names, manifest, lineage)
+        trial = register_as or f"{self.experiment_name}/{factory.kind}"  # the DSR's trial count
+        data = (frame, feature_names, manifest, lineage, trial)
         with _run_status(self.client, run.info.run_id) as run_id, _workdir() as work:
-            result = self._run(
-                run_id, factory, *data, seed, executor, progress, cv_cfg, work, trial=trial
-            )
+            result = self._run(run_id, factory, *data, seed, executor, progress, cv_cfg, work)
             result = replace(result, experiment_id=exp_id)
             if register_as:
                 info = self.registry.register_version(
@@ -281,8 +278,8 @@ class MLflowTrainer:
         return config_factory(self.cfg, model, seed, params)
 
     def _run(
-        self, run_id, factory, frame, feature_names, manifest, lineage, seed, executor, bar,
-        cv_cfg, work, *, trial,
+        self, run_id, factory, frame, feature_names, manifest, lineage, trial, seed, executor,
+        bar, cv_cfg, work,
     ) -> TrainResult:  # fmt: skip
         """Backtest, log the run, write the report, refit the selected configuration and log
         its files under ``work``; the result (registration is the caller's)."""

@@ -92,10 +92,11 @@ def sort_finite(values: np.ndarray) -> None:
     if values.size >= RADIX_MIN_SIZE and radix_is_faster():
         radix_sort_finite(values)  # releases the GIL
         return
-    values.sort()  # releases the GIL too; equal values (-0.0 and 0.0) in any order
+    # counted before the sort: numpy's SIMD sorts may swap the signs of equal zeros
+    n_negative = int(np.count_nonzero(np.signbit(values) & (values == 0.0)))
+    values.sort()  # releases the GIL too
     lo, hi = np.searchsorted(values, 0.0, side="left"), np.searchsorted(values, 0.0, side="right")
     if hi > lo:
-        n_negative = int(np.signbit(values[lo:hi]).sum())
         values[lo : lo + n_negative] = -0.0
         values[lo + n_negative : hi] = 0.0
 
