@@ -63,8 +63,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     controller = not hasattr(session.config, "workerinput")
     wanted = os.environ.get("QCLI_TEST_WARM_KERNELS", "1") != "0"
     if getattr(session.config.option, "numprocesses", None) and controller and wanted:
-        # the xdist controller, before its workers start: fill Numba's cache once (46 s on a
-        # fresh clone, 5 s when warm) rather than in every worker and subprocess at once
+        # the xdist controller, before its workers start: fill Numba's cache once rather than
+        # in every worker and subprocess at once (times in the README)
         subprocess.run([sys.executable, "-m", "tests._warm_kernels"], check=True)
 
 
